@@ -1,0 +1,81 @@
+# ShuffleMamba-B + UperNet on ADE20K, the paper's recipe (Table 3):
+# 160k iterations, 8 GPUs x 2 images, 512x512 crops, AdamW lr 6e-5 wd 0.01,
+# poly schedule with 1500-iteration linear warmup, drop path 0.2, four stride-16
+# levels from blocks 5/11/17/23 without a neck, sliding-window test 512/341.
+#
+#   tools/dist_train.sh configs/upernet_shufflemamba_b.py 8
+#
+# Fine-tune from an ImageNet checkpoint by overriding the backbone's init_cfg, e.g.
+#   model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='x.pth')))
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['mmplugin_shufflemamba'], allow_failed_imports=False)
+
+crop_size = (512, 512)
+embed_dims = 768
+num_classes = 150
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(size=crop_size)
+
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='ShuffleMamba',
+        arch='b',
+        img_size=224,  # resolution of the ImageNet position embedding
+        patch_size=16,
+        drop_path_rate=0.2,
+        # The official fine-tuning recipe does not shuffle; SLWS is a pretraining
+        # regularizer. Set e.g. 0.5 to fine-tune with it.
+        shuffle_rate=0.0,
+        out_indices=(5, 11, 17, 23),
+        # The official downstream code feeds the blocks' mixer outputs to UperNet.
+        out_type='mixer',
+        final_norm=True,
+        num_registers=0,
+        with_cp=False,
+        init_cfg=None),
+    decode_head=dict(
+        in_channels=[embed_dims] * 4,
+        in_index=[0, 1, 2, 3],
+        channels=512,
+        num_classes=num_classes,
+        norm_cfg=norm_cfg),
+    auxiliary_head=dict(
+        in_channels=embed_dims,
+        in_index=3,
+        channels=256,
+        num_classes=num_classes,
+        norm_cfg=norm_cfg),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+
+# AdamW without weight decay on embeddings, norms and the SSM's A_log / D.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(
+        custom_keys={
+            'pos_embed': dict(decay_mult=0.0),
+            'cls_token': dict(decay_mult=0.0),
+            'norm': dict(decay_mult=0.0),
+            'A_log': dict(decay_mult=0.0),
+            'A_b_log': dict(decay_mult=0.0),
+            '.D': dict(decay_mult=0.0),
+        }))
+
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
+]
+
+# 8 GPUs x 2 images = batch 16.
+train_dataloader = dict(batch_size=2)
+val_dataloader = dict(batch_size=1)
+test_dataloader = val_dataloader

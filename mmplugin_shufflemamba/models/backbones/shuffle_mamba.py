@@ -1,0 +1,330 @@
+"""ShuffleMamba: plain Vision Mamba trained with stochastic layer-wise shuffle."""
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from mmengine.registry import MODELS
+
+from ..layers import (DropPath, LayerShuffle, MambaBlock, PatchEmbed, build_token_norm,
+                      register_layout, resize_pos_embed, shuffled_call)
+
+
+def _to_2tuple(x) -> Tuple[int, int]:
+    if isinstance(x, int):
+        return (x, x)
+    x = tuple(x)
+    if len(x) != 2:
+        raise ValueError(f'expected an int or a pair, got {x}')
+    return (int(x[0]), int(x[1]))
+
+
+@MODELS.register_module()
+class ShuffleMamba(BaseModule):
+    """ShuffleMamba backbone (Vim with stochastic layer-wise shuffle).
+
+    A patch embedding, an absolute position embedding, optional register tokens and
+    a stack of bidirectional Mamba blocks. In training, block ``l`` shuffles the
+    token sequence (hidden state and residual stream, one permutation shared by the
+    batch, inverted after the block) with probability
+    ``linspace(0, shuffle_rate, num_layers)[l]``; in eval it is the plain Vim.
+
+    Args:
+        arch (str | dict): 's', 'm', 'b', 'l1', 'l2' or a dict with ``embed_dims``
+            and ``num_layers``. Defaults to 'b'.
+        img_size (int | tuple): resolution the position embedding was trained at.
+            Defaults to 224.
+        patch_size (int): Defaults to 16.
+        in_channels (int): Defaults to 3.
+        embed_dims (int, optional): overrides ``arch``.
+        num_layers (int, optional): overrides ``arch``.
+        d_state (int): SSM state size. Defaults to 16.
+        d_conv (int): causal conv width. Defaults to 4.
+        expand (int): mixer expansion. Defaults to 2.
+        drop_rate (float): dropout after the position embedding. Defaults to 0.
+        drop_path_rate (float): stochastic depth, ``[0] + linspace(0, rate, L)``
+            over the blocks as in the official code. Defaults to 0.
+        shuffle_rate (float): P of SLWS. Defaults to 0.
+        out_indices (int | Sequence[int]): blocks whose output is returned;
+            negative values count from the end. Defaults to -1.
+        out_type (str): 'residual' (the full token state after the block, as a ViT
+            gives) or 'mixer' (the block's mixer output alone at intermediate
+            indices, as the official downstream code). Defaults to 'residual'.
+        final_norm (bool): apply ``norm_f`` to the last block's output.
+            Defaults to True.
+        num_registers (int): register tokens spread evenly through the sequence
+            (Mamba-Reg); never in the outputs. Defaults to 0.
+        norm_cfg (dict): 'LN' or 'RMSNorm'. Defaults to ``dict(type='LN', eps=1e-5)``.
+        interpolate_mode (str): position-embedding resize mode. Defaults to 'bicubic'.
+        kernel (str): 'auto' uses the mamba-ssm / causal-conv1d CUDA kernels when
+            installed and on GPU, 'cuda' requires them, 'torch' never uses them.
+        with_cp (bool): gradient checkpointing of every block. Defaults to False.
+        frozen_stages (int): freeze the embeddings and the first ``frozen_stages``
+            blocks (-1: nothing). Defaults to -1.
+        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=...)``.
+    """
+    arch_zoo = {
+        's': dict(embed_dims=384, num_layers=24),
+        'small': dict(embed_dims=384, num_layers=24),
+        'm': dict(embed_dims=576, num_layers=32),
+        'middle': dict(embed_dims=576, num_layers=32),
+        'b': dict(embed_dims=768, num_layers=24),
+        'base': dict(embed_dims=768, num_layers=24),
+        'l1': dict(embed_dims=1024, num_layers=40),
+        'large1': dict(embed_dims=1024, num_layers=40),
+        'l2': dict(embed_dims=1024, num_layers=48),
+        'large2': dict(embed_dims=1024, num_layers=48),
+    }
+    OUT_TYPES = ('residual', 'mixer')
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'b',
+                 img_size: Union[int, Sequence[int]] = 224,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 embed_dims: Optional[int] = None,
+                 num_layers: Optional[int] = None,
+                 d_state: int = 16,
+                 d_conv: int = 4,
+                 expand: int = 2,
+                 drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0,
+                 shuffle_rate: float = 0.0,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 out_type: str = 'residual',
+                 final_norm: bool = True,
+                 num_registers: int = 0,
+                 norm_cfg: dict = dict(type='LN', eps=1e-5),
+                 interpolate_mode: str = 'bicubic',
+                 kernel: str = 'auto',
+                 with_cp: bool = False,
+                 frozen_stages: int = -1,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(init_cfg=init_cfg)
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in self.arch_zoo:
+                raise KeyError(f'Unknown ShuffleMamba arch {arch!r}; choose one of '
+                               f'{sorted(set(self.arch_zoo))} or pass a dict with '
+                               "'embed_dims' and 'num_layers'.")
+            arch_settings = dict(self.arch_zoo[key])
+        elif isinstance(arch, dict):
+            arch_settings = dict(arch)
+        else:
+            raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}')
+        if embed_dims is not None:
+            arch_settings['embed_dims'] = embed_dims
+        if num_layers is not None:
+            arch_settings['num_layers'] = num_layers
+        missing = {'embed_dims', 'num_layers'} - set(arch_settings)
+        if missing:
+            raise ValueError(f'arch is missing {sorted(missing)}: {arch_settings}')
+        self.embed_dims = int(arch_settings['embed_dims'])
+        self.num_layers = int(arch_settings['num_layers'])
+        if self.embed_dims <= 0 or self.num_layers <= 0:
+            raise ValueError('embed_dims and num_layers must be positive, got '
+                             f'{self.embed_dims} and {self.num_layers}')
+        if out_type not in self.OUT_TYPES:
+            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, got {out_type!r}')
+        if num_registers < 0:
+            raise ValueError(f'num_registers must be >= 0, got {num_registers}')
+
+        self.img_size = _to_2tuple(img_size)
+        self.patch_size = int(patch_size)
+        if self.img_size[0] % self.patch_size or self.img_size[1] % self.patch_size:
+            raise ValueError(f'img_size {self.img_size} must be a multiple of '
+                             f'patch_size {self.patch_size}')
+        self.patch_resolution = (self.img_size[0] // self.patch_size,
+                                 self.img_size[1] // self.patch_size)
+        self.in_channels = in_channels
+        self.out_type = out_type
+        self.final_norm = final_norm
+        self.num_registers = int(num_registers)
+        self.interpolate_mode = interpolate_mode
+        self.with_cp = with_cp
+        self.frozen_stages = frozen_stages
+        self.drop_path_rate = drop_path_rate
+        self.shuffle_rate = shuffle_rate
+        self.out_indices = self._check_out_indices(out_indices)
+
+        D = self.embed_dims
+        self.patch_embed = PatchEmbed(in_channels, D, self.patch_size)
+        num_patches = self.patch_resolution[0] * self.patch_resolution[1]
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, D))
+        if self.num_registers > 0:
+            self.cls_token = nn.Parameter(torch.zeros(1, self.num_registers, D))
+            self.pos_embed_cls = nn.Parameter(torch.zeros(1, self.num_registers, D))
+        self.pos_drop = nn.Dropout(p=drop_rate)
+
+        # Official schedule: block i gets ([0] + linspace(0, rate, L))[i]; the final
+        # add before norm_f gets the full rate.
+        dpr = [0.0] + [float(x) for x in torch.linspace(0, drop_path_rate, self.num_layers)]
+        mixer_cfg = dict(d_state=d_state, d_conv=d_conv, expand=expand, kernel=kernel)
+        self.layers = nn.ModuleList([
+            MambaBlock(D, mixer_cfg=mixer_cfg, norm_cfg=norm_cfg, drop_path=dpr[i])
+            for i in range(self.num_layers)
+        ])
+        self.drop_path = DropPath(drop_path_rate)
+        self.layer_shuffle = LayerShuffle(shuffle_rate, self.num_layers)
+        self.norm_f = build_token_norm(norm_cfg, D) if final_norm else nn.Identity()
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ helpers
+    def _check_out_indices(self, out_indices) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, Sequence) or isinstance(out_indices, str) \
+                or len(out_indices) == 0:
+            raise TypeError('out_indices must be an int or a non-empty sequence of '
+                            f'ints, got {out_indices!r}')
+        result = []
+        for idx in out_indices:
+            if not isinstance(idx, int) or isinstance(idx, bool):
+                raise TypeError(f'out_indices entries must be ints, got {idx!r}')
+            if not -self.num_layers <= idx < self.num_layers:
+                raise ValueError(
+                    f'out_indices entry {idx} is out of range for {self.num_layers} '
+                    f'blocks: use 0..{self.num_layers - 1} or negative values down '
+                    f'to -{self.num_layers}.')
+            result.append(idx % self.num_layers)
+        if len(set(result)) != len(result):
+            raise ValueError(f'out_indices has duplicates after resolving negative '
+                             f'values: {list(out_indices)} -> {result}')
+        return tuple(result)
+
+    @property
+    def num_extra_tokens(self) -> int:
+        return self.num_registers
+
+    def init_weights(self) -> None:
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            from ..utils import load_pretrained_backbone
+            load_pretrained_backbone(self, **{k: v for k, v in self.init_cfg.items()
+                                             if k != 'type'})
+            self._is_init = True
+            return
+        super().init_weights()
+        if self.init_cfg is not None:
+            return
+        trunc_normal_(self.pos_embed, std=0.02)
+        if self.num_registers > 0:
+            trunc_normal_(self.cls_token, std=0.02)
+            trunc_normal_(self.pos_embed_cls, std=0.02)
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear) and m.bias is not None and \
+                    not getattr(m.bias, '_no_reinit', False):
+                nn.init.zeros_(m.bias)
+            if name.endswith('mixer.out_proj'):
+                # GPT-2 style rescale of the residual projections.
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
+                with torch.no_grad():
+                    m.weight /= math.sqrt(self.num_layers)
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        if self.frozen_stages > self.num_layers:
+            raise ValueError(f'frozen_stages={self.frozen_stages} exceeds num_layers='
+                             f'{self.num_layers}')
+        frozen = [self.patch_embed, self.pos_drop] + list(self.layers[:self.frozen_stages])
+        if self.frozen_stages == self.num_layers:
+            frozen.append(self.norm_f)
+        for m in frozen:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+        for name in ('pos_embed', 'cls_token', 'pos_embed_cls'):
+            if hasattr(self, name):
+                getattr(self, name).requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """Layer id of a parameter for layer-wise learning-rate decay.
+
+        Embeddings are layer 0, block i is layer i + 1, the final norm is
+        ``num_layers + 1``; returns ``(layer_depth, num_layers + 2)``.
+        """
+        num_layers = self.num_layers + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name.startswith(('patch_embed', 'pos_embed', 'cls_token', 'pos_embed_cls')):
+            return 0, num_layers
+        if name.startswith('layers.'):
+            return int(name.split('.')[1]) + 1, num_layers
+        return num_layers - 1, num_layers
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]:
+        """Patch-embed, add position embedding and registers.
+
+        Args:
+            x (Tensor): (B, C, H, W); H and W are padded up to a multiple of the patch.
+
+        Returns:
+            tuple: tokens (B, N + R, D), patch grid (h, w), patch positions (N, ).
+        """
+        if x.dim() != 4:
+            raise ValueError(f'ShuffleMamba expects (B, C, H, W) input, got shape '
+                             f'{tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'ShuffleMamba was built with in_channels='
+                             f'{self.in_channels} but the input has {x.shape[1]} '
+                             f'channels (shape {tuple(x.shape)}).')
+        H, W = x.shape[-2:]
+        p = self.patch_size
+        pad_h, pad_w = (-H) % p, (-W) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x, grid = self.patch_embed(x)
+        x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, grid,
+                                 self.interpolate_mode)
+        x = self.pos_drop(x)
+        num_patches = grid[0] * grid[1]
+        if self.num_registers > 0:
+            token_idx, patch_pos = register_layout(num_patches, self.num_registers)
+            regs = (self.cls_token + self.pos_embed_cls).expand(x.shape[0], -1, -1)
+            x = torch.cat([x, regs.to(x.dtype)], dim=1)[:, token_idx.to(x.device)]
+        else:
+            patch_pos = torch.arange(num_patches)
+        return x, grid, patch_pos.to(x.device)
+
+    def _run_block(self, i: int, perm: Optional[torch.Tensor], hidden: torch.Tensor,
+                   residual: Optional[torch.Tensor]):
+        layer = self.layers[i]
+        if self.with_cp and self.training and hidden.requires_grad:
+            # The permutation is drawn outside, so the recomputation replays it;
+            # drop path's randomness is replayed by checkpoint's RNG state.
+            return cp.checkpoint(shuffled_call, layer, perm, hidden, residual,
+                                 use_reentrant=False)
+        return shuffled_call(layer, perm, hidden, residual)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """x: (B, C, H, W) -> one (B, D, ceil(H/p), ceil(W/p)) map per out index."""
+        B = x.shape[0]
+        hidden, (h, w), patch_pos = self.embed(x)
+        perms = self.layer_shuffle(hidden.shape[1], hidden.device)
+        residual = None
+        outs = []
+        last = self.num_layers - 1
+        for i in range(self.num_layers):
+            hidden, residual = self._run_block(i, perms[i], hidden, residual)
+            if i not in self.out_indices:
+                continue
+            if i == last and self.final_norm:
+                feat = self.norm_f(residual + self.drop_path(hidden))
+            elif i != last and self.out_type == 'mixer':
+                feat = hidden
+            else:
+                feat = residual + hidden
+            feat = feat.index_select(1, patch_pos) if self.num_registers else feat
+            outs.append(feat.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous())
+        return tuple(outs)

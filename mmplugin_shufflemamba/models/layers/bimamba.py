@@ -1,0 +1,189 @@
+"""The bidirectional Vim mixer ("bimamba") and its pre-norm residual block."""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ...ops import causal_conv1d, check_kernel_backend, selective_scan
+
+
+class RMSNorm(nn.Module):
+    """RMS normalization (weight only), as used by the Mamba-Reg models.
+
+    Args:
+        num_features (int): channels C of an (..., C) input.
+        eps (float): Defaults to 1e-5.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (out * self.weight.float()).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f'{self.weight.shape[0]}, eps={self.eps}'
+
+
+def build_token_norm(norm_cfg: dict, num_features: int) -> nn.Module:
+    """Build a norm over the last axis: ``type`` 'LN' (LayerNorm) or 'RMSNorm'."""
+    cfg = dict(norm_cfg)
+    norm_type = cfg.pop('type', 'LN')
+    eps = cfg.pop('eps', 1e-5)
+    if cfg:
+        raise ValueError(f'unsupported norm_cfg keys {sorted(cfg)} in {norm_cfg}')
+    if norm_type in ('LN', 'LayerNorm'):
+        return nn.LayerNorm(num_features, eps=eps)
+    if norm_type == 'RMSNorm':
+        return RMSNorm(num_features, eps=eps)
+    raise ValueError(f"norm_cfg type must be 'LN' or 'RMSNorm', got {norm_type!r}")
+
+
+class BiMambaMixer(nn.Module):
+    """Bidirectional Mamba mixer of Vision Mamba (Vim ``bimamba`` v2).
+
+    ``in_proj`` maps to x and gate z; a forward and a backward (flipped sequence)
+    branch each run causal depthwise conv + SiLU, input-dependent (dt, B, C)
+    projections and a selective scan gated by SiLU(z); the two are averaged and
+    projected back by ``out_proj``. Parameter names follow the official checkpoints.
+
+    Args:
+        embed_dims (int): model width D.
+        d_state (int): SSM state size N. Defaults to 16.
+        d_conv (int): causal conv width. Defaults to 4.
+        expand (int): d_inner = expand * D. Defaults to 2.
+        dt_rank (int | str): 'auto' = ceil(D / 16).
+        dt_min, dt_max, dt_init_floor (float): dt bias initialisation range.
+        kernel (str): 'auto' | 'cuda' | 'torch', see :mod:`mmplugin_shufflemamba.ops`.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 d_state: int = 16,
+                 d_conv: int = 4,
+                 expand: int = 2,
+                 dt_rank='auto',
+                 dt_min: float = 0.001,
+                 dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4,
+                 kernel: str = 'auto'):
+        super().__init__()
+        self.embed_dims = embed_dims
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = int(expand * embed_dims)
+        self.dt_rank = math.ceil(embed_dims / 16) if dt_rank == 'auto' else int(dt_rank)
+        self.kernel = check_kernel_backend(kernel)
+
+        self.in_proj = nn.Linear(embed_dims, self.d_inner * 2, bias=False)
+        self.out_proj = nn.Linear(self.d_inner, embed_dims, bias=False)
+        for suffix in ('', '_b'):
+            conv = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv,
+                             groups=self.d_inner, padding=d_conv - 1, bias=True)
+            x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+            dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+            self._init_dt_proj(dt_proj, dt_min, dt_max, dt_init_floor)
+            A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+            setattr(self, f'conv1d{suffix}', conv)
+            setattr(self, f'x_proj{suffix}', x_proj)
+            setattr(self, f'dt_proj{suffix}', dt_proj)
+            a_name = 'A_log' if suffix == '' else 'A_b_log'
+            setattr(self, a_name, nn.Parameter(torch.log(A)))
+            setattr(self, f'D{suffix}', nn.Parameter(torch.ones(self.d_inner)))
+
+    def _init_dt_proj(self, dt_proj: nn.Linear, dt_min: float, dt_max: float,
+                      floor: float) -> None:
+        std = self.dt_rank**-0.5
+        nn.init.uniform_(dt_proj.weight, -std, std)
+        dt = torch.exp(
+            torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) +
+            math.log(dt_min)).clamp(min=floor)
+        inv_dt = dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
+        with torch.no_grad():
+            dt_proj.bias.copy_(inv_dt)
+        dt_proj.bias._no_reinit = True
+
+    def _ssm(self, x: torch.Tensor, z: torch.Tensor, suffix: str) -> torch.Tensor:
+        """One direction. x, z: (B, d_inner, L) -> (B, d_inner, L)."""
+        conv = getattr(self, f'conv1d{suffix}')
+        x_proj = getattr(self, f'x_proj{suffix}')
+        dt_proj = getattr(self, f'dt_proj{suffix}')
+        A_log = self.A_log if suffix == '' else self.A_b_log
+        D = getattr(self, f'D{suffix}')
+        x = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation='silu',
+                          kernel=self.kernel)
+        x_dbl = x_proj(x.transpose(1, 2))  # (B, L, dt_rank + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # bias added in the scan
+        A = -torch.exp(A_log.float())
+        return selective_scan(
+            x, delta.contiguous(), A,
+            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+            D.float(), z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True,
+            kernel=self.kernel)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: (B, L, D) -> (B, L, D)."""
+        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2*d_inner, L)
+        x, z = xz.chunk(2, dim=1)
+        y_fwd = self._ssm(x, z, '')
+        y_bwd = self._ssm(x.flip(-1), z.flip(-1), '_b').flip(-1)
+        y = (y_fwd + y_bwd) / 2
+        return self.out_proj(y.transpose(1, 2).to(hidden.dtype))
+
+
+class DropPath(nn.Module):
+    """Per-sample stochastic depth on (B, ...) tensors."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+class MambaBlock(nn.Module):
+    """Vim block: ``residual += drop_path(hidden); hidden = mixer(norm(residual))``.
+
+    Args:
+        embed_dims (int): width D.
+        mixer_cfg (dict): kwargs of :class:`BiMambaMixer`.
+        norm_cfg (dict): 'LN' or 'RMSNorm' (eps 1e-5).
+        drop_path (float): drop path rate applied to the incoming hidden state.
+        residual_in_fp32 (bool): keep the residual stream in float32. Defaults to True.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 mixer_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='LN', eps=1e-5),
+                 drop_path: float = 0.0,
+                 residual_in_fp32: bool = True):
+        super().__init__()
+        self.norm = build_token_norm(norm_cfg, embed_dims)
+        self.mixer = BiMambaMixer(embed_dims, **(mixer_cfg or {}))
+        self.drop_path = DropPath(drop_path)
+        self.residual_in_fp32 = residual_in_fp32
+
+    def forward(self, hidden: torch.Tensor,
+                residual: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """hidden, residual: (B, L, D) (residual None for the first block)."""
+        residual = hidden if residual is None else residual + self.drop_path(hidden)
+        hidden = self.norm(residual.to(self.norm.weight.dtype))
+        if self.residual_in_fp32:
+            residual = residual.float()
+        return self.mixer(hidden), residual

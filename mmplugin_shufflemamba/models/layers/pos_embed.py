@@ -1,0 +1,78 @@
+"""Position embedding resizing and register-token placement."""
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding (key layout ``patch_embed.proj.*``).
+
+    Args:
+        in_channels (int): input channels.
+        embed_dims (int): output width D.
+        patch_size (int): patch side p.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size,
+                              stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """(B, C, H, W), H and W multiples of p -> (B, H/p * W/p, D), (H/p, W/p)."""
+        x = self.proj(x)
+        grid = (x.shape[2], x.shape[3])
+        return x.flatten(2).transpose(1, 2), grid
+
+
+def resize_pos_embed(pos_embed: torch.Tensor,
+                     src_shape: Tuple[int, int],
+                     dst_shape: Tuple[int, int],
+                     mode: str = 'bicubic') -> torch.Tensor:
+    """Resize a patch-grid position embedding.
+
+    Args:
+        pos_embed (Tensor): (1, src_h * src_w, C), patch tokens only, row-major.
+        src_shape (tuple[int, int]): (src_h, src_w).
+        dst_shape (tuple[int, int]): (dst_h, dst_w).
+        mode (str): interpolation mode. Defaults to 'bicubic'.
+
+    Returns:
+        Tensor: (1, dst_h * dst_w, C).
+    """
+    src_h, src_w = src_shape
+    if pos_embed.dim() != 3 or pos_embed.shape[1] != src_h * src_w:
+        raise ValueError(
+            f'pos_embed of shape {tuple(pos_embed.shape)} does not hold a '
+            f'{src_h}x{src_w} patch grid (expected (1, {src_h * src_w}, C)).')
+    if tuple(src_shape) == tuple(dst_shape):
+        return pos_embed
+    C = pos_embed.shape[2]
+    grid = pos_embed.reshape(1, src_h, src_w, C).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=tuple(dst_shape), mode=mode,
+                         align_corners=False)
+    return grid.flatten(2).transpose(1, 2).to(pos_embed.dtype)
+
+
+def register_layout(num_patches: int, num_registers: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where registers sit in the sequence (Mamba-Reg's even spacing).
+
+    With ``S = num_patches // (num_registers + 1)``, the sequence is
+    ``S patches, reg 0, S patches, reg 1, ..., reg R-1, remaining patches``.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``token_idx`` (length N + R) such that
+        ``seq = cat([patches, registers])[:, token_idx]``, and ``patch_pos``
+        (length N), the sequence position of every patch in row-major order.
+    """
+    seg = num_patches // (num_registers + 1)
+    order = []
+    for r in range(num_registers):
+        order.extend(range(r * seg, (r + 1) * seg))
+        order.append(num_patches + r)
+    order.extend(range(num_registers * seg, num_patches))
+    token_idx = torch.tensor(order, dtype=torch.long)
+    patch_pos = torch.argsort(token_idx)[:num_patches]
+    return token_idx, patch_pos

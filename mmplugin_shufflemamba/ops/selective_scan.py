@@ -1,0 +1,261 @@
+"""Selective scan (the S6 recurrence of Mamba) with mamba-ssm's semantics.
+
+For every batch b, channel d and state n::
+
+    dt[b, d, l]   = softplus(delta[b, d, l] + delta_bias[d])   (softplus optional)
+    h[b, d, l, n] = exp(dt * A[d, n]) * h[b, d, l-1, n] + dt * B[b, n, l] * u[b, d, l]
+    y[b, d, l]    = sum_n C[b, n, l] * h[b, d, l, n] + D[d] * u[b, d, l]
+    out           = y * silu(z)                                 (when z is given)
+
+Three implementations:
+
+- :func:`selective_scan_ref`: a direct sequential loop, differentiated by autograd.
+  Slow and memory hungry; it is the readable reference everything is tested against.
+- :func:`selective_scan_torch`: the pure-PyTorch path used on CPU. A custom autograd
+  function that saves only its inputs and recomputes the states in backward (like the
+  fused kernel does), so a deep model does not keep (B, D, L, N) tensors per layer.
+  When the compiled CPU extension is available it runs the recurrences in C++.
+- the fused CUDA kernel of mamba-ssm (``selective_scan_fn``), used by
+  :func:`selective_scan` when it imports and the tensors are on CUDA.
+
+All paths compute in float32 (float64 inputs stay float64) and return ``u.dtype``.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .kernels import _try_import, get_cuda_kernel
+
+
+def has_selective_scan_cuda() -> bool:
+    """Whether mamba-ssm's fused selective scan can be imported."""
+    return _try_import('selective_scan_fn')[0] is not None
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
+    if u.dim() != 3:
+        raise ValueError(f'u must be (batch, dim, seqlen), got shape {tuple(u.shape)}')
+    batch, dim, seqlen = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f'delta must have the shape of u {tuple(u.shape)}, '
+                         f'got {tuple(delta.shape)}')
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f'A must be (dim={dim}, dstate), got {tuple(A.shape)}')
+    dstate = A.shape[1]
+    for name, t in (('B', B), ('C', C)):
+        if t.shape != (batch, dstate, seqlen):
+            raise ValueError(f'{name} must be (batch, dstate, seqlen)='
+                             f'{(batch, dstate, seqlen)}, got {tuple(t.shape)}')
+    if D is not None and D.shape != (dim, ):
+        raise ValueError(f'D must be ({dim},), got {tuple(D.shape)}')
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f'z must have the shape of u {tuple(u.shape)}, got {tuple(z.shape)}')
+    if delta_bias is not None and delta_bias.shape != (dim, ):
+        raise ValueError(f'delta_bias must be ({dim},), got {tuple(delta_bias.shape)}')
+
+
+def selective_scan_ref(u: torch.Tensor,
+                       delta: torch.Tensor,
+                       A: torch.Tensor,
+                       B: torch.Tensor,
+                       C: torch.Tensor,
+                       D: Optional[torch.Tensor] = None,
+                       z: Optional[torch.Tensor] = None,
+                       delta_bias: Optional[torch.Tensor] = None,
+                       delta_softplus: bool = False) -> torch.Tensor:
+    """Sequential reference selective scan.
+
+    Args:
+        u (Tensor): (B, D, L) input.
+        delta (Tensor): (B, D, L) time steps (before bias / softplus).
+        A (Tensor): (D, N) state matrix (diagonal, negative real).
+        B (Tensor): (B, N, L) input matrix.
+        C (Tensor): (B, N, L) output matrix.
+        D (Tensor, optional): (D, ) skip connection.
+        z (Tensor, optional): (B, D, L) gate, applied as ``y * silu(z)``.
+        delta_bias (Tensor, optional): (D, ) added to delta.
+        delta_softplus (bool): apply softplus to delta. Defaults to False.
+
+    Returns:
+        Tensor: (B, D, L) in the dtype of ``u``.
+    """
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    dtype_in = u.dtype
+    ct = _compute_dtype(u)
+    u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(ct)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, dim, seqlen = u.shape
+    h = u.new_zeros(batch, dim, A.shape[1])
+    ys = []
+    for t in range(seqlen):
+        dt = delta[:, :, t, None]  # (B, D, 1)
+        h = torch.exp(dt * A) * h + dt * B[:, None, :, t] * u[:, :, t, None]
+        ys.append((h * C[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1)
+    if D is not None:
+        y = y + u * D.to(ct)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(ct))
+    return y.to(dtype_in)
+
+
+# ----------------------------------------------------------------------------------
+# Recurrence kernels of the PyTorch path. States are laid out (L, B, D, N) so that
+# each time step is one contiguous slice.
+def _scan_fwd_loop(dA: torch.Tensor, dBu: torch.Tensor) -> torch.Tensor:
+    """h[t] = dA[t] * h[t-1] + dBu[t]; all (L, B, D, N). Returns all h."""
+    hs = torch.empty_like(dBu)
+    hs[0] = dBu[0]
+    for t in range(1, dBu.shape[0]):
+        torch.addcmul(dBu[t], dA[t], hs[t - 1], out=hs[t])
+    return hs
+
+
+def _scan_bwd_loop(dA: torch.Tensor, dh_direct: torch.Tensor) -> torch.Tensor:
+    """g[t] = dh_direct[t] + dA[t+1] * g[t+1] (reverse-time adjoint recurrence)."""
+    gs = torch.empty_like(dh_direct)
+    last = dh_direct.shape[0] - 1
+    gs[last] = dh_direct[last]
+    for t in range(last - 1, -1, -1):
+        torch.addcmul(dh_direct[t], dA[t + 1], gs[t + 1], out=gs[t])
+    return gs
+
+
+def _prepare(u, delta, A, B, delta_bias, delta_softplus):
+    """Common forward quantities, all in the compute dtype."""
+    dt_raw = delta if delta_bias is None else delta + delta_bias[:, None]
+    dt = F.softplus(dt_raw) if delta_softplus else dt_raw
+    # (L, B, D, N) layout.
+    dA = torch.exp(dt.permute(2, 0, 1)[..., None] * A)
+    dBu = (dt * u).permute(2, 0, 1)[..., None] * B.permute(2, 0, 1)[:, :, None, :]
+    return dt_raw, dt, dA.contiguous(), dBu.contiguous()
+
+
+class _SelectiveScanTorch(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        dtype_in = u.dtype
+        ct = _compute_dtype(u)
+        cast = [None if t is None else t.to(ct) for t in (u, delta, A, B, C, D, z, delta_bias)]
+        u_, delta_, A_, B_, C_, D_, z_, db_ = cast
+        _, _, dA, dBu = _prepare(u_, delta_, A_, B_, db_, delta_softplus)
+        hs = _scan_fwd_loop(dA, dBu)  # (L, B, D, N)
+        y = torch.einsum('lbdn,bnl->bdl', hs, C_)
+        del hs, dA, dBu
+        if D_ is not None:
+            y = y + u_ * D_[:, None]
+        out = y * F.silu(z_) if z_ is not None else y
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        ctx.delta_softplus = delta_softplus
+        ctx.dtype_in = dtype_in
+        return out.to(dtype_in)
+
+    @staticmethod
+    def backward(ctx, dout):
+        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        ct = _compute_dtype(u)
+        u_, delta_, A_, B_, C_ = (t.to(ct) for t in (u, delta, A, B, C))
+        D_ = None if D is None else D.to(ct)
+        z_ = None if z is None else z.to(ct)
+        db_ = None if delta_bias is None else delta_bias.to(ct)
+        dout = dout.to(ct)
+        dt_raw, dt, dA, dBu = _prepare(u_, delta_, A_, B_, db_, ctx.delta_softplus)
+        hs = _scan_fwd_loop(dA, dBu)
+
+        dz = None
+        if z_ is not None:
+            y = torch.einsum('lbdn,bnl->bdl', hs, C_)
+            if D_ is not None:
+                y = y + u_ * D_[:, None]
+            sig = torch.sigmoid(z_)
+            dz = dout * y * sig * (1 + z_ * (1 - sig))
+            dy = dout * z_ * sig
+        else:
+            dy = dout
+        dD = (dy * u_).sum((0, 2)) if D_ is not None else None
+        du = dy * D_[:, None] if D_ is not None else torch.zeros_like(u_)
+        dC = torch.einsum('lbdn,bdl->bnl', hs, dy)
+
+        dy_l = dy.permute(2, 0, 1)[..., None]  # (L, B, D, 1)
+        dh_direct = dy_l * C_.permute(2, 0, 1)[:, :, None, :]
+        gs = _scan_bwd_loop(dA, dh_direct.contiguous())
+        del dh_direct
+        # d(dA)[t] = g[t] * h[t-1]
+        h_prev = torch.cat([torch.zeros_like(hs[:1]), hs[:-1]], dim=0)
+        ddA_dA = gs * h_prev * dA  # gradient w.r.t. (dt * A)
+        del h_prev, hs
+        B_l = B_.permute(2, 0, 1)[:, :, None, :]  # (L, B, 1, N)
+        dt_l = dt.permute(2, 0, 1)  # (L, B, D)
+        u_l = u_.permute(2, 0, 1)
+        g_dot_B = (gs * B_l).sum(-1)  # (L, B, D)
+        ddt = (ddA_dA * A_).sum(-1) + g_dot_B * u_l
+        du = du + (g_dot_B * dt_l).permute(1, 2, 0)
+        dB = torch.einsum('lbdn,lbd->bnl', gs, dt_l * u_l)
+        dA_param = torch.einsum('lbdn,lbd->dn', ddA_dA, dt_l)
+        ddt = ddt.permute(1, 2, 0)  # (B, D, L)
+        if ctx.delta_softplus:
+            ddt = ddt * torch.sigmoid(dt_raw)
+        ddelta_bias = ddt.sum((0, 2)) if db_ is not None else None
+
+        def back(g, ref):
+            return None if (g is None or ref is None) else g.to(ref.dtype)
+
+        return (back(du, u), back(ddt, delta), back(dA_param, A), back(dB, B), back(dC, C),
+                back(dD, D), back(dz, z), back(ddelta_bias, delta_bias), None)
+
+
+def selective_scan_torch(u: torch.Tensor,
+                         delta: torch.Tensor,
+                         A: torch.Tensor,
+                         B: torch.Tensor,
+                         C: torch.Tensor,
+                         D: Optional[torch.Tensor] = None,
+                         z: Optional[torch.Tensor] = None,
+                         delta_bias: Optional[torch.Tensor] = None,
+                         delta_softplus: bool = False) -> torch.Tensor:
+    """Pure-PyTorch selective scan with a memory-light hand-written backward.
+
+    Same arguments and result as :func:`selective_scan_ref`.
+    """
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        return _SelectiveScanTorch.apply(u, delta, A, B, C, D, z, delta_bias,
+                                         bool(delta_softplus))
+
+
+def selective_scan(u: torch.Tensor,
+                   delta: torch.Tensor,
+                   A: torch.Tensor,
+                   B: torch.Tensor,
+                   C: torch.Tensor,
+                   D: Optional[torch.Tensor] = None,
+                   z: Optional[torch.Tensor] = None,
+                   delta_bias: Optional[torch.Tensor] = None,
+                   delta_softplus: bool = False,
+                   kernel: str = 'auto') -> torch.Tensor:
+    """Selective scan dispatching to mamba-ssm's fused kernel or the PyTorch path.
+
+    Args:
+        kernel (str): 'auto' (fused kernel when importable and on CUDA), 'cuda'
+            (fused kernel or a clear error) or 'torch'. Defaults to 'auto'.
+        Other arguments: see :func:`selective_scan_ref`.
+    """
+    fn = get_cuda_kernel('selective_scan_fn', kernel, u.is_cuda)
+    if fn is not None:
+        with torch.autocast(device_type='cuda', enabled=False):
+            return fn(u.contiguous(), delta.contiguous(), A.float().contiguous(),
+                      B.contiguous(), C.contiguous(),
+                      None if D is None else D.float(),
+                      None if z is None else z.contiguous(),
+                      None if delta_bias is None else delta_bias.float(),
+                      delta_softplus)
+    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

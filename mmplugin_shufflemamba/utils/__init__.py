@@ -1,0 +1,3 @@
+from .runtime import prepare_runtime
+
+__all__ = ['prepare_runtime']

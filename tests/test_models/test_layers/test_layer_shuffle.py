@@ -1,0 +1,146 @@
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mmplugin_shufflemamba import ShuffleMamba
+from mmplugin_shufflemamba.models.layers import (LayerShuffle, inverse_permutation,
+                                                 permute_tokens, sample_permutation,
+                                                 shuffle_probs, shuffled_call)
+
+
+class TokenwiseMixer(nn.Module):
+    """Acts on every token independently: a shuffle must be invisible through it."""
+
+    def __init__(self, dims):
+        super().__init__()
+        self.fc = nn.Linear(dims, dims)
+
+    def forward(self, x):
+        return torch.tanh(self.fc(x)) * 0.5
+
+
+def tiny(**kw):
+    cfg = dict(arch=dict(embed_dims=32, num_layers=5), img_size=64, patch_size=8,
+               out_indices=(1, 4))
+    cfg.update(kw)
+    m = ShuffleMamba(**cfg)
+    m.init_weights()
+    return m
+
+
+def test_schedule_is_linspace_from_zero():
+    assert shuffle_probs(0.5, 5) == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5])
+    assert tiny(shuffle_rate=0.6).layer_shuffle.probs == pytest.approx(
+        torch.linspace(0, 0.6, 5).tolist())
+    with pytest.raises(ValueError, match='shuffle_rate'):
+        shuffle_probs(1.5, 4)
+
+
+def test_inverse_is_exact():
+    x = torch.randn(3, 50, 7)
+    perm = torch.randperm(50)
+    (y, ) = permute_tokens(perm, x)
+    (back, ) = permute_tokens(inverse_permutation(perm), y)
+    assert torch.equal(back, x)
+    assert torch.equal(perm[inverse_permutation(perm)], torch.arange(50))
+
+
+def test_one_permutation_shared_by_batch_and_residual():
+    hidden, residual = torch.randn(4, 20, 3), torch.randn(4, 20, 3)
+    perm = torch.randperm(20)
+    seen = {}
+
+    def fn(h, r):
+        seen['h'], seen['r'] = h, r
+        return h * 2, r + 1
+
+    out_h, out_r = shuffled_call(fn, perm, hidden, residual)
+    assert torch.equal(seen['h'], hidden[:, perm])
+    assert torch.equal(seen['r'], residual[:, perm])
+    assert torch.equal(out_h, hidden * 2) and torch.equal(out_r, residual + 1)
+    # residual None (first block) passes through
+    out_h, out_r = shuffled_call(lambda h, r: (h, r), perm, hidden, None)
+    assert out_r is None and torch.equal(out_h, hidden)
+
+
+def test_shuffle_invisible_with_tokenwise_mixer():
+    model = tiny(shuffle_rate=1.0)
+    for layer in model.layers:
+        layer.mixer = TokenwiseMixer(32)
+    x = torch.randn(2, 3, 64, 48)
+    model.eval()
+    ref = model(x)
+    model.train()
+    torch.manual_seed(3)
+    perms = model.layer_shuffle(model.embed(x)[0].shape[1])
+    assert sum(p is not None for p in perms) >= 3  # really shuffles in training
+    out = model(x)
+    for a, b in zip(out, ref):
+        assert torch.equal(a, b)
+
+
+def test_shuffle_changes_real_mamba_in_training_only():
+    model = tiny(shuffle_rate=1.0)
+    plain = tiny(shuffle_rate=0.0)
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    model.train()
+    plain.train()
+    torch.manual_seed(0)
+    shuffled = model(x)
+    unshuffled = plain(x)
+    assert not torch.allclose(shuffled[-1], unshuffled[-1], atol=1e-4)
+    model.eval()
+    plain.eval()
+    for a, b in zip(model(x), plain(x)):
+        assert torch.equal(a, b)
+    assert all(p is None for p in model.layer_shuffle(64))
+
+
+def test_per_block_frequencies_match_schedule():
+    layer = LayerShuffle(0.8, 5).train()
+    n = 3000
+    counts = torch.zeros(5)
+    torch.manual_seed(1)
+    for _ in range(n):
+        for i, p in enumerate(layer(10)):
+            if p is not None:
+                counts[i] += 1
+                assert sorted(p.tolist()) == list(range(10))
+    assert counts[0] == 0
+    for c, p in zip(counts[1:], layer.probs[1:]):
+        sigma = math.sqrt(n * p * (1 - p)) + 1e-9
+        assert abs(c - n * p) < 4.5 * sigma, (c, n * p)
+
+
+def test_sample_permutation_uniform():
+    g = torch.Generator().manual_seed(0)
+    first = torch.zeros(4)
+    for _ in range(4000):
+        first[sample_permutation(1.0, 4, generator=g)[0]] += 1
+    assert ((first / 4000 - 0.25).abs() < 0.03).all()
+    assert sample_permutation(0.0, 4) is None
+
+
+def test_with_cp_same_outputs_and_grads():
+    ref = tiny(shuffle_rate=1.0, drop_path_rate=0.3)
+    cp_model = tiny(shuffle_rate=1.0, drop_path_rate=0.3, with_cp=True)
+    cp_model.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    results = []
+    for m in (ref, cp_model):
+        m.train()
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(123)
+        outs = m(xi)
+        loss = sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs)
+        loss.backward()
+        results.append((outs, xi.grad, {n: p.grad for n, p in m.named_parameters()}))
+    (o1, gx1, g1), (o2, gx2, g2) = results
+    for a, b in zip(o1, o2):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(gx1, gx2, atol=1e-6, rtol=1e-5)
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], atol=1e-6, rtol=1e-5, msg=n)

@@ -1,0 +1,126 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmplugin_shufflemamba.ops import (selective_scan, selective_scan_ref,
+                                       selective_scan_torch)
+
+
+def naive_scan(u, delta, A, B, C, D, z, delta_bias, softplus):
+    """Independent float64 scan: explicit loops over batch, channel, state, time."""
+    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
+    dt = delta + delta_bias.double()[:, None]
+    if softplus:
+        dt = torch.log1p(torch.exp(dt))
+    Bsz, Dim, L = u.shape
+    N = A.shape[1]
+    y = torch.zeros(Bsz, Dim, L, dtype=torch.float64)
+    for b in range(Bsz):
+        for d in range(Dim):
+            h = torch.zeros(N, dtype=torch.float64)
+            for t in range(L):
+                h = torch.exp(dt[b, d, t] * A[d]) * h + dt[b, d, t] * B[b, :, t] * u[b, d, t]
+                y[b, d, t] = (h * C[b, :, t]).sum()
+    y = y + u * D.double()[:, None]
+    return y * (z.double() * torch.sigmoid(z.double()))
+
+
+def make_inputs(batch=2, dim=6, seqlen=19, dstate=4, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    return dict(u=r(batch, dim, seqlen), delta=r(batch, dim, seqlen) * 0.5,
+                A=-torch.rand(dim, dstate, generator=g, dtype=dtype) * 3,
+                B=r(batch, dstate, seqlen), C=r(batch, dstate, seqlen), D=r(dim),
+                z=r(batch, dim, seqlen), delta_bias=r(dim) * 0.1)
+
+
+@pytest.mark.parametrize('fn', [selective_scan_ref, selective_scan_torch])
+def test_matches_independent_naive_scan(fn):
+    inp = make_inputs(batch=2, dim=3, seqlen=11, dstate=3)
+    out = fn(**inp, delta_softplus=True)
+    ref = naive_scan(*inp.values(), softplus=True)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('with_z,with_d,softplus', [(True, True, True), (False, False, False),
+                                                     (True, False, True)])
+def test_torch_path_matches_reference_outputs_and_grads(with_z, with_d, softplus):
+    inp = make_inputs(dtype=torch.float64, seqlen=23)
+    if not with_z:
+        inp['z'] = None
+    if not with_d:
+        inp['D'] = None
+    a = {k: None if v is None else v.clone().requires_grad_() for k, v in inp.items()}
+    b = {k: None if v is None else v.clone().requires_grad_() for k, v in inp.items()}
+    out_ref = selective_scan_ref(**a, delta_softplus=softplus)
+    out = selective_scan_torch(**b, delta_softplus=softplus)
+    torch.testing.assert_close(out, out_ref, atol=1e-10, rtol=1e-10)
+    grad = torch.randn_like(out)
+    (out_ref * grad).sum().backward()
+    (out * grad).sum().backward()
+    for k in a:
+        if a[k] is not None:
+            torch.testing.assert_close(b[k].grad, a[k].grad, atol=1e-9, rtol=1e-8,
+                                       msg=lambda m: f'grad of {k}: {m}')
+
+
+def test_torch_path_gradcheck():
+    inp = make_inputs(batch=1, dim=2, seqlen=7, dstate=2, dtype=torch.float64)
+    args = tuple(v.requires_grad_() for v in inp.values())
+    assert torch.autograd.gradcheck(
+        lambda *t: selective_scan_torch(*t, delta_softplus=True), args, eps=1e-6, atol=1e-6)
+
+
+def test_float32_and_bf16_inputs_compute_in_fp32():
+    inp = make_inputs(seqlen=17)
+    ref = selective_scan_ref(**inp, delta_softplus=True)
+    out = selective_scan_torch(**inp, delta_softplus=True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    half = {k: v.bfloat16() if k in ('u', 'delta', 'B', 'C', 'z') else v
+            for k, v in inp.items()}
+    out_bf16 = selective_scan_torch(**half, delta_softplus=True)
+    assert out_bf16.dtype == torch.bfloat16
+    ref_bf16 = selective_scan_ref(**{k: v.float() for k, v in half.items()},
+                                  delta_softplus=True)
+    torch.testing.assert_close(out_bf16.float(), ref_bf16, atol=5e-2, rtol=2e-2)
+
+
+def test_shape_errors_are_clear():
+    inp = make_inputs()
+    inp['B'] = inp['B'][:, :, :-1]
+    with pytest.raises(ValueError, match='B must be'):
+        selective_scan_torch(**inp)
+
+
+def test_kernel_cuda_requested_without_gpu_is_a_clear_error():
+    inp = make_inputs()
+    with pytest.raises(RuntimeError, match="kernel='cuda'"):
+        selective_scan(**inp, delta_softplus=True, kernel='cuda')
+    with pytest.raises(ValueError, match='kernel must be one of'):
+        selective_scan(**inp, kernel='triton')
+
+
+def test_auto_on_cpu_uses_torch_path():
+    inp = make_inputs()
+    torch.testing.assert_close(selective_scan(**inp, delta_softplus=True),
+                               selective_scan_torch(**inp, delta_softplus=True))
+
+
+def test_scan_is_causal():
+    inp = make_inputs(seqlen=16)
+    out = selective_scan_torch(**inp, delta_softplus=True)
+    inp2 = {k: v.clone() for k, v in inp.items()}
+    inp2['u'][..., 10:] += 1.0
+    inp2['B'][..., 12:] -= 1.0
+    out2 = selective_scan_torch(**inp2, delta_softplus=True)
+    torch.testing.assert_close(out[..., :10], out2[..., :10])
+    assert not torch.allclose(out[..., 10:], out2[..., 10:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_kernel_matches_torch_path():  # pragma: no cover - GPU machines
+    pytest.importorskip('mamba_ssm')
+    inp = {k: v.cuda() for k, v in make_inputs(seqlen=64).items()}
+    out = selective_scan(**inp, delta_softplus=True, kernel='cuda')
+    ref = selective_scan_torch(**inp, delta_softplus=True)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
