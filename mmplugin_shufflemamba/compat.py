@@ -1,10 +1,23 @@
 """Compatibility of MMEngine 0.10 checkpoints with ``torch.load(weights_only=True)``.
 
-Since torch 2.6 ``torch.load`` defaults to ``weights_only=True`` and refuses the
-``HistoryBuffer`` objects and numpy arrays that MMEngine writes into the message hub of
-every checkpoint, which breaks ``tools/test.py CKPT``, ``load_from`` and ``resume``.
-Instead of disabling the safe loader, the few classes MMEngine writes are allow-listed.
+Since torch 2.6 ``torch.load`` defaults to ``weights_only=True`` and refuses what
+MMEngine writes into every checkpoint's message hub (``HistoryBuffer`` objects, numpy
+arrays and scalars, and the buffer's statistic functions, pickled by qualified name
+through ``getattr``). That breaks ``tools/test.py CKPT``, ``load_from`` and ``--resume``.
+
+Instead of switching the safe loader off, this module
+
+- allow-lists ``HistoryBuffer``, ``ConfigDict``, ``argparse.Namespace`` (official
+  ImageNet training checkpoints keep their arguments) and numpy's array/scalar
+  reconstructors process-wide, and
+- registers a loader for local files with MMEngine's ``CheckpointLoader`` that reads with
+  ``weights_only=True`` and additionally allows ``getattr`` only for that read. The safe
+  unpickler still refuses to call anything that is not allow-listed.
 """
+import argparse
+import contextlib
+import os.path as osp
+
 import torch
 
 
@@ -24,14 +37,42 @@ def _numpy_globals():
     return found
 
 
-def allow_mmengine_checkpoint_globals() -> None:
-    """Allow-list the non-tensor classes MMEngine stores in its checkpoints."""
-    add = getattr(torch.serialization, 'add_safe_globals', None)
-    if add is None:  # torch < 2.4: weights_only is not the default anyway
-        return
-    from mmengine.logging.history_buffer import HistoryBuffer
+def _safe_globals():
     from mmengine.config.config import ConfigDict
-    add([HistoryBuffer, ConfigDict] + _numpy_globals())
+    from mmengine.logging.history_buffer import HistoryBuffer
+    return [HistoryBuffer, ConfigDict, argparse.Namespace] + _numpy_globals()
 
 
-allow_mmengine_checkpoint_globals()
+@contextlib.contextmanager
+def checkpoint_safe_globals():
+    """Context in which ``torch.load(weights_only=True)`` reads MMEngine checkpoints."""
+    ctx = getattr(torch.serialization, 'safe_globals', None)
+    if ctx is None:  # pragma: no cover - torch < 2.5
+        yield
+        return
+    with ctx([getattr]):
+        yield
+
+
+def safe_torch_load(filename, map_location=None):
+    """``torch.load(weights_only=True)`` that accepts MMEngine / official checkpoints."""
+    with checkpoint_safe_globals():
+        return torch.load(filename, map_location=map_location, weights_only=True)
+
+
+def _load_from_local(filename, map_location):
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    return safe_torch_load(filename, map_location)
+
+
+def install() -> None:
+    add = getattr(torch.serialization, 'add_safe_globals', None)
+    if add is not None:
+        add(_safe_globals())
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local, force=True)
+
+
+install()

@@ -16,7 +16,6 @@ Formats (``detect_format`` decides from keys and shapes; a user can force one):
 Nothing is loaded partially: a missing, unexpected or mis-shaped backbone key is a
 :class:`CheckpointError` that lists the keys and compares checkpoint and model.
 """
-import argparse
 import io
 import math
 import os.path as osp
@@ -32,12 +31,6 @@ CHECKPOINT_FORMATS = ('auto', 'shufflemamba', 'videomamba', 'vim', 'reg', 'mmplu
 CLASSIFIER_PREFIXES = ('head.', 'neck.', 'norm_neck.', 'head_dist.', 'fc_norm.')
 _WRAPPER_PREFIXES = ('module.', 'backbone.', 'model.', '_orig_mod.')
 
-try:  # official training checkpoints store their argparse.Namespace under 'args'
-    torch.serialization.add_safe_globals([argparse.Namespace])
-except AttributeError:  # pragma: no cover - torch < 2.4
-    pass
-
-
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded as asked (the message says why and how)."""
 
@@ -49,17 +42,16 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     Uses ``torch.load(weights_only=True)``; the globals MMEngine and the official
     training script write are allow-listed (see ``mmplugin_shufflemamba.compat``).
     """
-    from ... import compat  # noqa: F401  (allow-list MMEngine globals)
+    from ...compat import safe_torch_load
     filename = str(filename)
     is_local = '://' not in filename
     if is_local and not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file not found: {filename}')
     try:
         if is_local:
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            return safe_torch_load(filename, map_location)
         from mmengine.fileio import get
-        return torch.load(io.BytesIO(get(filename)), map_location=map_location,
-                          weights_only=True)
+        return safe_torch_load(io.BytesIO(get(filename)), map_location)
     except FileNotFoundError:
         raise
     except Exception as e:

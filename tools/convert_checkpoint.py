@@ -1,0 +1,67 @@
+"""Convert an ImageNet checkpoint (ShuffleMamba, ShuffleMamba-Reg, Vim, VideoMamba)
+to this project's ShuffleMamba layout and print what was found.
+
+    python tools/convert_checkpoint.py SRC DST [--format auto|shufflemamba|vim|reg|...]
+        [--use-ema | --no-ema] [--num-registers R] [--img-size 224]
+
+Loading DST with ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` gives exactly the
+features that loading SRC gives.
+"""
+import argparse
+import json
+
+import torch
+
+from mmplugin_shufflemamba.models.utils import (CHECKPOINT_FORMATS, convert_to_backbone,
+                                                read_checkpoint, select_state_dict)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('src', help='source checkpoint')
+    p.add_argument('dst', help='output file (a dict with a "state_dict" entry)')
+    p.add_argument('--format', default='auto', choices=CHECKPOINT_FORMATS)
+    ema = p.add_mutually_exclusive_group()
+    ema.add_argument('--use-ema', dest='use_ema', action='store_true', default=None,
+                     help='require EMA weights (default: EMA when present)')
+    ema.add_argument('--no-ema', dest='use_ema', action='store_false',
+                     help='take the raw (non-EMA) weights')
+    p.add_argument('--num-registers', type=int, default=0,
+                   help='registers to keep (0 drops cls/register tokens)')
+    p.add_argument('--img-size', type=int, default=None,
+                   help='resize pos_embed to this resolution (default: keep the grid)')
+    p.add_argument('--patch-size', type=int, default=None)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    ckpt = read_checkpoint(args.src)
+    sd, entry = select_state_dict(ckpt, args.use_ema, args.src)
+    grid = None
+    if args.img_size is not None:
+        patch = args.patch_size or int(sd.get('patch_embed.proj.weight',
+                                              torch.empty(0, 0, 16, 16)).shape[-1])
+        grid = (args.img_size // patch, args.img_size // patch)
+    converted, summary = convert_to_backbone(sd, args.format, args.num_registers, grid)
+    meta = dict(source=args.src, entry=entry, **{k: v for k, v in summary.items()
+                                                 if k != 'dropped'},
+                dropped=summary['dropped'])
+    torch.save(dict(state_dict=converted, meta=meta), args.dst)
+    print(f'converted {args.src} -> {args.dst}')
+    print(f"  weights entry: {entry}")
+    print(f"  format detected: {summary['format']}")
+    print(f"  arch: depth {summary['depth']}, width {summary['embed_dims']}, patch "
+          f"{summary['patch_size']}, norm {summary['norm']}")
+    print(f"  cls/register tokens: {summary['checkpoint_tokens']} in checkpoint, "
+          f"{summary['kept_tokens']} kept")
+    print(f"  pos_embed grid: {summary['grid']} -> {summary['target_grid']}")
+    print(f"  dropped: {summary['dropped']}")
+    print('  summary: ' + json.dumps({k: (list(v) if isinstance(v, tuple) else v)
+                                      for k, v in meta.items()}))
+    return summary
+
+
+if __name__ == '__main__':
+    main()
