@@ -10,10 +10,34 @@ def get_version() -> str:
         return re.search(r"__version__ = '([^']+)'", f.read()).group(1)
 
 
+def get_extensions():
+    """The compiled CPU selective scan, built when torch is importable.
+
+    Set SHUFFLEMAMBA_NO_EXT=1 to skip it (the pure-PyTorch path is used then) and
+    SHUFFLEMAMBA_CPU_ARCH to choose -march (default: native, i.e. this machine).
+    """
+    if os.environ.get('SHUFFLEMAMBA_NO_EXT', '0') == '1':
+        return [], {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        return [], {}
+    arch = os.environ.get('SHUFFLEMAMBA_CPU_ARCH', 'native')
+    ext = CppExtension(
+        'mmplugin_shufflemamba._ext',
+        ['mmplugin_shufflemamba/ops/csrc/selective_scan_cpu.cpp'],
+        extra_compile_args=['-O3', f'-march={arch}', '-ffast-math', '-fopenmp',
+                            '-std=c++20'],
+        extra_link_args=['-fopenmp'])
+    return [ext], {'build_ext': BuildExtension.with_options(use_ninja=False)}
+
+
 def readme() -> str:
     with open('README.md', encoding='utf-8') as f:
         return f.read()
 
+
+ext_modules, cmdclass = get_extensions()
 
 setup(
     name='mmplugin_shufflemamba',
@@ -42,6 +66,8 @@ setup(
         'cuda': ['mamba-ssm>=2.0', 'causal-conv1d>=1.2'],
         'tests': ['pytest>=7', 'pytest-timeout'],
     },
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
     license='Apache License 2.0',
     zip_safe=False,
 )

@@ -14,7 +14,10 @@ Three implementations:
 - :func:`selective_scan_torch`: the pure-PyTorch path used on CPU. A custom autograd
   function that saves only its inputs and recomputes the states in backward (like the
   fused kernel does), so a deep model does not keep (B, D, L, N) tensors per layer.
-  When the compiled CPU extension is available it runs the recurrences in C++.
+- :func:`selective_scan_cpu`: the compiled CPU kernel (``mmplugin_shufflemamba._ext``,
+  built at install time): one pass per (batch, channel) row with the state in
+  registers, rows in parallel, and a backward that recomputes a row's states into a
+  per-thread buffer. Same semantics, tested against the two above.
 - the fused CUDA kernel of mamba-ssm (``selective_scan_fn``), used by
   :func:`selective_scan` when it imports and the tensors are on CUDA.
 
@@ -26,6 +29,20 @@ import torch
 import torch.nn.functional as F
 
 from .kernels import _try_import, get_cuda_kernel
+
+
+def _cpu_ext():
+    """The compiled CPU kernels, or None when the extension was not built."""
+    try:
+        from .. import _ext
+    except ImportError:
+        return None
+    return _ext
+
+
+def has_selective_scan_cpu() -> bool:
+    """Whether the compiled CPU selective scan is available."""
+    return _cpu_ext() is not None
 
 
 def has_selective_scan_cuda() -> bool:
@@ -232,6 +249,73 @@ def selective_scan_torch(u: torch.Tensor,
                                          bool(delta_softplus))
 
 
+class _SelectiveScanCPU(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        ext = _cpu_ext()
+        dtype_in = u.dtype
+        ct = _compute_dtype(u)
+
+        def prep(t, transpose=False):
+            if t is None:
+                return None
+            t = t.to(ct)
+            return (t.transpose(1, 2) if transpose else t).contiguous()
+
+        args = (prep(u), prep(delta), prep(A), prep(B, True), prep(C, True), prep(D),
+                prep(z), prep(delta_bias))
+        out = ext.selective_scan_fwd(*args, bool(delta_softplus))
+        ctx.save_for_backward(*[a if a is not None else torch.empty(0) for a in args])
+        ctx.present = [a is not None for a in args]
+        ctx.delta_softplus = bool(delta_softplus)
+        ctx.dtypes = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z,
+                                                               delta_bias)]
+        return out.to(dtype_in)
+
+    @staticmethod
+    def backward(ctx, dout):
+        ext = _cpu_ext()
+        saved = [t if p else None for t, p in zip(ctx.saved_tensors, ctx.present)]
+        u = saved[0]
+        grads = ext.selective_scan_bwd(*saved, ctx.delta_softplus,
+                                       dout.to(u.dtype).contiguous())
+        du, ddelta, dA, dBt, dCt, dD, dz, ddb = grads
+        out = [du, ddelta, dA, dBt.transpose(1, 2), dCt.transpose(1, 2),
+               dD if ctx.present[5] else None, dz if ctx.present[6] else None,
+               ddb if ctx.present[7] else None]
+        out = [None if (g is None or dt is None) else g.to(dt)
+               for g, dt in zip(out, ctx.dtypes)]
+        return (*out, None)
+
+
+def selective_scan_cpu(u: torch.Tensor,
+                       delta: torch.Tensor,
+                       A: torch.Tensor,
+                       B: torch.Tensor,
+                       C: torch.Tensor,
+                       D: Optional[torch.Tensor] = None,
+                       z: Optional[torch.Tensor] = None,
+                       delta_bias: Optional[torch.Tensor] = None,
+                       delta_softplus: bool = False) -> torch.Tensor:
+    """Compiled CPU selective scan (same arguments as :func:`selective_scan_ref`).
+
+    Raises:
+        RuntimeError: if the extension was not built (see ``setup.py``).
+    """
+    if _cpu_ext() is None:
+        raise RuntimeError(
+            'the compiled CPU selective scan (mmplugin_shufflemamba._ext) is not built; '
+            'reinstall with `pip install --no-build-isolation -e .` (needs a C++ '
+            "compiler) or use kernel='torch'.")
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if u.is_cuda:
+        raise RuntimeError('selective_scan_cpu needs CPU tensors.')
+    with torch.autocast(device_type='cpu', enabled=False):
+        return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias,
+                                       bool(delta_softplus))
+
+
 def selective_scan(u: torch.Tensor,
                    delta: torch.Tensor,
                    A: torch.Tensor,
@@ -245,8 +329,10 @@ def selective_scan(u: torch.Tensor,
     """Selective scan dispatching to mamba-ssm's fused kernel or the PyTorch path.
 
     Args:
-        kernel (str): 'auto' (fused kernel when importable and on CUDA), 'cuda'
-            (fused kernel or a clear error) or 'torch'. Defaults to 'auto'.
+        kernel (str): 'auto' (mamba-ssm's fused kernel for CUDA tensors when it
+            imports; the compiled CPU kernel for CPU tensors when built; the
+            pure-PyTorch path otherwise), 'cuda' (fused kernel or a clear error) or
+            'torch' (always the pure-PyTorch path). Defaults to 'auto'.
         Other arguments: see :func:`selective_scan_ref`.
     """
     fn = get_cuda_kernel('selective_scan_fn', kernel, u.is_cuda)
@@ -258,4 +344,7 @@ def selective_scan(u: torch.Tensor,
                       None if z is None else z.contiguous(),
                       None if delta_bias is None else delta_bias.float(),
                       delta_softplus)
+    if kernel == 'auto' and not u.is_cuda and _cpu_ext() is not None \
+            and u.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmplugin_shufflemamba.ops import (selective_scan, selective_scan_ref,
+from mmplugin_shufflemamba.ops import (has_selective_scan_cpu, selective_scan,
+                                       selective_scan_cpu, selective_scan_ref,
                                        selective_scan_torch)
 
 
@@ -100,9 +101,9 @@ def test_kernel_cuda_requested_without_gpu_is_a_clear_error():
         selective_scan(**inp, kernel='triton')
 
 
-def test_auto_on_cpu_uses_torch_path():
+def test_kernel_torch_forces_pytorch_path():
     inp = make_inputs()
-    torch.testing.assert_close(selective_scan(**inp, delta_softplus=True),
+    torch.testing.assert_close(selective_scan(**inp, delta_softplus=True, kernel='torch'),
                                selective_scan_torch(**inp, delta_softplus=True))
 
 
@@ -124,3 +125,61 @@ def test_cuda_kernel_matches_torch_path():  # pragma: no cover - GPU machines
     out = selective_scan(**inp, delta_softplus=True, kernel='cuda')
     ref = selective_scan_torch(**inp, delta_softplus=True)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------- compiled CPU kernel
+needs_ext = pytest.mark.skipif(not has_selective_scan_cpu(),
+                               reason='compiled CPU extension not built')
+
+
+def test_cpu_extension_is_built_by_install():
+    import os
+    if os.environ.get('SHUFFLEMAMBA_NO_EXT') == '1':
+        pytest.skip('built without the extension on purpose')
+    assert has_selective_scan_cpu(), 'setup.py should have compiled mmplugin_shufflemamba._ext'
+
+
+@needs_ext
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize('drop', [(), ('z', ), ('D', 'z', 'delta_bias')])
+@pytest.mark.parametrize('softplus', [True, False])
+def test_cpu_kernel_matches_torch_path(dtype, tol, drop, softplus):
+    inp = make_inputs(batch=3, dim=5, seqlen=29, dstate=16, dtype=dtype, seed=4)
+    for k in drop:
+        inp[k] = None
+    if not softplus:  # time steps are positive in a model (softplus does that)
+        inp['delta'] = inp['delta'].abs()
+    a = {k: None if v is None else v.clone().requires_grad_() for k, v in inp.items()}
+    b = {k: None if v is None else v.clone().requires_grad_() for k, v in inp.items()}
+    ref = selective_scan_torch(**a, delta_softplus=softplus)
+    out = selective_scan_cpu(**b, delta_softplus=softplus)
+    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+    g = torch.randn_like(ref)
+    (ref * g).sum().backward()
+    (out * g).sum().backward()
+    for k in a:
+        if a[k] is not None:
+            scale = a[k].grad.abs().max().clamp_min(1.0)
+            torch.testing.assert_close(b[k].grad / scale, a[k].grad / scale, atol=tol,
+                                       rtol=tol, msg=lambda m: f'grad of {k}: {m}')
+
+
+@needs_ext
+def test_cpu_kernel_gradcheck_and_odd_state_size():
+    inp = make_inputs(batch=2, dim=2, seqlen=6, dstate=3, dtype=torch.float64)
+    args = tuple(v.requires_grad_() for v in inp.values())
+    assert torch.autograd.gradcheck(
+        lambda *t: selective_scan_cpu(*t, delta_softplus=True), args, eps=1e-6, atol=1e-6)
+
+
+@needs_ext
+def test_auto_dispatch_uses_cpu_kernel_and_bf16():
+    inp = make_inputs(seqlen=33)
+    torch.testing.assert_close(selective_scan(**inp, delta_softplus=True),
+                               selective_scan_cpu(**inp, delta_softplus=True))
+    half = {k: v.bfloat16() if k in ('u', 'delta', 'B', 'C', 'z') else v
+            for k, v in inp.items()}
+    out = selective_scan_cpu(**half, delta_softplus=True)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), selective_scan_torch(**half, delta_softplus=True)
+                               .float(), atol=1e-2, rtol=1e-2)
