@@ -13,40 +13,45 @@
 
 namespace {
 
+// dt[t] = softplus(delta[t] + bias) over a whole row (vectorised: no loop-carried work).
 template <typename T>
-inline T softplus(T x) {  // torch.nn.functional.softplus, beta 1, threshold 20
-  return x > T(20) ? x : std::log1p(std::exp(x));
+inline void row_dt(const T* dr, T bias, bool use_softplus, int64_t len, T* dts) {
+  if (use_softplus) {
+#pragma omp simd
+    for (int64_t t = 0; t < len; ++t) {
+      const T x = dr[t] + bias;
+      dts[t] = x > T(20) ? x : std::log1p(std::exp(x));
+    }
+  } else {
+#pragma omp simd
+    for (int64_t t = 0; t < len; ++t) dts[t] = dr[t] + bias;
+  }
 }
-
-template <typename T>
-inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
 template <typename T>
 void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const T* Ct,
                      const T* Dv, const T* z, const T* dbias, bool use_softplus,
                      T* out, int64_t batch, int64_t dim, int64_t len, int64_t N) {
   at::parallel_for(0, batch * dim, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> h(N), a(N);
+    std::vector<T> h(N), a(N), dts(len);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / dim, d = row % dim;
       const T* ur = u + row * len;
-      const T* dr = delta + row * len;
       const T* zr = z ? z + row * len : nullptr;
       const T* Ad = A + d * N;
       const T* Bb = Bt + b * len * N;
       const T* Cb = Ct + b * len * N;
-      const T bias = dbias ? dbias[d] : T(0);
       const T skip = Dv ? Dv[d] : T(0);
       T* o = out + row * len;
+      row_dt(delta + row * len, dbias ? dbias[d] : T(0), use_softplus, len, dts.data());
       std::fill(h.begin(), h.end(), T(0));
+      T* hp = h.data();
+      T* ap = a.data();
       for (int64_t t = 0; t < len; ++t) {
-        T dt = dr[t] + bias;
-        if (use_softplus) dt = softplus(dt);
+        const T dt = dts[t];
         const T dtu = dt * ur[t];
         const T* Bv = Bb + t * N;
         const T* Cv = Cb + t * N;
-        T* hp = h.data();
-        T* ap = a.data();
 #pragma omp simd
         for (int64_t n = 0; n < N; ++n) ap[n] = std::exp(dt * Ad[n]);
         T y = 0;
@@ -55,9 +60,16 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
           hp[n] = ap[n] * hp[n] + dtu * Bv[n];
           y += hp[n] * Cv[n];
         }
-        y += skip * ur[t];
-        if (zr) y *= zr[t] * sigmoid(zr[t]);
         o[t] = y;
+      }
+      // Skip connection and SiLU gate, vectorised over the row.
+      if (zr) {
+#pragma omp simd
+        for (int64_t t = 0; t < len; ++t)
+          o[t] = (o[t] + skip * ur[t]) * zr[t] / (T(1) + std::exp(-zr[t]));
+      } else {
+#pragma omp simd
+        for (int64_t t = 0; t < len; ++t) o[t] += skip * ur[t];
       }
     }
   });
@@ -73,7 +85,7 @@ void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
   // Parallel over channels: dA, dD, ddbias of a channel belong to one thread; dB and
   // dC (summed over channels) are accumulated per thread and merged at the end.
   at::parallel_for(0, dim, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> hs(len * N), as(len * N), dts(len), ys(len), g(N);
+    std::vector<T> hs(len * N), as(len * N), dts(len), ys(len), g(N), dys(len), sig(len);
     std::vector<T> dB_loc(batch * len * N, T(0)), dC_loc(batch * len * N, T(0));
     for (int64_t d = begin; d < end; ++d) {
       const T* Ad = A + d * N;
@@ -89,11 +101,10 @@ void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
         const T* Bb = Bt + b * len * N;
         const T* Cb = Ct + b * len * N;
         // Forward recomputation of the row: states, decays, dt and pre-gate output.
+        row_dt(dr, bias, use_softplus, len, dts.data());
         T* hprev = nullptr;
         for (int64_t t = 0; t < len; ++t) {
-          T dt = dr[t] + bias;
-          if (use_softplus) dt = softplus(dt);
-          dts[t] = dt;
+          const T dt = dts[t];
           const T dtu = dt * ur[t];
           T* ht = hs.data() + t * N;
           T* at = as.data() + t * N;
@@ -118,18 +129,31 @@ void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
           ys[t] = y + skip * ur[t];
           hprev = ht;
         }
+        // Gate gradients, vectorised over the row: dz and the gradient reaching y.
+        const T* go = dout + row * len;
+        if (zr) {
+          T* dzr = dz + row * len;
+#pragma omp simd
+          for (int64_t t = 0; t < len; ++t) {
+            const T s = T(1) / (T(1) + std::exp(-zr[t]));
+            dzr[t] = go[t] * ys[t] * s * (T(1) + zr[t] * (T(1) - s));
+            dys[t] = go[t] * zr[t] * s;
+          }
+        } else {
+#pragma omp simd
+          for (int64_t t = 0; t < len; ++t) dys[t] = go[t];
+        }
+        if (use_softplus) {
+#pragma omp simd
+          for (int64_t t = 0; t < len; ++t)
+            sig[t] = T(1) / (T(1) + std::exp(-(dr[t] + bias)));
+        }
         // Reverse pass.
         std::fill(g.begin(), g.end(), T(0));
         T* dB_b = dB_loc.data() + b * len * N;
         T* dC_b = dC_loc.data() + b * len * N;
-        const T* go = dout + row * len;
         for (int64_t t = len - 1; t >= 0; --t) {
-          T dy = go[t];
-          if (zr) {
-            const T s = sigmoid(zr[t]);
-            dz[row * len + t] = go[t] * ys[t] * s * (T(1) + zr[t] * (T(1) - s));
-            dy = go[t] * zr[t] * s;
-          }
+          const T dy = dys[t];
           dD_acc += dy * ur[t];
           const T dt = dts[t];
           const T dtu = dt * ur[t];
@@ -158,7 +182,7 @@ void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
           ddt += gB * ur[t];
           du[row * len + t] = dy * skip + gB * dt;
           T dd = ddt;
-          if (use_softplus) dd = ddt * sigmoid(dr[t] + bias);
+          if (use_softplus) dd = ddt * sig[t];
           ddelta[row * len + t] = dd;
           dbias_acc += dd;
         }

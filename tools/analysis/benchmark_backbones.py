@@ -1,0 +1,234 @@
+"""ShuffleMamba-B beside mmseg's ViT-B, measured in one run with interleaved
+repetitions (machine noise hits both sides alike), printed as ratios against targets.
+
+    python tools/analysis/benchmark_backbones.py [--sizes 512 1024 2048] [--reps 3]
+        [--device cpu|cuda] [--skip-memory] [--json out.json]
+
+Measures, at batch 1: eval forward and a training step (forward + backward) time at each
+size; peak memory of a training step (CPU: peak RSS of a fresh subprocess; CUDA:
+max_memory_allocated); SLWS overhead (training step with shuffle_rate=0.5 vs 0.0); the
+selective scan kernels against the sequential reference (and mamba-ssm's CUDA kernel
+against our PyTorch path on a GPU).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+import mmplugin_shufflemamba  # noqa: F401
+from mmplugin_shufflemamba import ShuffleMamba
+from mmplugin_shufflemamba.ops import (has_selective_scan_cpu, has_selective_scan_cuda,
+                                       selective_scan, selective_scan_cpu,
+                                       selective_scan_ref, selective_scan_torch)
+
+TARGETS = {
+    'eval_fwd_ratio@512': 1.2, 'eval_fwd_ratio@1024': 0.8,
+    'train_step_ratio@512': 1.5, 'train_step_ratio@1024': 1.0,
+    'train_mem_ratio@1024': 0.7, 'shufflemamba_fwd_1024_over_512': 4.4,
+    'slws_overhead_pct': 2.0,
+}
+
+
+def build(name, shuffle_rate=0.0, device='cpu'):
+    if name == 'shufflemamba-b':
+        m = ShuffleMamba(arch='b', img_size=224, out_indices=(5, 11, 17, 23),
+                         drop_path_rate=0.2, shuffle_rate=shuffle_rate)
+    elif name == 'vit-b':
+        # The ViT-B of mmseg's upernet_vit-b16_mln config.
+        from mmseg.models.backbones import VisionTransformer
+        m = VisionTransformer(img_size=(512, 512), patch_size=16, embed_dims=768,
+                              num_layers=12, num_heads=12, mlp_ratio=4,
+                              out_indices=(2, 5, 8, 11), qkv_bias=True,
+                              drop_path_rate=0.1, with_cls_token=True,
+                              norm_cfg=dict(type='LN', eps=1e-6),
+                              act_cfg=dict(type='GELU'), interpolate_mode='bicubic')
+    else:
+        raise ValueError(name)
+    m.init_weights()
+    return m.to(device)
+
+
+def sync(device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def eval_forward(model, x):
+    model.eval()
+    with torch.no_grad():
+        model(x)
+
+
+def train_step(model, x):
+    model.train()
+    outs = model(x)
+    loss = sum(o.float().mean() for o in outs)
+    loss.backward()
+    for p in model.parameters():
+        p.grad = None
+
+
+def timed(fn, device):
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def interleaved(cases, reps, device):
+    """cases: {name: callable}. One warm-up each, then reps rounds in turn."""
+    for fn in cases.values():
+        fn()
+    times = {k: [] for k in cases}
+    for _ in range(reps):
+        for k, fn in cases.items():
+            times[k].append(timed(fn, device))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _rss_kb(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def memory_child(name, size, device):
+    """Peak memory (MiB) of one training step, run in a fresh process."""
+    torch.set_num_threads(int(os.environ.get('BENCH_THREADS', torch.get_num_threads())))
+    model = build(name, device=device)
+    x = torch.randn(1, 3, size, size, device=device)
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        train_step(model, x)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    base = _rss_kb('VmRSS:')
+    with open('/proc/self/clear_refs', 'w') as f:  # reset the peak (VmHWM)
+        f.write('5')
+    train_step(model, x)
+    return (_rss_kb('VmHWM:') - base) / 1024
+
+
+def measure_memory(name, size, device):
+    code = ('from benchmark_backbones import memory_child; '
+            f'print("PEAK", memory_child({name!r}, {size}, {device!r}))')
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__)) + ':' +
+               os.environ.get('PYTHONPATH', ''))
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         env=env)
+    for line in run.stdout.splitlines():
+        if line.startswith('PEAK'):
+            return float(line.split()[1])
+    tail = (run.stderr or run.stdout)[-400:]
+    print(f'  memory run {name}@{size} failed: {tail}', file=sys.stderr)
+    return float('nan')
+
+
+def scan_case(device, L=1024, d_inner=1536, N=16):
+    g = torch.Generator(device='cpu').manual_seed(0)
+    args = [torch.randn(1, d_inner, L, generator=g), torch.randn(1, d_inner, L, generator=g),
+            -torch.rand(d_inner, N, generator=g), torch.randn(1, N, L, generator=g),
+            torch.randn(1, N, L, generator=g), torch.randn(d_inner, generator=g),
+            torch.randn(1, d_inner, L, generator=g), torch.randn(d_inner, generator=g)]
+    return [a.to(device) for a in args]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--sizes', type=int, nargs='+', default=[512, 1024, 2048])
+    p.add_argument('--reps', type=int, default=3)
+    p.add_argument('--slws-reps', type=int, default=7)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--skip-memory', action='store_true')
+    p.add_argument('--max-vit-tokens', type=int, default=4096,
+                   help='skip ViT-B above this many tokens (quadratic attention memory)')
+    p.add_argument('--json', help='write the figures to this file')
+    args = p.parse_args()
+    dev = args.device
+    torch.manual_seed(0)
+    info = dict(device=torch.cuda.get_device_name() if dev == 'cuda' else
+                f'cpu ({torch.get_num_threads()} threads)', torch=torch.__version__)
+    print(f"device: {info['device']}, torch {info['torch']}, "
+          f'compiled CPU scan: {has_selective_scan_cpu()}, mamba-ssm: '
+          f'{has_selective_scan_cuda()}')
+    results = {}
+    sm, vit = build('shufflemamba-b', device=dev), build('vit-b', device=dev)
+    for size in args.sizes:
+        x = torch.randn(1, 3, size, size, device=dev)
+        tokens = (size // 16)**2
+        with_vit = tokens <= args.max_vit_tokens
+        cases = {'sm_eval': lambda: eval_forward(sm, x), 'sm_train': lambda: train_step(sm, x)}
+        if with_vit:
+            cases.update(vit_eval=lambda: eval_forward(vit, x),
+                         vit_train=lambda: train_step(vit, x))
+        t = interleaved(cases, args.reps if size <= 1024 else 1, dev)
+        for k, v in t.items():
+            results[f'{k}_s@{size}'] = v
+        if with_vit:
+            results[f'eval_fwd_ratio@{size}'] = t['sm_eval'] / t['vit_eval']
+            results[f'train_step_ratio@{size}'] = t['sm_train'] / t['vit_train']
+        print(f'[{size}x{size}] ' + ', '.join(f'{k} {v:.3f}s' for k, v in t.items()))
+        if not args.skip_memory:
+            mem_sm = measure_memory('shufflemamba-b', size, dev)
+            results[f'sm_train_mem_mib@{size}'] = mem_sm
+            line = f'[{size}x{size}] train-step peak memory: ShuffleMamba-B {mem_sm:.0f} MiB'
+            if with_vit:
+                mem_vit = measure_memory('vit-b', size, dev)
+                results[f'vit_train_mem_mib@{size}'] = mem_vit
+                results[f'train_mem_ratio@{size}'] = mem_sm / mem_vit
+                line += f', ViT-B {mem_vit:.0f} MiB'
+            print(line)
+    if 'sm_eval_s@512' in results and 'sm_eval_s@1024' in results:
+        results['shufflemamba_fwd_1024_over_512'] = (results['sm_eval_s@1024'] /
+                                                     results['sm_eval_s@512'])
+    # SLWS overhead: the same weights with and without shuffling, training step at 512.
+    shuf = build('shufflemamba-b', shuffle_rate=0.5, device=dev)
+    shuf.load_state_dict(sm.state_dict())
+    x = torch.randn(1, 3, 512, 512, device=dev)
+    t = interleaved({'p0.0': lambda: train_step(sm, x), 'p0.5': lambda: train_step(shuf, x)},
+                    args.slws_reps, dev)
+    results['slws_overhead_pct'] = (t['p0.5'] / t['p0.0'] - 1) * 100
+    print(f"[SLWS] train step 512: P=0.0 {t['p0.0']:.3f}s, P=0.5 {t['p0.5']:.3f}s")
+    # Selective scan kernels (1 direction, d_inner 1536, 1024 tokens, d_state 16).
+    a = scan_case(dev)
+    cases = {'torch': lambda: selective_scan_torch(*a, True)}
+    if dev == 'cpu' and has_selective_scan_cpu():
+        cases['compiled_cpu'] = lambda: selective_scan_cpu(*a, True)
+    if dev == 'cuda' and has_selective_scan_cuda():
+        cases['mamba_ssm_cuda'] = lambda: selective_scan(*a, True, kernel='cuda')
+    with torch.no_grad():
+        t = interleaved(cases, args.reps, dev)
+        t['sequential_ref'] = timed(lambda: selective_scan_ref(*a, True), dev)
+    for k, v in t.items():
+        results[f'scan_fwd_s[{k}]'] = v
+    fast = 'compiled_cpu' if 'compiled_cpu' in t else ('mamba_ssm_cuda' if 'mamba_ssm_cuda'
+                                                        in t else 'torch')
+    results['scan_speedup_vs_sequential_ref'] = t['sequential_ref'] / t[fast]
+    results['scan_speedup_vs_torch_path'] = t['torch'] / t[fast]
+    print('[scan] ' + ', '.join(f'{k} {v * 1e3:.1f}ms' for k, v in t.items()))
+
+    print('\n| figure | value | target | ok |\n|---|---|---|---|')
+    for k, v in results.items():
+        if k in TARGETS or 'ratio' in k or 'speedup' in k or 'overhead' in k:
+            target = TARGETS.get(k)
+            ok = '' if target is None else ('yes' if v <= target else 'NO')
+            tgt = '' if target is None else f'<= {target}'
+            print(f'| {k} | {v:.3f} | {tgt} | {ok} |')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(info=info, results=results), f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
