@@ -12,7 +12,7 @@ import numpy as np
 
 QUICKSTART_CONFIG = osp.join(
     osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'quickstart',
-    'upernet_shufflemamba-tiny_1xb8-600it_synthetic-ade20k-128x128.py')
+    'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
 
 
 def parse_args():

@@ -13,7 +13,7 @@ from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
-                  'upernet_shufflemamba-tiny_1xb8-600it_synthetic-ade20k-128x128.py')
+                  'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
 
 
 def free_port():

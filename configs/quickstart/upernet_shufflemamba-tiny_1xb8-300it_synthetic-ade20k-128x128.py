@@ -1,12 +1,12 @@
 # A tiny ShuffleMamba (SLWS on) + UperNet, trained from scratch on the synthetic
-# ADE20K-layout dataset that tools/quickstart.py generates (CPU, a few minutes).
+# ADE20K-layout dataset that tools/quickstart.py generates (CPU, about 5 minutes).
 # It inherits the paper config and only shrinks the model, data and schedule.
 _base_ = ['../upernet_shufflemamba_b.py']
 
 data_root = 'data/synthetic_ade20k'
 crop_size = (128, 128)
 embed_dims = 96
-max_iters = 600
+max_iters = 300
 norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
@@ -52,8 +52,8 @@ test_dataloader = val_dataloader
 
 optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.01))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
-    dict(type='PolyLR', eta_min=1e-5, power=1.0, begin=50, end=max_iters, by_epoch=False),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=30),
+    dict(type='PolyLR', eta_min=1e-5, power=1.0, begin=30, end=max_iters, by_epoch=False),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
