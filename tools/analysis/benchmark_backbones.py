@@ -130,7 +130,8 @@ def measure_memory(name, size, device):
         if line.startswith('PEAK'):
             return float(line.split()[1])
     tail = (run.stderr or run.stdout)[-400:]
-    print(f'  memory run {name}@{size} failed: {tail}', file=sys.stderr)
+    why = 'killed (out of memory?)' if run.returncode < 0 else f'exit {run.returncode}'
+    print(f'  memory run {name}@{size} failed ({why}): {tail}', file=sys.stderr)
     return float('nan')
 
 
@@ -163,6 +164,19 @@ def main():
           f'compiled CPU scan: {has_selective_scan_cpu()}, mamba-ssm: '
           f'{has_selective_scan_cuda()}')
     results = {}
+    # Memory first, each in a fresh process, while this process is still small.
+    if not args.skip_memory:
+        for size in args.sizes:
+            with_vit = (size // 16)**2 <= args.max_vit_tokens
+            mem_sm = measure_memory('shufflemamba-b', size, dev)
+            results[f'sm_train_mem_mib@{size}'] = mem_sm
+            line = f'[{size}x{size}] train-step peak memory: ShuffleMamba-B {mem_sm:.0f} MiB'
+            if with_vit:
+                mem_vit = measure_memory('vit-b', size, dev)
+                results[f'vit_train_mem_mib@{size}'] = mem_vit
+                results[f'train_mem_ratio@{size}'] = mem_sm / mem_vit
+                line += f', ViT-B {mem_vit:.0f} MiB'
+            print(line, flush=True)
     sm, vit = build('shufflemamba-b', device=dev), build('vit-b', device=dev)
     for size in args.sizes:
         x = torch.randn(1, 3, size, size, device=dev)
@@ -178,17 +192,8 @@ def main():
         if with_vit:
             results[f'eval_fwd_ratio@{size}'] = t['sm_eval'] / t['vit_eval']
             results[f'train_step_ratio@{size}'] = t['sm_train'] / t['vit_train']
-        print(f'[{size}x{size}] ' + ', '.join(f'{k} {v:.3f}s' for k, v in t.items()))
-        if not args.skip_memory:
-            mem_sm = measure_memory('shufflemamba-b', size, dev)
-            results[f'sm_train_mem_mib@{size}'] = mem_sm
-            line = f'[{size}x{size}] train-step peak memory: ShuffleMamba-B {mem_sm:.0f} MiB'
-            if with_vit:
-                mem_vit = measure_memory('vit-b', size, dev)
-                results[f'vit_train_mem_mib@{size}'] = mem_vit
-                results[f'train_mem_ratio@{size}'] = mem_sm / mem_vit
-                line += f', ViT-B {mem_vit:.0f} MiB'
-            print(line)
+        print(f'[{size}x{size}] ' + ', '.join(f'{k} {v:.3f}s' for k, v in t.items()),
+              flush=True)
     if 'sm_eval_s@512' in results and 'sm_eval_s@1024' in results:
         results['shufflemamba_fwd_1024_over_512'] = (results['sm_eval_s@1024'] /
                                                      results['sm_eval_s@512'])

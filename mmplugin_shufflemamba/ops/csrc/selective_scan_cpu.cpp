@@ -1,19 +1,26 @@
 // Selective scan (Mamba S6 recurrence) on the CPU: forward and backward.
 //
-// One (batch, channel) row at a time with the state vector in registers, rows in
-// parallel (ATen's thread pool). The backward recomputes the row's states into a small
-// per-thread buffer instead of storing (B, D, L, N) tensors, like the fused CUDA kernel.
+// Work is split by (batch, channel) rows, rows in parallel on ATen's thread pool. Per
+// row, everything that has no loop-carried dependency is done in long vectorised loops
+// (softplus of dt, the decays exp(dt * A) for a block of time steps, the C
+// contractions, the gate), so that the sequential part is one fused multiply-add per
+// state and time step. The backward recomputes a row's states into per-thread buffers
+// instead of storing (B, D, L, N) tensors, like the fused CUDA kernel.
+//
 // Layouts: u, delta, z, out: (B, D, L); A: (D, N); Bt, Ct: (B, L, N) (time-major).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 #include <vector>
 
 namespace {
 
-// dt[t] = softplus(delta[t] + bias) over a whole row (vectorised: no loop-carried work).
+constexpr int64_t kBlock = 64;  // time steps per block of precomputed decays
+
+// dt[t] = softplus(delta[t] + bias) (torch's threshold 20), or delta + bias.
 template <typename T>
 inline void row_dt(const T* dr, T bias, bool use_softplus, int64_t len, T* dts) {
   if (use_softplus) {
@@ -28,12 +35,51 @@ inline void row_dt(const T* dr, T bias, bool use_softplus, int64_t len, T* dts) 
   }
 }
 
+// a[i * N + n] = exp(dt[i] * A[n]) for i < count.
+template <typename T>
+inline void decays(const T* dts, const T* Ad, int64_t count, int64_t N, T* a) {
+  for (int64_t i = 0; i < count; ++i) {
+    const T dt = dts[i];
+    T* ai = a + i * N;
+#pragma omp simd
+    for (int64_t n = 0; n < N; ++n) ai[n] = dt * Ad[n];
+  }
+  const int64_t total = count * N;
+#pragma omp simd
+  for (int64_t i = 0; i < total; ++i) a[i] = std::exp(a[i]);
+}
+
+// h[t] = a[t] * h[t-1] + dt[t] u[t] B[t] for the block; states written to hs.
+template <typename T>
+inline void recurrence(const T* a, const T* dts, const T* ur, const T* Bv, int64_t count,
+                       int64_t N, T* h, T* hs) {
+  for (int64_t i = 0; i < count; ++i) {
+    const T dtu = dts[i] * ur[i];
+    const T* ai = a + i * N;
+    const T* bi = Bv + i * N;
+    T* hi = hs + i * N;
+#pragma omp simd
+    for (int64_t n = 0; n < N; ++n) {
+      h[n] = ai[n] * h[n] + dtu * bi[n];
+      hi[n] = h[n];
+    }
+  }
+}
+
+template <typename T>
+inline T dot(const T* x, const T* y, int64_t N) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t n = 0; n < N; ++n) s += x[n] * y[n];
+  return s;
+}
+
 template <typename T>
 void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const T* Ct,
                      const T* Dv, const T* z, const T* dbias, bool use_softplus,
                      T* out, int64_t batch, int64_t dim, int64_t len, int64_t N) {
   at::parallel_for(0, batch * dim, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> h(N), a(N), dts(len);
+    std::vector<T> h(N), dts(len), a(kBlock * N), hs(kBlock * N);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / dim, d = row % dim;
       const T* ur = u + row * len;
@@ -45,24 +91,14 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
       T* o = out + row * len;
       row_dt(delta + row * len, dbias ? dbias[d] : T(0), use_softplus, len, dts.data());
       std::fill(h.begin(), h.end(), T(0));
-      T* hp = h.data();
-      T* ap = a.data();
-      for (int64_t t = 0; t < len; ++t) {
-        const T dt = dts[t];
-        const T dtu = dt * ur[t];
-        const T* Bv = Bb + t * N;
-        const T* Cv = Cb + t * N;
-#pragma omp simd
-        for (int64_t n = 0; n < N; ++n) ap[n] = std::exp(dt * Ad[n]);
-        T y = 0;
-#pragma omp simd reduction(+ : y)
-        for (int64_t n = 0; n < N; ++n) {
-          hp[n] = ap[n] * hp[n] + dtu * Bv[n];
-          y += hp[n] * Cv[n];
-        }
-        o[t] = y;
+      for (int64_t t0 = 0; t0 < len; t0 += kBlock) {
+        const int64_t cnt = std::min(kBlock, len - t0);
+        decays(dts.data() + t0, Ad, cnt, N, a.data());
+        recurrence(a.data(), dts.data() + t0, ur + t0, Bb + t0 * N, cnt, N, h.data(),
+                   hs.data());
+        for (int64_t i = 0; i < cnt; ++i)
+          o[t0 + i] = dot(hs.data() + i * N, Cb + (t0 + i) * N, N);
       }
-      // Skip connection and SiLU gate, vectorised over the row.
       if (zr) {
 #pragma omp simd
         for (int64_t t = 0; t < len; ++t)
@@ -83,116 +119,107 @@ void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
                      int64_t N) {
   std::mutex merge;
   // Parallel over channels: dA, dD, ddbias of a channel belong to one thread; dB and
-  // dC (summed over channels) are accumulated per thread and merged at the end.
+  // dC (sums over channels) are accumulated per thread and merged at the end.
   at::parallel_for(0, dim, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> hs(len * N), as(len * N), dts(len), ys(len), g(N), dys(len), sig(len);
-    std::vector<T> dB_loc(batch * len * N, T(0)), dC_loc(batch * len * N, T(0));
+    const int64_t LN = len * N;
+    std::vector<T> hs(LN), as(LN), G(LN), dts(len), dys(len), h(N), g(N);
+    std::vector<T> dB_loc(batch * LN, T(0)), dC_loc(batch * LN, T(0)), dA_acc(N);
     for (int64_t d = begin; d < end; ++d) {
       const T* Ad = A + d * N;
       const T bias = dbias ? dbias[d] : T(0);
       const T skip = Dv ? Dv[d] : T(0);
-      std::vector<T> dA_acc(N, T(0));
+      std::fill(dA_acc.begin(), dA_acc.end(), T(0));
       T dD_acc = 0, dbias_acc = 0;
       for (int64_t b = 0; b < batch; ++b) {
         const int64_t row = b * dim + d;
         const T* ur = u + row * len;
         const T* dr = delta + row * len;
         const T* zr = z ? z + row * len : nullptr;
-        const T* Bb = Bt + b * len * N;
-        const T* Cb = Ct + b * len * N;
-        // Forward recomputation of the row: states, decays, dt and pre-gate output.
-        row_dt(dr, bias, use_softplus, len, dts.data());
-        T* hprev = nullptr;
-        for (int64_t t = 0; t < len; ++t) {
-          const T dt = dts[t];
-          const T dtu = dt * ur[t];
-          T* ht = hs.data() + t * N;
-          T* at = as.data() + t * N;
-          const T* Bv = Bb + t * N;
-          const T* Cv = Cb + t * N;
-#pragma omp simd
-          for (int64_t n = 0; n < N; ++n) at[n] = std::exp(dt * Ad[n]);
-          T y = 0;
-          if (hprev) {
-#pragma omp simd reduction(+ : y)
-            for (int64_t n = 0; n < N; ++n) {
-              ht[n] = at[n] * hprev[n] + dtu * Bv[n];
-              y += ht[n] * Cv[n];
-            }
-          } else {
-#pragma omp simd reduction(+ : y)
-            for (int64_t n = 0; n < N; ++n) {
-              ht[n] = dtu * Bv[n];
-              y += ht[n] * Cv[n];
-            }
-          }
-          ys[t] = y + skip * ur[t];
-          hprev = ht;
-        }
-        // Gate gradients, vectorised over the row: dz and the gradient reaching y.
+        const T* Bb = Bt + b * LN;
+        const T* Cb = Ct + b * LN;
         const T* go = dout + row * len;
+        // Recompute the row: dt, decays, states.
+        row_dt(dr, bias, use_softplus, len, dts.data());
+        decays(dts.data(), Ad, len, N, as.data());
+        std::fill(h.begin(), h.end(), T(0));
+        recurrence(as.data(), dts.data(), ur, Bb, len, N, h.data(), hs.data());
+        // Gradient reaching y (through the gate) and dz.
         if (zr) {
           T* dzr = dz + row * len;
-#pragma omp simd
           for (int64_t t = 0; t < len; ++t) {
+            const T y = dot(hs.data() + t * N, Cb + t * N, N) + skip * ur[t];
             const T s = T(1) / (T(1) + std::exp(-zr[t]));
-            dzr[t] = go[t] * ys[t] * s * (T(1) + zr[t] * (T(1) - s));
+            dzr[t] = go[t] * y * s * (T(1) + zr[t] * (T(1) - s));
             dys[t] = go[t] * zr[t] * s;
           }
         } else {
-#pragma omp simd
-          for (int64_t t = 0; t < len; ++t) dys[t] = go[t];
+          std::copy(go, go + len, dys.begin());
         }
-        if (use_softplus) {
-#pragma omp simd
-          for (int64_t t = 0; t < len; ++t)
-            sig[t] = T(1) / (T(1) + std::exp(-(dr[t] + bias)));
-        }
-        // Reverse pass.
+        // Sequential adjoint: G[t] = dy[t] C[t] + a[t+1] G[t+1].
         std::fill(g.begin(), g.end(), T(0));
-        T* dB_b = dB_loc.data() + b * len * N;
-        T* dC_b = dC_loc.data() + b * len * N;
         for (int64_t t = len - 1; t >= 0; --t) {
           const T dy = dys[t];
-          dD_acc += dy * ur[t];
+          const T* Cv = Cb + t * N;
+          const T* at = as.data() + t * N;
+          T* Gt = G.data() + t * N;
+#pragma omp simd
+          for (int64_t n = 0; n < N; ++n) {
+            Gt[n] = dy * Cv[n] + g[n];
+            g[n] = at[n] * Gt[n];
+          }
+        }
+        // Everything else is elementwise over (t, n) plus per-t reductions.
+        T* dB_b = dB_loc.data() + b * LN;
+        T* dC_b = dC_loc.data() + b * LN;
+        for (int64_t t = 0; t < len; ++t) {
+          const T dy = dys[t];
           const T dt = dts[t];
           const T dtu = dt * ur[t];
           const T* ht = hs.data() + t * N;
-          const T* hp = t > 0 ? hs.data() + (t - 1) * N : nullptr;
           const T* at = as.data() + t * N;
+          const T* Gt = G.data() + t * N;
           const T* Bv = Bb + t * N;
-          const T* Cv = Cb + t * N;
           T* dBv = dB_b + t * N;
           T* dCv = dC_b + t * N;
-          T* gp = g.data();
-          T* dAp = dA_acc.data();
           T ddt = 0, gB = 0;
+          if (t > 0) {
+            const T* hp = hs.data() + (t - 1) * N;
 #pragma omp simd reduction(+ : ddt, gB)
-          for (int64_t n = 0; n < N; ++n) {
-            const T gn = dy * Cv[n] + gp[n];
-            dCv[n] += dy * ht[n];
-            dBv[n] += gn * dtu;
-            gB += gn * Bv[n];
-            const T hprev_n = hp ? hp[n] : T(0);
-            const T dlog = gn * hprev_n * at[n];  // d loss / d (dt * A)
-            ddt += dlog * Ad[n];
-            dAp[n] += dlog * dt;
-            gp[n] = at[n] * gn;
+            for (int64_t n = 0; n < N; ++n) {
+              dCv[n] += dy * ht[n];
+              dBv[n] += Gt[n] * dtu;
+              gB += Gt[n] * Bv[n];
+              const T dlog = Gt[n] * hp[n] * at[n];  // d loss / d (dt * A)
+              ddt += dlog * Ad[n];
+              dA_acc[n] += dlog * dt;
+            }
+          } else {
+#pragma omp simd reduction(+ : gB)
+            for (int64_t n = 0; n < N; ++n) {
+              dCv[n] += dy * ht[n];
+              dBv[n] += Gt[n] * dtu;
+              gB += Gt[n] * Bv[n];
+            }
           }
           ddt += gB * ur[t];
           du[row * len + t] = dy * skip + gB * dt;
-          T dd = ddt;
-          if (use_softplus) dd = ddt * sig[t];
-          ddelta[row * len + t] = dd;
-          dbias_acc += dd;
+          dD_acc += dy * ur[t];
+          ddelta[row * len + t] = ddt;
         }
+        if (use_softplus) {
+          T* dd = ddelta + row * len;
+#pragma omp simd
+          for (int64_t t = 0; t < len; ++t) dd[t] *= T(1) / (T(1) + std::exp(-(dr[t] + bias)));
+        }
+        const T* dd = ddelta + row * len;
+        for (int64_t t = 0; t < len; ++t) dbias_acc += dd[t];
       }
       for (int64_t n = 0; n < N; ++n) dA[d * N + n] = dA_acc[n];
       if (dD) dD[d] = dD_acc;
       if (ddbias) ddbias[d] = dbias_acc;
     }
     std::lock_guard<std::mutex> lock(merge);
-    for (int64_t i = 0; i < batch * len * N; ++i) {
+    for (int64_t i = 0; i < batch * LN; ++i) {
       dBt[i] += dB_loc[i];
       dCt[i] += dC_loc[i];
     }
