@@ -263,8 +263,16 @@ class _SelectiveScanCPU(torch.autograd.Function):
             t = t.to(ct)
             return (t.transpose(1, 2) if transpose else t).contiguous()
 
-        args = (prep(u), prep(delta), prep(A), prep(B, True), prep(C, True), prep(D),
-                prep(z), prep(delta_bias))
+        def rows(t):  # (B, D, L) with contiguous rows; other strides are free
+            if t is None:
+                return None
+            t = t.to(ct)
+            if t.shape[2] > 1 and t.stride(2) != 1:
+                t = t.contiguous()
+            return t
+
+        args = (rows(u), rows(delta), prep(A), prep(B, True), prep(C, True), prep(D),
+                rows(z), prep(delta_bias))
         out = ext.selective_scan_fwd(*args, bool(delta_softplus))
         ctx.save_for_backward(*[a if a is not None else torch.empty(0) for a in args])
         ctx.present = [a is not None for a in args]

@@ -8,8 +8,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'test_models',
+                            'test_utils'))
+from official_reference import make_official_state_dict  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
@@ -37,20 +42,41 @@ def overrides(data_root, iters):
     return opts
 
 
+def official_ckpt(path, depth):
+    """An official-layout ImageNet checkpoint for the tiny backbone (patch 8, 128 px)."""
+    sd = make_official_state_dict(depth=depth, dim=32, grid=16, patch=8)
+    torch.save(dict(model=sd, model_ema=None, epoch=1), path)
+    return str(path)
+
+
+def dist_train(tmp_path, data_root, work, ckpt):
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
+               OMP_NUM_THREADS='1')
+    cmd = ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), CONFIG, '2',
+           '--work-dir', work, '--cfg-options'] + overrides(data_root, 4) + [
+               'model.backbone.init_cfg.type=Pretrained',
+               f'model.backbone.init_cfg.checkpoint={ckpt}']
+    run = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                         timeout=900)
+    return run.returncode, run.stdout + run.stderr, env
+
+
 @pytest.mark.slow
 def test_dist_train_then_test(tmp_path):
     data_root = str(tmp_path / 'data')
     generate_synthetic_ade20k(data_root, num_train=8, num_val=4, size=(64, 64))
     work = str(tmp_path / 'work')
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
-               OMP_NUM_THREADS='1')
-    cmd = ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), CONFIG, '2',
-           '--work-dir', work, '--cfg-options'] + overrides(data_root, 4)
-    run = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                         timeout=900)
-    log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-6000:]
+    # A checkpoint of the wrong depth stops the distributed job (no rank trains from
+    # scratch) with the loader's report.
+    rc, log, _ = dist_train(tmp_path, data_root, str(tmp_path / 'bad'),
+                            official_ckpt(tmp_path / 'depth3.pth', depth=3))
+    assert rc != 0
+    assert 'CheckpointError' in log and 'missing in checkpoint' in log, log[-3000:]
+    rc, log, env = dist_train(tmp_path, data_root, work,
+                              official_ckpt(tmp_path / 'depth4.pth', depth=4))
+    assert rc == 0, log[-6000:]
     assert 'world_size: 2' in log or 'Distributed launcher: pytorch' in log, log[-3000:]
+    assert "format 'shufflemamba'" in log and 'all' in log and 'backbone tensors' in log
     assert 'Iter(train) [4/4]' in log, log[-3000:]
     ckpt = osp.join(work, 'iter_4.pth')
     assert osp.isfile(ckpt), os.listdir(work)

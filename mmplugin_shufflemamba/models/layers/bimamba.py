@@ -45,6 +45,15 @@ def build_token_norm(norm_cfg: dict, num_features: int) -> nn.Module:
     raise ValueError(f"norm_cfg type must be 'LN' or 'RMSNorm', got {norm_type!r}")
 
 
+def _bmm_weight(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight @ x[b]`` for every batch entry: (M, K) x (B, K, L) -> (B, M, L).
+
+    ``torch.bmm`` hands transposed operands to BLAS as they are; ``torch.matmul`` would
+    fold the batch and copy the result into this layout.
+    """
+    return torch.bmm(weight.unsqueeze(0).expand(x.shape[0], -1, -1), x)
+
+
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer of Vision Mamba (Vim ``bimamba`` v2).
 
@@ -118,24 +127,27 @@ class BiMambaMixer(nn.Module):
         D = getattr(self, f'D{suffix}')
         x = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation='silu',
                           kernel=self.kernel)
-        x_dbl = x_proj(x.transpose(1, 2))  # (B, L, dt_rank + 2N)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # bias added in the scan
+        # Channel-major projections: (B, dt_rank + 2N, L), then delta (B, d_inner, L);
+        # the dt bias is added (and softplus applied) inside the scan.
+        x_dbl = _bmm_weight(x_proj.weight, x)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
+        delta = _bmm_weight(dt_proj.weight, dt)
         A = -torch.exp(A_log.float())
         return selective_scan(
-            x, delta.contiguous(), A,
-            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-            D.float(), z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True,
-            kernel=self.kernel)
+            x, delta, A, B, C, D.float(), z=z, delta_bias=dt_proj.bias.float(),
+            delta_softplus=True, kernel=self.kernel)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (B, L, D) -> (B, L, D)."""
-        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2*d_inner, L)
+        # (2*d_inner, D) @ (B, D, L): x and z come out in (B, d_inner, L) layout with
+        # contiguous rows, which the scan reads without copies.
+        xz = _bmm_weight(self.in_proj.weight, hidden.transpose(1, 2))
         x, z = xz.chunk(2, dim=1)
         y_fwd = self._ssm(x, z, '')
         y_bwd = self._ssm(x.flip(-1), z.flip(-1), '_b').flip(-1)
-        y = (y_fwd + y_bwd) / 2
-        return self.out_proj(y.transpose(1, 2).to(hidden.dtype))
+        y = ((y_fwd + y_bwd) / 2).to(hidden.dtype)  # (B, d_inner, L)
+        return torch.bmm(y.transpose(1, 2),
+                         self.out_proj.weight.t().unsqueeze(0).expand(y.shape[0], -1, -1))
 
 
 class DropPath(nn.Module):

@@ -203,3 +203,24 @@ def test_full_size_b_forward_at_512():
     with torch.no_grad():
         outs = m(torch.randn(1, 3, 512, 512))
     assert [o.shape for o in outs] == [(1, 768, 32, 32)] * 4
+
+
+def test_autocast_bf16_close_to_fp32_and_scan_in_fp32():
+    m = tiny(out_indices=(3, )).eval()
+    x = torch.randn(1, 3, 64, 64)
+    ref = m(x)[0]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = m(x)[0]
+    assert torch.isfinite(out).all()
+    rel = (out.float() - ref).norm() / ref.norm()
+    assert rel < 0.05, rel
+    # The scan itself always computes in float32 (bf16 inputs, fp32 math).
+    from mmplugin_shufflemamba.ops import selective_scan, selective_scan_ref
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(1, 4, 9, generator=g)
+    args = (u, torch.rand(1, 4, 9, generator=g), -torch.rand(4, 3, generator=g),
+            torch.randn(1, 3, 9, generator=g), torch.randn(1, 3, 9, generator=g))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        o = selective_scan(*args, delta_softplus=True)
+    torch.testing.assert_close(o, selective_scan_ref(*args, delta_softplus=True),
+                               atol=1e-5, rtol=1e-5)
