@@ -84,7 +84,8 @@ def selective_scan_ref(u: torch.Tensor,
                        D: Optional[torch.Tensor] = None,
                        z: Optional[torch.Tensor] = None,
                        delta_bias: Optional[torch.Tensor] = None,
-                       delta_softplus: bool = False) -> torch.Tensor:
+                       delta_softplus: bool = False,
+                       reverse: bool = False) -> torch.Tensor:
     """Sequential reference selective scan.
 
     Args:
@@ -97,11 +98,18 @@ def selective_scan_ref(u: torch.Tensor,
         z (Tensor, optional): (B, D, L) gate, applied as ``y * silu(z)``.
         delta_bias (Tensor, optional): (D, ) added to delta.
         delta_softplus (bool): apply softplus to delta. Defaults to False.
+        reverse (bool): scan from the last time step to the first, i.e.
+            ``flip(scan(flip(inputs)))`` along L. Defaults to False.
 
     Returns:
         Tensor: (B, D, L) in the dtype of ``u``.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if reverse:
+        u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
+        z = None if z is None else z.flip(-1)
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias,
+                                  delta_softplus).flip(-1)
     dtype_in = u.dtype
     ct = _compute_dtype(u)
     u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
@@ -238,12 +246,18 @@ def selective_scan_torch(u: torch.Tensor,
                          D: Optional[torch.Tensor] = None,
                          z: Optional[torch.Tensor] = None,
                          delta_bias: Optional[torch.Tensor] = None,
-                         delta_softplus: bool = False) -> torch.Tensor:
+                         delta_softplus: bool = False,
+                         reverse: bool = False) -> torch.Tensor:
     """Pure-PyTorch selective scan with a memory-light hand-written backward.
 
     Same arguments and result as :func:`selective_scan_ref`.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if reverse:
+        u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
+        z = None if z is None else z.flip(-1)
+        return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias,
+                                    delta_softplus).flip(-1)
     with torch.autocast(device_type=u.device.type, enabled=False):
         return _SelectiveScanTorch.apply(u, delta, A, B, C, D, z, delta_bias,
                                          bool(delta_softplus))
@@ -252,7 +266,7 @@ def selective_scan_torch(u: torch.Tensor,
 class _SelectiveScanCPU(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
         ext = _cpu_ext()
         dtype_in = u.dtype
         ct = _compute_dtype(u)
@@ -261,7 +275,11 @@ class _SelectiveScanCPU(torch.autograd.Function):
             if t is None:
                 return None
             t = t.to(ct)
-            return (t.transpose(1, 2) if transpose else t).contiguous()
+            if transpose:  # (B, N, L) -> time-major (B, L, N), time-reversed if asked
+                t = t.transpose(1, 2)
+                if reverse:
+                    t = t.flip(1)
+            return t.contiguous()
 
         def rows(t):  # (B, D, L) with contiguous rows; other strides are free
             if t is None:
@@ -273,10 +291,11 @@ class _SelectiveScanCPU(torch.autograd.Function):
 
         args = (rows(u), rows(delta), prep(A), prep(B, True), prep(C, True), prep(D),
                 rows(z), prep(delta_bias))
-        out = ext.selective_scan_fwd(*args, bool(delta_softplus))
+        out = ext.selective_scan_fwd(*args, bool(delta_softplus), bool(reverse))
         ctx.save_for_backward(*[a if a is not None else torch.empty(0) for a in args])
         ctx.present = [a is not None for a in args]
         ctx.delta_softplus = bool(delta_softplus)
+        ctx.reverse = bool(reverse)
         ctx.dtypes = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z,
                                                                delta_bias)]
         return out.to(dtype_in)
@@ -286,15 +305,17 @@ class _SelectiveScanCPU(torch.autograd.Function):
         ext = _cpu_ext()
         saved = [t if p else None for t, p in zip(ctx.saved_tensors, ctx.present)]
         u = saved[0]
-        grads = ext.selective_scan_bwd(*saved, ctx.delta_softplus,
+        grads = ext.selective_scan_bwd(*saved, ctx.delta_softplus, ctx.reverse,
                                        dout.to(u.dtype).contiguous())
         du, ddelta, dA, dBt, dCt, dD, dz, ddb = grads
+        if ctx.reverse:
+            dBt, dCt = dBt.flip(1), dCt.flip(1)
         out = [du, ddelta, dA, dBt.transpose(1, 2), dCt.transpose(1, 2),
                dD if ctx.present[5] else None, dz if ctx.present[6] else None,
                ddb if ctx.present[7] else None]
         out = [None if (g is None or dt is None) else g.to(dt)
                for g, dt in zip(out, ctx.dtypes)]
-        return (*out, None)
+        return (*out, None, None)
 
 
 def selective_scan_cpu(u: torch.Tensor,
@@ -305,8 +326,11 @@ def selective_scan_cpu(u: torch.Tensor,
                        D: Optional[torch.Tensor] = None,
                        z: Optional[torch.Tensor] = None,
                        delta_bias: Optional[torch.Tensor] = None,
-                       delta_softplus: bool = False) -> torch.Tensor:
+                       delta_softplus: bool = False,
+                       reverse: bool = False) -> torch.Tensor:
     """Compiled CPU selective scan (same arguments as :func:`selective_scan_ref`).
+
+    ``reverse=True`` runs natively from the last time step (no flipped copies).
 
     Raises:
         RuntimeError: if the extension was not built (see ``setup.py``).
@@ -321,7 +345,7 @@ def selective_scan_cpu(u: torch.Tensor,
         raise RuntimeError('selective_scan_cpu needs CPU tensors.')
     with torch.autocast(device_type='cpu', enabled=False):
         return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias,
-                                       bool(delta_softplus))
+                                       bool(delta_softplus), bool(reverse))
 
 
 def selective_scan(u: torch.Tensor,
@@ -333,6 +357,7 @@ def selective_scan(u: torch.Tensor,
                    z: Optional[torch.Tensor] = None,
                    delta_bias: Optional[torch.Tensor] = None,
                    delta_softplus: bool = False,
+                   reverse: bool = False,
                    kernel: str = 'auto') -> torch.Tensor:
     """Selective scan dispatching to mamba-ssm's fused kernel or the PyTorch path.
 
@@ -345,14 +370,20 @@ def selective_scan(u: torch.Tensor,
     """
     fn = get_cuda_kernel('selective_scan_fn', kernel, u.is_cuda)
     if fn is not None:
+        if reverse:
+            u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
+            z = None if z is None else z.flip(-1)
         with torch.autocast(device_type='cuda', enabled=False):
-            return fn(u.contiguous(), delta.contiguous(), A.float().contiguous(),
-                      B.contiguous(), C.contiguous(),
-                      None if D is None else D.float(),
-                      None if z is None else z.contiguous(),
-                      None if delta_bias is None else delta_bias.float(),
-                      delta_softplus)
+            out = fn(u.contiguous(), delta.contiguous(), A.float().contiguous(),
+                     B.contiguous(), C.contiguous(),
+                     None if D is None else D.float(),
+                     None if z is None else z.contiguous(),
+                     None if delta_bias is None else delta_bias.float(),
+                     delta_softplus)
+        return out.flip(-1) if reverse else out
     if kernel == 'auto' and not u.is_cuda and _cpu_ext() is not None \
             and u.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-        return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                  reverse)
+    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                reverse)

@@ -34,3 +34,10 @@ def test_dispatch_errors():
         causal_conv1d(x, w, kernel='cuda')
     with pytest.raises(ValueError, match='activation'):
         causal_conv1d_ref(x, w, activation='relu')
+
+
+def test_reverse_is_anticausal_flip():
+    x = torch.randn(2, 5, 13)
+    w, b = torch.randn(5, 4), torch.randn(5)
+    ref = causal_conv1d_ref(x.flip(-1), w, b, 'silu').flip(-1)
+    torch.testing.assert_close(causal_conv1d_ref(x, w, b, 'silu', reverse=True), ref)

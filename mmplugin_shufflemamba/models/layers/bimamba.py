@@ -118,15 +118,21 @@ class BiMambaMixer(nn.Module):
             dt_proj.bias.copy_(inv_dt)
         dt_proj.bias._no_reinit = True
 
-    def _ssm(self, x: torch.Tensor, z: torch.Tensor, suffix: str) -> torch.Tensor:
-        """One direction. x, z: (B, d_inner, L) -> (B, d_inner, L)."""
+    def _ssm(self, x: torch.Tensor, z: torch.Tensor, suffix: str,
+             reverse: bool = False) -> torch.Tensor:
+        """One direction. x, z: (B, d_inner, L) -> (B, d_inner, L).
+
+        ``reverse=True`` is the backward branch: the Vim mixer runs it on the flipped
+        sequence and flips the result back, which equals an anti-causal conv and a
+        reverse-time scan on the original order (computed without flipped copies).
+        """
         conv = getattr(self, f'conv1d{suffix}')
         x_proj = getattr(self, f'x_proj{suffix}')
         dt_proj = getattr(self, f'dt_proj{suffix}')
         A_log = self.A_log if suffix == '' else self.A_b_log
         D = getattr(self, f'D{suffix}')
         x = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation='silu',
-                          kernel=self.kernel)
+                          reverse=reverse, kernel=self.kernel)
         # Channel-major projections: (B, dt_rank + 2N, L), then delta (B, d_inner, L);
         # the dt bias is added (and softplus applied) inside the scan.
         x_dbl = _bmm_weight(x_proj.weight, x)
@@ -135,7 +141,7 @@ class BiMambaMixer(nn.Module):
         A = -torch.exp(A_log.float())
         return selective_scan(
             x, delta, A, B, C, D.float(), z=z, delta_bias=dt_proj.bias.float(),
-            delta_softplus=True, kernel=self.kernel)
+            delta_softplus=True, reverse=reverse, kernel=self.kernel)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (B, L, D) -> (B, L, D)."""
@@ -144,7 +150,7 @@ class BiMambaMixer(nn.Module):
         xz = _bmm_weight(self.in_proj.weight, hidden.transpose(1, 2))
         x, z = xz.chunk(2, dim=1)
         y_fwd = self._ssm(x, z, '')
-        y_bwd = self._ssm(x.flip(-1), z.flip(-1), '_b').flip(-1)
+        y_bwd = self._ssm(x, z, '_b', reverse=True)
         y = ((y_fwd + y_bwd) / 2).to(hidden.dtype)  # (B, d_inner, L)
         return torch.bmm(y.transpose(1, 2),
                          self.out_proj.weight.t().unsqueeze(0).expand(y.shape[0], -1, -1))

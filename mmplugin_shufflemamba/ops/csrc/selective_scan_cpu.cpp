@@ -8,6 +8,9 @@
 // instead of storing (B, D, L, N) tensors, like the fused CUDA kernel.
 //
 // Layouts: u, delta, z, out: (B, D, L); A: (D, N); Bt, Ct: (B, L, N) (time-major).
+// reverse=true scans from the last time step to the first (Bt, Ct then come in reversed
+// time order, dBt and dCt are returned in that order), i.e. the backward direction of
+// the bidirectional mixer without flipped copies of u, delta and z.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -107,20 +110,34 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
                      const T* Dv, const T* z, const T* dbias, bool use_softplus,
                      T* out, int64_t batch, int64_t dim, int64_t len, int64_t N_rt,
                      int64_t sb_u, int64_t sd_u, int64_t sb_delta, int64_t sd_delta,
-                     int64_t sb_z, int64_t sd_z) {
+                     int64_t sb_z, int64_t sd_z, bool reverse) {
   const int64_t N = NC > 0 ? NC : N_rt;  // compile-time for the usual d_state
   at::parallel_for(0, batch * dim, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> h(N), dts(len), a(kBlock * N), hs(kBlock * N);
+    std::vector<T> ubuf(reverse ? len : 0), dbuf(reverse ? len : 0),
+        zbuf(reverse && z ? len : 0), obuf(reverse ? len : 0);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / dim, d = row % dim;
       const T* ur = u + b * sb_u + d * sd_u;
+      const T* dr = delta + b * sb_delta + d * sd_delta;
       const T* zr = z ? z + b * sb_z + d * sd_z : nullptr;
+      T* o = out + row * len;
+      if (reverse) {  // run on the time-reversed row (B and C come reversed already)
+        std::reverse_copy(ur, ur + len, ubuf.begin());
+        std::reverse_copy(dr, dr + len, dbuf.begin());
+        ur = ubuf.data();
+        dr = dbuf.data();
+        if (zr) {
+          std::reverse_copy(zr, zr + len, zbuf.begin());
+          zr = zbuf.data();
+        }
+        o = obuf.data();
+      }
       const T* Ad = A + d * N;
       const T* Bb = Bt + b * len * N;
       const T* Cb = Ct + b * len * N;
       const T skip = Dv ? Dv[d] : T(0);
-      T* o = out + row * len;
-      row_dt(delta + b * sb_delta + d * sd_delta, dbias ? dbias[d] : T(0), use_softplus, len, dts.data());
+      row_dt(dr, dbias ? dbias[d] : T(0), use_softplus, len, dts.data());
       std::fill(h.begin(), h.end(), T(0));
       for (int64_t t0 = 0; t0 < len; t0 += kBlock) {
         const int64_t cnt = std::min(kBlock, len - t0);
@@ -138,6 +155,7 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
 #pragma omp simd
         for (int64_t t = 0; t < len; ++t) o[t] += skip * ur[t];
       }
+      if (reverse) std::reverse_copy(o, o + len, out + row * len);
     }
   });
 }
@@ -148,7 +166,7 @@ void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
                      const T* dout, T* du, T* ddelta, T* dA, T* dBt, T* dCt, T* dD,
                      T* dz, T* ddbias, int64_t batch, int64_t dim, int64_t len,
                      int64_t N_rt, int64_t sb_u, int64_t sd_u, int64_t sb_delta,
-                     int64_t sd_delta, int64_t sb_z, int64_t sd_z) {
+                     int64_t sd_delta, int64_t sb_z, int64_t sd_z, bool reverse) {
   const int64_t N = NC > 0 ? NC : N_rt;  // compile-time for the usual d_state
   std::mutex merge;
   // Parallel over channels: dA, dD, ddbias of a channel belong to one thread; dB and
@@ -156,6 +174,9 @@ void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
   at::parallel_for(0, dim, 1, [&](int64_t begin, int64_t end) {
     const int64_t LN = len * N;
     std::vector<T> hs(LN), as(LN), G(LN), dts(len), dys(len), h(N), g(N);
+    // Row buffers: time-reversed inputs (reverse mode) and the row's gradients.
+    std::vector<T> ubuf(len), dbuf(len), zbuf(z ? len : 0), gobuf(len);
+    std::vector<T> du_r(len), dd_r(len), dz_r(z ? len : 0);
     std::vector<T> dB_loc(batch * LN, T(0)), dC_loc(batch * LN, T(0)), dA_acc(N);
     for (int64_t d = begin; d < end; ++d) {
       const T* Ad = A + d * N;
@@ -168,9 +189,21 @@ void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
         const T* ur = u + b * sb_u + d * sd_u;
         const T* dr = delta + b * sb_delta + d * sd_delta;
         const T* zr = z ? z + b * sb_z + d * sd_z : nullptr;
+        const T* go = dout + row * len;
+        if (reverse) {
+          std::reverse_copy(ur, ur + len, ubuf.begin());
+          std::reverse_copy(dr, dr + len, dbuf.begin());
+          std::reverse_copy(go, go + len, gobuf.begin());
+          ur = ubuf.data();
+          dr = dbuf.data();
+          go = gobuf.data();
+          if (zr) {
+            std::reverse_copy(zr, zr + len, zbuf.begin());
+            zr = zbuf.data();
+          }
+        }
         const T* Bb = Bt + b * LN;
         const T* Cb = Ct + b * LN;
-        const T* go = dout + row * len;
         // Recompute the row: dt, decays, states.
         row_dt(dr, bias, use_softplus, len, dts.data());
         decays<T, NC>(dts.data(), Ad, len, N, as.data());
@@ -178,7 +211,7 @@ void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
         recurrence<T, NC>(as.data(), dts.data(), ur, Bb, len, N, h.data(), hs.data());
         // Gradient reaching y (through the gate) and dz.
         if (zr) {
-          T* dzr = dz + row * len;
+          T* dzr = dz_r.data();
           for (int64_t t = 0; t < len; ++t) {
             const T y = dot<T, NC>(hs.data() + t * N, Cb + t * N, N) + skip * ur[t];
             const T s = T(1) / (T(1) + std::exp(-zr[t]));
@@ -235,17 +268,28 @@ void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
             }
           }
           ddt += gB * ur[t];
-          du[row * len + t] = dy * skip + gB * dt;
+          du_r[t] = dy * skip + gB * dt;
           dD_acc += dy * ur[t];
-          ddelta[row * len + t] = ddt;
+          dd_r[t] = ddt;
         }
         if (use_softplus) {
-          T* dd = ddelta + row * len;
 #pragma omp simd
-          for (int64_t t = 0; t < len; ++t) dd[t] *= T(1) / (T(1) + std::exp(-(dr[t] + bias)));
+          for (int64_t t = 0; t < len; ++t)
+            dd_r[t] *= T(1) / (T(1) + std::exp(-(dr[t] + bias)));
         }
-        const T* dd = ddelta + row * len;
-        for (int64_t t = 0; t < len; ++t) dbias_acc += dd[t];
+        for (int64_t t = 0; t < len; ++t) dbias_acc += dd_r[t];
+        T* du_o = du + row * len;
+        T* dd_o = ddelta + row * len;
+        T* dz_o = z ? dz + row * len : nullptr;
+        if (reverse) {
+          std::reverse_copy(du_r.begin(), du_r.end(), du_o);
+          std::reverse_copy(dd_r.begin(), dd_r.end(), dd_o);
+          if (dz_o) std::reverse_copy(dz_r.begin(), dz_r.end(), dz_o);
+        } else {
+          std::copy(du_r.begin(), du_r.end(), du_o);
+          std::copy(dd_r.begin(), dd_r.end(), dd_o);
+          if (dz_o) std::copy(dz_r.begin(), dz_r.end(), dz_o);
+        }
       }
       for (int64_t n = 0; n < N; ++n) dA[d * N + n] = dA_acc[n];
       if (dD) dD[d] = dD_acc;
@@ -284,7 +328,8 @@ torch::Tensor selective_scan_fwd(torch::Tensor u, torch::Tensor delta, torch::Te
                                  torch::Tensor Bt, torch::Tensor Ct,
                                  c10::optional<torch::Tensor> Dv,
                                  c10::optional<torch::Tensor> z,
-                                 c10::optional<torch::Tensor> dbias, bool use_softplus) {
+                                 c10::optional<torch::Tensor> dbias, bool use_softplus,
+                                 bool reverse) {
   check_rows(u, "u"); check_rows(delta, "delta"); check(A, "A", 2);
   check(Bt, "B", 3); check(Ct, "C", 3);
   if (z.has_value()) check_rows(*z, "z");
@@ -298,7 +343,7 @@ torch::Tensor selective_scan_fwd(torch::Tensor u, torch::Tensor delta, torch::Te
         opt_ptr<scalar_t>(z), opt_ptr<scalar_t>(dbias), use_softplus,
         out.data_ptr<scalar_t>(), batch, dim, len, N, u.stride(0), u.stride(1),
         delta.stride(0), delta.stride(1), z.has_value() ? z->stride(0) : 0,
-        z.has_value() ? z->stride(1) : 0);
+        z.has_value() ? z->stride(1) : 0, reverse);
   });
   return out;
 }
@@ -306,7 +351,8 @@ torch::Tensor selective_scan_fwd(torch::Tensor u, torch::Tensor delta, torch::Te
 std::vector<torch::Tensor> selective_scan_bwd(
     torch::Tensor u, torch::Tensor delta, torch::Tensor A, torch::Tensor Bt,
     torch::Tensor Ct, c10::optional<torch::Tensor> Dv, c10::optional<torch::Tensor> z,
-    c10::optional<torch::Tensor> dbias, bool use_softplus, torch::Tensor dout) {
+    c10::optional<torch::Tensor> dbias, bool use_softplus, bool reverse,
+    torch::Tensor dout) {
   check_rows(u, "u"); check_rows(delta, "delta"); check(dout, "dout", 3);
   if (z.has_value()) check_rows(*z, "z");
   const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), N = A.size(1);
@@ -330,7 +376,7 @@ std::vector<torch::Tensor> selective_scan_bwd(
         z.has_value() ? dz.data_ptr<scalar_t>() : nullptr,
         dbias.has_value() ? ddbias.data_ptr<scalar_t>() : nullptr, batch, dim, len, N,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1),
-        z.has_value() ? z->stride(0) : 0, z.has_value() ? z->stride(1) : 0);
+        z.has_value() ? z->stride(0) : 0, z.has_value() ? z->stride(1) : 0, reverse);
   });
   return {du, ddelta, dA, dBt, dCt, dD, dz, ddbias};
 }
