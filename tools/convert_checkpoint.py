@@ -13,7 +13,8 @@ import json
 import torch
 
 from mmplugin_shufflemamba.models.utils import (CHECKPOINT_FORMATS, convert_to_backbone,
-                                                read_checkpoint, select_state_dict)
+                                                format_hint, read_checkpoint,
+                                                select_state_dict)
 
 
 def parse_args(argv=None):
@@ -44,7 +45,10 @@ def main(argv=None):
         patch = args.patch_size or int(sd.get('patch_embed.proj.weight',
                                               torch.empty(0, 0, 16, 16)).shape[-1])
         grid = (args.img_size // patch, args.img_size // patch)
-    converted, summary = convert_to_backbone(sd, args.format, args.num_registers, grid)
+    fmt = args.format
+    if fmt == 'auto' and 'pos_embed_cls' not in sd:
+        fmt = format_hint(ckpt) or 'auto'
+    converted, summary = convert_to_backbone(sd, fmt, args.num_registers, grid)
     meta = dict(source=args.src, entry=entry, **{k: v for k, v in summary.items()
                                                  if k != 'dropped'},
                 dropped=summary['dropped'])

@@ -1,9 +1,10 @@
 from .checkpoint import (CHECKPOINT_FORMATS, CheckpointError, convert_to_backbone,
-                         describe_state_dict, detect_format, load_pretrained_backbone,
+                         describe_state_dict, detect_format, format_hint,
+                         load_pretrained_backbone,
                          read_checkpoint, select_state_dict)
 
 __all__ = [
     'CHECKPOINT_FORMATS', 'CheckpointError', 'convert_to_backbone',
-    'describe_state_dict', 'detect_format', 'load_pretrained_backbone',
+    'describe_state_dict', 'detect_format', 'format_hint', 'load_pretrained_backbone',
     'read_checkpoint', 'select_state_dict'
 ]

@@ -109,6 +109,19 @@ def select_state_dict(ckpt: object, use_ema: Optional[bool] = None,
         f"'model', 'model_ema', 'state_dict'; found {sorted(ckpt)[:20]}.")
 
 
+def format_hint(ckpt: object) -> Optional[str]:
+    """A format implied by the training arguments stored in an official checkpoint.
+
+    Vim's checkpoints keep their model name (e.g. ``..._with_midclstok_div2``) in
+    ``args``; that name is the only trace of the middle cls token.
+    """
+    args = ckpt.get('args') if isinstance(ckpt, dict) else None
+    name = str(getattr(args, 'model', '') or '').lower()
+    if 'midclstok' in name or 'middle_cls' in name:
+        return 'vim'
+    return None
+
+
 def _strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Remove DDP/EMA/compile prefixes; keep only ``backbone.*`` of a whole detector."""
     if any(k.startswith('backbone.') for k in sd) and \
@@ -321,6 +334,8 @@ def load_pretrained_backbone(model,
         sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
         if not sd:
             raise CheckpointError(f"{checkpoint} has no keys under prefix '{p}'.")
+    if ckpt_format == 'auto' and 'pos_embed_cls' not in sd:
+        ckpt_format = format_hint(ckpt) or 'auto'
     try:
         converted, summary = convert_to_backbone(
             sd, ckpt_format, model.num_registers, model.patch_resolution,

@@ -72,6 +72,16 @@ def test_plain_and_vim_round_trip(tmp_path, fmt, out_type):
             assert torch.equal(a, b)
 
 
+def test_vim_detected_from_training_args(tmp_path):
+    sd = make_official_state_dict(fmt='vim', seed=3)
+    args = argparse.Namespace(
+        model='vim_small_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok')
+    torch.save(dict(model=sd, model_ema=None, args=args), tmp_path / 'vim.pth')
+    m = backbone()
+    assert load_pretrained_backbone(m, str(tmp_path / 'vim.pth'))['format'] == 'vim'
+    assert_features(m, sd, 'vim')
+
+
 def test_vim_keeps_middle_cls_as_register(tmp_path):
     src = tmp_path / 'vim.pth'
     _, ema = official_checkpoint(src, 'vim')
