@@ -53,6 +53,7 @@ if ! "$PY" -c "import torch, torchvision, sys; sys.exit(torch.__version__.split(
 fi
 
 # ---- mmcv with compiled ops -------------------------------------------------------
+# (building it needs torch in the environment: --no-build-isolation)
 HAS_CUDA="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
 if [ "$HAS_CUDA" = "1" ] && command -v nvcc >/dev/null 2>&1; then
   MMCV_FLAVOUR="cuda"
@@ -87,9 +88,15 @@ if ! mmcv_ok; then
     rm -rf "$build"
   fi
   log "installing cached mmcv wheel from $WHEEL_DIR"
+  # mmcv's runtime requirements first (importing mmcv imports mmengine).
+  "${PIP[@]}" install -q "mmengine==0.10.7" addict numpy packaging Pillow pyyaml yapf \
+    opencv-python
   "${PIP[@]}" install -q --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
-  "${PIP[@]}" install -q addict "numpy" packaging Pillow pyyaml yapf opencv-python
-  mmcv_ok || { log "ERROR: mmcv ops do not import after install"; exit 1; }
+  if ! mmcv_ok; then
+    log "ERROR: mmcv $MMCV_VERSION with compiled ops does not import after install:"
+    "$PY" -c 'from mmcv.ops import nms' >&2 || true
+    exit 1
+  fi
 fi
 
 log "installing OpenMMLab frameworks, timm and test tools"
