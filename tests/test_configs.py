@@ -85,3 +85,17 @@ def test_b_config_matches_paper_recipe_and_size():
                  'backbone.layers.3.mixer.A_b_log', 'backbone.norm_f.bias'):
         assert any(k in name and v['decay_mult'] == 0 for k, v in keys.items()), name
     assert not any(k in 'backbone.layers.3.mixer.in_proj.weight' for k in keys)
+
+
+def test_three_line_user_config_inherits_and_sets_pretrained(tmp_path):
+    user = tmp_path / 'my_config.py'
+    base = osp.join(ROOT, 'configs', 'upernet_shufflemamba_b.py')
+    user.write_text(
+        f"_base_ = [{base!r}]\n"
+        "model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='x.pth')))\n"
+        "train_dataloader = dict(dataset=dict(data_root='data/ade'))\n")
+    cfg = Config.fromfile(str(user))
+    assert cfg.model.backbone.type == 'ShuffleMamba'
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='x.pth')
+    assert cfg.train_dataloader.dataset.data_root == 'data/ade'
+    assert cfg.train_dataloader.dataset.type == 'ADE20KDataset'
