@@ -25,8 +25,9 @@ def get_extensions():
     arch = os.environ.get('SHUFFLEMAMBA_CPU_ARCH', 'native')
     ext = CppExtension(
         'mmplugin_shufflemamba._ext',
-        ['mmplugin_shufflemamba/ops/csrc/selective_scan_cpu.cpp'],
-        extra_compile_args=['-O3', f'-march={arch}', '-ffast-math', '-fopenmp',
+        ['mmplugin_shufflemamba/ops/csrc/selective_scan_cpu.cpp',
+         'mmplugin_shufflemamba/ops/csrc/causal_conv1d_cpu.cpp'],
+        extra_compile_args=['-O3', f'-march={arch}', '-mprefer-vector-width=512', '-ffast-math', '-fopenmp',
                             '-std=c++20'],
         extra_link_args=['-fopenmp'])
     return [ext], {'build_ext': BuildExtension.with_options(use_ninja=False)}

@@ -42,17 +42,66 @@ def causal_conv1d_ref(x: torch.Tensor,
     return F.silu(out) if activation is not None else out
 
 
+class _CausalConv1dCPU(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, silu, reverse):
+        from .selective_scan import _cpu_ext
+        ext = _cpu_ext()
+        ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+        xc = x.to(ct)
+        if xc.shape[2] > 1 and xc.stride(2) != 1:
+            xc = xc.contiguous()
+        w = weight.to(ct).contiguous()
+        b = None if bias is None else bias.to(ct).contiguous()
+        ctx.save_for_backward(xc, w, b if b is not None else torch.empty(0))
+        ctx.has_bias, ctx.silu, ctx.reverse = b is not None, silu, reverse
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return ext.causal_conv1d_fwd(xc, w, b, silu, reverse).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        from .selective_scan import _cpu_ext
+        xc, w, b = ctx.saved_tensors
+        dx, dw, db = _cpu_ext().causal_conv1d_bwd(
+            xc, w, b if ctx.has_bias else None, ctx.silu, ctx.reverse,
+            dout.to(xc.dtype).contiguous())
+        return (dx.to(ctx.dtypes[0]), dw.to(ctx.dtypes[1]),
+                db.to(ctx.dtypes[2]) if ctx.has_bias else None, None, None)
+
+
+def causal_conv1d_cpu(x: torch.Tensor,
+                      weight: torch.Tensor,
+                      bias: Optional[torch.Tensor] = None,
+                      activation: Optional[str] = None,
+                      reverse: bool = False) -> torch.Tensor:
+    """Compiled CPU kernel (same arguments and result as :func:`causal_conv1d_ref`)."""
+    from .selective_scan import _cpu_ext
+    if _cpu_ext() is None:
+        raise RuntimeError('the compiled CPU extension (mmplugin_shufflemamba._ext) is not '
+                           "built; reinstall with `pip install --no-build-isolation -e .` "
+                           "or use kernel='torch'.")
+    if activation not in (None, 'silu', 'swish'):
+        raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
+    with torch.autocast(device_type='cpu', enabled=False):
+        return _CausalConv1dCPU.apply(x, weight, bias, activation is not None, reverse)
+
+
 def causal_conv1d(x: torch.Tensor,
                   weight: torch.Tensor,
                   bias: Optional[torch.Tensor] = None,
                   activation: Optional[str] = None,
                   reverse: bool = False,
                   kernel: str = 'auto') -> torch.Tensor:
-    """Dispatch to the fused kernel (CUDA) or :func:`causal_conv1d_ref`."""
+    """Dispatch: causal-conv1d's fused kernel for CUDA tensors (when it imports), the
+    compiled CPU kernel for CPU tensors (when built), else :func:`causal_conv1d_ref`."""
     fn = get_cuda_kernel('causal_conv1d_fn', kernel, x.is_cuda)
     if fn is not None:
         if reverse:
             return fn(x.flip(-1).contiguous(), weight.contiguous(), bias,
                       activation=activation).flip(-1)
         return fn(x.contiguous(), weight.contiguous(), bias, activation=activation)
+    from .selective_scan import _cpu_ext
+    if kernel == 'auto' and not x.is_cuda and _cpu_ext() is not None:
+        return causal_conv1d_cpu(x, weight, bias, activation, reverse)
     return causal_conv1d_ref(x, weight, bias, activation, reverse)

@@ -41,3 +41,28 @@ def test_reverse_is_anticausal_flip():
     w, b = torch.randn(5, 4), torch.randn(5)
     ref = causal_conv1d_ref(x.flip(-1), w, b, 'silu').flip(-1)
     torch.testing.assert_close(causal_conv1d_ref(x, w, b, 'silu', reverse=True), ref)
+
+
+@pytest.mark.skipif(not __import__('mmplugin_shufflemamba.ops', fromlist=['x'])
+                    .has_selective_scan_cpu(), reason='compiled CPU extension not built')
+@pytest.mark.parametrize('reverse', [False, True])
+@pytest.mark.parametrize('act', [None, 'silu'])
+@pytest.mark.parametrize('bias', [True, False])
+def test_cpu_kernel_matches_ref_outputs_and_grads(reverse, act, bias):
+    from mmplugin_shufflemamba.ops import causal_conv1d_cpu
+    g = torch.Generator().manual_seed(1)
+    xz = torch.randn(3, 10, 17, generator=g, dtype=torch.float64)
+    x = xz[:, :5]  # strided channel slice, as the mixer passes it
+    w = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    b = torch.randn(5, generator=g, dtype=torch.float64) if bias else None
+    args_a = [t.clone().requires_grad_() if t is not None else None for t in (x, w, b)]
+    args_b = [t.clone().requires_grad_() if t is not None else None for t in (x, w, b)]
+    ref = causal_conv1d_ref(*args_a, act, reverse)
+    out = causal_conv1d_cpu(*args_b, act, reverse)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-10)
+    grad = torch.randn_like(ref)
+    (ref * grad).sum().backward()
+    (out * grad).sum().backward()
+    for a, c in zip(args_a, args_b):
+        if a is not None:
+            torch.testing.assert_close(c.grad, a.grad, atol=1e-10, rtol=1e-9)

@@ -92,6 +92,17 @@ def interleaved(cases, reps, device):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _available_mib(device):
+    if device == 'cuda':
+        free, _ = torch.cuda.mem_get_info()
+        return free / 2**20
+    with open('/proc/meminfo') as f:
+        for line in f:
+            if line.startswith('MemAvailable:'):
+                return int(line.split()[1]) / 1024
+    return float('inf')
+
+
 def _rss_kb(field):
     with open('/proc/self/status') as f:
         for line in f:
@@ -169,6 +180,8 @@ def main():
         for size in args.sizes:
             with_vit = (size // 16)**2 <= args.max_vit_tokens
             mem_sm = measure_memory('shufflemamba-b', size, dev)
+            if mem_sm != mem_sm:  # nan: the measurement itself ran out of memory
+                mem_sm = float('inf')
             results[f'sm_train_mem_mib@{size}'] = mem_sm
             line = f'[{size}x{size}] train-step peak memory: ShuffleMamba-B {mem_sm:.0f} MiB'
             if with_vit:
@@ -182,7 +195,16 @@ def main():
         x = torch.randn(1, 3, size, size, device=dev)
         tokens = (size // 16)**2
         with_vit = tokens <= args.max_vit_tokens
-        cases = {'sm_eval': lambda: eval_forward(sm, x), 'sm_train': lambda: train_step(sm, x)}
+        # A training step is only timed where its measured peak memory fits (a CPU
+        # process that runs out of memory is killed, not given an exception).
+        fits = args.skip_memory or results.get(f'sm_train_mem_mib@{size}', 0) < 0.8 * (
+            _available_mib(dev))
+        cases = {'sm_eval': lambda: eval_forward(sm, x)}
+        if fits:
+            cases['sm_train'] = lambda: train_step(sm, x)
+        else:
+            print(f'[{size}x{size}] ShuffleMamba-B training step skipped: does not fit '
+                  'in memory here', flush=True)
         if with_vit:
             cases.update(vit_eval=lambda: eval_forward(vit, x),
                          vit_train=lambda: train_step(vit, x))
@@ -191,7 +213,8 @@ def main():
             results[f'{k}_s@{size}'] = v
         if with_vit:
             results[f'eval_fwd_ratio@{size}'] = t['sm_eval'] / t['vit_eval']
-            results[f'train_step_ratio@{size}'] = t['sm_train'] / t['vit_train']
+            if 'sm_train' in t:
+                results[f'train_step_ratio@{size}'] = t['sm_train'] / t['vit_train']
         print(f'[{size}x{size}] ' + ', '.join(f'{k} {v:.3f}s' for k, v in t.items()),
               flush=True)
     if 'sm_eval_s@512' in results and 'sm_eval_s@1024' in results:

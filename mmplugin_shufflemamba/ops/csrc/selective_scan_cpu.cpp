@@ -381,7 +381,15 @@ std::vector<torch::Tensor> selective_scan_bwd(
   return {du, ddelta, dA, dBt, dCt, dD, dz, ddbias};
 }
 
+torch::Tensor causal_conv1d_fwd(torch::Tensor x, torch::Tensor w,
+                                c10::optional<torch::Tensor> bias, bool silu, bool reverse);
+std::vector<torch::Tensor> causal_conv1d_bwd(torch::Tensor x, torch::Tensor w,
+                                             c10::optional<torch::Tensor> bias, bool silu,
+                                             bool reverse, torch::Tensor dout);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("selective_scan_fwd", &selective_scan_fwd, "selective scan forward (CPU)");
   m.def("selective_scan_bwd", &selective_scan_bwd, "selective scan backward (CPU)");
+  m.def("causal_conv1d_fwd", &causal_conv1d_fwd, "depthwise causal conv + SiLU (CPU)");
+  m.def("causal_conv1d_bwd", &causal_conv1d_bwd, "its backward (CPU)");
 }

@@ -1,0 +1,140 @@
+// Depthwise causal (or anti-causal) 1D convolution with an optional fused SiLU, CPU.
+//
+//   pre[b, d, t] = bias[d] + sum_j w[d, K-1-j] * x[b, d, t - s*j],  s = +1 causal,
+//                                                                   s = -1 reverse
+//   out = silu(pre) or pre
+// x may have any batch / channel strides (rows contiguous); out is contiguous.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <vector>
+
+namespace {
+
+template <typename T>
+inline void conv_row(const T* xr, const T* w, T bias, int64_t len, int64_t K, bool reverse,
+                     T* pre) {
+  for (int64_t t = 0; t < len; ++t) pre[t] = bias;
+  for (int64_t j = 0; j < K; ++j) {
+    const T c = w[K - 1 - j];
+    if (!reverse) {
+#pragma omp simd
+      for (int64_t t = j; t < len; ++t) pre[t] += c * xr[t - j];
+    } else {
+      const int64_t end = len - j;
+#pragma omp simd
+      for (int64_t t = 0; t < end; ++t) pre[t] += c * xr[t + j];
+    }
+  }
+}
+
+template <typename T>
+void conv_fwd(const T* x, const T* w, const T* bias, bool silu, bool reverse, T* out,
+              int64_t batch, int64_t dim, int64_t len, int64_t K, int64_t sb, int64_t sd) {
+  at::parallel_for(0, batch * dim, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / dim, d = row % dim;
+      T* o = out + row * len;
+      conv_row(x + b * sb + d * sd, w + d * K, bias ? bias[d] : T(0), len, K, reverse, o);
+      if (silu) {
+#pragma omp simd
+        for (int64_t t = 0; t < len; ++t) o[t] = o[t] / (T(1) + std::exp(-o[t]));
+      }
+    }
+  });
+}
+
+template <typename T>
+void conv_bwd(const T* x, const T* w, const T* bias, bool silu, bool reverse,
+              const T* dout, T* dx, T* dw, T* dbias, int64_t batch, int64_t dim,
+              int64_t len, int64_t K, int64_t sb, int64_t sd) {
+  at::parallel_for(0, dim, 4, [&](int64_t begin, int64_t end) {
+    std::vector<T> dpre(len);
+    for (int64_t d = begin; d < end; ++d) {
+      const T* wd = w + d * K;
+      T db = 0;
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t row = b * dim + d;
+        const T* xr = x + b * sb + d * sd;
+        const T* go = dout + row * len;
+        if (silu) {
+          conv_row(xr, wd, bias ? bias[d] : T(0), len, K, reverse, dpre.data());
+#pragma omp simd
+          for (int64_t t = 0; t < len; ++t) {
+            const T s = T(1) / (T(1) + std::exp(-dpre[t]));
+            dpre[t] = go[t] * s * (T(1) + dpre[t] * (T(1) - s));
+          }
+        } else {
+          std::copy(go, go + len, dpre.begin());
+        }
+        T* dxr = dx + row * len;
+        for (int64_t t = 0; t < len; ++t) dxr[t] = 0;
+        for (int64_t j = 0; j < K; ++j) {
+          const T c = wd[K - 1 - j];
+          T acc = 0;
+          if (!reverse) {  // pre[t] uses x[t - j]
+#pragma omp simd reduction(+ : acc)
+            for (int64_t t = j; t < len; ++t) {
+              dxr[t - j] += c * dpre[t];
+              acc += dpre[t] * xr[t - j];
+            }
+          } else {  // pre[t] uses x[t + j]
+            const int64_t stop = len - j;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t t = 0; t < stop; ++t) {
+              dxr[t + j] += c * dpre[t];
+              acc += dpre[t] * xr[t + j];
+            }
+          }
+          dw[d * K + (K - 1 - j)] += acc;
+        }
+        for (int64_t t = 0; t < len; ++t) db += dpre[t];
+      }
+      if (dbias) dbias[d] = db;
+    }
+  });
+}
+
+void check_rows(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.dim() == 3, name, " must be (batch, dim, seqlen)");
+  TORCH_CHECK(t.size(2) == 1 || t.stride(2) == 1, name, " must have contiguous rows");
+}
+
+}  // namespace
+
+torch::Tensor causal_conv1d_fwd(torch::Tensor x, torch::Tensor w,
+                                c10::optional<torch::Tensor> bias, bool silu,
+                                bool reverse) {
+  check_rows(x, "x");
+  TORCH_CHECK(w.is_contiguous() && w.dim() == 2, "weight must be a contiguous (dim, width)");
+  const int64_t batch = x.size(0), dim = x.size(1), len = x.size(2), K = w.size(1);
+  auto out = torch::empty({batch, dim, len}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_fwd", [&] {
+    conv_fwd<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                       bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr, silu,
+                       reverse, out.data_ptr<scalar_t>(), batch, dim, len, K,
+                       x.stride(0), x.stride(1));
+  });
+  return out;
+}
+
+std::vector<torch::Tensor> causal_conv1d_bwd(torch::Tensor x, torch::Tensor w,
+                                             c10::optional<torch::Tensor> bias, bool silu,
+                                             bool reverse, torch::Tensor dout) {
+  check_rows(x, "x");
+  const int64_t batch = x.size(0), dim = x.size(1), len = x.size(2), K = w.size(1);
+  auto dx = torch::empty({batch, dim, len}, x.options());
+  auto dw = torch::zeros_like(w);
+  auto db = bias.has_value() ? torch::zeros_like(*bias) : torch::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_bwd", [&] {
+    conv_bwd<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                       bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr, silu,
+                       reverse, dout.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(),
+                       dw.data_ptr<scalar_t>(),
+                       bias.has_value() ? db.data_ptr<scalar_t>() : nullptr, batch, dim,
+                       len, K, x.stride(0), x.stride(1));
+  });
+  return {dx, dw, db};
+}
