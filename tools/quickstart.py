@@ -118,7 +118,9 @@ def main():
           f"{cfg.model.backbone.shuffle_rate}) on synthetic ADE20K, "
           f"{cfg.train_cfg.max_iters} iterations on CPU")
     print(f"  mIoU (mmseg IoUMetric): {metrics['mIoU']:.2f}   aAcc: {metrics['aAcc']:.2f}")
-    print(f'  majority-class baseline mIoU (always class {majority}): {base_miou:.2f}')
+    from mmseg.datasets import ADE20KDataset
+    name = ADE20KDataset.METAINFO['classes'][majority]
+    print(f"  majority-class baseline mIoU (always '{name}'): {base_miou:.2f}")
     print(f'  checkpoint: {ckpt}')
     print('  overlays (image | ground truth | prediction):')
     for p in overlays:

@@ -7,7 +7,8 @@ run inside a CPU process group. :func:`prepare_runtime` creates the gloo process
 itself, lets DDP wrap CPU modules and swaps SyncBN for BN in the model config.
 """
 import os
-from typing import Any
+import os.path as osp
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -49,3 +50,24 @@ def prepare_runtime(cfg, launcher: str) -> None:
                    dict(type='MMDistributedDataParallel'))
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
+
+
+def load_config(config: str,
+                launcher: str = 'none',
+                work_dir: Optional[str] = None,
+                cfg_options: Optional[dict] = None):
+    """Read a config for ``tools/train.py`` / ``tools/test.py``: apply overrides, choose
+    the work dir (``./work_dirs/<config name>`` by default) and adapt it to this
+    machine with :func:`prepare_runtime` (called by the tools after their own edits)."""
+    from mmengine.config import Config
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    return cfg
