@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mmplugin_shufflemamba.ops import (has_selective_scan_cpu, selective_scan,
                                        selective_scan_cpu, selective_scan_ref,

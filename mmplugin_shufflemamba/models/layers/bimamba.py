@@ -4,7 +4,6 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ...ops import causal_conv1d, check_kernel_backend, selective_scan
 

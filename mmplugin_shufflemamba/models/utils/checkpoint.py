@@ -20,12 +20,12 @@ import io
 import math
 import os.path as osp
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.logging import MMLogger, print_log
 
-from ..layers import register_layout, resize_pos_embed
+from ..layers import resize_pos_embed
 
 CHECKPOINT_FORMATS = ('auto', 'shufflemamba', 'videomamba', 'vim', 'reg', 'mmplugin')
 CLASSIFIER_PREFIXES = ('head.', 'neck.', 'norm_neck.', 'head_dist.', 'fc_norm.')
