@@ -224,3 +224,34 @@ def test_autocast_bf16_close_to_fp32_and_scan_in_fp32():
         o = selective_scan(*args, delta_softplus=True)
     torch.testing.assert_close(o, selective_scan_ref(*args, delta_softplus=True),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_and_pytorch_paths_agree_on_the_whole_backbone():
+    from mmplugin_shufflemamba.ops import has_selective_scan_cpu
+    if not has_selective_scan_cpu():
+        pytest.skip('compiled CPU extension not built')
+    fast = tiny(out_indices=(1, 3), num_registers=2, kernel='auto')
+    ref = tiny(out_indices=(1, 3), num_registers=2, kernel='torch')
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 3, 48, 80)
+    outs = []
+    for m in (fast, ref):
+        m.train()
+        xi = x.clone().requires_grad_()
+        o = m(xi)
+        sum((t * torch.linspace(-1, 1, t.numel()).view_as(t)).sum() for t in o).backward()
+        outs.append((o, xi.grad, {n: p.grad for n, p in m.named_parameters()}))
+    (o1, gx1, g1), (o2, gx2, g2) = outs
+    for a, b in zip(o1, o2):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gx1, gx2, atol=1e-4, rtol=1e-3)
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], atol=1e-4, rtol=1e-3, msg=n)
+
+
+def test_kernel_cuda_on_cpu_is_a_clear_error():
+    m = tiny(kernel='cuda')
+    with pytest.raises(RuntimeError, match="kernel='cuda'"):
+        m(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match='kernel must be one of'):
+        tiny(kernel='triton')

@@ -214,3 +214,18 @@ def test_not_a_checkpoint_truncated_and_missing(tmp_path):
     torch.save(dict(epoch=3), tmp_path / 'noweights.pth')
     with pytest.raises(CheckpointError, match='has no model weights'):
         backbone(tmp_path / 'noweights.pth')
+
+
+def test_convert_no_ema_and_grid(tmp_path, capsys):
+    from tools_convert import convert_main
+    src = tmp_path / 'o.pth'
+    raw, _ = official_checkpoint(src, grid=4)
+    dst = tmp_path / 'c.pth'
+    summary = convert_main([str(src), str(dst), '--no-ema', '--img-size', '128'])
+    printed = capsys.readouterr().out
+    assert 'weights entry: model' in printed and 'format detected: shufflemamba' in printed
+    assert summary['target_grid'] == (8, 8)
+    saved = torch.load(dst, weights_only=True)
+    assert saved['state_dict']['pos_embed'].shape == (1, 64, 32)
+    torch.testing.assert_close(saved['state_dict']['layers.0.mixer.D'],
+                               raw['layers.0.mixer.D'])
