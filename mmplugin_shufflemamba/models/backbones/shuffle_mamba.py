@@ -6,11 +6,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
-from ..layers import (DropPath, LayerShuffle, MambaBlock, PatchEmbed, build_token_norm,
+from ..layers import (LayerShuffle, MambaBlock, PatchEmbed, build_token_norm,
                       register_layout, resize_pos_embed, shuffled_call)
 
 

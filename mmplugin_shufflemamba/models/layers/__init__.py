@@ -1,10 +1,10 @@
-from .bimamba import BiMambaMixer, DropPath, MambaBlock, RMSNorm, build_token_norm
+from .bimamba import BiMambaMixer, MambaBlock, build_token_norm
 from .layer_shuffle import (LayerShuffle, inverse_permutation, permute_tokens,
                             sample_permutation, shuffle_probs, shuffled_call)
 from .pos_embed import PatchEmbed, register_layout, resize_pos_embed
 
 __all__ = [
-    'BiMambaMixer', 'DropPath', 'MambaBlock', 'RMSNorm', 'build_token_norm',
+    'BiMambaMixer', 'MambaBlock', 'build_token_norm',
     'LayerShuffle', 'inverse_permutation', 'permute_tokens', 'sample_permutation',
     'shuffle_probs', 'shuffled_call', 'PatchEmbed', 'register_layout',
     'resize_pos_embed'

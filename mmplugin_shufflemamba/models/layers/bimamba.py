@@ -4,30 +4,9 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+from mmcv.cnn.bricks import DropPath
 
 from ...ops import causal_conv1d, check_kernel_backend, selective_scan
-
-
-class RMSNorm(nn.Module):
-    """RMS normalization (weight only), as used by the Mamba-Reg models.
-
-    Args:
-        num_features (int): channels C of an (..., C) input.
-        eps (float): Defaults to 1e-5.
-    """
-
-    def __init__(self, num_features: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (out * self.weight.float()).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f'{self.weight.shape[0]}, eps={self.eps}'
 
 
 def build_token_norm(norm_cfg: dict, num_features: int) -> nn.Module:
@@ -39,8 +18,8 @@ def build_token_norm(norm_cfg: dict, num_features: int) -> nn.Module:
         raise ValueError(f'unsupported norm_cfg keys {sorted(cfg)} in {norm_cfg}')
     if norm_type in ('LN', 'LayerNorm'):
         return nn.LayerNorm(num_features, eps=eps)
-    if norm_type == 'RMSNorm':
-        return RMSNorm(num_features, eps=eps)
+    if norm_type == 'RMSNorm':  # weight only, as in the Mamba-Reg checkpoints
+        return nn.RMSNorm(num_features, eps=eps)
     raise ValueError(f"norm_cfg type must be 'LN' or 'RMSNorm', got {norm_type!r}")
 
 
@@ -155,24 +134,6 @@ class BiMambaMixer(nn.Module):
         y = (y_fwd + y_bwd).to(hidden.dtype)
         w = (self.out_proj.weight * 0.5).t()
         return torch.bmm(y.transpose(1, 2), w.unsqueeze(0).expand(y.shape[0], -1, -1))
-
-
-class DropPath(nn.Module):
-    """Per-sample stochastic depth on (B, ...) tensors."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = float(drop_prob)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f'drop_prob={self.drop_prob}'
 
 
 class MambaBlock(nn.Module):
