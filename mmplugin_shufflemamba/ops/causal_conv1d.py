@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .kernels import get_cuda_kernel
+from .kernels import cpu_extension, get_cuda_kernel
 
 
 def has_causal_conv1d_cuda() -> bool:
@@ -46,8 +46,7 @@ class _CausalConv1dCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, silu, reverse):
-        from .selective_scan import _cpu_ext
-        ext = _cpu_ext()
+        ext = cpu_extension()
         ct = torch.float64 if x.dtype == torch.float64 else torch.float32
         xc = x.to(ct)
         if xc.shape[2] > 1 and xc.stride(2) != 1:
@@ -61,9 +60,8 @@ class _CausalConv1dCPU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        from .selective_scan import _cpu_ext
         xc, w, b = ctx.saved_tensors
-        dx, dw, db = _cpu_ext().causal_conv1d_bwd(
+        dx, dw, db = cpu_extension().causal_conv1d_bwd(
             xc, w, b if ctx.has_bias else None, ctx.silu, ctx.reverse,
             dout.to(xc.dtype).contiguous())
         return (dx.to(ctx.dtypes[0]), dw.to(ctx.dtypes[1]),
@@ -76,8 +74,7 @@ def causal_conv1d_cpu(x: torch.Tensor,
                       activation: Optional[str] = None,
                       reverse: bool = False) -> torch.Tensor:
     """Compiled CPU kernel (same arguments and result as :func:`causal_conv1d_ref`)."""
-    from .selective_scan import _cpu_ext
-    if _cpu_ext() is None:
+    if cpu_extension() is None:
         raise RuntimeError('the compiled CPU extension (mmplugin_shufflemamba._ext) is not '
                            "built; reinstall with `pip install --no-build-isolation -e .` "
                            "or use kernel='torch'.")
@@ -101,7 +98,6 @@ def causal_conv1d(x: torch.Tensor,
             return fn(x.flip(-1).contiguous(), weight.contiguous(), bias,
                       activation=activation).flip(-1)
         return fn(x.contiguous(), weight.contiguous(), bias, activation=activation)
-    from .selective_scan import _cpu_ext
-    if kernel == 'auto' and not x.is_cuda and _cpu_ext() is not None:
+    if kernel == 'auto' and not x.is_cuda and cpu_extension() is not None:
         return causal_conv1d_cpu(x, weight, bias, activation, reverse)
     return causal_conv1d_ref(x, weight, bias, activation, reverse)

@@ -1,4 +1,5 @@
-"""Guarded access to the optional fused CUDA kernels (mamba-ssm, causal-conv1d).
+"""Guarded access to the optional kernels: the fused CUDA kernels (mamba-ssm,
+causal-conv1d) and this package's compiled CPU extension.
 
 The packages are imported lazily and only once. ``kernel='auto'`` uses them when they
 import and the tensors are on CUDA, and the pure-PyTorch path otherwise;
@@ -33,6 +34,16 @@ _INSTALL_HINT = {
     'selective_scan_fn': 'pip install mamba-ssm (needs a CUDA toolchain and GPU)',
     'causal_conv1d_fn': 'pip install causal-conv1d (needs a CUDA toolchain and GPU)',
 }
+
+
+def cpu_extension():
+    """The compiled CPU kernels (``mmplugin_shufflemamba._ext``, built by setup.py),
+    or None when the package was installed without them."""
+    try:
+        from .. import _ext
+    except ImportError:
+        return None
+    return _ext
 
 
 def check_kernel_backend(kernel: str) -> str:

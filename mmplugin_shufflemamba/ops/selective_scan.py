@@ -28,21 +28,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .kernels import _try_import, get_cuda_kernel
-
-
-def _cpu_ext():
-    """The compiled CPU kernels, or None when the extension was not built."""
-    try:
-        from .. import _ext
-    except ImportError:
-        return None
-    return _ext
+from .kernels import _try_import, cpu_extension, get_cuda_kernel
 
 
 def has_selective_scan_cpu() -> bool:
     """Whether the compiled CPU selective scan is available."""
-    return _cpu_ext() is not None
+    return cpu_extension() is not None
 
 
 def has_selective_scan_cuda() -> bool:
@@ -267,7 +258,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-        ext = _cpu_ext()
+        ext = cpu_extension()
         dtype_in = u.dtype
         ct = _compute_dtype(u)
 
@@ -302,7 +293,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        ext = _cpu_ext()
+        ext = cpu_extension()
         saved = [t if p else None for t, p in zip(ctx.saved_tensors, ctx.present)]
         u = saved[0]
         grads = ext.selective_scan_bwd(*saved, ctx.delta_softplus, ctx.reverse,
@@ -335,7 +326,7 @@ def selective_scan_cpu(u: torch.Tensor,
     Raises:
         RuntimeError: if the extension was not built (see ``setup.py``).
     """
-    if _cpu_ext() is None:
+    if cpu_extension() is None:
         raise RuntimeError(
             'the compiled CPU selective scan (mmplugin_shufflemamba._ext) is not built; '
             'reinstall with `pip install --no-build-isolation -e .` (needs a C++ '
@@ -381,7 +372,7 @@ def selective_scan(u: torch.Tensor,
                      None if delta_bias is None else delta_bias.float(),
                      delta_softplus)
         return out.flip(-1) if reverse else out
-    if kernel == 'auto' and not u.is_cuda and _cpu_ext() is not None \
+    if kernel == 'auto' and not u.is_cuda and cpu_extension() is not None \
             and u.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                   reverse)
