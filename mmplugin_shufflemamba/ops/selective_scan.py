@@ -45,6 +45,12 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
+def _flip_time(u, delta, B, C, z):
+    """Reverse the sequence axis of the per-step inputs (``reverse=True`` through flips)."""
+    return (u.flip(-1), delta.flip(-1), B.flip(-1), C.flip(-1),
+            None if z is None else z.flip(-1))
+
+
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
     if u.dim() != 3:
         raise ValueError(f'u must be (batch, dim, seqlen), got shape {tuple(u.shape)}')
@@ -97,8 +103,7 @@ def selective_scan_ref(u: torch.Tensor,
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if reverse:
-        u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
-        z = None if z is None else z.flip(-1)
+        u, delta, B, C, z = _flip_time(u, delta, B, C, z)
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias,
                                   delta_softplus).flip(-1)
     dtype_in = u.dtype
@@ -245,8 +250,7 @@ def selective_scan_torch(u: torch.Tensor,
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if reverse:
-        u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
-        z = None if z is None else z.flip(-1)
+        u, delta, B, C, z = _flip_time(u, delta, B, C, z)
         return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias,
                                     delta_softplus).flip(-1)
     with torch.autocast(device_type=u.device.type, enabled=False):
@@ -362,8 +366,7 @@ def selective_scan(u: torch.Tensor,
     fn = get_cuda_kernel('selective_scan_fn', kernel, u.is_cuda)
     if fn is not None:
         if reverse:
-            u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
-            z = None if z is None else z.flip(-1)
+            u, delta, B, C, z = _flip_time(u, delta, B, C, z)
         with torch.autocast(device_type='cuda', enabled=False):
             out = fn(u.contiguous(), delta.contiguous(), A.float().contiguous(),
                      B.contiguous(), C.contiguous(),

@@ -1,4 +1,5 @@
 """Position embedding resizing and register-token placement."""
+import functools
 from typing import Tuple
 
 import torch
@@ -56,6 +57,7 @@ def resize_pos_embed(pos_embed: torch.Tensor,
     return grid.flatten(2).transpose(1, 2).to(pos_embed.dtype)
 
 
+@functools.lru_cache(maxsize=64)
 def register_layout(num_patches: int, num_registers: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Where registers sit in the sequence (Mamba-Reg's even spacing).
 
@@ -66,6 +68,7 @@ def register_layout(num_patches: int, num_registers: int) -> Tuple[torch.Tensor,
         tuple[Tensor, Tensor]: ``token_idx`` (length N + R) such that
         ``seq = cat([patches, registers])[:, token_idx]``, and ``patch_pos``
         (length N), the sequence position of every patch in row-major order.
+        Cached per (num_patches, num_registers): the tensors are shared, read-only.
     """
     seg = num_patches // (num_registers + 1)
     order = []

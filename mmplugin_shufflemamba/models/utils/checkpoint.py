@@ -280,7 +280,7 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
     return out, summary
 
 
-def _mismatch_report(model, converted, summary, missing, unexpected, shapes) -> str:
+def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
     lines = ['the checkpoint does not match the ShuffleMamba backbone:']
     if missing:
         lines.append(f'  missing in checkpoint ({len(missing)}): {missing[:12]}'
@@ -349,7 +349,7 @@ def load_pretrained_backbone(model,
               if k in target and converted[k].shape != target[k].shape]
     if missing or unexpected or shapes:
         raise CheckpointError(f'{checkpoint}: ' + _mismatch_report(
-            model, converted, summary, missing, unexpected, shapes))
+            model, summary, missing, unexpected, shapes))
     model.load_state_dict(converted, strict=True)
     print_log(
         f"Loaded {checkpoint} (entry '{entry}', format '{summary['format']}', depth "
