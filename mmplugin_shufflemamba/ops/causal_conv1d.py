@@ -49,7 +49,9 @@ class _CausalConv1dCPU(torch.autograd.Function):
         ext = cpu_extension()
         ct = torch.float64 if x.dtype == torch.float64 else torch.float32
         xc = x.to(ct)
-        if xc.shape[2] > 1 and xc.stride(2) != 1:
+        # Channel-major (contiguous rows) and token-major (contiguous channels) inputs
+        # are read as they are; the output comes in the same layout.
+        if xc.shape[2] > 1 and xc.stride(2) != 1 and xc.stride(1) != 1:
             xc = xc.contiguous()
         w = weight.to(ct).contiguous()
         b = None if bias is None else bias.to(ct).contiguous()
@@ -61,6 +63,8 @@ class _CausalConv1dCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         xc, w, b = ctx.saved_tensors
+        if xc.shape[2] > 1 and xc.stride(2) != 1:  # the backward kernel works on rows
+            xc = xc.contiguous()
         dx, dw, db = cpu_extension().causal_conv1d_bwd(
             xc, w, b if ctx.has_bias else None, ctx.silu, ctx.reverse,
             dout.to(xc.dtype).contiguous())

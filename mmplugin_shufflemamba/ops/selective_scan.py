@@ -276,13 +276,8 @@ class _SelectiveScanCPU(torch.autograd.Function):
                     t = t.flip(1)
             return t.contiguous()
 
-        def rows(t):  # (B, D, L) with contiguous rows; other strides are free
-            if t is None:
-                return None
-            t = t.to(ct)
-            if t.shape[2] > 1 and t.stride(2) != 1:
-                t = t.contiguous()
-            return t
+        def rows(t):  # (B, D, L), any strides: the kernel reads both layouts
+            return None if t is None else t.to(ct)
 
         args = (rows(u), rows(delta), prep(A), prep(B, True), prep(C, True), prep(D),
                 rows(z), prep(delta_bias))
@@ -299,6 +294,10 @@ class _SelectiveScanCPU(torch.autograd.Function):
     def backward(ctx, dout):
         ext = cpu_extension()
         saved = [t if p else None for t, p in zip(ctx.saved_tensors, ctx.present)]
+        # The backward kernel works on rows: (B, D, L) inputs with contiguous rows.
+        for i in (0, 1, 6):
+            if saved[i] is not None and saved[i].shape[2] > 1 and saved[i].stride(2) != 1:
+                saved[i] = saved[i].contiguous()
         u = saved[0]
         grads = ext.selective_scan_bwd(*saved, ctx.delta_softplus, ctx.reverse,
                                        dout.to(u.dtype).contiguous())

@@ -4,6 +4,8 @@ import torch.nn.functional as F
 
 from mmplugin_shufflemamba.ops import causal_conv1d, causal_conv1d_ref
 
+from layouts import as_layout
+
 
 def naive_causal_conv(x, w, b):
     Bsz, D, L = x.shape
@@ -66,3 +68,30 @@ def test_cpu_kernel_matches_ref_outputs_and_grads(reverse, act, bias):
     for a, c in zip(args_a, args_b):
         if a is not None:
             torch.testing.assert_close(c.grad, a.grad, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.skipif(not __import__('mmplugin_shufflemamba.ops', fromlist=['x'])
+                    .has_selective_scan_cpu(), reason='compiled CPU extension not built')
+@pytest.mark.parametrize('layout', ['token', 'strided'])
+@pytest.mark.parametrize('reverse', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_cpu_kernel_layouts(layout, reverse, dtype):
+    from mmplugin_shufflemamba.ops import causal_conv1d_cpu
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(2, 37, 23, generator=g, dtype=dtype)
+    w = torch.randn(37, 4, generator=g, dtype=dtype)
+    b = torch.randn(37, generator=g, dtype=dtype)
+    x = as_layout(x0, layout)
+    if layout == 'token':
+        assert x.stride(1) == 1
+    xa, xb = x0.clone().requires_grad_(), x.detach().requires_grad_()
+    ref = causal_conv1d_ref(xa, w, b, 'silu', reverse)
+    out = causal_conv1d_cpu(xb, w, b, 'silu', reverse)
+    if layout == 'token':  # the layout is kept for the next projection
+        assert out.stride(1) == 1
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+    grad = torch.randn_like(ref)
+    (ref * grad).sum().backward()
+    (out * grad).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, atol=tol, rtol=tol)

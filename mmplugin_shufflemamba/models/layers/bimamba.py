@@ -4,6 +4,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 
 from ...ops import causal_conv1d, check_kernel_backend, selective_scan
@@ -21,15 +22,6 @@ def build_token_norm(norm_cfg: dict, num_features: int) -> nn.Module:
     if norm_type == 'RMSNorm':  # weight only, as in the Mamba-Reg checkpoints
         return nn.RMSNorm(num_features, eps=eps)
     raise ValueError(f"norm_cfg type must be 'LN' or 'RMSNorm', got {norm_type!r}")
-
-
-def _bmm_weight(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``weight @ x[b]`` for every batch entry: (M, K) x (B, K, L) -> (B, M, L).
-
-    ``torch.bmm`` hands transposed operands to BLAS as they are; ``torch.matmul`` would
-    fold the batch and copy the result into this layout.
-    """
-    return torch.bmm(weight.unsqueeze(0).expand(x.shape[0], -1, -1), x)
 
 
 class BiMambaMixer(nn.Module):
@@ -111,29 +103,31 @@ class BiMambaMixer(nn.Module):
         D = getattr(self, f'D{suffix}')
         x = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation='silu',
                           reverse=reverse, kernel=self.kernel)
-        # Channel-major projections: (B, dt_rank + 2N, L), then delta (B, d_inner, L);
-        # the dt bias is added (and softplus applied) inside the scan.
-        x_dbl = _bmm_weight(x_proj.weight, x)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
-        delta = _bmm_weight(dt_proj.weight, dt)
+        # Projections on the token-major (B, L, .) memory behind the (B, d_inner, L)
+        # views: plain matmuls, and dt, B, C come out time-major as the scan reads them.
+        # The dt bias is added (and softplus applied) inside the scan.
+        x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
         A = -torch.exp(A_log.float())
         return selective_scan(
-            x, delta, A, B, C, D.float(), z=z, delta_bias=dt_proj.bias.float(),
-            delta_softplus=True, reverse=reverse, kernel=self.kernel)
+            x, delta, A, B.transpose(1, 2), C.transpose(1, 2), D.float(), z=z,
+            delta_bias=dt_proj.bias.float(), delta_softplus=True, reverse=reverse,
+            kernel=self.kernel)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (B, L, D) -> (B, L, D)."""
-        # (2*d_inner, D) @ (B, D, L): x and z come out in (B, d_inner, L) layout with
-        # contiguous rows, which the scan reads without copies.
-        xz = _bmm_weight(self.in_proj.weight, hidden.transpose(1, 2))
+        # x and z are (B, d_inner, L) views of token-major (B, L, 2 d_inner) memory: the
+        # CPU kernels read that layout directly (channels contiguous) and keep it, and
+        # every projection stays a plain matmul with no layout copies.
+        xz = F.linear(hidden, self.in_proj.weight).transpose(1, 2)
         x, z = xz.chunk(2, dim=1)
         y_fwd = self._ssm(x, z, '')
         y_bwd = self._ssm(x, z, '_b', reverse=True)
         # out_proj((y_fwd + y_bwd) / 2), with the exact power-of-two 1/2 folded into the
         # (smaller) weight instead of another pass over (B, d_inner, L).
-        y = (y_fwd + y_bwd).to(hidden.dtype)
-        w = (self.out_proj.weight * 0.5).t()
-        return torch.bmm(y.transpose(1, 2), w.unsqueeze(0).expand(y.shape[0], -1, -1))
+        y = (y_fwd + y_bwd).to(hidden.dtype).transpose(1, 2)
+        return F.linear(y, self.out_proj.weight * 0.5)
 
 
 class MambaBlock(nn.Module):

@@ -3,14 +3,19 @@
 //   pre[b, d, t] = bias[d] + sum_j w[d, K-1-j] * x[b, d, t - s*j],  s = +1 causal,
 //                                                                   s = -1 reverse
 //   out = silu(pre) or pre
-// x may have any batch / channel strides (rows contiguous); out is contiguous.
+// Forward: x channel-major (rows contiguous; out contiguous) or token-major (channels
+// contiguous; out token-major too). Backward: rows contiguous.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <cmath>
 #include <vector>
 
+#include "cpu_math.h"
+
 namespace {
+
+using shufflemamba::fast_silu;
 
 template <typename T>
 inline void conv_row(const T* xr, const T* w, T bias, int64_t len, int64_t K, bool reverse,
@@ -39,7 +44,39 @@ void conv_fwd(const T* x, const T* w, const T* bias, bool silu, bool reverse, T*
       conv_row(x + b * sb + d * sd, w + d * K, bias ? bias[d] : T(0), len, K, reverse, o);
       if (silu) {
 #pragma omp simd
-        for (int64_t t = 0; t < len; ++t) o[t] = o[t] / (T(1) + std::exp(-o[t]));
+        for (int64_t t = 0; t < len; ++t) o[t] = fast_silu(o[t]);
+      }
+    }
+  });
+}
+
+// Token-major x (channels contiguous, time stride stx) into token-major out: per step,
+// all channels at once, vectorised across channels. wt: (K, dim), wt[j] the tap applied
+// to x[t - s*j].
+template <typename T>
+void conv_fwd_tokens(const T* x, const T* wt, const T* bias, bool silu, bool reverse,
+                     T* out, int64_t batch, int64_t dim, int64_t len, int64_t K,
+                     int64_t sbx, int64_t stx, int64_t sbo, int64_t sto) {
+  at::parallel_for(0, batch * len, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t bt = begin; bt < end; ++bt) {
+      const int64_t b = bt / len, t = bt % len;
+      T* o = out + b * sbo + t * sto;
+      if (bias) {
+        std::copy(bias, bias + dim, o);
+      } else {
+        std::fill(o, o + dim, T(0));
+      }
+      for (int64_t j = 0; j < K; ++j) {
+        const int64_t tt = reverse ? t + j : t - j;
+        if (tt < 0 || tt >= len) continue;
+        const T* xr = x + b * sbx + tt * stx;
+        const T* wj = wt + j * dim;
+#pragma omp simd
+        for (int64_t d = 0; d < dim; ++d) o[d] += wj[d] * xr[d];
+      }
+      if (silu) {
+#pragma omp simd
+        for (int64_t d = 0; d < dim; ++d) o[d] = fast_silu(o[d]);
       }
     }
   });
@@ -107,9 +144,22 @@ void check_rows(const torch::Tensor& t, const char* name) {
 torch::Tensor causal_conv1d_fwd(torch::Tensor x, torch::Tensor w,
                                 c10::optional<torch::Tensor> bias, bool silu,
                                 bool reverse) {
-  check_rows(x, "x");
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a (batch, dim, seqlen) CPU tensor");
   TORCH_CHECK(w.is_contiguous() && w.dim() == 2, "weight must be a contiguous (dim, width)");
   const int64_t batch = x.size(0), dim = x.size(1), len = x.size(2), K = w.size(1);
+  TORCH_CHECK(w.size(0) == dim, "weight must have one row per channel");
+  if (x.stride(1) == 1 && len > 1 && dim > 1) {  // token-major in, token-major out
+    auto out = torch::empty({batch, len, dim}, x.options());
+    auto wt = w.flip(1).t().contiguous();  // (K, dim): tap j applies to x[t - s*j]
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_fwd", [&] {
+      conv_fwd_tokens<scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(),
+                                bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr,
+                                silu, reverse, out.data_ptr<scalar_t>(), batch, dim, len,
+                                K, x.stride(0), x.stride(2), out.stride(0), out.stride(1));
+    });
+    return out.transpose(1, 2);
+  }
+  check_rows(x, "x");
   auto out = torch::empty({batch, dim, len}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_fwd", [&] {
     conv_fwd<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),

@@ -7,11 +7,15 @@
 // state and time step. The backward recomputes a row's states into per-thread buffers
 // instead of storing (B, D, L, N) tensors, like the fused CUDA kernel.
 //
-// Layouts: u, delta, z, out: (B, D, L); A: (D, N); Bt, Ct: (B, L, N) (time-major).
+// Layouts: u, delta, z, out: (B, D, L) (forward: any strides; backward: contiguous
+// rows); A: (D, N); Bt, Ct: (B, L, N) (time-major).
 // reverse=true scans from the last time step to the first (Bt, Ct then come in reversed
 // time order, dBt and dCt are returned in that order), i.e. the backward direction of
 // the bidirectional mixer without flipped copies of u, delta and z.
 #include <torch/extension.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -21,32 +25,13 @@
 #include <mutex>
 #include <vector>
 
+#include "cpu_math.h"
+
 namespace {
 
-constexpr int64_t kBlock = 64;  // time steps per block of precomputed decays
+using shufflemamba::fast_exp;
+using shufflemamba::fast_silu;
 
-// exp() that the compiler inlines and vectorises: range reduction to
-// x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial for e^r and 2^n by exponent
-// bits. Relative error < 3e-7 over the float range (inputs clamped to it), i.e. the
-// accuracy of libm's expf. double keeps std::exp.
-inline float fast_exp(float x) {
-  x = std::fmin(std::fmax(x, -87.33654f), 88.72283f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
-  float r = std::fma(n, -0.693359375f, x);
-  r = std::fma(n, 2.12194440e-4f, r);
-  float p = 1.3981999507e-3f;
-  p = std::fma(p, r, 8.3334519073e-3f);
-  p = std::fma(p, r, 4.1665795894e-2f);
-  p = std::fma(p, r, 1.6666665459e-1f);
-  p = std::fma(p, r, 5.0000001201e-1f);
-  p = std::fma(p, r * r, r);
-  p += 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-inline double fast_exp(double x) { return std::exp(x); }
 
 // dt[t] = softplus(delta[t] + bias) (torch's threshold 20), or delta + bias.
 template <typename T>
@@ -105,57 +90,321 @@ inline T dot(const T* x, const T* y, int64_t N_rt) {
   return s;
 }
 
+// ---------------------------------------------------------------------------------
+// Forward. Channels go in blocks of kLanes, one SIMD lane per channel, and time in
+// tiles of kChunk steps. Per tile, the rows of delta, u (and z) are transposed into
+// time-major lane tiles (kChunk, kLanes); softplus, dt * u, the recurrence, the skip
+// connection and the gate all run across lanes; the result is transposed back into the
+// rows of the output. The recurrence has N independent dependency chains per step and
+// no horizontal reductions. Four tiles of 4 KiB stay in L1.
+
+constexpr int64_t kLanes = 16;
+constexpr int64_t kChunk = 64;
+
+// 2^x, inlined and vectorised like fast_exp: n = round(x), r = x - n, a degree-6
+// polynomial for 2^r (Taylor, relative error 1.3e-7, exact at x = 0).
+inline float fast_exp2(float x) {
+  x = std::fmin(std::fmax(x, -126.0f), 127.0f);
+  const float n = std::nearbyint(x);
+  const float r = x - n;
+  float p = 1.5403530393e-4f;
+  p = std::fma(p, r, 1.3333558146e-3f);
+  p = std::fma(p, r, 9.6181291076e-3f);
+  p = std::fma(p, r, 5.5504108665e-2f);
+  p = std::fma(p, r, 2.4022650696e-1f);
+  p = std::fma(p, r, 6.9314718056e-1f);
+  p = std::fma(p, r, 1.0f);
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+inline double fast_exp2(double x) { return std::exp2(x); }
+
+// softplus(x) = max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1], with
+// log1p(e) = 2 atanh(s), s = e / (2 + e) in (0, 1/3] (series to s^13: relative error
+// 1.4e-8; s keeps the full relative precision of small e). Inlined and vectorised.
+inline float fast_softplus(float x) {
+  const float e = fast_exp(-std::fabs(x));
+  const float s = e / (2.0f + e);
+  const float s2 = s * s;
+  float p = 1.0f / 13;
+  p = std::fma(p, s2, 1.0f / 11);
+  p = std::fma(p, s2, 1.0f / 9);
+  p = std::fma(p, s2, 1.0f / 7);
+  p = std::fma(p, s2, 1.0f / 5);
+  p = std::fma(p, s2, 1.0f / 3);
+  p = std::fma(p, s2, 1.0f);
+  return std::fmax(x, 0.0f) + 2.0f * s * p;
+}
+inline double fast_softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
+
+
+// tile[j * kLanes + c] = rows[c][j] for j < cnt, c < kLanes (rows of unused lanes point
+// to zeros) and the inverse for c < w.
+template <typename T>
+void rows_to_lanes(const T* const* rows, int64_t cnt, T* tile) {
+  for (int64_t c = 0; c < kLanes; ++c)
+    for (int64_t j = 0; j < cnt; ++j) tile[j * kLanes + c] = rows[c][j];
+}
+template <typename T>
+void lanes_to_rows(const T* tile, int64_t cnt, int64_t w, T* const* rows) {
+  for (int64_t c = 0; c < w; ++c)
+    for (int64_t j = 0; j < cnt; ++j) rows[c][j] = tile[j * kLanes + c];
+}
+
+// The recurrence over `cnt` steps:  h[n] = exp(dt A[:, n]) h[n] + (dt u) B[k, n],
+// y = sum_n C[k, n] h[n], across lanes. dtl, dul, yl: lane tiles in time order (read
+// from the last row first when reverse); A2: (N, kLanes), A in base 2 (exp(dt A) =
+// 2^(dt A log2 e)); Bk, Ck: (cnt, N) in scan order; h: (N, kLanes), carried between
+// tiles.
+template <typename T, int NC>
+void lane_scan(const T* dtl, const T* dul, const T* A2, const T* Bk, const T* Ck,
+               int64_t cnt, int64_t N_rt, bool reverse, T* __restrict h, T* yl) {
+  const int64_t N = NC > 0 ? NC : N_rt;
+  for (int64_t k = 0; k < cnt; ++k) {
+    const int64_t j = reverse ? cnt - 1 - k : k;
+    const T* dtt = dtl + j * kLanes;
+    const T* dut = dul + j * kLanes;
+    T y[kLanes] = {};
+    for (int64_t n = 0; n < N; ++n) {
+      const T bn = Bk[k * N + n], cn = Ck[k * N + n];
+      T* hn = h + n * kLanes;
+      const T* an = A2 + n * kLanes;
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) {
+        hn[c] = fast_exp2(dtt[c] * an[c]) * hn[c] + dut[c] * bn;
+        y[c] += hn[c] * cn;
+      }
+    }
+    std::copy(y, y + kLanes, yl + j * kLanes);
+  }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// float with AVX-512: 16x16 register transposes for the tiles, and the recurrence for
+// N = 16 with the states in registers.
+
+// r[i][j] -> r[j][i]: 32-bit, then 64-bit interleaves, then two rounds of 128-bit lane
+// shuffles.
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i + m], 128-bit lane L: column 4L + m, rows 4i..
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  for (int m = 0; m < 4; ++m) {  // gather lane L of r[m], r[4 + m], ... into column 4L + m
+    const __m512 s0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x44);
+    const __m512 s1 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xEE);
+    const __m512 s2 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x44);
+    const __m512 s3 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xEE);
+    t[m] = _mm512_shuffle_f32x4(s0, s2, 0x88);
+    t[4 + m] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
+    t[8 + m] = _mm512_shuffle_f32x4(s1, s3, 0x88);
+    t[12 + m] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+template <>
+void rows_to_lanes<float>(const float* const* rows, int64_t cnt, float* tile) {
+  for (int64_t j0 = 0; j0 < cnt; j0 += 16) {
+    const int64_t m = std::min<int64_t>(16, cnt - j0);
+    const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1u);
+    __m512 r[16];
+    for (int c = 0; c < 16; ++c) r[c] = _mm512_maskz_loadu_ps(mask, rows[c] + j0);
+    transpose16x16(r);
+    for (int64_t j = 0; j < m; ++j) _mm512_storeu_ps(tile + (j0 + j) * kLanes, r[j]);
+  }
+}
+
+template <>
+void lanes_to_rows<float>(const float* tile, int64_t cnt, int64_t w, float* const* rows) {
+  for (int64_t j0 = 0; j0 < cnt; j0 += 16) {
+    const int64_t m = std::min<int64_t>(16, cnt - j0);
+    const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1u);
+    __m512 r[16];
+    for (int64_t j = 0; j < 16; ++j)
+      r[j] = j < m ? _mm512_loadu_ps(tile + (j0 + j) * kLanes) : _mm512_setzero_ps();
+    transpose16x16(r);
+    for (int64_t c = 0; c < w; ++c) _mm512_mask_storeu_ps(rows[c] + j0, mask, r[c]);
+  }
+}
+
+// 2^x = 2^n 2^r, n = round(x), r = x - n in [-1/2, 1/2] (vreduceps); 2^r = 1 + r q(r)
+// with q of degree 5 (minimax, relative error 1.9e-8, exact at r = 0: decays close to
+// 1, whose errors the recurrence amplifies by 1 / (1 - decay), stay accurate); 2^n by
+// vscalefps, which also underflows to 0 correctly (no clamping).
+inline __m512 exp2_avx512(__m512 x) {
+  const __m512 r = _mm512_reduce_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 p = _mm512_set1_ps(1.5412308857776225e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.341796014457941e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.618261829018593e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.550260841846466e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022649228572845e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.931472420692444e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, _mm512_sub_ps(x, r));
+}
+
+template <>
+void lane_scan<float, 16>(const float* dtl, const float* dul, const float* A2,
+                          const float* Bk, const float* Ck, int64_t cnt, int64_t,
+                          bool reverse, float* hmem, float* yl) {
+  __m512 h[16];
+  for (int n = 0; n < 16; ++n) h[n] = _mm512_loadu_ps(hmem + n * kLanes);
+  for (int64_t k = 0; k < cnt; ++k) {
+    const int64_t j = reverse ? cnt - 1 - k : k;
+    const __m512 dt = _mm512_loadu_ps(dtl + j * kLanes);
+    const __m512 du = _mm512_loadu_ps(dul + j * kLanes);
+    const float* Bi = Bk + k * 16;
+    const float* Ci = Ck + k * 16;
+    __m512 y = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) {
+      const __m512 a = exp2_avx512(_mm512_mul_ps(dt, _mm512_loadu_ps(A2 + n * kLanes)));
+      h[n] = _mm512_fmadd_ps(a, h[n], _mm512_mul_ps(du, _mm512_set1_ps(Bi[n])));
+      y = _mm512_fmadd_ps(h[n], _mm512_set1_ps(Ci[n]), y);
+    }
+    _mm512_storeu_ps(yl + j * kLanes, y);
+  }
+  for (int n = 0; n < 16; ++n) _mm512_storeu_ps(hmem + n * kLanes, h[n]);
+}
+#endif
+
+// Strides (batch, channel, time) of a (B, D, L) tensor.
+struct Strides {
+  int64_t b, d, t;
+};
+inline Strides strides_of(const torch::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
+
+// Lane tile from the (w <= kLanes channels, cnt steps) slab at src:
+// tile[j * kLanes + c] = src[c * sd + j * st], zeros for c >= w. Rows contiguous
+// (channel-major tensors): register transposes; channels contiguous (token-major
+// tensors): one copy per step; anything else element by element.
+template <typename T>
+void load_tile(const T* src, int64_t sd, int64_t st, int64_t w, int64_t cnt,
+               const T* zeros, T* tile) {
+  if (st == 1) {
+    const T* rows[kLanes];
+    for (int64_t c = 0; c < kLanes; ++c) rows[c] = c < w ? src + c * sd : zeros;
+    rows_to_lanes<T>(rows, cnt, tile);
+  } else if (sd == 1) {
+    for (int64_t j = 0; j < cnt; ++j) {
+      std::copy(src + j * st, src + j * st + w, tile + j * kLanes);
+      std::fill(tile + j * kLanes + w, tile + (j + 1) * kLanes, T(0));
+    }
+  } else {
+    for (int64_t j = 0; j < cnt; ++j)
+      for (int64_t c = 0; c < kLanes; ++c)
+        tile[j * kLanes + c] = c < w ? src[c * sd + j * st] : T(0);
+  }
+}
+
+// The inverse for the first w lanes: dst[c * sd + j * st] = tile[j * kLanes + c].
+template <typename T>
+void store_tile(const T* tile, int64_t sd, int64_t st, int64_t w, int64_t cnt, T* dst) {
+  if (st == 1) {
+    T* rows[kLanes];
+    for (int64_t c = 0; c < kLanes; ++c) rows[c] = dst + (c < w ? c * sd : 0);
+    lanes_to_rows<T>(tile, cnt, w, rows);
+  } else if (sd == 1) {
+    for (int64_t j = 0; j < cnt; ++j)
+      std::copy(tile + j * kLanes, tile + j * kLanes + w, dst + j * st);
+  } else {
+    for (int64_t j = 0; j < cnt; ++j)
+      for (int64_t c = 0; c < w; ++c) dst[c * sd + j * st] = tile[j * kLanes + c];
+  }
+}
+
+// u, delta, z, out: (B, D, L) with any strides (the output takes the layout the caller
+// allocated: the inputs' one, so token-major in gives token-major out).
 template <typename T, int NC>
 void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const T* Ct,
                      const T* Dv, const T* z, const T* dbias, bool use_softplus,
                      T* out, int64_t batch, int64_t dim, int64_t len, int64_t N_rt,
-                     int64_t sb_u, int64_t sd_u, int64_t sb_delta, int64_t sd_delta,
-                     int64_t sb_z, int64_t sd_z, bool reverse) {
+                     Strides su, Strides sdl, Strides sz, Strides so, bool reverse) {
   const int64_t N = NC > 0 ? NC : N_rt;  // compile-time for the usual d_state
-  at::parallel_for(0, batch * dim, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> h(N), dts(len), a(kBlock * N), hs(kBlock * N);
-    std::vector<T> ubuf(reverse ? len : 0), dbuf(reverse ? len : 0),
-        zbuf(reverse && z ? len : 0), obuf(reverse ? len : 0);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / dim, d = row % dim;
-      const T* ur = u + b * sb_u + d * sd_u;
-      const T* dr = delta + b * sb_delta + d * sd_delta;
-      const T* zr = z ? z + b * sb_z + d * sd_z : nullptr;
-      T* o = out + row * len;
-      if (reverse) {  // run on the time-reversed row (B and C come reversed already)
-        std::reverse_copy(ur, ur + len, ubuf.begin());
-        std::reverse_copy(dr, dr + len, dbuf.begin());
-        ur = ubuf.data();
-        dr = dbuf.data();
-        if (zr) {
-          std::reverse_copy(zr, zr + len, zbuf.begin());
-          zr = zbuf.data();
+  const int64_t nblk = (dim + kLanes - 1) / kLanes;
+  // A job is one block of kLanes channels of one batch entry. Each thread takes a range
+  // of jobs and advances all of them one time tile at a time (states of the range, at
+  // most dim * N values per batch entry, stay in L2), so that a tile step of the range
+  // reads adjacent memory: with token-major tensors, the same few pages.
+  at::parallel_for(0, batch * nblk, 1, [&](int64_t begin, int64_t end) {
+    constexpr int64_t kTile = kChunk * kLanes;
+    const int64_t njobs = end - begin;
+    std::vector<T> dtl(kTile), ul(kTile), zl(kTile), yl(kTile), zeros(kChunk, T(0));
+    std::vector<T> A2(njobs * N * kLanes), h(njobs * N * kLanes, T(0));
+    std::vector<T> bias(njobs * kLanes), skip(njobs * kLanes);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t q = job - begin, d0 = (job % nblk) * kLanes;
+      const int64_t w = std::min(kLanes, dim - d0);  // unused lanes: zero inputs, A = 0
+      for (int64_t c = 0; c < kLanes; ++c) {
+        const int64_t d = d0 + c;
+        for (int64_t n = 0; n < N; ++n)
+          A2[(q * N + n) * kLanes + c] = c < w ? A[d * N + n] * T(1.4426950408889634) : T(0);
+        bias[q * kLanes + c] = c < w && dbias ? dbias[d] : T(0);
+        skip[q * kLanes + c] = c < w && Dv ? Dv[d] : T(0);
+      }
+    }
+    for (int64_t i0 = 0; i0 < len; i0 += kChunk) {  // i0: first step in scan order
+      const int64_t cnt = std::min(kChunk, len - i0);
+      const int64_t t0 = reverse ? len - i0 - cnt : i0;  // first time step of the tile
+      for (int64_t job = begin; job < end; ++job) {
+        const int64_t q = job - begin, b = job / nblk, d0 = (job % nblk) * kLanes;
+        const int64_t w = std::min(kLanes, dim - d0);
+        const T* bq = bias.data() + q * kLanes;
+        const T* sq = skip.data() + q * kLanes;
+        load_tile<T>(delta + b * sdl.b + d0 * sdl.d + t0 * sdl.t, sdl.d, sdl.t, w, cnt,
+                     zeros.data(), dtl.data());
+        load_tile<T>(u + b * su.b + d0 * su.d + t0 * su.t, su.d, su.t, w, cnt,
+                     zeros.data(), ul.data());
+        // dt = softplus(delta + bias) into dtl, dt * u into yl (free until the scan).
+        for (int64_t j = 0; j < cnt; ++j) {
+          T* dtj = dtl.data() + j * kLanes;
+          const T* uj = ul.data() + j * kLanes;
+          T* duj = yl.data() + j * kLanes;
+          if (use_softplus) {
+#pragma omp simd
+            for (int64_t c = 0; c < kLanes; ++c) dtj[c] = fast_softplus(dtj[c] + bq[c]);
+          } else {
+#pragma omp simd
+            for (int64_t c = 0; c < kLanes; ++c) dtj[c] += bq[c];
+          }
+#pragma omp simd
+          for (int64_t c = 0; c < kLanes; ++c) duj[c] = dtj[c] * uj[c];
         }
-        o = obuf.data();
-      }
-      const T* Ad = A + d * N;
-      const T* Bb = Bt + b * len * N;
-      const T* Cb = Ct + b * len * N;
-      const T skip = Dv ? Dv[d] : T(0);
-      row_dt(dr, dbias ? dbias[d] : T(0), use_softplus, len, dts.data());
-      std::fill(h.begin(), h.end(), T(0));
-      for (int64_t t0 = 0; t0 < len; t0 += kBlock) {
-        const int64_t cnt = std::min(kBlock, len - t0);
-        decays<T, NC>(dts.data() + t0, Ad, cnt, N, a.data());
-        recurrence<T, NC>(a.data(), dts.data() + t0, ur + t0, Bb + t0 * N, cnt, N, h.data(),
-                   hs.data());
-        for (int64_t i = 0; i < cnt; ++i)
-          o[t0 + i] = dot<T, NC>(hs.data() + i * N, Cb + (t0 + i) * N, N);
-      }
-      if (zr) {
+        const int64_t bc = (b * len + i0) * N;  // B, C of this batch entry and tile
+        lane_scan<T, NC>(dtl.data(), yl.data(), A2.data() + q * N * kLanes, Bt + bc,
+                         Ct + bc, cnt, N, reverse, h.data() + q * N * kLanes, yl.data());
+        // y + D u, gated by silu(z).
+        if (z)
+          load_tile<T>(z + b * sz.b + d0 * sz.d + t0 * sz.t, sz.d, sz.t, w, cnt,
+                       zeros.data(), zl.data());
+        for (int64_t j = 0; j < cnt; ++j) {
+          T* yj = yl.data() + j * kLanes;
+          const T* uj = ul.data() + j * kLanes;
+          const T* zj = zl.data() + j * kLanes;
+          if (z) {
 #pragma omp simd
-        for (int64_t t = 0; t < len; ++t)
-          o[t] = (o[t] + skip * ur[t]) * zr[t] / (T(1) + std::exp(-zr[t]));
-      } else {
+            for (int64_t c = 0; c < kLanes; ++c)
+              yj[c] = (yj[c] + sq[c] * uj[c]) * fast_silu(zj[c]);
+          } else {
 #pragma omp simd
-        for (int64_t t = 0; t < len; ++t) o[t] += skip * ur[t];
+            for (int64_t c = 0; c < kLanes; ++c) yj[c] += sq[c] * uj[c];
+          }
+        }
+        store_tile<T>(yl.data(), so.d, so.t, w, cnt,
+                      out + b * so.b + d0 * so.d + t0 * so.t);
       }
-      if (reverse) std::reverse_copy(o, o + len, out + row * len);
     }
   });
 }
@@ -317,6 +566,12 @@ void check_rows(const torch::Tensor& t, const char* name) {
               " must have contiguous rows (stride 1 along seqlen)");
 }
 
+// (B, D, L) with any strides.
+void check_bdl(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.dim() == 3, name, " must be (batch, dim, seqlen)");
+}
+
 template <typename T>
 const T* opt_ptr(const c10::optional<torch::Tensor>& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
@@ -324,26 +579,30 @@ const T* opt_ptr(const c10::optional<torch::Tensor>& t) {
 
 }  // namespace
 
+// u, delta, z: (B, D, L) with any strides (channel-major and token-major are fast);
+// the output is allocated in u's layout.
 torch::Tensor selective_scan_fwd(torch::Tensor u, torch::Tensor delta, torch::Tensor A,
                                  torch::Tensor Bt, torch::Tensor Ct,
                                  c10::optional<torch::Tensor> Dv,
                                  c10::optional<torch::Tensor> z,
                                  c10::optional<torch::Tensor> dbias, bool use_softplus,
                                  bool reverse) {
-  check_rows(u, "u"); check_rows(delta, "delta"); check(A, "A", 2);
+  check_bdl(u, "u"); check_bdl(delta, "delta"); check(A, "A", 2);
   check(Bt, "B", 3); check(Ct, "C", 3);
-  if (z.has_value()) check_rows(*z, "z");
+  if (z.has_value()) check_bdl(*z, "z");
   const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), N = A.size(1);
-  auto out = torch::empty({batch, dim, len}, u.options());
+  TORCH_CHECK(delta.sizes() == u.sizes() && (!z.has_value() || z->sizes() == u.sizes()),
+              "u, delta and z must have the same shape");
+  const bool token_major = u.stride(1) == 1 && len > 1;
+  auto out = token_major ? torch::empty({batch, len, dim}, u.options()).transpose(1, 2)
+                         : torch::empty({batch, dim, len}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_fwd", [&] {
     auto fn = N == 16 ? scan_fwd_kernel<scalar_t, 16> : scan_fwd_kernel<scalar_t, 0>;
-    fn(
-        u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
-        Bt.data_ptr<scalar_t>(), Ct.data_ptr<scalar_t>(), opt_ptr<scalar_t>(Dv),
-        opt_ptr<scalar_t>(z), opt_ptr<scalar_t>(dbias), use_softplus,
-        out.data_ptr<scalar_t>(), batch, dim, len, N, u.stride(0), u.stride(1),
-        delta.stride(0), delta.stride(1), z.has_value() ? z->stride(0) : 0,
-        z.has_value() ? z->stride(1) : 0, reverse);
+    fn(u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
+       Bt.data_ptr<scalar_t>(), Ct.data_ptr<scalar_t>(), opt_ptr<scalar_t>(Dv),
+       opt_ptr<scalar_t>(z), opt_ptr<scalar_t>(dbias), use_softplus,
+       out.data_ptr<scalar_t>(), batch, dim, len, N, strides_of(u), strides_of(delta),
+       z.has_value() ? strides_of(*z) : Strides{0, 0, 0}, strides_of(out), reverse);
   });
   return out;
 }
