@@ -27,7 +27,8 @@ def get_extensions():
         'mmplugin_shufflemamba._ext',
         ['mmplugin_shufflemamba/ops/csrc/selective_scan_cpu.cpp',
          'mmplugin_shufflemamba/ops/csrc/causal_conv1d_cpu.cpp'],
-        depends=['mmplugin_shufflemamba/ops/csrc/cpu_math.h'],
+        depends=['mmplugin_shufflemamba/ops/csrc/cpu_math.h',
+                 'mmplugin_shufflemamba/ops/csrc/cpu_layout.h'],
         extra_compile_args=['-O3', f'-march={arch}', '-mprefer-vector-width=512', '-ffast-math', '-fopenmp',
                             '-std=c++20'],
         extra_link_args=['-fopenmp'])

@@ -63,11 +63,9 @@ class _CausalConv1dCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         xc, w, b = ctx.saved_tensors
-        if xc.shape[2] > 1 and xc.stride(2) != 1:  # the backward kernel works on rows
-            xc = xc.contiguous()
         dx, dw, db = cpu_extension().causal_conv1d_bwd(
             xc, w, b if ctx.has_bias else None, ctx.silu, ctx.reverse,
-            dout.to(xc.dtype).contiguous())
+            dout.to(xc.dtype))
         return (dx.to(ctx.dtypes[0]), dw.to(ctx.dtypes[1]),
                 db.to(ctx.dtypes[2]) if ctx.has_bias else None, None, None)
 

@@ -294,13 +294,9 @@ class _SelectiveScanCPU(torch.autograd.Function):
     def backward(ctx, dout):
         ext = cpu_extension()
         saved = [t if p else None for t, p in zip(ctx.saved_tensors, ctx.present)]
-        # The backward kernel works on rows: (B, D, L) inputs with contiguous rows.
-        for i in (0, 1, 6):
-            if saved[i] is not None and saved[i].shape[2] > 1 and saved[i].stride(2) != 1:
-                saved[i] = saved[i].contiguous()
         u = saved[0]
         grads = ext.selective_scan_bwd(*saved, ctx.delta_softplus, ctx.reverse,
-                                       dout.to(u.dtype).contiguous())
+                                       dout.to(u.dtype))
         du, ddelta, dA, dBt, dCt, dD, dz, ddb = grads
         if ctx.reverse:
             dBt, dCt = dBt.flip(1), dCt.flip(1)

@@ -4,18 +4,23 @@
 //                                                                   s = -1 reverse
 //   out = silu(pre) or pre
 // Forward: x channel-major (rows contiguous; out contiguous) or token-major (channels
-// contiguous; out token-major too). Backward: rows contiguous.
+// contiguous; out token-major too). Backward: any layout, dx in x's layout.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <cmath>
 #include <vector>
 
+#include "cpu_layout.h"
 #include "cpu_math.h"
 
 namespace {
 
 using shufflemamba::fast_silu;
+using shufflemamba::gather_rows;
+using shufflemamba::Strides;
+using shufflemamba::strides_of;
+using shufflemamba::scatter_rows;
 
 template <typename T>
 inline void conv_row(const T* xr, const T* w, T bias, int64_t len, int64_t K, bool reverse,
@@ -82,53 +87,64 @@ void conv_fwd_tokens(const T* x, const T* wt, const T* bias, bool silu, bool rev
   });
 }
 
+// Backward on gathered blocks of 16 channel rows (x, dout and dx in any layout).
 template <typename T>
 void conv_bwd(const T* x, const T* w, const T* bias, bool silu, bool reverse,
               const T* dout, T* dx, T* dw, T* dbias, int64_t batch, int64_t dim,
-              int64_t len, int64_t K, int64_t sb, int64_t sd) {
-  at::parallel_for(0, dim, 4, [&](int64_t begin, int64_t end) {
-    std::vector<T> dpre(len);
-    for (int64_t d = begin; d < end; ++d) {
-      const T* wd = w + d * K;
-      T db = 0;
+              int64_t len, int64_t K, Strides sx, Strides sg, Strides sdx) {
+  constexpr int64_t kRows = 16;
+  const int64_t nblk = (dim + kRows - 1) / kRows;
+  at::parallel_for(0, nblk, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> dpre(len), X(kRows * len), GO(kRows * len), DX(kRows * len);
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t d0 = blk * kRows, nw = std::min(kRows, dim - d0);
       for (int64_t b = 0; b < batch; ++b) {
-        const int64_t row = b * dim + d;
-        const T* xr = x + b * sb + d * sd;
-        const T* go = dout + row * len;
-        if (silu) {
-          conv_row(xr, wd, bias ? bias[d] : T(0), len, K, reverse, dpre.data());
+        gather_rows(x + b * sx.b + d0 * sx.d, sx.d, sx.t, nw, len, X.data());
+        gather_rows(dout + b * sg.b + d0 * sg.d, sg.d, sg.t, nw, len, GO.data());
+        for (int64_t c = 0; c < nw; ++c) {
+          const int64_t d = d0 + c;
+          const T* wd = w + d * K;
+          const T* xr = X.data() + c * len;
+          const T* go = GO.data() + c * len;
+          if (silu) {
+            conv_row(xr, wd, bias ? bias[d] : T(0), len, K, reverse, dpre.data());
 #pragma omp simd
-          for (int64_t t = 0; t < len; ++t) {
-            const T s = T(1) / (T(1) + std::exp(-dpre[t]));
-            dpre[t] = go[t] * s * (T(1) + dpre[t] * (T(1) - s));
-          }
-        } else {
-          std::copy(go, go + len, dpre.begin());
-        }
-        T* dxr = dx + row * len;
-        for (int64_t t = 0; t < len; ++t) dxr[t] = 0;
-        for (int64_t j = 0; j < K; ++j) {
-          const T c = wd[K - 1 - j];
-          T acc = 0;
-          if (!reverse) {  // pre[t] uses x[t - j]
-#pragma omp simd reduction(+ : acc)
-            for (int64_t t = j; t < len; ++t) {
-              dxr[t - j] += c * dpre[t];
-              acc += dpre[t] * xr[t - j];
+            for (int64_t t = 0; t < len; ++t) {
+              const T s = T(1) / (T(1) + std::exp(-dpre[t]));
+              dpre[t] = go[t] * s * (T(1) + dpre[t] * (T(1) - s));
             }
-          } else {  // pre[t] uses x[t + j]
-            const int64_t stop = len - j;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t t = 0; t < stop; ++t) {
-              dxr[t + j] += c * dpre[t];
-              acc += dpre[t] * xr[t + j];
-            }
+          } else {
+            std::copy(go, go + len, dpre.begin());
           }
-          dw[d * K + (K - 1 - j)] += acc;
+          T* dxr = DX.data() + c * len;
+          std::fill(dxr, dxr + len, T(0));
+          for (int64_t j = 0; j < K; ++j) {
+            const T cw = wd[K - 1 - j];
+            T acc = 0;
+            if (!reverse) {  // pre[t] uses x[t - j]
+#pragma omp simd reduction(+ : acc)
+              for (int64_t t = j; t < len; ++t) {
+                dxr[t - j] += cw * dpre[t];
+                acc += dpre[t] * xr[t - j];
+              }
+            } else {  // pre[t] uses x[t + j]
+              const int64_t stop = len - j;
+#pragma omp simd reduction(+ : acc)
+              for (int64_t t = 0; t < stop; ++t) {
+                dxr[t + j] += cw * dpre[t];
+                acc += dpre[t] * xr[t + j];
+              }
+            }
+            dw[d * K + (K - 1 - j)] += acc;
+          }
+          if (dbias) {
+            T db = 0;
+            for (int64_t t = 0; t < len; ++t) db += dpre[t];
+            dbias[d] += db;
+          }
         }
-        for (int64_t t = 0; t < len; ++t) db += dpre[t];
+        scatter_rows(DX.data(), nw, len, dx + b * sdx.b + d0 * sdx.d, sdx.d, sdx.t);
       }
-      if (dbias) dbias[d] = db;
     }
   });
 }
@@ -170,12 +186,16 @@ torch::Tensor causal_conv1d_fwd(torch::Tensor x, torch::Tensor w,
   return out;
 }
 
+// Gradients of causal_conv1d_fwd; dx comes in x's layout.
 std::vector<torch::Tensor> causal_conv1d_bwd(torch::Tensor x, torch::Tensor w,
                                              c10::optional<torch::Tensor> bias, bool silu,
                                              bool reverse, torch::Tensor dout) {
-  check_rows(x, "x");
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a (batch, dim, seqlen) CPU tensor");
+  TORCH_CHECK(dout.sizes() == x.sizes(), "dout must have the shape of x");
   const int64_t batch = x.size(0), dim = x.size(1), len = x.size(2), K = w.size(1);
-  auto dx = torch::empty({batch, dim, len}, x.options());
+  const bool token_major = x.stride(1) == 1 && len > 1;
+  auto dx = token_major ? torch::empty({batch, len, dim}, x.options()).transpose(1, 2)
+                        : torch::empty({batch, dim, len}, x.options());
   auto dw = torch::zeros_like(w);
   auto db = bias.has_value() ? torch::zeros_like(*bias) : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_bwd", [&] {
@@ -184,7 +204,7 @@ std::vector<torch::Tensor> causal_conv1d_bwd(torch::Tensor x, torch::Tensor w,
                        reverse, dout.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(),
                        dw.data_ptr<scalar_t>(),
                        bias.has_value() ? db.data_ptr<scalar_t>() : nullptr, batch, dim,
-                       len, K, x.stride(0), x.stride(1));
+                       len, K, strides_of(x), strides_of(dout), strides_of(dx));
   });
   return {dx, dw, db};
 }

@@ -23,14 +23,23 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
+#include "cpu_layout.h"
 #include "cpu_math.h"
 
 namespace {
 
 using shufflemamba::fast_exp;
 using shufflemamba::fast_silu;
+using shufflemamba::gather_rows;
+using shufflemamba::Strides;
+using shufflemamba::strides_of;
+using shufflemamba::scatter_rows;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+using shufflemamba::transpose16x16;
+#endif
 
 
 // dt[t] = softplus(delta[t] + bias) (torch's threshold 20), or delta + bias.
@@ -185,35 +194,6 @@ void lane_scan(const T* dtl, const T* dul, const T* A2, const T* Bk, const T* Ck
 // float with AVX-512: 16x16 register transposes for the tiles, and the recurrence for
 // N = 16 with the states in registers.
 
-// r[i][j] -> r[j][i]: 32-bit, then 64-bit interleaves, then two rounds of 128-bit lane
-// shuffles.
-inline void transpose16x16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // r[4i + m], 128-bit lane L: column 4L + m, rows 4i..
-    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
-    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
-    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
-    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
-  }
-  for (int m = 0; m < 4; ++m) {  // gather lane L of r[m], r[4 + m], ... into column 4L + m
-    const __m512 s0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x44);
-    const __m512 s1 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xEE);
-    const __m512 s2 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x44);
-    const __m512 s3 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xEE);
-    t[m] = _mm512_shuffle_f32x4(s0, s2, 0x88);
-    t[4 + m] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
-    t[8 + m] = _mm512_shuffle_f32x4(s1, s3, 0x88);
-    t[12 + m] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
-  }
-  for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
-
 template <>
 void rows_to_lanes<float>(const float* const* rows, int64_t cnt, float* tile) {
   for (int64_t j0 = 0; j0 < cnt; j0 += 16) {
@@ -279,12 +259,6 @@ void lane_scan<float, 16>(const float* dtl, const float* dul, const float* A2,
   for (int n = 0; n < 16; ++n) _mm512_storeu_ps(hmem + n * kLanes, h[n]);
 }
 #endif
-
-// Strides (batch, channel, time) of a (B, D, L) tensor.
-struct Strides {
-  int64_t b, d, t;
-};
-inline Strides strides_of(const torch::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
 
 // Lane tile from the (w <= kLanes channels, cnt steps) slab at src:
 // tile[j * kLanes + c] = src[c * sd + j * st], zeros for c >= w. Rows contiguous
@@ -409,140 +383,165 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
   });
 }
 
+// Backward, row by row (channel by channel) on gathered blocks of kLanes channel rows:
+// recompute the row's states into per-thread buffers (no (B, D, L, N) tensors), run
+// the adjoint recurrence, then everything else elementwise. u, delta, z, dout and the
+// gradients du, ddelta, dz: (B, D, L) with any strides.
 template <typename T, int NC>
 void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const T* Ct,
                      const T* Dv, const T* z, const T* dbias, bool use_softplus,
                      const T* dout, T* du, T* ddelta, T* dA, T* dBt, T* dCt, T* dD,
                      T* dz, T* ddbias, int64_t batch, int64_t dim, int64_t len,
-                     int64_t N_rt, int64_t sb_u, int64_t sd_u, int64_t sb_delta,
-                     int64_t sd_delta, int64_t sb_z, int64_t sd_z, bool reverse) {
+                     int64_t N_rt, Strides su, Strides sdl, Strides sz, Strides sg,
+                     Strides sdu, Strides sdd, Strides sdz, bool reverse) {
   const int64_t N = NC > 0 ? NC : N_rt;  // compile-time for the usual d_state
+  const int64_t nblk = (dim + kLanes - 1) / kLanes;
   std::mutex merge;
-  // Parallel over channels: dA, dD, ddbias of a channel belong to one thread; dB and
-  // dC (sums over channels) are accumulated per thread and merged at the end.
-  at::parallel_for(0, dim, 1, [&](int64_t begin, int64_t end) {
-    const int64_t LN = len * N;
+  // Parallel over channel blocks: dA, dD, ddbias of a channel belong to one thread; dB
+  // and dC (sums over channels) are accumulated per thread and merged at the end.
+  at::parallel_for(0, nblk, 1, [&](int64_t begin, int64_t end) {
+    const int64_t LN = len * N, KL = kLanes * len;
     std::vector<T> hs(LN), as(LN), G(LN), dts(len), dys(len), h(N), g(N);
-    // Row buffers: time-reversed inputs (reverse mode) and the row's gradients.
+    // The block's rows (inputs and gradients), then one row's time-reversed inputs
+    // (reverse mode) and gradients.
+    std::vector<T> U(KL), DL(KL), Z(z ? KL : 0), GO(KL), DU(KL), DD(KL), DZ(z ? KL : 0);
     std::vector<T> ubuf(len), dbuf(len), zbuf(z ? len : 0), gobuf(len);
     std::vector<T> du_r(len), dd_r(len), dz_r(z ? len : 0);
-    std::vector<T> dB_loc(batch * LN, T(0)), dC_loc(batch * LN, T(0)), dA_acc(N);
-    for (int64_t d = begin; d < end; ++d) {
-      const T* Ad = A + d * N;
-      const T bias = dbias ? dbias[d] : T(0);
-      const T skip = Dv ? Dv[d] : T(0);
-      std::fill(dA_acc.begin(), dA_acc.end(), T(0));
-      T dD_acc = 0, dbias_acc = 0;
+    std::vector<T> dB_loc(batch * LN, T(0)), dC_loc(batch * LN, T(0));
+    std::vector<T> dA_blk(kLanes * N), dD_blk(kLanes), db_blk(kLanes);
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t d0 = blk * kLanes, w = std::min(kLanes, dim - d0);
+      std::fill(dA_blk.begin(), dA_blk.end(), T(0));
+      std::fill(dD_blk.begin(), dD_blk.end(), T(0));
+      std::fill(db_blk.begin(), db_blk.end(), T(0));
       for (int64_t b = 0; b < batch; ++b) {
-        const int64_t row = b * dim + d;
-        const T* ur = u + b * sb_u + d * sd_u;
-        const T* dr = delta + b * sb_delta + d * sd_delta;
-        const T* zr = z ? z + b * sb_z + d * sd_z : nullptr;
-        const T* go = dout + row * len;
-        if (reverse) {
-          std::reverse_copy(ur, ur + len, ubuf.begin());
-          std::reverse_copy(dr, dr + len, dbuf.begin());
-          std::reverse_copy(go, go + len, gobuf.begin());
-          ur = ubuf.data();
-          dr = dbuf.data();
-          go = gobuf.data();
+        gather_rows(u + b * su.b + d0 * su.d, su.d, su.t, w, len, U.data());
+        gather_rows(delta + b * sdl.b + d0 * sdl.d, sdl.d, sdl.t, w, len, DL.data());
+        gather_rows(dout + b * sg.b + d0 * sg.d, sg.d, sg.t, w, len, GO.data());
+        if (z) gather_rows(z + b * sz.b + d0 * sz.d, sz.d, sz.t, w, len, Z.data());
+        for (int64_t c = 0; c < w; ++c) {
+          const int64_t d = d0 + c;
+          const T* Ad = A + d * N;
+          const T bias = dbias ? dbias[d] : T(0);
+          const T skip = Dv ? Dv[d] : T(0);
+          T* dA_acc = dA_blk.data() + c * N;
+          T dD_acc = 0, dbias_acc = 0;
+          const T* ur = U.data() + c * len;
+          const T* dr = DL.data() + c * len;
+          const T* zr = z ? Z.data() + c * len : nullptr;
+          const T* go = GO.data() + c * len;
+          if (reverse) {
+            std::reverse_copy(ur, ur + len, ubuf.begin());
+            std::reverse_copy(dr, dr + len, dbuf.begin());
+            std::reverse_copy(go, go + len, gobuf.begin());
+            ur = ubuf.data();
+            dr = dbuf.data();
+            go = gobuf.data();
+            if (zr) {
+              std::reverse_copy(zr, zr + len, zbuf.begin());
+              zr = zbuf.data();
+            }
+          }
+          const T* Bb = Bt + b * LN;
+          const T* Cb = Ct + b * LN;
+          // Recompute the row: dt, decays, states.
+          row_dt(dr, bias, use_softplus, len, dts.data());
+          decays<T, NC>(dts.data(), Ad, len, N, as.data());
+          std::fill(h.begin(), h.end(), T(0));
+          recurrence<T, NC>(as.data(), dts.data(), ur, Bb, len, N, h.data(), hs.data());
+          // Gradient reaching y (through the gate) and dz.
           if (zr) {
-            std::reverse_copy(zr, zr + len, zbuf.begin());
-            zr = zbuf.data();
-          }
-        }
-        const T* Bb = Bt + b * LN;
-        const T* Cb = Ct + b * LN;
-        // Recompute the row: dt, decays, states.
-        row_dt(dr, bias, use_softplus, len, dts.data());
-        decays<T, NC>(dts.data(), Ad, len, N, as.data());
-        std::fill(h.begin(), h.end(), T(0));
-        recurrence<T, NC>(as.data(), dts.data(), ur, Bb, len, N, h.data(), hs.data());
-        // Gradient reaching y (through the gate) and dz.
-        if (zr) {
-          T* dzr = dz_r.data();
-          for (int64_t t = 0; t < len; ++t) {
-            const T y = dot<T, NC>(hs.data() + t * N, Cb + t * N, N) + skip * ur[t];
-            const T s = T(1) / (T(1) + std::exp(-zr[t]));
-            dzr[t] = go[t] * y * s * (T(1) + zr[t] * (T(1) - s));
-            dys[t] = go[t] * zr[t] * s;
-          }
-        } else {
-          std::copy(go, go + len, dys.begin());
-        }
-        // Sequential adjoint: G[t] = dy[t] C[t] + a[t+1] G[t+1].
-        std::fill(g.begin(), g.end(), T(0));
-        for (int64_t t = len - 1; t >= 0; --t) {
-          const T dy = dys[t];
-          const T* Cv = Cb + t * N;
-          const T* at = as.data() + t * N;
-          T* Gt = G.data() + t * N;
-#pragma omp simd
-          for (int64_t n = 0; n < N; ++n) {
-            Gt[n] = dy * Cv[n] + g[n];
-            g[n] = at[n] * Gt[n];
-          }
-        }
-        // Everything else is elementwise over (t, n) plus per-t reductions.
-        T* dB_b = dB_loc.data() + b * LN;
-        T* dC_b = dC_loc.data() + b * LN;
-        for (int64_t t = 0; t < len; ++t) {
-          const T dy = dys[t];
-          const T dt = dts[t];
-          const T dtu = dt * ur[t];
-          const T* ht = hs.data() + t * N;
-          const T* at = as.data() + t * N;
-          const T* Gt = G.data() + t * N;
-          const T* Bv = Bb + t * N;
-          T* dBv = dB_b + t * N;
-          T* dCv = dC_b + t * N;
-          T ddt = 0, gB = 0;
-          if (t > 0) {
-            const T* hp = hs.data() + (t - 1) * N;
-#pragma omp simd reduction(+ : ddt, gB)
-            for (int64_t n = 0; n < N; ++n) {
-              dCv[n] += dy * ht[n];
-              dBv[n] += Gt[n] * dtu;
-              gB += Gt[n] * Bv[n];
-              const T dlog = Gt[n] * hp[n] * at[n];  // d loss / d (dt * A)
-              ddt += dlog * Ad[n];
-              dA_acc[n] += dlog * dt;
+            T* dzr = dz_r.data();
+            for (int64_t t = 0; t < len; ++t) {
+              const T y = dot<T, NC>(hs.data() + t * N, Cb + t * N, N) + skip * ur[t];
+              const T s = T(1) / (T(1) + std::exp(-zr[t]));
+              dzr[t] = go[t] * y * s * (T(1) + zr[t] * (T(1) - s));
+              dys[t] = go[t] * zr[t] * s;
             }
           } else {
-#pragma omp simd reduction(+ : gB)
+            std::copy(go, go + len, dys.begin());
+          }
+          // Sequential adjoint: G[t] = dy[t] C[t] + a[t+1] G[t+1].
+          std::fill(g.begin(), g.end(), T(0));
+          for (int64_t t = len - 1; t >= 0; --t) {
+            const T dy = dys[t];
+            const T* Cv = Cb + t * N;
+            const T* at = as.data() + t * N;
+            T* Gt = G.data() + t * N;
+#pragma omp simd
             for (int64_t n = 0; n < N; ++n) {
-              dCv[n] += dy * ht[n];
-              dBv[n] += Gt[n] * dtu;
-              gB += Gt[n] * Bv[n];
+              Gt[n] = dy * Cv[n] + g[n];
+              g[n] = at[n] * Gt[n];
             }
           }
-          ddt += gB * ur[t];
-          du_r[t] = dy * skip + gB * dt;
-          dD_acc += dy * ur[t];
-          dd_r[t] = ddt;
-        }
-        if (use_softplus) {
+          // Everything else is elementwise over (t, n) plus per-t reductions.
+          T* dB_b = dB_loc.data() + b * LN;
+          T* dC_b = dC_loc.data() + b * LN;
+          for (int64_t t = 0; t < len; ++t) {
+            const T dy = dys[t];
+            const T dt = dts[t];
+            const T dtu = dt * ur[t];
+            const T* ht = hs.data() + t * N;
+            const T* at = as.data() + t * N;
+            const T* Gt = G.data() + t * N;
+            const T* Bv = Bb + t * N;
+            T* dBv = dB_b + t * N;
+            T* dCv = dC_b + t * N;
+            T ddt = 0, gB = 0;
+            if (t > 0) {
+              const T* hp = hs.data() + (t - 1) * N;
+#pragma omp simd reduction(+ : ddt, gB)
+              for (int64_t n = 0; n < N; ++n) {
+                dCv[n] += dy * ht[n];
+                dBv[n] += Gt[n] * dtu;
+                gB += Gt[n] * Bv[n];
+                const T dlog = Gt[n] * hp[n] * at[n];  // d loss / d (dt * A)
+                ddt += dlog * Ad[n];
+                dA_acc[n] += dlog * dt;
+              }
+            } else {
+#pragma omp simd reduction(+ : gB)
+              for (int64_t n = 0; n < N; ++n) {
+                dCv[n] += dy * ht[n];
+                dBv[n] += Gt[n] * dtu;
+                gB += Gt[n] * Bv[n];
+              }
+            }
+            ddt += gB * ur[t];
+            du_r[t] = dy * skip + gB * dt;
+            dD_acc += dy * ur[t];
+            dd_r[t] = ddt;
+          }
+          if (use_softplus) {
 #pragma omp simd
-          for (int64_t t = 0; t < len; ++t)
-            dd_r[t] *= T(1) / (T(1) + std::exp(-(dr[t] + bias)));
+            for (int64_t t = 0; t < len; ++t)
+              dd_r[t] *= T(1) / (T(1) + std::exp(-(dr[t] + bias)));
+          }
+          for (int64_t t = 0; t < len; ++t) dbias_acc += dd_r[t];
+          T* du_o = DU.data() + c * len;
+          T* dd_o = DD.data() + c * len;
+          T* dz_o = z ? DZ.data() + c * len : nullptr;
+          if (reverse) {
+            std::reverse_copy(du_r.begin(), du_r.end(), du_o);
+            std::reverse_copy(dd_r.begin(), dd_r.end(), dd_o);
+            if (dz_o) std::reverse_copy(dz_r.begin(), dz_r.end(), dz_o);
+          } else {
+            std::copy(du_r.begin(), du_r.end(), du_o);
+            std::copy(dd_r.begin(), dd_r.end(), dd_o);
+            if (dz_o) std::copy(dz_r.begin(), dz_r.end(), dz_o);
+          }
+          dD_blk[c] += dD_acc;
+          db_blk[c] += dbias_acc;
         }
-        for (int64_t t = 0; t < len; ++t) dbias_acc += dd_r[t];
-        T* du_o = du + row * len;
-        T* dd_o = ddelta + row * len;
-        T* dz_o = z ? dz + row * len : nullptr;
-        if (reverse) {
-          std::reverse_copy(du_r.begin(), du_r.end(), du_o);
-          std::reverse_copy(dd_r.begin(), dd_r.end(), dd_o);
-          if (dz_o) std::reverse_copy(dz_r.begin(), dz_r.end(), dz_o);
-        } else {
-          std::copy(du_r.begin(), du_r.end(), du_o);
-          std::copy(dd_r.begin(), dd_r.end(), dd_o);
-          if (dz_o) std::copy(dz_r.begin(), dz_r.end(), dz_o);
-        }
+        scatter_rows(DU.data(), w, len, du + b * sdu.b + d0 * sdu.d, sdu.d, sdu.t);
+        scatter_rows(DD.data(), w, len, ddelta + b * sdd.b + d0 * sdd.d, sdd.d, sdd.t);
+        if (z) scatter_rows(DZ.data(), w, len, dz + b * sdz.b + d0 * sdz.d, sdz.d, sdz.t);
       }
-      for (int64_t n = 0; n < N; ++n) dA[d * N + n] = dA_acc[n];
-      if (dD) dD[d] = dD_acc;
-      if (ddbias) ddbias[d] = dbias_acc;
+      for (int64_t c = 0; c < w; ++c) {
+        for (int64_t n = 0; n < N; ++n) dA[(d0 + c) * N + n] = dA_blk[c * N + n];
+        if (dD) dD[d0 + c] = dD_blk[c];
+        if (ddbias) ddbias[d0 + c] = db_blk[c];
+      }
     }
     std::lock_guard<std::mutex> lock(merge);
     for (int64_t i = 0; i < batch * LN; ++i) {
@@ -558,13 +557,6 @@ void check(const torch::Tensor& t, const char* name, int64_t dims) {
   TORCH_CHECK(t.dim() == dims, name, " must have ", dims, " dims, got ", t.dim());
 }
 
-// (B, D, L) tensors may have any batch and channel strides; rows must be contiguous.
-void check_rows(const torch::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-  TORCH_CHECK(t.dim() == 3, name, " must be (batch, dim, seqlen)");
-  TORCH_CHECK(t.size(2) == 1 || t.stride(2) == 1, name,
-              " must have contiguous rows (stride 1 along seqlen)");
-}
 
 // (B, D, L) with any strides.
 void check_bdl(const torch::Tensor& t, const char* name) {
@@ -607,35 +599,45 @@ torch::Tensor selective_scan_fwd(torch::Tensor u, torch::Tensor delta, torch::Te
   return out;
 }
 
+// Gradients of selective_scan_fwd; du, ddelta, dz come in u's layout.
 std::vector<torch::Tensor> selective_scan_bwd(
     torch::Tensor u, torch::Tensor delta, torch::Tensor A, torch::Tensor Bt,
     torch::Tensor Ct, c10::optional<torch::Tensor> Dv, c10::optional<torch::Tensor> z,
     c10::optional<torch::Tensor> dbias, bool use_softplus, bool reverse,
     torch::Tensor dout) {
-  check_rows(u, "u"); check_rows(delta, "delta"); check(dout, "dout", 3);
-  if (z.has_value()) check_rows(*z, "z");
+  check_bdl(u, "u"); check_bdl(delta, "delta"); check_bdl(dout, "dout");
+  check(A, "A", 2); check(Bt, "B", 3); check(Ct, "C", 3);
+  if (z.has_value()) check_bdl(*z, "z");
   const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), N = A.size(1);
-  auto du = torch::empty({batch, dim, len}, u.options());
-  auto ddelta = torch::empty({batch, dim, len}, u.options());
+  TORCH_CHECK(delta.sizes() == u.sizes() && dout.sizes() == u.sizes() &&
+                  (!z.has_value() || z->sizes() == u.sizes()),
+              "u, delta, z and dout must have the same shape");
+  const bool token_major = u.stride(1) == 1 && len > 1;
+  auto like_u = [&] {
+    return token_major ? torch::empty({batch, len, dim}, u.options()).transpose(1, 2)
+                       : torch::empty({batch, dim, len}, u.options());
+  };
+  auto du = like_u();
+  auto ddelta = like_u();
   auto dA = torch::zeros_like(A);
   auto dBt = torch::zeros_like(Bt);
   auto dCt = torch::zeros_like(Ct);
   auto dD = Dv.has_value() ? torch::zeros_like(*Dv) : torch::Tensor();
-  auto dz = z.has_value() ? torch::empty({batch, dim, len}, u.options()) : torch::Tensor();
+  auto dz = z.has_value() ? like_u() : torch::Tensor();
   auto ddbias = dbias.has_value() ? torch::zeros_like(*dbias) : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_bwd", [&] {
     auto fn = N == 16 ? scan_bwd_kernel<scalar_t, 16> : scan_bwd_kernel<scalar_t, 0>;
-    fn(
-        u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
-        Bt.data_ptr<scalar_t>(), Ct.data_ptr<scalar_t>(), opt_ptr<scalar_t>(Dv),
-        opt_ptr<scalar_t>(z), opt_ptr<scalar_t>(dbias), use_softplus,
-        dout.data_ptr<scalar_t>(), du.data_ptr<scalar_t>(), ddelta.data_ptr<scalar_t>(),
-        dA.data_ptr<scalar_t>(), dBt.data_ptr<scalar_t>(), dCt.data_ptr<scalar_t>(),
-        Dv.has_value() ? dD.data_ptr<scalar_t>() : nullptr,
-        z.has_value() ? dz.data_ptr<scalar_t>() : nullptr,
-        dbias.has_value() ? ddbias.data_ptr<scalar_t>() : nullptr, batch, dim, len, N,
-        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1),
-        z.has_value() ? z->stride(0) : 0, z.has_value() ? z->stride(1) : 0, reverse);
+    fn(u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
+       Bt.data_ptr<scalar_t>(), Ct.data_ptr<scalar_t>(), opt_ptr<scalar_t>(Dv),
+       opt_ptr<scalar_t>(z), opt_ptr<scalar_t>(dbias), use_softplus,
+       dout.data_ptr<scalar_t>(), du.data_ptr<scalar_t>(), ddelta.data_ptr<scalar_t>(),
+       dA.data_ptr<scalar_t>(), dBt.data_ptr<scalar_t>(), dCt.data_ptr<scalar_t>(),
+       Dv.has_value() ? dD.data_ptr<scalar_t>() : nullptr,
+       z.has_value() ? dz.data_ptr<scalar_t>() : nullptr,
+       dbias.has_value() ? ddbias.data_ptr<scalar_t>() : nullptr, batch, dim, len, N,
+       strides_of(u), strides_of(delta), z.has_value() ? strides_of(*z) : Strides{0, 0, 0},
+       strides_of(dout), strides_of(du), strides_of(ddelta),
+       z.has_value() ? strides_of(dz) : Strides{0, 0, 0}, reverse);
   });
   return {du, ddelta, dA, dBt, dCt, dD, dz, ddbias};
 }
