@@ -117,11 +117,14 @@ class BiMambaMixer(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (B, L, D) -> (B, L, D)."""
-        # x and z are (B, d_inner, L) views of token-major (B, L, 2 d_inner) memory: the
+        # x and z are (B, d_inner, L) views of token-major (B, L, d_inner) memory: the
         # CPU kernels read that layout directly (channels contiguous) and keep it, and
         # every projection stays a plain matmul with no layout copies.
-        xz = F.linear(hidden, self.in_proj.weight).transpose(1, 2)
-        x, z = xz.chunk(2, dim=1)
+        # Two matmuls rather than one and a split: their gradients then reach the
+        # weights and the input without concatenating dx and dz.
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
+        x = F.linear(hidden, w_x).transpose(1, 2)
+        z = F.linear(hidden, w_z).transpose(1, 2)
         y_fwd = self._ssm(x, z, '')
         y_bwd = self._ssm(x, z, '_b', reverse=True)
         # out_proj((y_fwd + y_bwd) / 2), with the exact power-of-two 1/2 folded into the

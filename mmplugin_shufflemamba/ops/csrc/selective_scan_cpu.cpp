@@ -1,14 +1,15 @@
 // Selective scan (Mamba S6 recurrence) on the CPU: forward and backward.
 //
-// Work is split by (batch, channel) rows, rows in parallel on ATen's thread pool. Per
-// row, everything that has no loop-carried dependency is done in long vectorised loops
-// (softplus of dt, the decays exp(dt * A) for a block of time steps, the C
-// contractions, the gate), so that the sequential part is one fused multiply-add per
-// state and time step. The backward recomputes a row's states into per-thread buffers
-// instead of storing (B, D, L, N) tensors, like the fused CUDA kernel.
+// Channels are processed in blocks of 16, one SIMD lane per channel, so that the
+// recurrence h[n] = exp(dt A[:, n]) h[n] + dt u B[n] runs across lanes with N
+// independent dependency chains and no horizontal reductions; time goes in tiles of 64
+// steps whose inputs are loaded into L1-resident lane tiles (register transposes for
+// channel-major tensors, plain copies for token-major ones). The backward recomputes the
+// states from per-tile checkpoints instead of storing (B, D, L, N) tensors, like the
+// fused CUDA kernel. Blocks run in parallel on ATen's thread pool.
 //
-// Layouts: u, delta, z, out: (B, D, L) (forward: any strides; backward: contiguous
-// rows); A: (D, N); Bt, Ct: (B, L, N) (time-major).
+// Layouts: u, delta, z, dout and the (B, D, L) outputs: any strides (the outputs take
+// u's layout); A: (D, N); Bt, Ct: (B, L, N) (time-major).
 // reverse=true scans from the last time step to the first (Bt, Ct then come in reversed
 // time order, dBt and dCt are returned in that order), i.e. the backward direction of
 // the bidirectional mixer without flipped copies of u, delta and z.
@@ -33,71 +34,11 @@ namespace {
 
 using shufflemamba::fast_exp;
 using shufflemamba::fast_silu;
-using shufflemamba::gather_rows;
 using shufflemamba::Strides;
 using shufflemamba::strides_of;
-using shufflemamba::scatter_rows;
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 using shufflemamba::transpose16x16;
 #endif
-
-
-// dt[t] = softplus(delta[t] + bias) (torch's threshold 20), or delta + bias.
-template <typename T>
-inline void row_dt(const T* dr, T bias, bool use_softplus, int64_t len, T* dts) {
-  if (use_softplus) {
-#pragma omp simd
-    for (int64_t t = 0; t < len; ++t) {
-      const T x = dr[t] + bias;
-      dts[t] = x > T(20) ? x : std::log1p(std::exp(x));
-    }
-  } else {
-#pragma omp simd
-    for (int64_t t = 0; t < len; ++t) dts[t] = dr[t] + bias;
-  }
-}
-
-// a[i * N + n] = exp(dt[i] * A[n]) for i < count.
-template <typename T, int NC>
-inline void decays(const T* dts, const T* Ad, int64_t count, int64_t N_rt, T* a) {
-  const int64_t N = NC > 0 ? NC : N_rt;
-  for (int64_t i = 0; i < count; ++i) {
-    const T dt = dts[i];
-    T* ai = a + i * N;
-#pragma omp simd
-    for (int64_t n = 0; n < N; ++n) ai[n] = dt * Ad[n];
-  }
-  const int64_t total = count * N;
-#pragma omp simd
-  for (int64_t i = 0; i < total; ++i) a[i] = fast_exp(a[i]);
-}
-
-// h[t] = a[t] * h[t-1] + dt[t] u[t] B[t] for the block; states written to hs.
-template <typename T, int NC>
-inline void recurrence(const T* a, const T* dts, const T* ur, const T* Bv, int64_t count,
-                       int64_t N_rt, T* h, T* hs) {
-  const int64_t N = NC > 0 ? NC : N_rt;
-  for (int64_t i = 0; i < count; ++i) {
-    const T dtu = dts[i] * ur[i];
-    const T* ai = a + i * N;
-    const T* bi = Bv + i * N;
-    T* hi = hs + i * N;
-#pragma omp simd
-    for (int64_t n = 0; n < N; ++n) {
-      h[n] = ai[n] * h[n] + dtu * bi[n];
-      hi[n] = h[n];
-    }
-  }
-}
-
-template <typename T, int NC>
-inline T dot(const T* x, const T* y, int64_t N_rt) {
-  const int64_t N = NC > 0 ? NC : N_rt;
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t n = 0; n < N; ++n) s += x[n] * y[n];
-  return s;
-}
 
 // ---------------------------------------------------------------------------------
 // Forward. Channels go in blocks of kLanes, one SIMD lane per channel, and time in
@@ -273,8 +214,14 @@ void load_tile(const T* src, int64_t sd, int64_t st, int64_t w, int64_t cnt,
     rows_to_lanes<T>(rows, cnt, tile);
   } else if (sd == 1) {
     for (int64_t j = 0; j < cnt; ++j) {
-      std::copy(src + j * st, src + j * st + w, tile + j * kLanes);
-      std::fill(tile + j * kLanes + w, tile + (j + 1) * kLanes, T(0));
+      const T* sj = src + j * st;
+      T* tj = tile + j * kLanes;
+      if (w == kLanes) {
+#pragma omp simd
+        for (int64_t c = 0; c < kLanes; ++c) tj[c] = sj[c];
+      } else {
+        for (int64_t c = 0; c < kLanes; ++c) tj[c] = c < w ? sj[c] : T(0);
+      }
     }
   } else {
     for (int64_t j = 0; j < cnt; ++j)
@@ -291,8 +238,16 @@ void store_tile(const T* tile, int64_t sd, int64_t st, int64_t w, int64_t cnt, T
     for (int64_t c = 0; c < kLanes; ++c) rows[c] = dst + (c < w ? c * sd : 0);
     lanes_to_rows<T>(tile, cnt, w, rows);
   } else if (sd == 1) {
-    for (int64_t j = 0; j < cnt; ++j)
-      std::copy(tile + j * kLanes, tile + j * kLanes + w, dst + j * st);
+    for (int64_t j = 0; j < cnt; ++j) {
+      const T* tj = tile + j * kLanes;
+      T* dj = dst + j * st;
+      if (w == kLanes) {
+#pragma omp simd
+        for (int64_t c = 0; c < kLanes; ++c) dj[c] = tj[c];
+      } else {
+        for (int64_t c = 0; c < w; ++c) dj[c] = tj[c];
+      }
+    }
   } else {
     for (int64_t j = 0; j < cnt; ++j)
       for (int64_t c = 0; c < w; ++c) dst[c * sd + j * st] = tile[j * kLanes + c];
@@ -383,168 +338,256 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
   });
 }
 
-// Backward, row by row (channel by channel) on gathered blocks of kLanes channel rows:
-// recompute the row's states into per-thread buffers (no (B, D, L, N) tensors), run
-// the adjoint recurrence, then everything else elementwise. u, delta, z, dout and the
-// gradients du, ddelta, dz: (B, D, L) with any strides.
+// Backward with channels as SIMD lanes, like the forward. Per block of kLanes channels
+// and batch entry: a first pass over the time tiles in scan order recomputes the states
+// and keeps them only at tile starts; a second pass, tiles in reverse scan order,
+// recomputes the tile's decays and states from its checkpoint (L2-sized buffers, no
+// (B, D, L, N) tensors) and runs the adjoint recurrence g[n] = a[n] (dy C[n] + g[n])
+// backwards through it. Per-channel sums (dA, dD, d bias) stay in lanes; dB and dC
+// (sums over channels) are reduced across lanes per step.
+
+// raw += bias (kept for the softplus derivative); dt = softplus(raw) or raw; du = dt u.
+template <typename T>
+void bwd_prepare(T* __restrict raw, const T* __restrict ul, const T* __restrict bias,
+                 bool use_softplus, int64_t cnt, T* __restrict dtl, T* __restrict dul) {
+  for (int64_t j = 0; j < cnt; ++j) {
+    T* rj = raw + j * kLanes;
+    T* dtj = dtl + j * kLanes;
+    T* duj = dul + j * kLanes;
+    const T* uj = ul + j * kLanes;
+    if (use_softplus) {
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) {
+        rj[c] += bias[c];
+        dtj[c] = fast_softplus(rj[c]);
+        duj[c] = dtj[c] * uj[c];
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) {
+        rj[c] += bias[c];
+        dtj[c] = rj[c];
+        duj[c] = dtj[c] * uj[c];
+      }
+    }
+  }
+}
+
+// States over the steps k of a tile, from h0 (N, kLanes): Ht[k + 1] after step k
+// (Ht[0] = h0), At[k] the decays.
 template <typename T, int NC>
-void scan_bwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const T* Ct,
-                     const T* Dv, const T* z, const T* dbias, bool use_softplus,
-                     const T* dout, T* du, T* ddelta, T* dA, T* dBt, T* dCt, T* dD,
-                     T* dz, T* ddbias, int64_t batch, int64_t dim, int64_t len,
-                     int64_t N_rt, Strides su, Strides sdl, Strides sz, Strides sg,
-                     Strides sdu, Strides sdd, Strides sdz, bool reverse) {
+void bwd_states(const T* __restrict dtl, const T* __restrict dul, const T* __restrict A2,
+                const T* __restrict Bk, int64_t cnt, int64_t N_rt, bool reverse,
+                const T* __restrict h0, T* __restrict Ht, T* __restrict At) {
+  const int64_t N = NC > 0 ? NC : N_rt;
+  const int64_t NL = N * kLanes;
+  std::copy(h0, h0 + NL, Ht);
+  for (int64_t k = 0; k < cnt; ++k) {
+    const int64_t j = reverse ? cnt - 1 - k : k;
+    const T* dtj = dtl + j * kLanes;
+    const T* duj = dul + j * kLanes;
+    const T* hp = Ht + k * NL;
+    T* hk = Ht + (k + 1) * NL;
+    T* ak = At + k * NL;
+    for (int64_t n = 0; n < N; ++n) {
+      const T bn = Bk[k * N + n];
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) {
+        const T a = fast_exp2(dtj[c] * A2[n * kLanes + c]);
+        ak[n * kLanes + c] = a;
+        hk[n * kLanes + c] = a * hp[n * kLanes + c] + duj[c] * bn;
+      }
+    }
+  }
+}
+
+// Lane tiles (time order) of one block and tile, for bwd_adjoint.
+template <typename T>
+struct BwdTile {
+  const T *raw, *dt, *du, *u, *z, *go;  // inputs; z may be null
+  T *gu, *gdelta, *gz;                   // gradients out (gz unused without z)
+};
+
+// The adjoint through a tile (steps in reverse scan order). g (N, kLanes): carried
+// a[k+1] G[k+1]; dA, dD, dbias: lane accumulators; dBk, dCk: (cnt, N) in scan order.
+template <typename T, int NC>
+void bwd_adjoint(const BwdTile<T>& tl, const T* __restrict Ht, const T* __restrict At,
+                 const T* __restrict An, const T* __restrict skip,
+                 const T* __restrict Bk, const T* __restrict Ck, int64_t cnt,
+                 int64_t N_rt, bool reverse, bool use_softplus, T* __restrict g,
+                 T* __restrict dA, T* __restrict dD, T* __restrict dbias,
+                 T* __restrict dBk, T* __restrict dCk) {
+  const int64_t N = NC > 0 ? NC : N_rt;
+  const int64_t NL = N * kLanes;
+  for (int64_t k = cnt - 1; k >= 0; --k) {
+    const int64_t j = (reverse ? cnt - 1 - k : k) * kLanes;
+    const T* hk = Ht + (k + 1) * NL;
+    const T* hp = Ht + k * NL;
+    const T* ak = At + k * NL;
+    const T* uj = tl.u + j;
+    const T* dtj = tl.dt + j;
+    const T* duj = tl.du + j;
+    const T* goj = tl.go + j;
+    // y before the gate, then d loss / d y and dz.
+    T dy[kLanes];
+#pragma omp simd
+    for (int64_t c = 0; c < kLanes; ++c) dy[c] = skip[c] * uj[c];
+    for (int64_t n = 0; n < N; ++n) {
+      const T cn = Ck[k * N + n];
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) dy[c] += hk[n * kLanes + c] * cn;
+    }
+    if (tl.z) {
+      const T* zj = tl.z + j;
+      T* gzj = tl.gz + j;
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) {
+        const T s = T(1) / (T(1) + fast_exp(-zj[c]));
+        gzj[c] = goj[c] * dy[c] * s * (T(1) + zj[c] * (T(1) - s));
+        dy[c] = goj[c] * zj[c] * s;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) dy[c] = goj[c];
+    }
+    T ddt[kLanes] = {}, gB[kLanes] = {};
+    for (int64_t n = 0; n < N; ++n) {
+      const T cn = Ck[k * N + n], bn = Bk[k * N + n];
+      T* gn = g + n * kLanes;
+      T* dAn = dA + n * kLanes;
+      const T* Ann = An + n * kLanes;
+      const T* hkn = hk + n * kLanes;
+      const T* hpn = hp + n * kLanes;
+      const T* akn = ak + n * kLanes;
+      T sB = 0, sC = 0;
+#pragma omp simd reduction(+ : sB, sC)
+      for (int64_t c = 0; c < kLanes; ++c) {
+        const T G = dy[c] * cn + gn[c];
+        const T dlog = G * hpn[c] * akn[c];  // d loss / d (dt A)
+        sC += dy[c] * hkn[c];
+        sB += G * duj[c];
+        gB[c] += G * bn;
+        ddt[c] += dlog * Ann[c];
+        dAn[c] += dlog * dtj[c];
+        gn[c] = akn[c] * G;
+      }
+      dBk[k * N + n] += sB;
+      dCk[k * N + n] += sC;
+    }
+    const T* rj = tl.raw + j;
+    T* guj = tl.gu + j;
+    T* gdj = tl.gdelta + j;
+    if (use_softplus) {
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c)
+        gdj[c] = (ddt[c] + gB[c] * uj[c]) / (T(1) + fast_exp(-rj[c]));
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) gdj[c] = ddt[c] + gB[c] * uj[c];
+    }
+#pragma omp simd
+    for (int64_t c = 0; c < kLanes; ++c) {
+      guj[c] = dy[c] * skip[c] + gB[c] * dtj[c];
+      dD[c] += dy[c] * uj[c];
+      dbias[c] += gdj[c];
+    }
+  }
+}
+
+template <typename T, int NC>
+void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T* Ct,
+                    const T* Dv, const T* z, const T* dbias, bool use_softplus,
+                    const T* dout, T* du, T* ddelta, T* dA, T* dBt, T* dCt, T* dD,
+                    T* dz, T* ddbias, int64_t batch, int64_t dim, int64_t len,
+                    int64_t N_rt, Strides su, Strides sdl, Strides sz, Strides sg,
+                    Strides sdu, Strides sdd, Strides sdz, bool reverse) {
   const int64_t N = NC > 0 ? NC : N_rt;  // compile-time for the usual d_state
   const int64_t nblk = (dim + kLanes - 1) / kLanes;
+  const int64_t ntiles = (len + kChunk - 1) / kChunk;
+  const int64_t NL = N * kLanes;
   std::mutex merge;
-  // Parallel over channel blocks: dA, dD, ddbias of a channel belong to one thread; dB
-  // and dC (sums over channels) are accumulated per thread and merged at the end.
   at::parallel_for(0, nblk, 1, [&](int64_t begin, int64_t end) {
-    const int64_t LN = len * N, KL = kLanes * len;
-    std::vector<T> hs(LN), as(LN), G(LN), dts(len), dys(len), h(N), g(N);
-    // The block's rows (inputs and gradients), then one row's time-reversed inputs
-    // (reverse mode) and gradients.
-    std::vector<T> U(KL), DL(KL), Z(z ? KL : 0), GO(KL), DU(KL), DD(KL), DZ(z ? KL : 0);
-    std::vector<T> ubuf(len), dbuf(len), zbuf(z ? len : 0), gobuf(len);
-    std::vector<T> du_r(len), dd_r(len), dz_r(z ? len : 0);
-    std::vector<T> dB_loc(batch * LN, T(0)), dC_loc(batch * LN, T(0));
-    std::vector<T> dA_blk(kLanes * N), dD_blk(kLanes), db_blk(kLanes);
+    constexpr int64_t kTile = kChunk * kLanes;
+    std::vector<T> raw(kTile), dtl(kTile), ul(kTile), zl(kTile), gol(kTile);
+    std::vector<T> dul(kTile), gdu(kTile), gdd(kTile), gdz(kTile), zeros(kChunk, T(0));
+    std::vector<T> Hck(ntiles * NL), Ht((kChunk + 1) * NL), At(kChunk * NL), g(NL);
+    std::vector<T> A2(NL), An(NL), bias(kLanes), skip(kLanes);
+    std::vector<T> dA_acc(NL), dD_acc(kLanes), db_acc(kLanes);
+    std::vector<T> dB_loc(batch * len * N, T(0)), dC_loc(batch * len * N, T(0));
+    const BwdTile<T> tl{raw.data(), dtl.data(), dul.data(), ul.data(),
+                        z ? zl.data() : nullptr, gol.data(), gdu.data(), gdd.data(),
+                        gdz.data()};
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t d0 = blk * kLanes, w = std::min(kLanes, dim - d0);
-      std::fill(dA_blk.begin(), dA_blk.end(), T(0));
-      std::fill(dD_blk.begin(), dD_blk.end(), T(0));
-      std::fill(db_blk.begin(), db_blk.end(), T(0));
-      for (int64_t b = 0; b < batch; ++b) {
-        gather_rows(u + b * su.b + d0 * su.d, su.d, su.t, w, len, U.data());
-        gather_rows(delta + b * sdl.b + d0 * sdl.d, sdl.d, sdl.t, w, len, DL.data());
-        gather_rows(dout + b * sg.b + d0 * sg.d, sg.d, sg.t, w, len, GO.data());
-        if (z) gather_rows(z + b * sz.b + d0 * sz.d, sz.d, sz.t, w, len, Z.data());
-        for (int64_t c = 0; c < w; ++c) {
-          const int64_t d = d0 + c;
-          const T* Ad = A + d * N;
-          const T bias = dbias ? dbias[d] : T(0);
-          const T skip = Dv ? Dv[d] : T(0);
-          T* dA_acc = dA_blk.data() + c * N;
-          T dD_acc = 0, dbias_acc = 0;
-          const T* ur = U.data() + c * len;
-          const T* dr = DL.data() + c * len;
-          const T* zr = z ? Z.data() + c * len : nullptr;
-          const T* go = GO.data() + c * len;
-          if (reverse) {
-            std::reverse_copy(ur, ur + len, ubuf.begin());
-            std::reverse_copy(dr, dr + len, dbuf.begin());
-            std::reverse_copy(go, go + len, gobuf.begin());
-            ur = ubuf.data();
-            dr = dbuf.data();
-            go = gobuf.data();
-            if (zr) {
-              std::reverse_copy(zr, zr + len, zbuf.begin());
-              zr = zbuf.data();
-            }
-          }
-          const T* Bb = Bt + b * LN;
-          const T* Cb = Ct + b * LN;
-          // Recompute the row: dt, decays, states.
-          row_dt(dr, bias, use_softplus, len, dts.data());
-          decays<T, NC>(dts.data(), Ad, len, N, as.data());
-          std::fill(h.begin(), h.end(), T(0));
-          recurrence<T, NC>(as.data(), dts.data(), ur, Bb, len, N, h.data(), hs.data());
-          // Gradient reaching y (through the gate) and dz.
-          if (zr) {
-            T* dzr = dz_r.data();
-            for (int64_t t = 0; t < len; ++t) {
-              const T y = dot<T, NC>(hs.data() + t * N, Cb + t * N, N) + skip * ur[t];
-              const T s = T(1) / (T(1) + std::exp(-zr[t]));
-              dzr[t] = go[t] * y * s * (T(1) + zr[t] * (T(1) - s));
-              dys[t] = go[t] * zr[t] * s;
-            }
-          } else {
-            std::copy(go, go + len, dys.begin());
-          }
-          // Sequential adjoint: G[t] = dy[t] C[t] + a[t+1] G[t+1].
-          std::fill(g.begin(), g.end(), T(0));
-          for (int64_t t = len - 1; t >= 0; --t) {
-            const T dy = dys[t];
-            const T* Cv = Cb + t * N;
-            const T* at = as.data() + t * N;
-            T* Gt = G.data() + t * N;
-#pragma omp simd
-            for (int64_t n = 0; n < N; ++n) {
-              Gt[n] = dy * Cv[n] + g[n];
-              g[n] = at[n] * Gt[n];
-            }
-          }
-          // Everything else is elementwise over (t, n) plus per-t reductions.
-          T* dB_b = dB_loc.data() + b * LN;
-          T* dC_b = dC_loc.data() + b * LN;
-          for (int64_t t = 0; t < len; ++t) {
-            const T dy = dys[t];
-            const T dt = dts[t];
-            const T dtu = dt * ur[t];
-            const T* ht = hs.data() + t * N;
-            const T* at = as.data() + t * N;
-            const T* Gt = G.data() + t * N;
-            const T* Bv = Bb + t * N;
-            T* dBv = dB_b + t * N;
-            T* dCv = dC_b + t * N;
-            T ddt = 0, gB = 0;
-            if (t > 0) {
-              const T* hp = hs.data() + (t - 1) * N;
-#pragma omp simd reduction(+ : ddt, gB)
-              for (int64_t n = 0; n < N; ++n) {
-                dCv[n] += dy * ht[n];
-                dBv[n] += Gt[n] * dtu;
-                gB += Gt[n] * Bv[n];
-                const T dlog = Gt[n] * hp[n] * at[n];  // d loss / d (dt * A)
-                ddt += dlog * Ad[n];
-                dA_acc[n] += dlog * dt;
-              }
-            } else {
-#pragma omp simd reduction(+ : gB)
-              for (int64_t n = 0; n < N; ++n) {
-                dCv[n] += dy * ht[n];
-                dBv[n] += Gt[n] * dtu;
-                gB += Gt[n] * Bv[n];
-              }
-            }
-            ddt += gB * ur[t];
-            du_r[t] = dy * skip + gB * dt;
-            dD_acc += dy * ur[t];
-            dd_r[t] = ddt;
-          }
-          if (use_softplus) {
-#pragma omp simd
-            for (int64_t t = 0; t < len; ++t)
-              dd_r[t] *= T(1) / (T(1) + std::exp(-(dr[t] + bias)));
-          }
-          for (int64_t t = 0; t < len; ++t) dbias_acc += dd_r[t];
-          T* du_o = DU.data() + c * len;
-          T* dd_o = DD.data() + c * len;
-          T* dz_o = z ? DZ.data() + c * len : nullptr;
-          if (reverse) {
-            std::reverse_copy(du_r.begin(), du_r.end(), du_o);
-            std::reverse_copy(dd_r.begin(), dd_r.end(), dd_o);
-            if (dz_o) std::reverse_copy(dz_r.begin(), dz_r.end(), dz_o);
-          } else {
-            std::copy(du_r.begin(), du_r.end(), du_o);
-            std::copy(dd_r.begin(), dd_r.end(), dd_o);
-            if (dz_o) std::copy(dz_r.begin(), dz_r.end(), dz_o);
-          }
-          dD_blk[c] += dD_acc;
-          db_blk[c] += dbias_acc;
+      for (int64_t c = 0; c < kLanes; ++c) {  // unused lanes: zero inputs, A = 0
+        const int64_t d = d0 + c;
+        for (int64_t n = 0; n < N; ++n) {
+          An[n * kLanes + c] = c < w ? A[d * N + n] : T(0);
+          A2[n * kLanes + c] = An[n * kLanes + c] * T(1.4426950408889634);
         }
-        scatter_rows(DU.data(), w, len, du + b * sdu.b + d0 * sdu.d, sdu.d, sdu.t);
-        scatter_rows(DD.data(), w, len, ddelta + b * sdd.b + d0 * sdd.d, sdd.d, sdd.t);
-        if (z) scatter_rows(DZ.data(), w, len, dz + b * sdz.b + d0 * sdz.d, sdz.d, sdz.t);
+        bias[c] = c < w && dbias ? dbias[d] : T(0);
+        skip[c] = c < w && Dv ? Dv[d] : T(0);
+      }
+      std::fill(dA_acc.begin(), dA_acc.end(), T(0));
+      std::fill(dD_acc.begin(), dD_acc.end(), T(0));
+      std::fill(db_acc.begin(), db_acc.end(), T(0));
+      for (int64_t b = 0; b < batch; ++b) {
+        const T* Bb = Bt + b * len * N;
+        const T* Cb = Ct + b * len * N;
+        auto tile_inputs = [&](int64_t cnt, int64_t t0) {
+          load_tile<T>(delta + b * sdl.b + d0 * sdl.d + t0 * sdl.t, sdl.d, sdl.t, w, cnt,
+                       zeros.data(), raw.data());
+          load_tile<T>(u + b * su.b + d0 * su.d + t0 * su.t, su.d, su.t, w, cnt,
+                       zeros.data(), ul.data());
+          bwd_prepare<T>(raw.data(), ul.data(), bias.data(), use_softplus, cnt, dtl.data(),
+                         dul.data());
+        };
+        // Pass 1: states at tile starts (g is the running state here).
+        std::fill(g.begin(), g.end(), T(0));
+        for (int64_t tile = 0; tile < ntiles; ++tile) {
+          const int64_t i0 = tile * kChunk, cnt = std::min(kChunk, len - i0);
+          std::copy(g.begin(), g.end(), Hck.begin() + tile * NL);
+          if (tile + 1 == ntiles) break;
+          tile_inputs(cnt, reverse ? len - i0 - cnt : i0);
+          bwd_states<T, NC>(dtl.data(), dul.data(), A2.data(), Bb + i0 * N, cnt, N,
+                            reverse, g.data(), Ht.data(), At.data());
+          std::copy(Ht.begin() + cnt * NL, Ht.begin() + (cnt + 1) * NL, g.begin());
+        }
+        // Pass 2: the adjoint, tiles in reverse scan order.
+        std::fill(g.begin(), g.end(), T(0));
+        for (int64_t tile = ntiles - 1; tile >= 0; --tile) {
+          const int64_t i0 = tile * kChunk, cnt = std::min(kChunk, len - i0);
+          const int64_t t0 = reverse ? len - i0 - cnt : i0;
+          tile_inputs(cnt, t0);
+          bwd_states<T, NC>(dtl.data(), dul.data(), A2.data(), Bb + i0 * N, cnt, N,
+                            reverse, Hck.data() + tile * NL, Ht.data(), At.data());
+          load_tile<T>(dout + b * sg.b + d0 * sg.d + t0 * sg.t, sg.d, sg.t, w, cnt,
+                       zeros.data(), gol.data());
+          if (z)
+            load_tile<T>(z + b * sz.b + d0 * sz.d + t0 * sz.t, sz.d, sz.t, w, cnt,
+                         zeros.data(), zl.data());
+          bwd_adjoint<T, NC>(tl, Ht.data(), At.data(), An.data(), skip.data(), Bb + i0 * N,
+                             Cb + i0 * N, cnt, N, reverse, use_softplus, g.data(),
+                             dA_acc.data(), dD_acc.data(), db_acc.data(),
+                             dB_loc.data() + (b * len + i0) * N,
+                             dC_loc.data() + (b * len + i0) * N);
+          store_tile<T>(gdu.data(), sdu.d, sdu.t, w, cnt,
+                        du + b * sdu.b + d0 * sdu.d + t0 * sdu.t);
+          store_tile<T>(gdd.data(), sdd.d, sdd.t, w, cnt,
+                        ddelta + b * sdd.b + d0 * sdd.d + t0 * sdd.t);
+          if (z)
+            store_tile<T>(gdz.data(), sdz.d, sdz.t, w, cnt,
+                          dz + b * sdz.b + d0 * sdz.d + t0 * sdz.t);
+        }
       }
       for (int64_t c = 0; c < w; ++c) {
-        for (int64_t n = 0; n < N; ++n) dA[(d0 + c) * N + n] = dA_blk[c * N + n];
-        if (dD) dD[d0 + c] = dD_blk[c];
-        if (ddbias) ddbias[d0 + c] = db_blk[c];
+        for (int64_t n = 0; n < N; ++n) dA[(d0 + c) * N + n] = dA_acc[n * kLanes + c];
+        if (dD) dD[d0 + c] = dD_acc[c];
+        if (ddbias) ddbias[d0 + c] = db_acc[c];
       }
     }
     std::lock_guard<std::mutex> lock(merge);
-    for (int64_t i = 0; i < batch * LN; ++i) {
+    for (int64_t i = 0; i < batch * len * N; ++i) {
       dBt[i] += dB_loc[i];
       dCt[i] += dC_loc[i];
     }
@@ -626,7 +669,7 @@ std::vector<torch::Tensor> selective_scan_bwd(
   auto dz = z.has_value() ? like_u() : torch::Tensor();
   auto ddbias = dbias.has_value() ? torch::zeros_like(*dbias) : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_bwd", [&] {
-    auto fn = N == 16 ? scan_bwd_kernel<scalar_t, 16> : scan_bwd_kernel<scalar_t, 0>;
+    auto fn = N == 16 ? scan_bwd_lanes<scalar_t, 16> : scan_bwd_lanes<scalar_t, 0>;
     fn(u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
        Bt.data_ptr<scalar_t>(), Ct.data_ptr<scalar_t>(), opt_ptr<scalar_t>(Dv),
        opt_ptr<scalar_t>(z), opt_ptr<scalar_t>(dbias), use_softplus,
