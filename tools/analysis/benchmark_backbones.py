@@ -161,6 +161,8 @@ def main():
     p.add_argument('--sizes', type=int, nargs='+', default=[512, 1024, 2048])
     p.add_argument('--reps', type=int, default=3)
     p.add_argument('--slws-reps', type=int, default=7)
+    p.add_argument('--slws-size', type=int, default=512,
+                   help='image size of the SLWS overhead measurement')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--skip-memory', action='store_true')
     p.add_argument('--max-vit-tokens', type=int, default=4096,
@@ -220,14 +222,15 @@ def main():
     if 'sm_eval_s@512' in results and 'sm_eval_s@1024' in results:
         results['shufflemamba_fwd_1024_over_512'] = (results['sm_eval_s@1024'] /
                                                      results['sm_eval_s@512'])
-    # SLWS overhead: the same weights with and without shuffling, training step at 512.
+    # SLWS overhead: the same weights with and without shuffling, training step.
     shuf = build('shufflemamba-b', shuffle_rate=0.5, device=dev)
     shuf.load_state_dict(sm.state_dict())
-    x = torch.randn(1, 3, 512, 512, device=dev)
+    x = torch.randn(1, 3, args.slws_size, args.slws_size, device=dev)
     t = interleaved({'p0.0': lambda: train_step(sm, x), 'p0.5': lambda: train_step(shuf, x)},
                     args.slws_reps, dev)
     results['slws_overhead_pct'] = (t['p0.5'] / t['p0.0'] - 1) * 100
-    print(f"[SLWS] train step 512: P=0.0 {t['p0.0']:.3f}s, P=0.5 {t['p0.5']:.3f}s")
+    print(f"[SLWS] train step {args.slws_size}: P=0.0 {t['p0.0']:.3f}s, "
+          f"P=0.5 {t['p0.5']:.3f}s")
     # Selective scan kernels (1 direction, d_inner 1536, 1024 tokens, d_state 16).
     a = scan_case(dev)
     cases = {'torch': lambda: selective_scan_torch(*a, True)}
