@@ -160,8 +160,10 @@ void check_rows(const torch::Tensor& t, const char* name) {
 torch::Tensor causal_conv1d_fwd(torch::Tensor x, torch::Tensor w,
                                 c10::optional<torch::Tensor> bias, bool silu,
                                 bool reverse) {
-  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a (batch, dim, seqlen) CPU tensor");
-  TORCH_CHECK(w.is_contiguous() && w.dim() == 2, "weight must be a contiguous (dim, width)");
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3,
+              "x must be a (batch, dim, seqlen) CPU tensor");
+  TORCH_CHECK(w.is_contiguous() && w.dim() == 2,
+              "weight must be a contiguous (dim, width)");
   const int64_t batch = x.size(0), dim = x.size(1), len = x.size(2), K = w.size(1);
   TORCH_CHECK(w.size(0) == dim, "weight must have one row per channel");
   if (x.stride(1) == 1 && len > 1 && dim > 1) {  // token-major in, token-major out
@@ -190,7 +192,8 @@ torch::Tensor causal_conv1d_fwd(torch::Tensor x, torch::Tensor w,
 std::vector<torch::Tensor> causal_conv1d_bwd(torch::Tensor x, torch::Tensor w,
                                              c10::optional<torch::Tensor> bias, bool silu,
                                              bool reverse, torch::Tensor dout) {
-  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a (batch, dim, seqlen) CPU tensor");
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3,
+              "x must be a (batch, dim, seqlen) CPU tensor");
   TORCH_CHECK(dout.sizes() == x.sizes(), "dout must have the shape of x");
   const int64_t batch = x.size(0), dim = x.size(1), len = x.size(2), K = w.size(1);
   const bool token_major = x.stride(1) == 1 && len > 1;

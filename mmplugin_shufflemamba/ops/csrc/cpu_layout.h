@@ -53,73 +53,55 @@ inline void transpose16x16(__m512 r[16]) {
 
 #endif
 
-// Rows of a block of w <= 16 channels: rows[c * len + t] = src[c * sd + t * st]
-// (gather) and its inverse (scatter). Contiguous rows: copies; contiguous channels
-// (token-major): 16 x 16 register transposes with AVX-512; otherwise element-wise.
+// d[k * ld_d + r] = s[r * ld_s + k] for r < rows, k < cols (rows, cols <= 16): a block
+// of a matrix transposed. float with AVX-512: masked loads, a register transpose, masked
+// stores; otherwise element by element.
 template <typename T>
-void gather_rows_scalar(const T* src, int64_t sd, int64_t st, int64_t w, int64_t len,
-                        T* rows) {
-  for (int64_t t = 0; t < len; ++t)
-    for (int64_t c = 0; c < w; ++c) rows[c * len + t] = src[c * sd + t * st];
-}
-template <typename T>
-void scatter_rows_scalar(const T* rows, int64_t w, int64_t len, T* dst, int64_t sd,
-                         int64_t st) {
-  for (int64_t t = 0; t < len; ++t)
-    for (int64_t c = 0; c < w; ++c) dst[c * sd + t * st] = rows[c * len + t];
+inline void transpose_tile(const T* s, int64_t ld_s, int64_t rows, int64_t cols, T* d,
+                           int64_t ld_d) {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __mmask16 col_mask = static_cast<__mmask16>((1u << cols) - 1u);
+    const __mmask16 row_mask = static_cast<__mmask16>((1u << rows) - 1u);
+    __m512 r[16];
+    for (int64_t i = 0; i < 16; ++i)
+      r[i] = i < rows ? _mm512_maskz_loadu_ps(col_mask, s + i * ld_s) : _mm512_setzero_ps();
+    transpose16x16(r);
+    for (int64_t k = 0; k < cols; ++k) _mm512_mask_storeu_ps(d + k * ld_d, row_mask, r[k]);
+    return;
+  }
+#endif
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < cols; ++k) d[k * ld_d + r] = s[r * ld_s + k];
 }
 
+// Rows of a block of w <= 16 channels of a (D, L) slab with strides (sd, st):
+// rows[c * len + t] = src[c * sd + t * st] (gather) and the inverse (scatter).
 template <typename T>
 void gather_rows(const T* src, int64_t sd, int64_t st, int64_t w, int64_t len, T* rows) {
   if (st == 1) {
-    for (int64_t c = 0; c < w; ++c) std::copy(src + c * sd, src + c * sd + len, rows + c * len);
+    for (int64_t c = 0; c < w; ++c)
+      std::copy(src + c * sd, src + c * sd + len, rows + c * len);
+  } else if (sd == 1) {  // token-major: (time, channel) blocks transposed
+    for (int64_t t0 = 0; t0 < len; t0 += 16)
+      transpose_tile(src + t0 * st, st, std::min<int64_t>(16, len - t0), w, rows + t0, len);
   } else {
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-    if constexpr (std::is_same_v<T, float>) {
-      if (sd == 1) {
-        const __mmask16 lanes = static_cast<__mmask16>((1u << w) - 1u);
-        for (int64_t t0 = 0; t0 < len; t0 += 16) {
-          const int64_t m = std::min<int64_t>(16, len - t0);
-          const __mmask16 steps = static_cast<__mmask16>((1u << m) - 1u);
-          __m512 r[16];
-          for (int64_t j = 0; j < 16; ++j)
-            r[j] = j < m ? _mm512_maskz_loadu_ps(lanes, src + (t0 + j) * st)
-                         : _mm512_setzero_ps();
-          transpose16x16(r);
-          for (int64_t c = 0; c < w; ++c) _mm512_mask_storeu_ps(rows + c * len + t0, steps, r[c]);
-        }
-        return;
-      }
-    }
-#endif
-    gather_rows_scalar(src, sd, st, w, len, rows);
+    for (int64_t t = 0; t < len; ++t)
+      for (int64_t c = 0; c < w; ++c) rows[c * len + t] = src[c * sd + t * st];
   }
 }
 
 template <typename T>
 void scatter_rows(const T* rows, int64_t w, int64_t len, T* dst, int64_t sd, int64_t st) {
   if (st == 1) {
-    for (int64_t c = 0; c < w; ++c) std::copy(rows + c * len, rows + (c + 1) * len, dst + c * sd);
+    for (int64_t c = 0; c < w; ++c)
+      std::copy(rows + c * len, rows + (c + 1) * len, dst + c * sd);
+  } else if (sd == 1) {
+    for (int64_t t0 = 0; t0 < len; t0 += 16)
+      transpose_tile(rows + t0, len, w, std::min<int64_t>(16, len - t0), dst + t0 * st, st);
   } else {
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-    if constexpr (std::is_same_v<T, float>) {
-      if (sd == 1) {
-        const __mmask16 lanes = static_cast<__mmask16>((1u << w) - 1u);
-        for (int64_t t0 = 0; t0 < len; t0 += 16) {
-          const int64_t m = std::min<int64_t>(16, len - t0);
-          const __mmask16 steps = static_cast<__mmask16>((1u << m) - 1u);
-          __m512 r[16];
-          for (int64_t c = 0; c < 16; ++c)
-            r[c] = c < w ? _mm512_maskz_loadu_ps(steps, rows + c * len + t0)
-                         : _mm512_setzero_ps();
-          transpose16x16(r);
-          for (int64_t j = 0; j < m; ++j) _mm512_mask_storeu_ps(dst + (t0 + j) * st, lanes, r[j]);
-        }
-        return;
-      }
-    }
-#endif
-    scatter_rows_scalar(rows, w, len, dst, sd, st);
+    for (int64_t t = 0; t < len; ++t)
+      for (int64_t c = 0; c < w; ++c) dst[c * sd + t * st] = rows[c * len + t];
   }
 }
 

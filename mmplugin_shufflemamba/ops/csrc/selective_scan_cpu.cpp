@@ -36,9 +36,7 @@ using shufflemamba::fast_exp;
 using shufflemamba::fast_silu;
 using shufflemamba::Strides;
 using shufflemamba::strides_of;
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-using shufflemamba::transpose16x16;
-#endif
+using shufflemamba::transpose_tile;
 
 // ---------------------------------------------------------------------------------
 // Forward. Channels go in blocks of kLanes, one SIMD lane per channel, and time in
@@ -90,19 +88,6 @@ inline float fast_softplus(float x) {
 inline double fast_softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
 
 
-// tile[j * kLanes + c] = rows[c][j] for j < cnt, c < kLanes (rows of unused lanes point
-// to zeros) and the inverse for c < w.
-template <typename T>
-void rows_to_lanes(const T* const* rows, int64_t cnt, T* tile) {
-  for (int64_t c = 0; c < kLanes; ++c)
-    for (int64_t j = 0; j < cnt; ++j) tile[j * kLanes + c] = rows[c][j];
-}
-template <typename T>
-void lanes_to_rows(const T* tile, int64_t cnt, int64_t w, T* const* rows) {
-  for (int64_t c = 0; c < w; ++c)
-    for (int64_t j = 0; j < cnt; ++j) rows[c][j] = tile[j * kLanes + c];
-}
-
 // The recurrence over `cnt` steps:  h[n] = exp(dt A[:, n]) h[n] + (dt u) B[k, n],
 // y = sum_n C[k, n] h[n], across lanes. dtl, dul, yl: lane tiles in time order (read
 // from the last row first when reverse); A2: (N, kLanes), A in base 2 (exp(dt A) =
@@ -132,33 +117,7 @@ void lane_scan(const T* dtl, const T* dul, const T* A2, const T* Bk, const T* Ck
 }
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
-// float with AVX-512: 16x16 register transposes for the tiles, and the recurrence for
-// N = 16 with the states in registers.
-
-template <>
-void rows_to_lanes<float>(const float* const* rows, int64_t cnt, float* tile) {
-  for (int64_t j0 = 0; j0 < cnt; j0 += 16) {
-    const int64_t m = std::min<int64_t>(16, cnt - j0);
-    const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1u);
-    __m512 r[16];
-    for (int c = 0; c < 16; ++c) r[c] = _mm512_maskz_loadu_ps(mask, rows[c] + j0);
-    transpose16x16(r);
-    for (int64_t j = 0; j < m; ++j) _mm512_storeu_ps(tile + (j0 + j) * kLanes, r[j]);
-  }
-}
-
-template <>
-void lanes_to_rows<float>(const float* tile, int64_t cnt, int64_t w, float* const* rows) {
-  for (int64_t j0 = 0; j0 < cnt; j0 += 16) {
-    const int64_t m = std::min<int64_t>(16, cnt - j0);
-    const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1u);
-    __m512 r[16];
-    for (int64_t j = 0; j < 16; ++j)
-      r[j] = j < m ? _mm512_loadu_ps(tile + (j0 + j) * kLanes) : _mm512_setzero_ps();
-    transpose16x16(r);
-    for (int64_t c = 0; c < w; ++c) _mm512_mask_storeu_ps(rows[c] + j0, mask, r[c]);
-  }
-}
+// float with AVX-512 and N = 16: the recurrence with the states in registers.
 
 // 2^x = 2^n 2^r, n = round(x), r = x - n in [-1/2, 1/2] (vreduceps); 2^r = 1 + r q(r)
 // with q of degree 5 (minimax, relative error 1.9e-8, exact at r = 0: decays close to
@@ -201,56 +160,69 @@ void lane_scan<float, 16>(const float* dtl, const float* dul, const float* A2,
 }
 #endif
 
-// Lane tile from the (w <= kLanes channels, cnt steps) slab at src:
-// tile[j * kLanes + c] = src[c * sd + j * st], zeros for c >= w. Rows contiguous
-// (channel-major tensors): register transposes; channels contiguous (token-major
-// tensors): one copy per step; anything else element by element.
+// Lane tiles <-> (w <= kLanes channels, cnt steps) slabs with strides (sd, st), for
+// channel-major or strided tensors: tile[j * kLanes + c] = src[c * sd + j * st], zeros
+// for c >= w; block transposes when rows are contiguous. Out of line, so that the
+// token-major path below stays a short loop.
 template <typename T>
-void load_tile(const T* src, int64_t sd, int64_t st, int64_t w, int64_t cnt,
-               const T* zeros, T* tile) {
+[[gnu::noinline]] void load_tile_strided(const T* src, int64_t sd, int64_t st, int64_t w,
+                                         int64_t cnt, T* tile) {
+  if (w < kLanes) std::fill(tile, tile + cnt * kLanes, T(0));
   if (st == 1) {
-    const T* rows[kLanes];
-    for (int64_t c = 0; c < kLanes; ++c) rows[c] = c < w ? src + c * sd : zeros;
-    rows_to_lanes<T>(rows, cnt, tile);
-  } else if (sd == 1) {
-    for (int64_t j = 0; j < cnt; ++j) {
-      const T* sj = src + j * st;
-      T* tj = tile + j * kLanes;
-      if (w == kLanes) {
-#pragma omp simd
-        for (int64_t c = 0; c < kLanes; ++c) tj[c] = sj[c];
-      } else {
-        for (int64_t c = 0; c < kLanes; ++c) tj[c] = c < w ? sj[c] : T(0);
-      }
-    }
+    for (int64_t j0 = 0; j0 < cnt; j0 += 16)
+      transpose_tile(src + j0, sd, w, std::min<int64_t>(16, cnt - j0), tile + j0 * kLanes,
+                     kLanes);
   } else {
     for (int64_t j = 0; j < cnt; ++j)
-      for (int64_t c = 0; c < kLanes; ++c)
-        tile[j * kLanes + c] = c < w ? src[c * sd + j * st] : T(0);
+      for (int64_t c = 0; c < w; ++c) tile[j * kLanes + c] = src[c * sd + j * st];
+  }
+}
+
+template <typename T>
+[[gnu::noinline]] void store_tile_strided(const T* tile, int64_t sd, int64_t st, int64_t w,
+                                          int64_t cnt, T* dst) {
+  if (st == 1) {
+    for (int64_t j0 = 0; j0 < cnt; j0 += 16)
+      transpose_tile(tile + j0 * kLanes, kLanes, std::min<int64_t>(16, cnt - j0), w,
+                     dst + j0, sd);
+  } else {
+    for (int64_t j = 0; j < cnt; ++j)
+      for (int64_t c = 0; c < w; ++c) dst[c * sd + j * st] = tile[j * kLanes + c];
+  }
+}
+
+// Lane tile of any (B, D, L) slab; token-major tensors (channels contiguous): one copy
+// per step.
+template <typename T>
+inline void load_tile(const T* src, int64_t sd, int64_t st, int64_t w, int64_t cnt,
+                      T* tile) {
+  if (sd != 1) return load_tile_strided(src, sd, st, w, cnt, tile);
+  for (int64_t j = 0; j < cnt; ++j) {
+    const T* sj = src + j * st;
+    T* tj = tile + j * kLanes;
+    if (w == kLanes) {
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) tj[c] = sj[c];
+    } else {
+      for (int64_t c = 0; c < kLanes; ++c) tj[c] = c < w ? sj[c] : T(0);
+    }
   }
 }
 
 // The inverse for the first w lanes: dst[c * sd + j * st] = tile[j * kLanes + c].
 template <typename T>
-void store_tile(const T* tile, int64_t sd, int64_t st, int64_t w, int64_t cnt, T* dst) {
-  if (st == 1) {
-    T* rows[kLanes];
-    for (int64_t c = 0; c < kLanes; ++c) rows[c] = dst + (c < w ? c * sd : 0);
-    lanes_to_rows<T>(tile, cnt, w, rows);
-  } else if (sd == 1) {
-    for (int64_t j = 0; j < cnt; ++j) {
-      const T* tj = tile + j * kLanes;
-      T* dj = dst + j * st;
-      if (w == kLanes) {
+inline void store_tile(const T* tile, int64_t sd, int64_t st, int64_t w, int64_t cnt,
+                       T* dst) {
+  if (sd != 1) return store_tile_strided(tile, sd, st, w, cnt, dst);
+  for (int64_t j = 0; j < cnt; ++j) {
+    const T* tj = tile + j * kLanes;
+    T* dj = dst + j * st;
+    if (w == kLanes) {
 #pragma omp simd
-        for (int64_t c = 0; c < kLanes; ++c) dj[c] = tj[c];
-      } else {
-        for (int64_t c = 0; c < w; ++c) dj[c] = tj[c];
-      }
+      for (int64_t c = 0; c < kLanes; ++c) dj[c] = tj[c];
+    } else {
+      for (int64_t c = 0; c < w; ++c) dj[c] = tj[c];
     }
-  } else {
-    for (int64_t j = 0; j < cnt; ++j)
-      for (int64_t c = 0; c < w; ++c) dst[c * sd + j * st] = tile[j * kLanes + c];
   }
 }
 
@@ -270,7 +242,7 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
   at::parallel_for(0, batch * nblk, 1, [&](int64_t begin, int64_t end) {
     constexpr int64_t kTile = kChunk * kLanes;
     const int64_t njobs = end - begin;
-    std::vector<T> dtl(kTile), ul(kTile), zl(kTile), yl(kTile), zeros(kChunk, T(0));
+    std::vector<T> dtl(kTile), ul(kTile), zl(kTile), yl(kTile);
     std::vector<T> A2(njobs * N * kLanes), h(njobs * N * kLanes, T(0));
     std::vector<T> bias(njobs * kLanes), skip(njobs * kLanes);
     for (int64_t job = begin; job < end; ++job) {
@@ -279,7 +251,8 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
       for (int64_t c = 0; c < kLanes; ++c) {
         const int64_t d = d0 + c;
         for (int64_t n = 0; n < N; ++n)
-          A2[(q * N + n) * kLanes + c] = c < w ? A[d * N + n] * T(1.4426950408889634) : T(0);
+          A2[(q * N + n) * kLanes + c] =
+              c < w ? A[d * N + n] * T(1.4426950408889634) : T(0);
         bias[q * kLanes + c] = c < w && dbias ? dbias[d] : T(0);
         skip[q * kLanes + c] = c < w && Dv ? Dv[d] : T(0);
       }
@@ -293,9 +266,8 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
         const T* bq = bias.data() + q * kLanes;
         const T* sq = skip.data() + q * kLanes;
         load_tile<T>(delta + b * sdl.b + d0 * sdl.d + t0 * sdl.t, sdl.d, sdl.t, w, cnt,
-                     zeros.data(), dtl.data());
-        load_tile<T>(u + b * su.b + d0 * su.d + t0 * su.t, su.d, su.t, w, cnt,
-                     zeros.data(), ul.data());
+                     dtl.data());
+        load_tile<T>(u + b * su.b + d0 * su.d + t0 * su.t, su.d, su.t, w, cnt, ul.data());
         // dt = softplus(delta + bias) into dtl, dt * u into yl (free until the scan).
         for (int64_t j = 0; j < cnt; ++j) {
           T* dtj = dtl.data() + j * kLanes;
@@ -317,7 +289,7 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
         // y + D u, gated by silu(z).
         if (z)
           load_tile<T>(z + b * sz.b + d0 * sz.d + t0 * sz.t, sz.d, sz.t, w, cnt,
-                       zeros.data(), zl.data());
+                       zl.data());
         for (int64_t j = 0; j < cnt; ++j) {
           T* yj = yl.data() + j * kLanes;
           const T* uj = ul.data() + j * kLanes;
@@ -509,7 +481,7 @@ void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T
   at::parallel_for(0, nblk, 1, [&](int64_t begin, int64_t end) {
     constexpr int64_t kTile = kChunk * kLanes;
     std::vector<T> raw(kTile), dtl(kTile), ul(kTile), zl(kTile), gol(kTile);
-    std::vector<T> dul(kTile), gdu(kTile), gdd(kTile), gdz(kTile), zeros(kChunk, T(0));
+    std::vector<T> dul(kTile), gdu(kTile), gdd(kTile), gdz(kTile);
     std::vector<T> Hck(ntiles * NL), Ht((kChunk + 1) * NL), At(kChunk * NL), g(NL);
     std::vector<T> A2(NL), An(NL), bias(kLanes), skip(kLanes);
     std::vector<T> dA_acc(NL), dD_acc(kLanes), db_acc(kLanes);
@@ -536,9 +508,9 @@ void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T
         const T* Cb = Ct + b * len * N;
         auto tile_inputs = [&](int64_t cnt, int64_t t0) {
           load_tile<T>(delta + b * sdl.b + d0 * sdl.d + t0 * sdl.t, sdl.d, sdl.t, w, cnt,
-                       zeros.data(), raw.data());
+                       raw.data());
           load_tile<T>(u + b * su.b + d0 * su.d + t0 * su.t, su.d, su.t, w, cnt,
-                       zeros.data(), ul.data());
+                       ul.data());
           bwd_prepare<T>(raw.data(), ul.data(), bias.data(), use_softplus, cnt, dtl.data(),
                          dul.data());
         };
@@ -562,10 +534,10 @@ void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T
           bwd_states<T, NC>(dtl.data(), dul.data(), A2.data(), Bb + i0 * N, cnt, N,
                             reverse, Hck.data() + tile * NL, Ht.data(), At.data());
           load_tile<T>(dout + b * sg.b + d0 * sg.d + t0 * sg.t, sg.d, sg.t, w, cnt,
-                       zeros.data(), gol.data());
+                       gol.data());
           if (z)
             load_tile<T>(z + b * sz.b + d0 * sz.d + t0 * sz.t, sz.d, sz.t, w, cnt,
-                         zeros.data(), zl.data());
+                         zl.data());
           bwd_adjoint<T, NC>(tl, Ht.data(), At.data(), An.data(), skip.data(), Bb + i0 * N,
                              Cb + i0 * N, cnt, N, reverse, use_softplus, g.data(),
                              dA_acc.data(), dD_acc.data(), db_acc.data(),
