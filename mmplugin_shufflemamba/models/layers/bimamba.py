@@ -127,10 +127,11 @@ class BiMambaMixer(nn.Module):
         z = F.linear(hidden, w_z).transpose(1, 2)
         y_fwd = self._ssm(x, z, '')
         y_bwd = self._ssm(x, z, '_b', reverse=True)
-        # out_proj((y_fwd + y_bwd) / 2), with the exact power-of-two 1/2 folded into the
-        # (smaller) weight instead of another pass over (B, d_inner, L).
+        # out_proj((y_fwd + y_bwd) / 2): the exact power-of-two 1/2 is applied to the
+        # (narrower) output in place, not to y, and no scaled weight copy is kept for
+        # the backward.
         y = (y_fwd + y_bwd).to(hidden.dtype).transpose(1, 2)
-        return F.linear(y, self.out_proj.weight * 0.5)
+        return self.out_proj(y).mul_(0.5)
 
 
 class MambaBlock(nn.Module):
