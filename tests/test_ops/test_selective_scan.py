@@ -241,3 +241,27 @@ def test_cpu_kernel_layouts_and_partial_blocks(layout, reverse, dtype, tol):
         scale = ref_in[k].grad.abs().max().clamp_min(1.0)
         torch.testing.assert_close(lay_in[k].grad / scale, ref_in[k].grad / scale,
                                    atol=tol, rtol=tol, msg=lambda m: f'grad of {k}: {m}')
+
+
+@needs_ext
+@pytest.mark.parametrize('shape', [(1, 1, 1, 1), (2, 1, 5, 16), (1, 17, 1, 16),
+                                   (1, 33, 129, 17), (2, 5, 64, 2)])
+@pytest.mark.parametrize('layout', ['token', 'strided'])
+@pytest.mark.parametrize('reverse', [False, True])
+def test_cpu_kernel_edge_shapes(shape, layout, reverse):
+    """One channel, one step, state sizes other than 16, a tile boundary exactly."""
+    batch, dim, seqlen, dstate = shape
+    inp = make_inputs(batch=batch, dim=dim, seqlen=seqlen, dstate=dstate,
+                      dtype=torch.float64, seed=dim + seqlen)
+    ref_in = {k: v.clone().requires_grad_() for k, v in inp.items()}
+    lay_in = {k: (as_layout(v, layout) if k in ('u', 'delta', 'z') else v.clone())
+              .detach().requires_grad_() for k, v in inp.items()}
+    ref = selective_scan_torch(**ref_in, delta_softplus=True, reverse=reverse)
+    out = selective_scan_cpu(**lay_in, delta_softplus=True, reverse=reverse)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
+    g = torch.randn_like(ref)
+    (ref * g).sum().backward()
+    (out * g).sum().backward()
+    for k in ref_in:
+        torch.testing.assert_close(lay_in[k].grad, ref_in[k].grad, atol=1e-9, rtol=1e-9,
+                                   msg=lambda m: f'grad of {k}: {m}')
