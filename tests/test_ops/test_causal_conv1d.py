@@ -95,3 +95,15 @@ def test_cpu_kernel_layouts(layout, reverse, dtype):
     (ref * grad).sum().backward()
     (out * grad).sum().backward()
     torch.testing.assert_close(xb.grad, xa.grad, atol=tol, rtol=tol)
+
+
+@pytest.mark.skipif(not __import__('mmplugin_shufflemamba.ops', fromlist=['x'])
+                    .has_selective_scan_cpu(), reason='compiled CPU extension not built')
+def test_cpu_kernel_backward_with_broadcast_grad():
+    from mmplugin_shufflemamba.ops import causal_conv1d_cpu
+    x = torch.randn(2, 20, 30, dtype=torch.float64)
+    w = torch.randn(20, 4, dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(), as_layout(x, 'token').requires_grad_()
+    causal_conv1d_ref(xa, w, None, 'silu', True).sum().backward()
+    causal_conv1d_cpu(xb, w, None, 'silu', True).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, atol=1e-10, rtol=1e-10)

@@ -265,3 +265,16 @@ def test_cpu_kernel_edge_shapes(shape, layout, reverse):
     for k in ref_in:
         torch.testing.assert_close(lay_in[k].grad, ref_in[k].grad, atol=1e-9, rtol=1e-9,
                                    msg=lambda m: f'grad of {k}: {m}')
+
+
+@needs_ext
+def test_cpu_kernel_backward_with_broadcast_grad():
+    """``out.sum().backward()`` hands the kernel a stride-0 (expanded) gradient."""
+    inp = make_inputs(batch=2, dim=20, seqlen=30, dstate=16, dtype=torch.float64)
+    a = {k: v.clone().requires_grad_() for k, v in inp.items()}
+    b = {k: v.clone().requires_grad_() for k, v in inp.items()}
+    selective_scan_torch(**a, delta_softplus=True, reverse=True).sum().backward()
+    selective_scan_cpu(**b, delta_softplus=True, reverse=True).sum().backward()
+    for k in a:
+        torch.testing.assert_close(b[k].grad, a[k].grad, atol=1e-9, rtol=1e-9,
+                                   msg=lambda m: f'grad of {k}: {m}')
