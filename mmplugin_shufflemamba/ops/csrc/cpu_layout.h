@@ -15,6 +15,9 @@ namespace shufflemamba {
 // Strides (batch, channel, time) of a (B, D, L) tensor.
 struct Strides {
   int64_t b, d, t;
+  int64_t offset(int64_t bi, int64_t di, int64_t ti) const {
+    return bi * b + di * d + ti * t;
+  }
 };
 template <typename Tensor>
 Strides strides_of(const Tensor& t) {

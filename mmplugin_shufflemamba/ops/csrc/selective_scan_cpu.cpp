@@ -33,6 +33,8 @@
 namespace {
 
 using shufflemamba::fast_exp;
+using shufflemamba::fast_exp2;
+using shufflemamba::fast_softplus;
 using shufflemamba::fast_silu;
 using shufflemamba::Strides;
 using shufflemamba::strides_of;
@@ -48,45 +50,6 @@ using shufflemamba::transpose_tile;
 
 constexpr int64_t kLanes = 16;
 constexpr int64_t kChunk = 64;
-
-// 2^x, inlined and vectorised like fast_exp: n = round(x), r = x - n, a degree-6
-// polynomial for 2^r (Taylor, relative error 1.3e-7, exact at x = 0).
-inline float fast_exp2(float x) {
-  x = std::fmin(std::fmax(x, -126.0f), 127.0f);
-  const float n = std::nearbyint(x);
-  const float r = x - n;
-  float p = 1.5403530393e-4f;
-  p = std::fma(p, r, 1.3333558146e-3f);
-  p = std::fma(p, r, 9.6181291076e-3f);
-  p = std::fma(p, r, 5.5504108665e-2f);
-  p = std::fma(p, r, 2.4022650696e-1f);
-  p = std::fma(p, r, 6.9314718056e-1f);
-  p = std::fma(p, r, 1.0f);
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-inline double fast_exp2(double x) { return std::exp2(x); }
-
-// softplus(x) = max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1], with
-// log1p(e) = 2 atanh(s), s = e / (2 + e) in (0, 1/3] (series to s^13: relative error
-// 1.4e-8; s keeps the full relative precision of small e). Inlined and vectorised.
-inline float fast_softplus(float x) {
-  const float e = fast_exp(-std::fabs(x));
-  const float s = e / (2.0f + e);
-  const float s2 = s * s;
-  float p = 1.0f / 13;
-  p = std::fma(p, s2, 1.0f / 11);
-  p = std::fma(p, s2, 1.0f / 9);
-  p = std::fma(p, s2, 1.0f / 7);
-  p = std::fma(p, s2, 1.0f / 5);
-  p = std::fma(p, s2, 1.0f / 3);
-  p = std::fma(p, s2, 1.0f);
-  return std::fmax(x, 0.0f) + 2.0f * s * p;
-}
-inline double fast_softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
-
 
 // The recurrence over `cnt` steps:  h[n] = exp(dt A[:, n]) h[n] + (dt u) B[k, n],
 // y = sum_n C[k, n] h[n], across lanes. dtl, dul, yl: lane tiles in time order (read
@@ -191,14 +154,16 @@ template <typename T>
   }
 }
 
-// Lane tile of any (B, D, L) slab; token-major tensors (channels contiguous): one copy
-// per step.
+// Lane tile of the slab of channels d0 .. d0 + w - 1 and steps t0 .. t0 + cnt - 1 of a
+// (B, D, L) tensor x with strides s, batch entry b. Token-major tensors (channels
+// contiguous): one copy per step.
 template <typename T>
-inline void load_tile(const T* src, int64_t sd, int64_t st, int64_t w, int64_t cnt,
-                      T* tile) {
-  if (sd != 1) return load_tile_strided(src, sd, st, w, cnt, tile);
+inline void load_tile(const T* x, Strides s, int64_t b, int64_t d0, int64_t t0, int64_t w,
+                      int64_t cnt, T* tile) {
+  const T* src = x + s.offset(b, d0, t0);
+  if (s.d != 1) return load_tile_strided(src, s.d, s.t, w, cnt, tile);
   for (int64_t j = 0; j < cnt; ++j) {
-    const T* sj = src + j * st;
+    const T* sj = src + j * s.t;
     T* tj = tile + j * kLanes;
     if (w == kLanes) {
 #pragma omp simd
@@ -209,14 +174,15 @@ inline void load_tile(const T* src, int64_t sd, int64_t st, int64_t w, int64_t c
   }
 }
 
-// The inverse for the first w lanes: dst[c * sd + j * st] = tile[j * kLanes + c].
+// The inverse for the first w lanes.
 template <typename T>
-inline void store_tile(const T* tile, int64_t sd, int64_t st, int64_t w, int64_t cnt,
-                       T* dst) {
-  if (sd != 1) return store_tile_strided(tile, sd, st, w, cnt, dst);
+inline void store_tile(const T* tile, T* x, Strides s, int64_t b, int64_t d0, int64_t t0,
+                       int64_t w, int64_t cnt) {
+  T* dst = x + s.offset(b, d0, t0);
+  if (s.d != 1) return store_tile_strided(tile, s.d, s.t, w, cnt, dst);
   for (int64_t j = 0; j < cnt; ++j) {
     const T* tj = tile + j * kLanes;
-    T* dj = dst + j * st;
+    T* dj = dst + j * s.t;
     if (w == kLanes) {
 #pragma omp simd
       for (int64_t c = 0; c < kLanes; ++c) dj[c] = tj[c];
@@ -226,101 +192,27 @@ inline void store_tile(const T* tile, int64_t sd, int64_t st, int64_t w, int64_t
   }
 }
 
-// u, delta, z, out: (B, D, L) with any strides (the output takes the layout the caller
-// allocated: the inputs' one, so token-major in gives token-major out).
-template <typename T, int NC>
-void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const T* Ct,
-                     const T* Dv, const T* z, const T* dbias, bool use_softplus,
-                     T* out, int64_t batch, int64_t dim, int64_t len, int64_t N_rt,
-                     Strides su, Strides sdl, Strides sz, Strides so, bool reverse) {
-  const int64_t N = NC > 0 ? NC : N_rt;  // compile-time for the usual d_state
-  const int64_t nblk = (dim + kLanes - 1) / kLanes;
-  // A job is one block of kLanes channels of one batch entry. Each thread takes a range
-  // of jobs and advances all of them one time tile at a time (states of the range, at
-  // most dim * N values per batch entry, stay in L2), so that a tile step of the range
-  // reads adjacent memory: with token-major tensors, the same few pages.
-  at::parallel_for(0, batch * nblk, 1, [&](int64_t begin, int64_t end) {
-    constexpr int64_t kTile = kChunk * kLanes;
-    const int64_t njobs = end - begin;
-    std::vector<T> dtl(kTile), ul(kTile), zl(kTile), yl(kTile);
-    std::vector<T> A2(njobs * N * kLanes), h(njobs * N * kLanes, T(0));
-    std::vector<T> bias(njobs * kLanes), skip(njobs * kLanes);
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t q = job - begin, d0 = (job % nblk) * kLanes;
-      const int64_t w = std::min(kLanes, dim - d0);  // unused lanes: zero inputs, A = 0
-      for (int64_t c = 0; c < kLanes; ++c) {
-        const int64_t d = d0 + c;
-        for (int64_t n = 0; n < N; ++n)
-          A2[(q * N + n) * kLanes + c] =
-              c < w ? A[d * N + n] * T(1.4426950408889634) : T(0);
-        bias[q * kLanes + c] = c < w && dbias ? dbias[d] : T(0);
-        skip[q * kLanes + c] = c < w && Dv ? Dv[d] : T(0);
-      }
+// Per-lane parameters of the channel block d0 .. d0 + w - 1: A2 (N, kLanes) = A in base 2
+// (exp(dt A) = 2^(dt A log2 e)), A itself when An is given, the dt bias and D. Unused
+// lanes (a partial last block) get zeros: with zero inputs their states stay 0.
+template <typename T>
+void lane_params(const T* A, const T* dbias, const T* Dv, int64_t d0, int64_t w, int64_t N,
+                 T* A2, T* bias, T* skip, T* An = nullptr) {
+  for (int64_t c = 0; c < kLanes; ++c) {
+    const int64_t d = d0 + c;
+    for (int64_t n = 0; n < N; ++n) {
+      const T a = c < w ? A[d * N + n] : T(0);
+      A2[n * kLanes + c] = a * T(1.4426950408889634);
+      if (An) An[n * kLanes + c] = a;
     }
-    for (int64_t i0 = 0; i0 < len; i0 += kChunk) {  // i0: first step in scan order
-      const int64_t cnt = std::min(kChunk, len - i0);
-      const int64_t t0 = reverse ? len - i0 - cnt : i0;  // first time step of the tile
-      for (int64_t job = begin; job < end; ++job) {
-        const int64_t q = job - begin, b = job / nblk, d0 = (job % nblk) * kLanes;
-        const int64_t w = std::min(kLanes, dim - d0);
-        const T* bq = bias.data() + q * kLanes;
-        const T* sq = skip.data() + q * kLanes;
-        load_tile<T>(delta + b * sdl.b + d0 * sdl.d + t0 * sdl.t, sdl.d, sdl.t, w, cnt,
-                     dtl.data());
-        load_tile<T>(u + b * su.b + d0 * su.d + t0 * su.t, su.d, su.t, w, cnt, ul.data());
-        // dt = softplus(delta + bias) into dtl, dt * u into yl (free until the scan).
-        for (int64_t j = 0; j < cnt; ++j) {
-          T* dtj = dtl.data() + j * kLanes;
-          const T* uj = ul.data() + j * kLanes;
-          T* duj = yl.data() + j * kLanes;
-          if (use_softplus) {
-#pragma omp simd
-            for (int64_t c = 0; c < kLanes; ++c) dtj[c] = fast_softplus(dtj[c] + bq[c]);
-          } else {
-#pragma omp simd
-            for (int64_t c = 0; c < kLanes; ++c) dtj[c] += bq[c];
-          }
-#pragma omp simd
-          for (int64_t c = 0; c < kLanes; ++c) duj[c] = dtj[c] * uj[c];
-        }
-        const int64_t bc = (b * len + i0) * N;  // B, C of this batch entry and tile
-        lane_scan<T, NC>(dtl.data(), yl.data(), A2.data() + q * N * kLanes, Bt + bc,
-                         Ct + bc, cnt, N, reverse, h.data() + q * N * kLanes, yl.data());
-        // y + D u, gated by silu(z).
-        if (z)
-          load_tile<T>(z + b * sz.b + d0 * sz.d + t0 * sz.t, sz.d, sz.t, w, cnt,
-                       zl.data());
-        for (int64_t j = 0; j < cnt; ++j) {
-          T* yj = yl.data() + j * kLanes;
-          const T* uj = ul.data() + j * kLanes;
-          const T* zj = zl.data() + j * kLanes;
-          if (z) {
-#pragma omp simd
-            for (int64_t c = 0; c < kLanes; ++c)
-              yj[c] = (yj[c] + sq[c] * uj[c]) * fast_silu(zj[c]);
-          } else {
-#pragma omp simd
-            for (int64_t c = 0; c < kLanes; ++c) yj[c] += sq[c] * uj[c];
-          }
-        }
-        store_tile<T>(yl.data(), so.d, so.t, w, cnt,
-                      out + b * so.b + d0 * so.d + t0 * so.t);
-      }
-    }
-  });
+    bias[c] = c < w && dbias ? dbias[d] : T(0);
+    skip[c] = c < w && Dv ? Dv[d] : T(0);
+  }
 }
-
-// Backward with channels as SIMD lanes, like the forward. Per block of kLanes channels
-// and batch entry: a first pass over the time tiles in scan order recomputes the states
-// and keeps them only at tile starts; a second pass, tiles in reverse scan order,
-// recomputes the tile's decays and states from its checkpoint (L2-sized buffers, no
-// (B, D, L, N) tensors) and runs the adjoint recurrence g[n] = a[n] (dy C[n] + g[n])
-// backwards through it. Per-channel sums (dA, dD, d bias) stay in lanes; dB and dC
-// (sums over channels) are reduced across lanes per step.
 
 // raw += bias (kept for the softplus derivative); dt = softplus(raw) or raw; du = dt u.
 template <typename T>
-void bwd_prepare(T* __restrict raw, const T* __restrict ul, const T* __restrict bias,
+void lane_prepare(T* __restrict raw, const T* __restrict ul, const T* __restrict bias,
                  bool use_softplus, int64_t cnt, T* __restrict dtl, T* __restrict dul) {
   for (int64_t j = 0; j < cnt; ++j) {
     T* rj = raw + j * kLanes;
@@ -344,6 +236,76 @@ void bwd_prepare(T* __restrict raw, const T* __restrict ul, const T* __restrict 
     }
   }
 }
+
+// u, delta, z, out: (B, D, L) with any strides (the output takes the layout the caller
+// allocated: the inputs' one, so token-major in gives token-major out).
+template <typename T, int NC>
+void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const T* Ct,
+                     const T* Dv, const T* z, const T* dbias, bool use_softplus,
+                     T* out, int64_t batch, int64_t dim, int64_t len, int64_t N_rt,
+                     Strides su, Strides sdl, Strides sz, Strides so, bool reverse) {
+  const int64_t N = NC > 0 ? NC : N_rt;  // compile-time for the usual d_state
+  const int64_t nblk = (dim + kLanes - 1) / kLanes;
+  // A job is one block of kLanes channels of one batch entry. Each thread takes a range
+  // of jobs and advances all of them one time tile at a time (states of the range, at
+  // most dim * N values per batch entry, stay in L2), so that a tile step of the range
+  // reads adjacent memory: with token-major tensors, the same few pages.
+  at::parallel_for(0, batch * nblk, 1, [&](int64_t begin, int64_t end) {
+    constexpr int64_t kTile = kChunk * kLanes;
+    const int64_t njobs = end - begin;
+    std::vector<T> raw(kTile), dtl(kTile), ul(kTile), zl(kTile), yl(kTile);
+    std::vector<T> A2(njobs * N * kLanes), h(njobs * N * kLanes, T(0));
+    std::vector<T> bias(njobs * kLanes), skip(njobs * kLanes);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t q = job - begin, d0 = (job % nblk) * kLanes;
+      lane_params(A, dbias, Dv, d0, std::min(kLanes, dim - d0), N,
+                  A2.data() + q * N * kLanes, bias.data() + q * kLanes,
+                  skip.data() + q * kLanes);
+    }
+    for (int64_t i0 = 0; i0 < len; i0 += kChunk) {  // i0: first step in scan order
+      const int64_t cnt = std::min(kChunk, len - i0);
+      const int64_t t0 = reverse ? len - i0 - cnt : i0;  // first time step of the tile
+      for (int64_t job = begin; job < end; ++job) {
+        const int64_t q = job - begin, b = job / nblk, d0 = (job % nblk) * kLanes;
+        const int64_t w = std::min(kLanes, dim - d0);
+        const T* bq = bias.data() + q * kLanes;
+        const T* sq = skip.data() + q * kLanes;
+        load_tile<T>(delta, sdl, b, d0, t0, w, cnt, raw.data());
+        load_tile<T>(u, su, b, d0, t0, w, cnt, ul.data());
+        // dt into dtl, dt * u into yl (free until the scan writes y there).
+        lane_prepare<T>(raw.data(), ul.data(), bq, use_softplus, cnt, dtl.data(),
+                        yl.data());
+        const int64_t bc = (b * len + i0) * N;  // B, C of this batch entry and tile
+        lane_scan<T, NC>(dtl.data(), yl.data(), A2.data() + q * N * kLanes, Bt + bc,
+                         Ct + bc, cnt, N, reverse, h.data() + q * N * kLanes, yl.data());
+        // y + D u, gated by silu(z).
+        if (z) load_tile<T>(z, sz, b, d0, t0, w, cnt, zl.data());
+        for (int64_t j = 0; j < cnt; ++j) {
+          T* yj = yl.data() + j * kLanes;
+          const T* uj = ul.data() + j * kLanes;
+          const T* zj = zl.data() + j * kLanes;
+          if (z) {
+#pragma omp simd
+            for (int64_t c = 0; c < kLanes; ++c)
+              yj[c] = (yj[c] + sq[c] * uj[c]) * fast_silu(zj[c]);
+          } else {
+#pragma omp simd
+            for (int64_t c = 0; c < kLanes; ++c) yj[c] += sq[c] * uj[c];
+          }
+        }
+        store_tile<T>(yl.data(), out, so, b, d0, t0, w, cnt);
+      }
+    }
+  });
+}
+
+// Backward with channels as SIMD lanes, like the forward. Per block of kLanes channels
+// and batch entry: a first pass over the time tiles in scan order recomputes the states
+// and keeps them only at tile starts; a second pass, tiles in reverse scan order,
+// recomputes the tile's decays and states from its checkpoint (L2-sized buffers, no
+// (B, D, L, N) tensors) and runs the adjoint recurrence g[n] = a[n] (dy C[n] + g[n])
+// backwards through it. Per-channel sums (dA, dD, d bias) stay in lanes; dB and dC
+// (sums over channels) are reduced across lanes per step.
 
 // States over the steps k of a tile, from h0 (N, kLanes): Ht[k + 1] after step k
 // (Ht[0] = h0), At[k] the decays.
@@ -491,15 +453,7 @@ void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T
                         gdz.data()};
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t d0 = blk * kLanes, w = std::min(kLanes, dim - d0);
-      for (int64_t c = 0; c < kLanes; ++c) {  // unused lanes: zero inputs, A = 0
-        const int64_t d = d0 + c;
-        for (int64_t n = 0; n < N; ++n) {
-          An[n * kLanes + c] = c < w ? A[d * N + n] : T(0);
-          A2[n * kLanes + c] = An[n * kLanes + c] * T(1.4426950408889634);
-        }
-        bias[c] = c < w && dbias ? dbias[d] : T(0);
-        skip[c] = c < w && Dv ? Dv[d] : T(0);
-      }
+      lane_params(A, dbias, Dv, d0, w, N, A2.data(), bias.data(), skip.data(), An.data());
       std::fill(dA_acc.begin(), dA_acc.end(), T(0));
       std::fill(dD_acc.begin(), dD_acc.end(), T(0));
       std::fill(db_acc.begin(), db_acc.end(), T(0));
@@ -507,12 +461,10 @@ void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T
         const T* Bb = Bt + b * len * N;
         const T* Cb = Ct + b * len * N;
         auto tile_inputs = [&](int64_t cnt, int64_t t0) {
-          load_tile<T>(delta + b * sdl.b + d0 * sdl.d + t0 * sdl.t, sdl.d, sdl.t, w, cnt,
-                       raw.data());
-          load_tile<T>(u + b * su.b + d0 * su.d + t0 * su.t, su.d, su.t, w, cnt,
-                       ul.data());
-          bwd_prepare<T>(raw.data(), ul.data(), bias.data(), use_softplus, cnt, dtl.data(),
-                         dul.data());
+          load_tile<T>(delta, sdl, b, d0, t0, w, cnt, raw.data());
+          load_tile<T>(u, su, b, d0, t0, w, cnt, ul.data());
+          lane_prepare<T>(raw.data(), ul.data(), bias.data(), use_softplus, cnt, dtl.data(),
+                          dul.data());
         };
         // Pass 1: states at tile starts (g is the running state here).
         std::fill(g.begin(), g.end(), T(0));
@@ -533,23 +485,16 @@ void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T
           tile_inputs(cnt, t0);
           bwd_states<T, NC>(dtl.data(), dul.data(), A2.data(), Bb + i0 * N, cnt, N,
                             reverse, Hck.data() + tile * NL, Ht.data(), At.data());
-          load_tile<T>(dout + b * sg.b + d0 * sg.d + t0 * sg.t, sg.d, sg.t, w, cnt,
-                       gol.data());
-          if (z)
-            load_tile<T>(z + b * sz.b + d0 * sz.d + t0 * sz.t, sz.d, sz.t, w, cnt,
-                         zl.data());
+          load_tile<T>(dout, sg, b, d0, t0, w, cnt, gol.data());
+          if (z) load_tile<T>(z, sz, b, d0, t0, w, cnt, zl.data());
           bwd_adjoint<T, NC>(tl, Ht.data(), At.data(), An.data(), skip.data(), Bb + i0 * N,
                              Cb + i0 * N, cnt, N, reverse, use_softplus, g.data(),
                              dA_acc.data(), dD_acc.data(), db_acc.data(),
                              dB_loc.data() + (b * len + i0) * N,
                              dC_loc.data() + (b * len + i0) * N);
-          store_tile<T>(gdu.data(), sdu.d, sdu.t, w, cnt,
-                        du + b * sdu.b + d0 * sdu.d + t0 * sdu.t);
-          store_tile<T>(gdd.data(), sdd.d, sdd.t, w, cnt,
-                        ddelta + b * sdd.b + d0 * sdd.d + t0 * sdd.t);
-          if (z)
-            store_tile<T>(gdz.data(), sdz.d, sdz.t, w, cnt,
-                          dz + b * sdz.b + d0 * sdz.d + t0 * sdz.t);
+          store_tile<T>(gdu.data(), du, sdu, b, d0, t0, w, cnt);
+          store_tile<T>(gdd.data(), ddelta, sdd, b, d0, t0, w, cnt);
+          if (z) store_tile<T>(gdz.data(), dz, sdz, b, d0, t0, w, cnt);
         }
       }
       for (int64_t c = 0; c < w; ++c) {
