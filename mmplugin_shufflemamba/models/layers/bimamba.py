@@ -118,10 +118,9 @@ class BiMambaMixer(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (B, L, D) -> (B, L, D)."""
         # x and z are (B, d_inner, L) views of token-major (B, L, d_inner) memory: the
-        # CPU kernels read that layout directly (channels contiguous) and keep it, and
-        # every projection stays a plain matmul with no layout copies.
-        # Two matmuls rather than one and a split: their gradients then reach the
-        # weights and the input without concatenating dx and dz.
+        # CPU kernels read that layout directly and keep it, so every projection stays
+        # a plain matmul with no layout copies. in_proj runs as two matmuls, not one and
+        # a split, so that dx and dz reach the weight and the input without a concat.
         w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
         x = F.linear(hidden, w_x).transpose(1, 2)
         z = F.linear(hidden, w_z).transpose(1, 2)
