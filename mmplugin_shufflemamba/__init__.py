@@ -4,7 +4,8 @@ Importing the package registers the backbones in MMEngine's root ``MODELS`` regi
 which mmsegmentation's and mmdetection's registries fall back to.
 """
 from . import compat  # noqa: F401  (torch.load allow-list for MMEngine checkpoints)
+from .engine import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .version import __version__
 
-__all__ = ['__version__', 'ShuffleMamba']
+__all__ = ['__version__', 'ShuffleMamba', 'ShuffleMambaLayerDecayOptimWrapperConstructor']

@@ -1,16 +1,37 @@
-"""Every config in configs/ loads, resolves its mmseg/mmdet bases and builds."""
+"""Every config in configs/ loads, resolves its mmseg/mmdet bases and builds (shrunk) in
+its own framework's scope; loss and predict of the segmentors and detectors."""
 import glob
 import os.path as osp
 
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 import mmplugin_shufflemamba  # noqa: F401
 from mmplugin_shufflemamba.utils.runtime import _replace_syncbn
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
+ADAPTER_CONFIGS = ['configs/mask-rcnn_shufflemamba_adapter-m.py',
+                   'configs/mask-rcnn_shufflemamba_reg-adapter-b.py',
+                   'configs/mask-rcnn_shufflemamba_reg-adapter-l2.py',
+                   'configs/upernet_shufflemamba_reg-adapter-b.py']
+
+
+def framework(cfg) -> str:
+    return 'mmdet' if cfg.model.type in ('MaskRCNN', 'FasterRCNN') else 'mmseg'
+
+
+def registry(scope):
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    return MODELS
 
 
 def shrink(cfg, dims=32, layers=4):
@@ -18,52 +39,96 @@ def shrink(cfg, dims=32, layers=4):
     bb.arch = dict(embed_dims=dims, num_layers=layers)
     bb.pop('embed_dims', None)
     bb.pop('num_layers', None)
-    n_out = len(bb.out_indices) if not isinstance(bb.out_indices, int) else 1
-    bb.out_indices = tuple(range(layers - n_out, layers))
-    head = cfg.model.decode_head
-    head.in_channels = [dims] * n_out
-    head.channels = 16
-    if cfg.model.get('auxiliary_head'):
-        cfg.model.auxiliary_head.in_channels = dims
-        cfg.model.auxiliary_head.channels = 8
+    if bb.type == 'ShuffleMambaAdapter':
+        bb.interaction_indexes = None  # 4 groups of one block
+        bb.deform_num_heads = 4
+        bb.conv_inplane = 8
+        n_out = 4
+    else:
+        n_out = len(bb.out_indices) if not isinstance(bb.out_indices, int) else 1
+        bb.out_indices = tuple(range(layers - n_out, layers))
+    if cfg.model.get('neck'):
+        cfg.model.neck.in_channels = [dims] * n_out
+        cfg.model.neck.out_channels = 16
+        cfg.model.rpn_head.in_channels = cfg.model.rpn_head.feat_channels = 16
+        roi = cfg.model.roi_head
+        for k in ('bbox_roi_extractor', 'mask_roi_extractor'):
+            roi[k].out_channels = 16
+        roi.bbox_head.in_channels = 16
+        roi.bbox_head.fc_out_channels = 32
+        roi.mask_head.in_channels = roi.mask_head.conv_out_channels = 16
+    else:
+        head = cfg.model.decode_head
+        head.in_channels = [dims] * n_out
+        head.channels = 16
+        if cfg.model.get('auxiliary_head'):
+            cfg.model.auxiliary_head.in_channels = dims
+            cfg.model.auxiliary_head.channels = 8
     _replace_syncbn(cfg.model)
     return cfg
 
 
+def seg_batch(n=2, size=64):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    samples = []
+    for _ in range(n):
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, size, size)))
+        s.set_metainfo(dict(img_shape=(size, size), pad_shape=(size, size),
+                            ori_shape=(size, size)))
+        samples.append(s)
+    return torch.randn(n, 3, size, size), samples
+
+
+def det_batch(model, n=2, size=(96, 128)):
+    from mmdet.testing import demo_mm_inputs
+    packed = demo_mm_inputs(n, [[3, *size]] * n, num_items=[3] * n, num_classes=4,
+                            with_mask=True)
+    return model.data_preprocessor(packed, True)
+
+
 def test_configs_exist():
     names = [osp.relpath(c, ROOT) for c in CONFIGS]
-    assert 'configs/upernet_shufflemamba_b.py' in names
+    for name in ['configs/upernet_shufflemamba_b.py'] + ADAPTER_CONFIGS:
+        assert name in names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.relpath(c, ROOT) for c in CONFIGS])
 def test_config_loads_and_builds(path):
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-    register_all_modules()
     cfg = Config.fromfile(path)
-    assert cfg.model.backbone.type == 'ShuffleMamba'
+    assert cfg.model.backbone.type in ('ShuffleMamba', 'ShuffleMambaAdapter')
     assert 'mmplugin_shufflemamba' in cfg.custom_imports['imports']
-    model = MODELS.build(shrink(cfg).model)
-    model.init_weights()
-    model.train()
-    from mmseg.structures import SegDataSample
-    from mmengine.structures import PixelData
-    samples = []
-    for _ in range(2):
-        s = SegDataSample()
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, 64, 64)))
-        s.set_metainfo(dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64)))
-        samples.append(s)
-    losses = model(torch.randn(2, 3, 64, 64), samples, mode='loss')
-    total = sum(v for k, v in losses.items() if 'loss' in k)
-    assert torch.isfinite(total)
-    total.backward()
+    scope = framework(cfg)
+    models = registry(scope)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = models.build(shrink(cfg).model)
+        model.init_weights()
+        model.train()
+        if scope == 'mmseg':
+            losses = model(*seg_batch(), mode='loss')
+        else:
+            data = det_batch(model)
+            losses = model(**data, mode='loss')
+        total, _ = model.parse_losses(losses)
+        assert torch.isfinite(total)
+        total.backward()
+        model.eval()
+        with torch.no_grad():
+            if scope == 'mmseg':
+                inputs, samples = seg_batch(1)
+                pred = model(inputs, samples, mode='predict')
+                assert pred[0].pred_sem_seg.data.shape == (1, 64, 64)
+            else:
+                data = det_batch(model, 1)
+                pred = model(**data, mode='predict')
+                inst = pred[0].pred_instances
+                assert inst.bboxes.shape[-1] == 4
+                assert len(inst.masks) == len(inst.bboxes) == len(inst.scores)
 
 
 def test_b_config_matches_paper_recipe_and_size():
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-    register_all_modules()
+    models = registry('mmseg')
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'upernet_shufflemamba_b.py'))
     bb = cfg.model.backbone
     assert (bb.arch, bb.img_size, bb.patch_size, bb.drop_path_rate) == ('b', 224, 16, 0.2)
@@ -75,7 +140,7 @@ def test_b_config_matches_paper_recipe_and_size():
     assert cfg.train_dataloader.batch_size == 2
     assert cfg.model.test_cfg.mode == 'slide' and tuple(cfg.model.test_cfg.stride) == (341, 341)
     _replace_syncbn(cfg.model)
-    model = MODELS.build(cfg.model)
+    model = models.build(cfg.model)
     params = sum(p.numel() for p in model.parameters())
     assert round(params / 1e6) == 131, params  # paper Table 3: 131M
     # no weight decay on embeddings, norms, A_log and D
@@ -85,6 +150,75 @@ def test_b_config_matches_paper_recipe_and_size():
                  'backbone.layers.3.mixer.A_b_log', 'backbone.norm_f.bias'):
         assert any(k in name and v['decay_mult'] == 0 for k, v in keys.items()), name
     assert not any(k in 'backbone.layers.3.mixer.in_proj.weight' for k in keys)
+
+
+# Official adapter settings (REFERENCE.md, the official configs) and paper sizes.
+ADAPTER_ROWS = {
+    'mask-rcnn_shufflemamba_adapter-m.py': dict(
+        arch='m', norm='LN', heads=12, drop_path=0.4, params=103,
+        groups=[[0, 7], [8, 15], [16, 23], [24, 31]]),
+    'mask-rcnn_shufflemamba_reg-adapter-b.py': dict(
+        arch='b', norm='RMSNorm', heads=12, drop_path=0.3, params=131,
+        groups=[[0, 5], [6, 11], [12, 17], [18, 23]]),
+    'mask-rcnn_shufflemamba_reg-adapter-l2.py': dict(
+        arch='l2', norm='RMSNorm', heads=16, drop_path=0.5, params=383,
+        groups=[[0, 11], [12, 23], [24, 35], [36, 47]]),
+    'upernet_shufflemamba_reg-adapter-b.py': dict(
+        arch='b', norm='RMSNorm', heads=12, drop_path=0.2, params=145,
+        groups=[[0, 5], [6, 11], [12, 17], [18, 23]]),
+}
+
+
+@pytest.mark.parametrize('name', sorted(ADAPTER_ROWS))
+def test_adapter_configs_match_official_recipe(name):
+    row = ADAPTER_ROWS[name]
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    bb = cfg.model.backbone
+    assert bb.type == 'ShuffleMambaAdapter'
+    assert (bb.arch, bb.norm_cfg.type, bb.deform_num_heads, bb.drop_path_rate) == (
+        row['arch'], row['norm'], row['heads'], row['drop_path'])
+    assert [list(g) for g in bb.interaction_indexes] == row['groups']
+    assert (bb.conv_inplane, bb.n_points, bb.cffn_ratio, bb.deform_ratio,
+            bb.init_values) == (64, 4, 0.25, 0.5, 0.0)
+    assert bb.with_cffn and bb.use_extra_extractor and bb.add_backbone_feature
+    assert bb.shuffle_rate == 0.0 and bb.img_size == 224 and bb.patch_size == 16
+    assert bb.adapter_norm_cfg.type == 'SyncBN'
+    assert 'num_registers' not in bb and 'out_indices' not in bb
+    opt = cfg.optim_wrapper
+    assert opt.optimizer.type == 'AdamW' and tuple(opt.optimizer.betas) == (0.9, 0.999)
+    assert cfg.train_dataloader.batch_size == 2
+    if name.startswith('mask-rcnn'):
+        assert (opt.optimizer.lr, opt.optimizer.weight_decay) == (1e-4, 0.05)
+        assert opt.constructor == 'ShuffleMambaLayerDecayOptimWrapperConstructor'
+        assert opt.paramwise_cfg.layer_decay_rate == 0.9
+        assert cfg.train_cfg.max_epochs == 12
+        steps = [s for s in cfg.param_scheduler if s.type == 'MultiStepLR']
+        assert steps and list(steps[0].milestones) == [8, 11]
+        assert cfg.model.neck.type == 'FPN' and cfg.model.neck.out_channels == 256
+        assert cfg.model.neck.num_outs == 5
+    else:
+        assert (opt.optimizer.lr, opt.optimizer.weight_decay) == (6e-5, 0.01)
+        assert 'constructor' not in opt
+        assert cfg.train_cfg.max_iters == 160000
+        assert cfg.param_scheduler[0].end == 1500
+        assert cfg.model.test_cfg.mode == 'slide'
+        assert cfg.model.decode_head.channels == 512
+        assert cfg.model.auxiliary_head.in_index == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(ADAPTER_ROWS))
+def test_adapter_configs_reproduce_paper_params(name):
+    """Whole-model parameter counts within 2% of the paper's Tables 3-4."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    scope = framework(cfg)
+    models = registry(scope)
+    _replace_syncbn(cfg.model)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = models.build(cfg.model)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    expected = ADAPTER_ROWS[name]['params']
+    assert abs(params - expected) / expected < 0.02, (name, params, expected)
 
 
 def test_three_line_user_config_inherits_and_sets_pretrained(tmp_path):

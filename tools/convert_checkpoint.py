@@ -13,8 +13,7 @@ import json
 import torch
 
 from mmplugin_shufflemamba.models.utils import (CHECKPOINT_FORMATS, convert_to_backbone,
-                                                format_hint, read_checkpoint,
-                                                select_state_dict)
+                                                read_backbone_weights)
 
 
 def parse_args(argv=None):
@@ -38,16 +37,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    ckpt = read_checkpoint(args.src)
-    sd, entry = select_state_dict(ckpt, args.use_ema, args.src)
+    sd, entry, fmt = read_backbone_weights(args.src, use_ema=args.use_ema,
+                                           ckpt_format=args.format)
     grid = None
     if args.img_size is not None:
         patch = args.patch_size or int(sd.get('patch_embed.proj.weight',
                                               torch.empty(0, 0, 16, 16)).shape[-1])
         grid = (args.img_size // patch, args.img_size // patch)
-    fmt = args.format
-    if fmt == 'auto' and 'pos_embed_cls' not in sd:
-        fmt = format_hint(ckpt) or 'auto'
     converted, summary = convert_to_backbone(sd, fmt, args.num_registers, grid)
     meta = dict(source=args.src, entry=entry, **{k: v for k, v in summary.items()
                                                  if k != 'dropped'},

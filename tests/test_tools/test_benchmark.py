@@ -17,7 +17,8 @@ def test_benchmark_reports_all_figures(tmp_path):
     out = tmp_path / 'bench.json'
     run = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark_backbones.py', '--sizes', '32', '64',
-         '--reps', '1', '--slws-reps', '1', '--slws-size', '64', '--json', str(out)],
+         '--reps', '1', '--slws-reps', '1', '--slws-size', '64', '--adapter-size', '64',
+         '--json', str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     assert '| figure | value | target | ok |' in run.stdout
@@ -27,6 +28,8 @@ def test_benchmark_reports_all_figures(tmp_path):
                     f'train_mem_ratio@{size}', f'sm_eval_s@{size}', f'vit_train_s@{size}'):
             assert key in res and math.isfinite(res[key]) and res[key] > 0, key
     assert math.isfinite(res['slws_overhead_pct'])
+    for key in ('adapter_eval_fwd_ratio', 'adapter_train_step_ratio'):
+        assert math.isfinite(res[key]) and res[key] > 0, key
     assert res['scan_speedup_vs_sequential_ref'] > 0
     if has_selective_scan_cpu():  # the compiled scan is far ahead of the sequential loop
         assert 'scan_fwd_s[compiled_cpu]' in res

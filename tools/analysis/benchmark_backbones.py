@@ -1,14 +1,17 @@
-"""ShuffleMamba-B beside mmseg's ViT-B, measured in one run with interleaved
-repetitions (machine noise hits both sides alike), printed as ratios against targets.
+"""ShuffleMamba-B beside mmseg's ViT-B, and ShuffleMambaAdapter-B beside ShuffleMamba-B,
+measured in one run with interleaved repetitions (machine noise hits both sides alike),
+printed as ratios against targets.
 
     python tools/analysis/benchmark_backbones.py [--sizes 512 1024 2048] [--reps 3]
-        [--device cpu|cuda] [--skip-memory] [--json out.json]
+        [--device cpu|cuda] [--skip-memory] [--skip-adapter | --adapter-only]
+        [--json out.json]
 
 Measures, at batch 1: eval forward and a training step (forward + backward) time at each
 size; peak memory of a training step (CPU: peak RSS of a fresh subprocess; CUDA:
 max_memory_allocated); SLWS overhead (training step with shuffle_rate=0.5 vs 0.0); the
 selective scan kernels against the sequential reference (and mamba-ssm's CUDA kernel
-against our PyTorch path on a GPU).
+against our PyTorch path on a GPU); the adapter's eval forward and training step against
+the plain backbone's at ``--adapter-size``.
 """
 import argparse
 import json
@@ -21,7 +24,7 @@ import time
 import torch
 
 import mmplugin_shufflemamba  # noqa: F401
-from mmplugin_shufflemamba import ShuffleMamba
+from mmplugin_shufflemamba import ShuffleMamba, ShuffleMambaAdapter
 from mmplugin_shufflemamba.ops import (has_selective_scan_cpu, has_selective_scan_cuda,
                                        selective_scan, selective_scan_cpu,
                                        selective_scan_ref, selective_scan_torch)
@@ -30,7 +33,8 @@ TARGETS = {
     'eval_fwd_ratio@512': 1.2, 'eval_fwd_ratio@1024': 0.8,
     'train_step_ratio@512': 1.5, 'train_step_ratio@1024': 1.0,
     'train_mem_ratio@1024': 0.7, 'shufflemamba_fwd_1024_over_512': 4.4,
-    'slws_overhead_pct': 2.0,
+    'slws_overhead_pct': 2.0, 'adapter_eval_fwd_ratio': 1.6,
+    'adapter_train_step_ratio': 1.6,
 }
 
 
@@ -38,6 +42,12 @@ def build(name, shuffle_rate=0.0, device='cpu'):
     if name == 'shufflemamba-b':
         m = ShuffleMamba(arch='b', img_size=224, out_indices=(5, 11, 17, 23),
                          drop_path_rate=0.2, shuffle_rate=shuffle_rate)
+    elif name == 'shufflemamba-adapter-b':
+        # The backbone of configs/upernet_shufflemamba_reg-adapter-b.py (BN for SyncBN).
+        m = ShuffleMambaAdapter(arch='b', img_size=224, norm_cfg=dict(type='RMSNorm'),
+                                drop_path_rate=0.2, shuffle_rate=shuffle_rate,
+                                deform_num_heads=12, deform_ratio=0.5,
+                                adapter_norm_cfg=dict(type='BN', requires_grad=True))
     elif name == 'vit-b':
         # The ViT-B of mmseg's upernet_vit-b16_mln config.
         from mmseg.models.backbones import VisionTransformer
@@ -167,6 +177,12 @@ def main():
     p.add_argument('--skip-memory', action='store_true')
     p.add_argument('--max-vit-tokens', type=int, default=4096,
                    help='skip ViT-B above this many tokens (quadratic attention memory)')
+    p.add_argument('--adapter-size', type=int, default=512,
+                   help='image size of the adapter vs plain backbone comparison')
+    group = p.add_mutually_exclusive_group()
+    group.add_argument('--skip-adapter', action='store_true')
+    group.add_argument('--adapter-only', action='store_true',
+                       help='only the adapter vs plain backbone comparison')
     p.add_argument('--json', help='write the figures to this file')
     args = p.parse_args()
     dev = args.device
@@ -177,6 +193,11 @@ def main():
           f'compiled CPU scan: {has_selective_scan_cpu()}, mamba-ssm: '
           f'{has_selective_scan_cuda()}')
     results = {}
+    if not args.skip_adapter:
+        results.update(adapter_vs_plain(args.adapter_size, args.reps, dev))
+    if args.adapter_only:
+        report(results, info, args.json)
+        return
     # Memory first, each in a fresh process, while this process is still small.
     if not args.skip_memory:
         for size in args.sizes:
@@ -248,7 +269,27 @@ def main():
     results['scan_speedup_vs_sequential_ref'] = t['sequential_ref'] / t[fast]
     results['scan_speedup_vs_torch_path'] = t['torch'] / t[fast]
     print('[scan] ' + ', '.join(f'{k} {v * 1e3:.1f}ms' for k, v in t.items()))
+    report(results, info, args.json)
 
+
+def adapter_vs_plain(size, reps, dev):
+    """ShuffleMambaAdapter-B vs ShuffleMamba-B (4 out indices): eval forward and
+    training step at ``size``, interleaved."""
+    sm, ad = build('shufflemamba-b', device=dev), build('shufflemamba-adapter-b', device=dev)
+    x = torch.randn(1, 3, size, size, device=dev)
+    t = interleaved({'plain_eval': lambda: eval_forward(sm, x),
+                     'adapter_eval': lambda: eval_forward(ad, x),
+                     'plain_train': lambda: train_step(sm, x),
+                     'adapter_train': lambda: train_step(ad, x)}, reps, dev)
+    print(f'[adapter {size}x{size}] ' + ', '.join(f'{k} {v:.3f}s' for k, v in t.items()),
+          flush=True)
+    out = {f'{k}_s@{size}': v for k, v in t.items()}
+    out['adapter_eval_fwd_ratio'] = t['adapter_eval'] / t['plain_eval']
+    out['adapter_train_step_ratio'] = t['adapter_train'] / t['plain_train']
+    return out
+
+
+def report(results, info, json_path):
     print('\n| figure | value | target | ok |\n|---|---|---|---|')
     for k, v in results.items():
         if k in TARGETS or 'ratio' in k or 'speedup' in k or 'overhead' in k:
@@ -256,8 +297,8 @@ def main():
             ok = '' if target is None else ('yes' if v <= target else 'NO')
             tgt = '' if target is None else f'<= {target}'
             print(f'| {k} | {v:.3f} | {tgt} | {ok} |')
-    if args.json:
-        with open(args.json, 'w') as f:
+    if json_path:
+        with open(json_path, 'w') as f:
             json.dump(dict(info=info, results=results), f, indent=1)
 
 

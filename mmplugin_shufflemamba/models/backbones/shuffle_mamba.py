@@ -1,6 +1,6 @@
 """ShuffleMamba: plain Vision Mamba trained with stochastic layer-wise shuffle."""
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -201,6 +201,15 @@ class ShuffleMamba(BaseModule):
     def num_extra_tokens(self) -> int:
         return self.num_registers
 
+    def pretrained_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The part of the state dict that an ImageNet checkpoint provides.
+
+        All of it for the plain backbone; subclasses with modules of their own (the
+        adapter) leave those out, so that pretrained loading is strict on exactly
+        the backbone part.
+        """
+        return self.state_dict()
+
     def init_weights(self) -> None:
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
             from ..utils import load_pretrained_backbone
@@ -298,6 +307,17 @@ class ShuffleMamba(BaseModule):
             patch_pos = torch.arange(num_patches)
         return x, grid, patch_pos.to(x.device)
 
+    def draw_permutations(self, num_tokens: int,
+                          device: Optional[torch.device] = None
+                          ) -> List[Optional[torch.Tensor]]:
+        """The SLWS draw of one forward pass: a permutation or None per block.
+
+        All None in eval mode. Block ``i`` uses entry ``i`` whichever range of blocks
+        :meth:`forward_blocks` runs, so that subclasses that run the blocks in groups
+        (the adapter) keep the per-block schedule over the whole depth.
+        """
+        return self.layer_shuffle(num_tokens, device)
+
     def _run_block(self, i: int, perm: Optional[torch.Tensor], hidden: torch.Tensor,
                    residual: Optional[torch.Tensor]):
         layer = self.layers[i]
@@ -308,16 +328,61 @@ class ShuffleMamba(BaseModule):
                                  use_reentrant=False)
         return shuffled_call(layer, perm, hidden, residual)
 
+    def forward_blocks(self, hidden: torch.Tensor, residual: Optional[torch.Tensor],
+                       perms: Sequence[Optional[torch.Tensor]], start: int = 0,
+                       end: Optional[int] = None
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Run blocks ``start .. end - 1`` with SLWS, drop path and checkpointing.
+
+        Args:
+            hidden (Tensor): (B, L, D), the previous block's mixer output (the
+                embedded tokens before block 0).
+            residual (Tensor, optional): (B, L, D) residual stream; None before
+                block 0.
+            perms (list): :meth:`draw_permutations` of this forward pass.
+            start (int): first block. Defaults to 0.
+            end (int, optional): one past the last block. Defaults to all blocks.
+
+        Returns:
+            tuple: (hidden, residual) after block ``end - 1``.
+        """
+        end = self.num_layers if end is None else end
+        if not 0 <= start < end <= self.num_layers:
+            raise ValueError(f'block range [{start}, {end}) is not within the '
+                             f'{self.num_layers} blocks')
+        if len(perms) != self.num_layers:
+            raise ValueError(f'expected {self.num_layers} permutations (one per block), '
+                             f'got {len(perms)}')
+        for i in range(start, end):
+            hidden, residual = self._run_block(i, perms[i], hidden, residual)
+        return hidden, residual
+
+    @staticmethod
+    def tokens_to_map(tokens: torch.Tensor, grid: Tuple[int, int],
+                      patch_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, L, C) tokens -> (B, C, h, w) map of the patch tokens.
+
+        Args:
+            tokens (Tensor): (B, L, C); L = h * w, or more with register tokens.
+            grid (tuple): (h, w) patch grid.
+            patch_pos (Tensor, optional): sequence positions of the patches in
+                row-major order (:meth:`embed`); None when the sequence holds the
+                patches only.
+        """
+        if patch_pos is not None and tokens.shape[1] != grid[0] * grid[1]:
+            tokens = tokens.index_select(1, patch_pos)
+        B = tokens.shape[0]
+        return tokens.reshape(B, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: (B, C, H, W) -> one (B, D, ceil(H/p), ceil(W/p)) map per out index."""
-        B = x.shape[0]
-        hidden, (h, w), patch_pos = self.embed(x)
-        perms = self.layer_shuffle(hidden.shape[1], hidden.device)
+        hidden, grid, patch_pos = self.embed(x)
+        perms = self.draw_permutations(hidden.shape[1], hidden.device)
         residual = None
         outs = []
         last = self.num_layers - 1
         for i in range(self.num_layers):
-            hidden, residual = self._run_block(i, perms[i], hidden, residual)
+            hidden, residual = self.forward_blocks(hidden, residual, perms, i, i + 1)
             if i not in self.out_indices:
                 continue
             if i == last and self.final_norm:
@@ -326,6 +391,5 @@ class ShuffleMamba(BaseModule):
                 feat = hidden
             else:
                 feat = residual + hidden
-            feat = feat.index_select(1, patch_pos) if self.num_registers else feat
-            outs.append(feat.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous())
+            outs.append(self.tokens_to_map(feat, grid, patch_pos))
         return tuple(outs)

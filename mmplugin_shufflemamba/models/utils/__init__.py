@@ -1,10 +1,11 @@
 from .checkpoint import (CHECKPOINT_FORMATS, CheckpointError, convert_to_backbone,
                          describe_state_dict, detect_format, format_hint,
-                         load_pretrained_backbone,
-                         read_checkpoint, select_state_dict)
+                         load_into_backbone, load_pretrained_backbone,
+                         read_backbone_weights, read_checkpoint, select_state_dict)
 
 __all__ = [
     'CHECKPOINT_FORMATS', 'CheckpointError', 'convert_to_backbone',
-    'describe_state_dict', 'detect_format', 'format_hint', 'load_pretrained_backbone',
-    'read_checkpoint', 'select_state_dict'
+    'describe_state_dict', 'detect_format', 'format_hint', 'load_into_backbone',
+    'load_pretrained_backbone', 'read_backbone_weights', 'read_checkpoint',
+    'select_state_dict'
 ]

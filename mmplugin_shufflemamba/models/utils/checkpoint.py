@@ -281,7 +281,7 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
 
 
 def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
-    lines = ['the checkpoint does not match the ShuffleMamba backbone:']
+    lines = [f'the checkpoint does not match the {type(model).__name__} backbone:']
     if missing:
         lines.append(f'  missing in checkpoint ({len(missing)}): {missing[:12]}'
                      + (' ...' if len(missing) > 12 else ''))
@@ -301,8 +301,80 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
         f'  model:      depth {model.num_layers}, width {model.embed_dims}, patch '
         f'{model.patch_size}, norm {norm_model}, {model.num_registers} register(s)')
     lines.append('  Pick the matching arch (e.g. arch=\'b\' for depth 24 / width 768), '
-                 "norm_cfg=dict(type='RMSNorm') for Reg/Vim checkpoints, or the right file.")
+                 "norm_cfg=dict(type='RMSNorm') for RMSNorm checkpoints (ShuffleMamba-B, "
+                 "L1, every Reg model), norm_cfg=dict(type='LN') for LayerNorm ones "
+                 '(ShuffleMamba-M), or the right file.')
     return '\n'.join(lines)
+
+
+def read_backbone_weights(checkpoint: str,
+                          prefix: Optional[str] = None,
+                          map_location: str = 'cpu',
+                          use_ema: Optional[bool] = None,
+                          ckpt_format: str = 'auto'
+                          ) -> Tuple[Dict[str, torch.Tensor], str, str]:
+    """Read a checkpoint file and pick the state dict to convert.
+
+    Args:
+        checkpoint (str): file path or URI.
+        prefix (str, optional): take only keys under this prefix (e.g. 'backbone.').
+        map_location (str): Defaults to 'cpu'.
+        use_ema (bool, optional): see :func:`select_state_dict`.
+        ckpt_format (str): the requested format; 'auto' may be refined by the
+            checkpoint's training arguments (:func:`format_hint`).
+
+    Returns:
+        tuple: (state dict, name of the entry used, format to convert with).
+    """
+    ckpt = read_checkpoint(checkpoint, map_location)
+    sd, entry = select_state_dict(ckpt, use_ema, checkpoint)
+    if prefix:
+        p = prefix if prefix.endswith('.') else prefix + '.'
+        sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+        if not sd:
+            raise CheckpointError(f"{checkpoint} has no keys under prefix '{p}'.")
+    if ckpt_format == 'auto' and 'pos_embed_cls' not in sd:
+        ckpt_format = format_hint(ckpt) or 'auto'
+    return sd, entry, ckpt_format
+
+
+def load_into_backbone(model, converted: Dict[str, torch.Tensor],
+                       summary: Dict[str, object],
+                       source: str = '<checkpoint>') -> Dict[str, object]:
+    """Load converted backbone weights into ``model``, strictly on its backbone part.
+
+    The backbone part is ``model.pretrained_state_dict()``: the whole state dict of a
+    plain :class:`ShuffleMamba`, the blocks and embeddings of a
+    :class:`ShuffleMambaAdapter` (its adapter modules keep their own initialisation).
+    Every key of that part must be provided with its shape, and nothing else may be:
+    otherwise :class:`CheckpointError` with a report, and nothing is loaded. A final
+    norm in the checkpoint is dropped (and logged) when the model has none
+    (``final_norm=False``, the adapter).
+
+    Returns:
+        dict: ``summary`` with ``loaded`` (key count) and ``dropped`` updated.
+    """
+    target = model.pretrained_state_dict()
+    converted = dict(converted)
+    dropped = list(summary.get('dropped', []))
+    if not any(k.startswith('norm_f.') for k in target):
+        for k in [k for k in converted if k.startswith('norm_f.')]:
+            del converted[k]
+            dropped.append(k)
+    missing = sorted(k for k in target if k not in converted)
+    unexpected = sorted(k for k in converted if k not in target)
+    shapes = [(k, converted[k].shape, target[k].shape) for k in sorted(converted)
+              if k in target and converted[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f'{source}: ' + _mismatch_report(
+            model, summary, missing, unexpected, shapes))
+    result = model.load_state_dict(converted, strict=False)
+    own = set(model.state_dict()) - set(target)
+    # Anything load_state_dict left out beyond the model's own (non-pretrained) keys
+    # would be a bug in pretrained_state_dict(): fail rather than load partially.
+    if set(result.missing_keys) - own or result.unexpected_keys:
+        raise CheckpointError(f'{source}: internal key mismatch {result}')
+    return dict(summary, dropped=dropped, loaded=len(converted))
 
 
 def load_pretrained_backbone(model,
@@ -314,8 +386,12 @@ def load_pretrained_backbone(model,
                              **kwargs) -> Dict[str, object]:
     """Load a checkpoint into a ShuffleMamba backbone, strictly, and log what was used.
 
+    Reads (:func:`read_backbone_weights`), converts to the backbone's keys
+    (:func:`convert_to_backbone`) and loads into the model's backbone part
+    (:func:`load_into_backbone`).
+
     Args:
-        model (ShuffleMamba): the backbone.
+        model (ShuffleMamba): the backbone (or a subclass such as the adapter).
         checkpoint (str): file path or URI.
         prefix (str, optional): take only keys under this prefix (e.g. 'backbone.').
         use_ema (bool, optional): None = EMA weights when present.
@@ -327,35 +403,23 @@ def load_pretrained_backbone(model,
     if kwargs:
         raise TypeError(f'unsupported Pretrained init_cfg keys: {sorted(kwargs)}')
     logger = MMLogger.get_current_instance()
-    ckpt = read_checkpoint(checkpoint, map_location)
-    sd, entry = select_state_dict(ckpt, use_ema, checkpoint)
-    if prefix:
-        p = prefix if prefix.endswith('.') else prefix + '.'
-        sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
-        if not sd:
-            raise CheckpointError(f"{checkpoint} has no keys under prefix '{p}'.")
-    if ckpt_format == 'auto' and 'pos_embed_cls' not in sd:
-        ckpt_format = format_hint(ckpt) or 'auto'
+    sd, entry, ckpt_format = read_backbone_weights(checkpoint, prefix, map_location,
+                                                   use_ema, ckpt_format)
     try:
         converted, summary = convert_to_backbone(
             sd, ckpt_format, model.num_registers, model.patch_resolution,
             model.interpolate_mode)
     except CheckpointError as e:
         raise CheckpointError(f'{checkpoint}: {e}') from None
-    target = model.state_dict()
-    missing = sorted(k for k in target if k not in converted)
-    unexpected = sorted(k for k in converted if k not in target)
-    shapes = [(k, converted[k].shape, target[k].shape) for k in sorted(converted)
-              if k in target and converted[k].shape != target[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(f'{checkpoint}: ' + _mismatch_report(
-            model, summary, missing, unexpected, shapes))
-    model.load_state_dict(converted, strict=True)
+    summary = load_into_backbone(model, converted, summary, checkpoint)
+    own = len(model.state_dict()) - summary['loaded']
     print_log(
         f"Loaded {checkpoint} (entry '{entry}', format '{summary['format']}', depth "
-        f"{summary['depth']}, width {summary['embed_dims']}): all {len(converted)} "
+        f"{summary['depth']}, width {summary['embed_dims']}): all {summary['loaded']} "
         f"backbone tensors; pos_embed {summary['grid']} -> {summary['target_grid']}; "
         f"cls/register tokens {summary['checkpoint_tokens']} -> "
-        f"{summary['kept_tokens']}; dropped classifier keys: {summary['dropped']}",
+        f"{summary['kept_tokens']}; dropped keys: {summary['dropped']}" +
+        (f'; {own} tensors of {type(model).__name__} keep their initialisation'
+         if own else ''),
         logger=logger)
     return dict(summary, entry=entry)

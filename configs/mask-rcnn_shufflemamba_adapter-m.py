@@ -1,0 +1,61 @@
+# Mask R-CNN + FPN with ShuffleMambaAdapter-M on COCO, the paper's recipe (Table 4:
+# 103M parameters, 46.8 box AP / 41.8 mask AP): 1x schedule (12 epochs, lr steps at
+# 8 and 11), 8 GPUs x 2 images, AdamW lr 1e-4 betas (0.9, 0.999) wd 0.05, layer-wise lr
+# decay 0.9, drop path 0.4, interaction groups of 8 blocks, 12 deformable heads.
+#
+#   tools/dist_train.sh configs/mask-rcnn_shufflemamba_adapter-m.py 8
+#
+# ShuffleMamba-M was pretrained with LayerNorm and one cls token in front (dropped
+# here): its official training checkpoint loads with only the path set, e.g.
+#   model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='m.pth')))
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
+custom_imports = dict(imports=['mmplugin_shufflemamba'], allow_failed_imports=False)
+
+embed_dims = 576
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='ShuffleMambaAdapter',
+        arch='m',
+        img_size=224,  # resolution of the ImageNet position embedding
+        patch_size=16,
+        norm_cfg=dict(type='LN', eps=1e-5),
+        drop_path_rate=0.4,
+        shuffle_rate=0.0,  # the official fine-tuning recipe does not shuffle
+        conv_inplane=64,
+        n_points=4,
+        deform_num_heads=12,
+        init_values=0.0,
+        interaction_indexes=[[0, 7], [8, 15], [16, 23], [24, 31]],
+        with_cffn=True,
+        cffn_ratio=0.25,
+        deform_ratio=0.5,
+        add_backbone_feature=True,
+        use_extra_extractor=True,
+        adapter_norm_cfg=dict(type='SyncBN', requires_grad=True),
+        with_cp=False),
+    neck=dict(
+        in_channels=[embed_dims] * 4,
+        norm_cfg=dict(type='SyncBN', requires_grad=True)))
+
+# Layer-wise lr decay 0.9 over the blocks (the adapter's own modules and the heads at
+# the full lr); no weight decay on embeddings, tokens, norms, biases, A_log, D, the
+# level embeddings and the injector gammas.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    constructor='ShuffleMambaLayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=0.9))
+
+max_epochs = 12
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11],
+         gamma=0.1),
+]
+
+# 8 GPUs x 2 images = batch 16.
+train_dataloader = dict(batch_size=2)
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,254 @@
+"""ShuffleMambaAdapter: a ViT-Adapter-style multi-scale adapter around ShuffleMamba."""
+import math
+from functools import partial
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from mmengine.model.weight_init import trunc_normal_
+from mmengine.registry import MODELS
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..layers.adapter_modules import (DeformInputs, InteractionBlock, MSDeformAttn,
+                                      SpatialPriorModule)
+from .shuffle_mamba import ShuffleMamba
+
+
+@MODELS.register_module()
+class ShuffleMambaAdapter(ShuffleMamba):
+    """ShuffleMamba with a ViT-Adapter-style multi-scale adapter (strides 4-32).
+
+    A spatial prior module (conv stem) gives features at strides 4, 8, 16 and 32. The
+    Mamba blocks run on the stride-16 patch tokens (no cls/register tokens, no final
+    norm) in ``interaction_indexes`` groups; before each group an injector adds
+    deformable attention over the spatial prior (levels 8/16/32) to the tokens,
+    ``x = x + gamma * MSDA(LN(x), LN(c))``, and after it an extractor updates the
+    spatial prior from the tokens, ``c = c + MSDA(LN(c), LN(x))`` followed by
+    ``c = c + drop_path(ConvFFN(LN(c)))``; two extra extractors follow the last
+    group. ``x`` is the blocks' hidden state (mixer output) and the residual stream
+    passes through the groups untouched, as in the plain backbone. Outputs: the
+    stride-8/16/32 levels of ``c``, stride 4 = ``up(c2) + c1``, plus (with
+    ``add_backbone_feature``) each group's tokens resized to the level, each level
+    normalised by ``adapter_norm_cfg``; four ``(B, D, ceil(H/s), ceil(W/s))`` maps.
+
+    SLWS applies to the blocks in training with the plain backbone's per-block
+    schedule over the whole depth (the official adapter never shuffles; set
+    ``shuffle_rate=0`` for its behaviour, the configs do). Pretrained loading
+    (``init_cfg=dict(type='Pretrained', ...)``) loads the backbone part exactly as
+    :class:`ShuffleMamba` does (strict, registers and final norm dropped); the adapter
+    modules keep their own initialisation.
+
+    Args:
+        conv_inplane (int): spatial prior stem width. Defaults to 64.
+        n_points (int): deformable attention sampling points. Defaults to 4.
+        deform_num_heads (int, optional): deformable attention heads. Defaults to
+            None: the official configs' values, 12 below width 1024 (M, B) and 16
+            from 1024 on (L2).
+        init_values (float): initial injector gamma. Defaults to 0.
+        interaction_indexes (Sequence[Sequence[int]], optional): inclusive
+            ``[first, last]`` block index pairs, consecutive and covering every
+            block. Defaults to the blocks in 4 equal groups.
+        with_cffn (bool): ConvFFN in the extractors. Defaults to True.
+        cffn_ratio (float): ConvFFN hidden width / D. Defaults to 0.25.
+        deform_ratio (float): deformable attention value width / D. Defaults to 0.5
+            (every official config; the official class default is 1.0).
+        add_backbone_feature (bool): add each group's tokens to the matching output
+            level (official ``add_mamba_feature``). Needs 4 groups. Defaults to True.
+        use_extra_extractor (bool): two extra extractors after the last group.
+            Defaults to True.
+        adapter_norm_cfg (dict): norm of the spatial prior module and of the four
+            outputs. Defaults to ``dict(type='SyncBN', requires_grad=True)`` as the
+            official adapter (which hard-codes it); the CPU tools swap SyncBN for BN.
+        with_cp (bool): gradient checkpointing of the Mamba blocks (replaying their
+            SLWS permutation) and of the injectors and extractors; the spatial prior
+            module (BatchNorm statistics) is not checkpointed. Defaults to False.
+        **kwargs: every other :class:`ShuffleMamba` argument (``arch``, ``img_size``,
+            ``norm_cfg``, ``drop_path_rate``, ``shuffle_rate``, ``kernel``,
+            ``init_cfg``, ...). ``drop_path_rate`` also sets the extractors' ConvFFN
+            drop path, as in the official adapter. ``out_indices``, ``out_type``,
+            ``final_norm`` and ``num_registers`` mean nothing here and are rejected.
+    """
+    ADAPTER_MODULES = ('level_embed', 'spm', 'interactions', 'up', 'norm1', 'norm2',
+                       'norm3', 'norm4')
+    REJECTED_ARGS = {
+        'out_indices': 'the outputs are always the four adapter levels (strides 4, 8, '
+                       '16, 32); choose the blocks with interaction_indexes',
+        'out_type': 'the outputs are the adapter levels, not block outputs',
+        'final_norm': 'the adapter has no final norm (each output level has its own '
+                      'norm, adapter_norm_cfg)',
+        'num_registers': 'the adapter runs on patch tokens only; register/cls tokens of '
+                         'a checkpoint are dropped at load',
+    }
+
+    def __init__(self,
+                 conv_inplane: int = 64,
+                 n_points: int = 4,
+                 deform_num_heads: Optional[int] = None,
+                 init_values: float = 0.0,
+                 interaction_indexes: Optional[Sequence[Sequence[int]]] = None,
+                 with_cffn: bool = True,
+                 cffn_ratio: float = 0.25,
+                 deform_ratio: float = 0.5,
+                 add_backbone_feature: bool = True,
+                 use_extra_extractor: bool = True,
+                 adapter_norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
+                 **kwargs):
+        for name, why in self.REJECTED_ARGS.items():
+            if name in kwargs:
+                raise TypeError(f'ShuffleMambaAdapter does not take {name!r}: {why}. '
+                                'Remove it from the backbone config.')
+        super().__init__(out_indices=-1, out_type='residual', final_norm=False,
+                         num_registers=0, **kwargs)
+        if self.patch_size != 16:
+            raise ValueError(
+                f'ShuffleMambaAdapter needs patch_size=16 (its levels are at strides 4, '
+                f'8, 16 and 32 around the stride-16 tokens), got {self.patch_size}.')
+        D = self.embed_dims
+        if deform_num_heads is None:
+            deform_num_heads = 16 if D >= 1024 else 12
+        self.deform_num_heads = deform_num_heads
+        self.interaction_indexes = self._check_interaction_indexes(
+            interaction_indexes, add_backbone_feature)
+        self.add_backbone_feature = add_backbone_feature
+        self.init_values = init_values
+
+        self.level_embed = nn.Parameter(torch.zeros(3, D))
+        self.spm = SpatialPriorModule(self.in_channels, conv_inplane, D, adapter_norm_cfg)
+        num_groups = len(self.interaction_indexes)
+        self.interactions = nn.ModuleList([
+            InteractionBlock(
+                D, deform_num_heads, n_points, deform_ratio, init_values, with_cffn,
+                cffn_ratio, self.drop_path_rate,
+                extra_extractor=use_extra_extractor and i == num_groups - 1,
+                with_cp=self.with_cp) for i in range(num_groups)
+        ])
+        self.up = nn.ConvTranspose2d(D, D, 2, 2)
+        for i in range(1, 5):
+            self.add_module(f'norm{i}', build_norm_layer(adapter_norm_cfg, D)[1])
+        self.init_adapter_weights()
+
+    # ------------------------------------------------------------------ set-up
+    def _check_interaction_indexes(self, indexes, add_backbone_feature
+                                   ) -> Tuple[Tuple[int, int], ...]:
+        L = self.num_layers
+        if indexes is None:
+            if L < 4:
+                raise ValueError(f'the default interaction_indexes split the blocks into '
+                                 f'4 groups, but there are only {L}; pass '
+                                 'interaction_indexes.')
+            bounds = [i * L // 4 for i in range(5)]
+            return tuple((bounds[i], bounds[i + 1] - 1) for i in range(4))
+        groups = []
+        for g in indexes:
+            if len(g) != 2 or not all(isinstance(v, int) for v in g):
+                raise ValueError('interaction_indexes must be inclusive [first, last] '
+                                 f'pairs of block indices, got {list(indexes)}')
+            groups.append((int(g[0]), int(g[1])))
+        expected = 0
+        for first, last in groups:
+            if first != expected or last < first:
+                raise ValueError(
+                    f'interaction_indexes {list(map(list, groups))} must be consecutive, '
+                    f'non-empty [first, last] groups that run every one of the {L} '
+                    f'blocks once, starting at 0 (e.g. [[0, {L // 4 - 1}], ...]); a '
+                    f'group starting at {first} was found where {expected} was expected.')
+            expected = last + 1
+        if expected != L:
+            raise ValueError(f'interaction_indexes {list(map(list, groups))} end at '
+                             f'block {expected - 1}, but the backbone has {L} blocks '
+                             f'(last index {L - 1}).')
+        if add_backbone_feature and len(groups) != 4:
+            raise ValueError('add_backbone_feature adds each group\'s tokens to one of '
+                             'the four output levels, so it needs exactly 4 interaction '
+                             f'groups, got {len(groups)}.')
+        return tuple(groups)
+
+    def init_adapter_weights(self) -> None:
+        """The adapter's own initialisation (as the official adapter)."""
+
+        def init(m):
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+        for module in (self.up, self.spm, self.interactions):
+            module.apply(init)
+        for m in self.modules():
+            if isinstance(m, MSDeformAttn):
+                m.init_weights()
+        nn.init.normal_(self.level_embed)
+        for block in self.interactions:
+            nn.init.constant_(block.injector.gamma, self.init_values)
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        # The plain initialisation (or the pretrained load) touches the backbone part;
+        # the adapter modules get their own initialisation afterwards.
+        self.init_adapter_weights()
+
+    def pretrained_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The backbone part of the state dict (without the adapter's modules)."""
+        return {k: v for k, v in self.state_dict().items()
+                if k.split('.')[0] not in self.ADAPTER_MODULES}
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """x: (B, C, H, W) -> four (B, D, ceil(H/s), ceil(W/s)) maps, s = 4, 8, 16, 32.
+
+        Any H, W: the input is padded to a multiple of 32 and every level cropped back.
+        """
+        if x.dim() != 4:
+            raise ValueError('ShuffleMambaAdapter expects (B, C, H, W) input, got shape '
+                             f'{tuple(x.shape)}')
+        H, W = x.shape[-2:]
+        pad_h, pad_w = (-H) % 32, (-W) % 32
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+
+        c1, c2, c3, c4 = self.spm(x)
+        c_shapes = [tuple(c.shape[-2:]) for c in (c2, c3, c4)]
+        c = torch.cat([lvl.flatten(2).transpose(1, 2) + self.level_embed[i]
+                       for i, lvl in enumerate((c2, c3, c4))], dim=1)
+
+        hidden, grid, _ = self.embed(x)
+        device = hidden.device
+        inject_inputs = DeformInputs([grid], c_shapes, device)
+        extract_inputs = DeformInputs(c_shapes, [grid], device)
+        perms = self.draw_permutations(hidden.shape[1], device)
+        residual = None
+        group_maps: List[torch.Tensor] = []
+        for block, (first, last) in zip(self.interactions, self.interaction_indexes):
+            run = partial(self.forward_blocks, perms=perms, start=first, end=last + 1)
+            hidden, residual, c = block(hidden, residual, c, run, inject_inputs,
+                                        extract_inputs, c_shapes)
+            if self.add_backbone_feature:
+                group_maps.append(self.tokens_to_map(hidden, grid))
+
+        B, _, D = c.shape
+        c2, c3, c4 = [lvl.transpose(1, 2).reshape(B, D, h, w) for lvl, (h, w) in zip(
+            c.split([h * w for h, w in c_shapes], dim=1), c_shapes)]
+        c1 = self.up(c2) + c1
+        levels = [c1, c2, c3, c4]
+        if self.add_backbone_feature:
+            levels = [
+                lvl + (g.to(lvl.dtype) if g.shape[-2:] == lvl.shape[-2:] else
+                       F.interpolate(g.to(lvl.dtype), size=lvl.shape[-2:],
+                                     mode='bilinear', align_corners=False))
+                for lvl, g in zip(levels, group_maps)
+            ]
+        outs = []
+        for i, (lvl, s) in enumerate(zip(levels, (4, 8, 16, 32))):
+            lvl = getattr(self, f'norm{i + 1}')(lvl)
+            outs.append(lvl[..., :math.ceil(H / s), :math.ceil(W / s)].contiguous())
+        return tuple(outs)

@@ -1,0 +1,335 @@
+"""The interaction modules of the ViT-Adapter-style multi-scale adapter.
+
+Spatial prior module (a conv stem), injector and extractor (multi-scale deformable
+attention between the backbone tokens and the multi-scale spatial tokens), ConvFFN and
+the interaction block that runs a group of backbone blocks between its injector and
+extractor. The blocks themselves belong to the backbone: the interaction block gets a
+callable that runs them. Parameter names follow the official adapter, so that
+``injector.attn.sampling_offsets`` etc. keep their meaning.
+
+Token sets: ``x`` is the (B, h * w, D) backbone token sequence at stride 16 (patch
+tokens only); ``c`` is the (B, sum(h_l * w_l), D) concatenation of the spatial prior's
+levels at strides 8, 16 and 32.
+"""
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmcv.ops import MultiScaleDeformableAttention
+
+Shapes = Sequence[Tuple[int, int]]
+
+
+def deform_reference_points(shapes: Shapes, device=None) -> torch.Tensor:
+    """Pixel centres of every level, normalised by the level's size.
+
+    Args:
+        shapes (Sequence[tuple]): (h, w) per level.
+
+    Returns:
+        Tensor: (1, sum(h * w), 1, 2) as (x, y) in [0, 1], levels concatenated in
+        row-major order; the level axis broadcasts over the value levels.
+    """
+    points = []
+    for h, w in shapes:
+        ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
+        xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
+        ref_y, ref_x = torch.meshgrid(ys, xs, indexing='ij')
+        points.append(torch.stack([ref_x.reshape(-1), ref_y.reshape(-1)], -1))
+    return torch.cat(points, 0)[None, :, None]
+
+
+def deform_value_inputs(shapes: Shapes, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``spatial_shapes`` (levels, 2) and ``level_start_index`` (levels, ) tensors."""
+    spatial = torch.as_tensor([tuple(s) for s in shapes], dtype=torch.long, device=device)
+    sizes = spatial.prod(1)
+    start = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    return spatial, start
+
+
+class DeformInputs(tuple):
+    """(reference_points, spatial_shapes, level_start_index) of one attention direction.
+
+    Args:
+        query_shapes (Sequence[tuple]): (h, w) of the query levels.
+        value_shapes (Sequence[tuple]): (h, w) of the value levels.
+    """
+
+    def __new__(cls, query_shapes: Shapes, value_shapes: Shapes, device=None):
+        return super().__new__(cls, (deform_reference_points(query_shapes, device),
+                                     *deform_value_inputs(value_shapes, device)))
+
+
+class MSDeformAttn(MultiScaleDeformableAttention):
+    """mmcv's multi-scale deformable attention as the adapter's formula needs it.
+
+    ``output_proj(sample(value_proj(value)))`` with ``value_proj`` to
+    ``embed_dims * ratio`` channels, no dropout and no residual: ``identity`` is added
+    only when given. It always computes in float32 (also under autocast); mmcv's CUDA
+    kernel runs for CUDA tensors, ``multi_scale_deformable_attn_pytorch`` on CPU.
+
+    Args:
+        embed_dims (int): query and output width D.
+        num_heads (int): attention heads; must divide ``int(D * ratio)``.
+        num_levels (int): value levels.
+        num_points (int): sampling points per head and level.
+        ratio (float): value projection width / D.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, num_levels: int,
+                 num_points: int, ratio: float = 1.0):
+        value_dims = int(embed_dims * ratio)
+        if value_dims <= 0 or value_dims % num_heads:
+            raise ValueError(
+                f'deform_num_heads={num_heads} must divide the deformable attention\'s '
+                f'value width int(embed_dims * deform_ratio) = int({embed_dims} * '
+                f'{ratio}) = {value_dims}; choose another deform_num_heads or '
+                'deform_ratio.')
+        super().__init__(embed_dims=embed_dims, num_heads=num_heads,
+                         num_levels=num_levels, num_points=num_points, dropout=0.0,
+                         batch_first=True, value_proj_ratio=ratio)
+        self.dropout = nn.Identity()
+        self.ratio = ratio
+
+    def forward(self, query: torch.Tensor, value: torch.Tensor,
+                deform_inputs: Sequence[torch.Tensor],
+                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """query: (B, Lq, D), value: (B, Lv, D) -> (B, Lq, D) (+ identity)."""
+        reference_points, spatial_shapes, level_start_index = deform_inputs
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            out = super().forward(
+                query.float(), value=value.float(),
+                identity=query.new_zeros((), dtype=torch.float32)
+                if identity is None else identity.float(),
+                reference_points=reference_points, spatial_shapes=spatial_shapes,
+                level_start_index=level_start_index)
+        return out
+
+
+class SpatialPriorModule(nn.Module):
+    """Conv stem giving the spatial prior at strides 4, 8, 16 and 32.
+
+    ``stem``: 3x3 s2, 3x3, 3x3 convs (norm + ReLU each) and a 3x3 s2 max pool
+    (stride 4); ``conv2``..``conv4``: 3x3 s2 conv + norm + ReLU; ``fc1``..``fc4``:
+    1x1 projections of the ``inplanes * (1, 2, 4, 4)`` channels to ``embed_dims``.
+
+    Args:
+        in_channels (int): image channels. Defaults to 3.
+        inplanes (int): stem width. Defaults to 64.
+        embed_dims (int): output width D. Defaults to 384.
+        norm_cfg (dict): norm after every conv. Defaults to ``dict(type='BN')``.
+    """
+
+    def __init__(self, in_channels: int = 3, inplanes: int = 64, embed_dims: int = 384,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True)):
+        super().__init__()
+
+        def conv_norm_act(cin, cout, stride):
+            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                    build_norm_layer(norm_cfg, cout)[1], nn.ReLU(inplace=True)]
+
+        self.stem = nn.Sequential(
+            *conv_norm_act(in_channels, inplanes, 2), *conv_norm_act(inplanes, inplanes, 1),
+            *conv_norm_act(inplanes, inplanes, 1), nn.MaxPool2d(3, 2, 1))
+        self.conv2 = nn.Sequential(*conv_norm_act(inplanes, 2 * inplanes, 2))
+        self.conv3 = nn.Sequential(*conv_norm_act(2 * inplanes, 4 * inplanes, 2))
+        self.conv4 = nn.Sequential(*conv_norm_act(4 * inplanes, 4 * inplanes, 2))
+        self.fc1 = nn.Conv2d(inplanes, embed_dims, 1)
+        self.fc2 = nn.Conv2d(2 * inplanes, embed_dims, 1)
+        self.fc3 = nn.Conv2d(4 * inplanes, embed_dims, 1)
+        self.fc4 = nn.Conv2d(4 * inplanes, embed_dims, 1)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """x: (B, 3, H, W), H and W multiples of 32 -> four (B, D, H/s, W/s) maps."""
+        c1 = self.stem(x)
+        c2 = self.conv2(c1)
+        c3 = self.conv3(c2)
+        c4 = self.conv4(c3)
+        return [self.fc1(c1), self.fc2(c2), self.fc3(c3), self.fc4(c4)]
+
+
+class MultiLevelDWConv(nn.Module):
+    """One 3x3 depthwise conv applied to each level of a multi-level token set.
+
+    Args:
+        channels (int): width.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(channels, channels, 3, 1, 1, groups=channels)
+
+    def forward(self, x: torch.Tensor, shapes: Shapes) -> torch.Tensor:
+        """x: (B, sum(h * w), C), levels in order -> same shape."""
+        B, _, C = x.shape
+        outs = []
+        for part, (h, w) in zip(x.split([h * w for h, w in shapes], dim=1), shapes):
+            part = part.transpose(1, 2).reshape(B, C, h, w)
+            outs.append(self.dwconv(part).flatten(2).transpose(1, 2))
+        return torch.cat(outs, dim=1)
+
+
+class ConvFFN(nn.Module):
+    """``fc2(GELU(dwconv(fc1(x))))`` with the depthwise conv per level.
+
+    Args:
+        embed_dims (int): input/output width.
+        hidden_dims (int): hidden width.
+    """
+
+    def __init__(self, embed_dims: int, hidden_dims: int):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.dwconv = MultiLevelDWConv(hidden_dims)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+
+    def forward(self, x: torch.Tensor, shapes: Shapes) -> torch.Tensor:
+        return self.fc2(self.act(self.dwconv(self.fc1(x), shapes)))
+
+
+def _adapter_norm(embed_dims: int) -> nn.LayerNorm:
+    return nn.LayerNorm(embed_dims, eps=1e-6)
+
+
+def _maybe_checkpoint(module: nn.Module, fn: Callable, *args):
+    if module.with_cp and module.training and any(
+            isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        return cp.checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
+class Injector(nn.Module):
+    """Spatial prior -> backbone tokens: ``x + gamma * MSDA(LN(x), LN(c))``.
+
+    Args:
+        embed_dims (int): width D.
+        num_heads (int): deformable attention heads.
+        n_points (int): sampling points.
+        n_levels (int): levels of ``c``. Defaults to 3.
+        deform_ratio (float): value width ratio. Defaults to 1.0.
+        init_values (float): initial ``gamma``. Defaults to 0.
+        with_cp (bool): gradient checkpointing. Defaults to False.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, n_points: int, n_levels: int = 3,
+                 deform_ratio: float = 1.0, init_values: float = 0.0,
+                 with_cp: bool = False):
+        super().__init__()
+        self.with_cp = with_cp
+        self.init_values = init_values
+        self.query_norm = _adapter_norm(embed_dims)
+        self.feat_norm = _adapter_norm(embed_dims)
+        self.attn = MSDeformAttn(embed_dims, num_heads, n_levels, n_points, deform_ratio)
+        self.gamma = nn.Parameter(torch.full((embed_dims, ), float(init_values)))
+
+    def _inner(self, query, feat, *deform_inputs):
+        attn = self.attn(self.query_norm(query), self.feat_norm(feat), deform_inputs)
+        return query + self.gamma * attn.to(query.dtype)
+
+    def forward(self, query: torch.Tensor, feat: torch.Tensor,
+                deform_inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """query: (B, h * w, D) backbone tokens, feat: (B, Lc, D) -> like query."""
+        return _maybe_checkpoint(self, self._inner, query, feat, *deform_inputs)
+
+
+class Extractor(nn.Module):
+    """Backbone tokens -> spatial prior: ``c + MSDA(LN(c), LN(x))``, then
+    ``c + drop_path(ConvFFN(LN(c)))`` with ``with_cffn``.
+
+    Args:
+        embed_dims (int): width D.
+        num_heads (int): deformable attention heads.
+        n_points (int): sampling points.
+        n_levels (int): levels of ``x``. Defaults to 1.
+        deform_ratio (float): value width ratio. Defaults to 1.0.
+        with_cffn (bool): Defaults to True.
+        cffn_ratio (float): ConvFFN hidden width / D. Defaults to 0.25.
+        drop_path (float): drop path of the ConvFFN branch. Defaults to 0.
+        with_cp (bool): gradient checkpointing. Defaults to False.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, n_points: int, n_levels: int = 1,
+                 deform_ratio: float = 1.0, with_cffn: bool = True,
+                 cffn_ratio: float = 0.25, drop_path: float = 0.0, with_cp: bool = False):
+        super().__init__()
+        self.with_cp = with_cp
+        self.with_cffn = with_cffn
+        self.query_norm = _adapter_norm(embed_dims)
+        self.feat_norm = _adapter_norm(embed_dims)
+        self.attn = MSDeformAttn(embed_dims, num_heads, n_levels, n_points, deform_ratio)
+        if with_cffn:
+            self.ffn = ConvFFN(embed_dims, int(embed_dims * cffn_ratio))
+            self.ffn_norm = _adapter_norm(embed_dims)
+            self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def _inner(self, query, feat, shapes, *deform_inputs):
+        query = self.attn(self.query_norm(query), self.feat_norm(feat), deform_inputs,
+                          identity=query).to(query.dtype)
+        if self.with_cffn:
+            query = query + self.drop_path(self.ffn(self.ffn_norm(query), shapes))
+        return query
+
+    def forward(self, query: torch.Tensor, feat: torch.Tensor,
+                deform_inputs: Sequence[torch.Tensor], shapes: Shapes) -> torch.Tensor:
+        """query: (B, Lc, D) spatial tokens with level ``shapes``, feat: (B, h * w, D)."""
+        return _maybe_checkpoint(self, lambda q, f, *d: self._inner(q, f, shapes, *d),
+                                 query, feat, *deform_inputs)
+
+
+class InteractionBlock(nn.Module):
+    """Injector, a group of backbone blocks, extractor (and two extra extractors).
+
+    Args:
+        embed_dims (int): width D.
+        num_heads (int): deformable attention heads.
+        n_points (int): sampling points.
+        deform_ratio (float): value width ratio.
+        init_values (float): the injector's initial gamma.
+        with_cffn (bool): ConvFFN in the extractors.
+        cffn_ratio (float): ConvFFN hidden ratio.
+        drop_path (float): drop path of the extractors' ConvFFN.
+        extra_extractor (bool): two more extractors after the first.
+        with_cp (bool): gradient checkpointing of injector and extractors.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, n_points: int,
+                 deform_ratio: float, init_values: float, with_cffn: bool,
+                 cffn_ratio: float, drop_path: float, extra_extractor: bool = False,
+                 with_cp: bool = False):
+        super().__init__()
+        self.injector = Injector(embed_dims, num_heads, n_points, 3, deform_ratio,
+                                 init_values, with_cp)
+        ext = dict(embed_dims=embed_dims, num_heads=num_heads, n_points=n_points,
+                   n_levels=1, deform_ratio=deform_ratio, with_cffn=with_cffn,
+                   cffn_ratio=cffn_ratio, drop_path=drop_path, with_cp=with_cp)
+        self.extractor = Extractor(**ext)
+        self.extra_extractors = nn.ModuleList(
+            [Extractor(**ext) for _ in range(2)]) if extra_extractor else None
+
+    def forward(self, x: torch.Tensor, r: Optional[torch.Tensor], c: torch.Tensor,
+                run_blocks: Callable, inject_inputs: Sequence[torch.Tensor],
+                extract_inputs: Sequence[torch.Tensor], c_shapes: Shapes):
+        """Inject, run the blocks, extract.
+
+        Args:
+            x (Tensor): (B, h * w, D) backbone hidden state (mixer output).
+            r (Tensor, optional): (B, h * w, D) residual stream (None before block 0).
+            c (Tensor): (B, Lc, D) spatial tokens.
+            run_blocks (callable): ``(x, r) -> (x, r)``, the backbone's blocks of
+                this group.
+            inject_inputs, extract_inputs: :class:`DeformInputs` of both directions.
+            c_shapes (Sequence[tuple]): (h, w) of the levels of ``c``.
+
+        Returns:
+            tuple: (x, r, c).
+        """
+        x = self.injector(x, c, inject_inputs)
+        x, r = run_blocks(x, r)
+        c = self.extractor(c, x, extract_inputs, c_shapes)
+        for extractor in self.extra_extractors or ():
+            c = extractor(c, x, extract_inputs, c_shapes)
+        return x, r, c
