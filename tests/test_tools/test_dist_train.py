@@ -1,5 +1,6 @@
 """End to end: tools/dist_train.sh with 2 CPU processes (gloo) trains a tiny UperNet on
 the generated ADE20K-layout data, saves a checkpoint; tools/test.py evaluates it."""
+import argparse
 import os
 import os.path as osp
 import re
@@ -45,7 +46,8 @@ def overrides(data_root, iters):
 def official_ckpt(path, depth):
     """An official-layout ImageNet checkpoint for the tiny backbone (patch 8, 128 px)."""
     sd = make_official_state_dict(depth=depth, dim=32, grid=16, patch=8)
-    torch.save(dict(model=sd, model_ema=None, epoch=1), path)
+    args = argparse.Namespace(model='mambar_base_patch16_224')  # official: cls in front
+    torch.save(dict(model=sd, model_ema=None, epoch=1, args=args), path)
     return str(path)
 
 

@@ -1,5 +1,6 @@
 """ShuffleMambaAdapter: shapes, gradients, determinism, SLWS, the official formulas,
 pretrained loading and argument errors (tiny sizes, CPU)."""
+import argparse
 import math
 import os.path as osp
 import sys
@@ -331,7 +332,9 @@ def test_layer_depth_matches_blocks_and_adapter_is_top():
 # ----------------------------------------------------------------- pretrained loading
 def save_official(path, fmt='shufflemamba', **kw):
     sd = make_official_state_dict(depth=4, dim=48, grid=4, fmt=fmt, seed=3, **kw)
-    torch.save(dict(model=sd, model_ema=None, epoch=1), path)
+    # official training checkpoints name their model in args (cls token in front)
+    args = argparse.Namespace(model='mambar_base_patch16_224')
+    torch.save(dict(model=sd, model_ema=None, epoch=1, args=args), path)
     return sd
 
 
@@ -383,3 +386,56 @@ def test_pretrained_errors_are_as_loud_as_the_plain_backbone(tmp_path):
     with pytest.raises(FileNotFoundError):
         tiny(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'no.pth'))
              ).init_weights()
+
+
+def test_autocast_bf16_runs_deformable_attention_in_fp32():
+    model = randomize_adapter(tiny()).eval()
+    x = torch.randn(1, 3, 64, 64)
+    seen = []
+    hook = lambda m, args, out: seen.append((args[0].dtype, out.dtype))  # noqa: E731
+    # the projections inside the attention: fp32 in and out (autocast off there)
+    handles = [getattr(m, n).register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, MSDeformAttn)
+               for n in ('value_proj', 'sampling_offsets', 'attention_weights',
+                         'output_proj')]
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model(x)
+    for h in handles:
+        h.remove()
+    assert seen and all(d == (torch.float32, torch.float32) for d in seen), seen
+    for a, b in zip(ref, low):
+        assert torch.isfinite(b).all()
+        assert (a - b.float()).abs().mean() < 0.1 * a.abs().mean()
+
+
+def test_layer_decay_groups_of_the_adapter():
+    from mmengine.optim import build_optim_wrapper
+    model = torch.nn.Module()
+    model.backbone = tiny()
+    wrapper = build_optim_wrapper(model, dict(
+        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05),
+        constructor='ShuffleMambaLayerDecayOptimWrapperConstructor',
+        paramwise_cfg=dict(layer_decay_rate=0.5)))
+    lr, wd = {}, {}
+    for group in wrapper.optimizer.param_groups:
+        for name in group['param_names']:
+            lr[name], wd[name] = group['lr'], group['weight_decay']
+    assert set(lr) == {n for n, p in model.named_parameters() if p.requires_grad}
+    for i in range(4):  # 4 blocks: layer ids 1..4 of 6, scale 0.5 ** (5 - (i + 1))
+        assert lr[f'backbone.layers.{i}.mixer.in_proj.weight'] == 0.5**(4 - i)
+    assert lr['backbone.patch_embed.proj.weight'] == 0.5**5
+    for name in ('backbone.level_embed', 'backbone.spm.stem.0.weight', 'backbone.up.weight',
+                 'backbone.interactions.0.injector.gamma', 'backbone.norm1.weight',
+                 'backbone.interactions.3.extra_extractors.1.attn.value_proj.weight'):
+        assert lr[name] == 1.0, name
+    for name in ('backbone.level_embed', 'backbone.interactions.2.injector.gamma',
+                 'backbone.norm3.bias', 'backbone.spm.stem.1.weight',
+                 'backbone.interactions.1.extractor.query_norm.weight',
+                 'backbone.layers.0.mixer.A_log', 'backbone.layers.0.mixer.D_b',
+                 'backbone.pos_embed'):
+        assert wd[name] == 0.0, name
+    for name in ('backbone.spm.stem.0.weight', 'backbone.interactions.0.injector.attn.'
+                 'sampling_offsets.weight', 'backbone.layers.1.mixer.x_proj.weight'):
+        assert wd[name] == 0.05, name
