@@ -14,6 +14,7 @@ import os.path as osp
 import time
 
 import numpy as np
+from mmengine.config import DictAction
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
                       'quickstart')
@@ -42,6 +43,8 @@ def parse_args():
     p.add_argument('--num-train', type=int, default=None)
     p.add_argument('--num-val', type=int, default=None)
     p.add_argument('--num-overlays', type=int, default=4)
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                   help='override config settings, e.g. optim_wrapper.optimizer.lr=1e-4')
     args = p.parse_args()
     for key, value in TASKS[args.task].items():
         if getattr(args, key) is None:
@@ -150,6 +153,8 @@ def train_and_test(args, generate):
                 args.data_root, cfg.val_dataloader.dataset.ann_file)
     if args.max_iters:
         shorten_schedule(cfg, args.max_iters)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     prepare_runtime(cfg, 'none')
     runner = Runner.from_cfg(cfg)
     runner.train()

@@ -216,12 +216,12 @@ class ShuffleMambaAdapter(ShuffleMamba):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
 
+        hidden, grid, _ = self.embed(x)  # checks the input's channels
         c1, c2, c3, c4 = self.spm(x)
         c_shapes = [tuple(c.shape[-2:]) for c in (c2, c3, c4)]
         c = torch.cat([lvl.flatten(2).transpose(1, 2) + self.level_embed[i]
                        for i, lvl in enumerate((c2, c3, c4))], dim=1)
 
-        hidden, grid, _ = self.embed(x)
         device = hidden.device
         inject_inputs = DeformInputs([grid], c_shapes, device)
         extract_inputs = DeformInputs(c_shapes, [grid], device)

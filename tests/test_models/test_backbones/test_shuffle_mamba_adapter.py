@@ -439,3 +439,14 @@ def test_layer_decay_groups_of_the_adapter():
     for name in ('backbone.spm.stem.0.weight', 'backbone.interactions.0.injector.attn.'
                  'sampling_offsets.weight', 'backbone.layers.1.mixer.x_proj.weight'):
         assert wd[name] == 0.05, name
+
+
+def test_bad_inputs_are_clear_errors():
+    model = tiny().eval()
+    with pytest.raises(ValueError, match=r'expects \(B, C, H, W\)'):
+        model(torch.randn(3, 64, 64))
+    with pytest.raises(ValueError, match='in_channels=3 but the input has 1'):
+        model(torch.randn(1, 1, 64, 64))
+    with torch.no_grad():  # tiny inputs are padded, every level has at least one pixel
+        assert [o.shape[-2:] for o in model(torch.randn(1, 3, 5, 7))] == [(2, 2), (1, 1),
+                                                                          (1, 1), (1, 1)]
