@@ -12,7 +12,7 @@ from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers.adapter_modules import (DeformInputs, InteractionBlock, MSDeformAttn,
-                                      SpatialPriorModule)
+                                      SpatialPriorModule, TokenUpsample2x)
 from .shuffle_mamba import ShuffleMamba
 
 
@@ -124,7 +124,7 @@ class ShuffleMambaAdapter(ShuffleMamba):
                 extra_extractor=use_extra_extractor and i == num_groups - 1,
                 with_cp=self.with_cp) for i in range(num_groups)
         ])
-        self.up = nn.ConvTranspose2d(D, D, 2, 2)
+        self.up = TokenUpsample2x(D)  # ConvTranspose2d(D, D, 2, 2)
         for i in range(1, 5):
             self.add_module(f'norm{i}', build_norm_layer(adapter_norm_cfg, D)[1])
         self.init_adapter_weights()
@@ -236,9 +236,10 @@ class ShuffleMambaAdapter(ShuffleMamba):
                 group_maps.append(self.tokens_to_map(hidden, grid))
 
         B, _, D = c.shape
+        tokens2, tokens3, tokens4 = c.split([h * w for h, w in c_shapes], dim=1)
         c2, c3, c4 = [lvl.transpose(1, 2).reshape(B, D, h, w) for lvl, (h, w) in zip(
-            c.split([h * w for h, w in c_shapes], dim=1), c_shapes)]
-        c1 = self.up(c2) + c1
+            (tokens2, tokens3, tokens4), c_shapes)]
+        c1 = self.up.forward_tokens(tokens2, c_shapes[0]) + c1
         levels = [c1, c2, c3, c4]
         if self.add_backbone_feature:
             levels = [

@@ -151,6 +151,31 @@ class SpatialPriorModule(nn.Module):
         return [self.fc1(c1), self.fc2(c2), self.fc3(c3), self.fc4(c4)]
 
 
+class TokenUpsample2x(nn.ConvTranspose2d):
+    """``ConvTranspose2d(C, C, 2, 2)`` (same parameters and keys) that reads a
+    token-major (B, h * w, C) sequence.
+
+    A 2x2 stride-2 transposed conv has no overlapping outputs: it is one matmul of the
+    tokens with the (C, C * 4) weight, followed by placing each output 2x2 block. That
+    avoids the CPU's slow transposed-convolution path and the transpose of the input.
+
+    Args:
+        channels (int): C.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, 2, 2)
+
+    def forward_tokens(self, tokens: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        """tokens: (B, h * w, C) in row-major order -> (B, C, 2h, 2w)."""
+        B, _, C = tokens.shape
+        h, w = hw
+        y = tokens @ self.weight.reshape(C, -1).to(tokens.dtype)  # (B, hw, C_out * 4)
+        y = y.reshape(B, h, w, self.out_channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+        y = y.reshape(B, self.out_channels, 2 * h, 2 * w)
+        return y + self.bias.to(y.dtype)[None, :, None, None]
+
+
 class MultiLevelDWConv(nn.Module):
     """One 3x3 depthwise conv applied to each level of a multi-level token set.
 

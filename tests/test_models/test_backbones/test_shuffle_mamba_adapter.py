@@ -450,3 +450,13 @@ def test_bad_inputs_are_clear_errors():
     with torch.no_grad():  # tiny inputs are padded, every level has at least one pixel
         assert [o.shape[-2:] for o in model(torch.randn(1, 3, 5, 7))] == [(2, 2), (1, 1),
                                                                           (1, 1), (1, 1)]
+
+
+def test_token_upsample_equals_conv_transpose():
+    from mmplugin_shufflemamba.models.layers.adapter_modules import TokenUpsample2x
+    up = TokenUpsample2x(6)
+    x = torch.randn(2, 6, 3, 5)
+    tokens = x.flatten(2).transpose(1, 2)
+    torch.testing.assert_close(up.forward_tokens(tokens, (3, 5)), up(x))
+    assert set(up.state_dict()) == {'weight', 'bias'}
+    assert up.weight.shape == (6, 6, 2, 2)
