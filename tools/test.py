@@ -1,7 +1,14 @@
 """Evaluate a checkpoint with the framework's own metrics (mIoU, box/mask AP).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out-dir DIR]
+    python tools/test.py CONFIG CHECKPOINT [--tta] [--work-dir DIR] [--show-dir DIR]
     tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
+
+``--tta``: multi-scale + flip testing (the paper's "MS" mIoU) with the framework's
+test-time-augmentation model: the config's ``tta_model`` (mmseg's ``SegTTAModel``,
+from mmseg's default runtime) wraps the model and the test set runs the config's
+``tta_pipeline`` (mmseg's ADE20K base: scales 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 x no flip /
+horizontal flip; the softmax scores of the 12 views are averaged). Each view is
+inferred with the config's ``test_cfg`` (sliding window 512/341 for the zoo configs).
 """
 import argparse
 import os
@@ -14,26 +21,49 @@ import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.utils import load_config, prepare_runtime
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--show-dir', help='directory where painted predictions '
                         'are saved (mmseg/mmdet visualization hook)')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation (multi-scale + flip) with the "
+                        "config's tta_model and tta_pipeline")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings in the config')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
 
 
-def main():
-    args = parse_args()
+def enable_tta(cfg) -> int:
+    """Switch ``cfg`` to test-time augmentation, as mmseg's and mmdet's own test tools
+    do; return the number of views per image."""
+    missing = [k for k in ('tta_model', 'tta_pipeline') if cfg.get(k, None) is None]
+    if missing:
+        raise ValueError(
+            f'--tta needs {" and ".join(missing)} in the config (mmseg provides both '
+            "through its ADE20K dataset base and default runtime: tta_model = "
+            "dict(type='SegTTAModel')).")
+    views = 1
+    for step in cfg.tta_pipeline:
+        if step.get('type') == 'TestTimeAug':
+            for choices in step['transforms']:
+                views *= len(choices)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+    return views
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {args.checkpoint}')
     cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)
@@ -46,6 +76,10 @@ def main():
             hooks.visualization['show'] = False
             cfg.visualizer.setdefault('vis_backends', [dict(type='LocalVisBackend')])
             cfg.visualizer['save_dir'] = args.show_dir
+    if args.tta:
+        views = enable_tta(cfg)
+        print(f"Test-time augmentation: {cfg.model.type} over {views} views per image "
+              '(tta_pipeline)', flush=True)
     prepare_runtime(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     runner.test()

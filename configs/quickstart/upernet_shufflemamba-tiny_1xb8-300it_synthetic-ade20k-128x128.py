@@ -16,6 +16,8 @@ model = dict(
         num_layers=6,
         img_size=128,
         patch_size=8,
+        # Trained from scratch: LayerNorm (the B config's RMSNorm matches its checkpoint).
+        norm_cfg=dict(type='LN', eps=1e-5),
         drop_path_rate=0.1,
         shuffle_rate=0.5,
         out_indices=(1, 3, 4, 5),

@@ -1,7 +1,7 @@
 """Loading ImageNet checkpoints (ShuffleMamba, ShuffleMamba-Reg, Vim, VideoMamba) into
 :class:`ShuffleMamba`, as a pure ``state_dict -> state_dict`` conversion.
 
-Formats (``detect_format`` decides from keys and shapes; a user can force one):
+Formats (a user can force one with ``ckpt_format``):
 
 - ``'shufflemamba'``: plain models, ``cls_token`` (1, 1, D) at the sequence front,
   ``pos_embed`` (1, N + 1, D) with the cls position first. VideoMamba image models
@@ -13,12 +13,25 @@ Formats (``detect_format`` decides from keys and shapes; a user can force one):
 - ``'mmplugin'``: this project's layout (what ``tools/convert_checkpoint.py``
   writes and what ``ShuffleMamba.state_dict()`` holds).
 
+``'shufflemamba'`` and ``'vim'`` share their keys and shapes: where the cls token sits
+is read from evidence in the file, never guessed (:func:`format_hint`): the model name
+in an official checkpoint's ``args`` (``mambar_*`` / ``videomamba_*``: first;
+``*midclstok*``: middle), MMEngine's ``meta`` (this project's layout) or the
+``meta['shufflemamba_format']`` marker this project's writers emit. Without evidence a
+(1, 1, D) cls token is a :class:`CheckpointError` that asks for ``ckpt_format``.
+
+Weights: the raw weights by default (``checkpoint['model']``, as the official
+downstream code loads them); ``use_ema=True`` selects the EMA weights (``model_ema``;
+in MMEngine checkpoints written with ``EMAHook``, ``state_dict``, whose raw
+counterpart EMAHook keeps in ``ema_state_dict``).
+
 Nothing is loaded partially: a missing, unexpected or mis-shaped backbone key is a
 :class:`CheckpointError` that lists the keys and compares checkpoint and model.
 """
 import io
 import math
 import os.path as osp
+import re
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple
 
@@ -35,6 +48,32 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded as asked (the message says why and how)."""
 
 
+# Paths that are documentation, not files: the configs' documented placeholder
+# ('path/to/...'), angle-bracket templates and the official configs' 'your_model_path'.
+_PLACEHOLDER = re.compile(
+    r'(^|[/\\])path[/\\]to[/\\]|<[^<>]*>|your[_-]?(model|checkpoint|ckpt)[_-]?(path|file)?'
+    r'|^(none|null|todo|xxx|placeholder|changeme)$', re.IGNORECASE)
+
+
+def check_checkpoint_path(checkpoint) -> str:
+    """Refuse an empty or placeholder ``init_cfg.checkpoint`` with a message saying what
+    to set (before anything is read); return the path as a string."""
+    if checkpoint is None or not str(checkpoint).strip():
+        raise CheckpointError(
+            "init_cfg=dict(type='Pretrained') has no 'checkpoint': set "
+            'model.backbone.init_cfg.checkpoint to an ImageNet ShuffleMamba checkpoint, '
+            'or drop init_cfg to train from scratch.')
+    checkpoint = str(checkpoint)
+    if _PLACEHOLDER.search(checkpoint) and not osp.exists(checkpoint):
+        raise CheckpointError(
+            f'init_cfg.checkpoint={checkpoint!r} is the documented placeholder, not a '
+            'file. Set it to your ImageNet-pretrained checkpoint (no ShuffleMamba weights '
+            'were released upstream: train one with the official code, whose training '
+            'checkpoints load as they are), e.g. --cfg-options '
+            'model.backbone.init_cfg.checkpoint=/data/shufflemamba_b_in1k.pth')
+    return checkpoint
+
+
 # ----------------------------------------------------------------------------- reading
 def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     """Read a checkpoint file (local path or any MMEngine-supported URI).
@@ -43,7 +82,7 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     training script write are allow-listed (see ``mmplugin_shufflemamba.compat``).
     """
     from ...compat import safe_torch_load
-    filename = str(filename)
+    filename = check_checkpoint_path(filename)
     is_local = '://' not in filename
     if is_local and not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file not found: {filename}')
@@ -72,69 +111,171 @@ def _is_state_dict(obj) -> bool:
         isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def select_state_dict(ckpt: object, use_ema: Optional[bool] = None,
+def is_mmengine_checkpoint(ckpt: object) -> bool:
+    """Whether ``ckpt`` was written by MMEngine's runner (``meta`` / ``message_hub``
+    beside ``state_dict``) or by this project's tools (``meta`` too)."""
+    return isinstance(ckpt, dict) and not _is_state_dict(ckpt) and (
+        isinstance(ckpt.get('meta'), dict) or 'message_hub' in ckpt)
+
+
+def _own_meta(ckpt: object) -> dict:
+    """``meta`` of a file written by this project's tools (empty for any other)."""
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    return meta if isinstance(meta, dict) and 'shufflemamba_format' in meta else {}
+
+
+def _ema_hook_raw_weights(ema_state: dict) -> Dict[str, torch.Tensor]:
+    """The raw weights MMEngine's ``EMAHook`` leaves in ``ema_state_dict``.
+
+    Before saving, EMAHook swaps the values of ``state_dict`` (now: the EMA weights)
+    and of its averaged model's state dict (``module.<name>`` keys, now: the raw
+    weights; plus the ``steps`` counter).
+    """
+    return {k[len('module.'):]: v for k, v in ema_state.items()
+            if k.startswith('module.') and isinstance(v, torch.Tensor)}
+
+
+def select_state_dict(ckpt: object, use_ema: bool = False,
                       filename: str = '<checkpoint>') -> Tuple[Dict[str, torch.Tensor], str]:
     """Pick the weights to load from a checkpoint object.
 
+    Raw and EMA weights per writer:
+
+    ======================================  =====================  ===================
+    checkpoint                              raw (default)          EMA (use_ema=True)
+    ======================================  =====================  ===================
+    official / DeiT-style training script   ``model``              ``model_ema``
+    MMEngine with ``EMAHook``               ``ema_state_dict`` *   ``state_dict``
+    MMEngine without ``EMAHook``            ``state_dict``         (error)
+    timm training script                    ``state_dict``         ``state_dict_ema``
+    ``tools/convert_checkpoint.py``         ``state_dict`` as converted (its meta says
+                                            which weights it holds)
+    bare state dict                         the dict               (error)
+    ======================================  =====================  ===================
+
+    \\* EMAHook swaps the two before saving: ``ema_state_dict`` holds the raw weights
+    (``module.``-prefixed), ``state_dict`` the averaged ones.
+
     Args:
         ckpt: what :func:`read_checkpoint` returned.
-        use_ema (bool, optional): None (default) takes EMA weights when present,
-            True requires them, False takes the raw weights.
+        use_ema (bool): take the EMA weights instead of the raw ones (an error when the
+            checkpoint has none). Defaults to False, as the official downstream code.
+            None is read as False.
 
     Returns:
         tuple: (state dict, name of the entry used).
     """
+    use_ema = bool(use_ema)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'{filename} holds a {type(ckpt).__name__}, not a '
                               'checkpoint dict or state dict.')
+
+    def no_ema(why):
+        return CheckpointError(f'use_ema=True but {filename} has no EMA weights ({why}); '
+                               'load the raw weights (use_ema=False, the default).')
+
     if _is_state_dict(ckpt):
         if use_ema:
-            raise CheckpointError(f'use_ema=True but {filename} is a bare state dict '
-                                  'without EMA weights; use use_ema=False.')
+            raise no_ema('it is a bare state dict')
         return dict(ckpt), '<state dict>'
-    ema_keys = [k for k in ('model_ema', 'state_dict_ema', 'ema_state_dict')
-                if _is_state_dict(ckpt.get(k))]
-    raw_keys = [k for k in ('model', 'state_dict', 'module') if _is_state_dict(ckpt.get(k))]
-    if use_ema is None or use_ema:
-        if ema_keys:
-            return dict(ckpt[ema_keys[0]]), ema_keys[0]
+    own = _own_meta(ckpt)
+    if own and _is_state_dict(ckpt.get('state_dict')):
+        if use_ema and own.get('weights') != 'ema':
+            raise no_ema(f"converted from the raw weights, entry {own.get('entry')!r}")
+        return dict(ckpt['state_dict']), 'state_dict'
+    if 'model' in ckpt or 'model_ema' in ckpt:  # official (DeiT-style) training script
+        key = 'model_ema' if use_ema else 'model'
+        if _is_state_dict(ckpt.get(key)):
+            return dict(ckpt[key]), key
         if use_ema:
-            raise CheckpointError(
-                f'use_ema=True but {filename} has no EMA weights (entries: '
-                f'{sorted(ckpt)}; model_ema is None when trained without EMA).')
-    if raw_keys:
-        return dict(ckpt[raw_keys[0]]), raw_keys[0]
+            raise no_ema("'model_ema' is None: trained without --model-ema")
+    if is_mmengine_checkpoint(ckpt) and _is_state_dict(ckpt.get('state_dict')):
+        ema_state = ckpt.get('ema_state_dict')
+        if isinstance(ema_state, dict) and _ema_hook_raw_weights(ema_state):
+            if use_ema:
+                return dict(ckpt['state_dict']), 'state_dict'
+            return _ema_hook_raw_weights(ema_state), 'ema_state_dict'
+        if use_ema:
+            raise no_ema('an MMEngine checkpoint saved without EMAHook')
+        return dict(ckpt['state_dict']), 'state_dict'
+    if use_ema:
+        for key in ('state_dict_ema', 'model_ema'):
+            if _is_state_dict(ckpt.get(key)):
+                return dict(ckpt[key]), key
+        raise no_ema(f'entries: {sorted(ckpt)[:20]}')
+    for key in ('model', 'state_dict', 'module'):
+        if _is_state_dict(ckpt.get(key)):
+            return dict(ckpt[key]), key
     raise CheckpointError(
         f'{filename} has no model weights: expected a state dict or one of the entries '
         f"'model', 'model_ema', 'state_dict'; found {sorted(ckpt)[:20]}.")
 
 
-def format_hint(ckpt: object) -> Optional[str]:
-    """A format implied by the training arguments stored in an official checkpoint.
+_ENTRY_NOTES = {
+    'model': 'raw weights',
+    'model_ema': 'EMA weights',
+    'ema_state_dict': "raw weights: MMEngine's EMAHook keeps them there",
+    'state_dict_ema': 'EMA weights',
+}
 
-    Vim's checkpoints keep their model name (e.g. ``..._with_midclstok_div2``) in
-    ``args``; that name is the only trace of the middle cls token.
-    """
+
+def _model_name(ckpt: object) -> str:
     args = ckpt.get('args') if isinstance(ckpt, dict) else None
-    name = str(getattr(args, 'model', '') or '').lower()
-    if 'midclstok' in name or 'middle_cls' in name:
-        return 'vim'
-    return None
+    name = args.get('model') if isinstance(args, dict) else getattr(args, 'model', None)
+    return str(name or '')
+
+
+def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
+    """What a checkpoint object says about its own layout.
+
+    Returns:
+        tuple: (format or None, the evidence in words).
+    """
+    own = _own_meta(ckpt)
+    if own.get('shufflemamba_format') in CHECKPOINT_FORMATS[1:]:
+        return own['shufflemamba_format'], "meta['shufflemamba_format']"
+    name = _model_name(ckpt)
+    low = name.lower()
+    if 'midclstok' in low or 'middle_cls' in low:
+        return 'vim', f'args.model={name!r} (Vim, middle cls token)'
+    if low.startswith(('mambar', 'videomamba', 'shufflemamba', 'shuffle_mamba')):
+        return 'shufflemamba', f'args.model={name!r} (cls token first)'
+    if is_mmengine_checkpoint(ckpt):
+        return 'mmplugin', "MMEngine 'meta' (a model trained in this framework)"
+    return None, (f'args.model={name!r} is not a known factory name' if name
+                  else 'no args.model, no MMEngine meta, no shufflemamba_format marker')
+
+
+def format_hint(ckpt: object) -> Optional[str]:
+    """The format a checkpoint object's own contents establish, or None.
+
+    Evidence, in order: the ``meta['shufflemamba_format']`` marker of this project's
+    writers; the model name in an official checkpoint's ``args`` (``*midclstok*``:
+    Vim's middle cls token; ``mambar_*`` / ``videomamba_*`` / ``shufflemamba*``: cls
+    first); MMEngine's ``meta`` / ``message_hub`` (this project's layout).
+    """
+    return format_evidence(ckpt)[0]
+
+
+def _backbone_only(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    if any(k.startswith('backbone.') for k in sd) and \
+            any(not k.startswith('backbone.') for k in sd):
+        return {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+    return sd
 
 
 def _strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Remove DDP/EMA/compile prefixes; keep only ``backbone.*`` of a whole detector."""
-    if any(k.startswith('backbone.') for k in sd) and \
-            any(not k.startswith('backbone.') for k in sd):
-        sd = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
-    changed = True
-    while changed:
-        changed = False
+    """Remove DDP/EMA/compile prefixes and keep only ``backbone.*`` of a whole model,
+    in any nesting (e.g. ``module.backbone.*`` beside ``module.decode_head.*`` of a
+    state dict saved by hand from a DDP-wrapped segmentor)."""
+    while True:
+        before = sd
+        sd = _backbone_only(sd)
         for p in _WRAPPER_PREFIXES:
             if sd and all(k.startswith(p) for k in sd):
                 sd = {k[len(p):]: v for k, v in sd.items()}
-                changed = True
-    return sd
+        if sd is before:
+            return sd
 
 
 # ----------------------------------------------------------------------------- formats
@@ -159,18 +300,35 @@ def describe_state_dict(sd: Dict[str, torch.Tensor]) -> Dict[str, object]:
     return info
 
 
-def detect_format(sd: Dict[str, torch.Tensor]) -> str:
-    """Guess the checkpoint format from keys and shapes (see module docstring)."""
+def detect_format(sd: Dict[str, torch.Tensor], hint: Optional[str] = None) -> str:
+    """The checkpoint format from keys and shapes, with ``hint`` (:func:`format_hint`)
+    deciding what shapes cannot.
+
+    A (1, 1, D) ``cls_token`` without ``pos_embed_cls`` is ShuffleMamba's / VideoMamba's
+    (cls first) or Vim's (cls in the middle) layout, identical in keys and shapes:
+    without a hint that says which, this is a :class:`CheckpointError`.
+    """
+    sd = _strip_wrappers(dict(sd))
+    if hint == 'videomamba':
+        hint = 'shufflemamba'
     if 'pos_embed_cls' in sd:
-        return 'reg'
+        return 'mmplugin' if hint == 'mmplugin' else 'reg'
     cls = sd.get('cls_token')
     if cls is None:
         return 'mmplugin'
     if cls.dim() == 3 and cls.shape[1] == 1:
-        # Vim and ShuffleMamba share the key layout. Vim checkpoints keep the
-        # middle-cls flag in their training args when present (see read); by default
-        # the ShuffleMamba / VideoMamba layout (cls first) is assumed.
-        return 'shufflemamba'
+        if hint in ('shufflemamba', 'vim'):
+            return hint
+        raise CheckpointError(
+            f'cannot tell where the cls token sits: the checkpoint has one cls token '
+            f'{tuple(cls.shape)} and a pos_embed with its position, a layout that '
+            'ShuffleMamba / VideoMamba (cls first) and Vim (cls in the middle) share, '
+            'and nothing in the file says which it is (official checkpoints name their '
+            "model in 'args'; this project's converted files carry "
+            "meta['shufflemamba_format']). Pass ckpt_format='shufflemamba' (cls first) "
+            "or ckpt_format='vim' (middle), e.g. init_cfg=dict(type='Pretrained', "
+            "checkpoint=..., ckpt_format='shufflemamba'), or convert the file once with "
+            'tools/convert_checkpoint.py --format shufflemamba.')
     raise CheckpointError(
         f'cannot tell the checkpoint format: cls_token has shape {tuple(cls.shape)} but '
         "there is no 'pos_embed_cls'. Pass ckpt_format= one of "
@@ -195,7 +353,10 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
 
     Args:
         sd (dict): state dict (wrapper prefixes are removed here).
-        ckpt_format (str): one of :data:`CHECKPOINT_FORMATS`. Defaults to 'auto'.
+        ckpt_format (str): one of :data:`CHECKPOINT_FORMATS`. Defaults to 'auto':
+            decided from keys and shapes alone (:func:`detect_format` without a hint),
+            so a (1, 1, D) cls token without ``pos_embed_cls`` is an error here;
+            :func:`read_backbone_weights` settles the format from the whole file.
         num_registers (int): registers of the target backbone. 0 drops the
             checkpoint's cls/register tokens (what the paper does for dense tasks);
             R > 0 keeps R registers (must match the checkpoint, positions kept).
@@ -280,8 +441,35 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
     return out, summary
 
 
+def _model_norm(model) -> str:
+    return 'RMSNorm' if isinstance(model.layers[0].norm, torch.nn.RMSNorm) else 'LN'
+
+
+_NORM_FIX = {
+    'RMSNorm': ("RMSNorm (norm weights only, no norm biases)",
+                "norm_cfg=dict(type='RMSNorm', eps=1e-5)",
+                'ShuffleMamba-B, L1 and every Reg model'),
+    'LN': ('LayerNorm (norm weights and biases)', "norm_cfg=dict(type='LN', eps=1e-5)",
+           'ShuffleMamba-M'),
+}
+
+
+def _norm_advice(model, summary) -> Optional[str]:
+    """The fix when checkpoint and backbone disagree on the norm, else None."""
+    ckpt_norm, model_norm = summary.get('norm'), _model_norm(model)
+    if ckpt_norm not in _NORM_FIX or ckpt_norm == model_norm:
+        return None
+    what, fix, who = _NORM_FIX[ckpt_norm]
+    return (f'norm mismatch: the checkpoint was trained with {what} but the backbone was '
+            f'built with {_NORM_FIX[model_norm][0].split(" (")[0]}: set {fix} in the '
+            f'backbone config (as for {who}).')
+
+
 def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
     lines = [f'the checkpoint does not match the {type(model).__name__} backbone:']
+    advice = _norm_advice(model, summary)
+    if advice:
+        lines.append('  ' + advice)
     if missing:
         lines.append(f'  missing in checkpoint ({len(missing)}): {missing[:12]}'
                      + (' ...' if len(missing) > 12 else ''))
@@ -301,27 +489,30 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
         f'  model:      depth {model.num_layers}, width {model.embed_dims}, patch '
         f'{model.patch_size}, norm {norm_model}, {model.num_registers} register(s)')
     lines.append('  Pick the matching arch (e.g. arch=\'b\' for depth 24 / width 768), '
-                 "norm_cfg=dict(type='RMSNorm') for RMSNorm checkpoints (ShuffleMamba-B, "
-                 "L1, every Reg model), norm_cfg=dict(type='LN') for LayerNorm ones "
-                 '(ShuffleMamba-M), or the right file.')
+                 "norm_cfg=dict(type='RMSNorm', eps=1e-5) for RMSNorm checkpoints "
+                 "(ShuffleMamba-B, L1, every Reg model), norm_cfg=dict(type='LN', "
+                 "eps=1e-5) for LayerNorm ones (ShuffleMamba-M), or the right file.")
     return '\n'.join(lines)
 
 
 def read_backbone_weights(checkpoint: str,
                           prefix: Optional[str] = None,
                           map_location: str = 'cpu',
-                          use_ema: Optional[bool] = None,
+                          use_ema: bool = False,
                           ckpt_format: str = 'auto'
                           ) -> Tuple[Dict[str, torch.Tensor], str, str]:
-    """Read a checkpoint file and pick the state dict to convert.
+    """Read a checkpoint file, pick the state dict to convert and settle its format.
 
     Args:
-        checkpoint (str): file path or URI.
+        checkpoint (str): file path or URI (a placeholder path is refused first).
         prefix (str, optional): take only keys under this prefix (e.g. 'backbone.').
         map_location (str): Defaults to 'cpu'.
-        use_ema (bool, optional): see :func:`select_state_dict`.
-        ckpt_format (str): the requested format; 'auto' may be refined by the
-            checkpoint's training arguments (:func:`format_hint`).
+        use_ema (bool): the EMA weights instead of the raw ones; see
+            :func:`select_state_dict`. Defaults to False.
+        ckpt_format (str): the requested format; 'auto' is settled here from the
+            keys and the file's evidence (:func:`format_hint`, :func:`detect_format`):
+            a checkpoint whose cls-token position its contents do not establish is a
+            :class:`CheckpointError` asking for ``ckpt_format``.
 
     Returns:
         tuple: (state dict, name of the entry used, format to convert with).
@@ -333,8 +524,12 @@ def read_backbone_weights(checkpoint: str,
         sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
         if not sd:
             raise CheckpointError(f"{checkpoint} has no keys under prefix '{p}'.")
-    if ckpt_format == 'auto' and 'pos_embed_cls' not in sd:
-        ckpt_format = format_hint(ckpt) or 'auto'
+    if ckpt_format == 'auto':
+        hint, evidence = format_evidence(ckpt)
+        try:
+            ckpt_format = detect_format(sd, hint)
+        except CheckpointError as e:
+            raise CheckpointError(f'{checkpoint}: {e} [evidence: {evidence}]') from None
     return sd, entry, ckpt_format
 
 
@@ -347,9 +542,9 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor],
     plain :class:`ShuffleMamba`, the blocks and embeddings of a
     :class:`ShuffleMambaAdapter` (its adapter modules keep their own initialisation).
     Every key of that part must be provided with its shape, and nothing else may be:
-    otherwise :class:`CheckpointError` with a report, and nothing is loaded. A final
-    norm in the checkpoint is dropped (and logged) when the model has none
-    (``final_norm=False``, the adapter).
+    otherwise :class:`CheckpointError` with a report (led by the ``norm_cfg`` to set
+    when the norms disagree), and nothing is loaded. A final norm in the checkpoint is
+    dropped (and logged) when the model has none (``final_norm=False``, the adapter).
 
     Returns:
         dict: ``summary`` with ``loaded`` (key count) and ``dropped`` updated.
@@ -381,7 +576,7 @@ def load_pretrained_backbone(model,
                              checkpoint: str,
                              prefix: Optional[str] = None,
                              map_location: str = 'cpu',
-                             use_ema: Optional[bool] = None,
+                             use_ema: bool = False,
                              ckpt_format: str = 'auto',
                              **kwargs) -> Dict[str, object]:
     """Load a checkpoint into a ShuffleMamba backbone, strictly, and log what was used.
@@ -394,7 +589,8 @@ def load_pretrained_backbone(model,
         model (ShuffleMamba): the backbone (or a subclass such as the adapter).
         checkpoint (str): file path or URI.
         prefix (str, optional): take only keys under this prefix (e.g. 'backbone.').
-        use_ema (bool, optional): None = EMA weights when present.
+        use_ema (bool): load the EMA weights instead of the raw ones (the official
+            downstream code loads the raw ``model`` weights). Defaults to False.
         ckpt_format (str): see :data:`CHECKPOINT_FORMATS`.
 
     Returns:
@@ -413,8 +609,10 @@ def load_pretrained_backbone(model,
         raise CheckpointError(f'{checkpoint}: {e}') from None
     summary = load_into_backbone(model, converted, summary, checkpoint)
     own = len(model.state_dict()) - summary['loaded']
+    note = _ENTRY_NOTES.get(entry)
     print_log(
-        f"Loaded {checkpoint} (entry '{entry}', format '{summary['format']}', depth "
+        f"Loaded {checkpoint} (entry '{entry}'" + (f' = {note}' if note else '') +
+        f", format '{summary['format']}', depth "
         f"{summary['depth']}, width {summary['embed_dims']}): all {summary['loaded']} "
         f"backbone tensors; pos_embed {summary['grid']} -> {summary['target_grid']}; "
         f"cls/register tokens {summary['checkpoint_tokens']} -> "

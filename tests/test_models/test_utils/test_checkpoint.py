@@ -7,7 +7,8 @@ import torch
 
 from mmplugin_shufflemamba import ShuffleMamba
 from mmplugin_shufflemamba.models.utils import (CheckpointError, convert_to_backbone,
-                                                detect_format, load_pretrained_backbone)
+                                                detect_format, load_pretrained_backbone,
+                                                select_state_dict)
 
 sys.path.insert(0, osp.dirname(__file__))
 from official_reference import make_official_state_dict, official_features  # noqa: E402
@@ -15,12 +16,20 @@ from official_reference import make_official_state_dict, official_features  # no
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
+# Model names as the official training scripts store them in ``args.model``.
+MODEL_NAMES = {
+    'shufflemamba': 'mambar_base_patch16_224',
+    'vim': 'vim_small_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2',
+    'reg': 'mambar_base_patch16_224',  # models_reg.py reuses the name
+}
+
+
 def official_checkpoint(path, fmt='shufflemamba', ema=True, **kw):
     model = make_official_state_dict(fmt=fmt, seed=1, **kw)
     model_ema = make_official_state_dict(fmt=fmt, seed=2, **kw) if ema else None
     ckpt = dict(model=model, model_ema=model_ema, optimizer=dict(state={}, param_groups=[]),
                 lr_scheduler=dict(last_epoch=3), epoch=299, scaler=dict(scale=65536.0),
-                args=argparse.Namespace(model='shufflemamba_base', lr=1e-3, shuffle_rate=0.5))
+                args=argparse.Namespace(model=MODEL_NAMES[fmt], lr=1e-3, shuffle_rate=0.5))
     torch.save(ckpt, path)
     return model, model_ema
 
@@ -50,14 +59,14 @@ def assert_features(model, sd, fmt, keep=False, hw=(96, 80), out_type='residual'
 @pytest.mark.parametrize('out_type', ['residual', 'mixer'])
 def test_plain_and_vim_round_trip(tmp_path, fmt, out_type):
     src = tmp_path / 'official.pth'
-    _, ema = official_checkpoint(src, fmt)
+    raw, _ = official_checkpoint(src, fmt)
     cfg = dict(arch=dict(embed_dims=32, num_layers=3), img_size=64, out_indices=(0, 1, 2),
                out_type=out_type,
                init_cfg=dict(type='Pretrained', checkpoint=str(src), ckpt_format=fmt))
     model = ShuffleMamba(**cfg)
     model.init_weights()
     model.eval()
-    assert_features(model, ema, fmt, out_type=out_type)  # EMA weights by default
+    assert_features(model, raw, fmt, out_type=out_type)  # raw weights by default
 
     from tools_convert import convert_main
     dst = tmp_path / 'converted.pth'
@@ -84,42 +93,65 @@ def test_vim_detected_from_training_args(tmp_path):
 
 def test_vim_keeps_middle_cls_as_register(tmp_path):
     src = tmp_path / 'vim.pth'
-    _, ema = official_checkpoint(src, 'vim')
+    raw, _ = official_checkpoint(src, 'vim')
     model = backbone(num_registers=1)
-    load_pretrained_backbone(model, str(src), ckpt_format='vim')
-    assert_features(model, ema, 'vim', keep=True, hw=(64, 64))
+    assert load_pretrained_backbone(model, str(src))['format'] == 'vim'  # from args.model
+    assert_features(model, raw, 'vim', keep=True, hw=(64, 64))
 
 
 @pytest.mark.parametrize('keep', [False, True])
 def test_reg_round_trip(tmp_path, keep):
     src = tmp_path / 'reg.pth'
-    _, ema = official_checkpoint(src, 'reg', registers=3, rms_norm=True)
+    raw, _ = official_checkpoint(src, 'reg', registers=3, rms_norm=True)
     model = backbone(src, num_registers=3 if keep else 0, norm_cfg=dict(type='RMSNorm'))
-    assert_features(model, ema, 'reg', keep=keep, hw=(64, 64) if keep else (80, 112))
+    assert_features(model, raw, 'reg', keep=keep, hw=(64, 64) if keep else (80, 112))
     if keep:
-        torch.testing.assert_close(model.cls_token, ema['cls_token'])
+        torch.testing.assert_close(model.cls_token, raw['cls_token'])
 
 
-def test_ema_choice_and_raw_weights(tmp_path):
+def test_raw_weights_by_default_ema_on_request(tmp_path):
     src = tmp_path / 'o.pth'
     raw, ema = official_checkpoint(src)
     m = backbone()
-    assert load_pretrained_backbone(m, str(src))['entry'] == 'model_ema'
+    # The official downstream code loads checkpoint['model'], the raw weights.
+    assert load_pretrained_backbone(m, str(src))['entry'] == 'model'
+    assert_features(m, raw, 'shufflemamba')
+    assert load_pretrained_backbone(m, str(src), use_ema=True)['entry'] == 'model_ema'
     assert_features(m, ema, 'shufflemamba')
     assert load_pretrained_backbone(m, str(src), use_ema=False)['entry'] == 'model'
     assert_features(m, raw, 'shufflemamba')
+    # init_cfg carries the choice
+    m2 = backbone(src)
+    assert_features(m2, raw, 'shufflemamba')
+    m3 = ShuffleMamba(arch=dict(embed_dims=32, num_layers=3), img_size=64,
+                      out_indices=(0, 1, 2),
+                      init_cfg=dict(type='Pretrained', checkpoint=str(src), use_ema=True))
+    m3.init_weights()
+    assert_features(m3.eval(), ema, 'shufflemamba')
     no_ema = tmp_path / 'no_ema.pth'
     official_checkpoint(no_ema, ema=False)
     assert load_pretrained_backbone(m, str(no_ema))['entry'] == 'model'
-    with pytest.raises(CheckpointError, match='no EMA weights'):
+    with pytest.raises(CheckpointError, match='no EMA weights.*trained without --model-ema'):
         load_pretrained_backbone(m, str(no_ema), use_ema=True)
 
 
 def test_bare_and_mmengine_state_dicts(tmp_path):
     raw = make_official_state_dict(seed=5)
     torch.save(raw, tmp_path / 'bare.pth')
-    m = backbone(tmp_path / 'bare.pth')
+    # A bare official-layout state dict does not say where its cls token sits.
+    with pytest.raises(CheckpointError, match="bare.pth: cannot tell where the cls token "
+                       r"sits.*ckpt_format='shufflemamba'.*ckpt_format='vim'"):
+        backbone(tmp_path / 'bare.pth')
+    m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=3), img_size=64,
+                     out_indices=(0, 1, 2),
+                     init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'bare.pth'),
+                                   ckpt_format='shufflemamba'))
+    m.init_weights()
+    m.eval()
     assert_features(m, raw, 'shufflemamba')
+    with pytest.raises(CheckpointError, match='bare state dict'):
+        load_pretrained_backbone(m, str(tmp_path / 'bare.pth'), use_ema=True,
+                                 ckpt_format='shufflemamba')
     # A whole segmentor saved by MMEngine: backbone.* keys plus heads.
     ours = {f'backbone.{k}': v for k, v in m.state_dict().items()}
     ours['decode_head.conv_seg.weight'] = torch.zeros(3, 3)
@@ -132,14 +164,24 @@ def test_bare_and_mmengine_state_dicts(tmp_path):
 
 def test_detect_format():
     assert detect_format(make_official_state_dict(fmt='reg')) == 'reg'
-    assert detect_format(make_official_state_dict()) == 'shufflemamba'
     assert detect_format(backbone().state_dict()) == 'mmplugin'
+    assert detect_format(backbone(num_registers=2).state_dict(), 'mmplugin') == 'mmplugin'
+    official = make_official_state_dict()
+    with pytest.raises(CheckpointError, match='cannot tell where the cls token sits'):
+        detect_format(official)
+    with pytest.raises(CheckpointError, match='cannot tell where the cls token sits'):
+        detect_format(official, 'mmplugin')  # MMEngine meta does not place a cls token
+    assert detect_format(official, 'shufflemamba') == 'shufflemamba'
+    assert detect_format(official, 'videomamba') == 'shufflemamba'
+    assert detect_format(official, 'vim') == 'vim'
+    with pytest.raises(CheckpointError, match='cannot tell where the cls token sits'):
+        convert_to_backbone(official)  # a state dict alone is no evidence
 
 
 @pytest.mark.parametrize('src_grid,dst_grid', [((14, 14), (32, 32)), ((8, 8), (14, 14))])
 def test_pos_embed_resize_on_conversion(src_grid, dst_grid):
     sd = make_official_state_dict(grid=src_grid[0])
-    out, summary = convert_to_backbone(sd, patch_resolution=dst_grid)
+    out, summary = convert_to_backbone(sd, 'shufflemamba', patch_resolution=dst_grid)
     patch_pos = sd['pos_embed'][:, 1:]
     direct = torch.nn.functional.interpolate(
         patch_pos.reshape(1, *src_grid, -1).permute(0, 3, 1, 2), size=dst_grid,
@@ -172,7 +214,9 @@ def test_missing_and_unexpected_keys(tmp_path):
     sd = make_official_state_dict()
     del sd['layers.1.mixer.D_b']
     sd['layers.0.mixer.extra'] = torch.zeros(1)
-    torch.save(dict(model=sd, model_ema=None), tmp_path / 'x.pth')
+    torch.save(dict(model=sd, model_ema=None,
+                    args=argparse.Namespace(model=MODEL_NAMES['shufflemamba'])),
+               tmp_path / 'x.pth')
     with pytest.raises(CheckpointError) as e:
         backbone(tmp_path / 'x.pth')
     msg = str(e.value)
@@ -180,11 +224,20 @@ def test_missing_and_unexpected_keys(tmp_path):
     assert "unexpected in checkpoint (1): ['layers.0.mixer.extra']" in msg
 
 
-def test_norm_mismatch_suggests_rmsnorm(tmp_path):
+def test_norm_mismatch_names_the_norm_cfg_to_set(tmp_path):
     src = tmp_path / 'reg.pth'
     official_checkpoint(src, 'reg', rms_norm=True)
-    with pytest.raises(CheckpointError, match='RMSNorm'):
-        backbone(src)
+    with pytest.raises(CheckpointError) as e:
+        backbone(src)  # LayerNorm backbone, RMSNorm checkpoint (no norm biases)
+    assert ("norm mismatch: the checkpoint was trained with RMSNorm (norm weights only, no "
+            "norm biases) but the backbone was built with LayerNorm: set "
+            "norm_cfg=dict(type='RMSNorm', eps=1e-5)") in str(e.value)
+    src_ln = tmp_path / 'ln.pth'
+    official_checkpoint(src_ln)
+    with pytest.raises(CheckpointError) as e:
+        backbone(src_ln, norm_cfg=dict(type='RMSNorm'))
+    assert ("trained with LayerNorm (norm weights and biases) but the backbone was built "
+            "with RMSNorm: set norm_cfg=dict(type='LN', eps=1e-5)") in str(e.value)
 
 
 def test_register_count_mismatch(tmp_path):
@@ -229,3 +282,170 @@ def test_convert_no_ema_and_grid(tmp_path, capsys):
     assert saved['state_dict']['pos_embed'].shape == (1, 64, 32)
     torch.testing.assert_close(saved['state_dict']['layers.0.mixer.D'],
                                raw['layers.0.mixer.D'])
+
+
+# ------------------------------------------------------------ evidence of the format
+@pytest.mark.parametrize('name,fmt', [
+    ('mambar_middle_patch16_224', 'shufflemamba'),
+    ('mambar_large_patch16_224_40', 'shufflemamba'),
+    ('videomamba_small', 'shufflemamba'),
+    (MODEL_NAMES['vim'], 'vim'),
+])
+def test_cls_position_from_official_model_name(tmp_path, name, fmt):
+    sd = make_official_state_dict(fmt=fmt, seed=4)
+    path = tmp_path / 'o.pth'
+    torch.save(dict(model=sd, model_ema=None, epoch=3, args=argparse.Namespace(model=name)),
+               path)
+    m = backbone()
+    assert load_pretrained_backbone(m, str(path))['format'] == fmt
+    assert_features(m, sd, fmt)
+
+
+@pytest.mark.parametrize('args', [None, argparse.Namespace(model='my_own_vim_variant'),
+                                  argparse.Namespace(lr=1e-3)])
+def test_official_layout_without_evidence_is_an_error(tmp_path, args):
+    sd = make_official_state_dict(seed=4)
+    ckpt = dict(model=sd, model_ema=None, epoch=3)
+    if args is not None:
+        ckpt['args'] = args
+    torch.save(ckpt, tmp_path / 'o.pth')
+    with pytest.raises(CheckpointError, match="cannot tell where the cls token sits.*"
+                       "ckpt_format='shufflemamba'") as e:
+        backbone(tmp_path / 'o.pth')
+    assert 'o.pth' in str(e.value) and 'evidence:' in str(e.value)
+    m = backbone()
+    assert load_pretrained_backbone(m, str(tmp_path / 'o.pth'),
+                                    ckpt_format='vim')['format'] == 'vim'
+    assert_features(m, sd, 'vim')
+
+
+def test_converted_files_carry_their_marker(tmp_path):
+    from tools_convert import convert_main
+    src = tmp_path / 'bare.pth'
+    sd = make_official_state_dict(fmt='vim', seed=6)
+    torch.save(sd, src)
+    with pytest.raises(CheckpointError, match='cannot tell where the cls token sits'):
+        convert_main([str(src), str(tmp_path / 'x.pth')])
+    dst = tmp_path / 'vim_kept.pth'
+    convert_main([str(src), str(dst), '--format', 'vim', '--num-registers', '1'])
+    saved = torch.load(dst, weights_only=True)
+    assert saved['meta']['shufflemamba_format'] == 'mmplugin'
+    assert saved['meta']['weights'] == 'raw' and saved['meta']['source_format'] == 'vim'
+    m = backbone(dst, num_registers=1)
+    assert_features(m, sd, 'vim', keep=True, hw=(64, 64))
+    with pytest.raises(CheckpointError, match='no EMA weights'):
+        load_pretrained_backbone(m, str(dst), use_ema=True)
+
+
+def test_converted_ema_weights(tmp_path):
+    from tools_convert import convert_main
+    src = tmp_path / 'o.pth'
+    raw, ema = official_checkpoint(src)
+    dst = tmp_path / 'ema.pth'
+    summary = convert_main([str(src), str(dst), '--use-ema'])
+    assert summary['format'] == 'shufflemamba'
+    assert torch.load(dst, weights_only=True)['meta']['weights'] == 'ema'
+    m = backbone()
+    assert load_pretrained_backbone(m, str(dst), use_ema=True)['entry'] == 'state_dict'
+    assert_features(m, ema, 'shufflemamba')
+
+
+# ------------------------------------------------------------------ MMEngine and DDP
+class TinySegmentor(torch.nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = backbone()
+        self.decode_head = torch.nn.Conv2d(32, 4, 1)
+
+
+def mmengine_checkpoint(path, ema_hook):
+    """A checkpoint as MMEngine's runner writes it, with or without ``EMAHook``."""
+    from types import SimpleNamespace
+
+    from mmengine.hooks import EMAHook
+    model = TinySegmentor()
+    hook = EMAHook(momentum=0.5)
+    if ema_hook:
+        hook.before_run(SimpleNamespace(model=model))
+        hook.ema_model.update_parameters(model)  # the first update copies the weights
+    with torch.no_grad():  # a training step moves the raw weights away from the EMA
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    if ema_hook:
+        hook.ema_model.update_parameters(model)
+    raw = {k: v.clone() for k, v in model.state_dict().items()}
+    ema = ({k[len('module.'):]: v.clone() for k, v in hook.ema_model.state_dict().items()
+            if k.startswith('module.')} if ema_hook else None)
+    ckpt = dict(meta=dict(epoch=0, iter=8, mmengine_version='0.10.7'),
+                state_dict=dict(model.state_dict()), message_hub=dict(log_scalars={}),
+                optimizer=dict(state={}, param_groups=[]))
+    if ema_hook:
+        hook.before_save_checkpoint(None, ckpt)  # swaps: state_dict <- EMA weights
+    torch.save(ckpt, path)
+    return raw, ema
+
+
+def backbone_part(sd):
+    return {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+
+
+def test_mmengine_ema_hook_checkpoint_raw_and_ema(tmp_path):
+    path = tmp_path / 'iter_8.pth'
+    raw, ema = mmengine_checkpoint(path, ema_hook=True)
+    saved = torch.load(path, weights_only=False)
+    # What EMAHook wrote: EMA weights in state_dict, raw ones in ema_state_dict.
+    torch.testing.assert_close(saved['state_dict']['backbone.pos_embed'],
+                               ema['backbone.pos_embed'])
+    assert not torch.equal(raw['backbone.pos_embed'], ema['backbone.pos_embed'])
+    sd, entry = select_state_dict(saved)
+    assert entry == 'ema_state_dict' and set(sd) == set(raw)
+    for k in raw:
+        torch.testing.assert_close(sd[k], raw[k])
+    sd, entry = select_state_dict(saved, use_ema=True)
+    assert entry == 'state_dict'
+    for k in ema:
+        torch.testing.assert_close(sd[k], ema[k])
+    m = backbone()
+    summary = load_pretrained_backbone(m, str(path), prefix='backbone.')
+    assert (summary['entry'], summary['format']) == ('ema_state_dict', 'mmplugin')
+    for k, v in backbone_part(raw).items():
+        torch.testing.assert_close(m.state_dict()[k], v)
+    load_pretrained_backbone(m, str(path), use_ema=True)  # backbone.* picked out itself
+    for k, v in backbone_part(ema).items():
+        torch.testing.assert_close(m.state_dict()[k], v)
+
+
+def test_mmengine_checkpoint_without_ema(tmp_path):
+    path = tmp_path / 'iter_8.pth'
+    raw, _ = mmengine_checkpoint(path, ema_hook=False)
+    m = backbone(path)
+    for k, v in backbone_part(raw).items():
+        torch.testing.assert_close(m.state_dict()[k], v)
+    with pytest.raises(CheckpointError, match='no EMA weights.*without EMAHook'):
+        load_pretrained_backbone(m, str(path), use_ema=True)
+
+
+def test_whole_ddp_segmentor_state_dict_saved_by_hand(tmp_path):
+    seg = TinySegmentor()
+    torch.save({f'module.{k}': v for k, v in seg.state_dict().items()}, tmp_path / 'ddp.pth')
+    m = backbone(tmp_path / 'ddp.pth')
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(m(x), seg.backbone.eval()(x)))
+    # also with registers (cls_token + pos_embed_cls in this project's layout)
+    seg_r = TinySegmentor()
+    seg_r.backbone = backbone(num_registers=2)
+    torch.save({f'module.{k}': v for k, v in seg_r.state_dict().items()},
+               tmp_path / 'ddp_r.pth')
+    m = backbone(tmp_path / 'ddp_r.pth', num_registers=2)
+    torch.testing.assert_close(m.cls_token, seg_r.backbone.cls_token)
+
+
+@pytest.mark.parametrize('path', ['path/to/shufflemamba_b_in1k.pth', '<checkpoint>',
+                                  'your_model_path', '/data/path/to/x.pth'])
+def test_placeholder_checkpoint_is_refused(path):
+    with pytest.raises(CheckpointError, match='placeholder, not a file.*init_cfg.checkpoint'):
+        backbone(path)
+    with pytest.raises(CheckpointError, match="has no 'checkpoint'"):
+        load_pretrained_backbone(backbone(), None)

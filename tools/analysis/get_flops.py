@@ -1,0 +1,77 @@
+"""Parameters and FLOPs of a config's model, counted with MMEngine's ``FlopAnalyzer``.
+
+    python tools/analysis/get_flops.py CONFIG [--shape H W] [--device cpu|cuda]
+        [--cfg-options ...] [--json out.json]
+
+Prints three counts (one fused multiply-add = one flop, as MMEngine counts):
+
+- ``paper``: the paper's convention (Table 3 GFLOPs, at 512 x 2048): MMEngine's count
+  of the official code, whose fused mamba kernel hides each mixer's causal conv,
+  ``x_proj``, ``dt_proj`` and selective scan from the tracer;
+- ``mmengine``: MMEngine's count of this implementation without extra handles (it sees
+  ``x_proj`` / ``dt_proj`` but not the scan or the causal conv);
+- ``total``: with this package's handles for the selective scan, the causal conv and
+  mmcv's deformable attention (every multiply-add).
+
+The counting lives in :mod:`mmplugin_shufflemamba.utils.flops`.
+"""
+import argparse
+import json
+
+from mmengine.config import Config, DictAction
+
+import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
+from mmplugin_shufflemamba.utils.flops import HANDLED, model_complexity
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config', help='config file')
+    p.add_argument('--shape', type=int, nargs='+', default=[512, 2048],
+                   help='input H W (or one size for a square); default 512 2048')
+    p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override settings in the config')
+    p.add_argument('--json', help='also write the figures to this file')
+    args = p.parse_args(argv)
+    if len(args.shape) not in (1, 2):
+        p.error('--shape takes H W or one size')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    res = model_complexity(cfg, args.shape, args.device)
+    H, W = res['shape']
+    line = '=' * 60
+    print(line)
+    print(f'config: {args.config}')
+    print(f'input shape: (1, 3, {H}, {W})  [{res["framework"]}]')
+    print(f'params: {res["params"] / 1e6:.2f} M (the whole model, every head included)')
+    print(f'GFLOPs (paper convention):            {res["paper"] / 1e9:.1f}')
+    print(f'GFLOPs (MMEngine, no extra handles):  {res["mmengine"] / 1e9:.1f}')
+    print(f'GFLOPs (with scan/conv/deform handles): {res["total"] / 1e9:.1f}')
+    ops = res['by_operator']
+    print('by operator (GFLOPs): ' + ', '.join(
+        f'{k} {v / 1e9:.1f}' for k, v in sorted(ops.items(), key=lambda kv: -kv[1])))
+    print('handled here: ' + ', '.join(f'{k} {ops.get(k, 0) / 1e9:.1f}' for k in HANDLED))
+    if res['unsupported']:
+        print('not counted (elementwise or unknown): ' + ', '.join(
+            f'{k} x{n}' for k, n in sorted(res['unsupported'].items())))
+    print(line)
+    if args.json:
+        out = dict(config=args.config, shape=[H, W], params=res['params'],
+                   gflops_paper=res['paper'] / 1e9, gflops_mmengine=res['mmengine'] / 1e9,
+                   gflops_total=res['total'] / 1e9,
+                   by_operator={k: v for k, v in ops.items()})
+        with open(args.json, 'w') as f:
+            json.dump(out, f, indent=2)
+    return res
+
+
+if __name__ == '__main__':
+    main()
