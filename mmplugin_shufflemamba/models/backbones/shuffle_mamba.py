@@ -106,6 +106,10 @@ class ShuffleMamba(BaseModule):
                  frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            # A placeholder path fails when the model is built, not after the data.
+            from ..utils import check_checkpoint_path
+            check_checkpoint_path(init_cfg.get('checkpoint'))
         if isinstance(arch, str):
             key = arch.lower()
             if key not in self.arch_zoo:

@@ -1,10 +1,11 @@
-from .checkpoint import (CHECKPOINT_FORMATS, CheckpointError, convert_to_backbone,
+from .checkpoint import (CHECKPOINT_FORMATS, CheckpointError, check_checkpoint_path,
+                         convert_to_backbone,
                          describe_state_dict, detect_format, format_hint,
                          load_into_backbone, load_pretrained_backbone,
                          read_backbone_weights, read_checkpoint, select_state_dict)
 
 __all__ = [
-    'CHECKPOINT_FORMATS', 'CheckpointError', 'convert_to_backbone',
+    'CHECKPOINT_FORMATS', 'CheckpointError', 'check_checkpoint_path', 'convert_to_backbone',
     'describe_state_dict', 'detect_format', 'format_hint', 'load_into_backbone',
     'load_pretrained_backbone', 'read_backbone_weights', 'read_checkpoint',
     'select_state_dict'

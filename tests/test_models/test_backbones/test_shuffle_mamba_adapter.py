@@ -460,3 +460,13 @@ def test_token_upsample_equals_conv_transpose():
     torch.testing.assert_close(up.forward_tokens(tokens, (3, 5)), up(x))
     assert set(up.state_dict()) == {'weight', 'bias'}
     assert up.weight.shape == (6, 6, 2, 2)
+
+
+def test_placeholder_checkpoint_fails_when_built():
+    for cls in (ShuffleMamba, ShuffleMambaAdapter):
+        kw = dict(arch=dict(embed_dims=48, num_layers=4), img_size=64)
+        if cls is ShuffleMambaAdapter:
+            kw.update(deform_num_heads=4, adapter_norm_cfg=BN)
+        with pytest.raises(CheckpointError, match='placeholder'):
+            cls(init_cfg=dict(type='Pretrained', checkpoint='path/to/shufflemamba_b.pth'),
+                **kw)
