@@ -220,14 +220,39 @@ def _adapter_norm(embed_dims: int) -> nn.LayerNorm:
     return nn.LayerNorm(embed_dims, eps=1e-6)
 
 
-def _maybe_checkpoint(module: nn.Module, fn: Callable, *args):
-    if module.with_cp and module.training and any(
-            isinstance(a, torch.Tensor) and a.requires_grad for a in args):
-        return cp.checkpoint(fn, *args, use_reentrant=False)
-    return fn(*args)
+class _CrossAttention(nn.Module):
+    """Shared part of the injector and the extractor: ``MSDA(LN(query), LN(feat))``
+    with optional gradient checkpointing.
+
+    Args:
+        embed_dims (int): width D.
+        num_heads (int): deformable attention heads.
+        n_points (int): sampling points.
+        n_levels (int): levels of ``feat``.
+        deform_ratio (float): value width ratio.
+        with_cp (bool): gradient checkpointing.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, n_points: int, n_levels: int,
+                 deform_ratio: float, with_cp: bool):
+        super().__init__()
+        self.with_cp = with_cp
+        self.query_norm = _adapter_norm(embed_dims)
+        self.feat_norm = _adapter_norm(embed_dims)
+        self.attn = MSDeformAttn(embed_dims, num_heads, n_levels, n_points, deform_ratio)
+
+    def cross_attend(self, query, feat, deform_inputs, identity=None) -> torch.Tensor:
+        return self.attn(self.query_norm(query), self.feat_norm(feat), deform_inputs,
+                         identity=identity).to(query.dtype)
+
+    def _checkpointed(self, fn: Callable, *args):
+        if self.with_cp and self.training and any(
+                isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            return cp.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
 
 
-class Injector(nn.Module):
+class Injector(_CrossAttention):
     """Spatial prior -> backbone tokens: ``x + gamma * MSDA(LN(x), LN(c))``.
 
     Args:
@@ -243,25 +268,20 @@ class Injector(nn.Module):
     def __init__(self, embed_dims: int, num_heads: int, n_points: int, n_levels: int = 3,
                  deform_ratio: float = 1.0, init_values: float = 0.0,
                  with_cp: bool = False):
-        super().__init__()
-        self.with_cp = with_cp
+        super().__init__(embed_dims, num_heads, n_points, n_levels, deform_ratio, with_cp)
         self.init_values = init_values
-        self.query_norm = _adapter_norm(embed_dims)
-        self.feat_norm = _adapter_norm(embed_dims)
-        self.attn = MSDeformAttn(embed_dims, num_heads, n_levels, n_points, deform_ratio)
         self.gamma = nn.Parameter(torch.full((embed_dims, ), float(init_values)))
 
     def _inner(self, query, feat, *deform_inputs):
-        attn = self.attn(self.query_norm(query), self.feat_norm(feat), deform_inputs)
-        return query + self.gamma * attn.to(query.dtype)
+        return query + self.gamma * self.cross_attend(query, feat, deform_inputs)
 
     def forward(self, query: torch.Tensor, feat: torch.Tensor,
                 deform_inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """query: (B, h * w, D) backbone tokens, feat: (B, Lc, D) -> like query."""
-        return _maybe_checkpoint(self, self._inner, query, feat, *deform_inputs)
+        return self._checkpointed(self._inner, query, feat, *deform_inputs)
 
 
-class Extractor(nn.Module):
+class Extractor(_CrossAttention):
     """Backbone tokens -> spatial prior: ``c + MSDA(LN(c), LN(x))``, then
     ``c + drop_path(ConvFFN(LN(c)))`` with ``with_cffn``.
 
@@ -280,20 +300,15 @@ class Extractor(nn.Module):
     def __init__(self, embed_dims: int, num_heads: int, n_points: int, n_levels: int = 1,
                  deform_ratio: float = 1.0, with_cffn: bool = True,
                  cffn_ratio: float = 0.25, drop_path: float = 0.0, with_cp: bool = False):
-        super().__init__()
-        self.with_cp = with_cp
+        super().__init__(embed_dims, num_heads, n_points, n_levels, deform_ratio, with_cp)
         self.with_cffn = with_cffn
-        self.query_norm = _adapter_norm(embed_dims)
-        self.feat_norm = _adapter_norm(embed_dims)
-        self.attn = MSDeformAttn(embed_dims, num_heads, n_levels, n_points, deform_ratio)
         if with_cffn:
             self.ffn = ConvFFN(embed_dims, int(embed_dims * cffn_ratio))
             self.ffn_norm = _adapter_norm(embed_dims)
             self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def _inner(self, query, feat, shapes, *deform_inputs):
-        query = self.attn(self.query_norm(query), self.feat_norm(feat), deform_inputs,
-                          identity=query).to(query.dtype)
+        query = self.cross_attend(query, feat, deform_inputs, identity=query)
         if self.with_cffn:
             query = query + self.drop_path(self.ffn(self.ffn_norm(query), shapes))
         return query
@@ -301,8 +316,8 @@ class Extractor(nn.Module):
     def forward(self, query: torch.Tensor, feat: torch.Tensor,
                 deform_inputs: Sequence[torch.Tensor], shapes: Shapes) -> torch.Tensor:
         """query: (B, Lc, D) spatial tokens with level ``shapes``, feat: (B, h * w, D)."""
-        return _maybe_checkpoint(self, lambda q, f, *d: self._inner(q, f, shapes, *d),
-                                 query, feat, *deform_inputs)
+        return self._checkpointed(lambda q, f, *d: self._inner(q, f, shapes, *d),
+                                  query, feat, *deform_inputs)
 
 
 class InteractionBlock(nn.Module):
