@@ -26,7 +26,7 @@ TASKS = {
         num_train=240, num_val=48),
     'detection': dict(
         config=osp.join(
-            CONFIG_DIR, 'mask-rcnn_shufflemamba-adapter-tiny_1xb8-600it_synthetic-coco-128x128.py'),
+            CONFIG_DIR, 'mask-rcnn_shufflemamba-adapter-tiny_1xb8-400it_synthetic-coco-128x128.py'),
         data_root='data/synthetic_coco', work_dir='work_dirs/quickstart_detection',
         num_train=400, num_val=50),
 }

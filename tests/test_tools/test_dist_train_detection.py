@@ -16,7 +16,7 @@ from test_dist_train import free_port  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
-                  'mask-rcnn_shufflemamba-adapter-tiny_1xb8-600it_synthetic-coco-128x128.py')
+                  'mask-rcnn_shufflemamba-adapter-tiny_1xb8-400it_synthetic-coco-128x128.py')
 
 
 def overrides(data_root, iters):

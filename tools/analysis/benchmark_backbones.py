@@ -39,9 +39,11 @@ TARGETS = {
 
 
 def build(name, shuffle_rate=0.0, device='cpu'):
-    if name == 'shufflemamba-b':
+    if name in ('shufflemamba-b', 'shufflemamba-reg-b'):
+        # Reg-B: the plain twin of the adapter below (RMSNorm blocks, as its checkpoint).
+        norm = dict(type='RMSNorm') if name == 'shufflemamba-reg-b' else dict(type='LN')
         m = ShuffleMamba(arch='b', img_size=224, out_indices=(5, 11, 17, 23),
-                         drop_path_rate=0.2, shuffle_rate=shuffle_rate)
+                         drop_path_rate=0.2, shuffle_rate=shuffle_rate, norm_cfg=norm)
     elif name == 'shufflemamba-adapter-b':
         # The backbone of configs/upernet_shufflemamba_reg-adapter-b.py (BN for SyncBN).
         m = ShuffleMambaAdapter(arch='b', img_size=224, norm_cfg=dict(type='RMSNorm'),
@@ -273,9 +275,10 @@ def main():
 
 
 def adapter_vs_plain(size, reps, dev):
-    """ShuffleMambaAdapter-B vs ShuffleMamba-B (4 out indices): eval forward and
-    training step at ``size``, interleaved."""
-    sm, ad = build('shufflemamba-b', device=dev), build('shufflemamba-adapter-b', device=dev)
+    """ShuffleMambaAdapter-Reg-B vs plain ShuffleMamba-Reg-B (4 out indices, the same
+    RMSNorm blocks): eval forward and training step at ``size``, interleaved."""
+    sm = build('shufflemamba-reg-b', device=dev)
+    ad = build('shufflemamba-adapter-b', device=dev)
     x = torch.randn(1, 3, size, size, device=dev)
     t = interleaved({'plain_eval': lambda: eval_forward(sm, x),
                      'adapter_eval': lambda: eval_forward(ad, x),

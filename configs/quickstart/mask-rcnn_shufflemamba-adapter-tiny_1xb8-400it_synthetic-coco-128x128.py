@@ -10,7 +10,7 @@ metainfo = dict(classes=classes)
 img_scale = (128, 128)
 embed_dims = 96
 channels = 64
-max_iters = 600
+max_iters = 400
 norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
