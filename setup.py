@@ -10,11 +10,28 @@ def get_version() -> str:
         return re.search(r"__version__ = '([^']+)'", f.read()).group(1)
 
 
-def get_extensions():
-    """The compiled CPU selective scan, built when torch is importable.
+def _build_flags():
+    """mmplugin_shufflemamba/ops/build_flags.py, loaded by path (the package itself
+    imports torch and the OpenMMLab stack)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mmplugin_shufflemamba',
+                        'ops', 'build_flags.py')
+    spec = importlib.util.spec_from_file_location('_shufflemamba_build_flags', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
-    Set SHUFFLEMAMBA_NO_EXT=1 to skip it (the pure-PyTorch path is used then) and
-    SHUFFLEMAMBA_CPU_ARCH to choose -march (default: native, i.e. this machine).
+
+def get_extensions():
+    """The compiled CPU kernels (selective scan, causal conv), built when torch is
+    importable.
+
+    The kernels are compiled once per code path (generic; on x86-64 also AVX2 and
+    AVX-512) and chosen at run time from the CPU's features, so that one build runs on
+    any machine of its architecture (see mmplugin_shufflemamba/ops/build_flags.py).
+    Set SHUFFLEMAMBA_NO_EXT=1 to skip the extension (the pure-PyTorch path is used then)
+    and SHUFFLEMAMBA_CPU_ARCH=<march> (e.g. native) to build one path for one kind of
+    machine only. MAX_JOBS sets how many sources compile at once (default: 1).
     """
     if os.environ.get('SHUFFLEMAMBA_NO_EXT', '0') == '1':
         return [], {}
@@ -22,17 +39,60 @@ def get_extensions():
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
         return [], {}
-    arch = os.environ.get('SHUFFLEMAMBA_CPU_ARCH', 'native')
+    bf = _build_flags()
+    per_source = bf.source_flags()
     ext = CppExtension(
         'mmplugin_shufflemamba._ext',
-        ['mmplugin_shufflemamba/ops/csrc/selective_scan_cpu.cpp',
-         'mmplugin_shufflemamba/ops/csrc/causal_conv1d_cpu.cpp'],
-        depends=['mmplugin_shufflemamba/ops/csrc/cpu_math.h',
-                 'mmplugin_shufflemamba/ops/csrc/cpu_layout.h'],
-        extra_compile_args=['-O3', f'-march={arch}', '-mprefer-vector-width=512', '-ffast-math', '-fopenmp',
-                            '-std=c++20'],
+        bf.sources(),
+        depends=[f'{bf.CSRC}/{h}' for h in bf.HEADERS],
+        define_macros=bf.define_macros(),
+        extra_compile_args=list(bf.COMMON_FLAGS),
         extra_link_args=['-fopenmp'])
-    return [ext], {'build_ext': BuildExtension.with_options(use_ninja=False)}
+
+    class BuildExt(BuildExtension):
+        """Per-source flags (each code path has its own instruction set) and MAX_JOBS
+        sources compiled at once."""
+
+        def build_extension(self, extension):
+            compiler = self.compiler
+            # The compiler class's own _compile (torch's wrapper only adds -std=c++20,
+            # which COMMON_FLAGS has, and a ccache prefix; it swaps compiler_so per call,
+            # which is not safe from several threads).
+            base_compile = type(compiler)._compile
+
+            def compile_all(sources, output_dir=None, macros=None, include_dirs=None,
+                            debug=0, extra_preargs=None, extra_postargs=None, depends=None):
+                macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+                    output_dir, macros, include_dirs, sources, depends, extra_postargs)
+                cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+                if isinstance(extra_postargs, dict):
+                    extra_postargs = extra_postargs['cxx']
+                jobs = [(obj, build[obj]) for obj in objects if obj in build]
+
+                def one(job):
+                    obj, (src, ext_) = job
+                    key = os.path.relpath(os.path.abspath(src)).replace(os.sep, '/')
+                    flags = list(extra_postargs or []) + per_source.get(key, [])
+                    base_compile(compiler, obj, src, ext_, cc_args, flags, pp_opts)
+
+                workers = max(1, int(os.environ.get('MAX_JOBS', '1') or 1))
+                if workers == 1:
+                    for job in jobs:
+                        one(job)
+                else:
+                    from concurrent.futures import ThreadPoolExecutor
+                    with ThreadPoolExecutor(workers) as pool:
+                        list(pool.map(one, jobs))
+                return objects
+
+            original = compiler.compile
+            compiler.compile = compile_all
+            try:
+                super().build_extension(extension)
+            finally:
+                compiler.compile = original
+
+    return [ext], {'build_ext': BuildExt.with_options(use_ninja=False)}
 
 
 def readme() -> str:
@@ -53,7 +113,7 @@ setup(
     include_package_data=True,
     python_requires='>=3.8',
     install_requires=[
-        'torch>=2.0',
+        'torch>=2.4',  # nn.RMSNorm, torch.serialization.add_safe_globals
         'torchvision',
         'mmengine>=0.10.0,<1.0',
         'mmcv>=2.0.0,<2.2.0',

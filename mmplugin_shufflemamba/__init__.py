@@ -8,4 +8,4 @@ from .engine import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .version import __version__
 
-__all__ = ['__version__', 'ShuffleMamba', 'ShuffleMambaLayerDecayOptimWrapperConstructor']
+__all__ = ['__version__', 'ShuffleMamba', 'ShuffleMambaAdapter', 'ShuffleMambaLayerDecayOptimWrapperConstructor']

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_train.sh CONFIG GPUS [train.py args]
-# Multi-node: NNODES=2 NODE_RANK=0|1 MASTER_ADDR=host PORT=29500 tools/dist_train.sh ...
+# Multi-node: on every node, NNODES=2 NODE_RANK=0|1 MASTER_ADDR=<node 0's address>
+# PORT=29500 tools/dist_train.sh ... (the same CONFIG, GPUS and --work-dir on a shared
+# file system; node 0 writes the checkpoints).
 # On a machine without CUDA, GPUS is the number of CPU processes (gloo backend).
 set -e
 if [ $# -lt 2 ]; then
@@ -17,11 +19,11 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
 PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
 "$PYTHON" -m torch.distributed.run \
-    --nnodes=$NNODES \
-    --node_rank=$NODE_RANK \
-    --master_addr=$MASTER_ADDR \
-    --nproc_per_node=$GPUS \
-    --master_port=$PORT \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$GPUS" \
+    --master_port="$PORT" \
     "$ROOT/tools/train.py" \
-    $CONFIG \
+    "$CONFIG" \
     --launcher pytorch "${@:3}"

@@ -18,7 +18,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
-from mmplugin_shufflemamba.utils import load_config, prepare_runtime
+from mmplugin_shufflemamba.utils import (load_config, prepare_runtime,
+                                         shutdown_distributed)
 
 
 def parse_args(argv=None):
@@ -62,8 +63,7 @@ def enable_tta(cfg) -> int:
     return views
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def test(args):
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {args.checkpoint}')
     cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)
@@ -81,8 +81,15 @@ def main(argv=None):
         print(f"Test-time augmentation: {cfg.model.type} over {views} views per image "
               '(tta_pipeline)', flush=True)
     prepare_runtime(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
-    runner.test()
+    Runner.from_cfg(cfg).test()  # the Runner is released before the process group ends
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    test(args)
+    if args.launcher != 'none':
+        # End the process group while Python is fully alive (see shutdown_distributed).
+        shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -1,5 +1,8 @@
-"""Training components: the layer-wise lr decay optimizer-wrapper constructor."""
+"""Training components: the layer-wise lr decay optimizer-wrapper constructor, the CPU
+bf16 AMP optimizer wrapper and the RNG-state hook for exact resumes."""
+from .hooks import *  # noqa: F401,F403
+from .hooks import __all__ as _hooks_all
 from .optimizers import *  # noqa: F401,F403
 from .optimizers import __all__ as _optimizers_all
 
-__all__ = list(_optimizers_all)
+__all__ = list(_optimizers_all) + list(_hooks_all)

@@ -4,7 +4,28 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .kernels import cpu_extension, get_cuda_kernel
+from .kernels import ShapeError, cpu_extension, get_cuda_kernel
+
+
+def check_conv_args(x, weight, bias, fn: str = 'causal_conv1d') -> None:
+    """Sizes, dtypes and devices of the conv's arguments; a clear error, not a crash."""
+    for name, t in (('x', x), ('weight', weight), ('bias', bias)):
+        if t is None and name == 'bias':
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise ShapeError(f'{fn}: {name} must be a tensor, got {type(t).__name__}')
+        if not t.is_floating_point():
+            raise ShapeError(f'{fn}: {name} must be a floating-point tensor, got {t.dtype}')
+        if t.device != x.device:
+            raise ShapeError(f'{fn}: {name} is on {t.device}, x on {x.device}')
+    if x.dim() != 3:
+        raise ShapeError(f'{fn}: x must be (batch, dim, seqlen), got shape {tuple(x.shape)}')
+    dim = x.shape[1]
+    if weight.dim() != 2 or weight.shape[0] != dim or weight.shape[1] < 1:
+        raise ShapeError(f'{fn}: weight must be (dim={dim}, width >= 1), got '
+                         f'{tuple(weight.shape)}')
+    if bias is not None and tuple(bias.shape) != (dim, ):
+        raise ShapeError(f'{fn}: bias must be ({dim},), got {tuple(bias.shape)}')
 
 
 def has_causal_conv1d_cuda() -> bool:
@@ -33,12 +54,22 @@ def causal_conv1d_ref(x: torch.Tensor,
     """
     if activation not in (None, 'silu', 'swish'):
         raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
-    dim, width = weight.shape
+    check_conv_args(x, weight, bias, 'causal_conv1d_ref')
+    width = weight.shape[1]
     seqlen = x.shape[-1]
-    w = weight.flip(-1) if reverse else weight
-    out = F.conv1d(x, w.unsqueeze(1).to(x.dtype), None if bias is None else bias.to(x.dtype),
-                   padding=width - 1, groups=dim)
-    out = out[..., width - 1:] if reverse else out[..., :seqlen]
+    w = weight.to(x.dtype)
+    # Taps read zeros outside the sequence, and those zeros are multiplied like any
+    # input (as in causal-conv1d's CUDA kernel): a NaN or inf weight makes the whole
+    # channel non-finite. Written as shifted products rather than F.conv1d, whose
+    # padding behaves differently per backend (float32 skips it, float64 multiplies it).
+    xp = F.pad(x, (0, width - 1) if reverse else (width - 1, 0))
+    out = None
+    for j in range(width):  # tap K-1-j reads x[t - j] (x[t + j] when reverse)
+        start = j if reverse else width - 1 - j
+        term = w[:, width - 1 - j, None] * xp[..., start:start + seqlen]
+        out = term if out is None else out + term
+    if bias is not None:
+        out = bias.to(x.dtype)[:, None] + out
     return F.silu(out) if activation is not None else out
 
 
@@ -82,6 +113,9 @@ def causal_conv1d_cpu(x: torch.Tensor,
                            "or use kernel='torch'.")
     if activation not in (None, 'silu', 'swish'):
         raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
+    check_conv_args(x, weight, bias, 'causal_conv1d_cpu')
+    if x.device.type != 'cpu':
+        raise ShapeError(f'causal_conv1d_cpu needs CPU tensors, got x on {x.device}')
     with torch.autocast(device_type='cpu', enabled=False):
         return _CausalConv1dCPU.apply(x, weight, bias, activation is not None, reverse)
 
@@ -94,6 +128,7 @@ def causal_conv1d(x: torch.Tensor,
                   kernel: str = 'auto') -> torch.Tensor:
     """Dispatch: causal-conv1d's fused kernel for CUDA tensors (when it imports), the
     compiled CPU kernel for CPU tensors (when built), else :func:`causal_conv1d_ref`."""
+    check_conv_args(x, weight, bias, 'causal_conv1d')
     fn = get_cuda_kernel('causal_conv1d_fn', kernel, x.is_cuda)
     if fn is not None:
         if reverse:

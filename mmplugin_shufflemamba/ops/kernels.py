@@ -10,6 +10,14 @@ from typing import Callable, Optional, Tuple
 
 KERNEL_BACKENDS = ('auto', 'cuda', 'torch')
 
+
+class ShapeError(ValueError, RuntimeError):
+    """A tensor argument of an op has the wrong size, dtype or device.
+
+    Both a ValueError (what the Python entry points always raised) and a RuntimeError
+    (what the compiled kernels raise), so either ``except`` catches it.
+    """
+
 _cache = {}
 
 
@@ -44,6 +52,32 @@ def cpu_extension():
     except ImportError:
         return None
     return _ext
+
+
+def cpu_paths():
+    """The compiled CPU kernels' code paths: ``[(name, built, supported by this CPU)]``
+    for 'generic', 'avx2', 'avx512' (empty without the extension)."""
+    ext = cpu_extension()
+    return [] if ext is None else [tuple(p) for p in ext.cpu_paths()]
+
+
+def get_cpu_path() -> str:
+    """The code path the compiled CPU kernels use (chosen at the first call from the
+    CPU's features, or by ``SHUFFLEMAMBA_CPU_ISA``)."""
+    ext = cpu_extension()
+    if ext is None:
+        raise RuntimeError('the compiled CPU extension is not built')
+    return ext.get_cpu_path()
+
+
+def set_cpu_path(name: str) -> str:
+    """Use code path ``name`` ('auto', 'generic', 'avx2' or 'avx512') of the compiled
+    CPU kernels from now on; returns the path chosen. A path this CPU cannot run is a
+    RuntimeError (never an illegal instruction)."""
+    ext = cpu_extension()
+    if ext is None:
+        raise RuntimeError('the compiled CPU extension is not built')
+    return ext.set_cpu_path(name)
 
 
 def check_kernel_backend(kernel: str) -> str:

@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .kernels import _try_import, cpu_extension, get_cuda_kernel
+from .kernels import ShapeError, _try_import, cpu_extension, get_cuda_kernel
 
 
 def has_selective_scan_cpu() -> bool:
@@ -53,26 +53,40 @@ def _flip_time(u, delta, B, C, z):
             None if z is None else z.flip(-1))
 
 
-def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
+def _check_shapes(u, delta, A, B, C, D, z, delta_bias, fn='selective_scan'):
+    """Sizes, dtypes (floating point) and devices (that of u) of every argument: a wrong
+    call is a :class:`ShapeError` (a ValueError and a RuntimeError) naming it."""
+    named = (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('z', z),
+             ('delta_bias', delta_bias))
+    for name, t in named:
+        if t is None and name in ('D', 'z', 'delta_bias'):
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise ShapeError(f'{fn}: {name} must be a tensor, got {type(t).__name__}')
+        if not t.is_floating_point():
+            raise ShapeError(f'{fn}: {name} must be a floating-point tensor, got {t.dtype}')
+        if t.device != u.device:
+            raise ShapeError(f'{fn}: {name} is on {t.device}, u on {u.device}')
     if u.dim() != 3:
-        raise ValueError(f'u must be (batch, dim, seqlen), got shape {tuple(u.shape)}')
+        raise ShapeError(f'{fn}: u must be (batch, dim, seqlen), got shape {tuple(u.shape)}')
     batch, dim, seqlen = u.shape
     if delta.shape != u.shape:
-        raise ValueError(f'delta must have the shape of u {tuple(u.shape)}, '
+        raise ShapeError(f'{fn}: delta must have the shape of u {tuple(u.shape)}, '
                          f'got {tuple(delta.shape)}')
     if A.dim() != 2 or A.shape[0] != dim:
-        raise ValueError(f'A must be (dim={dim}, dstate), got {tuple(A.shape)}')
+        raise ShapeError(f'{fn}: A must be (dim={dim}, dstate), got {tuple(A.shape)}')
     dstate = A.shape[1]
     for name, t in (('B', B), ('C', C)):
         if t.shape != (batch, dstate, seqlen):
-            raise ValueError(f'{name} must be (batch, dstate, seqlen)='
+            raise ShapeError(f'{fn}: {name} must be (batch, dstate, seqlen)='
                              f'{(batch, dstate, seqlen)}, got {tuple(t.shape)}')
     if D is not None and D.shape != (dim, ):
-        raise ValueError(f'D must be ({dim},), got {tuple(D.shape)}')
+        raise ShapeError(f'{fn}: D must be ({dim},), got {tuple(D.shape)}')
     if z is not None and z.shape != u.shape:
-        raise ValueError(f'z must have the shape of u {tuple(u.shape)}, got {tuple(z.shape)}')
+        raise ShapeError(f'{fn}: z must have the shape of u {tuple(u.shape)}, '
+                         f'got {tuple(z.shape)}')
     if delta_bias is not None and delta_bias.shape != (dim, ):
-        raise ValueError(f'delta_bias must be ({dim},), got {tuple(delta_bias.shape)}')
+        raise ShapeError(f'{fn}: delta_bias must be ({dim},), got {tuple(delta_bias.shape)}')
 
 
 def selective_scan_ref(u: torch.Tensor,
@@ -103,7 +117,7 @@ def selective_scan_ref(u: torch.Tensor,
     Returns:
         Tensor: (B, D, L) in the dtype of ``u``.
     """
-    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias, 'selective_scan_ref')
     if reverse:
         u, delta, B, C, z = _flip_time(u, delta, B, C, z)
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias,
@@ -136,7 +150,9 @@ def selective_scan_ref(u: torch.Tensor,
 def _scan_fwd_loop(dA: torch.Tensor, dBu: torch.Tensor) -> torch.Tensor:
     """h[t] = dA[t] * h[t-1] + dBu[t]; all (L, B, D, N). Returns all h."""
     hs = torch.empty_like(dBu)
-    hs[0] = dBu[0]
+    # h[-1] = 0 decays like any state: 0 * dA[0] is NaN where dA[0] is NaN or inf, as in
+    # the sequential reference and the compiled kernel.
+    torch.addcmul(dBu[0], dA[0], torch.zeros_like(dA[0]), out=hs[0])
     for t in range(1, dBu.shape[0]):
         torch.addcmul(dBu[t], dA[t], hs[t - 1], out=hs[t])
     return hs
@@ -250,7 +266,7 @@ def selective_scan_torch(u: torch.Tensor,
 
     Same arguments and result as :func:`selective_scan_ref`.
     """
-    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias, 'selective_scan_torch')
     if reverse:
         u, delta, B, C, z = _flip_time(u, delta, B, C, z)
         return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias,
@@ -332,9 +348,9 @@ def selective_scan_cpu(u: torch.Tensor,
             'the compiled CPU selective scan (mmplugin_shufflemamba._ext) is not built; '
             'reinstall with `pip install --no-build-isolation -e .` (needs a C++ '
             "compiler) or use kernel='torch'.")
-    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    if u.is_cuda:
-        raise RuntimeError('selective_scan_cpu needs CPU tensors.')
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias, 'selective_scan_cpu')
+    if u.device.type != 'cpu':
+        raise ShapeError(f'selective_scan_cpu needs CPU tensors, got u on {u.device}')
     with torch.autocast(device_type='cpu', enabled=False):
         return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias,
                                        bool(delta_softplus), bool(reverse))
@@ -360,6 +376,7 @@ def selective_scan(u: torch.Tensor,
             'torch' (always the pure-PyTorch path). Defaults to 'auto'.
         Other arguments: see :func:`selective_scan_ref`.
     """
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     fn = get_cuda_kernel('selective_scan_fn', kernel, u.is_cuda)
     if fn is not None:
         if reverse:

@@ -1,3 +1,3 @@
-from .runtime import load_config, prepare_runtime
+from .runtime import load_config, prepare_runtime, shutdown_distributed
 
-__all__ = ['load_config', 'prepare_runtime']
+__all__ = ['load_config', 'prepare_runtime', 'shutdown_distributed']

@@ -1,6 +1,8 @@
 // Memory layout helpers shared by the CPU kernels: (B, D, L) tensors come channel-major
 // (rows contiguous) or token-major (channels contiguous, the (B, L, D) memory that
 // projections produce); the row-wise kernels gather blocks of up to 16 channel rows.
+// Compiled once per instruction-set level, like everything in the kernel translation
+// units: the code lives in the namespace SHUFFLEMAMBA_ISA (see kernel_api.h).
 #pragma once
 
 #include <algorithm>
@@ -10,18 +12,14 @@
 #include <immintrin.h>
 #endif
 
-namespace shufflemamba {
+#include "kernel_api.h"
 
-// Strides (batch, channel, time) of a (B, D, L) tensor.
-struct Strides {
-  int64_t b, d, t;
-  int64_t offset(int64_t bi, int64_t di, int64_t ti) const {
-    return bi * b + di * d + ti * t;
-  }
-};
-template <typename Tensor>
-Strides strides_of(const Tensor& t) {
-  return {t.stride(0), t.stride(1), t.stride(2)};
+namespace shufflemamba {
+namespace SHUFFLEMAMBA_ISA {
+
+// Offset of element (bi, di, ti) of a (B, D, L) tensor with strides s.
+inline int64_t offset(const Strides& s, int64_t bi, int64_t di, int64_t ti) {
+  return bi * s.b + di * s.d + ti * s.t;
 }
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
@@ -108,4 +106,5 @@ void scatter_rows(const T* rows, int64_t w, int64_t len, T* dst, int64_t sd, int
   }
 }
 
+}  // namespace SHUFFLEMAMBA_ISA
 }  // namespace shufflemamba

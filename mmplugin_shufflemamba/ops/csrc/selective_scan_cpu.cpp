@@ -13,8 +13,10 @@
 // reverse=true scans from the last time step to the first (Bt, Ct then come in reversed
 // time order, dBt and dCt are returned in that order), i.e. the backward direction of
 // the bidirectional mixer without flipped copies of u, delta and z.
-#include <torch/extension.h>
-#if defined(__AVX512F__)
+//
+// This file is compiled once per instruction-set level through isa/*.cpp (namespace
+// SHUFFLEMAMBA_ISA); the arguments were checked by bindings.cpp.
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 #include <ATen/Parallel.h>
@@ -29,16 +31,10 @@
 
 #include "cpu_layout.h"
 #include "cpu_math.h"
+#include "kernel_api.h"
 
-namespace {
-
-using shufflemamba::fast_exp;
-using shufflemamba::fast_exp2;
-using shufflemamba::fast_softplus;
-using shufflemamba::fast_silu;
-using shufflemamba::Strides;
-using shufflemamba::strides_of;
-using shufflemamba::transpose_tile;
+namespace shufflemamba {
+namespace SHUFFLEMAMBA_ISA {
 
 // ---------------------------------------------------------------------------------
 // Forward. Channels go in blocks of kLanes, one SIMD lane per channel, and time in
@@ -123,6 +119,63 @@ void lane_scan<float, 16>(const float* dtl, const float* dul, const float* A2,
 }
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// float with AVX2 and N = 16: two 8-lane halves; the states stay in memory (16 ymm
+// registers are not enough for 32 half-states) but the decays use exp2_avx2, which
+// clamps with one maxps and one minps (the auto-vectorised fast_exp2 needs compares and
+// blends to keep NaN without -ffinite-math-only).
+
+// 2^x: n = round(x) of x clamped to [-127, 128] (max(lo, x), min(hi, .) return x when it
+// is NaN), r = x - n, the degree-6 polynomial of fast_exp2, 2^n by exponent bits
+// (n = -127 gives 0, n = 128 inf). NaN propagates through r.
+inline __m256 exp2_avx2(__m256 x) {
+  x = _mm256_min_ps(_mm256_set1_ps(128.0f), _mm256_max_ps(_mm256_set1_ps(-127.0f), x));
+  const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 r = _mm256_sub_ps(x, n);
+  __m256 p = _mm256_set1_ps(1.5403530393e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3333558146e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.6181291076e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.5504108665e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(2.4022650696e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(6.9314718056e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+template <>
+void lane_scan<float, 16>(const float* dtl, const float* dul, const float* A2,
+                          const float* Bk, const float* Ck, int64_t cnt, int64_t,
+                          bool reverse, float* __restrict h, float* yl) {
+  for (int64_t k = 0; k < cnt; ++k) {
+    const int64_t j = reverse ? cnt - 1 - k : k;
+    const __m256 dt0 = _mm256_loadu_ps(dtl + j * kLanes);
+    const __m256 dt1 = _mm256_loadu_ps(dtl + j * kLanes + 8);
+    const __m256 du0 = _mm256_loadu_ps(dul + j * kLanes);
+    const __m256 du1 = _mm256_loadu_ps(dul + j * kLanes + 8);
+    const float* Bi = Bk + k * 16;
+    const float* Ci = Ck + k * 16;
+    __m256 y0 = _mm256_setzero_ps(), y1 = _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int n = 0; n < 16; ++n) {
+      float* hn = h + n * kLanes;
+      const __m256 b = _mm256_set1_ps(Bi[n]), c = _mm256_set1_ps(Ci[n]);
+      const __m256 a0 = exp2_avx2(_mm256_mul_ps(dt0, _mm256_loadu_ps(A2 + n * kLanes)));
+      const __m256 a1 = exp2_avx2(_mm256_mul_ps(dt1, _mm256_loadu_ps(A2 + n * kLanes + 8)));
+      const __m256 h0 = _mm256_fmadd_ps(a0, _mm256_loadu_ps(hn), _mm256_mul_ps(du0, b));
+      const __m256 h1 = _mm256_fmadd_ps(a1, _mm256_loadu_ps(hn + 8), _mm256_mul_ps(du1, b));
+      _mm256_storeu_ps(hn, h0);
+      _mm256_storeu_ps(hn + 8, h1);
+      y0 = _mm256_fmadd_ps(h0, c, y0);
+      y1 = _mm256_fmadd_ps(h1, c, y1);
+    }
+    _mm256_storeu_ps(yl + j * kLanes, y0);
+    _mm256_storeu_ps(yl + j * kLanes + 8, y1);
+  }
+}
+#endif
+
 // Lane tiles <-> (w <= kLanes channels, cnt steps) slabs with strides (sd, st), for
 // channel-major or strided tensors: tile[j * kLanes + c] = src[c * sd + j * st], zeros
 // for c >= w; block transposes when rows are contiguous. Out of line, so that the
@@ -160,7 +213,7 @@ template <typename T>
 template <typename T>
 inline void load_tile(const T* x, Strides s, int64_t b, int64_t d0, int64_t t0, int64_t w,
                       int64_t cnt, T* tile) {
-  const T* src = x + s.offset(b, d0, t0);
+  const T* src = x + offset(s, b, d0, t0);
   if (s.d != 1) return load_tile_strided(src, s.d, s.t, w, cnt, tile);
   for (int64_t j = 0; j < cnt; ++j) {
     const T* sj = src + j * s.t;
@@ -178,7 +231,7 @@ inline void load_tile(const T* x, Strides s, int64_t b, int64_t d0, int64_t t0, 
 template <typename T>
 inline void store_tile(const T* tile, T* x, Strides s, int64_t b, int64_t d0, int64_t t0,
                        int64_t w, int64_t cnt) {
-  T* dst = x + s.offset(b, d0, t0);
+  T* dst = x + offset(s, b, d0, t0);
   if (s.d != 1) return store_tile_strided(tile, s.d, s.t, w, cnt, dst);
   for (int64_t j = 0; j < cnt; ++j) {
     const T* tj = tile + j * kLanes;
@@ -307,6 +360,20 @@ void scan_fwd_kernel(const T* u, const T* delta, const T* A, const T* Bt, const 
 // backwards through it. Per-channel sums (dA, dD, d bias) stay in lanes; dB and dC
 // (sums over channels) are reduced across lanes per step.
 
+// Sum of the kLanes = 16 lanes of v as a tree of halves: vector adds. A sequential sum
+// (or an omp simd reduction of a fully unrolled 16-step loop) is not vectorised without
+// -fassociative-math, which the kernels do not use (see build_flags.py).
+template <typename T>
+inline T lane_sum(const T* v) {
+  static_assert(kLanes == 16, "lane_sum adds 16 lanes");
+  T a[8], b[4];
+#pragma omp simd
+  for (int i = 0; i < 8; ++i) a[i] = v[i] + v[i + 8];
+#pragma omp simd
+  for (int i = 0; i < 4; ++i) b[i] = a[i] + a[i + 4];
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
 // States over the steps k of a tile, from h0 (N, kLanes): Ht[k + 1] after step k
 // (Ht[0] = h0), At[k] the decays.
 template <typename T, int NC>
@@ -334,6 +401,75 @@ void bwd_states(const T* __restrict dtl, const T* __restrict dul, const T* __res
     }
   }
 }
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// float with AVX-512 and N = 16: the states in registers and the forward's exp2_avx512,
+// so the backward recomputes exactly the forward's states and decays.
+template <>
+void bwd_states<float, 16>(const float* __restrict dtl, const float* __restrict dul,
+                           const float* __restrict A2, const float* __restrict Bk,
+                           int64_t cnt, int64_t, bool reverse, const float* __restrict h0,
+                           float* __restrict Ht, float* __restrict At) {
+  constexpr int64_t NL = 16 * kLanes;
+  __m512 h[16];
+  for (int n = 0; n < 16; ++n) {
+    h[n] = _mm512_loadu_ps(h0 + n * kLanes);
+    _mm512_storeu_ps(Ht + n * kLanes, h[n]);
+  }
+  for (int64_t k = 0; k < cnt; ++k) {
+    const int64_t j = reverse ? cnt - 1 - k : k;
+    const __m512 dt = _mm512_loadu_ps(dtl + j * kLanes);
+    const __m512 du = _mm512_loadu_ps(dul + j * kLanes);
+    const float* Bi = Bk + k * 16;
+    float* hk = Ht + (k + 1) * NL;
+    float* ak = At + k * NL;
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) {
+      const __m512 a = exp2_avx512(_mm512_mul_ps(dt, _mm512_loadu_ps(A2 + n * kLanes)));
+      h[n] = _mm512_fmadd_ps(a, h[n], _mm512_mul_ps(du, _mm512_set1_ps(Bi[n])));
+      _mm512_storeu_ps(ak + n * kLanes, a);
+      _mm512_storeu_ps(hk + n * kLanes, h[n]);
+    }
+  }
+}
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// float with AVX2 and N = 16: the forward's exp2_avx2, so the backward recomputes
+// exactly the forward's states and decays.
+template <>
+void bwd_states<float, 16>(const float* __restrict dtl, const float* __restrict dul,
+                           const float* __restrict A2, const float* __restrict Bk,
+                           int64_t cnt, int64_t, bool reverse, const float* __restrict h0,
+                           float* __restrict Ht, float* __restrict At) {
+  constexpr int64_t NL = 16 * kLanes;
+  std::copy(h0, h0 + NL, Ht);
+  for (int64_t k = 0; k < cnt; ++k) {
+    const int64_t j = reverse ? cnt - 1 - k : k;
+    const __m256 dt0 = _mm256_loadu_ps(dtl + j * kLanes);
+    const __m256 dt1 = _mm256_loadu_ps(dtl + j * kLanes + 8);
+    const __m256 du0 = _mm256_loadu_ps(dul + j * kLanes);
+    const __m256 du1 = _mm256_loadu_ps(dul + j * kLanes + 8);
+    const float* Bi = Bk + k * 16;
+    const float* hp = Ht + k * NL;
+    float* hk = Ht + (k + 1) * NL;
+    float* ak = At + k * NL;
+#pragma GCC unroll 4
+    for (int n = 0; n < 16; ++n) {
+      const int64_t o = n * kLanes;
+      const __m256 b = _mm256_set1_ps(Bi[n]);
+      const __m256 a0 = exp2_avx2(_mm256_mul_ps(dt0, _mm256_loadu_ps(A2 + o)));
+      const __m256 a1 = exp2_avx2(_mm256_mul_ps(dt1, _mm256_loadu_ps(A2 + o + 8)));
+      _mm256_storeu_ps(ak + o, a0);
+      _mm256_storeu_ps(ak + o + 8, a1);
+      _mm256_storeu_ps(hk + o, _mm256_fmadd_ps(a0, _mm256_loadu_ps(hp + o),
+                                               _mm256_mul_ps(du0, b)));
+      _mm256_storeu_ps(hk + o + 8, _mm256_fmadd_ps(a1, _mm256_loadu_ps(hp + o + 8),
+                                                   _mm256_mul_ps(du1, b)));
+    }
+  }
+}
+#endif
 
 // Lane tiles (time order) of one block and tile, for bwd_adjoint.
 template <typename T>
@@ -363,13 +499,32 @@ void bwd_adjoint(const BwdTile<T>& tl, const T* __restrict Ht, const T* __restri
     const T* duj = tl.du + j;
     const T* goj = tl.go + j;
     // y before the gate, then d loss / d y and dz.
-    T dy[kLanes];
+    // Sums over n go in two partial sums (even and odd n): two independent chains of
+    // multiply-adds instead of one (the kernels are built without -fassociative-math,
+    // so the compiler keeps the order written here).
+    T dy[kLanes], dy1[kLanes];
 #pragma omp simd
-    for (int64_t c = 0; c < kLanes; ++c) dy[c] = skip[c] * uj[c];
-    for (int64_t n = 0; n < N; ++n) {
-      const T cn = Ck[k * N + n];
+    for (int64_t c = 0; c < kLanes; ++c) {
+      dy[c] = skip[c] * uj[c];
+      dy1[c] = T(0);
+    }
+    {
+      int64_t n = 0;
+      for (; n + 1 < N; n += 2) {
+        const T c0 = Ck[k * N + n], c1 = Ck[k * N + n + 1];
 #pragma omp simd
-      for (int64_t c = 0; c < kLanes; ++c) dy[c] += hk[n * kLanes + c] * cn;
+        for (int64_t c = 0; c < kLanes; ++c) {
+          dy[c] += hk[n * kLanes + c] * c0;
+          dy1[c] += hk[(n + 1) * kLanes + c] * c1;
+        }
+      }
+      if (n < N) {
+        const T c0 = Ck[k * N + n];
+#pragma omp simd
+        for (int64_t c = 0; c < kLanes; ++c) dy[c] += hk[n * kLanes + c] * c0;
+      }
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) dy[c] += dy1[c];
     }
     if (tl.z) {
       const T* zj = tl.z + j;
@@ -384,8 +539,8 @@ void bwd_adjoint(const BwdTile<T>& tl, const T* __restrict Ht, const T* __restri
 #pragma omp simd
       for (int64_t c = 0; c < kLanes; ++c) dy[c] = goj[c];
     }
-    T ddt[kLanes] = {}, gB[kLanes] = {};
-    for (int64_t n = 0; n < N; ++n) {
+    T ddt[kLanes] = {}, gB[kLanes] = {}, ddt1[kLanes] = {}, gB1[kLanes] = {};
+    auto adjoint_state = [&](int64_t n, T* __restrict ddt_acc, T* __restrict gB_acc) {
       const T cn = Ck[k * N + n], bn = Bk[k * N + n];
       T* gn = g + n * kLanes;
       T* dAn = dA + n * kLanes;
@@ -393,20 +548,33 @@ void bwd_adjoint(const BwdTile<T>& tl, const T* __restrict Ht, const T* __restri
       const T* hkn = hk + n * kLanes;
       const T* hpn = hp + n * kLanes;
       const T* akn = ak + n * kLanes;
-      T sB = 0, sC = 0;
-#pragma omp simd reduction(+ : sB, sC)
+      T pB[kLanes], pC[kLanes];
+#pragma omp simd
       for (int64_t c = 0; c < kLanes; ++c) {
         const T G = dy[c] * cn + gn[c];
         const T dlog = G * hpn[c] * akn[c];  // d loss / d (dt A)
-        sC += dy[c] * hkn[c];
-        sB += G * duj[c];
-        gB[c] += G * bn;
-        ddt[c] += dlog * Ann[c];
+        pC[c] = dy[c] * hkn[c];
+        pB[c] = G * duj[c];
+        gB_acc[c] += G * bn;
+        ddt_acc[c] += dlog * Ann[c];
         dAn[c] += dlog * dtj[c];
         gn[c] = akn[c] * G;
       }
-      dBk[k * N + n] += sB;
-      dCk[k * N + n] += sC;
+      dBk[k * N + n] += lane_sum(pB);
+      dCk[k * N + n] += lane_sum(pC);
+    };
+    {
+      int64_t n = 0;
+      for (; n + 1 < N; n += 2) {
+        adjoint_state(n, ddt, gB);
+        adjoint_state(n + 1, ddt1, gB1);
+      }
+      if (n < N) adjoint_state(n, ddt, gB);
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) {
+        ddt[c] += ddt1[c];
+        gB[c] += gB1[c];
+      }
     }
     const T* rj = tl.raw + j;
     T* guj = tl.gu + j;
@@ -511,106 +679,25 @@ void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T
   });
 }
 
-void check(const torch::Tensor& t, const char* name, int64_t dims) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-  TORCH_CHECK(t.dim() == dims, name, " must have ", dims, " dims, got ", t.dim());
-}
-
-
-// (B, D, L) with any strides.
-void check_bdl(const torch::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-  TORCH_CHECK(t.dim() == 3, name, " must be (batch, dim, seqlen)");
+template <typename T>
+void scan_fwd_impl(const ScanFwdArgs<T>& a) {
+  auto fn = a.N == 16 ? scan_fwd_kernel<T, 16> : scan_fwd_kernel<T, 0>;
+  fn(a.u, a.delta, a.A, a.Bt, a.Ct, a.Dv, a.z, a.dbias, a.softplus, a.out, a.batch,
+     a.dim, a.len, a.N, a.su, a.sdelta, a.sz, a.sout, a.reverse);
 }
 
 template <typename T>
-const T* opt_ptr(const c10::optional<torch::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
+void scan_bwd_impl(const ScanBwdArgs<T>& a) {
+  auto fn = a.N == 16 ? scan_bwd_lanes<T, 16> : scan_bwd_lanes<T, 0>;
+  fn(a.u, a.delta, a.A, a.Bt, a.Ct, a.Dv, a.z, a.dbias, a.softplus, a.dout, a.du,
+     a.ddelta, a.dA, a.dBt, a.dCt, a.dD, a.dz, a.ddbias, a.batch, a.dim, a.len, a.N,
+     a.su, a.sdelta, a.sz, a.sdout, a.sdu, a.sddelta, a.sdz, a.reverse);
 }
 
-}  // namespace
+void scan_fwd(const ScanFwdArgs<float>& a) { scan_fwd_impl(a); }
+void scan_fwd(const ScanFwdArgs<double>& a) { scan_fwd_impl(a); }
+void scan_bwd(const ScanBwdArgs<float>& a) { scan_bwd_impl(a); }
+void scan_bwd(const ScanBwdArgs<double>& a) { scan_bwd_impl(a); }
 
-// u, delta, z: (B, D, L) with any strides (channel-major and token-major are fast);
-// the output is allocated in u's layout.
-torch::Tensor selective_scan_fwd(torch::Tensor u, torch::Tensor delta, torch::Tensor A,
-                                 torch::Tensor Bt, torch::Tensor Ct,
-                                 c10::optional<torch::Tensor> Dv,
-                                 c10::optional<torch::Tensor> z,
-                                 c10::optional<torch::Tensor> dbias, bool use_softplus,
-                                 bool reverse) {
-  check_bdl(u, "u"); check_bdl(delta, "delta"); check(A, "A", 2);
-  check(Bt, "B", 3); check(Ct, "C", 3);
-  if (z.has_value()) check_bdl(*z, "z");
-  const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), N = A.size(1);
-  TORCH_CHECK(delta.sizes() == u.sizes() && (!z.has_value() || z->sizes() == u.sizes()),
-              "u, delta and z must have the same shape");
-  const bool token_major = u.stride(1) == 1 && len > 1;
-  auto out = token_major ? torch::empty({batch, len, dim}, u.options()).transpose(1, 2)
-                         : torch::empty({batch, dim, len}, u.options());
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_fwd", [&] {
-    auto fn = N == 16 ? scan_fwd_kernel<scalar_t, 16> : scan_fwd_kernel<scalar_t, 0>;
-    fn(u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
-       Bt.data_ptr<scalar_t>(), Ct.data_ptr<scalar_t>(), opt_ptr<scalar_t>(Dv),
-       opt_ptr<scalar_t>(z), opt_ptr<scalar_t>(dbias), use_softplus,
-       out.data_ptr<scalar_t>(), batch, dim, len, N, strides_of(u), strides_of(delta),
-       z.has_value() ? strides_of(*z) : Strides{0, 0, 0}, strides_of(out), reverse);
-  });
-  return out;
-}
-
-// Gradients of selective_scan_fwd; du, ddelta, dz come in u's layout.
-std::vector<torch::Tensor> selective_scan_bwd(
-    torch::Tensor u, torch::Tensor delta, torch::Tensor A, torch::Tensor Bt,
-    torch::Tensor Ct, c10::optional<torch::Tensor> Dv, c10::optional<torch::Tensor> z,
-    c10::optional<torch::Tensor> dbias, bool use_softplus, bool reverse,
-    torch::Tensor dout) {
-  check_bdl(u, "u"); check_bdl(delta, "delta"); check_bdl(dout, "dout");
-  check(A, "A", 2); check(Bt, "B", 3); check(Ct, "C", 3);
-  if (z.has_value()) check_bdl(*z, "z");
-  const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), N = A.size(1);
-  TORCH_CHECK(delta.sizes() == u.sizes() && dout.sizes() == u.sizes() &&
-                  (!z.has_value() || z->sizes() == u.sizes()),
-              "u, delta, z and dout must have the same shape");
-  const bool token_major = u.stride(1) == 1 && len > 1;
-  auto like_u = [&] {
-    return token_major ? torch::empty({batch, len, dim}, u.options()).transpose(1, 2)
-                       : torch::empty({batch, dim, len}, u.options());
-  };
-  auto du = like_u();
-  auto ddelta = like_u();
-  auto dA = torch::zeros_like(A);
-  auto dBt = torch::zeros_like(Bt);
-  auto dCt = torch::zeros_like(Ct);
-  auto dD = Dv.has_value() ? torch::zeros_like(*Dv) : torch::Tensor();
-  auto dz = z.has_value() ? like_u() : torch::Tensor();
-  auto ddbias = dbias.has_value() ? torch::zeros_like(*dbias) : torch::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_bwd", [&] {
-    auto fn = N == 16 ? scan_bwd_lanes<scalar_t, 16> : scan_bwd_lanes<scalar_t, 0>;
-    fn(u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
-       Bt.data_ptr<scalar_t>(), Ct.data_ptr<scalar_t>(), opt_ptr<scalar_t>(Dv),
-       opt_ptr<scalar_t>(z), opt_ptr<scalar_t>(dbias), use_softplus,
-       dout.data_ptr<scalar_t>(), du.data_ptr<scalar_t>(), ddelta.data_ptr<scalar_t>(),
-       dA.data_ptr<scalar_t>(), dBt.data_ptr<scalar_t>(), dCt.data_ptr<scalar_t>(),
-       Dv.has_value() ? dD.data_ptr<scalar_t>() : nullptr,
-       z.has_value() ? dz.data_ptr<scalar_t>() : nullptr,
-       dbias.has_value() ? ddbias.data_ptr<scalar_t>() : nullptr, batch, dim, len, N,
-       strides_of(u), strides_of(delta), z.has_value() ? strides_of(*z) : Strides{0, 0, 0},
-       strides_of(dout), strides_of(du), strides_of(ddelta),
-       z.has_value() ? strides_of(dz) : Strides{0, 0, 0}, reverse);
-  });
-  return {du, ddelta, dA, dBt, dCt, dD, dz, ddbias};
-}
-
-torch::Tensor causal_conv1d_fwd(torch::Tensor x, torch::Tensor w,
-                                c10::optional<torch::Tensor> bias, bool silu, bool reverse);
-std::vector<torch::Tensor> causal_conv1d_bwd(torch::Tensor x, torch::Tensor w,
-                                             c10::optional<torch::Tensor> bias, bool silu,
-                                             bool reverse, torch::Tensor dout);
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("selective_scan_fwd", &selective_scan_fwd, "selective scan forward (CPU)");
-  m.def("selective_scan_bwd", &selective_scan_bwd, "selective scan backward (CPU)");
-  m.def("causal_conv1d_fwd", &causal_conv1d_fwd, "depthwise causal conv + SiLU (CPU)");
-  m.def("causal_conv1d_bwd", &causal_conv1d_bwd, "its backward (CPU)");
-}
+}  // namespace SHUFFLEMAMBA_ISA
+}  // namespace shufflemamba

@@ -1,0 +1,3 @@
+// selective_scan_cpu.cpp compiled for the 'avx512' code path (flags: see setup.py).
+#define SHUFFLEMAMBA_ISA avx512
+#include "../selective_scan_cpu.cpp"

@@ -1,0 +1,96 @@
+"""tools/analysis/benchmark.py (inference images/s and peak memory of the whole model)
+and tools/analysis/plot_logs.py (curves from MMEngine's json logs), on the tiny model."""
+import json
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG = osp.join(ROOT, 'configs', 'quickstart',
+                  'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+import plot_logs  # noqa: E402
+from stress_dist_exit import tiny_overrides  # noqa: E402
+
+sys.path.pop(0)
+
+PNG = b'\x89PNG\r\n\x1a\n'
+
+
+def test_plot_logs_from_a_json_log(tmp_path):
+    """Training lines (loss, lr) and validation lines (segmentation and detection
+    metrics) of an MMEngine scalars file; a work dir is searched for the newest run."""
+    run = tmp_path / 'work' / '20260101_000000' / 'vis_data'
+    run.mkdir(parents=True)
+    lines = [dict(lr=1e-3 * (1 - i / 10), loss=2.0 / (i + 1), iter=i + 1, step=i + 1)
+             for i in range(10)]
+    lines.insert(5, {'mIoU': 10.0, 'aAcc': 50.0, 'coco/bbox_mAP': 0.1, 'step': 5})
+    lines.append({'mIoU': 20.0, 'aAcc': 60.0, 'coco/bbox_mAP': 0.2, 'step': 10})
+    (run / 'scalars.json').write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
+    series = plot_logs.load_scalars(str(run / 'scalars.json'))
+    assert series['mIoU'] == [(5.0, 10.0), (10.0, 20.0)] and len(series['loss']) == 10
+    out = tmp_path / 'plots'
+    written = plot_logs.main([str(tmp_path / 'work'), str(run / 'scalars.json'),
+                              '--out-dir', str(out), '--legend', 'a', 'b'])
+    names = sorted(osp.basename(p) for p in written)
+    assert names == ['aAcc.png', 'coco_bbox_mAP.png', 'loss.png', 'lr.png', 'mIoU.png']
+    for p in written:
+        with open(p, 'rb') as f:
+            assert f.read(8) == PNG
+    with pytest.raises(SystemExit):
+        plot_logs.main([str(run / 'scalars.json'), '--keys', 'no_such_key', '--out-dir',
+                        str(out)])
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """The tiny UperNet trained for 2 iterations by tools/train.py."""
+    tmp = tmp_path_factory.mktemp('analysis')
+    data_root = str(tmp / 'data')
+    generate_synthetic_ade20k(data_root, num_train=8, num_val=4, size=(64, 64))
+    work = tmp / 'work'
+    run = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), CONFIG,
+                          '--work-dir', str(work), '--cfg-options'] +
+                         tiny_overrides(data_root, 2), capture_output=True, text=True,
+                         timeout=900, cwd=str(tmp),
+                         env=dict(os.environ, OMP_NUM_THREADS='2'))
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    return tmp, data_root, work
+
+
+@pytest.mark.slow
+def test_benchmark_whole_model(trained, tmp_path):
+    tmp, data_root, work = trained
+    out = tmp_path / 'bench.json'
+    opts = [o for o in tiny_overrides(data_root, 2) if o.startswith('model.')]
+    run = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'analysis', 'benchmark.py'), CONFIG,
+         str(work / 'iter_2.pth'), '--num-iters', '3', '--warmup', '1', '--num-workers',
+         '0', '--json', str(out), '--cfg-options',
+         f'test_dataloader.dataset.data_root={data_root}'] + opts,
+        capture_output=True, text=True, timeout=900, cwd=str(tmp))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert '| images/s (median batch) |' in run.stdout
+    res = json.loads(out.read_text())
+    assert res['device'] in ('cpu', 'cuda') and res['iters'] == 3
+    assert math.isfinite(res['images_per_s']) and res['images_per_s'] > 0
+    peak = res.get('peak_rss_mib', res.get('peak_allocated_mib'))
+    assert peak is not None and peak > 0
+
+
+@pytest.mark.slow
+def test_plot_logs_of_a_training_run(trained, tmp_path):
+    _, _, work = trained
+    written = plot_logs.main([str(work), '--out-dir', str(tmp_path / 'plots')])
+    names = {osp.basename(p) for p in written}
+    assert {'loss.png', 'lr.png', 'mIoU.png'} <= names, names
+    for p in written:
+        assert osp.getsize(p) > 1000
+        with open(p, 'rb') as f:
+            assert f.read(8) == PNG
