@@ -63,6 +63,17 @@ def dist_train(tmp_path, data_root, work, ckpt):
     return run.returncode, run.stdout + run.stderr, env
 
 
+def run_test_tool(config, ckpt, tmp_path, env, cfg_options):
+    """Run tools/test.py on a checkpoint in ``tmp_path``; return its log (exit 0 checked)."""
+    cmd = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config, ckpt, '--work-dir',
+           str(tmp_path / 'test'), '--cfg-options'] + cfg_options
+    run = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                         timeout=600)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-6000:]
+    return log
+
+
 @pytest.mark.slow
 def test_dist_train_then_test(tmp_path):
     data_root = str(tmp_path / 'data')
@@ -83,12 +94,7 @@ def test_dist_train_then_test(tmp_path):
     ckpt = osp.join(work, 'iter_4.pth')
     assert osp.isfile(ckpt), os.listdir(work)
 
-    test_cmd = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), CONFIG, ckpt,
-                '--work-dir', str(tmp_path / 'test'), '--cfg-options'] + overrides(data_root, 4)
-    run = subprocess.run(test_cmd, cwd=str(tmp_path), env=env, capture_output=True,
-                         text=True, timeout=600)
-    log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-6000:]
+    log = run_test_tool(CONFIG, ckpt, tmp_path, env, overrides(data_root, 4))
     m = re.search(r'mIoU: ([0-9.]+)', log)
     assert m, log[-3000:]
     assert 0.0 <= float(m.group(1)) <= 100.0

@@ -12,7 +12,7 @@ import pytest
 from mmplugin_shufflemamba.datasets import generate_synthetic_coco
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from test_dist_train import free_port  # noqa: E402
+from test_dist_train import free_port, run_test_tool  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
@@ -54,12 +54,7 @@ def test_dist_train_mask_rcnn_then_test(tmp_path):
     ckpt = osp.join(work, 'iter_4.pth')
     assert osp.isfile(ckpt), os.listdir(work)
 
-    test_cmd = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), CONFIG, ckpt,
-                '--work-dir', str(tmp_path / 'test'), '--cfg-options'] + overrides(data_root, 4)
-    run = subprocess.run(test_cmd, cwd=str(tmp_path), env=env, capture_output=True,
-                         text=True, timeout=600)
-    log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-6000:]
+    log = run_test_tool(CONFIG, ckpt, tmp_path, env, overrides(data_root, 4))
     for task in ('bbox', 'segm'):
         for key in ('mAP', 'mAP_50', 'mAP_75'):
             m = re.search(rf'coco/{task}_{key}: (-?[0-9.]+)', log)
