@@ -58,7 +58,24 @@ class ShuffleMamba(BaseModule):
         final_norm (bool): apply ``norm_f`` to the last block's output.
             Defaults to True.
         num_registers (int): register tokens spread evenly through the sequence
-            (Mamba-Reg); never in the outputs. Defaults to 0.
+            (Mamba-Reg); never in the dense outputs. Defaults to 0.
+        with_cls_token (bool): one learnable cls token at the front of the sequence,
+            with its own position in ``pos_embed`` (``(1, N + 1, D)``), as the
+            official plain ImageNet classifiers (ShuffleMamba-M/B/L1); never in the
+            dense outputs. Not with ``num_registers``. Defaults to False.
+        out_cls (bool): also return the classification feature, as the last element
+            of the output tuple: the final-normed cls token (B, D) with
+            ``with_cls_token``, or the final-normed registers (Mamba-Reg), each
+            reduced to ``D // cls_reduce`` by ``neck`` and flattened, then
+            ``norm_neck`` (B, R * D // cls_reduce). ``out_indices=()`` returns the
+            classification feature alone. Needs ``final_norm``. Defaults to False.
+        cls_reduce (int): Mamba-Reg's register reduction for classification
+            (``neck``: Linear D -> D // cls_reduce without bias, ``norm_neck`` over
+            the flattened registers); built when > 1, with ``num_registers`` only.
+            Official: 4 for Reg-B, 8 for Reg-L2. Defaults to 1.
+        shuffle_cls (bool): whether SLWS shuffles the cls / register tokens with the
+            patches (the paper's default, True) or keeps them at their positions and
+            shuffles the patch tokens only. Defaults to True.
         norm_cfg (dict): 'LN' or 'RMSNorm'. Defaults to ``dict(type='LN', eps=1e-5)``.
         interpolate_mode (str): position-embedding resize mode. Defaults to 'bicubic'.
         kernel (str): 'auto' uses the mamba-ssm / causal-conv1d CUDA kernels when
@@ -99,6 +116,10 @@ class ShuffleMamba(BaseModule):
                  out_type: str = 'residual',
                  final_norm: bool = True,
                  num_registers: int = 0,
+                 with_cls_token: bool = False,
+                 out_cls: bool = False,
+                 cls_reduce: int = 1,
+                 shuffle_cls: bool = True,
                  norm_cfg: dict = dict(type='LN', eps=1e-5),
                  interpolate_mode: str = 'bicubic',
                  kernel: str = 'auto',
@@ -137,6 +158,8 @@ class ShuffleMamba(BaseModule):
             raise ValueError(f'out_type must be one of {self.OUT_TYPES}, got {out_type!r}')
         if num_registers < 0:
             raise ValueError(f'num_registers must be >= 0, got {num_registers}')
+        self._check_cls_args(num_registers, with_cls_token, out_cls, cls_reduce,
+                             final_norm, self.embed_dims)
 
         self.img_size = _to_2tuple(img_size)
         self.patch_size = int(patch_size)
@@ -149,17 +172,26 @@ class ShuffleMamba(BaseModule):
         self.out_type = out_type
         self.final_norm = final_norm
         self.num_registers = int(num_registers)
+        self.with_cls_token = bool(with_cls_token)
+        self.out_cls = bool(out_cls)
+        self.cls_reduce = int(cls_reduce)
+        self.shuffle_cls = bool(shuffle_cls)
         self.interpolate_mode = interpolate_mode
         self.with_cp = with_cp
         self.frozen_stages = frozen_stages
         self.drop_path_rate = drop_path_rate
         self.shuffle_rate = shuffle_rate
-        self.out_indices = self._check_out_indices(out_indices)
+        self.out_indices = self._check_out_indices(out_indices, allow_empty=self.out_cls)
 
         D = self.embed_dims
         self.patch_embed = PatchEmbed(in_channels, D, self.patch_size)
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, D))
+        # Official layouts: a front cls token has its position first in pos_embed;
+        # registers have their own pos_embed_cls.
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, num_patches + int(self.with_cls_token), D))
+        if self.with_cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         if self.num_registers > 0:
             self.cls_token = nn.Parameter(torch.zeros(1, self.num_registers, D))
             self.pos_embed_cls = nn.Parameter(torch.zeros(1, self.num_registers, D))
@@ -176,16 +208,57 @@ class ShuffleMamba(BaseModule):
         self.drop_path = DropPath(drop_path_rate)
         self.layer_shuffle = LayerShuffle(shuffle_rate, self.num_layers)
         self.norm_f = build_token_norm(norm_cfg, D) if final_norm else nn.Identity()
+        if self.cls_reduce > 1:
+            self.neck = nn.Linear(D, D // self.cls_reduce, bias=False)
+            self.norm_neck = build_token_norm(norm_cfg, self.cls_feature_dims)
         self._freeze_stages()
 
     # ------------------------------------------------------------------ helpers
-    def _check_out_indices(self, out_indices) -> Tuple[int, ...]:
+    @staticmethod
+    def _check_cls_args(num_registers, with_cls_token, out_cls, cls_reduce, final_norm,
+                        embed_dims) -> None:
+        if with_cls_token and num_registers > 0:
+            raise ValueError(
+                'with_cls_token=True and num_registers > 0 are two layouts of the '
+                'classification tokens: one cls token in front (plain ShuffleMamba '
+                'classifiers) or registers (Mamba-Reg); pick one.')
+        if out_cls and not (with_cls_token or num_registers > 0):
+            raise ValueError(
+                'out_cls=True returns the classification tokens, and the backbone has '
+                'none: set with_cls_token=True (plain models: one cls token in front) '
+                'or num_registers=R (Reg models).')
+        if out_cls and not final_norm:
+            raise ValueError('out_cls=True reads the classification tokens after norm_f: '
+                             'set final_norm=True.')
+        if not isinstance(cls_reduce, int) or isinstance(cls_reduce, bool) or cls_reduce < 1:
+            raise ValueError(f'cls_reduce must be an int >= 1, got {cls_reduce!r}')
+        if cls_reduce > 1:
+            if num_registers == 0:
+                raise ValueError(
+                    f'cls_reduce={cls_reduce} reduces register tokens (Mamba-Reg) and the '
+                    'backbone has none: set num_registers, or cls_reduce=1.')
+            if embed_dims % cls_reduce:
+                raise ValueError(f'cls_reduce={cls_reduce} must divide embed_dims='
+                                 f'{embed_dims}.')
+
+    @property
+    def cls_feature_dims(self) -> int:
+        """Width of the classification feature that ``out_cls`` returns."""
+        if self.with_cls_token:
+            return self.embed_dims
+        return self.num_registers * (self.embed_dims // self.cls_reduce)
+
+    def _check_out_indices(self, out_indices, allow_empty: bool = False
+                           ) -> Tuple[int, ...]:
         if isinstance(out_indices, int):
             out_indices = [out_indices]
         if not isinstance(out_indices, Sequence) or isinstance(out_indices, str) \
-                or len(out_indices) == 0:
+                or (len(out_indices) == 0 and not allow_empty):
             raise TypeError('out_indices must be an int or a non-empty sequence of '
-                            f'ints, got {out_indices!r}')
+                            f'ints, got {out_indices!r}' +
+                            (' (an empty one only with out_cls=True)' if
+                             not allow_empty and isinstance(out_indices, Sequence)
+                             and not isinstance(out_indices, str) else ''))
         result = []
         for idx in out_indices:
             if not isinstance(idx, int) or isinstance(idx, bool):
@@ -203,7 +276,8 @@ class ShuffleMamba(BaseModule):
 
     @property
     def num_extra_tokens(self) -> int:
-        return self.num_registers
+        """cls / register tokens in the sequence besides the patches."""
+        return self.num_registers + int(self.with_cls_token)
 
     def pretrained_state_dict(self) -> Dict[str, torch.Tensor]:
         """The part of the state dict that an ImageNet checkpoint provides.
@@ -225,9 +299,12 @@ class ShuffleMamba(BaseModule):
         if self.init_cfg is not None:
             return
         trunc_normal_(self.pos_embed, std=0.02)
-        if self.num_registers > 0:
+        if self.num_registers > 0 or self.with_cls_token:
             trunc_normal_(self.cls_token, std=0.02)
+        if self.num_registers > 0:
             trunc_normal_(self.pos_embed_cls, std=0.02)
+        if self.cls_reduce > 1:
+            trunc_normal_(self.neck.weight, std=0.02)
         for name, m in self.named_modules():
             if isinstance(m, nn.Linear) and m.bias is not None and \
                     not getattr(m.bias, '_no_reinit', False):
@@ -277,14 +354,29 @@ class ShuffleMamba(BaseModule):
         return num_layers - 1, num_layers
 
     # ------------------------------------------------------------------ forward
+    def token_layout(self, num_patches: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Sequence positions of the patches (row-major) and of the cls / register
+        tokens, for a sequence of ``num_patches`` patches.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``patch_pos`` (N, ) and ``cls_pos`` (T, ), T the
+            number of cls / register tokens (0 for a patch-only sequence).
+        """
+        if self.num_registers > 0:
+            token_idx, patch_pos = register_layout(num_patches, self.num_registers)
+            return patch_pos, torch.argsort(token_idx)[num_patches:]
+        if self.with_cls_token:
+            return torch.arange(1, num_patches + 1), torch.zeros(1, dtype=torch.long)
+        return torch.arange(num_patches), torch.zeros(0, dtype=torch.long)
+
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]:
-        """Patch-embed, add position embedding and registers.
+        """Patch-embed, add position embedding and the cls / register tokens.
 
         Args:
             x (Tensor): (B, C, H, W); H and W are padded up to a multiple of the patch.
 
         Returns:
-            tuple: tokens (B, N + R, D), patch grid (h, w), patch positions (N, ).
+            tuple: tokens (B, N + T, D), patch grid (h, w), patch positions (N, ).
         """
         if x.dim() != 4:
             raise ValueError(f'ShuffleMamba expects (B, C, H, W) input, got shape '
@@ -299,16 +391,25 @@ class ShuffleMamba(BaseModule):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x, grid = self.patch_embed(x)
-        x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, grid,
-                                 self.interpolate_mode)
-        x = self.pos_drop(x)
         num_patches = grid[0] * grid[1]
-        if self.num_registers > 0:
-            token_idx, patch_pos = register_layout(num_patches, self.num_registers)
-            regs = (self.cls_token + self.pos_embed_cls).expand(x.shape[0], -1, -1)
-            x = torch.cat([x, regs.to(x.dtype)], dim=1)[:, token_idx.to(x.device)]
+        if self.with_cls_token:
+            # VideoMamba / official ShuffleMamba classifiers: cls first, then the
+            # position embedding of the whole sequence (the cls position is not resized).
+            pos = torch.cat([self.pos_embed[:, :1], resize_pos_embed(
+                self.pos_embed[:, 1:], self.patch_resolution, grid,
+                self.interpolate_mode)], dim=1)
+            cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
+            x = torch.cat([cls, x], dim=1) + pos
+            x = self.pos_drop(x)
         else:
-            patch_pos = torch.arange(num_patches)
+            x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, grid,
+                                     self.interpolate_mode)
+            x = self.pos_drop(x)
+            if self.num_registers > 0:
+                token_idx, _ = register_layout(num_patches, self.num_registers)
+                regs = (self.cls_token + self.pos_embed_cls).expand(x.shape[0], -1, -1)
+                x = torch.cat([x, regs.to(x.dtype)], dim=1)[:, token_idx.to(x.device)]
+        patch_pos, _ = self.token_layout(num_patches)
         return x, grid, patch_pos.to(x.device)
 
     def draw_permutations(self, num_tokens: int,
@@ -318,9 +419,27 @@ class ShuffleMamba(BaseModule):
 
         All None in eval mode. Block ``i`` uses entry ``i`` whichever range of blocks
         :meth:`forward_blocks` runs, so that subclasses that run the blocks in groups
-        (the adapter) keep the per-block schedule over the whole depth.
+        (the adapter) keep the per-block schedule over the whole depth. With
+        ``shuffle_cls=False`` the cls / register positions are fixed points of every
+        permutation (only the patch tokens move).
         """
-        return self.layer_shuffle(num_tokens, device)
+        perms = self.layer_shuffle(num_tokens, device)
+        if self.shuffle_cls or self.num_extra_tokens == 0:
+            return perms
+        patch_pos, _ = self.token_layout(num_tokens - self.num_extra_tokens)
+        patch_pos = patch_pos.to(device)
+        out = []
+        for perm in perms:
+            if perm is not None:
+                # The drawn permutation of the whole sequence, restricted to the
+                # patches: its relative order of the patch positions.
+                is_patch = torch.zeros(num_tokens, dtype=torch.bool, device=perm.device)
+                is_patch[patch_pos] = True
+                moved = perm[is_patch[perm]]
+                perm = torch.arange(num_tokens, device=perm.device)
+                perm[patch_pos] = moved
+            out.append(perm)
+        return out
 
     def _run_block(self, i: int, perm: Optional[torch.Tensor], hidden: torch.Tensor,
                    residual: Optional[torch.Tensor]):
@@ -378,22 +497,51 @@ class ShuffleMamba(BaseModule):
         B = tokens.shape[0]
         return tokens.reshape(B, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
 
+    def final_tokens(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """``norm_f(residual + drop_path(hidden))`` after the last block: the whole
+        normed sequence (B, L, D), cls / register tokens included."""
+        return self.norm_f(residual + self.drop_path(hidden))
+
+    def cls_feature(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The classification feature of a final-normed sequence (:meth:`final_tokens`).
+
+        The cls token (B, D) with ``with_cls_token``; the registers (Mamba-Reg),
+        reduced by ``neck`` and flattened, then ``norm_neck`` when ``cls_reduce > 1``
+        (B, R * D // cls_reduce).
+        """
+        if not (self.with_cls_token or self.num_registers):
+            raise RuntimeError('this backbone has no cls / register tokens: build it with '
+                               'with_cls_token=True or num_registers=R.')
+        _, cls_pos = self.token_layout(tokens.shape[1] - self.num_extra_tokens)
+        if self.with_cls_token:
+            return tokens[:, 0]
+        regs = tokens.index_select(1, cls_pos.to(tokens.device))
+        if self.cls_reduce > 1:
+            return self.norm_neck(self.neck(regs).flatten(1))
+        return regs.flatten(1)
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """x: (B, C, H, W) -> one (B, D, ceil(H/p), ceil(W/p)) map per out index."""
+        """x: (B, C, H, W) -> one (B, D, ceil(H/p), ceil(W/p)) map per out index, then
+        with ``out_cls`` the classification feature (B, :attr:`cls_feature_dims`)."""
         hidden, grid, patch_pos = self.embed(x)
         perms = self.draw_permutations(hidden.shape[1], hidden.device)
         residual = None
         outs = []
         last = self.num_layers - 1
+        final = None
         for i in range(self.num_layers):
             hidden, residual = self.forward_blocks(hidden, residual, perms, i, i + 1)
+            if i == last and self.final_norm and (i in self.out_indices or self.out_cls):
+                final = self.final_tokens(hidden, residual)  # one drop-path draw
             if i not in self.out_indices:
                 continue
-            if i == last and self.final_norm:
-                feat = self.norm_f(residual + self.drop_path(hidden))
+            if final is not None:
+                feat = final
             elif i != last and self.out_type == 'mixer':
                 feat = hidden
             else:
                 feat = residual + hidden
             outs.append(self.tokens_to_map(feat, grid, patch_pos))
+        if self.out_cls:
+            outs.append(self.cls_feature(final))
         return tuple(outs)

@@ -68,7 +68,9 @@ class ShuffleMambaAdapter(ShuffleMamba):
             ``norm_cfg``, ``drop_path_rate``, ``shuffle_rate``, ``kernel``,
             ``init_cfg``, ...). ``drop_path_rate`` also sets the extractors' ConvFFN
             drop path, as in the official adapter. ``out_indices``, ``out_type``,
-            ``final_norm`` and ``num_registers`` mean nothing here and are rejected.
+            ``final_norm``, ``num_registers`` and the classification arguments
+            (``with_cls_token``, ``out_cls``, ``cls_reduce``, ``shuffle_cls``) mean
+            nothing here and are rejected.
     """
     ADAPTER_MODULES = ('level_embed', 'spm', 'interactions', 'up', 'norm1', 'norm2',
                        'norm3', 'norm4')
@@ -80,6 +82,11 @@ class ShuffleMambaAdapter(ShuffleMamba):
                       'norm, adapter_norm_cfg)',
         'num_registers': 'the adapter runs on patch tokens only; register/cls tokens of '
                          'a checkpoint are dropped at load',
+        'with_cls_token': 'the adapter runs on patch tokens only; the cls token of a '
+                          'checkpoint is dropped at load',
+        'out_cls': 'the adapter is a dense backbone without classification tokens',
+        'cls_reduce': 'the adapter has no register tokens to reduce',
+        'shuffle_cls': 'the adapter has no cls / register tokens',
     }
 
     def __init__(self,

@@ -11,7 +11,14 @@ Formats (a user can force one with ``ckpt_format``):
 - ``'reg'``: register models, ``cls_token`` (1, R, D) spread evenly through the
   patches, ``pos_embed_cls`` (1, R, D), ``pos_embed`` (1, N, D).
 - ``'mmplugin'``: this project's layout (what ``tools/convert_checkpoint.py``
-  writes and what ``ShuffleMamba.state_dict()`` holds).
+  writes and what ``ShuffleMamba.state_dict()`` holds). Its classification layouts
+  are the official ones: ``with_cls_token=True`` is ``'shufflemamba'``'s, registers
+  with ``cls_reduce`` are ``'reg'``'s (``neck`` / ``norm_neck`` included).
+
+Classifier layouts: the official and timm classifiers store the backbone keys at the
+top and the linear classifier at ``head.*``; mmpretrain's ``ImageClassifier`` stores
+``backbone.*`` and ``head.fc.*``; :func:`mmpretrain_to_official` (applied when a file
+is read) and :func:`official_to_mmpretrain` map one to the other.
 
 ``'shufflemamba'`` and ``'vim'`` share their keys and shapes: where the cls token sits
 is read from evidence in the file, never guessed (:func:`format_hint`): the model name
@@ -225,6 +232,10 @@ def _model_name(ckpt: object) -> str:
     return str(name or '')
 
 
+_CFG_SHUFFLEMAMBA = re.compile(r"type\s*=\s*['\"]ShuffleMamba['\"]")
+_CFG_CLS_FIRST = re.compile(r'with_cls_token\s*=\s*True')
+
+
 def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
     """What a checkpoint object says about its own layout.
 
@@ -241,6 +252,13 @@ def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
     if low.startswith(('mambar', 'videomamba', 'shufflemamba', 'shuffle_mamba')):
         return 'shufflemamba', f'args.model={name!r} (cls token first)'
     if is_mmengine_checkpoint(ckpt):
+        cfg_text = ckpt['meta'].get('cfg') if isinstance(ckpt.get('meta'), dict) else None
+        if isinstance(cfg_text, str) and _CFG_CLS_FIRST.search(cfg_text) and \
+                _CFG_SHUFFLEMAMBA.search(cfg_text):
+            # A classifier trained here (e.g. configs/pretrain/*): with_cls_token puts
+            # the cls token first, as the official plain classifiers.
+            return 'shufflemamba', ("MMEngine meta: the config's ShuffleMamba backbone "
+                                    'has with_cls_token=True (cls first)')
         return 'mmplugin', "MMEngine 'meta' (a model trained in this framework)"
     return None, (f'args.model={name!r} is not a known factory name' if name
                   else 'no args.model, no MMEngine meta, no shufflemamba_format marker')
@@ -276,6 +294,59 @@ def _strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
                 sd = {k[len(p):]: v for k, v in sd.items()}
         if sd is before:
             return sd
+
+
+# ------------------------------------------------------------------- classifier layouts
+#: mmpretrain's ImageClassifier(backbone=ShuffleMamba, head=LinearClsHead) stores the
+#: backbone under 'backbone.' and the linear classifier under 'head.fc.'; the official
+#: layout (and timm's) has the backbone keys at the top and the classifier at 'head.'.
+MMPRETRAIN_HEAD = 'head.fc.'
+
+
+def is_mmpretrain_classifier(sd: Dict[str, torch.Tensor]) -> bool:
+    """Whether a state dict is an mmpretrain ``ImageClassifier``'s (``backbone.*`` and
+    a ``head.fc.*`` linear classifier)."""
+    return any(k.startswith(MMPRETRAIN_HEAD) for k in sd) and \
+        any(k.startswith('backbone.') for k in sd)
+
+
+def mmpretrain_to_official(sd: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """mmpretrain ``ImageClassifier`` layout -> the official (and timm) layout.
+
+    ``backbone.<k>`` -> ``<k>`` (the backbone's keys already are the official ones:
+    ``cls_token``, ``pos_embed``, ``pos_embed_cls``, ``layers.*``, ``norm_f.*``, and
+    Mamba-Reg's ``neck.*`` / ``norm_neck.*``), ``head.fc.<k>`` -> ``head.<k>``.
+    Anything else (parameters in the classifier's own ``neck`` slot, other head types)
+    has no official counterpart: a :class:`CheckpointError` that names the keys.
+    """
+    out = OrderedDict()
+    unknown = []
+    for k, v in sd.items():
+        if k.startswith('backbone.'):
+            out[k[len('backbone.'):]] = v
+        elif k.startswith(MMPRETRAIN_HEAD):
+            out['head.' + k[len(MMPRETRAIN_HEAD):]] = v
+        else:
+            unknown.append(k)
+    if unknown:
+        raise CheckpointError(
+            f'keys with no official counterpart in an mmpretrain classifier: '
+            f'{unknown[:8]}: the official layout has the backbone and a linear head '
+            "('head.fc' of LinearClsHead) only; the classifier's own neck must hold no "
+            'parameters (the Reg models\' neck lives in the backbone).')
+    return out
+
+
+def official_to_mmpretrain(sd: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """The inverse of :func:`mmpretrain_to_official`: an official / timm state dict
+    as an mmpretrain ``ImageClassifier`` with a ``LinearClsHead`` loads it."""
+    out = OrderedDict()
+    for k, v in sd.items():
+        if k.startswith('head.'):
+            out[MMPRETRAIN_HEAD + k[len('head.'):]] = v
+        else:
+            out['backbone.' + k] = v
+    return out
 
 
 # ----------------------------------------------------------------------------- formats
@@ -348,7 +419,10 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
                         num_registers: int = 0,
                         patch_resolution: Optional[Tuple[int, int]] = None,
                         interpolate_mode: str = 'bicubic',
-                        logger=None) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
+                        logger=None,
+                        with_cls_token: bool = False,
+                        keep_neck: bool = False
+                        ) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
     """Map a checkpoint state dict to :class:`ShuffleMamba`'s key layout.
 
     Args:
@@ -363,6 +437,11 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
         patch_resolution (tuple, optional): target grid of ``pos_embed``; None keeps
             the checkpoint's grid.
         interpolate_mode (str): Defaults to 'bicubic'.
+        with_cls_token (bool): the target keeps a front cls token
+            (``ShuffleMamba(with_cls_token=True)``): the cls token of a cls-first
+            checkpoint is kept with its position. Defaults to False.
+        keep_neck (bool): the target has Mamba-Reg's classification ``neck`` /
+            ``norm_neck`` (``cls_reduce > 1``): keep them. Defaults to False.
 
     Returns:
         tuple: (converted state dict, summary dict).
@@ -379,11 +458,17 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
     fmt = detect_format(sd) if ckpt_format == 'auto' else ckpt_format
     if fmt == 'videomamba':
         fmt = 'shufflemamba'
+    if fmt == 'mmplugin' and 'pos_embed_cls' not in sd and \
+            getattr(sd.get('cls_token'), 'shape', (0, 0))[1:2] == (1,):
+        fmt = 'shufflemamba'  # this project's one-token layout: with_cls_token (first)
     out = OrderedDict()
-    dropped = [k for k in sd if k.startswith(CLASSIFIER_PREFIXES)]
+    kept = ('neck.', 'norm_neck.') if keep_neck else ()
+    dropped = [k for k in sd if k.startswith(CLASSIFIER_PREFIXES) and
+               not k.startswith(kept)]
     for k, v in sd.items():
-        if not k.startswith(CLASSIFIER_PREFIXES) and k not in (
-                'cls_token', 'pos_embed', 'pos_embed_cls'):
+        if k in ('cls_token', 'pos_embed', 'pos_embed_cls'):
+            continue
+        if not k.startswith(CLASSIFIER_PREFIXES) or (kept and k.startswith(kept)):
             out[k] = v
     pos = sd.get('pos_embed')
     if pos is None:
@@ -400,6 +485,11 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
         patch_pos = torch.cat([pos[:, :cls_at], pos[:, cls_at + 1:]], dim=1)
         reg_tokens, reg_pos = sd['cls_token'], pos[:, cls_at:cls_at + 1]
         ckpt_regs = 1
+        if with_cls_token and fmt == 'vim':
+            raise CheckpointError(
+                "a 'vim' checkpoint's cls token sits in the middle of the sequence; "
+                'with_cls_token=True puts it first. Use with_cls_token=False with '
+                'num_registers=1 to keep it in the middle, or 0 to drop it.')
         if num_registers not in (0, 1) or (num_registers == 1 and fmt != 'vim'):
             raise CheckpointError(
                 f"a '{fmt}' checkpoint has one cls token "
@@ -427,16 +517,26 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
             raise CheckpointError(
                 f'the checkpoint has {ckpt_regs} register tokens but the backbone has '
                 f'num_registers={num_registers}.')
+    if with_cls_token and fmt != 'shufflemamba':
+        raise CheckpointError(
+            'the backbone has with_cls_token=True (one cls token in front) but the '
+            + (f'checkpoint has {ckpt_regs} register tokens (Mamba-Reg): build the '
+               f'backbone with num_registers={ckpt_regs} instead' if ckpt_regs else
+               'checkpoint has no cls token: build the backbone with '
+               'with_cls_token=False') + '.')
     src_grid = _square_grid(patch_pos.shape[1], 'pos_embed')
     dst_grid = tuple(patch_resolution) if patch_resolution is not None else src_grid
     out['pos_embed'] = resize_pos_embed(patch_pos, src_grid, dst_grid, interpolate_mode)
+    if with_cls_token:
+        out['pos_embed'] = torch.cat([reg_pos, out['pos_embed']], dim=1)
+        out['cls_token'] = reg_tokens
     if num_registers > 0:
         out['cls_token'] = reg_tokens
         out['pos_embed_cls'] = reg_pos
     summary = dict(
         format=fmt, **{k: v for k, v in describe_state_dict(sd).items()
                        if k not in ('registers', 'pos_tokens')},
-        checkpoint_tokens=ckpt_regs, kept_tokens=num_registers,
+        checkpoint_tokens=ckpt_regs, kept_tokens=num_registers + int(with_cls_token),
         grid=src_grid, target_grid=dst_grid, dropped=dropped)
     return out, summary
 
@@ -519,6 +619,8 @@ def read_backbone_weights(checkpoint: str,
     """
     ckpt = read_checkpoint(checkpoint, map_location)
     sd, entry = select_state_dict(ckpt, use_ema, checkpoint)
+    if not prefix and is_mmpretrain_classifier(sd):
+        sd = mmpretrain_to_official(sd)
     if prefix:
         p = prefix if prefix.endswith('.') else prefix + '.'
         sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
@@ -604,7 +706,8 @@ def load_pretrained_backbone(model,
     try:
         converted, summary = convert_to_backbone(
             sd, ckpt_format, model.num_registers, model.patch_resolution,
-            model.interpolate_mode)
+            model.interpolate_mode, with_cls_token=getattr(model, 'with_cls_token', False),
+            keep_neck=getattr(model, 'cls_reduce', 1) > 1)
     except CheckpointError as e:
         raise CheckpointError(f'{checkpoint}: {e}') from None
     summary = load_into_backbone(model, converted, summary, checkpoint)
