@@ -298,6 +298,11 @@ class ShuffleMamba(BaseModule):
         super().init_weights()
         if self.init_cfg is not None:
             return
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The default initialisation of the embeddings and projections (what
+        :meth:`init_weights` does without ``init_cfg``), without MMEngine's logging."""
         trunc_normal_(self.pos_embed, std=0.02)
         if self.num_registers > 0 or self.with_cls_token:
             trunc_normal_(self.cls_token, std=0.02)

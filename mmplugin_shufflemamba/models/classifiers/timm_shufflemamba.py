@@ -1,0 +1,225 @@
+"""ShuffleMamba ImageNet classifiers in timm's model registry.
+
+``import mmplugin_shufflemamba`` registers::
+
+    shufflemamba_m_patch16_224        32 x 576,  LayerNorm, one cls token in front
+    shufflemamba_b_patch16_224        24 x 768,  RMSNorm,   one cls token in front
+    shufflemamba_l1_patch16_224       40 x 1024, RMSNorm,   one cls token in front
+    shufflemamba_reg_b_patch16_224    24 x 768,  RMSNorm,   12 registers, cls_reduce 4
+    shufflemamba_reg_l2_patch16_224   48 x 1024, RMSNorm,   16 registers, cls_reduce 8
+
+so that DeiT-style training scripts build them with ``timm.create_model(name,
+num_classes=..., drop_path_rate=..., shuffle_rate=..., img_size=...)``. The model *is*
+the backbone (:class:`ShuffleMamba` with its classification tokens and ``out_cls``) plus
+a linear ``head``: its state dict is exactly the official checkpoint layout (keys and
+shapes, ``head.*`` included), so what such a script saves under ``model`` loads into the
+dense configs with ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+
+No ShuffleMamba weights were ever released: ``pretrained=True`` needs a local file,
+``pretrained_cfg_overlay=dict(file=PATH)`` (read with this package's loader: official,
+timm-script, mmpretrain and MMEngine files, raw or EMA weights, position embedding
+resized), or use ``checkpoint_path=PATH`` for a file of exactly this model.
+"""
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.model.weight_init import trunc_normal_
+
+from ..backbones.shuffle_mamba import ShuffleMamba
+
+try:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from timm.models import build_model_with_cfg, register_model
+    HAS_TIMM = True
+except ImportError:  # pragma: no cover - timm is a declared dependency
+    HAS_TIMM = False
+
+#: Factory name -> ShuffleMamba arguments of the official ImageNet models
+#: (``models_shuffle.py`` / ``models_reg.py``).
+TIMM_ARCHS: Dict[str, Dict[str, Any]] = {
+    'shufflemamba_m_patch16_224': dict(
+        arch='m', with_cls_token=True, norm_cfg=dict(type='LN', eps=1e-5)),
+    'shufflemamba_b_patch16_224': dict(
+        arch='b', with_cls_token=True, norm_cfg=dict(type='RMSNorm', eps=1e-5)),
+    'shufflemamba_l1_patch16_224': dict(
+        arch='l1', with_cls_token=True, norm_cfg=dict(type='RMSNorm', eps=1e-5)),
+    'shufflemamba_reg_b_patch16_224': dict(
+        arch='b', num_registers=12, cls_reduce=4, norm_cfg=dict(type='RMSNorm', eps=1e-5)),
+    'shufflemamba_reg_l2_patch16_224': dict(
+        arch='l2', num_registers=16, cls_reduce=8, norm_cfg=dict(type='RMSNorm', eps=1e-5)),
+}
+
+
+class ShuffleMambaClassifier(ShuffleMamba):
+    """A ShuffleMamba ImageNet classifier with timm's conventions.
+
+    Args:
+        num_classes (int): classes of ``head``; 0 gives no head (features only).
+            Defaults to 1000.
+        in_chans (int): input channels (timm's name of ``in_channels``).
+            Defaults to 3.
+        drop_rate (float): dropout after the position embedding, as the official
+            models (which have no head dropout). Defaults to 0.
+        **kwargs: :class:`ShuffleMamba` arguments (``arch``, ``img_size``,
+            ``drop_path_rate``, ``shuffle_rate``, ``with_cls_token`` or
+            ``num_registers`` + ``cls_reduce``, ``norm_cfg``, ``kernel``, ...).
+            The dense-output arguments are set here: ``out_indices=()``,
+            ``out_cls=True``, ``final_norm=True``.
+    """
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
+                 **kwargs):
+        for name in ('out_indices', 'out_cls', 'final_norm', 'out_type', 'init_cfg'):
+            if name in kwargs:
+                raise TypeError(f'ShuffleMambaClassifier sets {name!r} itself (a classifier '
+                                'returns logits); remove it.')
+        if not (kwargs.get('with_cls_token') or kwargs.get('num_registers', 0) > 0):
+            raise ValueError('a classifier needs classification tokens: with_cls_token=True '
+                             '(plain models) or num_registers=R (Reg models).')
+        super().__init__(in_channels=in_chans, drop_rate=drop_rate, out_indices=(),
+                         out_cls=True, final_norm=True, **kwargs)
+        self.num_classes = int(num_classes)
+        self.num_features = self.cls_feature_dims
+        self.head = nn.Linear(self.num_features, self.num_classes) \
+            if self.num_classes > 0 else nn.Identity()
+        self.reset_parameters()
+        self._init_head()
+
+    def _init_head(self) -> None:
+        # Official classifiers: trunc_normal(0.02) weights, zero bias.
+        if isinstance(self.head, nn.Linear):
+            trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    # -------------------------------------------------------------- timm interface
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        """The official (timm optimizer factory) no-decay names; timm also exempts
+        every 1-D parameter (norms, biases, D)."""
+        return {'pos_embed', 'cls_token', 'pos_embed_cls'}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Parameter groups for timm's layer-wise lr decay: the embeddings, one group
+        per block, the final norm (and Reg's neck) with the last block."""
+        return dict(
+            stem=r'^cls_token|^pos_embed|^patch_embed',
+            blocks=[(r'^layers\.(\d+)', None), (r'^norm_f|^neck|^norm_neck', (99999, ))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.with_cp = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool not in (None, 'token'):
+            raise ValueError("ShuffleMamba classifiers pool their classification tokens "
+                             "(global_pool='token'); other pooling is not supported.")
+        self.num_classes = int(num_classes)
+        self.head = nn.Linear(self.num_features, self.num_classes) \
+            if self.num_classes > 0 else nn.Identity()
+        self._init_head()
+
+    def pretrained_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The backbone part (the head is loaded separately by :meth:`load_pretrained`)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith('head.')}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the final-normed token sequence (B, L, D), cls / register
+        tokens included (SLWS in training)."""
+        hidden, _, _ = self.embed(x)
+        perms = self.draw_permutations(hidden.shape[1], hidden.device)
+        hidden, residual = self.forward_blocks(hidden, None, perms)
+        return self.final_tokens(hidden, residual)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens from :meth:`forward_features` -> classification feature -> logits."""
+        x = self.cls_feature(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def load_pretrained(self, checkpoint: str, use_ema: bool = False,
+                        ckpt_format: str = 'auto') -> Dict[str, object]:
+        """Load an ImageNet checkpoint with this package's loader: the backbone part
+        strictly (position embedding resized to ``img_size``), the head when the
+        checkpoint has one of this shape (else the head keeps its initialisation and
+        the log says so)."""
+        from mmengine.logging import print_log
+
+        from ..utils import load_pretrained_backbone, read_backbone_weights
+        summary = load_pretrained_backbone(self, checkpoint, use_ema=use_ema,
+                                           ckpt_format=ckpt_format)
+        sd, _, _ = read_backbone_weights(checkpoint, use_ema=use_ema,
+                                         ckpt_format=summary['format'])
+        head = {k[len('head.'):]: v for k, v in sd.items() if k.startswith('head.')}
+        own = self.head.state_dict()
+        if head and own and all(k in head and head[k].shape == v.shape
+                                for k, v in own.items()):
+            self.head.load_state_dict({k: head[k] for k in own})
+            print_log(f'Loaded the classifier head of {checkpoint}', logger='current')
+        else:
+            print_log(f'{checkpoint}: head not loaded (checkpoint head '
+                      f'{ {k: tuple(v.shape) for k, v in head.items()} }, model head '
+                      f'{ {k: tuple(v.shape) for k, v in own.items()} }); it keeps its '
+                      'initialisation', logger='current')
+        return summary
+
+
+def _default_cfg(name: str, **kwargs) -> Dict[str, Any]:
+    return dict(
+        url='', file=None, num_classes=1000, input_size=(3, 224, 224), pool_size=None,
+        crop_pct=0.875, interpolation='bicubic', fixed_input_size=False,
+        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+        first_conv='patch_embed.proj', classifier='head', custom_load=True,
+        architecture=name, license='apache-2.0', **kwargs)
+
+
+def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassifier:
+    overlay = kwargs.get('pretrained_cfg_overlay') or {}
+    if pretrained and not (overlay.get('file') or overlay.get('state_dict')):
+        raise RuntimeError(
+            f'{name}: no ShuffleMamba ImageNet weights were ever released, so '
+            'pretrained=True needs your own checkpoint: '
+            "pretrained_cfg_overlay=dict(file='PATH') (any layout this package reads), "
+            "or checkpoint_path='PATH' for a file of exactly this model. Pretrain one "
+            'with configs/pretrain (see README).')
+    cfg = dict(TIMM_ARCHS[name])
+    for k, v in kwargs.items():
+        if k not in ('pretrained_cfg', 'pretrained_cfg_overlay', 'cache_dir'):
+            cfg[k] = v
+    passthrough = {k: kwargs[k] for k in ('pretrained_cfg', 'pretrained_cfg_overlay',
+                                          'cache_dir') if k in kwargs}
+    for k in ('device', 'dtype'):
+        cfg.pop(k, None)
+    model = build_model_with_cfg(ShuffleMambaClassifier, name, pretrained,
+                                 pretrained_cfg=passthrough.get('pretrained_cfg')
+                                 or _default_cfg(name),
+                                 pretrained_cfg_overlay=passthrough.get(
+                                     'pretrained_cfg_overlay'),
+                                 cache_dir=passthrough.get('cache_dir'), **cfg)
+    device, dtype = kwargs.get('device'), kwargs.get('dtype')
+    if device is not None or dtype is not None:
+        model = model.to(device=device, dtype=dtype)
+    return model
+
+
+if HAS_TIMM:
+    def _register(name: str):
+        def factory(pretrained: bool = False, **kwargs) -> ShuffleMambaClassifier:
+            return _create(name, pretrained, **kwargs)
+        factory.__name__ = name
+        factory.__qualname__ = name
+        factory.__module__ = __name__
+        factory.__doc__ = f'ShuffleMamba classifier {name}: {TIMM_ARCHS[name]}.'
+        return register_model(factory)
+
+    for _name in TIMM_ARCHS:
+        globals()[_name] = _register(_name)
+
+__all__ = ['ShuffleMambaClassifier', 'TIMM_ARCHS'] + list(TIMM_ARCHS)
