@@ -2,6 +2,8 @@ from .synthetic_ade20k import (SYNTHETIC_CLASSES, ade20k_semantic_map, generate_
                                render_sample)
 from .synthetic_coco import (SYNTHETIC_COCO_CLASSES, generate_synthetic_coco, mask_to_bbox,
                              mask_to_polygons, synthetic_coco_metainfo)
+from .synthetic_imagenet import (SYNTHETIC_IMAGENET_CLASSES, dominant_class,
+                                 generate_synthetic_imagenet)
 from .synthetic_scenes import (SHAPE_CLASSES, SceneInstance, SyntheticScene, render_scene,
                                scene_rng, semantic_map)
 
@@ -9,5 +11,6 @@ __all__ = [
     'SYNTHETIC_CLASSES', 'generate_synthetic_ade20k', 'render_sample', 'ade20k_semantic_map',
     'SYNTHETIC_COCO_CLASSES', 'generate_synthetic_coco', 'synthetic_coco_metainfo',
     'mask_to_polygons', 'mask_to_bbox', 'SHAPE_CLASSES', 'SceneInstance', 'SyntheticScene',
-    'render_scene', 'scene_rng', 'semantic_map'
+    'render_scene', 'scene_rng', 'semantic_map', 'SYNTHETIC_IMAGENET_CLASSES',
+    'dominant_class', 'generate_synthetic_imagenet'
 ]
