@@ -55,6 +55,24 @@ def _import_dynamo_first() -> None:
         pass
 
 
+def _cpu_optim_wrapper(cfg) -> None:
+    """MMEngine's ``AmpOptimWrapper`` (the GPU recipes' bf16 / fp16 autocast) refuses
+    to run without CUDA: train in float32 with the plain ``OptimWrapper`` (same optimizer,
+    clipping and paramwise settings) and say so; ``tools/train.py --amp`` gives bf16 CPU
+    autocast instead."""
+    wrapper = cfg.get('optim_wrapper', None)
+    if not isinstance(wrapper, dict) or wrapper.get('type') != 'AmpOptimWrapper':
+        return
+    dtype = wrapper.get('dtype', 'float16')
+    wrapper['type'] = 'OptimWrapper'
+    for key in ('dtype', 'loss_scale', 'use_fsdp'):
+        wrapper.pop(key, None)
+    from mmengine.logging import print_log
+    print_log(f'No CUDA: the config\'s AmpOptimWrapper ({dtype} autocast) is replaced by '
+              'the plain OptimWrapper (float32); use tools/train.py --amp for bfloat16 '
+              'CPU autocast.', logger='current', level=logging.WARNING)
+
+
 def prepare_runtime(cfg, launcher: str) -> None:
     """Adapt ``cfg`` in place for the machine this process runs on."""
     if launcher != 'none':
@@ -62,6 +80,7 @@ def prepare_runtime(cfg, launcher: str) -> None:
     if torch.cuda.is_available():
         return
     _replace_syncbn(cfg.model)
+    _cpu_optim_wrapper(cfg)
     if launcher == 'none':
         return
     if launcher != 'pytorch':

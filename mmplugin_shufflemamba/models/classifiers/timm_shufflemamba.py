@@ -195,6 +195,12 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
             cfg[k] = v
     passthrough = {k: kwargs[k] for k in ('pretrained_cfg', 'pretrained_cfg_overlay',
                                           'cache_dir') if k in kwargs}
+    if overlay.get('file'):
+        # timm (1.0.31) resets custom_load to False when an overlay supplies a weight
+        # source, and its generic loader then drops a head of another num_classes and
+        # fails on a resized pos_embed or any other layout: keep this package's loader.
+        passthrough['pretrained_cfg_overlay'] = dict(overlay, custom_load=overlay.get(
+            'custom_load', True))
     for k in ('device', 'dtype'):
         cfg.pop(k, None)
     model = build_model_with_cfg(ShuffleMambaClassifier, name, pretrained,
