@@ -50,7 +50,10 @@ def checkpoint_safe_globals():
     if ctx is None:  # pragma: no cover - torch < 2.5
         yield
         return
-    with ctx([getattr]):
+    # The whole allow-list again, not only getattr: a context of another library
+    # (e.g. timm's checkpoint reader) restores the process-wide list to what it saw on
+    # entry, which can remove what install() added.
+    with ctx([getattr] + _safe_globals()):
         yield
 
 

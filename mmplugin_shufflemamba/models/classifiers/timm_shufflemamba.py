@@ -152,11 +152,10 @@ class ShuffleMambaClassifier(ShuffleMamba):
         the log says so)."""
         from mmengine.logging import print_log
 
-        from ..utils import load_pretrained_backbone, read_backbone_weights
-        summary = load_pretrained_backbone(self, checkpoint, use_ema=use_ema,
-                                           ckpt_format=ckpt_format)
-        sd, _, _ = read_backbone_weights(checkpoint, use_ema=use_ema,
-                                         ckpt_format=summary['format'])
+        from ..utils import load_backbone_state, read_backbone_weights
+        sd, entry, fmt = read_backbone_weights(checkpoint, use_ema=use_ema,
+                                               ckpt_format=ckpt_format)
+        summary = load_backbone_state(self, sd, entry, fmt, checkpoint)
         head = {k[len('head.'):]: v for k, v in sd.items() if k.startswith('head.')}
         own = self.head.state_dict()
         if head and own and all(k in head and head[k].shape == v.shape

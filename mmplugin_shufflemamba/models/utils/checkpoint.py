@@ -700,21 +700,29 @@ def load_pretrained_backbone(model,
     """
     if kwargs:
         raise TypeError(f'unsupported Pretrained init_cfg keys: {sorted(kwargs)}')
-    logger = MMLogger.get_current_instance()
     sd, entry, ckpt_format = read_backbone_weights(checkpoint, prefix, map_location,
                                                    use_ema, ckpt_format)
+    return load_backbone_state(model, sd, entry, ckpt_format, checkpoint)
+
+
+def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_format: str,
+                        source: str = '<checkpoint>') -> Dict[str, object]:
+    """Convert a state dict read by :func:`read_backbone_weights` to the backbone's keys
+    (:func:`convert_to_backbone`), load it (:func:`load_into_backbone`) and log what was
+    used; the second half of :func:`load_pretrained_backbone`."""
+    logger = MMLogger.get_current_instance()
     try:
         converted, summary = convert_to_backbone(
             sd, ckpt_format, model.num_registers, model.patch_resolution,
             model.interpolate_mode, with_cls_token=getattr(model, 'with_cls_token', False),
             keep_neck=getattr(model, 'cls_reduce', 1) > 1)
     except CheckpointError as e:
-        raise CheckpointError(f'{checkpoint}: {e}') from None
-    summary = load_into_backbone(model, converted, summary, checkpoint)
+        raise CheckpointError(f'{source}: {e}') from None
+    summary = load_into_backbone(model, converted, summary, source)
     own = len(model.state_dict()) - summary['loaded']
     note = _ENTRY_NOTES.get(entry)
     print_log(
-        f"Loaded {checkpoint} (entry '{entry}'" + (f' = {note}' if note else '') +
+        f"Loaded {source} (entry '{entry}'" + (f' = {note}' if note else '') +
         f", format '{summary['format']}', depth "
         f"{summary['depth']}, width {summary['embed_dims']}): all {summary['loaded']} "
         f"backbone tensors; pos_embed {summary['grid']} -> {summary['target_grid']}; "

@@ -1,0 +1,286 @@
+"""ImageNet-1K pretraining configs (configs/pretrain) and the pretraining quickstart.
+
+Every config is checked against the recipe kept here (the paper's for the plain rows,
+the official run_reg.sh stages for the Reg rows), builds shrunk in mmpretrain's scope and
+runs a training step and a prediction; the optimizer's parameter groups follow the
+official no-decay rule; and what a pretraining run saves (MMEngine checkpoint, EMA and
+raw weights, mmpretrain layout) loads into every dense config's backbone without
+conversion.
+"""
+import copy
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+import mmplugin_shufflemamba  # noqa: F401
+from mmplugin_shufflemamba.models.utils import CheckpointError, mmpretrain_to_official
+from mmplugin_shufflemamba.utils.runtime import _cpu_optim_wrapper, _replace_syncbn
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PRETRAIN_DIR = osp.join(ROOT, 'configs', 'pretrain')
+QUICKSTART = osp.join(ROOT, 'configs', 'quickstart',
+                      'shufflemamba-tiny_1xb32-400it_synthetic-in1k-64px.py')
+RMS, LN = 'RMSNorm', 'LN'
+_B = dict(arch='b', norm=RMS, tokens=('cls', ), img=224, batch=256, lr=1e-3,
+          betas=(0.9, 0.95), wd=0.1, epochs=300, warmup=20, min_lr=5e-6, warmup_lr=5e-7,
+          drop_path=0.5, ssr=0.5, ema=1e-4, clip=3.0, mix=True, smooth=0.1,
+          sampler='DefaultSampler', init=None)
+_REG_B1 = dict(_B, tokens=('reg', 12, 4), img=128, batch=128, lr=1e-3, betas=(0.9, 0.999),
+               wd=0.05, warmup=5, min_lr=1e-5, warmup_lr=1e-6, drop_path=0.1, ssr=0.1,
+               ema=None, clip=None, mix=False, smooth=0.0, sampler='RepeatAugSampler')
+_REG_B2 = dict(_REG_B1, img=224, lr=4e-4, epochs=100, drop_path=0.4,
+               init='reg-b_8xb128-300e_in1k-128px')
+_REG_B3 = dict(_REG_B2, batch=64, lr=1e-5, wd=0.1, epochs=20, ema=1e-4, smooth=0.1,
+               sampler='DefaultSampler', init='reg-b_8xb128-100e_in1k-224px')
+
+
+def _l2(row, init):
+    return dict(row, arch='l2', tokens=('reg', 16, 8),
+                init=init and init.replace('reg-b', 'reg-l2'))
+
+
+# Recipe per config; `dense` lists the dense configs its checkpoint is for.
+PRETRAIN = {
+    'shufflemamba-b_8xb256-300e_in1k.py': dict(
+        _B, dense=['upernet_shufflemamba_b.py', 'upernet_shufflemamba_b-slws.py']),
+    'shufflemamba-m_8xb256-300e_in1k.py': dict(
+        _B, arch='m', norm=LN,
+        dense=['upernet_shufflemamba_m.py', 'mask-rcnn_shufflemamba_adapter-m.py']),
+    'shufflemamba-l1_8xb128-200e_in1k.py': dict(
+        _B, arch='l1', batch=128, epochs=200, drop_path=0.6,
+        dense=['upernet_shufflemamba_l1.py']),
+    'shufflemamba-reg-b_8xb128-300e_in1k-128px.py': dict(_REG_B1, dense=[]),
+    'shufflemamba-reg-b_8xb128-100e_in1k-224px.py': dict(_REG_B2, dense=[]),
+    'shufflemamba-reg-b_8xb64-20e_in1k-224px-ft.py': dict(
+        _REG_B3, dense=['upernet_shufflemamba_reg-b.py',
+                        'upernet_shufflemamba_reg-adapter-b.py',
+                        'mask-rcnn_shufflemamba_reg-adapter-b.py']),
+    'shufflemamba-reg-l2_8xb128-300e_in1k-128px.py': dict(_l2(_REG_B1, None), dense=[]),
+    'shufflemamba-reg-l2_8xb128-100e_in1k-224px.py': dict(
+        _l2(_REG_B2, _REG_B2['init']), dense=[]),
+    'shufflemamba-reg-l2_8xb64-20e_in1k-224px-ft.py': dict(
+        _l2(_REG_B3, _REG_B3['init']),
+        dense=['upernet_shufflemamba_reg-l2.py', 'mask-rcnn_shufflemamba_reg-adapter-l2.py']),
+}
+DENSE = {d: name for name, row in PRETRAIN.items() for d in row['dense']}
+
+
+def load(name):
+    return Config.fromfile(osp.join(PRETRAIN_DIR, name))
+
+
+def models():
+    import mmpretrain.models  # noqa: F401
+    from mmpretrain.registry import MODELS
+    return MODELS
+
+
+def shrink(cfg, dims=32, layers=2):
+    """The classifier with 2 blocks of width 32, no init_cfg files, the rest as set."""
+    cfg = copy.deepcopy(cfg)
+    bb = cfg.model.backbone
+    bb.update(embed_dims=dims, num_layers=layers, kernel='torch')
+    bb.pop('init_cfg', None)
+    cfg.model.head.pop('init_cfg', None)
+    cfg.model.head.in_channels = dims if bb.get('with_cls_token') else \
+        bb.num_registers * dims // bb.cls_reduce
+    # What MMEngine's runner does with the top-level entry.
+    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor', None))
+    return cfg
+
+
+def test_every_pretrain_config_is_in_the_table():
+    names = sorted(osp.basename(p) for p in glob.glob(osp.join(PRETRAIN_DIR, '*.py')))
+    assert names == sorted(PRETRAIN)
+
+
+@pytest.mark.parametrize('name', sorted(PRETRAIN))
+def test_pretrain_config_follows_the_recipe(name):
+    row, cfg = PRETRAIN[name], load(name)
+    bb, head = cfg.model.backbone, cfg.model.head
+    assert cfg.model.type == 'ImageClassifier' and bb.type == 'ShuffleMamba'
+    assert 'mmplugin_shufflemamba' in cfg.custom_imports['imports']
+    assert bb.arch == row['arch'] and bb.norm_cfg == dict(type=row['norm'], eps=1e-5)
+    assert bb.img_size == row['img'] and bb.patch_size == 16
+    assert bb.out_cls and tuple(bb.out_indices) == () and bb.shuffle_cls
+    assert bb.drop_path_rate == row['drop_path'] and bb.shuffle_rate == row['ssr']
+    dims = dict(m=576, b=768, l1=1024, l2=1024)[row['arch']]
+    if row['tokens'][0] == 'cls':
+        assert bb.with_cls_token and bb.get('num_registers', 0) == 0
+        assert head.in_channels == dims
+    else:
+        _, regs, reduce = row['tokens']
+        assert not bb.get('with_cls_token', False)
+        assert bb.num_registers == regs and bb.cls_reduce == reduce
+        assert head.in_channels == regs * dims // reduce
+    assert head.type == 'LinearClsHead' and head.num_classes == 1000
+    if row['smooth']:
+        assert head.loss == dict(type='LabelSmoothLoss', label_smooth_val=row['smooth'],
+                                 mode='original')
+    else:
+        assert head.loss.type == 'CrossEntropyLoss'
+    augments = (cfg.model.get('train_cfg') or {}).get('augments', [])
+    assert augments == ([dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]
+                        if row['mix'] else [])
+    assert cfg.train_dataloader.batch_size == row['batch']
+    assert cfg.train_dataloader.sampler.type == row['sampler']
+    ow = cfg.optim_wrapper
+    assert ow.type == 'AmpOptimWrapper' and ow.dtype == 'bfloat16'
+    opt = ow.optimizer
+    assert opt.type == 'AdamW' and opt.lr == pytest.approx(row['lr'])
+    assert tuple(opt.betas) == row['betas'] and opt.weight_decay == row['wd']
+    assert (ow.get('clip_grad') or {}).get('max_norm') == row['clip']
+    warm, cos = cfg.param_scheduler
+    assert warm.type == 'LinearLR' and warm.end == row['warmup'] and warm.by_epoch
+    assert warm.start_factor * opt.lr == pytest.approx(row['warmup_lr'])
+    assert cos.type == 'CosineAnnealingLR' and cos.begin == row['warmup']
+    assert cos.end == row['epochs'] and cos.T_max == row['epochs'] - row['warmup']
+    assert cos.eta_min == pytest.approx(row['min_lr'])
+    assert cfg.train_cfg.max_epochs == row['epochs']
+    ema = [h for h in cfg.get('custom_hooks', []) if h.type == 'EMAHook']
+    assert [h.momentum for h in ema] == ([row['ema']] if row['ema'] else [])
+    # The train and test pipelines crop at the model's resolution.
+    crops = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomResizedCrop']
+    assert crops[0].scale == row['img']
+    tests = [t for t in cfg.val_dataloader.dataset.pipeline if t.type == 'CenterCrop']
+    assert tests[0].crop_size == row['img']
+    if row['init']:
+        for part in (bb.init_cfg, head.init_cfg):
+            assert part.type == 'Pretrained' and row['init'] in part.checkpoint
+        assert head.init_cfg.prefix == 'head'
+    else:
+        assert bb.get('init_cfg') is None
+
+
+@pytest.mark.parametrize('name', sorted(PRETRAIN) + ['quickstart'])
+def test_pretrain_config_builds_shrunk_and_trains(name):
+    cfg = load(name) if name != 'quickstart' else Config.fromfile(QUICKSTART)
+    cfg = shrink(cfg)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = models().build(cfg.model)
+        model.init_weights()
+        from mmpretrain.structures import DataSample
+        size = cfg.model.backbone.img_size // 4
+        imgs = torch.randint(0, 255, (4, 3, size, size), dtype=torch.uint8)
+        samples = [DataSample().set_gt_label(i % 3) for i in range(4)]
+        data = model.data_preprocessor(dict(inputs=list(imgs), data_samples=samples), True)
+        model.train()
+        losses = model(**data, mode='loss')
+        total, _ = model.parse_losses(losses)
+        assert torch.isfinite(total)
+        total.backward()
+        assert model.backbone.cls_token.grad is not None
+        model.eval()
+        with torch.no_grad():
+            data = model.data_preprocessor(dict(inputs=list(imgs), data_samples=samples))
+            pred = model(**data, mode='predict')
+        assert pred[0].pred_score.shape == (cfg.model.head.num_classes, )
+
+
+def test_no_weight_decay_follows_the_official_optimizer():
+    """timm's rule in the official script: no decay on 1-D parameters (norms, biases, D),
+    pos_embed and cls_token; decay on every weight matrix, A_log and the convs."""
+    from mmengine.optim import build_optim_wrapper
+    for name in ('shufflemamba-b_8xb256-300e_in1k.py',
+                 'shufflemamba-reg-b_8xb64-20e_in1k-224px-ft.py'):
+        cfg = shrink(load(name))
+        _cpu_optim_wrapper(cfg)
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            model = models().build(cfg.model)
+            wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        decay = {}
+        names = {id(p): n for n, p in model.named_parameters()}
+        for group in wrapper.optimizer.param_groups:
+            for p in group['params']:
+                decay[names[id(p)]] = group['weight_decay']
+        assert len(decay) == len(names)
+        for n, p in model.named_parameters():
+            no_decay = p.ndim <= 1 or n.split('.')[-1] in ('pos_embed', 'cls_token',
+                                                            'pos_embed_cls')
+            want = 0.0 if no_decay else cfg.optim_wrapper.optimizer.weight_decay
+            assert decay[n] == pytest.approx(want), n
+
+
+def test_amp_optim_wrapper_becomes_plain_without_cuda():
+    cfg = load('shufflemamba-b_8xb256-300e_in1k.py')
+    _cpu_optim_wrapper(cfg)
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+    assert 'dtype' not in cfg.optim_wrapper and cfg.optim_wrapper.clip_grad.max_norm == 3.0
+    assert Config.fromfile(QUICKSTART).optim_wrapper.type == 'OptimWrapper'
+
+
+# ------------------------------------------------ pretraining checkpoint -> dense configs
+def mmengine_checkpoint(path, cfg, seed):
+    """What MMEngine's runner saves for an ImageClassifier trained with EMAHook: the EMA
+    weights as 'state_dict', the raw ones in 'ema_state_dict' (module.* + steps), the
+    config text in meta."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        torch.manual_seed(seed)
+        raw = models().build(cfg.model)
+        raw.init_weights()
+        torch.manual_seed(seed + 1)
+        ema = models().build(cfg.model)
+        ema.init_weights()
+    raw_sd, ema_sd = raw.state_dict(), ema.state_dict()
+    torch.save(dict(
+        meta=dict(cfg=cfg.pretty_text, epoch=300, iter=1000, mmengine_version='0.10.7'),
+        state_dict=ema_sd,
+        ema_state_dict=dict({f'module.{k}': v for k, v in raw_sd.items()},
+                            steps=torch.tensor(1000)),
+        message_hub=dict(), optimizer=dict(state={}, param_groups=[])), path)
+    return mmpretrain_to_official(raw_sd), mmpretrain_to_official(ema_sd)
+
+
+def dense_backbone(dense, layers, checkpoint=None, **init):
+    import sys
+    sys.path.insert(0, osp.join(ROOT, 'tests'))
+    from test_configs import framework, registry
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', dense))
+    bb = cfg.model.backbone
+    bb.arch = dict(embed_dims=32, num_layers=layers)
+    bb.kernel = 'torch'
+    if bb.type == 'ShuffleMambaAdapter':
+        bb.interaction_indexes = None
+        bb.deform_num_heads = 4
+        bb.conv_inplane = 8
+    else:
+        bb.out_indices = (layers - 1, )
+    bb.init_cfg = dict(type='Pretrained', checkpoint=checkpoint, **init)
+    _replace_syncbn(cfg.model)
+    scope = framework(cfg)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry(scope).build(bb)
+        model.init_weights()
+    return model
+
+
+@pytest.mark.parametrize('dense', sorted(DENSE))
+def test_pretraining_checkpoint_loads_into_the_dense_config(tmp_path, dense):
+    cfg = shrink(load(DENSE[dense]), layers=4)
+    path = str(tmp_path / 'epoch_300.pth')
+    raw, ema = mmengine_checkpoint(path, cfg, seed=0)
+    for use_ema, want in ((False, raw), (True, ema)):
+        model = dense_backbone(dense, 4, path, use_ema=use_ema)
+        got = model.state_dict()
+        for k, v in want.items():
+            if k.startswith('layers.') or k.startswith('patch_embed.'):
+                torch.testing.assert_close(got[k], v, msg=k)
+        assert not hasattr(model, 'cls_token') and not hasattr(model, 'neck')
+        grid = model.patch_resolution
+        assert got['pos_embed'].shape[1] == grid[0] * grid[1]
+        if grid == (cfg.model.backbone.img_size // 16, ) * 2:
+            patch_pos = want['pos_embed'][:, 1:] if cfg.model.backbone.get(
+                'with_cls_token') else want['pos_embed']
+            torch.testing.assert_close(got['pos_embed'], patch_pos)
+
+
+def test_classifier_checkpoint_with_the_wrong_norm_names_the_fix(tmp_path):
+    cfg = shrink(load('shufflemamba-m_8xb256-300e_in1k.py'), layers=4)  # LayerNorm
+    path = str(tmp_path / 'm.pth')
+    mmengine_checkpoint(path, cfg, seed=0)
+    with pytest.raises(CheckpointError, match='norm mismatch'):
+        dense_backbone('upernet_shufflemamba_b.py', 4, path)  # RMSNorm
