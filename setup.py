@@ -119,7 +119,8 @@ setup(
         'mmcv>=2.0.0,<2.2.0',
         'mmsegmentation>=1.2.0',
         'mmdet>=3.0.0',
-        'timm',
+        'mmpretrain>=1.2.0',  # ImageNet pretraining (configs/pretrain)
+        'timm>=0.9',  # the classifiers are registered in timm's model registry
         'ftfy',
         'regex',
         'pycocotools',

@@ -3,6 +3,15 @@ to this project's ShuffleMamba layout and print what was found.
 
     python tools/convert_checkpoint.py SRC DST [--format auto|shufflemamba|vim|reg|...]
         [--use-ema] [--num-registers R] [--img-size 224]
+    python tools/convert_checkpoint.py SRC DST --to official|mmpretrain [--use-ema]
+
+``--to official`` / ``--to mmpretrain`` convert a whole classifier (backbone with its
+cls token or registers, Reg neck, ``head``) between the official / timm layout
+(``{'model': ..., 'args': Namespace(model=...)}``, what ``main_shuffle.py`` and
+``tools/train_timm.py`` write and ``timm.create_model(..., checkpoint_path=...)`` reads)
+and mmpretrain's ``ImageClassifier`` layout (``backbone.*``, ``head.fc.*``; what
+``tools/test.py configs/pretrain/<row>.py DST`` evaluates): e.g. the top-1 of an official
+or timm checkpoint with mmpretrain's ``Accuracy``.
 
 The raw weights are converted by default (``model`` of an official checkpoint, as the
 official downstream code loads them); ``--use-ema`` converts the EMA weights. A
@@ -19,7 +28,10 @@ import json
 
 import torch
 
-from mmplugin_shufflemamba.models.utils import (CHECKPOINT_FORMATS, convert_to_backbone,
+from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS
+from mmplugin_shufflemamba.models.utils import (CHECKPOINT_FORMATS, CheckpointError,
+                                                convert_to_backbone, describe_state_dict,
+                                                official_to_mmpretrain,
                                                 read_backbone_weights)
 
 
@@ -39,13 +51,60 @@ def parse_args(argv=None):
     p.add_argument('--img-size', type=int, default=None,
                    help='resize pos_embed to this resolution (default: keep the grid)')
     p.add_argument('--patch-size', type=int, default=None)
-    return p.parse_args(argv)
+    p.add_argument('--to', choices=['backbone', 'official', 'mmpretrain'], default='backbone',
+                   help="backbone: this project's backbone layout (default); official / "
+                   'mmpretrain: the whole classifier in that layout')
+    args = p.parse_args(argv)
+    if args.to != 'backbone' and (args.num_registers or args.img_size):
+        p.error('--num-registers and --img-size apply to --to backbone only (a classifier '
+                'keeps its tokens; the loader resizes the position embedding)')
+    return args
+
+
+def timm_name(sd, fmt) -> str:
+    """The timm factory of a classifier state dict's architecture (``args.model`` of
+    the official layout, which also tells the loader where the cls token sits)."""
+    info = describe_state_dict(sd)
+    dims = dict(m=576, b=768, l1=1024, l2=1024)
+    depths = dict(m=32, b=24, l1=40, l2=48)
+    for name, arch in TIMM_ARCHS.items():
+        a = arch['arch']
+        if (info['depth'], info['embed_dims']) == (depths[a], dims[a]) and \
+                (arch.get('num_registers', 0) > 0) == (fmt == 'reg'):
+            return name
+    return f"shufflemamba_custom_d{info['depth']}_w{info['embed_dims']}"
+
+
+def convert_classifier(args, sd, entry, fmt):
+    if fmt not in ('shufflemamba', 'reg'):
+        raise CheckpointError(
+            f"{args.src}: a '{fmt}' checkpoint is not a ShuffleMamba classifier layout "
+            "(cls token first, or Mamba-Reg registers); only those convert with --to.")
+    if not any(k.startswith('head.') for k in sd):
+        raise CheckpointError(f'{args.src} has no classifier head (head.*): it is a '
+                              'backbone checkpoint; use --to backbone.')
+    meta = dict(shufflemamba_format=fmt, weights='ema' if args.use_ema else 'raw',
+                source=args.src, entry=entry)
+    if args.to == 'official':
+        name = timm_name(sd, fmt)
+        torch.save(dict(model=sd, model_ema=None, args=argparse.Namespace(model=name),
+                        meta=meta), args.dst)
+        print(f'converted {args.src} -> {args.dst} (official / timm layout, '
+              f'args.model={name!r}, {len(sd)} tensors)')
+    else:
+        torch.save(dict(state_dict=official_to_mmpretrain(sd), meta=meta), args.dst)
+        print(f'converted {args.src} -> {args.dst} (mmpretrain ImageClassifier layout, '
+              f'{len(sd)} tensors)')
+    print(f"  weights entry: {entry} ({meta['weights']} weights), format {fmt}")
+    return meta
 
 
 def main(argv=None):
     args = parse_args(argv)
     sd, entry, fmt = read_backbone_weights(args.src, use_ema=args.use_ema,
                                            ckpt_format=args.format)
+    if args.to != 'backbone':
+        return convert_classifier(args, sd, entry, fmt)
     grid = None
     if args.img_size is not None:
         patch = args.patch_size or int(sd.get('patch_embed.proj.weight',

@@ -8,7 +8,7 @@
 #   C++20 that recent torch headers require), caches the wheel in
 #   ${SHUFFLEMAMBA_CACHE:-~/.cache/mmplugin_shufflemamba}/wheels so that a second
 #   install takes seconds; on a machine with nvcc and a GPU the CUDA ops are built too.
-# - Installs mmengine, mmsegmentation, mmdet, timm, test tools and this package
+# - Installs mmengine, mmsegmentation, mmdet, mmpretrain, timm, test tools and this package
 #   (editable); on a GPU machine also the optional mamba-ssm / causal-conv1d kernels
 #   when WITH_MAMBA_KERNELS=1.
 # Prints the python to use on its last line as "PYTHON=<path>".
@@ -19,7 +19,7 @@ TORCH_VERSION="${TORCH_VERSION:-2.14.1}"
 TORCHVISION_VERSION="${TORCHVISION_VERSION:-0.29.1}"
 MMCV_VERSION="2.1.0"
 CACHE="${SHUFFLEMAMBA_CACHE:-$HOME/.cache/mmplugin_shufflemamba}"
-STAMP_VERSION="3"
+STAMP_VERSION="4"
 
 log() { echo "[setup_env] $*" >&2; }
 
@@ -38,7 +38,7 @@ PIP=("$PY" -m pip --disable-pip-version-check)
 stamp_file="$("$PY" -c 'import sys; print(sys.prefix)')/.mmplugin_shufflemamba_env"
 stamp_want="v$STAMP_VERSION torch=$TORCH_VERSION mmcv=$MMCV_VERSION root=$ROOT"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_want" ] \
-   && "$PY" -c 'import mmplugin_shufflemamba, mmcv.ops, mmseg, mmdet' >/dev/null 2>&1; then
+   && "$PY" -c 'import mmplugin_shufflemamba, mmcv.ops, mmseg, mmdet, mmpretrain' >/dev/null 2>&1; then
   log "environment already set up ($PY)"
   echo "PYTHON=$PY"
   exit 0
@@ -99,9 +99,10 @@ if ! mmcv_ok; then
   fi
 fi
 
-log "installing OpenMMLab frameworks, timm and test tools"
+log "installing OpenMMLab frameworks (mmseg, mmdet, mmpretrain), timm and test tools"
 "${PIP[@]}" install -q "mmengine==0.10.7" "mmsegmentation==1.2.2" "mmdet==3.3.0" \
-  timm ftfy regex pycocotools scipy shapely terminaltables "pytest>=7" pytest-timeout
+  "mmpretrain==1.2.0" "timm==1.0.31" ftfy regex pycocotools scipy shapely terminaltables \
+  "pytest>=7" pytest-timeout
 
 log "installing mmplugin_shufflemamba (editable)"
 "${PIP[@]}" install -q --no-build-isolation --no-deps -e "$ROOT"
@@ -111,7 +112,7 @@ if [ "${WITH_MAMBA_KERNELS:-0}" = "1" ]; then
   "${PIP[@]}" install --no-build-isolation "mamba-ssm" "causal-conv1d"
 fi
 
-"$PY" -c 'import mmplugin_shufflemamba, mmcv.ops, mmseg, mmdet' 
+"$PY" -c 'import mmplugin_shufflemamba, mmcv.ops, mmseg, mmdet, mmpretrain'
 echo "$stamp_want" > "$stamp_file"
 log "done ($PY)"
 echo "PYTHON=$PY"

@@ -1,0 +1,74 @@
+"""tools/convert_checkpoint.py --to official | mmpretrain: a whole classifier between
+the official / timm layout and mmpretrain's ImageClassifier, both ways, same logits."""
+import argparse
+import os.path as osp
+import sys
+
+import pytest
+import timm
+import torch
+from mmengine.registry import DefaultScope
+from mmengine.runner import load_checkpoint
+
+import mmplugin_shufflemamba  # noqa: F401
+from mmplugin_shufflemamba.models.utils import CheckpointError
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from tools_convert import convert_main  # noqa: E402
+
+TINY = dict(embed_dims=32, num_layers=2, img_size=32, patch_size=8, kernel='torch')
+
+
+def classifier(tokens):
+    import mmpretrain.models  # noqa: F401
+    from mmpretrain.registry import MODELS
+    bb = dict(type='ShuffleMamba', arch=dict(embed_dims=32, num_layers=2), img_size=32,
+              patch_size=8, kernel='torch', out_cls=True, out_indices=(),
+              norm_cfg=dict(type='RMSNorm', eps=1e-5), **tokens)
+    in_channels = 32 if tokens.get('with_cls_token') else \
+        tokens['num_registers'] * 32 // tokens['cls_reduce']
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(dict(type='ImageClassifier', backbone=bb,
+                                 head=dict(type='LinearClsHead', num_classes=5,
+                                           in_channels=in_channels))).eval()
+
+
+@pytest.mark.parametrize('name,tokens', [
+    ('shufflemamba_b_patch16_224', dict(with_cls_token=True)),
+    ('shufflemamba_reg_b_patch16_224', dict(num_registers=4, cls_reduce=2)),
+])
+def test_official_to_mmpretrain_and_back(tmp_path, name, tokens):
+    torch.manual_seed(0)
+    timm_model = timm.create_model(name, num_classes=5, **TINY,
+                                   **({} if 'with_cls_token' in tokens else
+                                      dict(num_registers=4, cls_reduce=2))).eval()
+    src = str(tmp_path / 'official.pth')
+    torch.save(dict(model=timm_model.state_dict(), model_ema=None,
+                    args=argparse.Namespace(model=name)), src)
+    dst = str(tmp_path / 'mmpretrain.pth')
+    convert_main([src, dst, '--to', 'mmpretrain'])
+    model = classifier(tokens)
+    load_checkpoint(model, dst, map_location='cpu', strict=True)  # what tools/test.py does
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, mode='tensor'), timm_model(x))
+    back = str(tmp_path / 'back.pth')
+    convert_main([dst, back, '--to', 'official'])
+    saved = torch.load(back, map_location='cpu', weights_only=False)
+    assert saved['args'].model.startswith('shufflemamba')
+    want = timm_model.state_dict()
+    assert list(saved['model']) == list(want)
+    for k, v in want.items():
+        torch.testing.assert_close(saved['model'][k], v)
+
+
+def test_backbone_only_checkpoints_do_not_convert_to_a_classifier(tmp_path):
+    bb = timm.create_model('shufflemamba_b_patch16_224', num_classes=0, **TINY)
+    src = str(tmp_path / 'features.pth')
+    sd = {k: v for k, v in bb.state_dict().items()}
+    torch.save(dict(model=sd, args=argparse.Namespace(model='shufflemamba_b_patch16_224')),
+               src)
+    with pytest.raises(CheckpointError, match='no classifier head'):
+        convert_main([src, str(tmp_path / 'x.pth'), '--to', 'mmpretrain'])
+    with pytest.raises(SystemExit):
+        convert_main([src, str(tmp_path / 'x.pth'), '--to', 'official', '--img-size', '64'])
