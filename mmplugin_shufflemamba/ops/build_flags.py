@@ -31,6 +31,10 @@ from typing import Dict, List, Optional
 
 CSRC = 'mmplugin_shufflemamba/ops/csrc'
 KERNELS = ('selective_scan', 'causal_conv1d')
+# Kernels compiled once, with the baseline flags (``generic``), outside the per-ISA
+# scheme: multi-scale deformable attention sampling (memory bound: gathers of short
+# rows), which also holds its own argument checks and entry points.
+BASELINE_SOURCES = ('ms_deform_attn_cpu.cpp', )
 HEADERS = ('cpu_math.h', 'cpu_layout.h', 'kernel_api.h', 'selective_scan_cpu.cpp',
            'causal_conv1d_cpu.cpp')
 
@@ -74,8 +78,9 @@ def path_flags(path: str, machine: Optional[str] = None,
 
 def sources(machine: Optional[str] = None, arch: Optional[str] = None) -> List[str]:
     """``bindings.cpp`` first (its copies of shared inline code win at link time), then
-    the kernels of every code path, oldest instruction set first."""
-    out = [f'{CSRC}/bindings.cpp']
+    the baseline-only kernels (:data:`BASELINE_SOURCES`), then the kernels of every code
+    path, oldest instruction set first."""
+    out = [f'{CSRC}/bindings.cpp'] + [f'{CSRC}/{s}' for s in BASELINE_SOURCES]
     for path in code_paths(machine, arch):
         out += [f'{CSRC}/isa/{k}_{path}.cpp' for k in KERNELS]
     return out
@@ -83,8 +88,11 @@ def sources(machine: Optional[str] = None, arch: Optional[str] = None) -> List[s
 
 def source_flags(machine: Optional[str] = None,
                  arch: Optional[str] = None) -> Dict[str, List[str]]:
-    """Per-source extra flags: ``{source: flags}``; bindings.cpp gets the baseline's."""
+    """Per-source extra flags: ``{source: flags}``; bindings.cpp and the baseline-only
+    kernels get the baseline's."""
     out = {f'{CSRC}/bindings.cpp': path_flags('generic', machine, arch)}
+    for s in BASELINE_SOURCES:
+        out[f'{CSRC}/{s}'] = path_flags('generic', machine, arch)
     for path in code_paths(machine, arch):
         for k in KERNELS:
             out[f'{CSRC}/isa/{k}_{path}.cpp'] = path_flags(path, machine, arch)

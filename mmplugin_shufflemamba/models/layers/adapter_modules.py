@@ -11,6 +11,7 @@ Token sets: ``x`` is the (B, h * w, D) backbone token sequence at stride 16 (pat
 tokens only); ``c`` is the (B, sum(h_l * w_l), D) concatenation of the spatial prior's
 levels at strides 8, 16 and 32.
 """
+import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -19,6 +20,8 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmcv.ops import MultiScaleDeformableAttention
+
+from ...ops.ms_deform_attn import has_ms_deform_attn_cpu, ms_deform_attn_cpu
 
 Shapes = Sequence[Tuple[int, int]]
 
@@ -68,8 +71,16 @@ class MSDeformAttn(MultiScaleDeformableAttention):
 
     ``output_proj(sample(value_proj(value)))`` with ``value_proj`` to
     ``embed_dims * ratio`` channels, no dropout and no residual: ``identity`` is added
-    only when given. It always computes in float32 (also under autocast); mmcv's CUDA
-    kernel runs for CUDA tensors, ``multi_scale_deformable_attn_pytorch`` on CPU.
+    only when given. It always computes in float32 (also under autocast). The sampling
+    runs mmcv's CUDA kernel for CUDA tensors and, for CPU tensors, this package's
+    compiled CPU kernel (:func:`~mmplugin_shufflemamba.ops.ms_deform_attn_cpu`, forward
+    and backward fused) when the extension is built, else mmcv's
+    ``multi_scale_deformable_attn_pytorch``.
+
+    The CPU path can be forced to mmcv's PyTorch implementation (for comparisons) with
+    the environment variable ``SHUFFLEMAMBA_MSDA_CPU=torch`` (read at every call) or
+    ``MSDeformAttn.cpu_kernel = 'torch'`` (class-wide, or per instance); ``'auto'``
+    (the default) uses the compiled kernel when it is built.
 
     Args:
         embed_dims (int): query and output width D.
@@ -94,19 +105,63 @@ class MSDeformAttn(MultiScaleDeformableAttention):
         self.dropout = nn.Identity()
         self.ratio = ratio
 
+    #: CPU sampling: 'auto' (the compiled kernel when built) or 'torch' (mmcv's
+    #: multi_scale_deformable_attn_pytorch); None: ``SHUFFLEMAMBA_MSDA_CPU`` (default
+    #: 'auto').
+    cpu_kernel: Optional[str] = None
+
+    def _use_cpu_kernel(self, value: torch.Tensor) -> bool:
+        if value.device.type != 'cpu':
+            return False
+        choice = self.cpu_kernel or os.environ.get('SHUFFLEMAMBA_MSDA_CPU') or 'auto'
+        if choice not in ('auto', 'torch'):
+            raise ValueError("MSDeformAttn.cpu_kernel / SHUFFLEMAMBA_MSDA_CPU must be "
+                             f"'auto' or 'torch', got {choice!r}")
+        return choice == 'auto' and has_ms_deform_attn_cpu()
+
     def forward(self, query: torch.Tensor, value: torch.Tensor,
                 deform_inputs: Sequence[torch.Tensor],
                 identity: Optional[torch.Tensor] = None) -> torch.Tensor:
         """query: (B, Lq, D), value: (B, Lv, D) -> (B, Lq, D) (+ identity)."""
         reference_points, spatial_shapes, level_start_index = deform_inputs
+        identity_ = None if identity is None else identity.float()
         with torch.autocast(device_type=query.device.type, enabled=False):
+            if self._use_cpu_kernel(value):
+                out = self._forward_cpu(query.float(), value.float(), reference_points,
+                                        spatial_shapes)
+                return out if identity_ is None else out + identity_
             out = super().forward(
                 query.float(), value=value.float(),
                 identity=query.new_zeros((), dtype=torch.float32)
-                if identity is None else identity.float(),
+                if identity_ is None else identity_,
                 reference_points=reference_points, spatial_shapes=spatial_shapes,
                 level_start_index=level_start_index)
         return out
+
+    def _forward_cpu(self, query: torch.Tensor, value: torch.Tensor,
+                     reference_points: torch.Tensor,
+                     spatial_shapes: torch.Tensor) -> torch.Tensor:
+        """mmcv's forward (batch first, no query_pos, no padding mask) with the
+        compiled CPU sampling kernel; no identity."""
+        bs, num_query, _ = query.shape
+        num_value = value.shape[1]
+        heads, levels, points = self.num_heads, self.num_levels, self.num_points
+        value = self.value_proj(value).view(bs, num_value, heads, -1)
+        offsets = self.sampling_offsets(query).view(bs, num_query, heads, levels, points, 2)
+        weights = self.attention_weights(query).view(bs, num_query, heads, levels * points)
+        weights = weights.softmax(-1).view(bs, num_query, heads, levels, points)
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+            locations = reference_points[:, :, None, :, None, :] \
+                + offsets / normalizer[None, None, None, :, None, :]
+        elif reference_points.shape[-1] == 4:
+            locations = reference_points[:, :, None, :, None, :2] \
+                + offsets / points * reference_points[:, :, None, :, None, 2:] * 0.5
+        else:
+            raise ValueError('Last dim of reference_points must be 2 or 4, got '
+                             f'{reference_points.shape[-1]}.')
+        out = ms_deform_attn_cpu(value, spatial_shapes, locations, weights)
+        return self.dropout(self.output_proj(out))
 
 
 class SpatialPriorModule(nn.Module):

@@ -387,6 +387,17 @@ std::vector<torch::Tensor> causal_conv1d_bwd(torch::Tensor x, torch::Tensor w,
   return {dx, dw, db};
 }
 
+// Multi-scale deformable attention sampling (ms_deform_attn_cpu.cpp: one code path,
+// compiled with the baseline flags; it checks its own arguments).
+torch::Tensor ms_deform_attn_cpu_fwd(torch::Tensor value, torch::Tensor spatial_shapes,
+                                     torch::Tensor sampling_locations,
+                                     torch::Tensor attention_weights);
+std::vector<torch::Tensor> ms_deform_attn_cpu_bwd(torch::Tensor value,
+                                                  torch::Tensor spatial_shapes,
+                                                  torch::Tensor sampling_locations,
+                                                  torch::Tensor attention_weights,
+                                                  torch::Tensor grad_output);
+
 // ------------------------------------------------------------------- code path API
 namespace {
 
@@ -413,6 +424,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("selective_scan_bwd", &selective_scan_bwd, "selective scan backward (CPU)");
   m.def("causal_conv1d_fwd", &causal_conv1d_fwd, "depthwise causal conv + SiLU (CPU)");
   m.def("causal_conv1d_bwd", &causal_conv1d_bwd, "its backward (CPU)");
+  m.def("ms_deform_attn_fwd", &ms_deform_attn_cpu_fwd,
+        "multi-scale deformable attention sampling (CPU, generic code path)");
+  m.def("ms_deform_attn_bwd", &ms_deform_attn_cpu_bwd,
+        "its backward: (grad_value, grad_sampling_locations, grad_attention_weights)");
   m.def("cpu_paths", &cpu_paths,
         "[(name, built, supported by this CPU)] of the kernels' code paths");
   m.def("get_cpu_path", &get_cpu_path, "the code path in use");

@@ -1,0 +1,165 @@
+"""Multi-scale deformable attention sampling (the core of mmcv's
+``MultiScaleDeformableAttention``) with a compiled CPU kernel.
+
+For every batch b, query q, head h::
+
+    out[b, q, h * D:(h + 1) * D] = sum_(l, p) attention_weights[b, q, h, l, p]
+        * bilinear(value_l[b, :, h], sampling_locations[b, q, h, l, p])
+
+where ``value_l`` is level l of ``value`` (its ``h_l * w_l`` keys, row-major), sampled
+like ``F.grid_sample(..., mode='bilinear', padding_mode='zeros', align_corners=False)``
+at ``2 * loc - 1``: (0, 0) is the top-left corner of the level, (1, 1) the bottom-right
+one; corners outside the level read zeros.
+
+Implementations:
+
+- :func:`ms_deform_attn_ref`: mmcv's ``multi_scale_deformable_attn_pytorch`` (per level
+  ``grid_sample``, then stack, multiply and sum), differentiated by autograd.
+- :func:`ms_deform_attn_cpu`: the compiled CPU kernel (``mmplugin_shufflemamba._ext``,
+  ``csrc/ms_deform_attn_cpu.cpp``): one pass over the sampling points in forward and
+  one in backward (gradients of value, sampling locations and attention weights), run
+  on ATen's thread pool; deterministic. float32 (float16 / bfloat16 inputs compute in
+  float32) and float64.
+- :func:`ms_deform_attn`: the dispatcher: the compiled kernel for CPU tensors when it
+  is built, else the reference. (CUDA tensors go to the reference here; mmcv's CUDA
+  kernel is used by the attention module itself.)
+
+NaN and inf propagate as on the reference path (every in-bounds corner multiplies its
+value even with weight 0; out-of-level corners contribute ``weight * 0``; a non-finite
+location gives a NaN sample): outputs and gradients have NaN / inf at the same places.
+"""
+import torch
+
+from .kernels import ShapeError, cpu_extension
+
+__all__ = ['ms_deform_attn', 'ms_deform_attn_cpu', 'ms_deform_attn_ref',
+           'has_ms_deform_attn_cpu']
+
+
+def has_ms_deform_attn_cpu() -> bool:
+    """Whether the compiled CPU kernel is available (the extension is built and has it)."""
+    ext = cpu_extension()
+    return ext is not None and hasattr(ext, 'ms_deform_attn_fwd')
+
+
+def check_ms_deform_attn_args(value, spatial_shapes, sampling_locations, attention_weights,
+                              fn: str = 'ms_deform_attn') -> None:
+    """Dimensions, sizes and devices of the arguments; a :class:`ShapeError` naming the
+    argument, not an error deep inside grid_sample or the kernel."""
+    for name, t in (('value', value), ('spatial_shapes', spatial_shapes),
+                    ('sampling_locations', sampling_locations),
+                    ('attention_weights', attention_weights)):
+        if not isinstance(t, torch.Tensor):
+            raise ShapeError(f'{fn}: {name} must be a tensor, got {type(t).__name__}')
+        if t.device != value.device:
+            raise ShapeError(f'{fn}: {name} is on {t.device}, value on {value.device}')
+    for name, t in (('value', value), ('sampling_locations', sampling_locations),
+                    ('attention_weights', attention_weights)):
+        if not t.is_floating_point():
+            raise ShapeError(f'{fn}: {name} must be a floating-point tensor, got {t.dtype}')
+    if value.dim() != 4:
+        raise ShapeError(f'{fn}: value must be (batch, num_keys, num_heads, head_dims), got '
+                         f'shape {tuple(value.shape)}')
+    if (spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2
+            or spatial_shapes.shape[0] < 1 or spatial_shapes.is_floating_point()):
+        raise ShapeError(f'{fn}: spatial_shapes must be an integer (num_levels, 2) tensor '
+                         f'of (h, w), got {spatial_shapes.dtype} {tuple(spatial_shapes.shape)}')
+    bs, num_keys, num_heads, _ = value.shape
+    levels = spatial_shapes.shape[0]
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ShapeError(f'{fn}: sampling_locations must be (batch, num_queries, num_heads, '
+                         f'num_levels, num_points, 2), got {tuple(sampling_locations.shape)}')
+    nq, npts = sampling_locations.shape[1], sampling_locations.shape[4]
+    want = (bs, nq, num_heads, levels, npts, 2)
+    if tuple(sampling_locations.shape) != want:
+        raise ShapeError(f'{fn}: sampling_locations must have shape {want} (batch and heads '
+                         'of value, levels of spatial_shapes), got '
+                         f'{tuple(sampling_locations.shape)}')
+    if tuple(attention_weights.shape) != want[:5]:
+        raise ShapeError(f'{fn}: attention_weights must have shape {want[:5]}, got '
+                         f'{tuple(attention_weights.shape)}')
+    sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
+    if min(sizes) <= 0:
+        raise ShapeError(f'{fn}: spatial_shapes must be positive, got '
+                         f'{spatial_shapes.tolist()}')
+    if sum(sizes) != num_keys:
+        raise ShapeError(f'{fn}: value has {num_keys} keys but spatial_shapes '
+                         f'{spatial_shapes.tolist()} add up to sum(h * w) = {sum(sizes)}')
+
+
+def ms_deform_attn_ref(value: torch.Tensor, spatial_shapes: torch.Tensor,
+                       sampling_locations: torch.Tensor,
+                       attention_weights: torch.Tensor) -> torch.Tensor:
+    """mmcv's ``multi_scale_deformable_attn_pytorch`` (the reference).
+
+    Args:
+        value (Tensor): (B, num_keys, H, D), levels concatenated.
+        spatial_shapes (Tensor): (L, 2) integer (h, w) per level.
+        sampling_locations (Tensor): (B, Q, H, L, P, 2) as (x, y), 0..1 spans a level.
+        attention_weights (Tensor): (B, Q, H, L, P).
+
+    Returns:
+        Tensor: (B, Q, H * D).
+    """
+    from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+    check_ms_deform_attn_args(value, spatial_shapes, sampling_locations, attention_weights,
+                              'ms_deform_attn_ref')
+    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations,
+                                               attention_weights)
+
+
+class _MSDeformAttnCPU(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, value, spatial_shapes, sampling_locations, attention_weights):
+        ext = cpu_extension()
+        ct = torch.float64 if value.dtype == torch.float64 else torch.float32
+        v = value.to(ct).contiguous()
+        shapes = spatial_shapes.to(torch.long).contiguous()
+        loc = sampling_locations.to(ct).contiguous()
+        attn = attention_weights.to(ct).contiguous()
+        ctx.save_for_backward(v, shapes, loc, attn)
+        ctx.dtypes = (value.dtype, sampling_locations.dtype, attention_weights.dtype)
+        return ext.ms_deform_attn_fwd(v, shapes, loc, attn).to(value.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        v, shapes, loc, attn = ctx.saved_tensors
+        gv, gloc, gattn = cpu_extension().ms_deform_attn_bwd(
+            v, shapes, loc, attn, grad_out.to(v.dtype).contiguous())
+        return (gv.to(ctx.dtypes[0]), None, gloc.to(ctx.dtypes[1]),
+                gattn.to(ctx.dtypes[2]))
+
+
+def ms_deform_attn_cpu(value: torch.Tensor, spatial_shapes: torch.Tensor,
+                       sampling_locations: torch.Tensor,
+                       attention_weights: torch.Tensor) -> torch.Tensor:
+    """The compiled CPU kernel (same arguments and result as :func:`ms_deform_attn_ref`).
+
+    Inputs of any layout are made contiguous; float16 / bfloat16 compute in float32 and
+    the result has ``value.dtype``. CPU tensors only.
+    """
+    if not has_ms_deform_attn_cpu():
+        raise RuntimeError('the compiled CPU extension (mmplugin_shufflemamba._ext) with the '
+                           'deformable attention kernel is not built; reinstall with `pip '
+                           'install --no-build-isolation -e .` or use ms_deform_attn_ref.')
+    if isinstance(value, torch.Tensor) and value.device.type != 'cpu':
+        raise ShapeError(f'ms_deform_attn_cpu needs CPU tensors, got value on {value.device}')
+    check_ms_deform_attn_args(value, spatial_shapes, sampling_locations, attention_weights,
+                              'ms_deform_attn_cpu')
+    with torch.autocast(device_type='cpu', enabled=False):
+        return _MSDeformAttnCPU.apply(value, spatial_shapes, sampling_locations,
+                                      attention_weights)
+
+
+def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor,
+                   sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
+                   kernel: str = 'auto') -> torch.Tensor:
+    """Dispatch: the compiled CPU kernel for CPU tensors when it is built
+    (``kernel='auto'``), else mmcv's PyTorch path (always with ``kernel='torch'``)."""
+    if kernel not in ('auto', 'torch'):
+        raise ValueError(f"kernel must be 'auto' or 'torch', got {kernel!r}")
+    if kernel == 'auto' and value.device.type == 'cpu' and has_ms_deform_attn_cpu():
+        return ms_deform_attn_cpu(value, spatial_shapes, sampling_locations,
+                                  attention_weights)
+    return ms_deform_attn_ref(value, spatial_shapes, sampling_locations, attention_weights)

@@ -1,0 +1,39 @@
+"""tools/quickstart.py --task pretrain end to end (shortened): pretrain the tiny
+classifier on the generated ImageNet-layout set, report top-1, fine-tune the segmentation
+quickstart from its checkpoint and from scratch, report both mIoU."""
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+@pytest.mark.slow
+def test_quickstart_pretrain_then_finetune(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='2')
+    cmd = [sys.executable, osp.join(ROOT, 'tools', 'quickstart.py'), '--task', 'pretrain',
+           '--max-iters', '6', '--finetune-iters', '3', '--num-train', '32', '--num-val', '16',
+           '--cfg-options', 'train_dataloader.num_workers=0',
+           'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
+           'val_dataloader.persistent_workers=False']
+    run = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                         timeout=1200)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-6000:]
+    top1 = re.search(r'top-1 \(mmpretrain Accuracy, raw weights\): ([0-9.]+)', out)
+    pre = re.search(r'mIoU from the pretrained checkpoint: ([0-9.]+)', out)
+    scratch = re.search(r'mIoU from scratch: +([0-9.]+)', out)
+    assert top1 and pre and scratch, out[-3000:]
+    for m in (top1, pre, scratch):
+        assert 0.0 <= float(m.group(1)) <= 100.0
+    # The fine-tuning run loaded the classifier's raw weights, cls token dropped and
+    # the 8x8 position grid resized to the segmentation config's 16x16.
+    assert re.search(r"Loaded \S+quickstart_pretrain/iter_6\.pth \(entry 'ema_state_dict'.*"
+                     r"format 'shufflemamba'.*pos_embed \(8, 8\) -> \(16, 16\); "
+                     r'cls/register tokens 1 -> 0', out), out[-3000:]
+    assert osp.isfile(tmp_path / 'work_dirs' / 'quickstart_pretrain' / 'iter_6.pth')
+    assert osp.isdir(tmp_path / 'work_dirs' / 'quickstart_pretrain' / 'finetune_scratch')
