@@ -289,3 +289,16 @@ def test_adapter_attention_uses_the_kernel_and_matches_mmcv(monkeypatch, identit
     monkeypatch.setattr(attn, 'cpu_kernel', 'cuda')
     with pytest.raises(ValueError, match="'auto' or 'torch'"):
         attn(query, value, inputs)
+
+
+def test_kernel_is_built_once_with_the_baseline_flags():
+    """One code path: the kernel's source is compiled once, with the flags of
+    bindings.cpp (so that no AVX code can stand in for baseline code)."""
+    from mmplugin_shufflemamba.ops import build_flags
+    for machine in ('x86_64', 'aarch64'):
+        srcs = build_flags.sources(machine, arch=None)
+        flags = build_flags.source_flags(machine, arch=None)
+        src = f'{build_flags.CSRC}/ms_deform_attn_cpu.cpp'
+        assert srcs.count(src) == 1
+        assert flags[src] == flags[srcs[0]] == build_flags.path_flags('generic', machine,
+                                                                      arch=None)
