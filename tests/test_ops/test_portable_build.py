@@ -143,7 +143,11 @@ def test_build_configuration():
     assert build_flags.code_paths('x86_64', arch='native') == ['generic']
     assert build_flags.path_flags('generic', 'x86_64', arch='native') == ['-march=native']
     srcs = build_flags.sources('x86_64', arch=None)
-    assert srcs[0].endswith('bindings.cpp') and len(srcs) == 7
+    assert srcs[0].endswith('bindings.cpp')
+    # bindings, the baseline-only kernels, then every kernel once per code path
+    assert len(srcs) == 1 + len(build_flags.BASELINE_SOURCES) + 3 * len(build_flags.KERNELS)
+    assert srcs[1:1 + len(build_flags.BASELINE_SOURCES)] == [
+        f'{build_flags.CSRC}/{s}' for s in build_flags.BASELINE_SOURCES]
     for src in srcs:
         assert os.path.isfile(os.path.join(ROOT, src)), src
 
