@@ -335,16 +335,30 @@ def test_adapter_flops_conventions():
     model = ShuffleMambaAdapter(arch=dict(embed_dims=D, num_layers=L), img_size=64,
                                 deform_num_heads=4, conv_inplane=8,
                                 adapter_norm_cfg=dict(type='BN')).eval()
-    res = count_flops(model, (torch.randn(1, 3, 64, 64), ))
-    ops = res['by_operator']
     d_inner, N, R, n_tok = 2 * D, 16, 3, 16  # patch tokens only, no cls token
     x_dt = L * 2 * n_tok * (d_inner * (R + 2 * N) + R * d_inner)
-    # mmcv's CPU path (grid_sample) is counted by MMEngine; the official runs used its
+    # mmcv's PyTorch path (grid_sample) is counted by MMEngine; the official runs used its
     # CUDA kernel, which the paper's count does not see, like the fused mixer kernel
+    os.environ['SHUFFLEMAMBA_MSDA_CPU'] = 'torch'
+    try:
+        ref = count_flops(model, (torch.randn(1, 3, 64, 64), ))
+    finally:
+        del os.environ['SHUFFLEMAMBA_MSDA_CPU']
+    ops = ref['by_operator']
     assert ops['grid_sampler'] > 0
-    assert res['paper'] == res['mmengine'] - x_dt - ops['grid_sampler']
-    assert res['total'] - res['mmengine'] == ops['selective_scan'] + ops['causal_conv1d']
+    assert ref['paper'] == ref['mmengine'] - x_dt - ops['grid_sampler']
+    assert ref['total'] - ref['mmengine'] == ops['selective_scan'] + ops['causal_conv1d']
     assert ops['selective_scan'] == L * 2 * selective_scan_flops(1, d_inner, n_tok, N)
+    # The fused CPU kernel: MMEngine sees no sampling, our handle counts what
+    # grid_sampler counted; the paper's figure does not change.
+    from mmplugin_shufflemamba.ops import has_ms_deform_attn_cpu
+    if has_ms_deform_attn_cpu():
+        res = count_flops(model, (torch.randn(1, 3, 64, 64), ))
+        fused = res['by_operator']
+        assert fused['grid_sampler'] == 0
+        assert fused['deform_attn'] == ops['grid_sampler']
+        assert res['paper'] == ref['paper']
+        assert res['total'] == ref['total'] - ops['grid_sampler'] + fused['deform_attn']
 
 
 def test_flops_tool_on_a_shrunk_zoo_config(tmp_path):

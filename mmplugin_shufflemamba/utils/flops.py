@@ -18,9 +18,10 @@ MMEngine counts nothing for them:
   causal-conv1d): one multiply-add per tap, as MMEngine counts convolutions
   (:func:`causal_conv1d_flops`).
 - mmcv's multi-scale deformable attention on CUDA (``MultiScaleDeformableAttnFunction``,
-  the adapter): 4 per sampled value (bilinear interpolation), the figure MMEngine's
-  ``grid_sampler`` handle gives mmcv's pure-PyTorch path on CPU, so both devices count
-  the same (:func:`deform_attn_flops`).
+  the adapter) and this package's fused CPU kernel (``_MSDeformAttnCPU``): 4 per sampled
+  value (bilinear interpolation), the figure MMEngine's ``grid_sampler`` handle gives
+  mmcv's pure-PyTorch path (``SHUFFLEMAMBA_MSDA_CPU=torch``), so every path counts the
+  same (:func:`deform_attn_flops`).
 
 MMEngine has no handle for ``aten::rms_norm`` either (the RMSNorm of ShuffleMamba-B,
 L1 and the Reg models): 4 per element with a weight, 3 without, one less than
@@ -51,6 +52,8 @@ SCAN_OPS = ('prim::PythonOp._SelectiveScanCPU', 'prim::PythonOp._SelectiveScanTo
             'prim::PythonOp.SelectiveScanFn')
 CAUSAL_CONV_OPS = ('prim::PythonOp._CausalConv1dCPU', 'prim::PythonOp.CausalConv1dFn')
 DEFORM_ATTN_OPS = ('prim::PythonOp.MultiScaleDeformableAttnFunction', )
+#: This package's fused CPU deformable attention (ops/ms_deform_attn.py).
+FUSED_DEFORM_ATTN_OPS = ('prim::PythonOp._MSDeformAttnCPU', )
 RMS_NORM_OPS = ('aten::rms_norm', )
 HANDLED = ('selective_scan', 'causal_conv1d', 'deform_attn', 'rms_norm')
 
@@ -125,6 +128,17 @@ def deform_attn_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
                                                  points))
 
 
+def fused_deform_attn_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
+    """Handle for this package's ``_MSDeformAttnCPU(value (bs, keys, heads, head_dims),
+    shapes, sampling_locations (bs, queries, heads, levels, points, 2),
+    attention_weights)``: the same count as mmcv's kernel."""
+    args = _python_op_args(inputs, outputs)
+    bs, _, heads, head_dims = _shape(args[0])
+    _, queries, _, levels, points, _ = _shape(args[2])
+    return Counter(deform_attn=deform_attn_flops(bs, queries, heads, head_dims, levels,
+                                                 points))
+
+
 def rms_norm_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
     """Handle for ``aten::rms_norm(input, normalized_shape, weight, eps)``."""
     shape = _shape(inputs[0])
@@ -141,6 +155,7 @@ def extra_flop_handles() -> Dict[str, Any]:
     handles.update({k: selective_scan_flop_jit for k in SCAN_OPS})
     handles.update({k: causal_conv1d_flop_jit for k in CAUSAL_CONV_OPS})
     handles.update({k: deform_attn_flop_jit for k in DEFORM_ATTN_OPS})
+    handles.update({k: fused_deform_attn_flop_jit for k in FUSED_DEFORM_ATTN_OPS})
     handles.update({k: rms_norm_flop_jit for k in RMS_NORM_OPS})
     return handles
 
