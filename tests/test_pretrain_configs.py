@@ -18,7 +18,7 @@ from mmengine.registry import DefaultScope
 
 import mmplugin_shufflemamba  # noqa: F401
 from mmplugin_shufflemamba.models.utils import CheckpointError, mmpretrain_to_official
-from mmplugin_shufflemamba.utils.runtime import _cpu_optim_wrapper, _replace_syncbn
+from mmplugin_shufflemamba.utils.runtime import _cpu_optim_wrapper
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PRETRAIN_DIR = osp.join(ROOT, 'configs', 'pretrain')
@@ -236,21 +236,15 @@ def mmengine_checkpoint(path, cfg, seed):
 
 
 def dense_backbone(dense, layers, checkpoint=None, **init):
+    """The dense config's backbone, shrunk as test_configs does, loading ``checkpoint``."""
     import sys
     sys.path.insert(0, osp.join(ROOT, 'tests'))
     from test_configs import framework, registry
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', dense))
+    from test_configs import shrink as shrink_dense
+    cfg = shrink_dense(Config.fromfile(osp.join(ROOT, 'configs', dense)), layers=layers)
     bb = cfg.model.backbone
-    bb.arch = dict(embed_dims=32, num_layers=layers)
     bb.kernel = 'torch'
-    if bb.type == 'ShuffleMambaAdapter':
-        bb.interaction_indexes = None
-        bb.deform_num_heads = 4
-        bb.conv_inplane = 8
-    else:
-        bb.out_indices = (layers - 1, )
     bb.init_cfg = dict(type='Pretrained', checkpoint=checkpoint, **init)
-    _replace_syncbn(cfg.model)
     scope = framework(cfg)
     with DefaultScope.overwrite_default_scope(scope):
         model = registry(scope).build(bb)

@@ -28,6 +28,7 @@ import json
 
 import torch
 
+from mmplugin_shufflemamba.models.backbones import ShuffleMamba
 from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS
 from mmplugin_shufflemamba.models.utils import (CHECKPOINT_FORMATS, CheckpointError,
                                                 convert_to_backbone, describe_state_dict,
@@ -65,12 +66,10 @@ def timm_name(sd, fmt) -> str:
     """The timm factory of a classifier state dict's architecture (``args.model`` of
     the official layout, which also tells the loader where the cls token sits)."""
     info = describe_state_dict(sd)
-    dims = dict(m=576, b=768, l1=1024, l2=1024)
-    depths = dict(m=32, b=24, l1=40, l2=48)
     for name, arch in TIMM_ARCHS.items():
-        a = arch['arch']
-        if (info['depth'], info['embed_dims']) == (depths[a], dims[a]) and \
-                (arch.get('num_registers', 0) > 0) == (fmt == 'reg'):
+        size = ShuffleMamba.arch_zoo[arch['arch']]
+        if (info['depth'], info['embed_dims']) == (size['num_layers'], size['embed_dims']) \
+                and (arch.get('num_registers', 0) > 0) == (fmt == 'reg'):
             return name
     return f"shufflemamba_custom_d{info['depth']}_w{info['embed_dims']}"
 

@@ -14,7 +14,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from .synthetic_scenes import SyntheticScene, render_scene, scene_rng, semantic_map
+from .synthetic_scenes import (SyntheticScene, render_scene, scene_rng, semantic_map,
+                               stamp_matches, write_stamp)
 
 # ADE20K label ids (1-based index into ADE20KDataset.METAINFO['classes']).
 SYNTHETIC_CLASSES: Dict[str, int] = {
@@ -82,9 +83,8 @@ def generate_synthetic_ade20k(root: str,
         str: ``root``.
     """
     import cv2
-    stamp = osp.join(root, '.synthetic_ade20k')
     key = f'{num_train} {num_val} {size[0]}x{size[1]} seed={seed} v1'
-    if not overwrite and osp.exists(stamp) and open(stamp).read() == key:
+    if not overwrite and stamp_matches(root, 'synthetic_ade20k', key):
         return root
     for split, num in (('training', num_train), ('validation', num_val)):
         short = 'train' if split == 'training' else 'val'
@@ -98,6 +98,5 @@ def generate_synthetic_ade20k(root: str,
             cv2.imwrite(osp.join(img_dir, name + '.jpg'), img[..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             cv2.imwrite(osp.join(ann_dir, name + '.png'), ann)
-    with open(stamp, 'w') as f:
-        f.write(key)
+    write_stamp(root, 'synthetic_ade20k', key)
     return root

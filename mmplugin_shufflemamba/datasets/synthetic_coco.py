@@ -15,7 +15,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .synthetic_scenes import SHAPE_CLASSES, SyntheticScene, render_scene, scene_rng
+from .synthetic_scenes import (SHAPE_CLASSES, SyntheticScene, render_scene, scene_rng,
+                               stamp_matches, write_stamp)
 
 #: Class names in category-id order (category id = index + 1).
 SYNTHETIC_COCO_CLASSES: Tuple[str, ...] = SHAPE_CLASSES
@@ -149,9 +150,8 @@ def generate_synthetic_coco(root: str,
         str: ``root``.
     """
     import cv2
-    stamp = osp.join(root, '.synthetic_coco')
     key = f'{num_train} {num_val} {size[0]}x{size[1]} seed={seed} min_area={min_area} v1'
-    if not overwrite and osp.exists(stamp) and open(stamp).read() == key:
+    if not overwrite and stamp_matches(root, 'synthetic_coco', key):
         return root
     categories = [dict(id=i + 1, name=name, supercategory='shape')
                   for i, name in enumerate(SYNTHETIC_COCO_CLASSES)]
@@ -178,6 +178,5 @@ def generate_synthetic_coco(root: str,
             categories=categories)
         with open(osp.join(root, 'annotations', f'instances_{split}2017.json'), 'w') as f:
             json.dump(content, f)
-    with open(stamp, 'w') as f:
-        f.write(key)
+    write_stamp(root, 'synthetic_coco', key)
     return root

@@ -17,7 +17,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .synthetic_scenes import SHAPE_CLASSES, SyntheticScene, render_scene, scene_rng
+from .synthetic_scenes import (SHAPE_CLASSES, SyntheticScene, render_scene, scene_rng,
+                               stamp_matches, write_stamp)
 
 #: Class names, in label order.
 SYNTHETIC_IMAGENET_CLASSES: Tuple[str, ...] = SHAPE_CLASSES
@@ -86,9 +87,8 @@ def generate_synthetic_imagenet(root: str,
     import cv2
     if num_train < 1 or num_val < 1:
         raise ValueError(f'num_train and num_val must be >= 1, got {num_train}, {num_val}')
-    stamp = osp.join(root, '.synthetic_imagenet')
     key = f'{num_train} {num_val} {size[0]}x{size[1]} seed={seed} margin={margin} v1'
-    if not overwrite and osp.exists(stamp) and open(stamp).read() == key:
+    if not overwrite and stamp_matches(root, 'synthetic_imagenet', key):
         return root
     os.makedirs(osp.join(root, 'meta'), exist_ok=True)
     for split, num in (('train', num_train), ('val', num_val)):
@@ -102,6 +102,5 @@ def generate_synthetic_imagenet(root: str,
             lines.append(f'{rel} {label}\n')
         with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
             f.writelines(lines)
-    with open(stamp, 'w') as f:
-        f.write(key)
+    write_stamp(root, 'synthetic_imagenet', key)
     return root

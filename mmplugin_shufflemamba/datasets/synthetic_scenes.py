@@ -8,6 +8,7 @@ image and the list of drawn instances; the writers only turn that description in
 file format (:mod:`.synthetic_ade20k` a semantic map, :mod:`.synthetic_coco` instances),
 so for the same seed both write the same images.
 """
+import os.path as osp
 from dataclasses import dataclass, field
 from typing import List, Mapping, Optional, Tuple
 
@@ -62,6 +63,23 @@ class SyntheticScene:
     def size(self) -> Tuple[int, int]:
         """tuple[int, int]: ``(height, width)`` of the scene."""
         return tuple(self.image.shape[:2])
+
+
+def stamp_matches(root: str, name: str, key: str) -> bool:
+    """Whether ``root`` holds a finished dataset written with arguments ``key``: the
+    writers record their arguments in ``<root>/.<name>`` once everything is written
+    (:func:`write_stamp`), so that a second call with the same arguments writes nothing."""
+    path = osp.join(root, f'.{name}')
+    if not osp.exists(path):
+        return False
+    with open(path) as f:
+        return f.read() == key
+
+
+def write_stamp(root: str, name: str, key: str) -> None:
+    """Record that ``root`` holds the dataset written with arguments ``key``."""
+    with open(osp.join(root, f'.{name}'), 'w') as f:
+        f.write(key)
 
 
 def scene_rng(seed: int, index: int, split: str = 'train') -> np.random.Generator:

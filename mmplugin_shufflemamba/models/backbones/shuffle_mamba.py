@@ -431,15 +431,17 @@ class ShuffleMamba(BaseModule):
         perms = self.layer_shuffle(num_tokens, device)
         if self.shuffle_cls or self.num_extra_tokens == 0:
             return perms
+        if all(perm is None for perm in perms):
+            return perms
         patch_pos, _ = self.token_layout(num_tokens - self.num_extra_tokens)
         patch_pos = patch_pos.to(device)
+        is_patch = torch.zeros(num_tokens, dtype=torch.bool, device=device)
+        is_patch[patch_pos] = True
         out = []
         for perm in perms:
             if perm is not None:
                 # The drawn permutation of the whole sequence, restricted to the
                 # patches: its relative order of the patch positions.
-                is_patch = torch.zeros(num_tokens, dtype=torch.bool, device=perm.device)
-                is_patch[patch_pos] = True
                 moved = perm[is_patch[perm]]
                 perm = torch.arange(num_tokens, device=perm.device)
                 perm[patch_pos] = moved

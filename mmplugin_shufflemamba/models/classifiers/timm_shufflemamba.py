@@ -180,35 +180,26 @@ def _default_cfg(name: str, **kwargs) -> Dict[str, Any]:
 
 
 def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassifier:
-    overlay = kwargs.get('pretrained_cfg_overlay') or {}
-    if pretrained and not (overlay.get('file') or overlay.get('state_dict')):
+    pretrained_cfg = kwargs.pop('pretrained_cfg', None) or _default_cfg(name)
+    overlay = kwargs.pop('pretrained_cfg_overlay', None)
+    cache_dir = kwargs.pop('cache_dir', None)
+    device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)
+    if pretrained and not (overlay and (overlay.get('file') or overlay.get('state_dict'))):
         raise RuntimeError(
             f'{name}: no ShuffleMamba ImageNet weights were ever released, so '
             'pretrained=True needs your own checkpoint: '
             "pretrained_cfg_overlay=dict(file='PATH') (any layout this package reads), "
             "or checkpoint_path='PATH' for a file of exactly this model. Pretrain one "
             'with configs/pretrain (see README).')
-    cfg = dict(TIMM_ARCHS[name])
-    for k, v in kwargs.items():
-        if k not in ('pretrained_cfg', 'pretrained_cfg_overlay', 'cache_dir'):
-            cfg[k] = v
-    passthrough = {k: kwargs[k] for k in ('pretrained_cfg', 'pretrained_cfg_overlay',
-                                          'cache_dir') if k in kwargs}
-    if overlay.get('file'):
+    if overlay and overlay.get('file'):
         # timm (1.0.31) resets custom_load to False when an overlay supplies a weight
         # source, and its generic loader then drops a head of another num_classes and
         # fails on a resized pos_embed or any other layout: keep this package's loader.
-        passthrough['pretrained_cfg_overlay'] = dict(overlay, custom_load=overlay.get(
-            'custom_load', True))
-    for k in ('device', 'dtype'):
-        cfg.pop(k, None)
+        overlay = dict(overlay, custom_load=overlay.get('custom_load', True))
     model = build_model_with_cfg(ShuffleMambaClassifier, name, pretrained,
-                                 pretrained_cfg=passthrough.get('pretrained_cfg')
-                                 or _default_cfg(name),
-                                 pretrained_cfg_overlay=passthrough.get(
-                                     'pretrained_cfg_overlay'),
-                                 cache_dir=passthrough.get('cache_dir'), **cfg)
-    device, dtype = kwargs.get('device'), kwargs.get('dtype')
+                                 pretrained_cfg=pretrained_cfg,
+                                 pretrained_cfg_overlay=overlay, cache_dir=cache_dir,
+                                 **dict(TIMM_ARCHS[name], **kwargs))
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
