@@ -9,7 +9,11 @@
 # here): its official training checkpoint loads with only the path set, e.g.
 #   model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='m.pth')))
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmplugin_shufflemamba'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmplugin_shufflemamba', 'mmplugin_shufflemamba.datasets'],
+    allow_failed_imports=False)
+# Stop at the first NaN / inf loss (tools/train.py --no-finite-check turns it off).
+custom_hooks = [dict(type='FiniteLossHook')]
 
 embed_dims = 576
 model = dict(
@@ -56,6 +60,29 @@ param_scheduler = [
          gamma=0.1),
 ]
 
+# mmdet's COCO pipelines with the data checks of this package: each image against the
+# size its annotation declares (CheckImageSize), files named when they cannot be read and
+# what mmdet sets aside (degenerate polygons, images without annotations) counted in one
+# warning line (CheckedCocoDataset).
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='CheckImageSize'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='CheckImageSize'),
+    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
 # 8 GPUs x 2 images = batch 16.
-train_dataloader = dict(batch_size=2)
+train_dataloader = dict(
+    batch_size=2, dataset=dict(type='CheckedCocoDataset', pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset', pipeline=test_pipeline))
+test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -24,7 +24,11 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
-custom_imports = dict(imports=['mmplugin_shufflemamba'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmplugin_shufflemamba', 'mmplugin_shufflemamba.datasets'],
+    allow_failed_imports=False)
+# Stop at the first NaN / inf loss (tools/train.py --no-finite-check turns it off).
+custom_hooks = [dict(type='FiniteLossHook')]
 
 crop_size = (512, 512)
 embed_dims = 768
@@ -88,9 +92,33 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
 ]
 
+# mmseg's ADE20K pipelines with the data checks of this package: label values against
+# the classes (CheckSegLabels), files named when they cannot be read
+# (CheckedADE20KDataset) and no metric computed over unlabeled images (CheckedIoUMetric).
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegLabels', num_classes=num_classes),
+    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegLabels', num_classes=num_classes),
+    dict(type='PackSegInputs'),
+]
 # 8 GPUs x 2 images = batch 16.
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
+train_dataloader = dict(
+    batch_size=2, dataset=dict(type='CheckedADE20KDataset', pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1, dataset=dict(type='CheckedADE20KDataset', pipeline=test_pipeline))
+val_evaluator = dict(type='CheckedIoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
 test_dataloader = val_dataloader
 # Multi-scale + flip testing (tools/test.py --tta) uses mmseg's ADE20K `tta_pipeline`
 # (scales 0.5-1.75, horizontal flip) and `tta_model = dict(type='SegTTAModel')` from

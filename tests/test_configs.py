@@ -235,4 +235,4 @@ def test_three_line_user_config_inherits_and_sets_pretrained(tmp_path):
     assert cfg.model.backbone.type == 'ShuffleMamba'
     assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='x.pth')
     assert cfg.train_dataloader.dataset.data_root == 'data/ade'
-    assert cfg.train_dataloader.dataset.type == 'ADE20KDataset'
+    assert cfg.train_dataloader.dataset.type == 'CheckedADE20KDataset'

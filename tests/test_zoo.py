@@ -272,17 +272,21 @@ def test_flops_of_a_tiny_backbone_by_hand():
     d_inner, N, R, K = 2 * D, 16, 2, 4
     patch_embed = n_tok * D * 3 * p * p
     norms = (L + 1) * n_tok * D * 5  # MMEngine: 5 per element for an affine LayerNorm
-    in_out = L * n_tok * (D * 2 * d_inner + d_inner * D)
+    in_proj, out_proj = L * n_tok * D * 2 * d_inner, L * n_tok * d_inner * D
+    in_out = in_proj + out_proj
     x_dt = L * 2 * n_tok * (d_inner * (R + 2 * N) + R * d_inner)
     scan = L * 2 * n_tok * d_inner * (4 * N + 3)
     conv = L * 2 * n_tok * d_inner * K
     assert scan == L * 2 * selective_scan_flops(1, d_inner, n_tok, N)
     assert conv == L * 2 * causal_conv1d_flops(1, d_inner, n_tok, K)
     assert res['paper'] == patch_embed + norms + in_out
-    assert res['mmengine'] == patch_embed + norms + in_out + x_dt
+    # MMEngine alone sees the mixer's in_proj, not the fused function after it
+    assert res['mmengine'] == patch_embed + norms + in_proj
     assert res['total'] == patch_embed + norms + in_out + x_dt + scan + conv
     assert res['by_operator']['selective_scan'] == scan
     assert res['by_operator']['causal_conv1d'] == conv
+    assert res['by_operator']['bimamba_proj'] == x_dt
+    assert res['by_operator']['bimamba_out_proj'] == out_proj
     from mmengine.analysis import get_model_complexity_info
     plain = get_model_complexity_info(m, inputs=(x, ), show_table=False, show_arch=False)
     assert plain['flops'] == res['mmengine']  # "without the handlers" is MMEngine's count
@@ -291,7 +295,8 @@ def test_flops_of_a_tiny_backbone_by_hand():
                          out_indices=(1, ), norm_cfg=dict(type='RMSNorm')).eval()
     res = count_flops(m_rms, (x, ))
     assert res['by_operator']['rms_norm'] == (L + 1) * n_tok * D * 4
-    assert res['total'] - res['mmengine'] == scan + conv + (L + 1) * n_tok * D * 4
+    assert res['total'] - res['mmengine'] == scan + conv + x_dt + out_proj + \
+        (L + 1) * n_tok * D * 4
 
 
 def test_deformable_attention_handle():
@@ -346,8 +351,11 @@ def test_adapter_flops_conventions():
         del os.environ['SHUFFLEMAMBA_MSDA_CPU']
     ops = ref['by_operator']
     assert ops['grid_sampler'] > 0
-    assert ref['paper'] == ref['mmengine'] - x_dt - ops['grid_sampler']
-    assert ref['total'] - ref['mmengine'] == ops['selective_scan'] + ops['causal_conv1d']
+    assert ops['bimamba_proj'] == x_dt
+    assert ops['bimamba_out_proj'] == L * n_tok * d_inner * D
+    assert ref['paper'] == ref['mmengine'] + ops['bimamba_out_proj'] - ops['grid_sampler']
+    assert ref['total'] - ref['mmengine'] == ops['selective_scan'] + ops['causal_conv1d'] \
+        + ops['bimamba_proj'] + ops['bimamba_out_proj']
     assert ops['selective_scan'] == L * 2 * selective_scan_flops(1, d_inner, n_tok, N)
     # The fused CPU kernel: MMEngine sees no sampling, our handle counts what
     # grid_sampler counted; the paper's figure does not change.
@@ -373,7 +381,7 @@ def test_flops_tool_on_a_shrunk_zoo_config(tmp_path):
     assert res['total'] > res['mmengine'] > res['paper'] > 0
     ops = res['by_operator']
     assert res['total'] - res['mmengine'] == ops['selective_scan'] + ops['causal_conv1d'] + \
-        ops['rms_norm']
+        ops['rms_norm'] + ops['bimamba_proj'] + ops['bimamba_out_proj']
     # 4 blocks x 2 directions over the 4 x 8 token grid
     assert ops['selective_scan'] == 8 * selective_scan_flops(1, 64, 32, 16)
 

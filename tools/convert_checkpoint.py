@@ -36,6 +36,22 @@ from mmplugin_shufflemamba.models.utils import (CHECKPOINT_FORMATS, CheckpointEr
                                                 read_backbone_weights)
 
 
+def int_at_least(low: int, why: str = ''):
+    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
+        return value
+
+    return parse
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,18 +63,30 @@ def parse_args(argv=None):
                      help='convert the EMA weights (default: the raw weights)')
     ema.add_argument('--no-ema', dest='use_ema', action='store_false',
                      help='convert the raw weights (the default)')
-    p.add_argument('--num-registers', type=int, default=0,
+    p.add_argument('--num-registers', type=int_at_least(0), default=0,
                    help='registers to keep (0 drops cls/register tokens)')
-    p.add_argument('--img-size', type=int, default=None,
+    p.add_argument('--img-size', type=int_at_least(1, 'an image size in pixels'),
+                   default=None,
                    help='resize pos_embed to this resolution (default: keep the grid)')
-    p.add_argument('--patch-size', type=int, default=None)
+    p.add_argument('--patch-size', type=int_at_least(1, 'a patch size in pixels'),
+                   default=None,
+                   help="with --img-size: the patch size that divides it into the new grid "
+                   "(default: the checkpoint's)")
     p.add_argument('--to', choices=['backbone', 'official', 'mmpretrain'], default='backbone',
                    help="backbone: this project's backbone layout (default); official / "
                    'mmpretrain: the whole classifier in that layout')
     args = p.parse_args(argv)
-    if args.to != 'backbone' and (args.num_registers or args.img_size):
-        p.error('--num-registers and --img-size apply to --to backbone only (a classifier '
-                'keeps its tokens; the loader resizes the position embedding)')
+    if args.to != 'backbone' and (args.num_registers != 0 or args.img_size is not None
+                                  or args.patch_size is not None):
+        p.error('--num-registers, --img-size and --patch-size apply to --to backbone only '
+                '(a classifier keeps its tokens; the loader resizes the position embedding)')
+    if args.patch_size is not None and args.img_size is None:
+        p.error('--patch-size is used with --img-size only (the patch size that divides '
+                'the new resolution into the position grid); give --img-size too')
+    if args.img_size is not None and args.patch_size is not None \
+            and args.img_size < args.patch_size:
+        p.error(f'--img-size {args.img_size} is smaller than --patch-size '
+                f'{args.patch_size}: the position grid would be empty')
     return args
 
 
@@ -106,8 +134,11 @@ def main(argv=None):
         return convert_classifier(args, sd, entry, fmt)
     grid = None
     if args.img_size is not None:
-        patch = args.patch_size or int(sd.get('patch_embed.proj.weight',
-                                              torch.empty(0, 0, 16, 16)).shape[-1])
+        patch = args.patch_size if args.patch_size is not None else int(
+            sd.get('patch_embed.proj.weight', torch.empty(0, 0, 16, 16)).shape[-1])
+        if args.img_size < patch:
+            raise SystemExit(f'--img-size {args.img_size} is smaller than the patch size '
+                             f'{patch}: the position grid would be empty')
         grid = (args.img_size // patch, args.img_size // patch)
     converted, summary = convert_to_backbone(sd, fmt, args.num_registers, grid)
     meta = dict(shufflemamba_format='mmplugin', weights='ema' if args.use_ema else 'raw',

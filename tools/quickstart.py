@@ -41,23 +41,52 @@ TASKS = {
 }
 
 
-def parse_args():
+def int_at_least(low: int, why: str = ''):
+    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
+        return value
+
+    return parse
+
+
+def non_empty(text):
+    """argparse ``type``: a path that is not the empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError('must not be empty')
+    return text
+
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    iters = int_at_least(1, 'a training run needs at least one iteration')
     p.add_argument('--task', choices=sorted(TASKS), default='segmentation')
-    p.add_argument('--config', default=None, help='default: the task\'s quickstart config')
-    p.add_argument('--data-root', default=None)
-    p.add_argument('--work-dir', default=None)
-    p.add_argument('--max-iters', type=int, default=None)
-    p.add_argument('--num-train', type=int, default=None)
-    p.add_argument('--num-val', type=int, default=None)
-    p.add_argument('--num-overlays', type=int, default=4)
-    p.add_argument('--finetune-iters', type=int, default=150,
+    p.add_argument('--config', type=non_empty, default=None,
+                   help='default: the task\'s quickstart config')
+    p.add_argument('--data-root', type=non_empty, default=None)
+    p.add_argument('--work-dir', type=non_empty, default=None)
+    p.add_argument('--max-iters', type=iters, default=None,
+                   help="training iterations, >= 1 (default: the config's)")
+    p.add_argument('--num-train', type=int_at_least(1, 'images of the training split'),
+                   default=None)
+    p.add_argument('--num-val', type=int_at_least(1, 'images of the validation split'),
+                   default=None)
+    p.add_argument('--num-overlays', type=int_at_least(0), default=4,
+                   help='prediction pictures to draw, >= 0 (0: none)')
+    p.add_argument('--finetune-iters', type=iters, default=150,
                    help='--task pretrain: segmentation iterations of each fine-tuning run '
-                   '(from the pretrained checkpoint and from scratch)')
+                   '(from the pretrained checkpoint and from scratch), >= 1')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                    help='override config settings, e.g. optim_wrapper.optimizer.lr=1e-4')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     for key, value in TASKS[args.task].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -136,12 +165,19 @@ def draw_detections(cfg, checkpoint, img_dir, out_dir, num):
 
 
 def shorten_schedule(cfg, max_iters):
-    """Run ``max_iters`` iterations with the config's schedule shape."""
+    """Run ``max_iters`` (>= 1) iterations with the config's schedule shape: a warmup of
+    a tenth of the run (at least 1 iteration, none for a 1-iteration run), then the
+    config's decay to the end."""
+    if max_iters < 1:
+        raise ValueError(f'max_iters must be >= 1, got {max_iters}')
     cfg.train_cfg.max_iters = max_iters
     cfg.train_cfg.val_interval = max_iters
     cfg.default_hooks.checkpoint.interval = max_iters
-    warmup = min(cfg.param_scheduler[0].end, max(1, max_iters // 10))
-    cfg.param_scheduler[0].end = warmup
+    warmup = min(cfg.param_scheduler[0].end, max(1, max_iters // 10)) if max_iters > 1 else 0
+    if warmup:
+        cfg.param_scheduler[0].end = warmup
+    else:
+        cfg.param_scheduler = cfg.param_scheduler[1:]
     last = cfg.param_scheduler[-1]
     last.begin = warmup
     last.end = max_iters
@@ -154,7 +190,10 @@ def train_and_test(args, generate):
     from mmengine.runner import Runner
 
     from mmplugin_shufflemamba.utils import prepare_runtime
-    generate(args.data_root, args.num_train, args.num_val)
+    try:
+        generate(args.data_root, args.num_train, args.num_val)
+    except FileExistsError as e:  # a --data-root with files the writer did not write
+        raise SystemExit(f'quickstart --data-root: {e}') from None
     cfg = Config.fromfile(args.config)
     cfg.work_dir = args.work_dir
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -163,9 +202,9 @@ def train_and_test(args, generate):
         if 'ann_file' in cfg[evaluator]:
             cfg[evaluator].ann_file = osp.join(
                 args.data_root, cfg.val_dataloader.dataset.ann_file)
-    if args.max_iters:
+    if args.max_iters is not None:
         shorten_schedule(cfg, args.max_iters)
-    if args.cfg_options:
+    if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     prepare_runtime(cfg, 'none')
     runner = Runner.from_cfg(cfg)
@@ -252,8 +291,8 @@ def main_pretrain(args, t0):
     return metrics, runs
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     t0 = time.time()
     import mmplugin_shufflemamba  # noqa: F401
     if args.task == 'detection':

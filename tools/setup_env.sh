@@ -9,8 +9,8 @@
 #   ${SHUFFLEMAMBA_CACHE:-~/.cache/mmplugin_shufflemamba}/wheels so that a second
 #   install takes seconds; on a machine with nvcc and a GPU the CUDA ops are built too.
 # - Installs mmengine, mmsegmentation, mmdet, mmpretrain, timm, test tools and this package
-#   (editable); on a GPU machine also the optional mamba-ssm / causal-conv1d kernels
-#   when WITH_MAMBA_KERNELS=1.
+#   (editable); on a GPU node also the optional mamba-ssm / causal-conv1d kernels when
+#   WITH_MAMBA_KERNELS=1, built for that GPU only and cached (tools/build_cuda_kernels.py).
 # Prints the python to use on its last line as "PYTHON=<path>".
 set -euo pipefail
 
@@ -108,8 +108,16 @@ log "installing mmplugin_shufflemamba (editable)"
 "${PIP[@]}" install -q --no-build-isolation --no-deps -e "$ROOT"
 
 if [ "${WITH_MAMBA_KERNELS:-0}" = "1" ]; then
-  log "installing optional CUDA kernels (mamba-ssm, causal-conv1d)"
-  "${PIP[@]}" install --no-build-isolation "mamba-ssm" "causal-conv1d"
+  # Built for this node's GPU only, offline, from cached wheels or source archives in
+  # $CACHE/src (see tools/build_cuda_kernels.py); nothing mamba-ssm declares beyond what
+  # the scan needs is installed.
+  if [ "$HAS_CUDA" = "1" ] && command -v nvcc >/dev/null 2>&1; then
+    log "building the fused CUDA kernels (mamba-ssm, causal-conv1d) for this GPU"
+    SHUFFLEMAMBA_CACHE="$CACHE" "$PY" "$ROOT/tools/build_cuda_kernels.py" >&2
+  else
+    log "WITH_MAMBA_KERNELS=1 but no CUDA GPU with nvcc here: the fused kernels are not"
+    log "built (run this on the GPU node); CUDA tensors would take the PyTorch path."
+  fi
 fi
 
 "$PY" -c 'import mmplugin_shufflemamba, mmcv.ops, mmseg, mmdet, mmpretrain'

@@ -1,7 +1,15 @@
 """Evaluate a checkpoint with the framework's own metrics (mIoU, box/mask AP).
 
     python tools/test.py CONFIG CHECKPOINT [--tta] [--work-dir DIR] [--show-dir DIR]
+        [--allow-partial-load] [--allow-nonfinite-checkpoint]
     tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
+
+The checkpoint must fit the config's model: before evaluating, every rank compares its
+keys and shapes with the model and refuses NaN / inf weights; otherwise the tool stops
+(exit status 1) with a short report (missing / unexpected keys and mismatched shapes by
+module, and the experiment the file came from). ``--allow-partial-load`` evaluates
+anyway with what fits (and lists what was not loaded); ``--allow-nonfinite-checkpoint``
+loads NaN / inf weights.
 
 ``--tta``: multi-scale + flip testing (the paper's "MS" mIoU) with the framework's
 test-time-augmentation model: the config's ``tta_model`` (mmseg's ``SegTTAModel``,
@@ -13,13 +21,15 @@ inferred with the config's ``test_cfg`` (sliding window 512/341 for the zoo conf
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
-from mmplugin_shufflemamba.utils import (load_config, prepare_runtime,
-                                         shutdown_distributed)
+from mmplugin_shufflemamba.utils import (STOP_ERRORS, check_runner_checkpoint, load_config,
+                                         log_kernels, prepare_runtime,
+                                         shutdown_distributed, stop_message)
 
 
 def parse_args(argv=None):
@@ -32,6 +42,13 @@ def parse_args(argv=None):
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation (multi-scale + flip) with the "
                         "config's tta_model and tta_pipeline")
+    parser.add_argument('--allow-partial-load', action='store_true',
+                        help='evaluate a checkpoint that does not fit the model: what '
+                        'fits is loaded, the rest keeps its initialisation and is listed '
+                        '(default: stop with a report)')
+    parser.add_argument('--allow-nonfinite-checkpoint', action='store_true',
+                        help='load a checkpoint whose weights hold NaN / inf (default: '
+                        'stop with a report)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings in the config')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -81,12 +98,20 @@ def test(args):
         print(f"Test-time augmentation: {cfg.model.type} over {views} views per image "
               '(tta_pipeline)', flush=True)
     prepare_runtime(cfg, args.launcher)
-    Runner.from_cfg(cfg).test()  # the Runner is released before the process group ends
+    runner = Runner.from_cfg(cfg)
+    log_kernels()
+    # On every rank, before anything is evaluated: the checkpoint must fit the model.
+    check_runner_checkpoint(runner, allow_partial=args.allow_partial_load,
+                            allow_nonfinite=args.allow_nonfinite_checkpoint, mode='test')
+    runner.test()  # the Runner is released (on return) before the process group ends
 
 
 def main(argv=None):
     args = parse_args(argv)
-    test(args)
+    try:
+        test(args)
+    except STOP_ERRORS as e:  # the checkpoint check stopped it: its report, no traceback
+        sys.exit(stop_message(e, 'tools/test.py'))
     if args.launcher != 'none':
         # End the process group while Python is fully alive (see shutdown_distributed).
         shutdown_distributed()

@@ -1,7 +1,8 @@
 """Train a segmentor or detector with MMEngine's Runner.
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp [--amp-dtype float16|bfloat16]]
-        [--resume [CKPT]] [--cfg-options KEY=VALUE ...]
+        [--resume [CKPT]] [--allow-partial-load] [--allow-nonfinite-checkpoint]
+        [--no-finite-check] [--cfg-options KEY=VALUE ...]
     tools/dist_train.sh CONFIG GPUS [args]       # torchrun, multi-GPU / multi-node
 
 --amp: on GPUs MMEngine's AmpOptimWrapper (float16 with dynamic loss scaling by default,
@@ -9,9 +10,22 @@ or bfloat16); without CUDA bfloat16 CPU autocast (CPUAmpOptimWrapper; float16 is
 with an explanation). --resume continues a run exactly: weights, optimizer, schedulers,
 iteration, and (RNGStateHook) torch's generator, so that a resumed run ends where an
 uninterrupted one does.
+
+Loading is strict: before training, every rank compares the checkpoint of --resume or of
+the config's ``load_from`` with the model (keys and shapes) and refuses NaN / inf
+weights; a checkpoint that does not fit stops the run (exit status 1) with a short report
+(missing / unexpected keys and mismatched shapes by module, and the experiment the file
+came from). --allow-partial-load loads what fits and says what was not loaded;
+--allow-nonfinite-checkpoint loads NaN / inf weights.
+
+Training stops at the first non-finite loss or gradient norm (FiniteLossHook, added to
+every run; exit status 1, the iteration and the loss values in the message, nothing saved
+for that iteration): --no-finite-check, or ``finite_check = False`` in the config, turns
+it off.
 """
 import argparse
 import os
+import sys
 
 from mmengine.config import DictAction
 from mmengine.runner import Runner
@@ -19,10 +33,11 @@ from mmengine.runner import Runner
 import torch
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
-from mmplugin_shufflemamba.engine.hooks.rng_state_hook import RNGStateHook  # noqa: F401
 from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import amp_optim_wrapper_cfg
-from mmplugin_shufflemamba.utils import load_config, prepare_runtime
-from mmplugin_shufflemamba.utils.runtime import shutdown_distributed
+from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks,
+                                         check_runner_checkpoint, load_config, log_kernels,
+                                         prepare_runtime, shutdown_distributed,
+                                         stop_message)
 
 
 def parse_args():
@@ -38,6 +53,16 @@ def parse_args():
     parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], default=None,
                         help='autocast dtype with --amp (default: float16 with dynamic '
                         'loss scaling on GPUs, bfloat16 on the CPU)')
+    parser.add_argument('--allow-partial-load', action='store_true',
+                        help='load a checkpoint (--resume, load_from) that does not fit '
+                        'the model: what fits is loaded, the rest keeps its '
+                        'initialisation and is listed (default: stop with a report)')
+    parser.add_argument('--allow-nonfinite-checkpoint', action='store_true',
+                        help='load a checkpoint whose weights hold NaN / inf (default: '
+                        'stop with a report)')
+    parser.add_argument('--no-finite-check', action='store_true',
+                        help='do not stop at the first NaN / inf loss or gradient norm '
+                        '(FiniteLossHook; also: finite_check = False in the config)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings, e.g. train_cfg.max_iters=10')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -63,9 +88,7 @@ def train(args) -> None:
         cuda = torch.cuda.is_available()
         dtype = args.amp_dtype or ('float16' if cuda else 'bfloat16')
         cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, dtype, cuda)
-    hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(h.get('type') in ('RNGStateHook', RNGStateHook) for h in hooks):
-        cfg.custom_hooks = hooks + [dict(type='RNGStateHook')]
+    add_training_hooks(cfg, finite_check=not args.no_finite_check)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -74,12 +97,19 @@ def train(args) -> None:
         cfg.load_from = args.resume
     prepare_runtime(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
+    log_kernels()
+    # On every rank, before anything trains: the checkpoint must fit the model.
+    check_runner_checkpoint(runner, allow_partial=args.allow_partial_load,
+                            allow_nonfinite=args.allow_nonfinite_checkpoint)
     runner.train()
 
 
 def main():
     args = parse_args()
-    train(args)
+    try:
+        train(args)
+    except STOP_ERRORS as e:  # a check stopped the run: its report, no traceback
+        sys.exit(stop_message(e, 'tools/train.py'))
     # A finished distributed job ends its process group while Python is fully alive:
     # otherwise a communication thread can abort the process at exit (SIGABRT; see
     # shutdown_distributed).

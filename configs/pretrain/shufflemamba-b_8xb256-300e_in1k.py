@@ -27,7 +27,9 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['mmplugin_shufflemamba'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmplugin_shufflemamba', 'mmplugin_shufflemamba.datasets'],
+    allow_failed_imports=False)
 
 embed_dims = 768
 num_classes = 1000
@@ -61,8 +63,12 @@ model = dict(
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))
 
 data_preprocessor = dict(num_classes=num_classes)
-train_dataloader = dict(batch_size=batch_size, num_workers=12)
-val_dataloader = dict(batch_size=batch_size, num_workers=12)
+# CheckedImageNet: mmpretrain's ImageNet that names a bad annotation line, a label
+# outside the classes or an unreadable image.
+train_dataloader = dict(
+    batch_size=batch_size, num_workers=12, dataset=dict(type='CheckedImageNet'))
+val_dataloader = dict(
+    batch_size=batch_size, num_workers=12, dataset=dict(type='CheckedImageNet'))
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(
@@ -92,6 +98,9 @@ test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=2048)
 
 # EMA 0.9999 per iteration, as timm's ModelEma in the official script.
-custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
+custom_hooks = [
+    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
+    dict(type='FiniteLossHook'),
+]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
 randomness = dict(seed=0)

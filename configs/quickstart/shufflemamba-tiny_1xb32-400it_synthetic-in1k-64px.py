@@ -47,14 +47,14 @@ train_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root,
+    dataset=dict(_delete_=True, type='CheckedCustomDataset', data_root=data_root,
                  ann_file='meta/train.txt', data_prefix='train',
                  metainfo=dict(classes=classes), pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=50,
     num_workers=2,
     persistent_workers=True,
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root,
+    dataset=dict(_delete_=True, type='CheckedCustomDataset', data_root=data_root,
                  ann_file='meta/val.txt', data_prefix='val',
                  metainfo=dict(classes=classes), pipeline=test_pipeline))
 test_dataloader = val_dataloader
@@ -78,7 +78,10 @@ train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters)
 auto_scale_lr = None
 # EMA over roughly the last 100 iterations (the recipe's 0.9999 spans 10k).
-custom_hooks = [dict(type='EMAHook', momentum=0.01, priority='ABOVE_NORMAL')]
+custom_hooks = [
+    dict(type='EMAHook', momentum=0.01, priority='ABOVE_NORMAL'),
+    dict(type='FiniteLossHook'),
+]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,

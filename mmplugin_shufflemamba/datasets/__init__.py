@@ -1,3 +1,4 @@
+from .data_checks import CheckImageSize, CheckSegLabels, DataError, probe_image_file
 from .synthetic_ade20k import (SYNTHETIC_CLASSES, ade20k_semantic_map, generate_synthetic_ade20k,
                                render_sample)
 from .synthetic_coco import (SYNTHETIC_COCO_CLASSES, generate_synthetic_coco, mask_to_bbox,
@@ -8,6 +9,7 @@ from .synthetic_scenes import (SHAPE_CLASSES, SceneInstance, SyntheticScene, ren
                                scene_rng, semantic_map)
 
 __all__ = [
+    'DataError', 'CheckSegLabels', 'CheckImageSize', 'probe_image_file',
     'SYNTHETIC_CLASSES', 'generate_synthetic_ade20k', 'render_sample', 'ade20k_semantic_map',
     'SYNTHETIC_COCO_CLASSES', 'generate_synthetic_coco', 'synthetic_coco_metainfo',
     'mask_to_polygons', 'mask_to_bbox', 'SHAPE_CLASSES', 'SceneInstance', 'SyntheticScene',

@@ -14,8 +14,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from .synthetic_scenes import (SyntheticScene, render_scene, scene_rng, semantic_map,
-                               stamp_matches, write_stamp)
+from .synthetic_scenes import (DataRoot, SyntheticScene, check_writer_args, render_scene,
+                               scene_rng, semantic_map, write_image)
 
 # ADE20K label ids (1-based index into ADE20KDataset.METAINFO['classes']).
 SYNTHETIC_CLASSES: Dict[str, int] = {
@@ -66,28 +66,41 @@ def generate_synthetic_ade20k(root: str,
                               overwrite: bool = False) -> str:
     """Write the dataset under ``root`` in the ADE20K layout.
 
-    Idempotent: a stamp file records the arguments, and a second call with the same
-    arguments writes nothing.
+    Idempotent: the stamp ``<root>/.synthetic_ade20k`` records the arguments and the
+    files written, and a second call with the same arguments writes nothing. A call with
+    other arguments removes the files of the previous run (those the stamp lists, nothing
+    else) before writing, so that the split directories never mix two datasets. A root
+    holding files that the stamp does not list (or that is not empty and has no stamp) is
+    refused with ``FileExistsError``: nothing is removed or written.
 
     Args:
         root (str): Output directory.
-        num_train (int): Number of training images. Defaults to 200.
-        num_val (int): Number of validation images. Defaults to 40.
+        num_train (int): Number of training images (>= 0). Defaults to 200.
+        num_val (int): Number of validation images (>= 0; 0 writes an empty
+            split). Defaults to 40.
         size (tuple[int, int]): ``(height, width)`` of the images.
             Defaults to ``(128, 128)``.
         seed (int): Dataset seed. Defaults to 0.
-        overwrite (bool): Write even if the stamp says the data is there.
-            Defaults to False.
+        overwrite (bool): Rewrite even if the stamp says the data is there (the files
+            of the previous run are removed first). Defaults to False.
 
     Returns:
         str: ``root``.
     """
     import cv2
+    size = check_writer_args(num_train, num_val, size)
     key = f'{num_train} {num_val} {size[0]}x{size[1]} seed={seed} v1'
-    if not overwrite and stamp_matches(root, 'synthetic_ade20k', key):
+    data_root = DataRoot(root, 'synthetic_ade20k', 'generate_synthetic_ade20k',
+                         r'(images/(training|validation)/ADE_(train|val)_\d{8}\.jpg|'
+                         r'annotations/(training|validation)/ADE_(train|val)_\d{8}\.png)')
+    if not data_root.prepare(key, overwrite):
         return root
-    for split, num in (('training', num_train), ('validation', num_val)):
-        short = 'train' if split == 'training' else 'val'
+    splits = (('training', 'train', num_train), ('validation', 'val', num_val))
+    files = [f'{kind}/{split}/ADE_{short}_{i + 1:08d}.{ext}'
+             for split, short, num in splits for i in range(num)
+             for kind, ext in (('images', 'jpg'), ('annotations', 'png'))]
+    data_root.write_stamp(key, files, complete=False)
+    for split, short, num in splits:
         img_dir = osp.join(root, 'images', split)
         ann_dir = osp.join(root, 'annotations', split)
         os.makedirs(img_dir, exist_ok=True)
@@ -95,8 +108,8 @@ def generate_synthetic_ade20k(root: str,
         for i in range(num):
             img, ann = render_sample(scene_rng(seed, i, short), size)
             name = f'ADE_{short}_{i + 1:08d}'
-            cv2.imwrite(osp.join(img_dir, name + '.jpg'), img[..., ::-1],
+            write_image(osp.join(img_dir, name + '.jpg'), img[..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
-            cv2.imwrite(osp.join(ann_dir, name + '.png'), ann)
-    write_stamp(root, 'synthetic_ade20k', key)
+            write_image(osp.join(ann_dir, name + '.png'), ann)
+    data_root.write_stamp(key, files, complete=True)
     return root

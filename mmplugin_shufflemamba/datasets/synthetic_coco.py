@@ -15,8 +15,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .synthetic_scenes import (SHAPE_CLASSES, SyntheticScene, render_scene, scene_rng,
-                               stamp_matches, write_stamp)
+from .synthetic_scenes import (SHAPE_CLASSES, DataRoot, SyntheticScene, check_writer_args,
+                               render_scene, scene_rng, write_image)
 
 #: Class names in category-id order (category id = index + 1).
 SYNTHETIC_COCO_CLASSES: Tuple[str, ...] = SHAPE_CLASSES
@@ -131,18 +131,21 @@ def generate_synthetic_coco(root: str,
     or ``10**6 + i + 1`` (val); annotation ids count from 1 in each file. Images whose
     shapes are all dropped are kept, with no annotation.
 
-    Idempotent: a stamp file records the arguments, and a second call with the same
-    arguments writes nothing.
+    Idempotent, and never mixes two datasets, as
+    :func:`~.synthetic_ade20k.generate_synthetic_ade20k` (stamp ``.synthetic_coco``):
+    other arguments replace the files of the previous run, a root with files the stamp
+    does not list is refused with ``FileExistsError``.
 
     Args:
         root (str): Output directory.
-        num_train (int): Number of training images. Defaults to 200.
-        num_val (int): Number of validation images. Defaults to 40.
+        num_train (int): Number of training images (>= 0). Defaults to 200.
+        num_val (int): Number of validation images (>= 0; 0 writes an empty
+            split). Defaults to 40.
         size (tuple[int, int]): ``(height, width)`` of the images.
             Defaults to ``(128, 128)``.
         seed (int): Dataset seed. Defaults to 0.
-        overwrite (bool): Write even if the stamp says the data is there.
-            Defaults to False.
+        overwrite (bool): Rewrite even if the stamp says the data is there (the files
+            of the previous run are removed first). Defaults to False.
         min_area (int): Shapes with fewer visible pixels (mostly hidden by later
             shapes) are not annotated. Defaults to 100.
 
@@ -150,13 +153,22 @@ def generate_synthetic_coco(root: str,
         str: ``root``.
     """
     import cv2
+    size = check_writer_args(num_train, num_val, size)
     key = f'{num_train} {num_val} {size[0]}x{size[1]} seed={seed} min_area={min_area} v1'
-    if not overwrite and stamp_matches(root, 'synthetic_coco', key):
+    data_root = DataRoot(root, 'synthetic_coco', 'generate_synthetic_coco',
+                         r'((train|val)2017/\d{12}\.jpg|'
+                         r'annotations/instances_(train|val)2017\.json)')
+    if not data_root.prepare(key, overwrite):
         return root
+    splits = (('train', num_train, 0), ('val', num_val, 10**6))
+    files = [f'{split}2017/{id_offset + i + 1:012d}.jpg' for split, num, id_offset in splits
+             for i in range(num)]
+    files += [f'annotations/instances_{split}2017.json' for split, _, _ in splits]
+    data_root.write_stamp(key, files, complete=False)
     categories = [dict(id=i + 1, name=name, supercategory='shape')
                   for i, name in enumerate(SYNTHETIC_COCO_CLASSES)]
     os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
-    for split, num, id_offset in (('train', num_train, 0), ('val', num_val, 10**6)):
+    for split, num, id_offset in splits:
         img_dir = osp.join(root, f'{split}2017')
         os.makedirs(img_dir, exist_ok=True)
         images, annotations = [], []
@@ -164,7 +176,7 @@ def generate_synthetic_coco(root: str,
             scene = render_scene(scene_rng(seed, i, split), size)
             image_id = id_offset + i + 1
             file_name = f'{image_id:012d}.jpg'
-            cv2.imwrite(osp.join(img_dir, file_name), scene.image[..., ::-1],
+            write_image(osp.join(img_dir, file_name), scene.image[..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             images.append(dict(id=image_id, file_name=file_name, height=size[0],
                                width=size[1]))
@@ -178,5 +190,5 @@ def generate_synthetic_coco(root: str,
             categories=categories)
         with open(osp.join(root, 'annotations', f'instances_{split}2017.json'), 'w') as f:
             json.dump(content, f)
-    write_stamp(root, 'synthetic_coco', key)
+    data_root.write_stamp(key, files, complete=True)
     return root

@@ -17,8 +17,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .synthetic_scenes import (SHAPE_CLASSES, SyntheticScene, render_scene, scene_rng,
-                               stamp_matches, write_stamp)
+from .synthetic_scenes import (SHAPE_CLASSES, DataRoot, SyntheticScene, check_writer_args,
+                               render_scene, scene_rng, write_image)
 
 #: Class names, in label order.
 SYNTHETIC_IMAGENET_CLASSES: Tuple[str, ...] = SHAPE_CLASSES
@@ -67,40 +67,51 @@ def generate_synthetic_imagenet(root: str,
                                 overwrite: bool = False) -> str:
     """Write the dataset under ``root`` in the ImageNet folder layout.
 
-    Idempotent: a stamp file records the arguments, and a second call with the same
-    arguments writes nothing.
+    Idempotent, and never mixes two datasets, as
+    :func:`~.synthetic_ade20k.generate_synthetic_ade20k` (stamp ``.synthetic_imagenet``):
+    other arguments replace the files of the previous run, a root with files the stamp
+    does not list is refused with ``FileExistsError``.
 
     Args:
         root (str): Output directory.
-        num_train (int): Number of training images. Defaults to 800.
-        num_val (int): Number of validation images. Defaults to 200.
+        num_train (int): Number of training images (>= 1). Defaults to 800.
+        num_val (int): Number of validation images (>= 1). Defaults to 200.
         size (tuple[int, int]): ``(height, width)``. Defaults to ``(64, 64)``.
         seed (int): Dataset seed (the scenes are those of the other writers for the
             same seed, minus the rejected ones). Defaults to 0.
         margin (float): dominance needed for a label (see :func:`dominant_class`).
             Defaults to 1.5.
-        overwrite (bool): Write even if the stamp says the data is there.
+        overwrite (bool): Rewrite even if the stamp says the data is there (the files
+            of the previous run are removed first). Defaults to False.
 
     Returns:
         str: ``root``.
     """
     import cv2
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f'num_train and num_val must be >= 1, got {num_train}, {num_val}')
+    size = check_writer_args(num_train, num_val, size, min_count=1)
     key = f'{num_train} {num_val} {size[0]}x{size[1]} seed={seed} margin={margin} v1'
-    if not overwrite and stamp_matches(root, 'synthetic_imagenet', key):
+    data_root = DataRoot(root, 'synthetic_imagenet', 'generate_synthetic_imagenet',
+                         r'((train|val)/(' + '|'.join(SYNTHETIC_IMAGENET_CLASSES) +
+                         r')/(train|val)_\d{8}\.JPEG|meta/(train|val)\.txt)')
+    if not data_root.prepare(key, overwrite):
         return root
+    samples = {split: _render_split(seed, split, num, size, margin)
+               for split, num in (('train', num_train), ('val', num_val))}
+    names = {split: [f'{SYNTHETIC_IMAGENET_CLASSES[label]}/{split}_{i + 1:08d}.JPEG'
+                     for i, (_, label) in enumerate(samples[split])] for split in samples}
+    files = [f'{split}/{rel}' for split in names for rel in names[split]]
+    files += [f'meta/{split}.txt' for split in names]
+    data_root.write_stamp(key, files, complete=False)
     os.makedirs(osp.join(root, 'meta'), exist_ok=True)
-    for split, num in (('train', num_train), ('val', num_val)):
+    for split in ('train', 'val'):
         lines = []
         for cls in SYNTHETIC_IMAGENET_CLASSES:
             os.makedirs(osp.join(root, split, cls), exist_ok=True)
-        for i, (img, label) in enumerate(_render_split(seed, split, num, size, margin)):
-            rel = f'{SYNTHETIC_IMAGENET_CLASSES[label]}/{split}_{i + 1:08d}.JPEG'
-            cv2.imwrite(osp.join(root, split, rel), img[..., ::-1],
+        for rel, (img, label) in zip(names[split], samples[split]):
+            write_image(osp.join(root, split, rel), img[..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             lines.append(f'{rel} {label}\n')
         with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
             f.writelines(lines)
-    write_stamp(root, 'synthetic_imagenet', key)
+    data_root.write_stamp(key, files, complete=True)
     return root

@@ -8,7 +8,10 @@ image and the list of drawn instances; the writers only turn that description in
 file format (:mod:`.synthetic_ade20k` a semantic map, :mod:`.synthetic_coco` instances),
 so for the same seed both write the same images.
 """
+import json
+import os
 import os.path as osp
+import re
 from dataclasses import dataclass, field
 from typing import List, Mapping, Optional, Tuple
 
@@ -65,21 +68,173 @@ class SyntheticScene:
         return tuple(self.image.shape[:2])
 
 
-def stamp_matches(root: str, name: str, key: str) -> bool:
-    """Whether ``root`` holds a finished dataset written with arguments ``key``: the
-    writers record their arguments in ``<root>/.<name>`` once everything is written
-    (:func:`write_stamp`), so that a second call with the same arguments writes nothing."""
-    path = osp.join(root, f'.{name}')
-    if not osp.exists(path):
-        return False
-    with open(path) as f:
-        return f.read() == key
+class DataRoot:
+    """The files a synthetic writer owns under its output directory.
+
+    A writer records its arguments and the list of files it writes in the stamp
+    ``<root>/.<name>`` (JSON): first as unfinished, then, once every file is written, as
+    complete. A call with other arguments (or ``overwrite=True``) removes exactly the
+    files of the previous stamp before writing, so that no file of an earlier run is read
+    together with the new ones; a file under ``root`` that no stamp lists (written by
+    someone else, or put there by hand) is never removed: the writer refuses to write
+    next to it.
+
+    Args:
+        root (str): The output directory.
+        name (str): The writer's name (``'synthetic_ade20k'``, ...); the stamp is
+            ``<root>/.<name>``.
+        writer (str): What to call the writer in messages.
+        legacy_pattern (str): Regular expression of the relative paths (``/``-separated)
+            the writer produced before stamps listed their files; a stamp holding only
+            the argument key owns the files that match it.
+    """
+
+    def __init__(self, root: str, name: str, writer: str, legacy_pattern: str):
+        self.root = root
+        self.name = name
+        self.writer = writer
+        self.legacy_pattern = legacy_pattern
+
+    @property
+    def stamp_path(self) -> str:
+        return osp.join(self.root, f'.{self.name}')
+
+    def read_stamp(self) -> Optional[dict]:
+        """The stamp as ``dict(key=..., complete=..., files=[...])``, None without one."""
+        if not osp.isfile(self.stamp_path):
+            return None
+        with open(self.stamp_path, encoding='utf-8') as f:
+            text = f.read()
+        try:
+            stamp = json.loads(text)
+        except ValueError:
+            stamp = None
+        if not (isinstance(stamp, dict) and isinstance(stamp.get('key'), str)
+                and isinstance(stamp.get('files'), list)):
+            # The stamp of earlier versions: the argument key alone, written at the end.
+            stamp = dict(key=text, complete=True, files=None)
+        return stamp
+
+    def present_files(self) -> List[str]:
+        """Relative paths (``/``-separated) of the files under ``root``, stamps aside."""
+        if not osp.isdir(self.root):
+            return []
+        own = {f'.{self.name}', f'.{self.name}.tmp'}
+        out = []
+        for d, dirs, files in os.walk(self.root):
+            dirs.sort()
+            rel_dir = osp.relpath(d, self.root)
+            for f in sorted(files + [x for x in dirs if osp.islink(osp.join(d, x))]):
+                rel = f if rel_dir == '.' else f'{rel_dir}/{f}'.replace(os.sep, '/')
+                if rel not in own:
+                    out.append(rel)
+        return out
+
+    def _refuse(self, foreign: List[str], stamped: bool):
+        examples = ', '.join(repr(p) for p in foreign[:3])
+        more = f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''
+        why = (f'has {len(foreign)} file(s) that {self.writer} did not write' if stamped
+               else f'is not empty ({len(foreign)} file(s)) and has no stamp '
+               f"'.{self.name}', so {self.writer} did not write it")
+        raise FileExistsError(
+            f'{self.root} {why}: {examples}{more}. {self.writer} writes only into an '
+            'empty directory or one it wrote before (it never deletes files it did not '
+            'write, and the frameworks would read them together with the new ones): '
+            'choose another directory or remove those files.')
+
+    def prepare(self, key: str, overwrite: bool = False) -> bool:
+        """Check ``root`` and clear the previous run's files when it must be rewritten.
+
+        Args:
+            key (str): The writer's arguments.
+            overwrite (bool): Rewrite even if the stamp says the data of ``key`` is
+                complete. Defaults to False.
+
+        Returns:
+            bool: False when ``root`` already holds the complete dataset of ``key``
+            (nothing to write), True when the caller must write it (``root`` then holds
+            no file of an earlier run).
+
+        Raises:
+            FileExistsError: ``root`` holds files that no stamp of this writer lists.
+        """
+        stamp = self.read_stamp()
+        present = self.present_files()
+        if stamp is None:
+            if present:
+                self._refuse(present, stamped=False)
+            return True
+        if stamp['files'] is None:
+            owned = {p for p in present if re.fullmatch(self.legacy_pattern, p)}
+        else:
+            owned = set(stamp['files'])
+        foreign = [p for p in present if p not in owned]
+        if foreign:
+            self._refuse(foreign, stamped=True)
+        if stamp['complete'] and stamp['key'] == key and not overwrite:
+            return False
+        removed = self._remove([p for p in present if p in owned])
+        if removed:
+            from mmengine.logging import print_log
+            why = 'overwrite=True' if stamp['key'] == key and stamp['complete'] else (
+                f"it held {stamp['key']!r}" + ('' if stamp['complete'] else ' (unfinished)'))
+            print_log(f'{self.writer}: removed the {removed} files of the previous run in '
+                      f'{self.root} ({why}) before writing {key!r}', logger='current')
+        return True
+
+    def _remove(self, files: List[str]) -> int:
+        dirs = set()
+        for rel in files:
+            os.remove(osp.join(self.root, *rel.split('/')))
+            parent = osp.dirname(rel)
+            while parent:
+                dirs.add(parent)
+                parent = osp.dirname(parent)
+        # Directories the removed files leave empty (deepest first); never root itself.
+        for rel in sorted(dirs, key=lambda d: -d.count('/')):
+            path = osp.join(self.root, *rel.split('/'))
+            if osp.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
+        return len(files)
+
+    def write_stamp(self, key: str, files: List[str], complete: bool) -> None:
+        """Record that ``root`` holds (``complete``) or is being written with (not
+        ``complete``) the dataset of ``key``, made of ``files`` (relative paths)."""
+        os.makedirs(self.root, exist_ok=True)
+        tmp = self.stamp_path + '.tmp'
+        with open(tmp, 'w', encoding='utf-8') as f:
+            json.dump(dict(key=key, complete=complete, files=sorted(files)), f, indent=0)
+        os.replace(tmp, self.stamp_path)
 
 
-def write_stamp(root: str, name: str, key: str) -> None:
-    """Record that ``root`` holds the dataset written with arguments ``key``."""
-    with open(osp.join(root, f'.{name}'), 'w') as f:
-        f.write(key)
+def write_image(path: str, image: np.ndarray, params=()) -> None:
+    """``cv2.imwrite`` that raises instead of returning False."""
+    import cv2
+    if not cv2.imwrite(path, image, list(params)):
+        raise OSError(f'{path}: could not be written (cv2.imwrite failed)')
+
+
+def check_writer_args(num_train: int, num_val: int, size, min_count: int = 0
+                      ) -> Tuple[int, int]:
+    """Validate the arguments every writer shares; returns ``size`` as a tuple.
+
+    ``num_train`` and ``num_val`` must be integers >= ``min_count`` (0 writes an empty
+    split where the writer allows it), not both 0; ``size`` two integers >= 1.
+    """
+    for arg, value in (('num_train', num_train), ('num_val', num_val)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                or value < min_count:
+            raise ValueError(f'{arg} must be an integer >= {min_count}, got {value!r}')
+    if num_train + num_val == 0:
+        raise ValueError('num_train and num_val are both 0: nothing to write')
+    try:
+        h, w = (int(v) for v in size)
+        ok = (h, w) == tuple(size) and h >= 1 and w >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f'size must be (height, width), two integers >= 1, got {size!r}')
+    return h, w
 
 
 def scene_rng(seed: int, index: int, split: str = 'train') -> np.random.Generator:

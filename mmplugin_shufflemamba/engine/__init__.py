@@ -1,5 +1,6 @@
 """Training components: the layer-wise lr decay optimizer-wrapper constructor, the CPU
-bf16 AMP optimizer wrapper and the RNG-state hook for exact resumes."""
+bf16 AMP optimizer wrapper, the RNG-state hook for exact resumes and the hook that stops
+training at the first non-finite loss."""
 from .hooks import *  # noqa: F401,F403
 from .hooks import __all__ as _hooks_all
 from .optimizers import *  # noqa: F401,F403

@@ -4,7 +4,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .kernels import ShapeError, cpu_extension, get_cuda_kernel
+from .kernels import (ShapeError, _import_kernel, cpu_extension, get_cuda_kernel,
+                      use_cpu_extension)
 
 
 def check_conv_args(x, weight, bias, fn: str = 'causal_conv1d') -> None:
@@ -30,8 +31,7 @@ def check_conv_args(x, weight, bias, fn: str = 'causal_conv1d') -> None:
 
 def has_causal_conv1d_cuda() -> bool:
     """Whether the fused causal-conv1d CUDA kernel can be imported."""
-    from .kernels import _try_import
-    return _try_import('causal_conv1d_fn')[0] is not None
+    return _import_kernel('causal_conv1d')[0] is not None
 
 
 def causal_conv1d_ref(x: torch.Tensor,
@@ -73,32 +73,80 @@ def causal_conv1d_ref(x: torch.Tensor,
     return F.silu(out) if activation is not None else out
 
 
+def _cpu_conv_args(x, weight, bias):
+    ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xc = x.to(ct)
+    # Channel-major (contiguous rows) and token-major (contiguous channels) inputs are
+    # read as they are; the output comes in the same layout.
+    if xc.shape[2] > 1 and xc.stride(2) != 1 and xc.stride(1) != 1:
+        xc = xc.contiguous()
+    return xc, weight.to(ct).contiguous(), None if bias is None else bias.to(ct).contiguous()
+
+
+def conv_cpu_fwd(x, weight, bias, silu: bool, reverse: bool):
+    """Compiled CPU forward without autograd, in the compute dtype (float32 / float64)."""
+    return cpu_extension().causal_conv1d_fwd(*_cpu_conv_args(x, weight, bias), bool(silu),
+                                             bool(reverse))
+
+
+def conv_cpu_bwd(x, weight, bias, silu: bool, reverse: bool, dout):
+    """Gradients ``(dx, dweight, dbias)`` of :func:`conv_cpu_fwd` (compute dtype)."""
+    xc, w, b = _cpu_conv_args(x, weight, bias)
+    dx, dw, db = cpu_extension().causal_conv1d_bwd(xc, w, b, bool(silu), bool(reverse),
+                                                   dout.to(xc.dtype))
+    return dx, dw, db if bias is not None else None
+
+
+def conv_cuda_fwd(x, weight, bias, silu: bool):
+    """causal-conv1d's fused forward (x: (B, D, L) with unit stride along L or along D)."""
+    if x.stride(2) != 1 and x.stride(1) != 1:
+        x = x.contiguous()
+    mod = _import_kernel('causal_conv1d')[0]
+    return mod.fwd(x, weight.contiguous(), None if bias is None else bias.contiguous(),
+                   None, None, None, bool(silu))
+
+
+def conv_cuda_bwd(x, weight, bias, silu: bool, dout):
+    """Gradients ``(dx, dweight, dbias)`` of :func:`conv_cuda_fwd`."""
+    if x.stride(2) != 1 and x.stride(1) != 1:
+        x = x.contiguous()
+    if dout.stride(2) != 1 and dout.stride(1) != 1:
+        dout = dout.contiguous()
+    mod = _import_kernel('causal_conv1d')[0]
+    dx, dw, db, _ = mod.bwd(x, weight.contiguous(),
+                            None if bias is None else bias.contiguous(), dout, None, None,
+                            None, None, False, bool(silu))
+    return dx, dw, db
+
+
 class _CausalConv1dCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, silu, reverse):
-        ext = cpu_extension()
-        ct = torch.float64 if x.dtype == torch.float64 else torch.float32
-        xc = x.to(ct)
-        # Channel-major (contiguous rows) and token-major (contiguous channels) inputs
-        # are read as they are; the output comes in the same layout.
-        if xc.shape[2] > 1 and xc.stride(2) != 1 and xc.stride(1) != 1:
-            xc = xc.contiguous()
-        w = weight.to(ct).contiguous()
-        b = None if bias is None else bias.to(ct).contiguous()
-        ctx.save_for_backward(xc, w, b if b is not None else torch.empty(0))
-        ctx.has_bias, ctx.silu, ctx.reverse = b is not None, silu, reverse
-        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        return ext.causal_conv1d_fwd(xc, w, b, silu, reverse).to(x.dtype)
+        ctx.save_for_backward(x, weight, bias)
+        ctx.flags = (silu, reverse)
+        return conv_cpu_fwd(x, weight, bias, silu, reverse).to(x.dtype)
 
     @staticmethod
     def backward(ctx, dout):
-        xc, w, b = ctx.saved_tensors
-        dx, dw, db = cpu_extension().causal_conv1d_bwd(
-            xc, w, b if ctx.has_bias else None, ctx.silu, ctx.reverse,
-            dout.to(xc.dtype))
-        return (dx.to(ctx.dtypes[0]), dw.to(ctx.dtypes[1]),
-                db.to(ctx.dtypes[2]) if ctx.has_bias else None, None, None)
+        x, weight, bias = ctx.saved_tensors
+        grads = conv_cpu_bwd(x, weight, bias, *ctx.flags, dout)
+        return (*(None if g is None else g.to(t.dtype)
+                  for g, t in zip(grads, (x, weight, bias))), None, None)
+
+
+class _CausalConv1dCUDA(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, silu):
+        ctx.save_for_backward(x, weight, bias)
+        ctx.silu = silu
+        return conv_cuda_fwd(x, weight, bias, silu)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, bias = ctx.saved_tensors
+        return (*conv_cuda_bwd(x, weight, bias, ctx.silu, dout), None)
 
 
 def causal_conv1d_cpu(x: torch.Tensor,
@@ -129,12 +177,13 @@ def causal_conv1d(x: torch.Tensor,
     """Dispatch: causal-conv1d's fused kernel for CUDA tensors (when it imports), the
     compiled CPU kernel for CPU tensors (when built), else :func:`causal_conv1d_ref`."""
     check_conv_args(x, weight, bias, 'causal_conv1d')
-    fn = get_cuda_kernel('causal_conv1d_fn', kernel, x.is_cuda)
-    if fn is not None:
+    if activation not in (None, 'silu', 'swish'):
+        raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
+    if get_cuda_kernel('causal_conv1d', kernel, x.is_cuda) is not None:
+        silu = activation is not None
         if reverse:
-            return fn(x.flip(-1).contiguous(), weight.contiguous(), bias,
-                      activation=activation).flip(-1)
-        return fn(x.contiguous(), weight.contiguous(), bias, activation=activation)
-    if kernel == 'auto' and not x.is_cuda and cpu_extension() is not None:
+            return _CausalConv1dCUDA.apply(x.flip(-1), weight, bias, silu).flip(-1)
+        return _CausalConv1dCUDA.apply(x, weight, bias, silu)
+    if use_cpu_extension(kernel, x.is_cuda):
         return causal_conv1d_cpu(x, weight, bias, activation, reverse)
     return causal_conv1d_ref(x, weight, bias, activation, reverse)

@@ -1,47 +1,91 @@
-"""Guarded access to the optional kernels: the fused CUDA kernels (mamba-ssm,
-causal-conv1d) and this package's compiled CPU extension.
+"""Guarded access to the optional kernels: the fused CUDA kernels (mamba-ssm's
+``selective_scan_cuda``, causal-conv1d) and this package's compiled CPU extension.
 
-The packages are imported lazily and only once. ``kernel='auto'`` uses them when they
-import and the tensors are on CUDA, and the pure-PyTorch path otherwise;
-``kernel='cuda'`` demands them and fails loudly when they cannot be used;
-``kernel='torch'`` never uses them.
+Every op takes ``kernel``:
+
+- ``'auto'``: the fused CUDA kernels for CUDA tensors when they import, the compiled CPU
+  kernels for CPU tensors when built, the pure-PyTorch path otherwise. A fallback that
+  costs speed says so once per process (a :class:`KernelFallbackWarning` naming the
+  import error, the install command and the cost); with ``SHUFFLEMAMBA_STRICT_KERNELS=1``
+  in the environment it is an error instead.
+- ``'cuda'``: the fused kernels, or an error saying why they cannot be used.
+- ``'torch'``: always the pure-PyTorch path (any device), silently.
+
+mamba-ssm's scan is used through its compiled module ``selective_scan_cuda`` (installed
+at the top level by ``pip install mamba-ssm``) rather than ``mamba_ssm.ops``, whose
+package ``__init__`` imports transformers and the Mamba2/3 Triton kernels.
 """
-from typing import Callable, Optional, Tuple
+import os
+import warnings
+from types import SimpleNamespace
+from typing import Dict, Optional, Tuple
 
 KERNEL_BACKENDS = ('auto', 'cuda', 'torch')
 
+# Environment switch: a fallback that costs speed is an error instead of a warning.
+STRICT_ENV = 'SHUFFLEMAMBA_STRICT_KERNELS'
+
 
 class ShapeError(ValueError, RuntimeError):
-    """A tensor argument of an op has the wrong size, dtype or device.
-
-    Both a ValueError (what the Python entry points always raised) and a RuntimeError
-    (what the compiled kernels raise), so either ``except`` catches it.
-    """
-
-_cache = {}
+    """A tensor argument of an op has the wrong size, dtype or device (a ValueError,
+    and a RuntimeError like the compiled kernels' own checks)."""
 
 
-def _try_import(name: str) -> Tuple[Optional[Callable], Optional[str]]:
+class KernelFallbackWarning(UserWarning):
+    """An op runs on a slower path because a fused or compiled kernel is missing."""
+
+
+_INSTALL = {
+    'selective_scan_cuda': ('WITH_MAMBA_KERNELS=1 bash tools/setup_env.sh (builds '
+                            'mamba-ssm for this GPU; or pip install mamba-ssm '
+                            '--no-build-isolation)'),
+    'causal_conv1d': ('WITH_MAMBA_KERNELS=1 bash tools/setup_env.sh (or pip install '
+                      'causal-conv1d --no-build-isolation)'),
+    'cpu_extension': 'pip install --no-build-isolation -e . (needs a C++ compiler)',
+    'ms_deform_attn_cuda': ('bash tools/setup_env.sh on the GPU node (builds mmcv with '
+                            'its CUDA ops, FORCE_CUDA=1)'),
+}
+_COST = {
+    'selective_scan_cuda': ('the PyTorch scan loops over time steps: a ShuffleMamba-B '
+                            'training step at 512x512 took 27x longer (2.98 s vs 0.111 s '
+                            'on an H200)'),
+    'causal_conv1d': ('the depthwise causal conv runs as several PyTorch ops per block '
+                      '(a few percent of a training step)'),
+    'cpu_extension': ('the PyTorch scan loops over time steps: several times slower than '
+                      'the compiled CPU kernels'),
+    'ms_deform_attn_cuda': ("the adapter's deformable attention samples with grid_sample "
+                            'per level (slower, and more memory in training)'),
+}
+_NAMES = {
+    'selective_scan_cuda': "mamba-ssm's fused selective scan (selective_scan_cuda)",
+    'causal_conv1d': "causal-conv1d's fused kernel",
+    'cpu_extension': 'the compiled CPU kernels (mmplugin_shufflemamba._ext)',
+    'ms_deform_attn_cuda': "mmcv's CUDA deformable attention (mmcv built with CUDA ops)",
+}
+
+_cache: Dict[str, Tuple[Optional[object], Optional[str]]] = {}
+_warned = set()
+
+
+def _import_kernel(name: str) -> Tuple[Optional[object], Optional[str]]:
+    """(module-like object, None) or (None, 'ErrorType: message'); imported once."""
     if name in _cache:
         return _cache[name]
-    fn, err = None, None
+    mod, err = None, None
     try:
-        if name == 'selective_scan_fn':
-            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as fn
-        elif name == 'causal_conv1d_fn':
-            from causal_conv1d import causal_conv1d_fn as fn
+        if name == 'selective_scan_cuda':
+            import selective_scan_cuda as mod
+        elif name == 'causal_conv1d':
+            from causal_conv1d.cpp_functions import (causal_conv1d_bwd_function,
+                                                     causal_conv1d_fwd_function)
+            mod = SimpleNamespace(fwd=causal_conv1d_fwd_function,
+                                  bwd=causal_conv1d_bwd_function)
         else:  # pragma: no cover - internal misuse
             raise KeyError(name)
     except Exception as e:  # ImportError, missing compiled module, CUDA errors
-        fn, err = None, f'{type(e).__name__}: {e}'
-    _cache[name] = (fn, err)
-    return fn, err
-
-
-_INSTALL_HINT = {
-    'selective_scan_fn': 'pip install mamba-ssm (needs a CUDA toolchain and GPU)',
-    'causal_conv1d_fn': 'pip install causal-conv1d (needs a CUDA toolchain and GPU)',
-}
+        mod, err = None, f'{type(e).__name__}: {e}'
+    _cache[name] = (mod, err)
+    return mod, err
 
 
 def cpu_extension():
@@ -52,6 +96,32 @@ def cpu_extension():
     except ImportError:
         return None
     return _ext
+
+
+def _cpu_extension_error() -> str:
+    try:
+        from .. import _ext  # noqa: F401
+    except ImportError as e:
+        return f'{type(e).__name__}: {e}'
+    return ''
+
+
+def strict_kernels() -> bool:
+    """Whether ``SHUFFLEMAMBA_STRICT_KERNELS`` turns speed-costing fallbacks into errors."""
+    return os.environ.get(STRICT_ENV, '0').strip().lower() not in ('', '0', 'false', 'no')
+
+
+def report_fallback(name: str, err: Optional[str]) -> None:
+    """Say once per process that ``name`` is missing and what that costs; raise instead
+    under ``SHUFFLEMAMBA_STRICT_KERNELS=1``."""
+    msg = (f'{_NAMES[name]} is not available ({err}); falling back to the PyTorch path: '
+           f'{_COST[name]}. Install it with `{_INSTALL[name]}`. Set {STRICT_ENV}=1 to make '
+           "this an error, or pass kernel='torch' to choose the PyTorch path explicitly.")
+    if strict_kernels():
+        raise RuntimeError(f'{STRICT_ENV}=1: {msg}')
+    if name not in _warned:
+        _warned.add(name)
+        warnings.warn(msg, KernelFallbackWarning, stacklevel=3)
 
 
 def cpu_paths():
@@ -87,29 +157,57 @@ def check_kernel_backend(kernel: str) -> str:
     return kernel
 
 
-def get_cuda_kernel(name: str, kernel: str, is_cuda: bool) -> Optional[Callable]:
-    """Return the fused function to use, or ``None`` for the PyTorch path.
-
-    Args:
-        name (str): 'selective_scan_fn' or 'causal_conv1d_fn'.
-        kernel (str): 'auto', 'cuda' or 'torch'.
-        is_cuda (bool): whether the input tensors live on a CUDA device.
-    """
+def get_cuda_kernel(name: str, kernel: str, is_cuda: bool):
+    """The fused kernel ``name`` ('selective_scan_cuda' or 'causal_conv1d') to use, or
+    None for the PyTorch path (with the once-only fallback report under 'auto')."""
     check_kernel_backend(kernel)
     if kernel == 'torch':
         return None
-    fn, err = _try_import(name)
-    if kernel == 'cuda':
-        if not is_cuda:
+    if kernel == 'cuda' and not is_cuda:
+        raise RuntimeError(
+            f"kernel='cuda' was requested for {_NAMES[name]}, but the tensors are on the "
+            "CPU. Move the model and inputs to a GPU, or use kernel='auto' / 'torch'.")
+    if not is_cuda:
+        return None
+    mod, err = _import_kernel(name)
+    if mod is None:
+        if kernel == 'cuda':
             raise RuntimeError(
-                f"kernel='cuda' was requested for {name}, but the tensors are on the "
-                "CPU. Move the model and inputs to a GPU, or use kernel='auto' / "
-                "'torch' for the pure-PyTorch path.")
-        if fn is None:
-            raise RuntimeError(
-                f"kernel='cuda' was requested but the fused {name} cannot be imported "
-                f'({err}). Install it with `{_INSTALL_HINT[name]}` or '
-                "`pip install mmplugin_shufflemamba[cuda]`, or use kernel='auto' / "
-                "'torch' for the pure-PyTorch path.")
-        return fn
-    return fn if is_cuda else None
+                f"kernel='cuda' was requested but {_NAMES[name]} cannot be imported "
+                f"({err}). Install it with `{_INSTALL[name]}`, or use kernel='auto' / "
+                "'torch' for the PyTorch path.")
+        report_fallback(name, err)
+    return mod
+
+
+def use_cpu_extension(kernel: str, is_cuda: bool) -> bool:
+    """Whether CPU tensors go to the compiled CPU kernels (with the once-only fallback
+    report under 'auto' when they are not built)."""
+    if kernel != 'auto' or is_cuda:
+        return False
+    if cpu_extension() is None:
+        report_fallback('cpu_extension', _cpu_extension_error())
+        return False
+    return True
+
+
+def kernel_report(device: str = 'cuda') -> Dict[str, str]:
+    """Which implementation each op runs for tensors on ``device`` ('cpu' or 'cuda')
+    with ``kernel='auto'``: ``{op: description}``. Logged by the tools at start."""
+    report = {}
+    if str(device).startswith('cuda'):
+        for op, name in (('selective_scan', 'selective_scan_cuda'),
+                         ('causal_conv1d', 'causal_conv1d')):
+            mod, err = _import_kernel(name)
+            report[op] = (f'fused CUDA ({_NAMES[name]})' if mod is not None else
+                          f'PyTorch fallback ({err}; install: {_INSTALL[name]})')
+    else:
+        ext = cpu_extension()
+        desc = ('compiled CPU kernels, code path '
+                f'{ext.get_cpu_path()}' if ext is not None else
+                f'PyTorch fallback ({_cpu_extension_error()}; install: '
+                f"{_INSTALL['cpu_extension']})")
+        report['selective_scan'] = report['causal_conv1d'] = desc
+    from .ms_deform_attn import ms_deform_attn_backend
+    report['ms_deform_attn'] = ms_deform_attn_backend(device)
+    return report

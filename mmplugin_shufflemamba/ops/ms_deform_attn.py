@@ -22,7 +22,8 @@ Implementations:
   float32) and float64.
 - :func:`ms_deform_attn`: the dispatcher: the compiled kernel for CPU tensors when it
   is built, else the reference. (CUDA tensors go to the reference here; mmcv's CUDA
-  kernel is used by the attention module itself.)
+  kernel is used by the attention module itself when mmcv was built with CUDA ops,
+  see :func:`has_ms_deform_attn_mmcv_cuda`.)
 
 NaN and inf propagate as on the reference path (every in-bounds corner multiplies its
 value even with weight 0; out-of-level corners contribute ``weight * 0``; a non-finite
@@ -33,13 +34,53 @@ import torch
 from .kernels import ShapeError, cpu_extension
 
 __all__ = ['ms_deform_attn', 'ms_deform_attn_cpu', 'ms_deform_attn_ref',
-           'has_ms_deform_attn_cpu']
+           'has_ms_deform_attn_cpu', 'has_ms_deform_attn_mmcv_cuda',
+           'ms_deform_attn_backend']
+
+_mmcv_cuda_probe = {}
 
 
 def has_ms_deform_attn_cpu() -> bool:
     """Whether the compiled CPU kernel is available (the extension is built and has it)."""
     ext = cpu_extension()
     return ext is not None and hasattr(ext, 'ms_deform_attn_fwd')
+
+
+def has_ms_deform_attn_mmcv_cuda(device=None):
+    """Whether mmcv's compiled CUDA deformable attention runs on ``device``:
+    ``(True, None)`` or ``(False, reason)``. mmcv built without CUDA ops (``FORCE_CUDA``
+    unset, or a CPU-only wheel) only fails deep in the forward ("implementation for
+    device cuda:0 not found"); this probes once per device with a tiny call."""
+    if not torch.cuda.is_available():
+        return False, 'CUDA is not available'
+    device = torch.device('cuda', torch.cuda.current_device()) if device is None \
+        else torch.device(device)
+    key = str(device)
+    if key not in _mmcv_cuda_probe:
+        try:
+            from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
+            value = torch.zeros(1, 4, 1, 2, device=device)
+            shapes = torch.tensor([[2, 2]], dtype=torch.long, device=device)
+            start = torch.zeros(1, dtype=torch.long, device=device)
+            locs = torch.full((1, 1, 1, 1, 1, 2), 0.5, device=device)
+            weights = torch.ones(1, 1, 1, 1, 1, device=device)
+            MultiScaleDeformableAttnFunction.apply(value, shapes, start, locs, weights, 64)
+            _mmcv_cuda_probe[key] = (True, None)
+        except Exception as e:  # mmcv without CUDA ops: RuntimeError "... not found"
+            _mmcv_cuda_probe[key] = (False, f'{type(e).__name__}: {e}'.strip())
+    return _mmcv_cuda_probe[key]
+
+
+def ms_deform_attn_backend(device='cpu') -> str:
+    """Which sampling the adapter's deformable attention runs on ``device``."""
+    if str(device).startswith('cuda'):
+        ok, err = has_ms_deform_attn_mmcv_cuda()
+        return ("mmcv's CUDA kernel" if ok else
+                f"mmcv's PyTorch path (no CUDA ops in mmcv: {err}; rebuild mmcv with "
+                'FORCE_CUDA=1: bash tools/setup_env.sh on the GPU node)')
+    if has_ms_deform_attn_cpu():
+        return 'compiled CPU kernel'
+    return "mmcv's PyTorch path (compiled CPU kernel not built)"
 
 
 def check_ms_deform_attn_args(value, spatial_shapes, sampling_locations, attention_weights,

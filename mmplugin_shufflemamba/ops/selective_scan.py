@@ -7,11 +7,11 @@ For every batch b, channel d and state n::
     y[b, d, l]    = sum_n C[b, n, l] * h[b, d, l, n] + D[d] * u[b, d, l]
     out           = y * silu(z)                                 (when z is given)
 
-Three implementations:
+Implementations:
 
 - :func:`selective_scan_ref`: a direct sequential loop, differentiated by autograd.
   Slow and memory hungry; it is the readable reference everything is tested against.
-- :func:`selective_scan_torch`: the pure-PyTorch path used on CPU. A custom autograd
+- :func:`selective_scan_torch`: the pure-PyTorch path (any device). A custom autograd
   function that saves only its inputs and recomputes the states in backward (like the
   fused kernel does), so a deep model does not keep (B, D, L, N) tensors per layer.
 - :func:`selective_scan_cpu`: the compiled CPU kernel (``mmplugin_shufflemamba._ext``,
@@ -20,8 +20,12 @@ Three implementations:
   from per-tile checkpoints. It reads (B, D, L) tensors in any memory layout
   (channel-major and token-major ones are fast) and returns its outputs in ``u``'s
   layout. Same semantics, tested against the two above.
-- the fused CUDA kernel of mamba-ssm (``selective_scan_fn``), used by
+- mamba-ssm's fused CUDA kernel (its compiled module ``selective_scan_cuda``), used by
   :func:`selective_scan` when it imports and the tensors are on CUDA.
+
+Each of the last three also exists as a pair of functions without autograd
+(``scan_{torch,cpu,cuda}_fwd`` / ``_bwd``), which the fused bidirectional mixer
+(:mod:`.bimamba_inner`) composes.
 
 All paths compute in float32 (float64 inputs stay float64) and return ``u.dtype``.
 """
@@ -30,7 +34,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .kernels import ShapeError, _try_import, cpu_extension, get_cuda_kernel
+from .kernels import (ShapeError, _import_kernel, cpu_extension, get_cuda_kernel,
+                      use_cpu_extension)
 
 
 def has_selective_scan_cpu() -> bool:
@@ -40,7 +45,7 @@ def has_selective_scan_cpu() -> bool:
 
 def has_selective_scan_cuda() -> bool:
     """Whether mamba-ssm's fused selective scan can be imported."""
-    return _try_import('selective_scan_fn')[0] is not None
+    return _import_kernel('selective_scan_cuda')[0] is not None
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -178,78 +183,87 @@ def _prepare(u, delta, A, B, delta_bias, delta_softplus):
     return dt_raw, dt, dA.contiguous(), dBu.contiguous()
 
 
+def scan_torch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """Forward of the PyTorch path without autograd: the (gated) output in ``u.dtype``."""
+    ct = _compute_dtype(u)
+    u_, delta_, A_, B_, C_, D_, z_, db_ = (
+        None if t is None else t.to(ct) for t in (u, delta, A, B, C, D, z, delta_bias))
+    _, _, dA, dBu = _prepare(u_, delta_, A_, B_, db_, delta_softplus)
+    hs = _scan_fwd_loop(dA, dBu)  # (L, B, D, N)
+    y = torch.einsum('lbdn,bnl->bdl', hs, C_)
+    del hs, dA, dBu
+    if D_ is not None:
+        y = y + u_ * D_[:, None]
+    out = y * F.silu(z_) if z_ is not None else y
+    return out.to(u.dtype)
+
+
+def scan_torch_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout):
+    """Gradients of :func:`scan_torch_fwd` (states recomputed from the inputs):
+    ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` in the dtypes of the inputs (None
+    for absent ones)."""
+    ct = _compute_dtype(u)
+    u_, delta_, A_, B_, C_ = (t.to(ct) for t in (u, delta, A, B, C))
+    D_ = None if D is None else D.to(ct)
+    z_ = None if z is None else z.to(ct)
+    db_ = None if delta_bias is None else delta_bias.to(ct)
+    dout = dout.to(ct)
+    dt_raw, dt, dA, dBu = _prepare(u_, delta_, A_, B_, db_, delta_softplus)
+    hs = _scan_fwd_loop(dA, dBu)
+
+    dz = None
+    if z_ is not None:
+        y = torch.einsum('lbdn,bnl->bdl', hs, C_)
+        if D_ is not None:
+            y = y + u_ * D_[:, None]
+        sig = torch.sigmoid(z_)
+        dz = dout * y * sig * (1 + z_ * (1 - sig))
+        dy = dout * z_ * sig
+    else:
+        dy = dout
+    dD = (dy * u_).sum((0, 2)) if D_ is not None else None
+    du = dy * D_[:, None] if D_ is not None else torch.zeros_like(u_)
+    dC = torch.einsum('lbdn,bdl->bnl', hs, dy)
+
+    dy_l = dy.permute(2, 0, 1)[..., None]  # (L, B, D, 1)
+    dh_direct = dy_l * C_.permute(2, 0, 1)[:, :, None, :]
+    gs = _scan_bwd_loop(dA, dh_direct.contiguous())
+    del dh_direct
+    # d(dA)[t] = g[t] * h[t-1]
+    h_prev = torch.cat([torch.zeros_like(hs[:1]), hs[:-1]], dim=0)
+    ddA_dA = gs * h_prev * dA  # gradient w.r.t. (dt * A)
+    del h_prev, hs
+    B_l = B_.permute(2, 0, 1)[:, :, None, :]  # (L, B, 1, N)
+    dt_l = dt.permute(2, 0, 1)  # (L, B, D)
+    u_l = u_.permute(2, 0, 1)
+    g_dot_B = (gs * B_l).sum(-1)  # (L, B, D)
+    ddt = (ddA_dA * A_).sum(-1) + g_dot_B * u_l
+    du = du + (g_dot_B * dt_l).permute(1, 2, 0)
+    dB = torch.einsum('lbdn,lbd->bnl', gs, dt_l * u_l)
+    dA_param = torch.einsum('lbdn,lbd->dn', ddA_dA, dt_l)
+    ddt = ddt.permute(1, 2, 0)  # (B, D, L)
+    if delta_softplus:
+        ddt = ddt * torch.sigmoid(dt_raw)
+    ddelta_bias = ddt.sum((0, 2)) if db_ is not None else None
+
+    def back(g, ref):
+        return None if (g is None or ref is None) else g.to(ref.dtype)
+
+    return (back(du, u), back(ddt, delta), back(dA_param, A), back(dB, B), back(dC, C),
+            back(dD, D), back(dz, z), back(ddelta_bias, delta_bias))
+
+
 class _SelectiveScanTorch(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        dtype_in = u.dtype
-        ct = _compute_dtype(u)
-        cast = [None if t is None else t.to(ct) for t in (u, delta, A, B, C, D, z, delta_bias)]
-        u_, delta_, A_, B_, C_, D_, z_, db_ = cast
-        _, _, dA, dBu = _prepare(u_, delta_, A_, B_, db_, delta_softplus)
-        hs = _scan_fwd_loop(dA, dBu)  # (L, B, D, N)
-        y = torch.einsum('lbdn,bnl->bdl', hs, C_)
-        del hs, dA, dBu
-        if D_ is not None:
-            y = y + u_ * D_[:, None]
-        out = y * F.silu(z_) if z_ is not None else y
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
         ctx.delta_softplus = delta_softplus
-        ctx.dtype_in = dtype_in
-        return out.to(dtype_in)
+        return scan_torch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
     @staticmethod
     def backward(ctx, dout):
-        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
-        ct = _compute_dtype(u)
-        u_, delta_, A_, B_, C_ = (t.to(ct) for t in (u, delta, A, B, C))
-        D_ = None if D is None else D.to(ct)
-        z_ = None if z is None else z.to(ct)
-        db_ = None if delta_bias is None else delta_bias.to(ct)
-        dout = dout.to(ct)
-        dt_raw, dt, dA, dBu = _prepare(u_, delta_, A_, B_, db_, ctx.delta_softplus)
-        hs = _scan_fwd_loop(dA, dBu)
-
-        dz = None
-        if z_ is not None:
-            y = torch.einsum('lbdn,bnl->bdl', hs, C_)
-            if D_ is not None:
-                y = y + u_ * D_[:, None]
-            sig = torch.sigmoid(z_)
-            dz = dout * y * sig * (1 + z_ * (1 - sig))
-            dy = dout * z_ * sig
-        else:
-            dy = dout
-        dD = (dy * u_).sum((0, 2)) if D_ is not None else None
-        du = dy * D_[:, None] if D_ is not None else torch.zeros_like(u_)
-        dC = torch.einsum('lbdn,bdl->bnl', hs, dy)
-
-        dy_l = dy.permute(2, 0, 1)[..., None]  # (L, B, D, 1)
-        dh_direct = dy_l * C_.permute(2, 0, 1)[:, :, None, :]
-        gs = _scan_bwd_loop(dA, dh_direct.contiguous())
-        del dh_direct
-        # d(dA)[t] = g[t] * h[t-1]
-        h_prev = torch.cat([torch.zeros_like(hs[:1]), hs[:-1]], dim=0)
-        ddA_dA = gs * h_prev * dA  # gradient w.r.t. (dt * A)
-        del h_prev, hs
-        B_l = B_.permute(2, 0, 1)[:, :, None, :]  # (L, B, 1, N)
-        dt_l = dt.permute(2, 0, 1)  # (L, B, D)
-        u_l = u_.permute(2, 0, 1)
-        g_dot_B = (gs * B_l).sum(-1)  # (L, B, D)
-        ddt = (ddA_dA * A_).sum(-1) + g_dot_B * u_l
-        du = du + (g_dot_B * dt_l).permute(1, 2, 0)
-        dB = torch.einsum('lbdn,lbd->bnl', gs, dt_l * u_l)
-        dA_param = torch.einsum('lbdn,lbd->dn', ddA_dA, dt_l)
-        ddt = ddt.permute(1, 2, 0)  # (B, D, L)
-        if ctx.delta_softplus:
-            ddt = ddt * torch.sigmoid(dt_raw)
-        ddelta_bias = ddt.sum((0, 2)) if db_ is not None else None
-
-        def back(g, ref):
-            return None if (g is None or ref is None) else g.to(ref.dtype)
-
-        return (back(du, u), back(ddt, delta), back(dA_param, A), back(dB, B), back(dC, C),
-                back(dD, D), back(dz, z), back(ddelta_bias, delta_bias), None)
+        return (*scan_torch_bwd(*ctx.saved_tensors, ctx.delta_softplus, dout), None)
 
 
 def selective_scan_torch(u: torch.Tensor,
@@ -276,54 +290,64 @@ def selective_scan_torch(u: torch.Tensor,
                                          bool(delta_softplus))
 
 
+def _cpu_args(u, delta, A, B, C, D, z, delta_bias, reverse):
+    """The compiled kernel's arguments: (B, D, L) tensors as they are (any layout) in the
+    compute dtype; B and C time-major (B, L, N), in scan order."""
+    ct = _compute_dtype(u)
+
+    def small(t, time_major=False):
+        if t is None:
+            return None
+        t = t.to(ct)
+        if time_major:  # (B, N, L) -> (B, L, N), time-reversed when reverse
+            t = t.transpose(1, 2)
+            if reverse:
+                t = t.flip(1)
+        return t.contiguous()
+
+    def rows(t):
+        return None if t is None else t.to(ct)
+
+    return (rows(u), rows(delta), small(A), small(B, True), small(C, True), small(D),
+            rows(z), small(delta_bias))
+
+
+def scan_cpu_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    """Forward of the compiled CPU kernel without autograd; the output comes in ``u``'s
+    memory layout, in the compute dtype (float32, or float64 for float64 inputs)."""
+    args = _cpu_args(u, delta, A, B, C, D, z, delta_bias, reverse)
+    return cpu_extension().selective_scan_fwd(*args, bool(delta_softplus), bool(reverse))
+
+
+def scan_cpu_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout):
+    """Gradients of :func:`scan_cpu_fwd`: ``(du, ddelta, dA, dB, dC, dD, dz,
+    ddelta_bias)`` in the compute dtype; dB, dC as (B, N, L) views (None for absent
+    inputs)."""
+    args = _cpu_args(u, delta, A, B, C, D, z, delta_bias, reverse)
+    du, ddelta, dA, dBt, dCt, dD, dz, ddb = cpu_extension().selective_scan_bwd(
+        *args, bool(delta_softplus), bool(reverse), dout.to(args[0].dtype))
+    if reverse:
+        dBt, dCt = dBt.flip(1), dCt.flip(1)
+    return (du, ddelta, dA, dBt.transpose(1, 2), dCt.transpose(1, 2),
+            dD if D is not None else None, dz if z is not None else None,
+            ddb if delta_bias is not None else None)
+
+
 class _SelectiveScanCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-        ext = cpu_extension()
-        dtype_in = u.dtype
-        ct = _compute_dtype(u)
-
-        def prep(t, transpose=False):
-            if t is None:
-                return None
-            t = t.to(ct)
-            if transpose:  # (B, N, L) -> time-major (B, L, N), time-reversed if asked
-                t = t.transpose(1, 2)
-                if reverse:
-                    t = t.flip(1)
-            return t.contiguous()
-
-        def rows(t):  # (B, D, L), any strides: the kernel reads both layouts
-            return None if t is None else t.to(ct)
-
-        args = (rows(u), rows(delta), prep(A), prep(B, True), prep(C, True), prep(D),
-                rows(z), prep(delta_bias))
-        out = ext.selective_scan_fwd(*args, bool(delta_softplus), bool(reverse))
-        ctx.save_for_backward(*[a if a is not None else torch.empty(0) for a in args])
-        ctx.present = [a is not None for a in args]
-        ctx.delta_softplus = bool(delta_softplus)
-        ctx.reverse = bool(reverse)
-        ctx.dtypes = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z,
-                                                               delta_bias)]
-        return out.to(dtype_in)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        ctx.flags = (bool(delta_softplus), bool(reverse))
+        out = scan_cpu_fwd(u, delta, A, B, C, D, z, delta_bias, *ctx.flags)
+        return out.to(u.dtype)
 
     @staticmethod
     def backward(ctx, dout):
-        ext = cpu_extension()
-        saved = [t if p else None for t, p in zip(ctx.saved_tensors, ctx.present)]
-        u = saved[0]
-        grads = ext.selective_scan_bwd(*saved, ctx.delta_softplus, ctx.reverse,
-                                       dout.to(u.dtype))
-        du, ddelta, dA, dBt, dCt, dD, dz, ddb = grads
-        if ctx.reverse:
-            dBt, dCt = dBt.flip(1), dCt.flip(1)
-        out = [du, ddelta, dA, dBt.transpose(1, 2), dCt.transpose(1, 2),
-               dD if ctx.present[5] else None, dz if ctx.present[6] else None,
-               ddb if ctx.present[7] else None]
-        out = [None if (g is None or dt is None) else g.to(dt)
-               for g, dt in zip(out, ctx.dtypes)]
-        return (*out, None, None)
+        saved = ctx.saved_tensors
+        grads = scan_cpu_bwd(*saved, *ctx.flags, dout)
+        return (*(None if g is None else g.to(t.dtype) for g, t in zip(grads, saved)),
+                None, None)
 
 
 def selective_scan_cpu(u: torch.Tensor,
@@ -356,6 +380,55 @@ def selective_scan_cpu(u: torch.Tensor,
                                        bool(delta_softplus), bool(reverse))
 
 
+def _cuda_B(t):
+    """(B, N, L) -> mamba-ssm's variable (B, 1, N, L) with unit stride along L."""
+    return (t if t.stride(-1) == 1 else t.contiguous()).unsqueeze(1)
+
+
+def _unit_stride(t):
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def scan_cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """mamba-ssm's fused forward: ``(out_z, aux)`` where ``out_z`` is the gated output
+    (the plain output without z) and ``aux`` what :func:`scan_cuda_bwd` needs (the
+    chunk states and the pre-gate output). u, delta, z: (B, D, L) with unit stride along
+    L (other strides copied), B, C: (B, N, L) in u's dtype; A, D, delta_bias float32."""
+    mod = _import_kernel('selective_scan_cuda')[0]
+    u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
+    out, states, *rest = mod.fwd(u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias,
+                                 bool(delta_softplus))
+    return (rest[0] if z is not None else out), (states, out)
+
+
+def scan_cuda_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, aux):
+    """Gradients of :func:`scan_cuda_fwd` (``aux`` from its forward call):
+    ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``."""
+    mod = _import_kernel('selective_scan_cuda')[0]
+    states, out = aux
+    u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
+    du, ddelta, dA, dB, dC, dD, ddb, *rest = mod.bwd(
+        u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias, _unit_stride(dout), states,
+        out if z is not None else None, None, bool(delta_softplus), False)
+    return (du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD if D is not None else None,
+            rest[0] if z is not None else None, ddb if delta_bias is not None else None)
+
+
+class _SelectiveScanCUDA(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        out, aux = scan_cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, *aux)
+        ctx.delta_softplus = delta_softplus
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        *inputs, states, out = ctx.saved_tensors
+        return (*scan_cuda_bwd(*inputs, ctx.delta_softplus, dout, (states, out)), None)
+
+
 def selective_scan(u: torch.Tensor,
                    delta: torch.Tensor,
                    A: torch.Tensor,
@@ -377,19 +450,18 @@ def selective_scan(u: torch.Tensor,
         Other arguments: see :func:`selective_scan_ref`.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    fn = get_cuda_kernel('selective_scan_fn', kernel, u.is_cuda)
-    if fn is not None:
+    if get_cuda_kernel('selective_scan_cuda', kernel, u.is_cuda) is not None:
         if reverse:
             u, delta, B, C, z = _flip_time(u, delta, B, C, z)
+        dtype = u.dtype if u.dtype in (torch.float16, torch.bfloat16) else torch.float32
         with torch.autocast(device_type='cuda', enabled=False):
-            out = fn(u.contiguous(), delta.contiguous(), A.float().contiguous(),
-                     B.contiguous(), C.contiguous(),
-                     None if D is None else D.float(),
-                     None if z is None else z.contiguous(),
-                     None if delta_bias is None else delta_bias.float(),
-                     delta_softplus)
+            out = _SelectiveScanCUDA.apply(
+                u.to(dtype), delta.to(dtype), A.float(), B.to(dtype), C.to(dtype),
+                None if D is None else D.float(), None if z is None else z.to(dtype),
+                None if delta_bias is None else delta_bias.float(), bool(delta_softplus))
+        out = out.to(u.dtype)
         return out.flip(-1) if reverse else out
-    if kernel == 'auto' and not u.is_cuda and cpu_extension() is not None \
+    if use_cpu_extension(kernel, u.is_cuda) \
             and u.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                   reverse)

@@ -3,10 +3,15 @@ for the operators it cannot see.
 
 MMEngine traces the model with ``torch.jit`` and counts one fused multiply-add as one
 flop for the operators it has handles for (linear, conv, matmul, einsum, norms, ...);
-elementwise operators are not counted. Three operators of ShuffleMamba models appear
-in the trace as opaque ``prim::PythonOp`` nodes (``torch.autograd.Function``\\ s), and
-MMEngine counts nothing for them:
+elementwise operators are not counted. The operators of ShuffleMamba models below
+appear in the trace as opaque ``prim::PythonOp`` nodes (``torch.autograd.Function``\\ s),
+and MMEngine counts nothing for them:
 
+- the mixer after ``in_proj`` (``BiMambaInnerFn``, ops/bimamba_inner.py): per direction
+  the causal conv, ``x_proj``, ``dt_proj`` and the scan, and the shared ``out_proj``;
+  counted as ``causal_conv1d``, ``bimamba_proj`` (``x_proj`` + ``dt_proj``),
+  ``selective_scan`` and ``bimamba_out_proj`` (one multiply-add per weight and token,
+  as MMEngine counts a linear layer).
 - the selective scan (``_SelectiveScanCPU`` / ``_SelectiveScanTorch`` here,
   ``SelectiveScanFn`` of mamba-ssm on CUDA): per state element ``dt * A``,
   ``dt * u * B``, the recurrence ``h = exp(dt A) h + dt u B`` (a multiply-add) and the
@@ -37,9 +42,9 @@ MMEngine's LayerNorm figure (no mean, no bias).
   ``x_proj``, ``dt_proj`` and the scan in one ``autograd.Function``), invisible to the
   tracer, and counted with MMEngine's analyzer at 512 x 2048: only ``in_proj``,
   ``out_proj``, the norms, the patch embedding and the heads are counted. Ours runs
-  ``x_proj`` / ``dt_proj`` as plain linears, which MMEngine does count; ``paper``
-  removes them (and a causal conv MMEngine saw as an ``aten`` convolution, and the
-  ``grid_sampler`` of mmcv's deformable attention on CPU, a CUDA kernel there).
+  ``out_proj`` inside the fused function too; ``paper`` is MMEngine's count plus
+  ``bimamba_out_proj``, less the ``grid_sampler`` of mmcv's deformable attention on CPU
+  (a CUDA kernel in the official runs).
 """
 import copy
 from collections import Counter
@@ -55,7 +60,9 @@ DEFORM_ATTN_OPS = ('prim::PythonOp.MultiScaleDeformableAttnFunction', )
 #: This package's fused CPU deformable attention (ops/ms_deform_attn.py).
 FUSED_DEFORM_ATTN_OPS = ('prim::PythonOp._MSDeformAttnCPU', )
 RMS_NORM_OPS = ('aten::rms_norm', )
-HANDLED = ('selective_scan', 'causal_conv1d', 'deform_attn', 'rms_norm')
+BIMAMBA_OPS = ('prim::PythonOp.BiMambaInnerFn', )
+HANDLED = ('selective_scan', 'causal_conv1d', 'deform_attn', 'rms_norm', 'bimamba_proj',
+           'bimamba_out_proj')
 
 
 # ------------------------------------------------------------------------- formulas
@@ -117,6 +124,26 @@ def causal_conv1d_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
     return Counter(causal_conv1d=causal_conv1d_flops(batch, dim, seqlen, width))
 
 
+def bimamba_inner_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
+    """Handle for ``BiMambaInnerFn(xz (B, 2 d_inner, L), 7 tensors per direction (conv
+    weight, conv bias, x_proj weight, dt_proj weight, dt bias, A, D), out_proj weight
+    (D, d_inner), backend)``."""
+    args = _python_op_args(inputs, outputs)
+    batch, two_d_inner, seqlen = _shape(args[0])
+    d_inner, tokens = two_d_inner // 2, batch * seqlen
+    counts = Counter()
+    for d in range(2):
+        conv_w, _, x_w, dt_w, _, A, _ = args[1 + 7 * d:8 + 7 * d]
+        width, (rank_2n, _), (_, rank), d_state = (_shape(conv_w)[-1], _shape(x_w),
+                                                  _shape(dt_w), _shape(A)[1])
+        counts['causal_conv1d'] += causal_conv1d_flops(batch, d_inner, seqlen, width)
+        counts['selective_scan'] += selective_scan_flops(batch, d_inner, seqlen, d_state)
+        counts['bimamba_proj'] += tokens * (d_inner * rank_2n + rank * d_inner)
+    out_dims = _shape(args[15])[0]
+    counts['bimamba_out_proj'] = tokens * d_inner * out_dims
+    return counts
+
+
 def deform_attn_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
     """Handle for mmcv's ``MultiScaleDeformableAttnFunction(value (bs, keys, heads,
     head_dims), shapes, level_start, sampling_locations (bs, queries, heads, levels,
@@ -157,45 +184,21 @@ def extra_flop_handles() -> Dict[str, Any]:
     handles.update({k: deform_attn_flop_jit for k in DEFORM_ATTN_OPS})
     handles.update({k: fused_deform_attn_flop_jit for k in FUSED_DEFORM_ATTN_OPS})
     handles.update({k: rms_norm_flop_jit for k in RMS_NORM_OPS})
+    handles.update({k: bimamba_inner_flop_jit for k in BIMAMBA_OPS})
     return handles
 
 
 # ------------------------------------------------------------------------- counting
-def _hidden_in_official_trace(model: nn.Module, by_module: Dict[str, Counter]) -> int:
-    """What the official code's fused kernels hide from the tracer but MMEngine counts
-    here: each mixer direction's ``x_proj`` and ``dt_proj`` linears and the causal
-    convolution when it ran as an ``aten`` convolution (no compiled kernel), and the
-    ``grid_sampler`` calls of mmcv's deformable attention on CPU (a CUDA kernel in the
-    official runs)."""
-    from ..models.layers.bimamba import BiMambaMixer
+def _msda_sampling_on_cpu(model: nn.Module, by_module: Dict[str, Counter]) -> int:
+    """The ``grid_sampler`` flops of mmcv's deformable attention on CPU, which MMEngine
+    counts but the official runs' CUDA kernel hides from the tracer."""
     try:
         from mmcv.ops import MultiScaleDeformableAttention
     except ImportError:  # pragma: no cover - mmcv without ops
-        MultiScaleDeformableAttention = ()
-    hidden = 0
-    for name, m in model.named_modules():
-        if MultiScaleDeformableAttention and isinstance(m, MultiScaleDeformableAttention):
-            hidden += by_module.get(name, Counter()).get('grid_sampler', 0)
-            continue
-        if not isinstance(m, BiMambaMixer):
-            continue
-        prefix = f'{name}.' if name else ''
-        counts = by_module.get(name, Counter())
-        out_proj = by_module.get(prefix + 'out_proj', Counter()).get('linear', 0)
-        D, d_inner, R, N = m.embed_dims, m.d_inner, m.dt_rank, m.d_state
-        if out_proj % (d_inner * D):
-            raise RuntimeError(f'{name}.out_proj counted {out_proj} flops, not a multiple '
-                               f'of {d_inner} x {D}: the mixer changed, update flops.py')
-        tokens = out_proj // (d_inner * D)
-        x_dt = 2 * tokens * (d_inner * (R + 2 * N) + R * d_inner)  # both directions
-        expected = tokens * (D * 2 * d_inner + d_inner * D) + x_dt
-        if counts.get('linear', 0) != expected:
-            raise RuntimeError(
-                f'{name}: linear flops {counts.get("linear", 0)} are not in_proj + x_proj '
-                f'+ dt_proj + out_proj ({expected}) for {tokens} tokens: the mixer '
-                'changed, update flops.py')
-        hidden += x_dt + counts.get('conv', 0)
-    return hidden
+        return 0
+    return sum(by_module.get(name, Counter()).get('grid_sampler', 0)
+               for name, m in model.named_modules()
+               if isinstance(m, MultiScaleDeformableAttention))
 
 
 def count_flops(model: nn.Module, inputs: Tuple[Any, ...]) -> Dict[str, Any]:
@@ -216,7 +219,8 @@ def count_flops(model: nn.Module, inputs: Tuple[Any, ...]) -> Dict[str, Any]:
     total = int(analyzer.total())
     by_operator = Counter(analyzer.by_operator())
     mmengine = total - sum(by_operator.get(k, 0) for k in HANDLED)
-    paper = mmengine - _hidden_in_official_trace(model, analyzer.by_module_and_operator())
+    paper = mmengine + by_operator.get('bimamba_out_proj', 0) - _msda_sampling_on_cpu(
+        model, analyzer.by_module_and_operator())
     return dict(total=total, mmengine=int(mmengine), paper=int(paper),
                 by_operator=by_operator, unsupported=Counter(analyzer.unsupported_ops()),
                 params=sum(p.numel() for p in model.parameters()))

@@ -183,3 +183,73 @@ def shutdown_distributed(timeout: float = 10.0, logger=None) -> bool:
             'exit', len(left), ', '.join(sorted(set(left))))
         return False
     return True
+
+
+def _hook_name(hook: Any) -> str:
+    kind = hook.get('type') if isinstance(hook, dict) else type(hook).__name__
+    return (kind if isinstance(kind, str) else getattr(kind, '__name__', str(kind))) \
+        .split('.')[-1]
+
+
+def add_training_hooks(cfg, finite_check: bool = True) -> List[str]:
+    """The hooks ``tools/train.py`` adds to ``cfg.custom_hooks``; returns their names.
+
+    - ``RNGStateHook`` (exact resumes), always;
+    - ``FiniteLossHook`` (stop at the first NaN / inf loss or gradient norm) unless
+      ``finite_check`` is False (``--no-finite-check``) or the config says
+      ``finite_check = False``; turned off, a ``FiniteLossHook`` of the config's
+      ``custom_hooks`` is removed too (and logged).
+
+    A hook the config already lists is not added twice.
+    """
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    names = [_hook_name(h) for h in hooks]
+    added = []
+    if 'RNGStateHook' not in names:
+        hooks.append(dict(type='RNGStateHook'))
+        added.append('RNGStateHook')
+    on = finite_check and cfg.get('finite_check', True) is not False
+    if not on:
+        if 'FiniteLossHook' in names:
+            hooks = [h for h in hooks if _hook_name(h) != 'FiniteLossHook']
+        from mmengine.logging import print_log
+        print_log('The non-finite loss check (FiniteLossHook) is off '
+                  f'({"--no-finite-check" if not finite_check else "finite_check=False"}): '
+                  'a diverged run goes on and saves NaN weights.', logger='current',
+                  level=logging.WARNING)
+    elif 'FiniteLossHook' not in names:
+        hooks.append(dict(type='FiniteLossHook'))
+        added.append('FiniteLossHook')
+    cfg.custom_hooks = hooks
+    return added
+
+
+def stop_message(error: BaseException, tool: str = '') -> str:
+    """What a tool prints when a check stopped it (:class:`CheckpointFitError`,
+    ``NonFiniteTrainingError``): the report on rank 0 (or a single process), one line
+    on the other ranks of a distributed job (every rank reached the same verdict)."""
+    from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
+    prefix = f'{tool}: ' if tool else ''
+    rank = int(os.environ.get('RANK', '0') or 0)
+    if isinstance(error, NonFiniteTrainingError):  # the hook logged the details
+        first = str(error).split('. ')[0]
+        return f'{prefix}{first}.' if rank == 0 else f'[rank {rank}] {prefix}stopped.'
+    if rank != 0:
+        return f'[rank {rank}] {prefix}stopped: {str(error).splitlines()[0]}'
+    return f'{prefix}{error}'
+
+
+def log_kernels(device: Optional[str] = None, logger: str = 'current') -> dict:
+    """Log which implementation each op runs (:func:`~..ops.kernels.kernel_report`)
+    for ``device`` (default: 'cuda' when a GPU is visible, else 'cpu'); returns the
+    report. The tools call it at start, so a run's log says whether it trains on the
+    fused kernels or on a fallback."""
+    from ..ops.kernels import kernel_report
+    if device is None:
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    report = kernel_report(device)
+    lines = ''.join(f'\n    {op}: {desc}' for op, desc in report.items())
+    from mmengine.logging import print_log
+    print_log(f'Kernels for {device} tensors (kernel=auto):{lines}', logger=logger,
+              level=logging.INFO)
+    return report

@@ -34,3 +34,40 @@ def test_benchmark_reports_all_figures(tmp_path):
     if has_selective_scan_cpu():  # the compiled scan is far ahead of the sequential loop
         assert 'scan_fwd_s[compiled_cpu]' in res
         assert res['scan_speedup_vs_sequential_ref'] > 3
+
+
+@pytest.mark.slow
+def test_gpu_protocol_runs_on_the_cpu_with_tiny_cases(tmp_path):
+    """The GPU protocol's code path (timm and mmseg ViT-B beside ShuffleMamba-B, the
+    UperNet step of both configs, peak memory, targets, kernel report), on tiny cases."""
+    out = tmp_path / 'gpu.json'
+    run = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark_backbones.py', '--protocol', 'gpu',
+         '--device', 'cpu', '--reps', '1', '--cases', 'backbone:32:1:float32',
+         'upernet:32:1:bfloat16', '--slws-case', 'backbone:32:1:float32', '--json',
+         str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert 'kernel: selective_scan:' in run.stdout
+    data = json.loads(out.read_text())
+    res = data['results']
+    for key in ('step_ratio_vs_timm[backbone:32:1:float32]',
+                'step_ratio_vs_mmseg[backbone:32:1:float32]',
+                'mem_mib[timm-vit-b][backbone:32:1:float32]',
+                'step_ratio_vs_mmseg[upernet:32:1:bfloat16]', 'slws_overhead_pct'):
+        assert key in res and math.isfinite(res[key]), key
+    assert res['step_s[shufflemamba-b][upernet:32:1:bfloat16]'] > 0
+    assert 'selective_scan' in data['info']['kernels']
+
+
+@pytest.mark.parametrize('args, words', [
+    (['--sizes', '0'], '--sizes must be >= 16, got 0'),
+    (['--slws-reps', '0'], '--slws-reps must be >= 1, got 0'),
+    (['--protocol', 'gpu', '--cases', 'backbone:512:0:bfloat16'], 'bad case'),
+    (['--protocol', 'gpu', '--cases', 'vit:512:2:float32'], 'bad case'),
+])
+def test_benchmark_options_are_checked(args, words):
+    run = subprocess.run([sys.executable, 'tools/analysis/benchmark_backbones.py', *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert words in run.stderr

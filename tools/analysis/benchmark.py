@@ -23,20 +23,42 @@ import torch
 from mmengine.config import DictAction
 
 
+def int_at_least(low: int, why: str = ''):
+    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
+        return value
+
+    return parse
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', nargs='?', help='checkpoint file (optional)')
     parser.add_argument('--device', default=None,
                         help="'cuda' or 'cpu' (default: cuda when available)")
-    parser.add_argument('--num-iters', type=int, default=20, help='timed iterations')
-    parser.add_argument('--warmup', type=int, default=3, help='untimed iterations first')
-    parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument('--num-workers', type=int, default=2, help='data loader workers')
+    parser.add_argument('--num-iters', type=int_at_least(1, 'timed iterations'), default=20,
+                        help='timed iterations, >= 1')
+    parser.add_argument('--warmup', type=int_at_least(0), default=3,
+                        help='untimed iterations first, >= 0')
+    parser.add_argument('--batch-size', type=int_at_least(1), default=1)
+    parser.add_argument('--num-workers', type=int_at_least(0), default=2,
+                        help='data loader workers, >= 0 (0: load in the main process)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings, e.g. test_dataloader.dataset.data_root=..')
     parser.add_argument('--json', help='write the figures to this file')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.device is not None and not args.device.strip():
+        parser.error("argument --device: must not be empty ('cpu', 'cuda' or 'cuda:N')")
+    return args
 
 
 def _rss_bytes() -> int:
@@ -80,7 +102,7 @@ def build(cfg, checkpoint, device):
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     prepare_runtime(cfg, 'none')
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
-    if checkpoint:
+    if checkpoint is not None:
         load_checkpoint(model, checkpoint, map_location='cpu')
     model.to(device).eval()
     loader = Runner.build_dataloader(cfg.test_dataloader)
@@ -91,7 +113,8 @@ def run(args) -> dict:
     import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
     from mmplugin_shufflemamba.utils import load_config
 
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = args.device if args.device is not None else (
+        'cuda' if torch.cuda.is_available() else 'cpu')
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise SystemExit('--device cuda: CUDA is not available on this machine')
     cfg = load_config(args.config, 'none', None, args.cfg_options)

@@ -12,6 +12,18 @@ max_memory_allocated); SLWS overhead (training step with shuffle_rate=0.5 vs 0.0
 selective scan kernels against the sequential reference (and mamba-ssm's CUDA kernel
 against our PyTorch path on a GPU); the adapter's eval forward and training step against
 the plain backbone's at ``--adapter-size``.
+
+The GPU protocol (``--protocol gpu``; runs on the CPU too, e.g. with small ``--cases``)
+measures, in one process and with interleaved repetitions, the training step (forward +
+backward) time and peak memory of ShuffleMamba-B beside timm's ViT-B (fused SDPA
+attention: what a user would pick instead) and mmseg's ViT-B, and the UperNet training
+step of ``configs/upernet_shufflemamba_b.py`` beside mmseg's ViT-B UperNet, per case
+``kind:size:batch:dtype``; it prints ratios against the targets and the kernel each op
+ran:
+
+    python tools/analysis/benchmark_backbones.py --protocol gpu --device cuda --json out.json
+    python tools/analysis/benchmark_backbones.py --protocol gpu \
+        --cases backbone:512:8:bfloat16 upernet:512:2:float32
 """
 import argparse
 import json
@@ -25,10 +37,22 @@ import torch
 
 import mmplugin_shufflemamba  # noqa: F401
 from mmplugin_shufflemamba import ShuffleMamba, ShuffleMambaAdapter
+from mmplugin_shufflemamba.ops.kernels import kernel_report
 from mmplugin_shufflemamba.ops import (has_selective_scan_cpu, has_selective_scan_cuda,
                                        selective_scan, selective_scan_cpu,
                                        selective_scan_ref, selective_scan_torch)
 
+# The GPU protocol's cases (kind:size:batch:dtype) and targets (ratios measured in one
+# run).
+GPU_CASES = ('backbone:512:8:bfloat16', 'backbone:1024:2:bfloat16', 'upernet:512:2:bfloat16',
+             'upernet:512:2:float32')
+GPU_TARGETS = {
+    'step_ratio_vs_timm[backbone:512:8:bfloat16]': 2.5,
+    'mem_ratio_vs_timm[backbone:1024:2:bfloat16]': 1.5,
+    'step_ratio_vs_mmseg[upernet:512:2:bfloat16]': 1.0,
+    'step_ratio_vs_mmseg[upernet:512:2:float32]': 0.9,
+    'slws_overhead_pct': 2.0,
+}
 TARGETS = {
     'eval_fwd_ratio@512': 1.2, 'eval_fwd_ratio@1024': 0.8,
     'train_step_ratio@512': 1.5, 'train_step_ratio@1024': 1.0,
@@ -50,6 +74,13 @@ def build(name, shuffle_rate=0.0, device='cpu'):
                                 drop_path_rate=0.2, shuffle_rate=shuffle_rate,
                                 deform_num_heads=12, deform_ratio=0.5,
                                 adapter_norm_cfg=dict(type='BN', requires_grad=True))
+    elif name == 'timm-vit-b':
+        # timm's ViT-B/16 with fused (SDPA) attention, features of every token.
+        import timm
+        vit = timm.create_model('vit_base_patch16_224', pretrained=False, num_classes=0,
+                                dynamic_img_size=True, drop_path_rate=0.1)
+        m = _Features(vit)
+        return m.to(device)
     elif name == 'vit-b':
         # The ViT-B of mmseg's upernet_vit-b16_mln config.
         from mmseg.models.backbones import VisionTransformer
@@ -63,6 +94,151 @@ def build(name, shuffle_rate=0.0, device='cpu'):
         raise ValueError(name)
     m.init_weights()
     return m.to(device)
+
+
+class _Features(torch.nn.Module):
+    """timm model -> (token features, ) like the dense backbones' tuple of outputs."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return (self.model.forward_features(x), )
+
+
+def build_upernet(which, device='cpu'):
+    """The UperNet segmentor of ``configs/upernet_shufflemamba_b.py`` ('shufflemamba-b')
+    or of mmseg's ViT-B UperNet config ('vit-b'), SyncBN as BN off a process group."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = (os.path.join(root, 'configs', 'upernet_shufflemamba_b.py')
+            if which == 'shufflemamba-b' else
+            'mmseg::vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py')
+    cfg = Config.fromfile(path)
+    init_default_scope('mmseg')
+    from mmplugin_shufflemamba.utils.runtime import _replace_syncbn
+    _replace_syncbn(cfg.model)
+    cfg.model.pop('pretrained', None)
+    cfg.model.backbone.pop('init_cfg', None)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model.to(device)
+
+
+def upernet_step(model, batch, size, dtype, device):
+    """A training step of a segmentor on random images and labels (150 classes)."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    x = torch.randn(batch, 3, size, size, device=device)
+    samples = []
+    for _ in range(batch):
+        s = SegDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size),
+                                        ori_shape=(size, size)))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, size, size), device=device))
+        samples.append(s)
+
+    def step():
+        model.train()
+        with _autocast(device, dtype):
+            losses = model.loss(x, samples)
+        loss = sum(v.float().sum() for k, v in losses.items() if 'loss' in k)
+        loss.backward()
+        for p in model.parameters():
+            p.grad = None
+    return step
+
+
+def _autocast(device, dtype):
+    if dtype == torch.float32:
+        return torch.autocast(device_type=device, enabled=False)
+    return torch.autocast(device_type=device, dtype=dtype)
+
+
+def backbone_step(model, x, dtype, device):
+    def step():
+        model.train()
+        with _autocast(device, dtype):
+            outs = model(x)
+        loss = sum(o.float().mean() for o in outs)
+        loss.backward()
+        for p in model.parameters():
+            p.grad = None
+    return step
+
+
+def peak_memory(fn, device):
+    """Peak memory (MiB) above the current allocation during ``fn()``: CUDA's
+    allocator statistics; on the CPU the growth of the process's peak RSS."""
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    base = _rss_kb('VmRSS:')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    fn()
+    return (_rss_kb('VmHWM:') - base) / 1024
+
+
+def run_protocol(cases, reps, device, slws_case=None):
+    """The GPU protocol (see the module docstring): {figure: value}."""
+    dtypes = dict(float32=torch.float32, bfloat16=torch.bfloat16, float16=torch.float16)
+    results = {}
+    models = {}
+
+    def get(name, builder):
+        if name not in models:
+            models[name] = builder()
+        return models[name]
+
+    for case in cases:
+        kind, size, batch, dtype_name = case.split(':')
+        size, batch, dtype = int(size), int(batch), dtypes[dtype_name]
+        if kind == 'backbone':
+            x = torch.randn(batch, 3, size, size, device=device)
+            names = ['shufflemamba-b', 'timm-vit-b', 'vit-b']
+            steps = {n: backbone_step(get(n, lambda n=n: build(n, device=device)), x, dtype,
+                                      device) for n in names}
+        elif kind == 'upernet':
+            names = ['shufflemamba-b', 'vit-b']
+            steps = {n: upernet_step(get(f'upernet-{n}', lambda n=n: build_upernet(
+                n, device)), batch, size, dtype, device) for n in names}
+        else:
+            raise ValueError(f'case kind must be backbone or upernet, got {kind!r}')
+        mem = {n: peak_memory(fn, device) for n, fn in steps.items()}
+        t = interleaved(steps, reps, device)
+        for n in names:
+            results[f'step_s[{n}][{case}]'] = t[n]
+            results[f'mem_mib[{n}][{case}]'] = mem[n]
+        for other, tag in (('timm-vit-b', 'timm'), ('vit-b', 'mmseg')):
+            if other in t:
+                results[f'step_ratio_vs_{tag}[{case}]'] = t['shufflemamba-b'] / t[other]
+                results[f'mem_ratio_vs_{tag}[{case}]'] = (mem['shufflemamba-b'] /
+                                                          max(mem[other], 1e-9))
+        print(f'[{case}] ' + ', '.join(f'{n} {t[n] * 1e3:.1f} ms / {mem[n]:.0f} MiB'
+                                       for n in names), flush=True)
+        if device == 'cuda':
+            models.clear()
+            torch.cuda.empty_cache()
+    if slws_case:
+        kind, size, batch, dtype_name = slws_case.split(':')
+        x = torch.randn(int(batch), 3, int(size), int(size), device=device)
+        sm = build('shufflemamba-b', device=device)
+        shuf = build('shufflemamba-b', shuffle_rate=0.5, device=device)
+        shuf.load_state_dict(sm.state_dict())
+        t = interleaved({'p0.0': backbone_step(sm, x, dtypes[dtype_name], device),
+                         'p0.5': backbone_step(shuf, x, dtypes[dtype_name], device)},
+                        reps, device)
+        results['slws_overhead_pct'] = (t['p0.5'] / t['p0.0'] - 1) * 100
+        print(f'[SLWS {slws_case}] P=0.0 {t["p0.0"] * 1e3:.1f} ms, '
+              f'P=0.5 {t["p0.5"] * 1e3:.1f} ms', flush=True)
+    return results
 
 
 def sync(device):
@@ -186,7 +362,29 @@ def main():
     group.add_argument('--adapter-only', action='store_true',
                        help='only the adapter vs plain backbone comparison')
     p.add_argument('--json', help='write the figures to this file')
+    p.add_argument('--protocol', choices=['gpu'], default=None,
+                   help='run the GPU protocol (training steps against timm and mmseg '
+                   'ViT-B, UperNet steps) instead of the default measurements')
+    p.add_argument('--cases', nargs='+', default=list(GPU_CASES),
+                   help='the protocol\'s cases, kind:size:batch:dtype with kind backbone '
+                   'or upernet, dtype float32, bfloat16 or float16')
+    p.add_argument('--slws-case', default='backbone:512:8:bfloat16',
+                   help='the protocol\'s SLWS overhead case ("none" to skip)')
     args = p.parse_args()
+    for flag, value, low in (('--reps', [args.reps], 1), ('--slws-reps', [args.slws_reps], 1),
+                             ('--sizes', args.sizes, 16), ('--slws-size', [args.slws_size], 16),
+                             ('--adapter-size', [args.adapter_size], 32),
+                             ('--max-vit-tokens', [args.max_vit_tokens], 1)):
+        if any(v < low for v in value):
+            p.error(f'{flag} must be >= {low}, got {" ".join(map(str, value))}')
+    for case in args.cases + ([] if args.slws_case == 'none' else [args.slws_case]):
+        parts = case.split(':')
+        if (len(parts) != 4 or parts[0] not in ('backbone', 'upernet')
+                or not parts[1].isdigit() or not parts[2].isdigit() or int(parts[2]) < 1
+                or int(parts[1]) < 16
+                or parts[3] not in ('float32', 'bfloat16', 'float16')):
+            p.error(f'bad case {case!r}: expected kind:size:batch:dtype, e.g. '
+                    'backbone:512:8:bfloat16 (size >= 16, batch >= 1)')
     dev = args.device
     torch.manual_seed(0)
     info = dict(device=torch.cuda.get_device_name() if dev == 'cuda' else
@@ -194,6 +392,14 @@ def main():
     print(f"device: {info['device']}, torch {info['torch']}, "
           f'compiled CPU scan: {has_selective_scan_cpu()}, mamba-ssm: '
           f'{has_selective_scan_cuda()}')
+    info['kernels'] = kernel_report(dev)
+    for op, impl in info['kernels'].items():
+        print(f'kernel: {op}: {impl}')
+    if args.protocol == 'gpu':
+        results = run_protocol(args.cases, args.reps, dev,
+                               None if args.slws_case == 'none' else args.slws_case)
+        report(results, info, args.json, GPU_TARGETS)
+        return
     results = {}
     if not args.skip_adapter:
         results.update(adapter_vs_plain(args.adapter_size, args.reps, dev))
@@ -292,11 +498,11 @@ def adapter_vs_plain(size, reps, dev):
     return out
 
 
-def report(results, info, json_path):
+def report(results, info, json_path, targets=TARGETS):
     print('\n| figure | value | target | ok |\n|---|---|---|---|')
     for k, v in results.items():
-        if k in TARGETS or 'ratio' in k or 'speedup' in k or 'overhead' in k:
-            target = TARGETS.get(k)
+        if k in targets or 'ratio' in k or 'speedup' in k or 'overhead' in k:
+            target = targets.get(k)
             ok = '' if target is None else ('yes' if v <= target else 'NO')
             tgt = '' if target is None else f'<= {target}'
             print(f'| {k} | {v:.3f} | {tgt} | {ok} |')

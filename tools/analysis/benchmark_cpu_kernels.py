@@ -65,14 +65,30 @@ def time_path(ext, inp, conv_w, conv_b, reps):
     return res
 
 
+def int_at_least(low: int, why: str = ''):
+    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
+        return value
+
+    return parse
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--dim', type=int, default=1536)
-    parser.add_argument('--len', type=int, default=1024)
-    parser.add_argument('--dstate', type=int, default=16)
-    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--dim', type=int_at_least(1), default=1536)
+    parser.add_argument('--len', type=int_at_least(1), default=1024)
+    parser.add_argument('--dstate', type=int_at_least(1), default=16)
+    parser.add_argument('--batch', type=int_at_least(1), default=1)
     parser.add_argument('--layout', choices=['token', 'channel'], default='token')
-    parser.add_argument('--reps', type=int, default=20)
+    parser.add_argument('--reps', type=int_at_least(1, 'timed repetitions'), default=20)
     parser.add_argument('--paths', nargs='+', default=['generic', 'avx2', 'avx512'])
     parser.add_argument('--json', help='write the results to this file')
     args = parser.parse_args(argv)

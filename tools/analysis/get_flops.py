@@ -24,11 +24,27 @@ import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.utils.flops import HANDLED, model_complexity
 
 
+def int_at_least(low: int, why: str = ''):
+    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
+        return value
+
+    return parse
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config', help='config file')
-    p.add_argument('--shape', type=int, nargs='+', default=[512, 2048],
+    p.add_argument('--shape', type=int_at_least(1, 'pixels'), nargs='+', default=[512, 2048],
                    help='input H W (or one size for a square); default 512 2048')
     p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -43,7 +59,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
-    if args.cfg_options:
+    if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     res = model_complexity(cfg, args.shape, args.device)
     H, W = res['shape']

@@ -116,6 +116,8 @@ def main(argv=None) -> List[str]:
     parser.add_argument('--legend', nargs='+', help='a name per run')
     parser.add_argument('--title', default='', help='prefix of the figure titles')
     args = parser.parse_args(argv)
+    if not args.out_dir.strip():
+        parser.error('argument --out-dir: must not be empty')
 
     files = [find_scalars(r) for r in args.runs]
     runs = [load_scalars(f) for f in files]

@@ -96,24 +96,48 @@ def clean_shutdowns(log: str) -> int:
     return log.count('process group destroyed, no communication thread left')
 
 
+def int_at_least(low: int, why: str = ''):
+    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
+        return value
+
+    return parse
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('-n', '--runs', type=int, default=20, help='runs in a row')
-    parser.add_argument('--nproc', type=int, default=2, help='CPU processes per run')
-    parser.add_argument('--iters', type=int, default=2, help='training iterations per run')
-    parser.add_argument('--num-workers', type=int, default=0, help='dataloader workers')
+    parser.add_argument('-n', '--runs', type=int_at_least(1), default=20,
+                        help='runs in a row, >= 1')
+    parser.add_argument('--nproc', type=int_at_least(1), default=2,
+                        help='CPU processes per run, >= 1')
+    parser.add_argument('--iters', type=int_at_least(2, '1 warmup iteration, then the decay'),
+                        default=2, help='training iterations per run, >= 2')
+    parser.add_argument('--num-workers', type=int_at_least(0), default=0,
+                        help='dataloader workers, >= 0')
     parser.add_argument('--persistent-workers', action='store_true')
-    parser.add_argument('--omp-threads', type=int, default=1, help='OMP_NUM_THREADS')
+    parser.add_argument('--omp-threads', type=int_at_least(1), default=1,
+                        help='OMP_NUM_THREADS, >= 1')
     parser.add_argument('--work-dir', help='keep the runs here (default: a temp dir, '
                         'removed at the end)')
     parser.add_argument('--core-dumps', action='store_true',
                         help='allow core files (ulimit -c unlimited) for post-mortems')
     parser.add_argument('--json', help='write the counts and reasons to this file')
     args = parser.parse_args(argv)
+    if args.work_dir is not None and not args.work_dir.strip():
+        parser.error('argument --work-dir: must not be empty (leave it out for a temp dir)')
 
     from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
 
-    base = args.work_dir or tempfile.mkdtemp(prefix='stress_dist_exit_')
+    keep = args.work_dir is not None
+    base = args.work_dir if keep else tempfile.mkdtemp(prefix='stress_dist_exit_')
     os.makedirs(base, exist_ok=True)
     data_root = osp.join(base, 'data')
     if not osp.isdir(data_root):
@@ -133,10 +157,10 @@ def main(argv=None) -> int:
             print(f'run {i + 1}/{args.runs}: {"ok" if ok else "FAILED: " + reason} '
                   f'({seconds:.1f} s, {clean_shutdowns(log)}/{args.nproc} ranks ended '
                   'their process group cleanly)', flush=True)
-            if not args.work_dir:
+            if not keep:
                 shutil.rmtree(work, ignore_errors=True)
     finally:
-        if not args.work_dir:
+        if not keep:
             shutil.rmtree(base, ignore_errors=True)
     summary = f'{failures} failures of {len(records)} runs'
     if first_log is not None:

@@ -13,15 +13,10 @@ from mmengine.registry import MODELS
 
 from ..layers import (LayerShuffle, MambaBlock, PatchEmbed, build_token_norm,
                       register_layout, resize_pos_embed, shuffled_call)
-
-
-def _to_2tuple(x) -> Tuple[int, int]:
-    if isinstance(x, int):
-        return (x, x)
-    x = tuple(x)
-    if len(x) != 2:
-        raise ValueError(f'expected an int or a pair, got {x}')
-    return (int(x[0]), int(x[1]))
+from ..layers.arg_checks import (autocast_enabled, check_bool, check_choice, check_int,
+                                 check_pair, check_rate, check_real)
+from ..layers.pos_embed import INTERPOLATE_MODES
+from ..layers.layer_shuffle import SHUFFLE_DRAWS
 
 
 @MODELS.register_module()
@@ -39,17 +34,18 @@ class ShuffleMamba(BaseModule):
             and ``num_layers``. Defaults to 'b'.
         img_size (int | tuple): resolution the position embedding was trained at.
             Defaults to 224.
-        patch_size (int): Defaults to 16.
+        patch_size (int): >= 1, at most ``img_size``. Defaults to 16.
         in_channels (int): Defaults to 3.
         embed_dims (int, optional): overrides ``arch``.
         num_layers (int, optional): overrides ``arch``.
-        d_state (int): SSM state size. Defaults to 16.
-        d_conv (int): causal conv width. Defaults to 4.
-        expand (int): mixer expansion. Defaults to 2.
-        drop_rate (float): dropout after the position embedding. Defaults to 0.
+        d_state (int): SSM state size (>= 1). Defaults to 16.
+        d_conv (int): causal conv width (>= 1). Defaults to 4.
+        expand (int): mixer expansion (>= 1). Defaults to 2.
+        drop_rate (float): dropout after the position embedding, in [0, 1).
+            Defaults to 0.
         drop_path_rate (float): stochastic depth, ``[0] + linspace(0, rate, L)``
-            over the blocks as in the official code. Defaults to 0.
-        shuffle_rate (float): P of SLWS. Defaults to 0.
+            over the blocks as in the official code; in [0, 1). Defaults to 0.
+        shuffle_rate (float): P of SLWS, in [0, 1]. Defaults to 0.
         out_indices (int | Sequence[int]): blocks whose output is returned;
             negative values count from the end. Defaults to -1.
         out_type (str): 'residual' (the full token state after the block, as a ViT
@@ -76,14 +72,24 @@ class ShuffleMamba(BaseModule):
         shuffle_cls (bool): whether SLWS shuffles the cls / register tokens with the
             patches (the paper's default, True) or keeps them at their positions and
             shuffles the patch tokens only. Defaults to True.
+        shuffle_draw (str): how SLWS draws in training: 'host' (each block's
+            shuffle decided on the CPU; blocks that do not shuffle cost nothing) or
+            'device' (drawn on the tokens' device with no host synchronisation and no
+            data-dependent branch: every block with ``p_l > 0`` gathers, by the
+            identity when its draw says no; for CUDA graphs and ``torch.compile``).
+            Both draw a uniformly random permutation with probability ``p_l``.
+            Defaults to 'host'.
         norm_cfg (dict): 'LN' or 'RMSNorm'. Defaults to ``dict(type='LN', eps=1e-5)``.
         interpolate_mode (str): position-embedding resize mode. Defaults to 'bicubic'.
         kernel (str): 'auto' uses the mamba-ssm / causal-conv1d CUDA kernels when
             installed and on GPU, 'cuda' requires them, 'torch' never uses them.
         with_cp (bool): gradient checkpointing of every block. Defaults to False.
         frozen_stages (int): freeze the embeddings and the first ``frozen_stages``
-            blocks (-1: nothing). Defaults to -1.
+            blocks (-1: nothing; at most ``num_layers``). Defaults to -1.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=...)``.
+
+    Every argument is checked at construction: a value of the wrong type is a
+    ``TypeError`` and one out of range a ``ValueError``, both naming the argument.
     """
     arch_zoo = {
         's': dict(embed_dims=384, num_layers=24),
@@ -120,6 +126,7 @@ class ShuffleMamba(BaseModule):
                  out_cls: bool = False,
                  cls_reduce: int = 1,
                  shuffle_cls: bool = True,
+                 shuffle_draw: str = 'host',
                  norm_cfg: dict = dict(type='LN', eps=1e-5),
                  interpolate_mode: str = 'bicubic',
                  kernel: str = 'auto',
@@ -140,6 +147,11 @@ class ShuffleMamba(BaseModule):
             arch_settings = dict(self.arch_zoo[key])
         elif isinstance(arch, dict):
             arch_settings = dict(arch)
+            unknown = set(arch_settings) - {'embed_dims', 'num_layers'}
+            if unknown:
+                raise ValueError(f'arch has unknown keys {sorted(unknown)}: an arch dict '
+                                 "holds 'embed_dims' and 'num_layers' only (pass the "
+                                 'other settings as arguments of the backbone).')
         else:
             raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}')
         if embed_dims is not None:
@@ -149,20 +161,46 @@ class ShuffleMamba(BaseModule):
         missing = {'embed_dims', 'num_layers'} - set(arch_settings)
         if missing:
             raise ValueError(f'arch is missing {sorted(missing)}: {arch_settings}')
+        for name in ('embed_dims', 'num_layers'):
+            value = check_int(name, arch_settings[name])
+            if value <= 0:
+                raise ValueError(f'{name} must be positive, got {value} (arch settings '
+                                 f'{arch_settings})')
         self.embed_dims = int(arch_settings['embed_dims'])
         self.num_layers = int(arch_settings['num_layers'])
-        if self.embed_dims <= 0 or self.num_layers <= 0:
-            raise ValueError('embed_dims and num_layers must be positive, got '
-                             f'{self.embed_dims} and {self.num_layers}')
         if out_type not in self.OUT_TYPES:
             raise ValueError(f'out_type must be one of {self.OUT_TYPES}, got {out_type!r}')
+        check_int('num_registers', num_registers)
         if num_registers < 0:
             raise ValueError(f'num_registers must be >= 0, got {num_registers}')
+        final_norm = check_bool('final_norm', final_norm)
+        with_cls_token = check_bool('with_cls_token', with_cls_token)
+        out_cls = check_bool('out_cls', out_cls)
+        shuffle_cls = check_bool('shuffle_cls', shuffle_cls)
+        with_cp = check_bool('with_cp', with_cp)
         self._check_cls_args(num_registers, with_cls_token, out_cls, cls_reduce,
                              final_norm, self.embed_dims)
+        self._check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
+                               shuffle_rate)
+        check_int('in_channels', in_channels, 1, hint='image channels, 3 for RGB')
+        check_choice('interpolate_mode', interpolate_mode, INTERPOLATE_MODES)
+        check_choice('shuffle_draw', shuffle_draw, SHUFFLE_DRAWS)
+        if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
+            raise TypeError("norm_cfg must be a dict with a 'type' ('LN' or 'RMSNorm'), "
+                            f'got {norm_cfg!r}')
+        check_int('frozen_stages', frozen_stages, -1,
+                  hint='-1 freezes nothing, k the embeddings and the first k blocks')
+        if frozen_stages > self.num_layers:
+            raise ValueError(f'frozen_stages={frozen_stages} exceeds num_layers='
+                             f'{self.num_layers}')
 
-        self.img_size = _to_2tuple(img_size)
-        self.patch_size = int(patch_size)
+        self.patch_size = check_int('patch_size', patch_size, 1)
+        self.img_size = check_pair('img_size', img_size, 1,
+                                   hint='the resolution of the position embedding')
+        if min(self.img_size) < self.patch_size:
+            raise ValueError(f'img_size {self.img_size} must be at least patch_size='
+                             f'{self.patch_size} on each side (the position embedding '
+                             'needs one patch or more).')
         if self.img_size[0] % self.patch_size or self.img_size[1] % self.patch_size:
             raise ValueError(f'img_size {self.img_size} must be a multiple of '
                              f'patch_size {self.patch_size}')
@@ -206,7 +244,7 @@ class ShuffleMamba(BaseModule):
             for i in range(self.num_layers)
         ])
         self.drop_path = DropPath(drop_path_rate)
-        self.layer_shuffle = LayerShuffle(shuffle_rate, self.num_layers)
+        self.layer_shuffle = LayerShuffle(shuffle_rate, self.num_layers, shuffle_draw)
         self.norm_f = build_token_norm(norm_cfg, D) if final_norm else nn.Identity()
         if self.cls_reduce > 1:
             self.neck = nn.Linear(D, D // self.cls_reduce, bias=False)
@@ -240,6 +278,22 @@ class ShuffleMamba(BaseModule):
             if embed_dims % cls_reduce:
                 raise ValueError(f'cls_reduce={cls_reduce} must divide embed_dims='
                                  f'{embed_dims}.')
+
+    @staticmethod
+    def _check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
+                          shuffle_rate) -> None:
+        """What the blocks get: mixer sizes and the stochastic rates."""
+        check_int('d_state', d_state, 1, hint='the SSM state size, 16 in every model')
+        check_int('d_conv', d_conv, 1, hint='the causal conv width, 4 in every model')
+        check_real('expand', expand, 1.0,
+                   hint='the mixer width is expand * embed_dims, 2 in every model')
+        check_rate('drop_rate', drop_rate,
+                   hint='dropout after the position embedding; 0 disables it')
+        check_rate('drop_path_rate', drop_path_rate,
+                   hint='the stochastic depth of the last block, a probability; '
+                   '0 disables it')
+        check_real('shuffle_rate', shuffle_rate, 0.0, 1.0,
+                   hint='the shuffle probability of the last block; 0 disables it')
 
     @property
     def cls_feature_dims(self) -> int:
@@ -323,7 +377,7 @@ class ShuffleMamba(BaseModule):
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
             return
-        if self.frozen_stages > self.num_layers:
+        if self.frozen_stages > self.num_layers:  # changed after construction
             raise ValueError(f'frozen_stages={self.frozen_stages} exceeds num_layers='
                              f'{self.num_layers}')
         frozen = [self.patch_embed, self.pos_drop] + list(self.layers[:self.frozen_stages])
@@ -383,13 +437,7 @@ class ShuffleMamba(BaseModule):
         Returns:
             tuple: tokens (B, N + T, D), patch grid (h, w), patch positions (N, ).
         """
-        if x.dim() != 4:
-            raise ValueError(f'ShuffleMamba expects (B, C, H, W) input, got shape '
-                             f'{tuple(x.shape)}')
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f'ShuffleMamba was built with in_channels='
-                             f'{self.in_channels} but the input has {x.shape[1]} '
-                             f'channels (shape {tuple(x.shape)}).')
+        self.check_input(x)
         H, W = x.shape[-2:]
         p = self.patch_size
         pad_h, pad_w = (-H) % p, (-W) % p
@@ -417,6 +465,63 @@ class ShuffleMamba(BaseModule):
         patch_pos, _ = self.token_layout(num_patches)
         return x, grid, patch_pos.to(x.device)
 
+    def check_input(self, x: torch.Tensor, min_size: Optional[int] = None) -> None:
+        """Check an image batch at the backbone's entry (shapes and dtypes only: no
+        device work), so that a bad input fails here with what to change rather than
+        deep inside a layer.
+
+        Args:
+            x (Tensor): the input of :meth:`forward`.
+            min_size (int, optional): the smallest height and width accepted.
+                Defaults to ``patch_size`` (a smaller image would be one patch of
+                mostly padding).
+
+        Raises:
+            TypeError: not a tensor; not floating point; a dtype other than the
+                weights' outside ``torch.autocast``.
+            ValueError: not (B, in_channels, H, W); an empty batch; H or W below
+                ``min_size``.
+        """
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f'{name} expects a (B, C, H, W) tensor, got '
+                            f'{type(x).__name__}')
+        shape = tuple(x.shape)
+        if len(shape) != 4:
+            raise ValueError(f'{name} expects (B, C, H, W) input with C = in_channels = '
+                             f'{self.in_channels}, got shape {shape}'
+                             + (' (add the batch axis: x[None])' if len(shape) == 3 else
+                                ''))
+        B, C, H, W = shape
+        if C != self.in_channels:
+            raise ValueError(f'{name} was built with in_channels={self.in_channels} but '
+                             f'the input has {C} channels (shape {shape}).')
+        if B == 0:
+            raise ValueError(f'{name} got an empty batch (B=0, shape {shape}): pass at '
+                             'least one image, or skip the call when there is none.')
+        min_size = self.patch_size if min_size is None else min_size
+        if H < min_size or W < min_size:
+            raise ValueError(
+                f'{name} got a {H}x{W} image, smaller than its patch_size='
+                f'{self.patch_size}: resize or pad the image to at least {min_size}x'
+                f'{min_size}, or build the backbone with a smaller patch_size.'
+                if min_size == self.patch_size else
+                f'{name} got a {H}x{W} image; H and W must be at least {min_size}.')
+        weight_dtype = self.patch_embed.proj.weight.dtype
+        if x.dtype != weight_dtype:
+            dtype_name = str(weight_dtype).replace('torch.', '')
+            if not x.is_floating_point():
+                raise TypeError(
+                    f'{name} takes a floating-point image, got {x.dtype}: convert it '
+                    f'(x.to(torch.{dtype_name})) and normalise it before the backbone '
+                    '(the data preprocessor does both).')
+            if not autocast_enabled(x.device.type):
+                raise TypeError(
+                    f'{name} weights are {weight_dtype} but the input is {x.dtype}: '
+                    f'cast the input to {dtype_name} (x.to(torch.{dtype_name})) or run '
+                    f"under torch.autocast(device_type='{x.device.type}', "
+                    f'dtype={x.dtype}) (mixed precision).')
+
     def draw_permutations(self, num_tokens: int,
                           device: Optional[torch.device] = None
                           ) -> List[Optional[torch.Tensor]]:
@@ -428,25 +533,10 @@ class ShuffleMamba(BaseModule):
         ``shuffle_cls=False`` the cls / register positions are fixed points of every
         permutation (only the patch tokens move).
         """
-        perms = self.layer_shuffle(num_tokens, device)
-        if self.shuffle_cls or self.num_extra_tokens == 0:
-            return perms
-        if all(perm is None for perm in perms):
-            return perms
-        patch_pos, _ = self.token_layout(num_tokens - self.num_extra_tokens)
-        patch_pos = patch_pos.to(device)
-        is_patch = torch.zeros(num_tokens, dtype=torch.bool, device=device)
-        is_patch[patch_pos] = True
-        out = []
-        for perm in perms:
-            if perm is not None:
-                # The drawn permutation of the whole sequence, restricted to the
-                # patches: its relative order of the patch positions.
-                moved = perm[is_patch[perm]]
-                perm = torch.arange(num_tokens, device=perm.device)
-                perm[patch_pos] = moved
-            out.append(perm)
-        return out
+        movable = None
+        if not self.shuffle_cls and self.num_extra_tokens > 0 and self.training:
+            movable, _ = self.token_layout(num_tokens - self.num_extra_tokens)
+        return self.layer_shuffle(num_tokens, device, movable)
 
     def _run_block(self, i: int, perm: Optional[torch.Tensor], hidden: torch.Tensor,
                    residual: Optional[torch.Tensor]):
@@ -529,7 +619,11 @@ class ShuffleMamba(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: (B, C, H, W) -> one (B, D, ceil(H/p), ceil(W/p)) map per out index, then
-        with ``out_cls`` the classification feature (B, :attr:`cls_feature_dims`)."""
+        with ``out_cls`` the classification feature (B, :attr:`cls_feature_dims`).
+
+        ``x`` must have ``in_channels`` channels, B >= 1, H and W >= ``patch_size``
+        (other sizes are padded to a multiple of it) and the weights' dtype, or any
+        floating dtype under ``torch.autocast`` (:meth:`check_input`)."""
         hidden, grid, patch_pos = self.embed(x)
         perms = self.draw_permutations(hidden.shape[1], hidden.device)
         residual = None

@@ -13,6 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers.adapter_modules import (DeformInputs, InteractionBlock, MSDeformAttn,
                                       SpatialPriorModule, TokenUpsample2x)
+from ..layers.arg_checks import check_bool, check_int, check_real
 from .shuffle_mamba import ShuffleMamba
 
 
@@ -115,6 +116,10 @@ class ShuffleMambaAdapter(ShuffleMamba):
         D = self.embed_dims
         if deform_num_heads is None:
             deform_num_heads = 16 if D >= 1024 else 12
+        self._check_adapter_args(conv_inplane, n_points, deform_num_heads, init_values,
+                                 with_cffn, cffn_ratio, deform_ratio,
+                                 add_backbone_feature, use_extra_extractor,
+                                 adapter_norm_cfg)
         self.deform_num_heads = deform_num_heads
         self.interaction_indexes = self._check_interaction_indexes(
             interaction_indexes, add_backbone_feature)
@@ -137,6 +142,39 @@ class ShuffleMambaAdapter(ShuffleMamba):
         self.init_adapter_weights()
 
     # ------------------------------------------------------------------ set-up
+    def _check_adapter_args(self, conv_inplane, n_points, deform_num_heads, init_values,
+                            with_cffn, cffn_ratio, deform_ratio, add_backbone_feature,
+                            use_extra_extractor, adapter_norm_cfg) -> None:
+        D = self.embed_dims
+        check_int('conv_inplane', conv_inplane, 1,
+                  hint='the spatial prior stem width, 64 in every config')
+        check_int('n_points', n_points, 1,
+                  hint='deformable attention sampling points, 4 in every config')
+        check_int('deform_num_heads', deform_num_heads, 1,
+                  hint='None picks the official value for embed_dims')
+        check_real('init_values', init_values,
+                   hint="the injectors' initial gamma, 0 in every config")
+        check_bool('with_cffn', with_cffn)
+        check_bool('add_backbone_feature', add_backbone_feature)
+        check_bool('use_extra_extractor', use_extra_extractor)
+        check_real('deform_ratio', deform_ratio, 0.0, low_open=True,
+                   hint='the deformable attention value width / embed_dims')
+        if int(D * deform_ratio) < 1:
+            raise ValueError(f'deform_ratio={deform_ratio} gives no value channels: '
+                             f'int(embed_dims * deform_ratio) = int({D} * {deform_ratio})'
+                             ' = 0; use a larger deform_ratio (0.5 in every config).')
+        check_real('cffn_ratio', cffn_ratio, 0.0, low_open=True,
+                   hint='the ConvFFN hidden width / embed_dims')
+        if with_cffn and int(D * cffn_ratio) < 1:
+            raise ValueError(f'cffn_ratio={cffn_ratio} gives a ConvFFN without hidden '
+                             f'channels: int(embed_dims * cffn_ratio) = int({D} * '
+                             f'{cffn_ratio}) = 0; use a larger cffn_ratio (0.25 in every '
+                             'config) or with_cffn=False.')
+        if not isinstance(adapter_norm_cfg, dict) or 'type' not in adapter_norm_cfg:
+            raise TypeError("adapter_norm_cfg must be a dict with a 'type' (e.g. "
+                            "dict(type='SyncBN', requires_grad=True)), got "
+                            f'{adapter_norm_cfg!r}')
+
     def _check_interaction_indexes(self, indexes, add_backbone_feature
                                    ) -> Tuple[Tuple[int, int], ...]:
         L = self.num_layers
@@ -147,9 +185,14 @@ class ShuffleMambaAdapter(ShuffleMamba):
                                  'interaction_indexes.')
             bounds = [i * L // 4 for i in range(5)]
             return tuple((bounds[i], bounds[i + 1] - 1) for i in range(4))
+        if isinstance(indexes, (str, bytes)) or not isinstance(indexes, Sequence) \
+                or len(indexes) == 0:
+            raise TypeError('interaction_indexes must be a non-empty sequence of '
+                            f'inclusive [first, last] block index pairs, got {indexes!r}')
         groups = []
         for g in indexes:
-            if len(g) != 2 or not all(isinstance(v, int) for v in g):
+            if isinstance(g, (str, bytes)) or not isinstance(g, Sequence) or len(g) != 2 \
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in g):
                 raise ValueError('interaction_indexes must be inclusive [first, last] '
                                  f'pairs of block indices, got {list(indexes)}')
             groups.append((int(g[0]), int(g[1])))
@@ -210,15 +253,36 @@ class ShuffleMambaAdapter(ShuffleMamba):
                 if k.split('.')[0] not in self.ADAPTER_MODULES}
 
     # ------------------------------------------------------------------ forward
+    def _check_batch_norm_size(self, B: int, H: int, W: int) -> None:
+        """BatchNorm in training needs more than one value per channel; the smallest
+        level (stride 32: ``spm.conv4`` and ``norm4``) has ``B * ceil(H / 32) *
+        ceil(W / 32)``. Only shapes, and the modules are looked at only when that is 1.
+        """
+        h, w = -(-H // 32), -(-W // 32)
+        if B * h * w > 1:
+            return
+        for m in (*self.spm.conv4.modules(), self.norm4):
+            if isinstance(m, _BatchNorm) and (m.training or m.running_mean is None):
+                raise ValueError(
+                    f'ShuffleMambaAdapter in training mode normalises its stride-32 '
+                    f'level with BatchNorm ({type(m).__name__}), which needs more than '
+                    f'one value per channel; a batch of {B} image(s) of {H}x{W} gives '
+                    f'a {h}x{w} stride-32 level, {B * h * w} value per channel. Use a '
+                    'batch of at least 2, or images larger than 32 pixels in height or '
+                    'width (e.g. 64x32), or call model.eval() for inference.')
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: (B, C, H, W) -> four (B, D, ceil(H/s), ceil(W/s)) maps, s = 4, 8, 16, 32.
 
-        Any H, W: the input is padded to a multiple of 32 and every level cropped back.
+        Any H, W >= 1: the input is padded to a multiple of 32 and every level cropped
+        back. In training with BatchNorm (``adapter_norm_cfg``) the stride-32 level
+        needs more than one value per channel: ``B * ceil(H/32) * ceil(W/32) >= 2``.
+        The other input checks are :meth:`ShuffleMamba.check_input`'s.
         """
-        if x.dim() != 4:
-            raise ValueError('ShuffleMambaAdapter expects (B, C, H, W) input, got shape '
-                             f'{tuple(x.shape)}')
-        H, W = x.shape[-2:]
+        # Any size from 1x1 on: the input is padded to a multiple of 32.
+        self.check_input(x, min_size=1)
+        B, _, H, W = x.shape
+        self._check_batch_norm_size(B, H, W)
         pad_h, pad_w = (-H) % 32, (-W) % 32
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))

@@ -27,6 +27,7 @@ import torch.nn as nn
 from mmengine.model.weight_init import trunc_normal_
 
 from ..backbones.shuffle_mamba import ShuffleMamba
+from ..layers.arg_checks import check_int
 
 try:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -74,7 +75,15 @@ class ShuffleMambaClassifier(ShuffleMamba):
             if name in kwargs:
                 raise TypeError(f'ShuffleMambaClassifier sets {name!r} itself (a classifier '
                                 'returns logits); remove it.')
-        if not (kwargs.get('with_cls_token') or kwargs.get('num_registers', 0) > 0):
+        if 'in_channels' in kwargs:
+            raise TypeError("ShuffleMambaClassifier takes timm's in_chans, not "
+                            'in_channels: pass in_chans=C.')
+        check_int('num_classes', num_classes, 0, hint='0 gives no head (features only)')
+        check_int('in_chans', in_chans, 1, hint='image channels, 3 for RGB')
+        num_registers = kwargs.get('num_registers', 0)
+        # (a wrong type of either is reported by ShuffleMamba, naming it)
+        if not (kwargs.get('with_cls_token') or not isinstance(num_registers, int)
+                or num_registers > 0):
             raise ValueError('a classifier needs classification tokens: with_cls_token=True '
                              '(plain models) or num_registers=R (Reg models).')
         super().__init__(in_channels=in_chans, drop_rate=drop_rate, out_indices=(),
@@ -119,7 +128,8 @@ class ShuffleMambaClassifier(ShuffleMamba):
         if global_pool not in (None, 'token'):
             raise ValueError("ShuffleMamba classifiers pool their classification tokens "
                              "(global_pool='token'); other pooling is not supported.")
-        self.num_classes = int(num_classes)
+        self.num_classes = check_int('num_classes', num_classes, 0,
+                                     hint='0 gives no head (features only)')
         self.head = nn.Linear(self.num_features, self.num_classes) \
             if self.num_classes > 0 else nn.Identity()
         self._init_head()

@@ -21,9 +21,21 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmcv.ops import MultiScaleDeformableAttention
 
-from ...ops.ms_deform_attn import has_ms_deform_attn_cpu, ms_deform_attn_cpu
+from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+
+from ...ops.kernels import report_fallback
+from ...ops.ms_deform_attn import (has_ms_deform_attn_cpu, has_ms_deform_attn_mmcv_cuda,
+                                   ms_deform_attn_cpu)
+from .arg_checks import check_bool, check_int, check_rate, check_real
 
 Shapes = Sequence[Tuple[int, int]]
+
+
+def _check_shapes(shapes: Shapes) -> None:
+    """Every level an (h, w) pair of sizes >= 1 (cheap: a few levels of ints)."""
+    if len(shapes) == 0 or any(len(s) != 2 or s[0] < 1 or s[1] < 1 for s in shapes):
+        raise ValueError(f'level shapes must be a non-empty list of (h, w) pairs with '
+                         f'h, w >= 1, got {list(shapes)}')
 
 
 def deform_reference_points(shapes: Shapes, device=None) -> torch.Tensor:
@@ -36,6 +48,7 @@ def deform_reference_points(shapes: Shapes, device=None) -> torch.Tensor:
         Tensor: (1, sum(h * w), 1, 2) as (x, y) in [0, 1], levels concatenated in
         row-major order; the level axis broadcasts over the value levels.
     """
+    _check_shapes(shapes)
     points = []
     for h, w in shapes:
         ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
@@ -47,6 +60,7 @@ def deform_reference_points(shapes: Shapes, device=None) -> torch.Tensor:
 
 def deform_value_inputs(shapes: Shapes, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``spatial_shapes`` (levels, 2) and ``level_start_index`` (levels, ) tensors."""
+    _check_shapes(shapes)
     spatial = torch.as_tensor([tuple(s) for s in shapes], dtype=torch.long, device=device)
     sizes = spatial.prod(1)
     start = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
@@ -92,6 +106,12 @@ class MSDeformAttn(MultiScaleDeformableAttention):
 
     def __init__(self, embed_dims: int, num_heads: int, num_levels: int,
                  num_points: int, ratio: float = 1.0):
+        check_int('embed_dims', embed_dims, 1)
+        check_int('deform_num_heads', num_heads, 1)
+        check_int('num_levels', num_levels, 1)
+        check_int('n_points', num_points, 1, hint='sampling points per head and level')
+        check_real('deform_ratio', ratio, 0.0, low_open=True,
+                   hint='the value projection width / embed_dims')
         value_dims = int(embed_dims * ratio)
         if value_dims <= 0 or value_dims % num_heads:
             raise ValueError(
@@ -126,9 +146,10 @@ class MSDeformAttn(MultiScaleDeformableAttention):
         reference_points, spatial_shapes, level_start_index = deform_inputs
         identity_ = None if identity is None else identity.float()
         with torch.autocast(device_type=query.device.type, enabled=False):
-            if self._use_cpu_kernel(value):
-                out = self._forward_cpu(query.float(), value.float(), reference_points,
-                                        spatial_shapes)
+            sample = self._own_sampling(value)
+            if sample is not None:
+                out = self._forward_sampled(query.float(), value.float(), reference_points,
+                                            spatial_shapes, sample)
                 return out if identity_ is None else out + identity_
             out = super().forward(
                 query.float(), value=value.float(),
@@ -138,11 +159,25 @@ class MSDeformAttn(MultiScaleDeformableAttention):
                 level_start_index=level_start_index)
         return out
 
-    def _forward_cpu(self, query: torch.Tensor, value: torch.Tensor,
-                     reference_points: torch.Tensor,
-                     spatial_shapes: torch.Tensor) -> torch.Tensor:
-        """mmcv's forward (batch first, no query_pos, no padding mask) with the
-        compiled CPU sampling kernel; no identity."""
+    def _own_sampling(self, value: torch.Tensor) -> Optional[Callable]:
+        """The sampling function this module runs itself, or None for mmcv's forward:
+        the compiled CPU kernel for CPU tensors (when built and chosen); for CUDA
+        tensors without mmcv's CUDA ops, mmcv's PyTorch sampling, reported once (an
+        error under ``SHUFFLEMAMBA_STRICT_KERNELS=1``) instead of mmcv's "implementation
+        for device cuda:0 not found" deep in its forward."""
+        if value.device.type == 'cuda':
+            ok, err = has_ms_deform_attn_mmcv_cuda(value.device)
+            if ok:
+                return None
+            report_fallback('ms_deform_attn_cuda', err)
+            return multi_scale_deformable_attn_pytorch
+        return ms_deform_attn_cpu if self._use_cpu_kernel(value) else None
+
+    def _forward_sampled(self, query: torch.Tensor, value: torch.Tensor,
+                         reference_points: torch.Tensor, spatial_shapes: torch.Tensor,
+                         sample: Callable) -> torch.Tensor:
+        """mmcv's forward (batch first, no query_pos, no padding mask) with the sampling
+        function ``sample(value, shapes, locations, weights)``; no identity."""
         bs, num_query, _ = query.shape
         num_value = value.shape[1]
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
@@ -160,7 +195,7 @@ class MSDeformAttn(MultiScaleDeformableAttention):
         else:
             raise ValueError('Last dim of reference_points must be 2 or 4, got '
                              f'{reference_points.shape[-1]}.')
-        out = ms_deform_attn_cpu(value, spatial_shapes, locations, weights)
+        out = sample(value, spatial_shapes, locations, weights)
         return self.dropout(self.output_proj(out))
 
 
@@ -181,6 +216,12 @@ class SpatialPriorModule(nn.Module):
     def __init__(self, in_channels: int = 3, inplanes: int = 64, embed_dims: int = 384,
                  norm_cfg: dict = dict(type='BN', requires_grad=True)):
         super().__init__()
+        check_int('in_channels', in_channels, 1)
+        check_int('conv_inplane', inplanes, 1, hint='the stem width')
+        check_int('embed_dims', embed_dims, 1)
+        if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
+            raise TypeError("adapter_norm_cfg must be a dict with a 'type' (e.g. "
+                            f"dict(type='BN')), got {norm_cfg!r}")
 
         def conv_norm_act(cin, cout, stride):
             return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
@@ -219,6 +260,7 @@ class TokenUpsample2x(nn.ConvTranspose2d):
     """
 
     def __init__(self, channels: int):
+        check_int('channels', channels, 1)
         super().__init__(channels, channels, 2, 2)
 
     def forward_tokens(self, tokens: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
@@ -240,6 +282,7 @@ class MultiLevelDWConv(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
+        check_int('channels', channels, 1)
         self.dwconv = nn.Conv2d(channels, channels, 3, 1, 1, groups=channels)
 
     def forward(self, x: torch.Tensor, shapes: Shapes) -> torch.Tensor:
@@ -262,6 +305,9 @@ class ConvFFN(nn.Module):
 
     def __init__(self, embed_dims: int, hidden_dims: int):
         super().__init__()
+        check_int('embed_dims', embed_dims, 1)
+        check_int('hidden_dims', hidden_dims, 1,
+                  hint='int(embed_dims * cffn_ratio) in the extractors')
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
         self.dwconv = MultiLevelDWConv(hidden_dims)
         self.act = nn.GELU()
@@ -291,7 +337,7 @@ class _CrossAttention(nn.Module):
     def __init__(self, embed_dims: int, num_heads: int, n_points: int, n_levels: int,
                  deform_ratio: float, with_cp: bool):
         super().__init__()
-        self.with_cp = with_cp
+        self.with_cp = check_bool('with_cp', with_cp)
         self.query_norm = _adapter_norm(embed_dims)
         self.feat_norm = _adapter_norm(embed_dims)
         self.attn = MSDeformAttn(embed_dims, num_heads, n_levels, n_points, deform_ratio)
@@ -324,6 +370,7 @@ class Injector(_CrossAttention):
                  deform_ratio: float = 1.0, init_values: float = 0.0,
                  with_cp: bool = False):
         super().__init__(embed_dims, num_heads, n_points, n_levels, deform_ratio, with_cp)
+        check_real('init_values', init_values, hint="the injector's initial gamma")
         self.init_values = init_values
         self.gamma = nn.Parameter(torch.full((embed_dims, ), float(init_values)))
 
@@ -356,8 +403,17 @@ class Extractor(_CrossAttention):
                  deform_ratio: float = 1.0, with_cffn: bool = True,
                  cffn_ratio: float = 0.25, drop_path: float = 0.0, with_cp: bool = False):
         super().__init__(embed_dims, num_heads, n_points, n_levels, deform_ratio, with_cp)
-        self.with_cffn = with_cffn
+        self.with_cffn = check_bool('with_cffn', with_cffn)
+        check_rate('drop_path', drop_path, hint="the ConvFFN branch's drop path rate, "
+                   'drop_path_rate of the backbone')
         if with_cffn:
+            check_real('cffn_ratio', cffn_ratio, 0.0, low_open=True,
+                       hint='the ConvFFN hidden width / embed_dims')
+            if int(embed_dims * cffn_ratio) < 1:
+                raise ValueError(
+                    f'cffn_ratio={cffn_ratio} gives a ConvFFN without hidden channels: '
+                    f'int(embed_dims * cffn_ratio) = int({embed_dims} * {cffn_ratio}) = '
+                    '0; use a larger cffn_ratio or with_cffn=False.')
             self.ffn = ConvFFN(embed_dims, int(embed_dims * cffn_ratio))
             self.ffn_norm = _adapter_norm(embed_dims)
             self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -396,6 +452,7 @@ class InteractionBlock(nn.Module):
                  cffn_ratio: float, drop_path: float, extra_extractor: bool = False,
                  with_cp: bool = False):
         super().__init__()
+        check_bool('extra_extractor', extra_extractor)
         self.injector = Injector(embed_dims, num_heads, n_points, 3, deform_ratio,
                                  init_values, with_cp)
         ext = dict(embed_dims=embed_dims, num_heads=num_heads, n_points=n_points,

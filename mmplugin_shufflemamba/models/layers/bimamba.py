@@ -4,10 +4,11 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 
-from ...ops import causal_conv1d, check_kernel_backend, selective_scan
+from ...ops import check_kernel_backend
+from ...ops.bimamba_inner import bimamba_inner_fn
+from .arg_checks import check_bool, check_int, check_rate, check_real
 
 
 def build_token_norm(norm_cfg: dict, num_features: int) -> nn.Module:
@@ -53,11 +54,22 @@ class BiMambaMixer(nn.Module):
                  dt_init_floor: float = 1e-4,
                  kernel: str = 'auto'):
         super().__init__()
-        self.embed_dims = embed_dims
-        self.d_state = d_state
-        self.d_conv = d_conv
+        self.embed_dims = check_int('embed_dims', embed_dims, 1)
+        self.d_state = check_int('d_state', d_state, 1)
+        self.d_conv = check_int('d_conv', d_conv, 1)
+        expand = check_real('expand', expand, 0.0, low_open=True)
         self.d_inner = int(expand * embed_dims)
-        self.dt_rank = math.ceil(embed_dims / 16) if dt_rank == 'auto' else int(dt_rank)
+        if self.d_inner < 1:
+            raise ValueError(f'expand * embed_dims must be >= 1, got {expand} * '
+                             f'{embed_dims}')
+        if dt_rank == 'auto':
+            self.dt_rank = math.ceil(embed_dims / 16)
+        else:
+            self.dt_rank = check_int('dt_rank', dt_rank, 1, hint="or 'auto'")
+        dt_min = check_real('dt_min', dt_min, 0.0, low_open=True)
+        dt_max = check_real('dt_max', dt_max, dt_min,
+                            hint=f'dt_min <= dt_max; dt_min is {dt_min:g}')
+        dt_init_floor = check_real('dt_init_floor', dt_init_floor, 0.0, low_open=True)
         self.kernel = check_kernel_backend(kernel)
 
         self.in_proj = nn.Linear(embed_dims, self.d_inner * 2, bias=False)
@@ -88,49 +100,15 @@ class BiMambaMixer(nn.Module):
             dt_proj.bias.copy_(inv_dt)
         dt_proj.bias._no_reinit = True
 
-    def _ssm(self, x: torch.Tensor, z: torch.Tensor, suffix: str,
-             reverse: bool = False) -> torch.Tensor:
-        """One direction. x, z: (B, d_inner, L) -> (B, d_inner, L).
-
-        ``reverse=True`` is the backward branch: the Vim mixer runs it on the flipped
-        sequence and flips the result back, which equals an anti-causal conv and a
-        reverse-time scan on the original order (computed without flipped copies).
-        """
-        conv = getattr(self, f'conv1d{suffix}')
-        x_proj = getattr(self, f'x_proj{suffix}')
-        dt_proj = getattr(self, f'dt_proj{suffix}')
-        A_log = self.A_log if suffix == '' else self.A_b_log
-        D = getattr(self, f'D{suffix}')
-        x = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation='silu',
-                          reverse=reverse, kernel=self.kernel)
-        # Projections on the token-major (B, L, .) memory behind the (B, d_inner, L)
-        # views: plain matmuls, and dt, B, C come out time-major as the scan reads them.
-        # The dt bias is added (and softplus applied) inside the scan.
-        x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
-        A = -torch.exp(A_log.float())
-        return selective_scan(
-            x, delta, A, B.transpose(1, 2), C.transpose(1, 2), D.float(), z=z,
-            delta_bias=dt_proj.bias.float(), delta_softplus=True, reverse=reverse,
-            kernel=self.kernel)
-
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: (B, L, D) -> (B, L, D)."""
-        # x and z are (B, d_inner, L) views of token-major (B, L, d_inner) memory: the
-        # CPU kernels read that layout directly and keep it, so every projection stays
-        # a plain matmul with no layout copies. in_proj runs as two matmuls, not one and
-        # a split, so that dx and dz reach the weight and the input without a concat.
-        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
-        x = F.linear(hidden, w_x).transpose(1, 2)
-        z = F.linear(hidden, w_z).transpose(1, 2)
-        y_fwd = self._ssm(x, z, '')
-        y_bwd = self._ssm(x, z, '_b', reverse=True)
-        # out_proj((y_fwd + y_bwd) / 2): the exact power-of-two 1/2 is applied to the
-        # (narrower) output in place, not to y, and no scaled weight copy is kept for
-        # the backward.
-        y = (y_fwd + y_bwd).to(hidden.dtype).transpose(1, 2)
-        return self.out_proj(y).mul_(0.5)
+        """hidden: (B, L, D) -> (B, L, D).
+
+        One autograd function from the in_proj output to the out_proj output
+        (:class:`~mmplugin_shufflemamba.ops.bimamba_inner.BiMambaInnerFn`): it keeps the
+        in_proj output and the small (dt, B, C) projections for the backward and
+        recomputes the rest, on every backend.
+        """
+        return bimamba_inner_fn(self, hidden, self.kernel)
 
 
 class MambaBlock(nn.Module):
@@ -153,8 +131,8 @@ class MambaBlock(nn.Module):
         super().__init__()
         self.norm = build_token_norm(norm_cfg, embed_dims)
         self.mixer = BiMambaMixer(embed_dims, **(mixer_cfg or {}))
-        self.drop_path = DropPath(drop_path)
-        self.residual_in_fp32 = residual_in_fp32
+        self.drop_path = DropPath(check_rate('drop_path', drop_path))
+        self.residual_in_fp32 = check_bool('residual_in_fp32', residual_in_fp32)
 
     def forward(self, hidden: torch.Tensor,
                 residual: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:

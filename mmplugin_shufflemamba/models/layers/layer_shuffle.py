@@ -5,6 +5,14 @@ During training, block ``l`` of ``L`` shuffles its whole token sequence with pro
 shared by the whole batch and applied to both the block input and the residual stream;
 the inverse permutation restores the original order of both outputs. In eval mode
 nothing is ever shuffled.
+
+Two ways to draw (``draw``): 'host' decides each block's shuffle on the CPU (a
+Python branch: blocks that do not shuffle cost nothing), 'device' draws on the tokens'
+device without a host round trip or a data-dependent branch (every block with
+``p_l > 0`` gathers, by the identity when its draw says no), which CUDA graph capture and
+``torch.compile`` need. Both draw a uniformly random permutation with probability
+``p_l``; only some positions may move when ``movable`` is given (cls / register tokens
+kept in place).
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -39,6 +47,40 @@ def sample_permutation(prob: float,
     return perm.to(device) if device is not None else perm
 
 
+def sample_permutation_on_device(prob: float,
+                                 num_tokens: int,
+                                 device: torch.device = None,
+                                 movable: Optional[torch.Tensor] = None
+                                 ) -> torch.Tensor:
+    """Draw one block's shuffle on ``device`` without a host synchronisation.
+
+    Returns:
+        Tensor: a uniformly random permutation of ``range(num_tokens)`` (of the
+        ``movable`` positions only, the others fixed) with probability ``prob``, else the
+        identity; always a LongTensor on ``device``.
+    """
+    identity = torch.arange(num_tokens, device=device)
+    if movable is None:
+        perm = torch.randperm(num_tokens, device=device)
+    else:
+        movable = movable.to(device)
+        perm = identity.clone()
+        perm[movable] = movable[torch.randperm(movable.numel(), device=device)]
+    keep = torch.rand((), device=device) >= prob
+    return torch.where(keep, identity, perm)
+
+
+def restrict_permutation(perm: torch.Tensor, movable: torch.Tensor) -> torch.Tensor:
+    """The permutation ``perm`` of the whole sequence restricted to the ``movable``
+    positions (in the order ``perm`` visits them); the other positions stay fixed."""
+    num_tokens = perm.numel()
+    is_movable = torch.zeros(num_tokens, dtype=torch.bool, device=perm.device)
+    is_movable[movable] = True
+    out = torch.arange(num_tokens, device=perm.device)
+    out[movable] = perm[is_movable[perm]]
+    return out
+
+
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
     """The permutation ``inv`` with ``x[perm][inv] == x`` (``argsort(perm)``)."""
     return torch.argsort(perm)
@@ -68,31 +110,58 @@ def shuffled_call(fn, perm: Optional[torch.Tensor], hidden: torch.Tensor,
     return permute_tokens(inverse_permutation(perm), hidden, residual)
 
 
+SHUFFLE_DRAWS = ('host', 'device')
+
+
 class LayerShuffle(nn.Module):
     """Draws the per-block permutations of SLWS for a stack of blocks.
 
     Args:
         shuffle_rate (float): the probability ``P`` of the last block.
         num_layers (int): number of blocks.
+        draw (str): 'host' (decide on the CPU; a block that does not shuffle gets None)
+            or 'device' (branch-free on the tokens' device: a permutation tensor, maybe
+            the identity, for every block with ``p_l > 0``). Defaults to 'host'.
     """
 
-    def __init__(self, shuffle_rate: float, num_layers: int):
+    def __init__(self, shuffle_rate: float, num_layers: int, draw: str = 'host'):
         super().__init__()
+        if draw not in SHUFFLE_DRAWS:
+            raise ValueError(f'draw (shuffle_draw) must be one of {SHUFFLE_DRAWS}, got '
+                             f'{draw!r}')
         self.shuffle_rate = float(shuffle_rate)
         self.probs = shuffle_probs(shuffle_rate, num_layers)
+        self.draw = draw
 
-    def forward(self, num_tokens: int, device: torch.device = None
-                ) -> List[Optional[torch.Tensor]]:
-        """One draw for every block: a permutation or None. All None in eval."""
+    def forward(self, num_tokens: int, device: torch.device = None,
+                movable: Optional[torch.Tensor] = None) -> List[Optional[torch.Tensor]]:
+        """One draw for every block: a permutation or None. All None in eval.
+
+        Args:
+            num_tokens (int): sequence length.
+            device: where the permutations live.
+            movable (Tensor, optional): the positions SLWS may move (default: all).
+        """
         if not self.training:
             return [None] * len(self.probs)
-        return [sample_permutation(p, num_tokens, device) for p in self.probs]
+        if self.draw == 'device':
+            return [None if p <= 0.0 else
+                    sample_permutation_on_device(p, num_tokens, device, movable)
+                    for p in self.probs]
+        perms = [sample_permutation(p, num_tokens, device) for p in self.probs]
+        if movable is not None and movable.numel() < num_tokens:
+            movable = movable.to(device)
+            perms = [None if perm is None else restrict_permutation(perm, movable)
+                     for perm in perms]
+        return perms
 
     def extra_repr(self) -> str:
-        return f'shuffle_rate={self.shuffle_rate}, num_layers={len(self.probs)}'
+        return (f'shuffle_rate={self.shuffle_rate}, num_layers={len(self.probs)}, '
+                f'draw={self.draw!r}')
 
 
 __all__: Sequence[str] = [
-    'shuffle_probs', 'sample_permutation', 'inverse_permutation', 'permute_tokens',
-    'shuffled_call', 'LayerShuffle'
+    'shuffle_probs', 'sample_permutation', 'sample_permutation_on_device',
+    'restrict_permutation', 'inverse_permutation', 'permute_tokens', 'shuffled_call',
+    'LayerShuffle', 'SHUFFLE_DRAWS'
 ]

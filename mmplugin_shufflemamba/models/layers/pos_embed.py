@@ -6,6 +6,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .arg_checks import check_choice, check_int
+
+#: ``F.interpolate`` modes that resize a 2-D grid.
+INTERPOLATE_MODES = ('bicubic', 'bilinear', 'nearest', 'nearest-exact', 'area')
+
 
 class PatchEmbed(nn.Module):
     """Non-overlapping patch embedding (key layout ``patch_embed.proj.*``).
@@ -18,6 +23,9 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, in_channels: int, embed_dims: int, patch_size: int):
         super().__init__()
+        check_int('in_channels', in_channels, 1)
+        check_int('embed_dims', embed_dims, 1)
+        check_int('patch_size', patch_size, 1)
         self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size,
                               stride=patch_size)
 
@@ -26,6 +34,21 @@ class PatchEmbed(nn.Module):
         x = self.proj(x)
         grid = (x.shape[2], x.shape[3])
         return x.flatten(2).transpose(1, 2), grid
+
+
+def _check_grid(name: str, shape) -> Tuple[int, int]:
+    """A (h, w) grid of sizes >= 1; an int means (n, n). Sizes that are not Python
+    ints (0-dim tensors while the model is traced) pass unchecked."""
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape, shape)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, '__len__') or len(shape) != 2:
+        raise TypeError(f'{name} must be an int or a pair (h, w), got {shape!r}')
+    for i, v in enumerate(shape):
+        if isinstance(v, bool) or isinstance(v, (float, str)):
+            raise TypeError(f'{name}[{i}] must be an int, got {v!r}')
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f'{name}[{i}] must be >= 1, got {v}')
+    return tuple(shape)
 
 
 def resize_pos_embed(pos_embed: torch.Tensor,
@@ -38,22 +61,26 @@ def resize_pos_embed(pos_embed: torch.Tensor,
         pos_embed (Tensor): (1, src_h * src_w, C), patch tokens only, row-major.
         src_shape (tuple[int, int]): (src_h, src_w).
         dst_shape (tuple[int, int]): (dst_h, dst_w).
-        mode (str): interpolation mode. Defaults to 'bicubic'.
+        mode (str): interpolation mode, one of :data:`INTERPOLATE_MODES`.
+            Defaults to 'bicubic'.
 
     Returns:
         Tensor: (1, dst_h * dst_w, C).
     """
-    src_h, src_w = src_shape
+    src_h, src_w = _check_grid('src_shape', src_shape)
+    dst_shape = _check_grid('dst_shape', dst_shape)
+    check_choice('mode', mode, INTERPOLATE_MODES)
     if pos_embed.dim() != 3 or pos_embed.shape[1] != src_h * src_w:
         raise ValueError(
             f'pos_embed of shape {tuple(pos_embed.shape)} does not hold a '
             f'{src_h}x{src_w} patch grid (expected (1, {src_h * src_w}, C)).')
-    if tuple(src_shape) == tuple(dst_shape):
+    if (src_h, src_w) == tuple(dst_shape):
         return pos_embed
     C = pos_embed.shape[2]
     grid = pos_embed.reshape(1, src_h, src_w, C).permute(0, 3, 1, 2)
     grid = F.interpolate(grid.float(), size=tuple(dst_shape), mode=mode,
-                         align_corners=False)
+                         **({} if mode in ('nearest', 'nearest-exact', 'area') else
+                            dict(align_corners=False)))
     return grid.flatten(2).transpose(1, 2).to(pos_embed.dtype)
 
 
@@ -70,6 +97,8 @@ def register_layout(num_patches: int, num_registers: int) -> Tuple[torch.Tensor,
         (length N), the sequence position of every patch in row-major order.
         Cached per (num_patches, num_registers): the tensors are shared, read-only.
     """
+    check_int('num_patches', num_patches, 1)
+    check_int('num_registers', num_registers, 0)
     seg = num_patches // (num_registers + 1)
     order = []
     for r in range(num_registers):

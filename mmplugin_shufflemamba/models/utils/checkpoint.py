@@ -34,8 +34,13 @@ counterpart EMAHook keeps in ``ema_state_dict``).
 
 Nothing is loaded partially: a missing, unexpected or mis-shaped backbone key is a
 :class:`CheckpointError` that lists the keys and compares checkpoint and model.
+
+Nothing non-finite is loaded: weights holding NaN or inf (what a diverged run saves) are
+a :class:`CheckpointError` that counts and names them (:func:`check_finite`);
+``allow_nonfinite=True`` (e.g. in ``init_cfg``) loads them anyway.
 """
 import io
+import logging
 import math
 import os.path as osp
 import re
@@ -53,6 +58,56 @@ _WRAPPER_PREFIXES = ('module.', 'backbone.', 'model.', '_orig_mod.')
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded as asked (the message says why and how)."""
+
+
+def nonfinite_tensors(sd: Dict[str, object]) -> Dict[str, str]:
+    """The floating-point tensors of ``sd`` that hold NaN or inf values.
+
+    Returns:
+        dict: name -> ``'NaN'``, ``'inf'`` or ``'NaN and inf'``, in the order of ``sd``.
+    """
+    bad = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor) or not (v.is_floating_point() or v.is_complex()):
+            continue
+        if v.numel() == 0 or bool(torch.isfinite(v).all()):
+            continue
+        nan, inf = bool(torch.isnan(v).any()), bool(torch.isinf(v).any())
+        bad[k] = 'NaN and inf' if nan and inf else ('NaN' if nan else 'inf')
+    return bad
+
+
+def nonfinite_message(bad: Dict[str, str], total: int, source: str = '<checkpoint>',
+                      opt_out: str = 'allow_nonfinite=True') -> str:
+    """The refusal of a state dict with non-finite values: how many tensors, a few
+    names, what to do and how to load it anyway (``opt_out``)."""
+    names = ', '.join(f'{k} ({what})' for k, what in list(bad.items())[:5])
+    more = f' and {len(bad) - 5} more' if len(bad) > 5 else ''
+    return (f'{source}: {len(bad)} of {total} tensors hold NaN/inf values: {names}{more}. '
+            'The run that wrote this checkpoint diverged; loading it would train or '
+            'evaluate garbage. Use a checkpoint saved before the divergence (or retrain '
+            'with a lower learning rate / gradient clipping); '
+            f'{opt_out} loads it anyway.')
+
+
+def check_finite(sd: Dict[str, object], source: str = '<checkpoint>',
+                 allow_nonfinite: bool = False,
+                 opt_out: str = 'allow_nonfinite=True') -> Dict[str, str]:
+    """Refuse a state dict with NaN / inf values (:class:`CheckpointError` naming how many
+    tensors, a few of them and the fix); with ``allow_nonfinite`` log a warning instead.
+
+    Returns:
+        dict: the non-finite tensors (see :func:`nonfinite_tensors`).
+    """
+    bad = nonfinite_tensors(sd)
+    if bad:
+        total = sum(isinstance(v, torch.Tensor) for v in sd.values())
+        msg = nonfinite_message(bad, total, source, opt_out)
+        if not allow_nonfinite:
+            raise CheckpointError(msg)
+        print_log(f'{source}: loading {len(bad)} tensors with NaN/inf values as asked '
+                  f'({opt_out}): {list(bad)[:5]}', logger='current', level=logging.WARNING)
+    return bad
 
 
 # Paths that are documentation, not files: the configs' documented placeholder
@@ -599,7 +654,8 @@ def read_backbone_weights(checkpoint: str,
                           prefix: Optional[str] = None,
                           map_location: str = 'cpu',
                           use_ema: bool = False,
-                          ckpt_format: str = 'auto'
+                          ckpt_format: str = 'auto',
+                          allow_nonfinite: bool = False
                           ) -> Tuple[Dict[str, torch.Tensor], str, str]:
     """Read a checkpoint file, pick the state dict to convert and settle its format.
 
@@ -613,6 +669,8 @@ def read_backbone_weights(checkpoint: str,
             keys and the file's evidence (:func:`format_hint`, :func:`detect_format`):
             a checkpoint whose cls-token position its contents do not establish is a
             :class:`CheckpointError` asking for ``ckpt_format``.
+        allow_nonfinite (bool): read weights holding NaN / inf (a warning instead of
+            the :class:`CheckpointError` of :func:`check_finite`). Defaults to False.
 
     Returns:
         tuple: (state dict, name of the entry used, format to convert with).
@@ -626,6 +684,7 @@ def read_backbone_weights(checkpoint: str,
         sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
         if not sd:
             raise CheckpointError(f"{checkpoint} has no keys under prefix '{p}'.")
+    check_finite(sd, f"{checkpoint} (entry '{entry}')", allow_nonfinite)
     if ckpt_format == 'auto':
         hint, evidence = format_evidence(ckpt)
         try:
@@ -637,7 +696,8 @@ def read_backbone_weights(checkpoint: str,
 
 def load_into_backbone(model, converted: Dict[str, torch.Tensor],
                        summary: Dict[str, object],
-                       source: str = '<checkpoint>') -> Dict[str, object]:
+                       source: str = '<checkpoint>',
+                       allow_nonfinite: bool = False) -> Dict[str, object]:
     """Load converted backbone weights into ``model``, strictly on its backbone part.
 
     The backbone part is ``model.pretrained_state_dict()``: the whole state dict of a
@@ -647,6 +707,8 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor],
     otherwise :class:`CheckpointError` with a report (led by the ``norm_cfg`` to set
     when the norms disagree), and nothing is loaded. A final norm in the checkpoint is
     dropped (and logged) when the model has none (``final_norm=False``, the adapter).
+    Weights holding NaN / inf are refused (:func:`check_finite`) unless
+    ``allow_nonfinite``.
 
     Returns:
         dict: ``summary`` with ``loaded`` (key count) and ``dropped`` updated.
@@ -665,6 +727,7 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor],
     if missing or unexpected or shapes:
         raise CheckpointError(f'{source}: ' + _mismatch_report(
             model, summary, missing, unexpected, shapes))
+    check_finite(converted, source, allow_nonfinite)
     result = model.load_state_dict(converted, strict=False)
     own = set(model.state_dict()) - set(target)
     # Anything load_state_dict left out beyond the model's own (non-pretrained) keys
@@ -680,6 +743,7 @@ def load_pretrained_backbone(model,
                              map_location: str = 'cpu',
                              use_ema: bool = False,
                              ckpt_format: str = 'auto',
+                             allow_nonfinite: bool = False,
                              **kwargs) -> Dict[str, object]:
     """Load a checkpoint into a ShuffleMamba backbone, strictly, and log what was used.
 
@@ -694,6 +758,8 @@ def load_pretrained_backbone(model,
         use_ema (bool): load the EMA weights instead of the raw ones (the official
             downstream code loads the raw ``model`` weights). Defaults to False.
         ckpt_format (str): see :data:`CHECKPOINT_FORMATS`.
+        allow_nonfinite (bool): load weights holding NaN / inf (refused by default:
+            :func:`check_finite`). Defaults to False.
 
     Returns:
         dict: the conversion summary.
@@ -701,12 +767,13 @@ def load_pretrained_backbone(model,
     if kwargs:
         raise TypeError(f'unsupported Pretrained init_cfg keys: {sorted(kwargs)}')
     sd, entry, ckpt_format = read_backbone_weights(checkpoint, prefix, map_location,
-                                                   use_ema, ckpt_format)
-    return load_backbone_state(model, sd, entry, ckpt_format, checkpoint)
+                                                   use_ema, ckpt_format, allow_nonfinite)
+    return load_backbone_state(model, sd, entry, ckpt_format, checkpoint, allow_nonfinite)
 
 
 def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_format: str,
-                        source: str = '<checkpoint>') -> Dict[str, object]:
+                        source: str = '<checkpoint>',
+                        allow_nonfinite: bool = False) -> Dict[str, object]:
     """Convert a state dict read by :func:`read_backbone_weights` to the backbone's keys
     (:func:`convert_to_backbone`), load it (:func:`load_into_backbone`) and log what was
     used; the second half of :func:`load_pretrained_backbone`."""
@@ -718,7 +785,7 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
             keep_neck=getattr(model, 'cls_reduce', 1) > 1)
     except CheckpointError as e:
         raise CheckpointError(f'{source}: {e}') from None
-    summary = load_into_backbone(model, converted, summary, source)
+    summary = load_into_backbone(model, converted, summary, source, allow_nonfinite)
     own = len(model.state_dict()) - summary['loaded']
     note = _ENTRY_NOTES.get(entry)
     print_log(

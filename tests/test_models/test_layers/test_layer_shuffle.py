@@ -144,3 +144,59 @@ def test_with_cp_same_outputs_and_grads():
     torch.testing.assert_close(gx1, gx2, atol=1e-6, rtol=1e-5)
     for n in g1:
         torch.testing.assert_close(g1[n], g2[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+# ---------------------------------------------------------------- on-device draw
+from mmplugin_shufflemamba.models.layers.layer_shuffle import (  # noqa: E402
+    restrict_permutation, sample_permutation_on_device)
+
+
+def test_device_draw_is_a_permutation_with_the_right_frequency():
+    torch.manual_seed(0)
+    n, prob, draws = 10, 0.3, 3000
+    identity = torch.arange(n)
+    shuffled = 0
+    for _ in range(draws):
+        perm = sample_permutation_on_device(prob, n, torch.device('cpu'))
+        assert perm.dtype == torch.long and torch.equal(perm.sort().values, identity)
+        shuffled += int(not torch.equal(perm, identity))
+    # P(a random permutation of 10 is the identity) = 1/10! is negligible.
+    assert abs(shuffled / draws - prob) < 0.03, shuffled / draws
+
+
+def test_device_draw_moves_only_the_movable_positions():
+    torch.manual_seed(1)
+    movable = torch.tensor([0, 2, 3, 5, 6, 8])
+    fixed = torch.tensor([1, 4, 7])
+    for _ in range(50):
+        perm = sample_permutation_on_device(1.0, 9, None, movable)
+        assert torch.equal(perm[fixed], fixed)
+        assert torch.equal(perm[movable].sort().values, movable)
+
+
+def test_restrict_permutation_keeps_the_visit_order_of_the_movable_tokens():
+    perm = torch.tensor([4, 0, 3, 1, 2])
+    movable = torch.tensor([1, 2, 3, 4])  # position 0 (a cls token) stays
+    out = restrict_permutation(perm, movable)
+    assert out.tolist() == [0, 4, 3, 1, 2]
+
+
+def test_layer_shuffle_device_mode():
+    ls = LayerShuffle(0.5, 4, draw='device')
+    ls.train()
+    perms = ls(7, torch.device('cpu'))
+    assert perms[0] is None  # p_0 = 0: nothing to draw
+    assert all(isinstance(p, torch.Tensor) and p.shape == (7, ) for p in perms[1:])
+    ls.eval()
+    assert ls(7) == [None] * 4
+    with pytest.raises(ValueError, match="draw \\(shuffle_draw\\) must be one of"):
+        LayerShuffle(0.5, 4, draw='gpu')
+
+
+def test_device_mode_shuffled_call_is_exact():
+    """A branch-free identity gather leaves a token-wise function's result unchanged."""
+    x = torch.randn(2, 9, 4)
+    fn = lambda h, r: (h * 2, r)  # noqa: E731
+    ident = sample_permutation_on_device(0.0, 9, None)
+    out, _ = shuffled_call(fn, ident, x, None)
+    assert torch.equal(out, x * 2)

@@ -1,0 +1,120 @@
+"""Argument and input validators shared by the backbones and their layers.
+
+Every check raises at construction (or at the model's entry) with a message that names
+the argument, the value it got and what it accepts, instead of letting a bad value
+reach a framework call far from its cause (or, worse, train silently). Types:
+``TypeError`` for a value of the wrong kind, ``ValueError`` for one out of range.
+"""
+import math
+import numbers
+from typing import Any, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = [
+    'check_int', 'check_real', 'check_rate', 'check_bool', 'check_choice',
+    'check_pair', 'autocast_enabled'
+]
+
+
+def _hint(hint: str) -> str:
+    return f' ({hint})' if hint else ''
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, min_value: Optional[int] = None,
+              max_value: Optional[int] = None, hint: str = '') -> int:
+    """``value`` as an int, which must lie in ``[min_value, max_value]``."""
+    if not _is_int(value):
+        raise TypeError(f'{name} must be an int, got {value!r} '
+                        f'({type(value).__name__}){_hint(hint)}')
+    value = int(value)
+    if min_value is not None and max_value is not None and \
+            not min_value <= value <= max_value:
+        raise ValueError(f'{name} must be in [{min_value}, {max_value}], got '
+                         f'{value}{_hint(hint)}')
+    if min_value is not None and value < min_value:
+        raise ValueError(f'{name} must be >= {min_value}, got {value}{_hint(hint)}')
+    if max_value is not None and value > max_value:
+        raise ValueError(f'{name} must be <= {max_value}, got {value}{_hint(hint)}')
+    return value
+
+
+def check_real(name: str, value: Any, low: Optional[float] = None,
+               high: Optional[float] = None, low_open: bool = False,
+               high_open: bool = False, hint: str = '') -> float:
+    """``value`` as a finite float in the interval given by ``low`` / ``high``
+    (closed ends unless ``low_open`` / ``high_open``; None: unbounded)."""
+    if not _is_real(value):
+        raise TypeError(f'{name} must be a number, got {value!r} '
+                        f'({type(value).__name__}){_hint(hint)}')
+    value = float(value)
+    ok = math.isfinite(value)
+    if low is not None:
+        ok = ok and (value > low if low_open else value >= low)
+    if high is not None:
+        ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        if low is not None and high is not None:
+            rng = (f'in {"(" if low_open else "["}{low:g}, {high:g}'
+                   f'{")" if high_open else "]"}')
+        elif low is not None:
+            rng = f'{">" if low_open else ">="} {low:g}'
+        elif high is not None:
+            rng = f'{"<" if high_open else "<="} {high:g}'
+        else:
+            rng = 'finite'
+        raise ValueError(f'{name} must be {rng}, got {value!r}{_hint(hint)}')
+    return value
+
+
+def check_rate(name: str, value: Any, hint: str = '') -> float:
+    """A drop / drop-path probability: a float in ``[0, 1)``."""
+    return check_real(name, value, 0.0, 1.0, high_open=True,
+                      hint=hint or 'a probability; 0 disables it')
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """True / False (or 0 / 1); anything else (a string 'False', None) is an error."""
+    if isinstance(value, bool):
+        return value
+    if _is_int(value) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f'{name} must be True or False, got {value!r} '
+                    f'({type(value).__name__})')
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value``, which must be one of ``choices``."""
+    if value not in tuple(choices):
+        raise ValueError(f'{name} must be one of {tuple(choices)}, got {value!r}')
+    return value
+
+
+def check_pair(name: str, value: Any, min_value: int = 1, hint: str = '') -> Tuple[int, int]:
+    """An int or a pair of ints (each ``>= min_value``) as a pair."""
+    if _is_int(value):
+        value = (value, value)
+    elif isinstance(value, (str, bytes)) or not isinstance(value, Sequence) \
+            or len(value) != 2:
+        raise TypeError(f'{name} must be an int or a pair of ints (h, w), got '
+                        f'{value!r}{_hint(hint)}')
+    return (check_int(f'{name}[0]', value[0], min_value, hint=hint),
+            check_int(f'{name}[1]', value[1], min_value, hint=hint))
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether ``torch.autocast`` is on for ``device_type`` (``x.device.type``)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # pragma: no cover - torch < 2.4
+        if device_type == 'cpu':
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()

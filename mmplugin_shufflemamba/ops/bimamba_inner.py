@@ -1,0 +1,338 @@
+"""The bidirectional Vim mixer from its in_proj output to its out_proj output, as one
+autograd function that keeps little for its backward.
+
+For ``xz = in_proj(hidden)`` (x and gate z, d_inner channels each) and each direction
+(the backward one on the time-reversed sequence)::
+
+    xc    = silu(causal_conv1d(x))                      (B, d_inner, L)
+    x_dbl = x_proj(xc) = (dt, B, C)                     (B, dt_rank + 2N, L)
+    delta = dt_proj.weight @ dt                         (B, d_inner, L)
+    y_dir = selective_scan(xc, delta, A, B, C, D, z, dt_proj.bias, softplus)
+    out   = out_proj(y_fwd + y_bwd) / 2                 (B, L, D)
+
+:class:`BiMambaInnerFn` saves only ``xz`` and the two small ``x_dbl`` (plus the
+parameters) and recomputes the convs, deltas and scan outputs in backward, on every
+backend: mamba-ssm's and causal-conv1d's CUDA kernels, this package's compiled CPU
+kernels, or the pure-PyTorch path. :func:`bimamba_inner_ref` composes the
+differentiable ops instead (autograd keeps every intermediate); it is the reference the
+fused function is tested against.
+
+Layouts: a (B, C, L) tensor is either channel-major (unit stride along L: what the CUDA
+kernels read; xz from ``in_proj.weight @ hidden^T``) or token-major (unit stride along
+C: a view of (B, L, C) memory, which the CPU kernels read as it is). Every projection
+keeps the layout of its input, so no layout copies are made.
+"""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .causal_conv1d import (causal_conv1d, causal_conv1d_ref, conv_cpu_bwd, conv_cpu_fwd,
+                            conv_cuda_bwd, conv_cuda_fwd)
+from .kernels import check_kernel_backend, get_cuda_kernel, use_cpu_extension
+from .selective_scan import (_compute_dtype, scan_cpu_bwd, scan_cpu_fwd, scan_cuda_bwd,
+                             scan_cuda_fwd, scan_torch_bwd, scan_torch_fwd, selective_scan)
+
+__all__ = ['BiMambaInnerFn', 'bimamba_inner_fn', 'bimamba_inner_ref', 'select_backend']
+
+
+# ------------------------------------------------------------------ backends
+class _Backend:
+    """conv / scan forward and backward without autograd. ``native_reverse``: the
+    kernels run the backward direction on the original order (else the inputs are
+    flipped once and the results flipped back). ``channel_major``: produce (B, C, L)
+    tensors with unit stride along L (else token-major)."""
+    name = ''
+    native_reverse = False
+    channel_major = False
+
+    def conv_fwd(self, x, w, b, reverse):
+        raise NotImplementedError
+
+    def conv_bwd(self, x, w, b, reverse, dout):
+        raise NotImplementedError
+
+    def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
+        """-> (gated output, aux for scan_bwd or None)"""
+        raise NotImplementedError
+
+    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, aux):
+        raise NotImplementedError
+
+
+def _conv_torch_bwd(x, w, b, reverse, dout):
+    """Gradients of the PyTorch conv by autograd on a recomputation."""
+    with torch.enable_grad():
+        inputs = [t.detach().requires_grad_() for t in (x, w, b)]
+        out = causal_conv1d_ref(*inputs, activation='silu', reverse=reverse)
+        return torch.autograd.grad(out, inputs, dout)
+
+
+class _TorchBackend(_Backend):
+    name = 'torch'
+
+    def conv_fwd(self, x, w, b, reverse):
+        return causal_conv1d_ref(x, w, b, activation='silu', reverse=reverse)
+
+    def conv_bwd(self, x, w, b, reverse, dout):
+        return _conv_torch_bwd(x, w, b, reverse, dout)
+
+    def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
+        return scan_torch_fwd(u, delta, A, B, C, D, z, bias, True), None
+
+    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, aux):
+        return scan_torch_bwd(u, delta, A, B, C, D, z, bias, True, dout)
+
+
+class _CPUBackend(_Backend):
+    name = 'cpu'
+    native_reverse = True
+
+    def conv_fwd(self, x, w, b, reverse):
+        return conv_cpu_fwd(x, w, b, True, reverse)
+
+    def conv_bwd(self, x, w, b, reverse, dout):
+        return conv_cpu_bwd(x, w, b, True, reverse, dout)
+
+    def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
+        return scan_cpu_fwd(u, delta, A, B, C, D, z, bias, True, reverse), None
+
+    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, aux):
+        return scan_cpu_bwd(u, delta, A, B, C, D, z, bias, True, reverse, dout)
+
+
+class _CUDABackend(_Backend):
+    """mamba-ssm's scan; causal-conv1d's conv when it imports (else PyTorch ops)."""
+    name = 'cuda'
+    channel_major = True
+
+    def __init__(self, fused_conv: bool):
+        self.fused_conv = fused_conv
+
+    def conv_fwd(self, x, w, b, reverse):
+        if self.fused_conv:  # float32 weights with any input dtype
+            return conv_cuda_fwd(x, w, b, True)
+        return causal_conv1d_ref(x, w, b, activation='silu')
+
+    def conv_bwd(self, x, w, b, reverse, dout):
+        if self.fused_conv:
+            return conv_cuda_bwd(x, w, b, True, dout)
+        return _conv_torch_bwd(x, w, b, reverse, dout)
+
+    def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
+        return scan_cuda_fwd(u, delta, A, B, C, D, z, bias, True)
+
+    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, aux):
+        return scan_cuda_bwd(u, delta, A, B, C, D, z, bias, True, dout, aux)
+
+
+_TORCH, _CPU = _TorchBackend(), _CPUBackend()
+_CUDA = {True: _CUDABackend(True), False: _CUDABackend(False)}
+
+
+def select_backend(kernel: str, device: torch.device, dtype: torch.dtype) -> _Backend:
+    """The backend the mixer runs for tensors on ``device`` (see :mod:`.kernels` for
+    ``kernel`` and the once-only fallback reports)."""
+    check_kernel_backend(kernel)
+    is_cuda = device.type == 'cuda'
+    if get_cuda_kernel('selective_scan_cuda', kernel, is_cuda) is not None:
+        fused_conv = get_cuda_kernel('causal_conv1d', kernel, is_cuda) is not None
+        return _CUDA[fused_conv]
+    if use_cpu_extension(kernel, is_cuda):
+        return _CPU
+    return _TORCH
+
+
+# ------------------------------------------------------------------ layout helpers
+def _token_major(t: torch.Tensor) -> bool:
+    return t.stride(1) == 1 and t.shape[2] > 1
+
+
+def _proj(weight: torch.Tensor, t: torch.Tensor, channel_major: bool) -> torch.Tensor:
+    """``weight @ t`` for t (B, I, L) -> (B, O, L): channel-major output
+    (``weight @ t``, as mamba-ssm computes it) or token-major (a view of
+    ``linear(t^T, weight)``)."""
+    if channel_major:
+        return torch.matmul(weight, t)
+    return F.linear(t.transpose(1, 2), weight).transpose(1, 2)
+
+
+def _weight_grad(dout: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """sum over batch and time of ``dout[b, :, l] t[b, :, l]^T`` -> (O, I)."""
+    if _token_major(dout) and _token_major(t):
+        return dout.transpose(1, 2).flatten(0, 1).t() @ t.transpose(1, 2).flatten(0, 1)
+    return torch.einsum('bol,bil->oi', dout, t)
+
+
+def _empty_like_strided(t: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor with t's sizes and strides (t is dense)."""
+    return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
+
+
+# ------------------------------------------------------------------ the function
+_DIR_PARAMS = 7  # conv weight, conv bias, x_proj weight, dt_proj weight, dt bias, A, D
+
+
+class BiMambaInnerFn(torch.autograd.Function):
+    """See the module docstring. Inputs: ``xz`` (B, 2 d_inner, L) in either layout;
+    for each direction (forward, then backward) conv weight (d_inner, K) and bias,
+    x_proj weight (dt_rank + 2N, d_inner), dt_proj weight (d_inner, dt_rank) and bias,
+    A (d_inner, N) (negative, float32) and D (d_inner,); out_proj weight
+    (D, d_inner). Output (B, L, D) in xz's dtype."""
+
+    @staticmethod
+    def _directions(backend, x, z, params, dt_rank, d_state, x_dbls=(None, None)):
+        """Forward of both directions: per direction the inputs it ran on, its conv
+        output, x_dbl (given, in backward), delta, gated scan output (in the original
+        time order) and aux."""
+        out = []
+        for d in range(2):
+            cw, cb, xw, dtw, dtb, A, D = params[d * _DIR_PARAMS:(d + 1) * _DIR_PARAMS]
+            reverse = d == 1
+            flip = reverse and not backend.native_reverse
+            xi, zi = (x.flip(-1), z.flip(-1)) if flip else (x, z)
+            rev = reverse and not flip
+            xc = backend.conv_fwd(xi, cw, cb, rev).to(x.dtype)
+            x_dbl = _proj(xw, xc, backend.channel_major) if x_dbls[d] is None \
+                else x_dbls[d]
+            dt, Bm, Cm = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=1)
+            delta = _proj(dtw, dt, backend.channel_major)
+            y, aux = backend.scan_fwd(xc, delta, A, Bm, Cm, D, zi, dtb, rev)
+            out.append(dict(xi=xi, zi=zi, rev=rev, flip=flip, xc=xc, x_dbl=x_dbl, dt=dt,
+                            Bm=Bm, Cm=Cm, delta=delta, y=y.flip(-1) if flip else y,
+                            aux=aux))
+        return out
+
+    @staticmethod
+    def forward(ctx, xz, *args):
+        *params, out_w, backend = args
+        d_inner = xz.shape[1] // 2
+        x, z = xz[:, :d_inner], xz[:, d_inner:]
+        d_state = params[5].shape[1]
+        dt_rank = params[3].shape[1]
+        dirs = BiMambaInnerFn._directions(backend, x, z, params, dt_rank, d_state)
+        y = (dirs[0]['y'] + dirs[1]['y']).to(xz.dtype)
+        # out_proj((y_fwd + y_bwd) / 2); the exact 1/2 on the narrower output.
+        out = torch.matmul(y.transpose(1, 2), out_w.t()).mul_(0.5)
+        ctx.save_for_backward(xz, dirs[0]['x_dbl'], dirs[1]['x_dbl'], *params, out_w)
+        ctx.backend, ctx.dims = backend, (dt_rank, d_state)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        xz, x_dbl_f, x_dbl_b, *params, out_w = ctx.saved_tensors
+        backend = ctx.backend
+        dt_rank, d_state = ctx.dims
+        cm = backend.channel_major
+        d_inner = xz.shape[1] // 2
+        x, z = xz[:, :d_inner], xz[:, d_inner:]
+        dirs = BiMambaInnerFn._directions(backend, x, z, params, dt_rank, d_state,
+                                          (x_dbl_f, x_dbl_b))
+        y = (dirs[0]['y'] + dirs[1]['y']).to(xz.dtype)
+        for d in dirs:
+            d['y'] = None
+        dout = dout.to(xz.dtype)
+        d_out_w = _weight_grad(dout.transpose(1, 2), y).mul_(0.5)
+        del y
+        # dL/dy, the same for both directions: (B, d_inner, L) in the backend's layout.
+        dy = _proj(out_w.t(), dout.transpose(1, 2), cm).mul_(0.5)
+
+        dxz = _empty_like_strided(xz)
+        dx, dz = dxz[:, :d_inner], dxz[:, d_inner:]
+        grads = []
+        for i, d in enumerate(dirs):
+            cw, cb, xw, dtw, dtb, A, D = params[i * _DIR_PARAMS:(i + 1) * _DIR_PARAMS]
+            dyi = dy.flip(-1) if d['flip'] else dy
+            du, ddelta, dA, dB, dC, dD, dzi, ddtb = backend.scan_bwd(
+                d['xc'], d['delta'], A, d['Bm'], d['Cm'], D, d['zi'], dtb, d['rev'], dyi,
+                d['aux'])
+            ddelta = ddelta.to(xz.dtype)
+            d_dtw = _weight_grad(ddelta, d['dt'])
+            dx_dbl = _empty_like_strided(d['x_dbl'])
+            dx_dbl[:, :dt_rank] = _proj(dtw.t(), ddelta, cm)
+            dx_dbl[:, dt_rank:dt_rank + d_state] = dB
+            dx_dbl[:, dt_rank + d_state:] = dC
+            d_xw = _weight_grad(dx_dbl, d['xc'])
+            dxc = _proj(xw.t(), dx_dbl, cm).add_(du.to(xz.dtype))
+            del du, ddelta, dx_dbl
+            dxi, dcw, dcb = backend.conv_bwd(d['xi'], cw, cb, d['rev'], dxc)
+            if d['flip']:
+                dxi, dzi = dxi.flip(-1), dzi.flip(-1)
+            if i == 0:
+                dx.copy_(dxi)
+                dz.copy_(dzi)
+            else:
+                dx.add_(dxi.to(dx.dtype))
+                dz.add_(dzi.to(dz.dtype))
+            grads += [dcw, dcb, d_xw, d_dtw, ddtb, dA, dD]
+            d.clear()
+        grads = [None if g is None else g.to(p.dtype) for g, p in zip(grads, params)]
+        return (dxz, *grads, d_out_w.to(out_w.dtype), None)
+
+
+def _mixer_params(mixer, dtype: torch.dtype) -> Sequence[torch.Tensor]:
+    """The function's parameter arguments from a BiMambaMixer: matmul weights in the
+    compute dtype, A = -exp(A_log), D and the dt bias in float32."""
+    params = []
+    for suffix in ('', '_b'):
+        conv = getattr(mixer, f'conv1d{suffix}')
+        A_log = mixer.A_log if suffix == '' else mixer.A_b_log
+        params += [conv.weight.squeeze(1), conv.bias,
+                   getattr(mixer, f'x_proj{suffix}').weight.to(dtype),
+                   getattr(mixer, f'dt_proj{suffix}').weight.to(dtype),
+                   getattr(mixer, f'dt_proj{suffix}').bias.float(),
+                   -torch.exp(A_log.float()), getattr(mixer, f'D{suffix}').float()]
+    return params
+
+
+def compute_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype of the mixer's matmuls: the autocast dtype under autocast."""
+    if torch.is_autocast_enabled(hidden.device.type):
+        return torch.get_autocast_dtype(hidden.device.type)
+    return hidden.dtype
+
+
+def bimamba_inner_fn(mixer, hidden: torch.Tensor, kernel: str = 'auto',
+                     backend: _Backend = None) -> torch.Tensor:
+    """The mixer's forward through :class:`BiMambaInnerFn`: hidden (B, L, D) ->
+    (B, L, D). ``backend`` (default: chosen by :func:`select_backend`) is for tests."""
+    dtype = compute_dtype(hidden)
+    if backend is None:
+        backend = select_backend(kernel, hidden.device, dtype)
+    w_in = mixer.in_proj.weight.to(dtype)
+    h = hidden.to(dtype)
+    if backend.channel_major:
+        # (2 d_inner, B*L) from one matmul, viewed as (B, 2 d_inner, L).
+        B, L, _ = h.shape
+        xz = (w_in @ h.reshape(B * L, -1).t()).view(-1, B, L).transpose(0, 1)
+    else:
+        xz = F.linear(h, w_in).transpose(1, 2)
+    params = _mixer_params(mixer, dtype)
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        return BiMambaInnerFn.apply(xz, *params, mixer.out_proj.weight.to(dtype), backend)
+
+
+def bimamba_inner_ref(mixer, hidden: torch.Tensor, kernel: str = 'auto') -> torch.Tensor:
+    """The same mixer composed of differentiable ops (:func:`causal_conv1d`,
+    :func:`selective_scan`, linear layers): the reference of the fused function, and
+    what autograd would keep without it."""
+    w_x, w_z = mixer.in_proj.weight.chunk(2, dim=0)
+    x = F.linear(hidden, w_x).transpose(1, 2)
+    z = F.linear(hidden, w_z).transpose(1, 2)
+    ys = []
+    for suffix, reverse in (('', False), ('_b', True)):
+        conv = getattr(mixer, f'conv1d{suffix}')
+        dt_proj = getattr(mixer, f'dt_proj{suffix}')
+        A_log = mixer.A_log if suffix == '' else mixer.A_b_log
+        xc = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation='silu',
+                           reverse=reverse, kernel=kernel)
+        x_dbl = F.linear(xc.transpose(1, 2), getattr(mixer, f'x_proj{suffix}').weight)
+        dt, B, C = torch.split(x_dbl, [mixer.dt_rank, mixer.d_state, mixer.d_state], -1)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
+        ys.append(selective_scan(
+            xc, delta, -torch.exp(A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
+            getattr(mixer, f'D{suffix}').float(), z=z, delta_bias=dt_proj.bias.float(),
+            delta_softplus=True, reverse=reverse, kernel=kernel))
+    y = (ys[0] + ys[1]).to(hidden.dtype).transpose(1, 2)
+    return mixer.out_proj(y).mul_(0.5)
+

@@ -1,0 +1,130 @@
+"""The backbone's Pretrained loader refuses weights holding NaN / inf (a diverged run's
+checkpoint), says how many tensors and which, and loads them only when asked."""
+import argparse
+import logging
+import os.path as osp
+import sys
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+
+from mmplugin_shufflemamba import ShuffleMamba
+from mmplugin_shufflemamba.models.utils.checkpoint import (CheckpointError, check_finite,
+                                                           load_into_backbone,
+                                                           load_pretrained_backbone,
+                                                           nonfinite_tensors,
+                                                           read_backbone_weights)
+
+sys.path.insert(0, osp.dirname(__file__))
+from official_reference import make_official_state_dict  # noqa: E402
+
+
+def backbone(**init):
+    m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=3), img_size=64, patch_size=16,
+                     out_indices=(0, 1, 2),
+                     init_cfg=dict(type='Pretrained', **init) if init else None)
+    return m
+
+
+def save(path, sd, ema=None):
+    torch.save(dict(model=sd, model_ema=ema, epoch=1,
+                    args=argparse.Namespace(model='mambar_base_patch16_224')), path)
+    return str(path)
+
+
+def poisoned(n_nan=None, inf_keys=()):
+    """An official state dict with NaN in ``n_nan`` tensors (all floating ones by
+    default) and inf in ``inf_keys``."""
+    sd = make_official_state_dict(seed=1)
+    floats = [k for k, v in sd.items() if v.is_floating_point()]
+    for k in floats[:len(floats) if n_nan is None else n_nan]:
+        sd[k] = sd[k].clone()
+        sd[k].view(-1)[0] = float('nan')
+    for k in inf_keys:
+        sd[k] = sd[k].clone()
+        sd[k].view(-1)[-1] = float('inf')
+    return sd
+
+
+def test_nonfinite_tensors_names_nan_and_inf():
+    sd = dict(a=torch.tensor([1.0, float('nan')]), b=torch.tensor([float('inf')]),
+              c=torch.tensor([float('nan'), float('-inf')]), d=torch.ones(2),
+              i=torch.tensor([1, 2]), e=torch.empty(0))
+    assert nonfinite_tensors(sd) == dict(a='NaN', b='inf', c='NaN and inf')
+
+
+def test_pretrained_with_nan_is_refused(tmp_path):
+    sd = poisoned()
+    path = save(tmp_path / 'diverged.pth', sd)
+    m = backbone(checkpoint=path)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(CheckpointError) as e:
+        m.init_weights()
+    msg = str(e.value)
+    floats = sum(v.is_floating_point() for v in sd.values())
+    assert f'{floats} of {len(sd)} tensors hold NaN/inf values' in msg, msg
+    assert 'diverged.pth' in msg and "entry 'model'" in msg
+    assert 'patch_embed.proj.weight (NaN)' in msg or 'cls_token (NaN)' in msg, msg
+    assert 'more' in msg and 'diverged' in msg and 'allow_nonfinite=True' in msg
+    assert 'Loaded' not in msg
+    # nothing was loaded
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_a_single_inf_tensor_is_enough(tmp_path):
+    path = save(tmp_path / 'inf.pth', poisoned(0, inf_keys=['layers.1.mixer.A_log']))
+    with pytest.raises(CheckpointError, match=r'1 of \d+ tensors hold NaN/inf values: '
+                       r'layers\.1\.mixer\.A_log \(inf\)'):
+        load_pretrained_backbone(backbone(), path)
+    with pytest.raises(CheckpointError, match='NaN/inf'):
+        read_backbone_weights(path)
+
+
+class _Records(logging.Handler):
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_allow_nonfinite_loads_and_warns(tmp_path):
+    path = save(tmp_path / 'diverged.pth', poisoned(2))
+    m = backbone(checkpoint=path, allow_nonfinite=True)
+    logger = MMLogger.get_current_instance()
+    records = _Records()
+    logger.addHandler(records)
+    try:
+        m.init_weights()  # the init_cfg key reaches the loader
+    finally:
+        logger.removeHandler(records)
+    assert any('loading 2 tensors with NaN/inf values as asked (allow_nonfinite=True)' in r
+               for r in records.lines), records.lines
+    assert sum(not bool(torch.isfinite(v).all()) for v in m.state_dict().values()) == 2
+
+
+def test_ema_weights_are_checked_on_their_own(tmp_path):
+    """The raw weights diverged, the EMA ones did not: use_ema=True loads."""
+    path = save(tmp_path / 'ema.pth', poisoned(), ema=make_official_state_dict(seed=2))
+    with pytest.raises(CheckpointError, match='NaN/inf'):
+        load_pretrained_backbone(backbone(), path)
+    assert load_pretrained_backbone(backbone(), path, use_ema=True)['entry'] == 'model_ema'
+
+
+def test_load_into_backbone_checks_converted_weights():
+    m = backbone()
+    sd = {k: v.clone() for k, v in m.state_dict().items()}
+    sd['pos_embed'][0, 0, 0] = float('nan')
+    summary = dict(dropped=[], format='mmplugin')
+    with pytest.raises(CheckpointError, match=r"<converted>: 1 of \d+ tensors hold NaN/inf "
+                       r'values: pos_embed \(NaN\)'):
+        load_into_backbone(m, sd, summary, '<converted>')
+    assert load_into_backbone(m, sd, summary, '<converted>', allow_nonfinite=True)['loaded']
+
+
+def test_check_finite_passes_finite_state_dicts():
+    assert check_finite(make_official_state_dict(seed=3)) == {}

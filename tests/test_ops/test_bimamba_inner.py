@@ -1,0 +1,237 @@
+"""The fused bidirectional mixer (``BiMambaInnerFn``): the same outputs and gradients as
+the composition of differentiable ops on every backend, and what autograd keeps for its
+backward (the in_proj output and small projections only)."""
+import warnings
+
+import pytest
+import torch
+
+from mmplugin_shufflemamba import ShuffleMamba
+from mmplugin_shufflemamba.models.layers import BiMambaMixer
+from mmplugin_shufflemamba.ops import bimamba_inner, has_selective_scan_cpu, kernels
+from mmplugin_shufflemamba.ops.bimamba_inner import (bimamba_inner_fn, bimamba_inner_ref,
+                                                     select_backend)
+from mmplugin_shufflemamba.ops.selective_scan import scan_torch_bwd, scan_torch_fwd
+from mmplugin_shufflemamba.ops.causal_conv1d import causal_conv1d_ref
+from mmplugin_shufflemamba.utils.autograd_memory import saved_tensor_bytes
+
+BACKENDS = ['torch'] + (['cpu'] if has_selective_scan_cpu() else [])
+
+
+def _grads(mixer, hidden, fn, dout):
+    mixer.zero_grad()
+    h = hidden.detach().clone().requires_grad_()
+    out = fn(h)
+    (out * dout).sum().backward()
+    return out.detach(), h.grad, {n: p.grad.clone() for n, p in mixer.named_parameters()}
+
+
+def _assert_same(a, b, tol):
+    out_a, dh_a, g_a = a
+    out_b, dh_b, g_b = b
+    torch.testing.assert_close(out_a, out_b, rtol=tol, atol=tol)
+    torch.testing.assert_close(dh_a, dh_b, rtol=tol, atol=tol)
+    for name in g_b:
+        torch.testing.assert_close(g_a[name], g_b[name], rtol=tol, atol=tol, msg=name)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_matches_the_composed_ops(backend, dtype):
+    """Outputs and every gradient equal the differentiable composition (and hence the
+    sequential reference, which that composition is tested against)."""
+    mixer = BiMambaMixer(24, d_state=8).to(dtype)
+    hidden = torch.randn(2, 37, 24, dtype=dtype)
+    dout = torch.randn(2, 37, 24, dtype=dtype)
+    be = bimamba_inner._TORCH if backend == 'torch' else bimamba_inner._CPU
+    fused = _grads(mixer, hidden, lambda h: bimamba_inner_fn(mixer, h, backend=be), dout)
+    kernel = 'torch' if backend == 'torch' else 'auto'
+    ref = _grads(mixer, hidden, lambda h: bimamba_inner_ref(mixer, h, kernel), dout)
+    _assert_same(fused, ref, 1e-10 if dtype == torch.float64 else 2e-5)
+
+
+def test_cpu_and_torch_backends_agree():
+    if not has_selective_scan_cpu():
+        pytest.skip('compiled CPU extension not built')
+    mixer = BiMambaMixer(32, d_state=16)
+    hidden, dout = torch.randn(2, 70, 32), torch.randn(2, 70, 32)
+    a = _grads(mixer, hidden, lambda h: bimamba_inner_fn(mixer, h,
+                                                         backend=bimamba_inner._CPU), dout)
+    b = _grads(mixer, hidden, lambda h: bimamba_inner_fn(mixer, h,
+                                                         backend=bimamba_inner._TORCH), dout)
+    _assert_same(a, b, 2e-4)
+
+
+def test_bf16_autocast_on_cpu_matches_float32_closely():
+    mixer = BiMambaMixer(32, d_state=16)
+    hidden = torch.randn(2, 20, 32)
+    ref = bimamba_inner_fn(mixer, hidden)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = bimamba_inner_fn(mixer, hidden)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+    out.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32
+               for p in mixer.parameters())
+
+
+# --------------------------------------------------------------- the CUDA plumbing
+class _FakeScanModule:
+    """mamba-ssm's ``selective_scan_cuda`` API and checks, computed on the CPU with
+    the PyTorch path: what the CUDA backend's layouts, flips and gradient assembly are
+    tested against where no GPU is available."""
+
+    @staticmethod
+    def _check(u, delta, A, B, C, D, z, bias):
+        assert u.stride(-1) == 1 and delta.stride(-1) == 1, 'u/delta need unit L stride'
+        assert delta.dtype == u.dtype and A.dtype == torch.float32
+        assert B.dim() == 4 and B.shape[1] == 1 and B.stride(-1) == 1 and B.dtype == u.dtype
+        assert C.dim() == 4 and C.stride(-1) == 1 and C.dtype == u.dtype
+        assert D.dtype == torch.float32 and bias.dtype == torch.float32
+        assert z is None or (z.stride(-1) == 1 and z.dtype == u.dtype)
+
+    def fwd(self, u, delta, A, B, C, D, z, bias, softplus):
+        self._check(u, delta, A, B, C, D, z, bias)
+        out = scan_torch_fwd(u, delta, A, B[:, 0], C[:, 0], D, None, bias, softplus)
+        states = torch.zeros(u.shape[0], u.shape[1], 1, 2 * A.shape[1])
+        res = [out, states]
+        if z is not None:
+            res.append(out * torch.nn.functional.silu(z))
+        return res
+
+    def bwd(self, u, delta, A, B, C, D, z, bias, dout, states, out, dz, softplus,
+            recompute):
+        self._check(u, delta, A, B, C, D, z, bias)
+        assert dout.stride(-1) == 1 and states is not None
+        assert z is None or out is not None, 'the kernel needs the pre-gate output'
+        if z is not None:  # the pre-gate output handed over must be the forward's
+            ref = scan_torch_fwd(u, delta, A, B[:, 0], C[:, 0], D, None, bias, softplus)
+            torch.testing.assert_close(out, ref)
+        du, dd, dA, dB, dC, dD, dz, db = scan_torch_bwd(u, delta, A, B[:, 0], C[:, 0], D, z,
+                                                        bias, softplus, dout)
+        res = [du, dd, dA, dB[:, None], dC[:, None], dD, db]
+        return res + ([dz] if z is not None else [])
+
+
+def _fake_conv_fwd(x, w, b, seq_idx, init, final, silu):
+    assert x.stride(2) == 1 or x.stride(1) == 1
+    assert 2 <= w.shape[1] <= 4 and (b is None or b.dtype == w.dtype)
+    return causal_conv1d_ref(x, w.to(x.dtype), None if b is None else b.to(x.dtype),
+                             'silu' if silu else None)
+
+
+def _fake_conv_bwd(x, w, b, dout, seq_idx, init, dfinal, dx, return_dinit, silu):
+    with torch.enable_grad():
+        ins = [t.detach().requires_grad_() for t in (x, w, b)]
+        out = causal_conv1d_ref(ins[0], ins[1].to(x.dtype), ins[2].to(x.dtype),
+                                'silu' if silu else None)
+        return (*torch.autograd.grad(out, ins, dout), None)
+
+
+@pytest.fixture
+def fake_cuda_kernels(monkeypatch):
+    monkeypatch.setitem(kernels._cache, 'selective_scan_cuda', (_FakeScanModule(), None))
+    from types import SimpleNamespace
+    monkeypatch.setitem(kernels._cache, 'causal_conv1d',
+                        (SimpleNamespace(fwd=_fake_conv_fwd, bwd=_fake_conv_bwd), None))
+
+
+@pytest.mark.parametrize('fused_conv', [True, False])
+def test_cuda_backend_plumbing(fake_cuda_kernels, fused_conv):
+    """Channel-major xz from one matmul, one flip of x and z for the reverse branch and
+    one of its output back, the kernels' argument layouts: the same outputs and
+    gradients as the composed ops."""
+    mixer = BiMambaMixer(24, d_state=8)
+    hidden, dout = torch.randn(2, 29, 24), torch.randn(2, 29, 24)
+    be = bimamba_inner._CUDA[fused_conv]
+    fused = _grads(mixer, hidden, lambda h: bimamba_inner_fn(mixer, h, backend=be), dout)
+    ref = _grads(mixer, hidden, lambda h: bimamba_inner_ref(mixer, h, 'torch'), dout)
+    _assert_same(fused, ref, 2e-5)
+
+
+# --------------------------------------------------------------- memory
+def _saved_bytes(kernel, depth, batch, size, dims):
+    model = ShuffleMamba(arch=dict(embed_dims=dims, num_layers=depth), img_size=size,
+                         patch_size=16, out_indices=(depth - 1, ), kernel=kernel)
+    model.train()
+    x = torch.randn(batch, 3, size, size)
+    return saved_tensor_bytes(lambda: model(x), model)
+
+
+def _units_per_block(kernel, batch=2, size=128, dims=192):
+    """Bytes autograd saves per block in a training forward of the backbone
+    (parameters excluded; the difference of a 4- and a 2-block model, so that the
+    patch embedding and the final norm do not count), in units of the in_proj output
+    (2 B L d_inner float32)."""
+    per_block = (_saved_bytes(kernel, 4, batch, size, dims)
+                 - _saved_bytes(kernel, 2, batch, size, dims)) / 2
+    tokens = (size // 16)**2
+    unit = 2 * batch * tokens * 2 * dims * 4
+    return per_block / unit
+
+
+@pytest.mark.parametrize('kernel', ['auto', 'torch'])
+def test_saved_memory_per_block_at_most_two_in_proj_outputs(kernel):
+    if kernel == 'auto' and not has_selective_scan_cpu():
+        pytest.skip('compiled CPU extension not built')
+    units = _units_per_block(kernel)
+    # in_proj output 1.0, block input and norm output 0.25 each, x_dbl 2 x 0.06.
+    assert units <= 2.0, f'{units:.2f} in_proj-output units kept per block'
+
+
+# --------------------------------------------------------------- loud fallbacks
+@pytest.fixture
+def no_cuda_kernels(monkeypatch):
+    monkeypatch.setitem(kernels._cache, 'selective_scan_cuda',
+                        (None, "ModuleNotFoundError: No module named 'selective_scan_cuda'"))
+    monkeypatch.setitem(kernels._cache, 'causal_conv1d',
+                        (None, "ModuleNotFoundError: No module named 'causal_conv1d'"))
+    monkeypatch.setattr(kernels, '_warned', set())
+    monkeypatch.delenv(kernels.STRICT_ENV, raising=False)
+
+
+def test_missing_fused_kernel_warns_once_with_cause_fix_and_cost(no_cuda_kernels):
+    with pytest.warns(kernels.KernelFallbackWarning) as rec:
+        assert kernels.get_cuda_kernel('selective_scan_cuda', 'auto', True) is None
+    msg = str(rec[0].message)
+    assert "No module named 'selective_scan_cuda'" in msg
+    assert 'WITH_MAMBA_KERNELS=1 bash tools/setup_env.sh' in msg
+    assert '27x' in msg and kernels.STRICT_ENV in msg
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert kernels.get_cuda_kernel('selective_scan_cuda', 'auto', True) is None
+        # 'torch' is an explicit choice: never a warning.
+        assert kernels.get_cuda_kernel('selective_scan_cuda', 'torch', True) is None
+
+
+def test_strict_switch_makes_the_fallback_an_error(no_cuda_kernels, monkeypatch):
+    monkeypatch.setenv(kernels.STRICT_ENV, '1')
+    with pytest.raises(RuntimeError, match='SHUFFLEMAMBA_STRICT_KERNELS=1: .*selective_scan'):
+        select_backend('auto', torch.device('cuda'), torch.float32)
+
+
+def test_kernel_cuda_asked_explicitly_names_the_import_error(no_cuda_kernels):
+    with pytest.raises(RuntimeError, match="kernel='cuda'.*No module named"):
+        kernels.get_cuda_kernel('selective_scan_cuda', 'cuda', True)
+    with pytest.raises(RuntimeError, match='tensors are on the CPU'):
+        kernels.get_cuda_kernel('selective_scan_cuda', 'cuda', False)
+
+
+def test_missing_cpu_extension_warns_once(monkeypatch):
+    monkeypatch.setattr(kernels, 'cpu_extension', lambda: None)
+    monkeypatch.setattr(kernels, '_warned', set())
+    monkeypatch.delenv(kernels.STRICT_ENV, raising=False)
+    with pytest.warns(kernels.KernelFallbackWarning, match='compiled CPU kernels'):
+        assert select_backend('auto', torch.device('cpu'), torch.float32).name == 'torch'
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        select_backend('auto', torch.device('cpu'), torch.float32)
+
+
+def test_kernel_report_names_each_op(no_cuda_kernels):
+    cuda = kernels.kernel_report('cuda')
+    assert set(cuda) == {'selective_scan', 'causal_conv1d', 'ms_deform_attn'}
+    assert cuda['selective_scan'].startswith('PyTorch fallback')
+    cpu = kernels.kernel_report('cpu')
+    if has_selective_scan_cpu():
+        assert cpu['selective_scan'].startswith('compiled CPU kernels, code path')

@@ -1,0 +1,171 @@
+"""Numeric command-line arguments: 0 is a value, not "unset". Each tool either honours it
+or stops with argparse's exit status 2 and a message that names the argument and the
+valid range (tools/quickstart.py, tools/convert_checkpoint.py, tools/analysis/*)."""
+import importlib.util
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _tool(*parts):
+    path = osp.join(ROOT, 'tools', *parts)
+    spec = importlib.util.spec_from_file_location('cli_' + parts[-1][:-3], path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _usage_error(capsys, fn, argv):
+    """Run ``fn(argv)``; return argparse's error line (exit status 2 asserted)."""
+    with pytest.raises(SystemExit) as e:
+        fn(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_quickstart_max_iters_0_is_refused_command():
+    # The command itself: refused before any data is generated or model built.
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    run = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'quickstart.py'),
+                          '--max-iters', '0'], capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (
+        'quickstart.py: error: argument --max-iters: must be an integer >= 1 (a training '
+        'run needs at least one iteration), got 0')
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['--finetune-iters', '0'], 'argument --finetune-iters: must be an integer >= 1 (a '
+     'training run needs at least one iteration), got 0'),
+    (['--max-iters', '-5'], 'argument --max-iters: must be an integer >= 1'),
+    (['--max-iters', 'ten'], "argument --max-iters: 'ten' is not an integer"),
+    (['--num-train', '0'], 'argument --num-train: must be an integer >= 1 (images of the '
+     'training split), got 0'),
+    (['--num-val', '0'], 'argument --num-val: must be an integer >= 1'),
+    (['--num-overlays', '-1'], 'argument --num-overlays: must be an integer >= 0, got -1'),
+    (['--work-dir', ''], 'argument --work-dir: must not be empty'),
+    (['--data-root', ' '], 'argument --data-root: must not be empty'),
+])
+def test_quickstart_bad_values(capsys, argv, words):
+    qs = _tool('quickstart.py')
+    assert words in _usage_error(capsys, qs.parse_args, argv)
+
+
+def test_quickstart_honours_small_values():
+    qs = _tool('quickstart.py')
+    args = qs.parse_args(['--max-iters', '1', '--num-overlays', '0', '--num-train', '1'])
+    assert (args.max_iters, args.num_overlays, args.num_train) == (1, 0, 1)
+    assert args.num_val == qs.TASKS['segmentation']['num_val']  # unset: the task's
+    from mmengine.config import Config
+    cfg = Config.fromfile(qs.TASKS['segmentation']['config'])
+    qs.shorten_schedule(cfg, 1)  # 1 iteration: no warmup, the decay over it
+    assert len(cfg.param_scheduler) == 1
+    assert (cfg.param_scheduler[0].begin, cfg.param_scheduler[0].end) == (0, 1)
+    assert cfg.train_cfg.max_iters == 1
+    cfg = Config.fromfile(qs.TASKS['detection']['config'])
+    qs.shorten_schedule(cfg, 20)
+    assert [(s.begin, s.end) for s in cfg.param_scheduler] == [(0, 2), (2, 20)]
+    assert cfg.param_scheduler[-1].T_max == 18
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['a', 'b', '--img-size', '0'], 'argument --img-size: must be an integer >= 1 (an '
+     'image size in pixels), got 0'),
+    (['a', 'b', '--patch-size', '0'], 'argument --patch-size: must be an integer >= 1'),
+    (['a', 'b', '--num-registers', '-1'], 'argument --num-registers: must be an integer '
+     '>= 0, got -1'),
+    (['a', 'b', '--patch-size', '16'], '--patch-size is used with --img-size only'),
+    (['a', 'b', '--img-size', '8', '--patch-size', '16'], '--img-size 8 is smaller than '
+     '--patch-size 16: the position grid would be empty'),
+    (['a', 'b', '--to', 'official', '--img-size', '224'], '--num-registers, --img-size and '
+     '--patch-size apply to --to backbone only'),
+    (['a', 'b', '--to', 'mmpretrain', '--num-registers', '1'], 'apply to --to backbone only'),
+])
+def test_convert_checkpoint_bad_values(capsys, argv, words):
+    conv = _tool('convert_checkpoint.py')
+    assert words in _usage_error(capsys, conv.parse_args, argv)
+
+
+def test_convert_checkpoint_honours_zero_registers():
+    conv = _tool('convert_checkpoint.py')
+    args = conv.parse_args(['a', 'b', '--to', 'official', '--num-registers', '0'])
+    assert args.num_registers == 0 and args.img_size is None
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['cfg.py', '--num-iters', '0'], 'argument --num-iters: must be an integer >= 1 (timed '
+     'iterations), got 0'),
+    (['cfg.py', '--batch-size', '0'], 'argument --batch-size: must be an integer >= 1'),
+    (['cfg.py', '--warmup', '-1'], 'argument --warmup: must be an integer >= 0, got -1'),
+    (['cfg.py', '--num-workers', '-1'], 'argument --num-workers: must be an integer >= 0'),
+    (['cfg.py', '--device', ''], 'argument --device: must not be empty'),
+])
+def test_benchmark_bad_values(capsys, argv, words):
+    bench = _tool('analysis', 'benchmark.py')
+    assert words in _usage_error(capsys, bench.parse_args, argv)
+    args = bench.parse_args(['cfg.py', '--warmup', '0', '--num-workers', '0'])
+    assert (args.warmup, args.num_workers) == (0, 0)  # 0 honoured
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['--reps', '0'], 'argument --reps: must be an integer >= 1 (timed repetitions), got 0'),
+    (['--dim', '0'], 'argument --dim: must be an integer >= 1, got 0'),
+    (['--len', '0'], 'argument --len: must be an integer >= 1'),
+    (['--dstate', '0'], 'argument --dstate: must be an integer >= 1'),
+    (['--batch', '0'], 'argument --batch: must be an integer >= 1'),
+])
+def test_benchmark_cpu_kernels_bad_values(capsys, argv, words):
+    kernels = _tool('analysis', 'benchmark_cpu_kernels.py')
+    assert words in _usage_error(capsys, kernels.main, argv)
+
+
+def test_get_flops_bad_shape(capsys):
+    flops = _tool('analysis', 'get_flops.py')
+    assert 'argument --shape: must be an integer >= 1 (pixels), got 0' in _usage_error(
+        capsys, flops.parse_args, ['cfg.py', '--shape', '0', '512'])
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['-n', '0'], 'argument -n/--runs: must be an integer >= 1, got 0'),
+    (['--iters', '1'], 'argument --iters: must be an integer >= 2 (1 warmup iteration, then '
+     'the decay), got 1'),
+    (['--nproc', '0'], 'argument --nproc: must be an integer >= 1'),
+    (['--omp-threads', '0'], 'argument --omp-threads: must be an integer >= 1'),
+    (['--num-workers', '-1'], 'argument --num-workers: must be an integer >= 0'),
+    (['--work-dir', ''], 'argument --work-dir: must not be empty'),
+])
+def test_stress_dist_exit_bad_values(capsys, argv, words):
+    stress = _tool('analysis', 'stress_dist_exit.py')
+    assert words in _usage_error(capsys, stress.main, argv)
+
+
+def test_plot_logs_empty_out_dir(capsys, tmp_path):
+    plot = _tool('analysis', 'plot_logs.py')
+    assert 'argument --out-dir: must not be empty' in _usage_error(
+        capsys, plot.main, [str(tmp_path), '--out-dir', ''])
+
+
+def test_quickstart_refuses_a_foreign_data_root(tmp_path):
+    # The generated data never lands next to files it did not write.
+    root = tmp_path / 'data'
+    root.mkdir()
+    (root / 'mine.txt').write_text('x')
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    run = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'quickstart.py'),
+                          '--data-root', str(root), '--max-iters', '1'],
+                         capture_output=True, text=True, timeout=300, env=env,
+                         cwd=str(tmp_path))
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"quickstart --data-root: {root} is not empty (1 file(s)) and has no stamp "
+        "'.synthetic_ade20k', so generate_synthetic_ade20k did not write it: 'mine.txt'. "
+        'generate_synthetic_ade20k writes only into an empty directory or one it wrote before '
+        '(it never deletes files it did not write, and the frameworks would read them '
+        'together with the new ones): choose another directory or remove those files.')
+    assert sorted(os.listdir(root)) == ['mine.txt']
