@@ -235,3 +235,103 @@ def test_kernel_report_names_each_op(no_cuda_kernels):
     cpu = kernels.kernel_report('cpu')
     if has_selective_scan_cpu():
         assert cpu['selective_scan'].startswith('compiled CPU kernels, code path')
+
+
+def test_log_kernels_writes_the_report_to_the_log(no_cuda_kernels):
+    from mmengine.logging import MMLogger
+    from mmplugin_shufflemamba.utils import log_kernels
+    logger = MMLogger.get_instance('test_log_kernels', log_level='INFO')
+    records = []
+
+    class Keep(__import__('logging').Handler):
+
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        report = log_kernels('cuda', logger='test_log_kernels')
+    finally:
+        logger.removeHandler(handler)
+    assert report['selective_scan'].startswith('PyTorch fallback')
+    text = '\n'.join(records)
+    assert 'Kernels for cuda tensors' in text
+    assert "selective_scan: PyTorch fallback (ModuleNotFoundError: No module named" in text
+
+
+# --------------------------------------------------------------- the adapter's MSDA
+def _msda_module():
+    from mmplugin_shufflemamba.models.layers.adapter_modules import MSDeformAttn
+    torch.manual_seed(0)
+    return MSDeformAttn(32, num_heads=4, num_levels=2, num_points=2, ratio=0.5)
+
+
+def test_msda_on_cuda_without_mmcv_cuda_ops_warns_once_and_uses_pytorch(monkeypatch):
+    """mmcv built without CUDA ops: one KernelFallbackWarning naming the probe's error
+    and mmcv's PyTorch sampling, not "implementation for device cuda:0 not found"."""
+    from types import SimpleNamespace
+    from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+    from mmplugin_shufflemamba.models.layers import adapter_modules
+    err = 'RuntimeError: ms_deform_attn_impl_forward: implementation for device cuda:0 not found'
+    monkeypatch.setattr(adapter_modules, 'has_ms_deform_attn_mmcv_cuda',
+                        lambda device=None: (False, err))
+    monkeypatch.setattr(kernels, '_warned', set())
+    monkeypatch.delenv(kernels.STRICT_ENV, raising=False)
+    attn = _msda_module()
+    on_cuda = SimpleNamespace(device=torch.device('cuda', 0))
+    with pytest.warns(kernels.KernelFallbackWarning) as rec:
+        assert attn._own_sampling(on_cuda) is multi_scale_deformable_attn_pytorch
+    msg = str(rec[0].message)
+    assert 'not found' in msg and 'FORCE_CUDA' in msg and kernels.STRICT_ENV in msg
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        attn._own_sampling(on_cuda)
+    monkeypatch.setenv(kernels.STRICT_ENV, '1')
+    with pytest.raises(RuntimeError, match='deformable attention'):
+        attn._own_sampling(on_cuda)
+
+
+def test_msda_own_forward_with_pytorch_sampling_matches_mmcv(monkeypatch):
+    """The module's own forward with mmcv's PyTorch sampling (the CUDA fallback) equals
+    mmcv's forward (the CPU path of MultiScaleDeformableAttention)."""
+    from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+    attn = _msda_module()
+    shapes = torch.tensor([[4, 4], [2, 2]])
+    start = torch.tensor([0, 16])
+    value = torch.randn(2, 20, 32)
+    query = torch.randn(2, 6, 32)
+    ref_points = torch.rand(2, 6, 2, 2)
+    own = attn._forward_sampled(query, value, ref_points, shapes,
+                                multi_scale_deformable_attn_pytorch)
+    monkeypatch.setattr(attn, 'cpu_kernel', 'torch')
+    mmcv = attn(query, value, (ref_points, shapes, start))
+    torch.testing.assert_close(own, mmcv, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------- mixer arguments
+@pytest.mark.parametrize('kw, exc, words', [
+    (dict(d_state=0), ValueError, 'd_state must be >= 1, got 0'),
+    (dict(d_conv=2.0), TypeError, 'd_conv must be an int'),
+    (dict(expand=0), ValueError, 'expand must be > 0'),
+    (dict(dt_rank=0), ValueError, 'dt_rank must be >= 1, got 0'),
+    (dict(dt_rank='full'), TypeError, "dt_rank must be an int.*'auto'"),
+    (dict(dt_min=0.0), ValueError, 'dt_min must be > 0'),
+    (dict(dt_min=0.1, dt_max=0.01), ValueError, 'dt_max must be >= 0.1'),
+    (dict(dt_init_floor=-1e-4), ValueError, 'dt_init_floor must be > 0'),
+    (dict(kernel='triton'), ValueError, 'kernel must be one of'),
+])
+def test_mixer_arguments_are_checked(kw, exc, words):
+    with pytest.raises(exc, match=words):
+        BiMambaMixer(16, **kw)
+
+
+@pytest.mark.parametrize('kw, exc, words', [
+    (dict(drop_path=1.0), ValueError, r'drop_path must be in \[0, 1\)'),
+    (dict(drop_path=-0.1), ValueError, 'drop_path must be in'),
+    (dict(residual_in_fp32='yes'), TypeError, 'residual_in_fp32 must be True or False'),
+])
+def test_block_arguments_are_checked(kw, exc, words):
+    from mmplugin_shufflemamba.models.layers import MambaBlock
+    with pytest.raises(exc, match=words):
+        MambaBlock(16, **kw)

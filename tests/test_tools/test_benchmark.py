@@ -44,7 +44,7 @@ def test_gpu_protocol_runs_on_the_cpu_with_tiny_cases(tmp_path):
     run = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark_backbones.py', '--protocol', 'gpu',
          '--device', 'cpu', '--reps', '1', '--cases', 'backbone:32:1:float32',
-         'upernet:32:1:bfloat16', '--slws-case', 'backbone:32:1:float32', '--json',
+         'upernet:32:2:bfloat16', '--slws-case', 'backbone:32:1:float32', '--json',
          str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -54,9 +54,9 @@ def test_gpu_protocol_runs_on_the_cpu_with_tiny_cases(tmp_path):
     for key in ('step_ratio_vs_timm[backbone:32:1:float32]',
                 'step_ratio_vs_mmseg[backbone:32:1:float32]',
                 'mem_mib[timm-vit-b][backbone:32:1:float32]',
-                'step_ratio_vs_mmseg[upernet:32:1:bfloat16]', 'slws_overhead_pct'):
+                'step_ratio_vs_mmseg[upernet:32:2:bfloat16]', 'slws_overhead_pct'):
         assert key in res and math.isfinite(res[key]), key
-    assert res['step_s[shufflemamba-b][upernet:32:1:bfloat16]'] > 0
+    assert res['step_s[shufflemamba-b][upernet:32:2:bfloat16]'] > 0
     assert 'selective_scan' in data['info']['kernels']
 
 
@@ -71,3 +71,10 @@ def test_benchmark_options_are_checked(args, words):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     assert words in run.stderr
+
+
+def test_benchmark_upernet_case_needs_two_images():
+    run = subprocess.run([sys.executable, 'tools/analysis/benchmark_backbones.py',
+                          '--protocol', 'gpu', '--cases', 'upernet:64:1:float32'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and 'needs batch >= 2' in run.stderr

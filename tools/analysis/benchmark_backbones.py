@@ -114,10 +114,11 @@ def build_upernet(which, device='cpu'):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = (os.path.join(root, 'configs', 'upernet_shufflemamba_b.py')
-            if which == 'shufflemamba-b' else
-            'mmseg::vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py')
-    cfg = Config.fromfile(path)
+    if which == 'shufflemamba-b':
+        cfg = Config.fromfile(os.path.join(root, 'configs', 'upernet_shufflemamba_b.py'))
+    else:
+        from mmengine.hub import get_config
+        cfg = get_config('mmseg::vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py')
     init_default_scope('mmseg')
     from mmplugin_shufflemamba.utils.runtime import _replace_syncbn
     _replace_syncbn(cfg.model)
@@ -385,6 +386,9 @@ def main():
                 or parts[3] not in ('float32', 'bfloat16', 'float16')):
             p.error(f'bad case {case!r}: expected kind:size:batch:dtype, e.g. '
                     'backbone:512:8:bfloat16 (size >= 16, batch >= 1)')
+        if parts[0] == 'upernet' and int(parts[2]) < 2:
+            p.error(f'bad case {case!r}: the UperNet step needs batch >= 2 (its BN layers '
+                    'train on a batch statistic)')
     dev = args.device
     torch.manual_seed(0)
     info = dict(device=torch.cuda.get_device_name() if dev == 'cuda' else

@@ -8,10 +8,10 @@ Prints three counts (one fused multiply-add = one flop, as MMEngine counts):
 - ``paper``: the paper's convention (Table 3 GFLOPs, at 512 x 2048): MMEngine's count
   of the official code, whose fused mamba kernel hides each mixer's causal conv,
   ``x_proj``, ``dt_proj`` and selective scan from the tracer;
-- ``mmengine``: MMEngine's count of this implementation without extra handles (it sees
-  ``x_proj`` / ``dt_proj`` but not the scan or the causal conv);
-- ``total``: with this package's handles for the selective scan, the causal conv and
-  mmcv's deformable attention (every multiply-add).
+- ``mmengine``: MMEngine's count of this implementation without extra handles (each
+  mixer after ``in_proj`` is one opaque autograd function, ``BiMambaInnerFn``);
+- ``total``: with this package's handles for the mixer function (convs, projections,
+  scans, ``out_proj``), mmcv's deformable attention and RMSNorm (every multiply-add).
 
 The counting lives in :mod:`mmplugin_shufflemamba.utils.flops`.
 """

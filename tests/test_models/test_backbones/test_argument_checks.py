@@ -80,6 +80,7 @@ def tiny_adapter(**kw):
     (dict(final_norm=None), TypeError, 'final_norm must be True or False'),
     (dict(out_cls=2), TypeError, 'out_cls must be True or False'),
     (dict(shuffle_cls='yes'), TypeError, 'shuffle_cls must be True or False'),
+    (dict(shuffle_draw='gpu'), ValueError, "shuffle_draw must be one of \\('host', 'device'\\)"),
     (dict(with_cp='no'), TypeError, 'with_cp must be True or False'),
     # outputs, norms, modes, freezing
     (dict(out_indices=(2, )), ValueError, 'out_indices entry 2 is out of range for 2 blocks'),

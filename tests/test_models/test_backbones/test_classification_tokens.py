@@ -252,10 +252,11 @@ def test_dense_maps_never_include_the_tokens():
 
 
 # ------------------------------------------------------------------------- SLWS
+@pytest.mark.parametrize('draw', ['host', 'device'])
 @pytest.mark.parametrize('layout', ['cls', 'reg'])
-def test_permutations_with_fixed_tokens(layout):
+def test_permutations_with_fixed_tokens(layout, draw):
     m = tiny(arch=dict(embed_dims=D, num_layers=4), shuffle_rate=1.0, shuffle_cls=False,
-             **LAYOUTS[layout]).train()
+             shuffle_draw=draw, **LAYOUTS[layout]).train()
     N = 16
     L = N + m.num_extra_tokens
     patch_pos, cls_pos = m.token_layout(N)
@@ -292,13 +293,14 @@ def test_permutations_move_the_tokens_by_default(layout):
 
 
 @pytest.mark.parametrize('layout', list(LAYOUTS))
-@pytest.mark.parametrize('shuffle_cls', [True, False])
-def test_train_forward_is_the_official_slws(monkeypatch, layout, shuffle_cls):
+@pytest.mark.parametrize('shuffle_cls, draw', [(True, 'host'), (False, 'host'),
+                                               (False, 'device')])
+def test_train_forward_is_the_official_slws(monkeypatch, layout, shuffle_cls, draw):
     """Train mode (no drop path, no dropout): the output is the official forward with
     the drawn permutations applied to both streams and inverted after every block."""
     m = randomize(tiny(arch=dict(embed_dims=D, num_layers=4), shuffle_rate=1.0,
-                       shuffle_cls=shuffle_cls, out_cls=True, out_indices=(1, 3),
-                       **LAYOUTS[layout]))
+                       shuffle_cls=shuffle_cls, shuffle_draw=draw, out_cls=True,
+                       out_indices=(1, 3), **LAYOUTS[layout]))
     drawn = []
     draw = m.draw_permutations
 
