@@ -34,22 +34,8 @@ from mmplugin_shufflemamba.models.utils import (CHECKPOINT_FORMATS, CheckpointEr
                                                 convert_to_backbone, describe_state_dict,
                                                 official_to_mmpretrain,
                                                 read_backbone_weights)
+from mmplugin_shufflemamba.utils.cli import int_at_least
 
-
-def int_at_least(low: int, why: str = ''):
-    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-        if value < low:
-            raise argparse.ArgumentTypeError(
-                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
-        return value
-
-    return parse
 
 
 def parse_args(argv=None):
@@ -72,6 +58,8 @@ def parse_args(argv=None):
                    default=None,
                    help="with --img-size: the patch size that divides it into the new grid "
                    "(default: the checkpoint's)")
+    p.add_argument('--allow-nonfinite', action='store_true',
+                   help='convert weights holding NaN / inf (default: refuse them)')
     p.add_argument('--to', choices=['backbone', 'official', 'mmpretrain'], default='backbone',
                    help="backbone: this project's backbone layout (default); official / "
                    'mmpretrain: the whole classifier in that layout')
@@ -129,7 +117,9 @@ def convert_classifier(args, sd, entry, fmt):
 def main(argv=None):
     args = parse_args(argv)
     sd, entry, fmt = read_backbone_weights(args.src, use_ema=args.use_ema,
-                                           ckpt_format=args.format)
+                                           ckpt_format=args.format,
+                                           allow_nonfinite=args.allow_nonfinite,
+                                           opt_out='--allow-nonfinite')
     if args.to != 'backbone':
         return convert_classifier(args, sd, entry, fmt)
     grid = None

@@ -21,6 +21,8 @@ import time
 import numpy as np
 from mmengine.config import DictAction
 
+from mmplugin_shufflemamba.utils.cli import int_at_least, non_empty
+
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
                       'quickstart')
 TASKS = {
@@ -41,27 +43,6 @@ TASKS = {
 }
 
 
-def int_at_least(low: int, why: str = ''):
-    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-        if value < low:
-            raise argparse.ArgumentTypeError(
-                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
-        return value
-
-    return parse
-
-
-def non_empty(text):
-    """argparse ``type``: a path that is not the empty string."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError('must not be empty')
-    return text
 
 
 def parse_args(argv=None):

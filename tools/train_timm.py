@@ -104,6 +104,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the shufflemamba_* timm models)
 from mmplugin_shufflemamba.compat import safe_torch_load
+from mmplugin_shufflemamba.utils.cli import int_at_least
 
 
 def parse_model_kwargs(items):
@@ -129,7 +130,7 @@ def get_args_parser():
     p.add_argument('--model-kwargs', nargs='*', default=[], metavar='KEY=VALUE',
                    help='extra timm.create_model kwargs, e.g. embed_dims=64 num_layers=4 '
                    'patch_size=8 kernel=torch (values via ast.literal_eval when possible)')
-    p.add_argument('--input-size', default=224, type=int, help='image size')
+    p.add_argument('--input-size', default=224, type=int_at_least(16, 'pixels'), help='image size')
     p.add_argument('--drop', default=0.0, type=float, help='dropout rate (drop_rate)')
     p.add_argument('--drop-path', default=0.1, type=float, help='drop path rate')
     p.add_argument('--ssr', default=0.1, type=float,
@@ -152,12 +153,13 @@ def get_args_parser():
                    help='scale --lr by batch_size * world_size / 512 as the official run.sh')
     # Schedule
     p.add_argument('--sched', default='cosine', type=str)
-    p.add_argument('--epochs', default=300, type=int)
-    p.add_argument('--max-iters', default=None, type=int,
+    p.add_argument('--epochs', default=300, type=int_at_least(1))
+    p.add_argument('--max-iters', default=None,
+                   type=int_at_least(1, 'a smoke run trains at least one iteration'),
                    help='stop after this many iterations in total (smoke runs)')
     p.add_argument('--warmup-lr', default=1e-6, type=float)
     p.add_argument('--min-lr', default=1e-5, type=float)
-    p.add_argument('--warmup-epochs', default=5, type=int)
+    p.add_argument('--warmup-epochs', default=5, type=int_at_least(0))
     p.add_argument('--sched-on-updates', action='store_true',
                    help='step the scheduler every iteration (default: every epoch)')
     # Augmentation
@@ -179,7 +181,7 @@ def get_args_parser():
     # Data / run
     p.add_argument('--data-path', default='data/imagenet', type=str,
                    help='ImageNet folder layout: train/<class>/* and val/<class>/*')
-    p.add_argument('--batch-size', default=64, type=int, help='per process')
+    p.add_argument('--batch-size', default=64, type=int_at_least(1), help='per process')
     p.add_argument('--num-workers', '--num_workers', dest='num_workers',
                    default=min(10, os.cpu_count() or 1), type=int)
     p.add_argument('--output-dir', '--output_dir', dest='output_dir', default='',
@@ -194,7 +196,7 @@ def get_args_parser():
     p.add_argument('--dist-eval', action='store_true',
                    help='accepted for run.sh compatibility; evaluation is always split '
                    'over the ranks')
-    p.add_argument('--print-freq', default=10, type=int)
+    p.add_argument('--print-freq', default=10, type=int_at_least(1))
     return p
 
 

@@ -22,21 +22,8 @@ import time
 import torch
 from mmengine.config import DictAction
 
+from mmplugin_shufflemamba.utils.cli import int_at_least
 
-def int_at_least(low: int, why: str = ''):
-    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-        if value < low:
-            raise argparse.ArgumentTypeError(
-                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
-        return value
-
-    return parse
 
 
 def parse_args(argv=None):

@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from mmplugin_shufflemamba.utils.cli import int_at_least
+
 
 def median_time(fn, reps: int, warmup: int = 2) -> float:
     for _ in range(warmup):
@@ -64,21 +66,6 @@ def time_path(ext, inp, conv_w, conv_b, reps):
         lambda: ext.causal_conv1d_bwd(u, conv_w, conv_b, True, False, dout), reps)
     return res
 
-
-def int_at_least(low: int, why: str = ''):
-    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-        if value < low:
-            raise argparse.ArgumentTypeError(
-                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
-        return value
-
-    return parse
 
 
 def main(argv=None):

@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from mmplugin_shufflemamba.utils.cli import int_at_least
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
                   'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
@@ -95,21 +97,6 @@ def clean_shutdowns(log: str) -> int:
     (tools/train.py prints it at the end of a distributed run)."""
     return log.count('process group destroyed, no communication thread left')
 
-
-def int_at_least(low: int, why: str = ''):
-    """argparse ``type``: an integer >= ``low`` (0 is a value, not "unset")."""
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-        if value < low:
-            raise argparse.ArgumentTypeError(
-                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
-        return value
-
-    return parse
 
 
 def main(argv=None) -> int:

@@ -155,17 +155,20 @@ class ShuffleMambaClassifier(ShuffleMamba):
         return self.forward_head(self.forward_features(x))
 
     def load_pretrained(self, checkpoint: str, use_ema: bool = False,
-                        ckpt_format: str = 'auto') -> Dict[str, object]:
+                        ckpt_format: str = 'auto',
+                        allow_nonfinite: bool = False) -> Dict[str, object]:
         """Load an ImageNet checkpoint with this package's loader: the backbone part
         strictly (position embedding resized to ``img_size``), the head when the
         checkpoint has one of this shape (else the head keeps its initialisation and
-        the log says so)."""
+        the log says so). Weights holding NaN / inf are refused unless
+        ``allow_nonfinite``."""
         from mmengine.logging import print_log
 
         from ..utils import load_backbone_state, read_backbone_weights
         sd, entry, fmt = read_backbone_weights(checkpoint, use_ema=use_ema,
-                                               ckpt_format=ckpt_format)
-        summary = load_backbone_state(self, sd, entry, fmt, checkpoint)
+                                               ckpt_format=ckpt_format,
+                                               allow_nonfinite=allow_nonfinite)
+        summary = load_backbone_state(self, sd, entry, fmt, checkpoint, allow_nonfinite)
         head = {k[len('head.'):]: v for k, v in sd.items() if k.startswith('head.')}
         own = self.head.state_dict()
         if head and own and all(k in head and head[k].shape == v.shape

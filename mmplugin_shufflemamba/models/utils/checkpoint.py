@@ -655,7 +655,8 @@ def read_backbone_weights(checkpoint: str,
                           map_location: str = 'cpu',
                           use_ema: bool = False,
                           ckpt_format: str = 'auto',
-                          allow_nonfinite: bool = False
+                          allow_nonfinite: bool = False,
+                          opt_out: str = 'allow_nonfinite=True'
                           ) -> Tuple[Dict[str, torch.Tensor], str, str]:
     """Read a checkpoint file, pick the state dict to convert and settle its format.
 
@@ -671,6 +672,8 @@ def read_backbone_weights(checkpoint: str,
             :class:`CheckpointError` asking for ``ckpt_format``.
         allow_nonfinite (bool): read weights holding NaN / inf (a warning instead of
             the :class:`CheckpointError` of :func:`check_finite`). Defaults to False.
+        opt_out (str): how the caller's user asks for ``allow_nonfinite`` (named in
+            the refusal), e.g. a tool's flag.
 
     Returns:
         tuple: (state dict, name of the entry used, format to convert with).
@@ -684,7 +687,7 @@ def read_backbone_weights(checkpoint: str,
         sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
         if not sd:
             raise CheckpointError(f"{checkpoint} has no keys under prefix '{p}'.")
-    check_finite(sd, f"{checkpoint} (entry '{entry}')", allow_nonfinite)
+    check_finite(sd, f"{checkpoint} (entry '{entry}')", allow_nonfinite, opt_out)
     if ckpt_format == 'auto':
         hint, evidence = format_evidence(ckpt)
         try:

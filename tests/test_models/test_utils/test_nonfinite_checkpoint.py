@@ -128,3 +128,29 @@ def test_load_into_backbone_checks_converted_weights():
 
 def test_check_finite_passes_finite_state_dicts():
     assert check_finite(make_official_state_dict(seed=3)) == {}
+
+
+def test_convert_tool_refuses_nan_and_names_its_flag(tmp_path):
+    from tools_convert import convert_main
+    path = save(tmp_path / 'diverged.pth', poisoned(2))
+    out = tmp_path / 'out.pth'
+    with pytest.raises(CheckpointError, match=r'2 of \d+ tensors hold NaN/inf.*'
+                       r'--allow-nonfinite loads it anyway'):
+        convert_main([path, str(out)])
+    assert not out.exists()
+    convert_main([path, str(out), '--allow-nonfinite'])
+    converted = torch.load(str(out), weights_only=False)['state_dict']
+    assert sum(not bool(torch.isfinite(v).all()) for v in converted.values()
+               if v.is_floating_point()) == 2
+
+
+def test_timm_classifier_load_pretrained_refuses_nan(tmp_path):
+    from mmplugin_shufflemamba.models.classifiers import ShuffleMambaClassifier
+    path = save(tmp_path / 'diverged.pth', poisoned(1))
+    model = ShuffleMambaClassifier(num_classes=10, arch=dict(embed_dims=32, num_layers=3),
+                                   img_size=64, with_cls_token=True)
+    with pytest.raises(CheckpointError, match='NaN/inf'):
+        model.load_pretrained(path)
+    model.load_pretrained(path, allow_nonfinite=True)
+    assert sum(not bool(torch.isfinite(v).all()) for v in model.state_dict().values()
+               if v.is_floating_point()) == 1

@@ -1,0 +1,27 @@
+"""argparse ``type`` functions shared by the tools: a bad value is a usage error (exit
+status 2) that names the option, what it accepts and what it got; 0 is a value, never
+"unset"."""
+import argparse
+
+
+def int_at_least(low: int, why: str = ''):
+    """argparse ``type``: an integer >= ``low``."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f'must be an integer >= {low}{" (" + why + ")" if why else ""}, got {value}')
+        return value
+
+    return parse
+
+
+def non_empty(text: str) -> str:
+    """argparse ``type``: a path that is not the empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError('must not be empty')
+    return text
