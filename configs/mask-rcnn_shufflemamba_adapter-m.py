@@ -9,8 +9,11 @@
 # here): its official training checkpoint loads with only the path set, e.g.
 #   model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='m.pth')))
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
+# mmplugin_shufflemamba.compat: MMEngine's loaders read MMEngine and official checkpoints
+# with the safe torch.load (load_from, --resume, Pretrained) in any tool.
 custom_imports = dict(
-    imports=['mmplugin_shufflemamba', 'mmplugin_shufflemamba.datasets'],
+    imports=['mmplugin_shufflemamba', 'mmplugin_shufflemamba.datasets',
+             'mmplugin_shufflemamba.compat'],
     allow_failed_imports=False)
 # Stop at the first NaN / inf loss (tools/train.py --no-finite-check turns it off).
 custom_hooks = [dict(type='FiniteLossHook')]

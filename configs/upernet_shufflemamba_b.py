@@ -24,8 +24,11 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
+# mmplugin_shufflemamba.compat: MMEngine's loaders read MMEngine and official checkpoints
+# with the safe torch.load (load_from, --resume, Pretrained) in any tool.
 custom_imports = dict(
-    imports=['mmplugin_shufflemamba', 'mmplugin_shufflemamba.datasets'],
+    imports=['mmplugin_shufflemamba', 'mmplugin_shufflemamba.datasets',
+             'mmplugin_shufflemamba.compat'],
     allow_failed_imports=False)
 # Stop at the first NaN / inf loss (tools/train.py --no-finite-check turns it off).
 custom_hooks = [dict(type='FiniteLossHook')]

@@ -1,81 +1,10 @@
-"""Compatibility of MMEngine 0.10 checkpoints with ``torch.load(weights_only=True)``.
+"""Opt-in: importing this module lets MMEngine's loaders read MMEngine and official
+checkpoints with the safe ``torch.load`` (see
+:func:`mmplugin_shufflemamba.utils.safe_load.enable_mmengine_checkpoints`). The configs
+import it through ``custom_imports``; the tools enable it themselves."""
+from .utils.safe_load import (checkpoint_safe_globals, enable_mmengine_checkpoints,
+                              safe_torch_load)
 
-Since torch 2.6 ``torch.load`` defaults to ``weights_only=True`` and refuses what
-MMEngine writes into every checkpoint's message hub (``HistoryBuffer`` objects, numpy
-arrays and scalars, and the buffer's statistic functions, pickled by qualified name
-through ``getattr``). That breaks ``tools/test.py CKPT``, ``load_from`` and ``--resume``.
+enable_mmengine_checkpoints()
 
-Instead of switching the safe loader off, this module
-
-- allow-lists ``HistoryBuffer``, ``ConfigDict``, ``argparse.Namespace`` (official
-  ImageNet training checkpoints keep their arguments) and numpy's array/scalar
-  reconstructors process-wide, and
-- registers a loader for local files with MMEngine's ``CheckpointLoader`` that reads with
-  ``weights_only=True`` and additionally allows ``getattr`` only for that read. The safe
-  unpickler still refuses to call anything that is not allow-listed.
-"""
-import argparse
-import contextlib
-import os.path as osp
-
-import torch
-
-
-def _numpy_globals():
-    import numpy as np
-    found = [np.ndarray, np.dtype]
-    try:  # numpy >= 2
-        from numpy._core.multiarray import _reconstruct, scalar
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct, scalar
-    found += [_reconstruct, scalar]
-    try:
-        import numpy.dtypes as npd
-        found += [getattr(npd, n) for n in dir(npd) if n.endswith('DType')]
-    except ImportError:  # pragma: no cover
-        pass
-    return found
-
-
-def _safe_globals():
-    from mmengine.config.config import ConfigDict
-    from mmengine.logging.history_buffer import HistoryBuffer
-    return [HistoryBuffer, ConfigDict, argparse.Namespace] + _numpy_globals()
-
-
-@contextlib.contextmanager
-def checkpoint_safe_globals():
-    """Context in which ``torch.load(weights_only=True)`` reads MMEngine checkpoints."""
-    ctx = getattr(torch.serialization, 'safe_globals', None)
-    if ctx is None:  # pragma: no cover - torch < 2.5
-        yield
-        return
-    # The whole allow-list again, not only getattr: a context of another library
-    # (e.g. timm's checkpoint reader) restores the process-wide list to what it saw on
-    # entry, which can remove what install() added.
-    with ctx([getattr] + _safe_globals()):
-        yield
-
-
-def safe_torch_load(filename, map_location=None):
-    """``torch.load(weights_only=True)`` that accepts MMEngine / official checkpoints."""
-    with checkpoint_safe_globals():
-        return torch.load(filename, map_location=map_location, weights_only=True)
-
-
-def _load_from_local(filename, map_location):
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    return safe_torch_load(filename, map_location)
-
-
-def install() -> None:
-    add = getattr(torch.serialization, 'add_safe_globals', None)
-    if add is not None:
-        add(_safe_globals())
-    from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local, force=True)
-
-
-install()
+__all__ = ['checkpoint_safe_globals', 'enable_mmengine_checkpoints', 'safe_torch_load']

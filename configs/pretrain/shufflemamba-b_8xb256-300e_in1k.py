@@ -27,8 +27,11 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
+# mmplugin_shufflemamba.compat: MMEngine's loaders read MMEngine and official checkpoints
+# with the safe torch.load (load_from, --resume, Pretrained) in any tool.
 custom_imports = dict(
-    imports=['mmplugin_shufflemamba', 'mmplugin_shufflemamba.datasets'],
+    imports=['mmplugin_shufflemamba', 'mmplugin_shufflemamba.datasets',
+             'mmplugin_shufflemamba.compat'],
     allow_failed_imports=False)
 
 embed_dims = 768

@@ -245,6 +245,9 @@ class ShuffleMamba(BaseModule):
         ])
         self.drop_path = DropPath(drop_path_rate)
         self.layer_shuffle = LayerShuffle(shuffle_rate, self.num_layers, shuffle_draw)
+        # Published ImageNet layouts load through load_state_dict / MMEngine as they are.
+        from ..utils.checkpoint import published_layout_pre_hook
+        self.register_load_state_dict_pre_hook(published_layout_pre_hook)
         self.norm_f = build_token_norm(norm_cfg, D) if final_norm else nn.Identity()
         if self.cls_reduce > 1:
             self.neck = nn.Linear(D, D // self.cls_reduce, bias=False)

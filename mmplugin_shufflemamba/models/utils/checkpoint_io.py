@@ -1,0 +1,244 @@
+"""Reading checkpoint files and choosing their weights: the file (any MMEngine URI,
+through the safe ``torch.load``), the entry that holds the raw or the EMA weights per
+writer, and refusals of placeholder paths and non-finite weights. Nothing here knows the
+model's layout (see :mod:`.layout`)."""
+import io
+import logging
+import os.path as osp
+import re
+from typing import Dict, Tuple
+
+import torch
+from mmengine.logging import print_log
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded as asked (the message says why and how)."""
+
+
+def nonfinite_tensors(sd: Dict[str, object]) -> Dict[str, str]:
+    """The floating-point tensors of ``sd`` that hold NaN or inf values.
+
+    Returns:
+        dict: name -> ``'NaN'``, ``'inf'`` or ``'NaN and inf'``, in the order of ``sd``.
+    """
+    bad = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor) or not (v.is_floating_point() or v.is_complex()):
+            continue
+        if v.numel() == 0 or bool(torch.isfinite(v).all()):
+            continue
+        nan, inf = bool(torch.isnan(v).any()), bool(torch.isinf(v).any())
+        bad[k] = 'NaN and inf' if nan and inf else ('NaN' if nan else 'inf')
+    return bad
+
+
+def nonfinite_message(bad: Dict[str, str], total: int, source: str = '<checkpoint>',
+                      opt_out: str = 'allow_nonfinite=True') -> str:
+    """The refusal of a state dict with non-finite values: how many tensors, a few
+    names, what to do and how to load it anyway (``opt_out``)."""
+    names = ', '.join(f'{k} ({what})' for k, what in list(bad.items())[:5])
+    more = f' and {len(bad) - 5} more' if len(bad) > 5 else ''
+    return (f'{source}: {len(bad)} of {total} tensors hold NaN/inf values: {names}{more}. '
+            'The run that wrote this checkpoint diverged; loading it would train or '
+            'evaluate garbage. Use a checkpoint saved before the divergence (or retrain '
+            'with a lower learning rate / gradient clipping); '
+            f'{opt_out} loads it anyway.')
+
+
+def check_finite(sd: Dict[str, object], source: str = '<checkpoint>',
+                 allow_nonfinite: bool = False,
+                 opt_out: str = 'allow_nonfinite=True') -> Dict[str, str]:
+    """Refuse a state dict with NaN / inf values (:class:`CheckpointError` naming how many
+    tensors, a few of them and the fix); with ``allow_nonfinite`` log a warning instead.
+
+    Returns:
+        dict: the non-finite tensors (see :func:`nonfinite_tensors`).
+    """
+    bad = nonfinite_tensors(sd)
+    if bad:
+        total = sum(isinstance(v, torch.Tensor) for v in sd.values())
+        msg = nonfinite_message(bad, total, source, opt_out)
+        if not allow_nonfinite:
+            raise CheckpointError(msg)
+        print_log(f'{source}: loading {len(bad)} tensors with NaN/inf values as asked '
+                  f'({opt_out}): {list(bad)[:5]}', logger='current', level=logging.WARNING)
+    return bad
+
+
+# Paths that are documentation, not files: the configs' documented placeholder
+# ('path/to/...'), angle-bracket templates and the official configs' 'your_model_path'.
+_PLACEHOLDER = re.compile(
+    r'(^|[/\\])path[/\\]to[/\\]|<[^<>]*>|your[_-]?(model|checkpoint|ckpt)[_-]?(path|file)?'
+    r'|^(none|null|todo|xxx|placeholder|changeme)$', re.IGNORECASE)
+
+
+def check_checkpoint_path(checkpoint) -> str:
+    """Refuse an empty or placeholder ``init_cfg.checkpoint`` with a message saying what
+    to set (before anything is read); return the path as a string."""
+    if checkpoint is None or not str(checkpoint).strip():
+        raise CheckpointError(
+            "init_cfg=dict(type='Pretrained') has no 'checkpoint': set "
+            'model.backbone.init_cfg.checkpoint to an ImageNet ShuffleMamba checkpoint, '
+            'or drop init_cfg to train from scratch.')
+    checkpoint = str(checkpoint)
+    if _PLACEHOLDER.search(checkpoint) and not osp.exists(checkpoint):
+        raise CheckpointError(
+            f'init_cfg.checkpoint={checkpoint!r} is the documented placeholder, not a '
+            'file. Set it to your ImageNet-pretrained checkpoint (no ShuffleMamba weights '
+            'were released upstream: train one with the official code, whose training '
+            'checkpoints load as they are), e.g. --cfg-options '
+            'model.backbone.init_cfg.checkpoint=/data/shufflemamba_b_in1k.pth')
+    return checkpoint
+
+
+# ----------------------------------------------------------------------------- reading
+def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
+    """Read a checkpoint file (local path or any MMEngine-supported URI).
+
+    Uses ``torch.load(weights_only=True)``; the globals MMEngine and the official
+    training script write are allow-listed (see :mod:`mmplugin_shufflemamba.utils.safe_load`).
+    """
+    from ...utils.safe_load import safe_torch_load
+    filename = check_checkpoint_path(filename)
+    is_local = '://' not in filename
+    if is_local and not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint file not found: {filename}')
+    try:
+        if is_local:
+            return safe_torch_load(filename, map_location)
+        from mmengine.fileio import get
+        return safe_torch_load(io.BytesIO(get(filename)), map_location)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if 'Unsupported global' in str(e) or 'weights_only' in str(e):
+            raise CheckpointError(
+                f'{filename}: refused by the safe loader (torch.load weights_only=True): '
+                f'{msg}. If you trust this file, load it with torch.load(..., '
+                "weights_only=False), keep only the 'model' / 'model_ema' state dicts "
+                'and save those.') from e
+        raise CheckpointError(
+            f'{filename} is not a readable PyTorch checkpoint (truncated, corrupted or '
+            f'not a checkpoint at all): {type(e).__name__}: {msg}') from e
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and len(obj) > 0 and all(
+        isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def is_mmengine_checkpoint(ckpt: object) -> bool:
+    """Whether ``ckpt`` was written by MMEngine's runner (``meta`` / ``message_hub``
+    beside ``state_dict``) or by this project's tools (``meta`` too)."""
+    return isinstance(ckpt, dict) and not _is_state_dict(ckpt) and (
+        isinstance(ckpt.get('meta'), dict) or 'message_hub' in ckpt)
+
+
+def own_meta(ckpt: object) -> dict:
+    """``meta`` of a file written by this project's tools (empty for any other)."""
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    return meta if isinstance(meta, dict) and 'shufflemamba_format' in meta else {}
+
+
+def _ema_hook_raw_weights(ema_state: dict) -> Dict[str, torch.Tensor]:
+    """The raw weights MMEngine's ``EMAHook`` leaves in ``ema_state_dict``.
+
+    Before saving, EMAHook swaps the values of ``state_dict`` (now: the EMA weights)
+    and of its averaged model's state dict (``module.<name>`` keys, now: the raw
+    weights; plus the ``steps`` counter).
+    """
+    return {k[len('module.'):]: v for k, v in ema_state.items()
+            if k.startswith('module.') and isinstance(v, torch.Tensor)}
+
+
+def select_state_dict(ckpt: object, use_ema: bool = False,
+                      filename: str = '<checkpoint>') -> Tuple[Dict[str, torch.Tensor], str]:
+    """Pick the weights to load from a checkpoint object.
+
+    Raw and EMA weights per writer:
+
+    ======================================  =====================  ===================
+    checkpoint                              raw (default)          EMA (use_ema=True)
+    ======================================  =====================  ===================
+    official / DeiT-style training script   ``model``              ``model_ema``
+    MMEngine with ``EMAHook``               ``ema_state_dict`` *   ``state_dict``
+    MMEngine without ``EMAHook``            ``state_dict``         (error)
+    timm training script                    ``state_dict``         ``state_dict_ema``
+    ``tools/convert_checkpoint.py``         ``state_dict`` as converted (its meta says
+                                            which weights it holds)
+    bare state dict                         the dict               (error)
+    ======================================  =====================  ===================
+
+    \\* EMAHook swaps the two before saving: ``ema_state_dict`` holds the raw weights
+    (``module.``-prefixed), ``state_dict`` the averaged ones.
+
+    Args:
+        ckpt: what :func:`read_checkpoint` returned.
+        use_ema (bool): take the EMA weights instead of the raw ones (an error when the
+            checkpoint has none). Defaults to False, as the official downstream code.
+            None is read as False.
+
+    Returns:
+        tuple: (state dict, name of the entry used).
+    """
+    use_ema = bool(use_ema)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f'{filename} holds a {type(ckpt).__name__}, not a '
+                              'checkpoint dict or state dict.')
+
+    def no_ema(why):
+        return CheckpointError(f'use_ema=True but {filename} has no EMA weights ({why}); '
+                               'load the raw weights (use_ema=False, the default).')
+
+    if _is_state_dict(ckpt):
+        if use_ema:
+            raise no_ema('it is a bare state dict')
+        return dict(ckpt), '<state dict>'
+    own = own_meta(ckpt)
+    if own and _is_state_dict(ckpt.get('state_dict')):
+        if use_ema and own.get('weights') != 'ema':
+            raise no_ema(f"converted from the raw weights, entry {own.get('entry')!r}")
+        return dict(ckpt['state_dict']), 'state_dict'
+    if 'model' in ckpt or 'model_ema' in ckpt:  # official (DeiT-style) training script
+        key = 'model_ema' if use_ema else 'model'
+        if _is_state_dict(ckpt.get(key)):
+            return dict(ckpt[key]), key
+        if use_ema:
+            raise no_ema("'model_ema' is None: trained without --model-ema")
+    if is_mmengine_checkpoint(ckpt) and _is_state_dict(ckpt.get('state_dict')):
+        ema_state = ckpt.get('ema_state_dict')
+        if isinstance(ema_state, dict) and _ema_hook_raw_weights(ema_state):
+            if use_ema:
+                return dict(ckpt['state_dict']), 'state_dict'
+            return _ema_hook_raw_weights(ema_state), 'ema_state_dict'
+        if use_ema:
+            raise no_ema('an MMEngine checkpoint saved without EMAHook')
+        return dict(ckpt['state_dict']), 'state_dict'
+    if use_ema:
+        for key in ('state_dict_ema', 'model_ema'):
+            if _is_state_dict(ckpt.get(key)):
+                return dict(ckpt[key]), key
+        raise no_ema(f'entries: {sorted(ckpt)[:20]}')
+    for key in ('model', 'state_dict', 'module'):
+        if _is_state_dict(ckpt.get(key)):
+            return dict(ckpt[key]), key
+    raise CheckpointError(
+        f'{filename} has no model weights: expected a state dict or one of the entries '
+        f"'model', 'model_ema', 'state_dict'; found {sorted(ckpt)[:20]}.")
+
+
+#: What each entry of a checkpoint holds, for the loader's log line.
+ENTRY_NOTES = {
+    'model': 'raw weights',
+    'model_ema': 'EMA weights',
+    'ema_state_dict': "raw weights: MMEngine's EMAHook keeps them there",
+    'state_dict_ema': 'EMA weights',
+}
+
+
+def model_name(ckpt: object) -> str:
+    args = ckpt.get('args') if isinstance(ckpt, dict) else None
+    name = args.get('model') if isinstance(args, dict) else getattr(args, 'model', None)
+    return str(name or '')

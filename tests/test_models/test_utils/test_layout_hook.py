@@ -1,0 +1,115 @@
+"""Published ImageNet layouts load through ``load_state_dict`` and MMEngine's
+``load_checkpoint`` / ``PretrainedInit`` as they are (the backbone's pre-hook), with the
+same result as this package's loader; the module's own layout passes untouched; a file
+that could be read two ways is an error asking which."""
+import argparse
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.runner import load_checkpoint
+
+from mmplugin_shufflemamba import ShuffleMamba
+from mmplugin_shufflemamba.models.utils import CheckpointError, load_pretrained_backbone
+from mmplugin_shufflemamba.utils.safe_load import enable_mmengine_checkpoints
+
+ARCH = dict(embed_dims=32, num_layers=2)
+
+
+def published(num_registers=0, with_cls_token=True, seed=0):
+    """An official-layout classifier state dict (grid 4x4) with a head."""
+    torch.manual_seed(seed)
+    src = ShuffleMamba(arch=ARCH, img_size=64, with_cls_token=with_cls_token,
+                       num_registers=num_registers, kernel='torch')
+    for p in src.parameters():
+        nn.init.normal_(p, std=0.1)
+    sd = dict(src.state_dict())
+    sd['head.weight'], sd['head.bias'] = torch.randn(10, 32), torch.randn(10)
+    return sd
+
+
+def target(**kw):
+    return ShuffleMamba(arch=ARCH, img_size=kw.pop('img_size', 128), kernel='torch', **kw)
+
+
+def test_official_training_file_loads_with_mmengine_load_checkpoint(tmp_path):
+    enable_mmengine_checkpoints()  # Namespace args: the tools and configs opt in
+    path = str(tmp_path / 'checkpoint.pth')
+    torch.save(dict(model=published(), model_ema=None, epoch=3,
+                    args=argparse.Namespace(model='mambar_tiny_patch16_224')), path)
+    via_mmengine = target()
+    load_checkpoint(via_mmengine, path, strict=True)
+    via_plugin = target()
+    load_pretrained_backbone(via_plugin, path)
+    ours = via_plugin.state_dict()
+    for k, v in via_mmengine.state_dict().items():
+        torch.testing.assert_close(v, ours[k], rtol=0, atol=0, msg=k)
+    assert via_mmengine.pos_embed.shape == (1, 64, 32)  # 4x4 grid resized to 8x8
+
+
+def test_register_layout_under_a_prefix_drops_tokens_and_head():
+    sd = published(num_registers=4, with_cls_token=False)
+
+    class Segmentor(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = target(img_size=64)
+
+    seg = Segmentor()
+    result = seg.load_state_dict({'backbone.' + k: v for k, v in sd.items()}, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    torch.testing.assert_close(seg.backbone.pos_embed, sd['pos_embed'])
+    torch.testing.assert_close(seg.backbone.layers[1].mixer.A_log, sd['layers.1.mixer.A_log'])
+    kept = target(img_size=64, num_registers=4)
+    kept.load_state_dict(sd, strict=True)  # registers kept when the model has them
+    torch.testing.assert_close(kept.cls_token, sd['cls_token'])
+
+
+def test_own_layout_passes_untouched(monkeypatch):
+    from mmplugin_shufflemamba.models.utils import checkpoint
+    calls = []
+    monkeypatch.setattr(checkpoint, 'convert_to_backbone',
+                        lambda *a, **k: calls.append(1))
+    m, other = target(), target()
+    m.load_state_dict(other.state_dict(), strict=True)
+    assert calls == []
+    for k, v in other.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+
+
+def test_one_cls_token_without_evidence_asks_for_the_format():
+    with pytest.raises(CheckpointError, match="cannot tell where the cls token sits.*"
+                       "ckpt_format='shufflemamba'"):
+        target().load_state_dict(published(), strict=True)
+
+
+def test_another_width_is_left_to_the_loaders_report():
+    sd = published()
+    sd = {k: v for k, v in sd.items() if not k.startswith('head.')}
+    with pytest.raises(RuntimeError, match='size mismatch'):
+        ShuffleMamba(arch=dict(embed_dims=48, num_layers=2), img_size=64,
+                     with_cls_token=True, kernel='torch').load_state_dict(sd)
+
+
+def test_importing_the_package_changes_nothing_process_wide():
+    """Only mmplugin_shufflemamba.compat (or the tools) opt into the allow-list and the
+    local-file loader for MMEngine."""
+    import subprocess
+    import sys
+    code = (
+        'import torch, argparse\n'
+        'from mmengine.runner.checkpoint import CheckpointLoader\n'
+        'from mmengine.logging.history_buffer import HistoryBuffer\n'
+        'local = CheckpointLoader._schemes[""]\n'
+        'import mmplugin_shufflemamba, mmplugin_shufflemamba.datasets\n'
+        'allowed = torch.serialization.get_safe_globals()\n'
+        'assert argparse.Namespace not in allowed and HistoryBuffer not in allowed\n'
+        'assert CheckpointLoader._schemes[""] is local\n'
+        'import mmplugin_shufflemamba.compat\n'
+        'assert argparse.Namespace in torch.serialization.get_safe_globals()\n'
+        'assert CheckpointLoader._schemes[""] is not local\n'
+        'print("OK")\n')
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and 'OK' in run.stdout, run.stderr[-2000:]
