@@ -27,8 +27,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .causal_conv1d import (causal_conv1d, causal_conv1d_ref, conv_cpu_bwd, conv_cpu_fwd,
-                            conv_cuda_bwd, conv_cuda_fwd)
+from .causal_conv1d import (causal_conv1d, conv_cpu_bwd, conv_cpu_fwd, conv_cuda_bwd,
+                            conv_cuda_fwd, conv_ref)
 from .kernels import check_kernel_backend, get_cuda_kernel, use_cpu_extension
 from .selective_scan import (_compute_dtype, scan_cpu_bwd, scan_cpu_fwd, scan_cuda_bwd,
                              scan_cuda_fwd, scan_torch_bwd, scan_torch_fwd, selective_scan)
@@ -64,7 +64,7 @@ def _conv_torch_bwd(x, w, b, reverse, dout):
     """Gradients of the PyTorch conv by autograd on a recomputation."""
     with torch.enable_grad():
         inputs = [t.detach().requires_grad_() for t in (x, w, b)]
-        out = causal_conv1d_ref(*inputs, activation='silu', reverse=reverse)
+        out = conv_ref(*inputs, True, reverse)
         return torch.autograd.grad(out, inputs, dout)
 
 
@@ -72,7 +72,7 @@ class _TorchBackend(_Backend):
     name = 'torch'
 
     def conv_fwd(self, x, w, b, reverse):
-        return causal_conv1d_ref(x, w, b, activation='silu', reverse=reverse)
+        return conv_ref(x, w, b, True, reverse)
 
     def conv_bwd(self, x, w, b, reverse, dout):
         return _conv_torch_bwd(x, w, b, reverse, dout)
@@ -112,7 +112,7 @@ class _CUDABackend(_Backend):
     def conv_fwd(self, x, w, b, reverse):
         if self.fused_conv:  # float32 weights with any input dtype
             return conv_cuda_fwd(x, w, b, True)
-        return causal_conv1d_ref(x, w, b, activation='silu')
+        return conv_ref(x, w, b, True, False)
 
     def conv_bwd(self, x, w, b, reverse, dout):
         if self.fused_conv:

@@ -52,9 +52,18 @@ def causal_conv1d_ref(x: torch.Tensor,
     Returns:
         Tensor: (B, D, L); output t only sees inputs 0..t (t..L-1 when reverse).
     """
+    _check_activation(activation)
+    check_conv_args(x, weight, bias, 'causal_conv1d_ref')
+    return conv_ref(x, weight, bias, activation is not None, reverse)
+
+
+def _check_activation(activation) -> None:
     if activation not in (None, 'silu', 'swish'):
         raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
-    check_conv_args(x, weight, bias, 'causal_conv1d_ref')
+
+
+def conv_ref(x, weight, bias, silu: bool, reverse: bool) -> torch.Tensor:
+    """:func:`causal_conv1d_ref` on checked arguments (``silu``: the activation)."""
     width = weight.shape[1]
     seqlen = x.shape[-1]
     w = weight.to(x.dtype)
@@ -70,7 +79,7 @@ def causal_conv1d_ref(x: torch.Tensor,
         out = term if out is None else out + term
     if bias is not None:
         out = bias.to(x.dtype)[:, None] + out
-    return F.silu(out) if activation is not None else out
+    return F.silu(out) if silu else out
 
 
 def _cpu_conv_args(x, weight, bias):
@@ -159,13 +168,16 @@ def causal_conv1d_cpu(x: torch.Tensor,
         raise RuntimeError('the compiled CPU extension (mmplugin_shufflemamba._ext) is not '
                            "built; reinstall with `pip install --no-build-isolation -e .` "
                            "or use kernel='torch'.")
-    if activation not in (None, 'silu', 'swish'):
-        raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
+    _check_activation(activation)
     check_conv_args(x, weight, bias, 'causal_conv1d_cpu')
     if x.device.type != 'cpu':
         raise ShapeError(f'causal_conv1d_cpu needs CPU tensors, got x on {x.device}')
+    return _conv_cpu(x, weight, bias, activation is not None, reverse)
+
+
+def _conv_cpu(x, weight, bias, silu: bool, reverse: bool) -> torch.Tensor:
     with torch.autocast(device_type='cpu', enabled=False):
-        return _CausalConv1dCPU.apply(x, weight, bias, activation is not None, reverse)
+        return _CausalConv1dCPU.apply(x, weight, bias, silu, reverse)
 
 
 def causal_conv1d(x: torch.Tensor,
@@ -175,15 +187,15 @@ def causal_conv1d(x: torch.Tensor,
                   reverse: bool = False,
                   kernel: str = 'auto') -> torch.Tensor:
     """Dispatch: causal-conv1d's fused kernel for CUDA tensors (when it imports), the
-    compiled CPU kernel for CPU tensors (when built), else :func:`causal_conv1d_ref`."""
+    compiled CPU kernel for CPU tensors (when built), else :func:`causal_conv1d_ref`
+    (the arguments are checked once, here)."""
     check_conv_args(x, weight, bias, 'causal_conv1d')
-    if activation not in (None, 'silu', 'swish'):
-        raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
+    _check_activation(activation)
+    silu = activation is not None
     if get_cuda_kernel('causal_conv1d', kernel, x.is_cuda) is not None:
-        silu = activation is not None
         if reverse:
             return _CausalConv1dCUDA.apply(x.flip(-1), weight, bias, silu).flip(-1)
         return _CausalConv1dCUDA.apply(x, weight, bias, silu)
     if use_cpu_extension(kernel, x.is_cuda):
-        return causal_conv1d_cpu(x, weight, bias, activation, reverse)
-    return causal_conv1d_ref(x, weight, bias, activation, reverse)
+        return _conv_cpu(x, weight, bias, silu, reverse)
+    return conv_ref(x, weight, bias, silu, reverse)

@@ -281,13 +281,17 @@ def selective_scan_torch(u: torch.Tensor,
     Same arguments and result as :func:`selective_scan_ref`.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias, 'selective_scan_torch')
+    return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+
+
+def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    """:func:`selective_scan_torch` on checked arguments."""
     if reverse:
         u, delta, B, C, z = _flip_time(u, delta, B, C, z)
-        return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias,
-                                    delta_softplus).flip(-1)
     with torch.autocast(device_type=u.device.type, enabled=False):
-        return _SelectiveScanTorch.apply(u, delta, A, B, C, D, z, delta_bias,
-                                         bool(delta_softplus))
+        out = _SelectiveScanTorch.apply(u, delta, A, B, C, D, z, delta_bias,
+                                        bool(delta_softplus))
+    return out.flip(-1) if reverse else out
 
 
 def _cpu_args(u, delta, A, B, C, D, z, delta_bias, reverse):
@@ -375,6 +379,11 @@ def selective_scan_cpu(u: torch.Tensor,
     _check_shapes(u, delta, A, B, C, D, z, delta_bias, 'selective_scan_cpu')
     if u.device.type != 'cpu':
         raise ShapeError(f'selective_scan_cpu needs CPU tensors, got u on {u.device}')
+    return _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+
+
+def _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    """:func:`selective_scan_cpu` on checked CPU arguments (extension built)."""
     with torch.autocast(device_type='cpu', enabled=False):
         return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias,
                                        bool(delta_softplus), bool(reverse))
@@ -440,7 +449,8 @@ def selective_scan(u: torch.Tensor,
                    delta_softplus: bool = False,
                    reverse: bool = False,
                    kernel: str = 'auto') -> torch.Tensor:
-    """Selective scan dispatching to mamba-ssm's fused kernel or the PyTorch path.
+    """Selective scan dispatching to mamba-ssm's fused kernel, the compiled CPU kernel
+    or the PyTorch path (the arguments are checked once, here).
 
     Args:
         kernel (str): 'auto' (mamba-ssm's fused kernel for CUDA tensors when it
@@ -463,7 +473,5 @@ def selective_scan(u: torch.Tensor,
         return out.flip(-1) if reverse else out
     if use_cpu_extension(kernel, u.is_cuda) \
             and u.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-        return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                  reverse)
-    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                reverse)
+        return _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
