@@ -12,7 +12,8 @@ from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
 from ..layers import (LayerShuffle, MambaBlock, PatchEmbed, build_token_norm,
-                      register_layout, resize_pos_embed, shuffled_call)
+                      resize_pos_embed, shuffled_call)
+from ..layers.token_layout import TokenLayout
 from ..layers.arg_checks import (autocast_enabled, check_bool, check_choice, check_int,
                                  check_pair, check_rate, check_real)
 from ..layers.pos_embed import INTERPOLATE_MODES
@@ -214,6 +215,8 @@ class ShuffleMamba(BaseModule):
         self.out_cls = bool(out_cls)
         self.cls_reduce = int(cls_reduce)
         self.shuffle_cls = bool(shuffle_cls)
+        #: where the cls / register tokens sit (shared by embedding, SLWS, outputs).
+        self.tokens = TokenLayout.from_args(self.with_cls_token, self.num_registers)
         self.interpolate_mode = interpolate_mode
         self.with_cp = with_cp
         self.frozen_stages = frozen_stages
@@ -334,7 +337,7 @@ class ShuffleMamba(BaseModule):
     @property
     def num_extra_tokens(self) -> int:
         """cls / register tokens in the sequence besides the patches."""
-        return self.num_registers + int(self.with_cls_token)
+        return self.tokens.num_extra
 
     def pretrained_state_dict(self) -> Dict[str, torch.Tensor]:
         """The part of the state dict that an ImageNet checkpoint provides.
@@ -424,12 +427,7 @@ class ShuffleMamba(BaseModule):
             tuple[Tensor, Tensor]: ``patch_pos`` (N, ) and ``cls_pos`` (T, ), T the
             number of cls / register tokens (0 for a patch-only sequence).
         """
-        if self.num_registers > 0:
-            token_idx, patch_pos = register_layout(num_patches, self.num_registers)
-            return patch_pos, torch.argsort(token_idx)[num_patches:]
-        if self.with_cls_token:
-            return torch.arange(1, num_patches + 1), torch.zeros(1, dtype=torch.long)
-        return torch.arange(num_patches), torch.zeros(0, dtype=torch.long)
+        return self.tokens.positions(num_patches)
 
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]:
         """Patch-embed, add position embedding and the cls / register tokens.
@@ -448,24 +446,21 @@ class ShuffleMamba(BaseModule):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x, grid = self.patch_embed(x)
         num_patches = grid[0] * grid[1]
-        if self.with_cls_token:
+        if self.tokens.kind == 'front':
             # VideoMamba / official ShuffleMamba classifiers: cls first, then the
             # position embedding of the whole sequence (the cls position is not resized).
             pos = torch.cat([self.pos_embed[:, :1], resize_pos_embed(
                 self.pos_embed[:, 1:], self.patch_resolution, grid,
                 self.interpolate_mode)], dim=1)
             cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
-            x = torch.cat([cls, x], dim=1) + pos
-            x = self.pos_drop(x)
+            x = self.pos_drop(self.tokens.insert(x, cls) + pos)
         else:
-            x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, grid,
-                                     self.interpolate_mode)
-            x = self.pos_drop(x)
-            if self.num_registers > 0:
-                token_idx, _ = register_layout(num_patches, self.num_registers)
+            x = self.pos_drop(x + resize_pos_embed(self.pos_embed, self.patch_resolution,
+                                                   grid, self.interpolate_mode))
+            if self.tokens.kind == 'registers':
                 regs = (self.cls_token + self.pos_embed_cls).expand(x.shape[0], -1, -1)
-                x = torch.cat([x, regs.to(x.dtype)], dim=1)[:, token_idx.to(x.device)]
-        patch_pos, _ = self.token_layout(num_patches)
+                x = self.tokens.insert(x, regs.to(x.dtype))
+        patch_pos, _ = self.tokens.positions(num_patches)
         return x, grid, patch_pos.to(x.device)
 
     def check_input(self, x: torch.Tensor, min_size: Optional[int] = None) -> None:
@@ -536,9 +531,7 @@ class ShuffleMamba(BaseModule):
         ``shuffle_cls=False`` the cls / register positions are fixed points of every
         permutation (only the patch tokens move).
         """
-        movable = None
-        if not self.shuffle_cls and self.num_extra_tokens > 0 and self.training:
-            movable, _ = self.token_layout(num_tokens - self.num_extra_tokens)
+        movable = self.tokens.movable(num_tokens - self.tokens.num_extra, self.shuffle_cls)
         return self.layer_shuffle(num_tokens, device, movable)
 
     def _run_block(self, i: int, perm: Optional[torch.Tensor], hidden: torch.Tensor,
@@ -612,10 +605,9 @@ class ShuffleMamba(BaseModule):
         if not (self.with_cls_token or self.num_registers):
             raise RuntimeError('this backbone has no cls / register tokens: build it with '
                                'with_cls_token=True or num_registers=R.')
-        _, cls_pos = self.token_layout(tokens.shape[1] - self.num_extra_tokens)
-        if self.with_cls_token:
-            return tokens[:, 0]
-        regs = tokens.index_select(1, cls_pos.to(tokens.device))
+        regs = self.tokens.extra(tokens)
+        if self.tokens.kind == 'front':
+            return regs[:, 0]
         if self.cls_reduce > 1:
             return self.norm_neck(self.neck(regs).flatten(1))
         return regs.flatten(1)
