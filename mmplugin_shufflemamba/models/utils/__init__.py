@@ -1,14 +1,18 @@
-from .checkpoint import (CHECKPOINT_FORMATS, CheckpointError, check_checkpoint_path,
-                         convert_to_backbone, describe_state_dict, detect_format,
-                         format_hint, is_mmpretrain_classifier, load_backbone_state,
-                         load_into_backbone, load_pretrained_backbone,
-                         mmpretrain_to_official, official_to_mmpretrain,
-                         read_backbone_weights, read_checkpoint, select_state_dict)
+"""Checkpoints: reading files and choosing weights (:mod:`.checkpoint_io`), layout
+conversion (:mod:`.layout`) and loading into the backbones (:mod:`.checkpoint`)."""
+from .checkpoint import (load_backbone_state, load_into_backbone, load_pretrained_backbone,
+                         published_layout_pre_hook, read_backbone_weights)
+from .checkpoint_io import (CheckpointError, check_checkpoint_path, check_finite,
+                            nonfinite_tensors, read_checkpoint, select_state_dict)
+from .layout import (CHECKPOINT_FORMATS, convert_to_backbone, describe_state_dict,
+                     detect_format, format_hint, is_mmpretrain_classifier,
+                     mmpretrain_to_official, official_to_mmpretrain)
 
 __all__ = [
-    'CHECKPOINT_FORMATS', 'CheckpointError', 'check_checkpoint_path', 'convert_to_backbone',
-    'describe_state_dict', 'detect_format', 'format_hint', 'is_mmpretrain_classifier',
-    'load_backbone_state', 'load_into_backbone', 'load_pretrained_backbone',
-    'mmpretrain_to_official', 'official_to_mmpretrain', 'read_backbone_weights',
+    'CHECKPOINT_FORMATS', 'CheckpointError', 'check_checkpoint_path', 'check_finite',
+    'convert_to_backbone', 'describe_state_dict', 'detect_format', 'format_hint',
+    'is_mmpretrain_classifier', 'load_backbone_state', 'load_into_backbone',
+    'load_pretrained_backbone', 'mmpretrain_to_official', 'nonfinite_tensors',
+    'official_to_mmpretrain', 'published_layout_pre_hook', 'read_backbone_weights',
     'read_checkpoint', 'select_state_dict'
 ]

@@ -44,13 +44,10 @@ from typing import Dict, Optional, Tuple
 import torch
 from mmengine.logging import MMLogger, print_log
 
-from .checkpoint_io import (ENTRY_NOTES, CheckpointError, check_checkpoint_path,
-                            check_finite, is_mmengine_checkpoint, nonfinite_message,
+from .checkpoint_io import (ENTRY_NOTES, CheckpointError, check_finite,
                             nonfinite_tensors, read_checkpoint, select_state_dict)
-from .layout import (CHECKPOINT_FORMATS, CLASSIFIER_PREFIXES, convert_to_backbone,
-                     describe_state_dict, detect_format, format_evidence, format_hint,
-                     is_mmpretrain_classifier, mmpretrain_to_official,
-                     official_to_mmpretrain)
+from .layout import (CLASSIFIER_PREFIXES, convert_to_backbone, detect_format,
+                     format_evidence, is_mmpretrain_classifier, mmpretrain_to_official)
 
 
 def _model_norm(model) -> str:
@@ -334,3 +331,10 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
               f"(pos_embed {summary['grid']} -> {summary['target_grid']}, cls/register "
               f"tokens {summary['checkpoint_tokens']} -> {summary['kept_tokens']}, "
               f'dropped {dropped})', logger='current')
+
+
+__all__ = [
+    'CheckpointError', 'check_finite', 'nonfinite_tensors', 'read_backbone_weights',
+    'load_into_backbone', 'load_pretrained_backbone', 'load_backbone_state',
+    'published_layout_pre_hook'
+]
