@@ -28,7 +28,7 @@ import json
 
 import torch
 
-from mmplugin_shufflemamba.models.backbones import ShuffleMamba
+from mmplugin_shufflemamba.models.archs import ARCHS
 from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS
 from mmplugin_shufflemamba.models.utils import (CHECKPOINT_FORMATS, CheckpointError,
                                                 convert_to_backbone, describe_state_dict,
@@ -83,7 +83,7 @@ def timm_name(sd, fmt) -> str:
     the official layout, which also tells the loader where the cls token sits)."""
     info = describe_state_dict(sd)
     for name, arch in TIMM_ARCHS.items():
-        size = ShuffleMamba.arch_zoo[arch['arch']]
+        size = ARCHS[arch['arch']]
         if (info['depth'], info['embed_dims']) == (size['num_layers'], size['embed_dims']) \
                 and (arch.get('num_registers', 0) > 0) == (fmt == 'reg'):
             return name

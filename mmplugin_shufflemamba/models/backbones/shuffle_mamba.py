@@ -13,9 +13,11 @@ from mmengine.registry import MODELS
 
 from ..layers import (LayerShuffle, MambaBlock, PatchEmbed, build_token_norm,
                       resize_pos_embed, shuffled_call)
+from ..archs import ARCHS, resolve_arch
 from ..layers.token_layout import TokenLayout
-from ..layers.arg_checks import (autocast_enabled, check_bool, check_choice, check_int,
-                                 check_pair, check_rate, check_real)
+from .shuffle_mamba_checks import (check_cls_args, check_image_input, check_mixer_args,
+                                   resolve_out_indices)
+from ..layers.arg_checks import check_bool, check_choice, check_int, check_pair
 from ..layers.pos_embed import INTERPOLATE_MODES
 from ..layers.layer_shuffle import SHUFFLE_DRAWS
 
@@ -31,8 +33,9 @@ class ShuffleMamba(BaseModule):
     ``linspace(0, shuffle_rate, num_layers)[l]``; in eval it is the plain Vim.
 
     Args:
-        arch (str | dict): 's', 'm', 'b', 'l1', 'l2' or a dict with ``embed_dims``
-            and ``num_layers``. Defaults to 'b'.
+        arch (str | dict): 't', 's', 'm', 'b', 'l1', 'l2' (or their long names, see
+            :data:`~mmplugin_shufflemamba.models.archs.ARCHS`) or a dict with
+            ``embed_dims`` and ``num_layers``. Defaults to 'b'.
         img_size (int | tuple): resolution the position embedding was trained at.
             Defaults to 224.
         patch_size (int): >= 1, at most ``img_size``. Defaults to 16.
@@ -92,18 +95,8 @@ class ShuffleMamba(BaseModule):
     Every argument is checked at construction: a value of the wrong type is a
     ``TypeError`` and one out of range a ``ValueError``, both naming the argument.
     """
-    arch_zoo = {
-        's': dict(embed_dims=384, num_layers=24),
-        'small': dict(embed_dims=384, num_layers=24),
-        'm': dict(embed_dims=576, num_layers=32),
-        'middle': dict(embed_dims=576, num_layers=32),
-        'b': dict(embed_dims=768, num_layers=24),
-        'base': dict(embed_dims=768, num_layers=24),
-        'l1': dict(embed_dims=1024, num_layers=40),
-        'large1': dict(embed_dims=1024, num_layers=40),
-        'l2': dict(embed_dims=1024, num_layers=48),
-        'large2': dict(embed_dims=1024, num_layers=48),
-    }
+    #: the architecture registry (:mod:`mmplugin_shufflemamba.models.archs`)
+    arch_zoo = ARCHS
     OUT_TYPES = ('residual', 'mixer')
 
     def __init__(self,
@@ -139,34 +132,7 @@ class ShuffleMamba(BaseModule):
             # A placeholder path fails when the model is built, not after the data.
             from ..utils import check_checkpoint_path
             check_checkpoint_path(init_cfg.get('checkpoint'))
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in self.arch_zoo:
-                raise KeyError(f'Unknown ShuffleMamba arch {arch!r}; choose one of '
-                               f'{sorted(set(self.arch_zoo))} or pass a dict with '
-                               "'embed_dims' and 'num_layers'.")
-            arch_settings = dict(self.arch_zoo[key])
-        elif isinstance(arch, dict):
-            arch_settings = dict(arch)
-            unknown = set(arch_settings) - {'embed_dims', 'num_layers'}
-            if unknown:
-                raise ValueError(f'arch has unknown keys {sorted(unknown)}: an arch dict '
-                                 "holds 'embed_dims' and 'num_layers' only (pass the "
-                                 'other settings as arguments of the backbone).')
-        else:
-            raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}')
-        if embed_dims is not None:
-            arch_settings['embed_dims'] = embed_dims
-        if num_layers is not None:
-            arch_settings['num_layers'] = num_layers
-        missing = {'embed_dims', 'num_layers'} - set(arch_settings)
-        if missing:
-            raise ValueError(f'arch is missing {sorted(missing)}: {arch_settings}')
-        for name in ('embed_dims', 'num_layers'):
-            value = check_int(name, arch_settings[name])
-            if value <= 0:
-                raise ValueError(f'{name} must be positive, got {value} (arch settings '
-                                 f'{arch_settings})')
+        arch_settings = resolve_arch(arch, embed_dims, num_layers)
         self.embed_dims = int(arch_settings['embed_dims'])
         self.num_layers = int(arch_settings['num_layers'])
         if out_type not in self.OUT_TYPES:
@@ -179,9 +145,9 @@ class ShuffleMamba(BaseModule):
         out_cls = check_bool('out_cls', out_cls)
         shuffle_cls = check_bool('shuffle_cls', shuffle_cls)
         with_cp = check_bool('with_cp', with_cp)
-        self._check_cls_args(num_registers, with_cls_token, out_cls, cls_reduce,
+        check_cls_args(num_registers, with_cls_token, out_cls, cls_reduce,
                              final_norm, self.embed_dims)
-        self._check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
+        check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
                                shuffle_rate)
         check_int('in_channels', in_channels, 1, hint='image channels, 3 for RGB')
         check_choice('interpolate_mode', interpolate_mode, INTERPOLATE_MODES)
@@ -222,7 +188,8 @@ class ShuffleMamba(BaseModule):
         self.frozen_stages = frozen_stages
         self.drop_path_rate = drop_path_rate
         self.shuffle_rate = shuffle_rate
-        self.out_indices = self._check_out_indices(out_indices, allow_empty=self.out_cls)
+        self.out_indices = resolve_out_indices(out_indices, self.num_layers,
+                                               allow_empty=self.out_cls)
 
         D = self.embed_dims
         self.patch_embed = PatchEmbed(in_channels, D, self.patch_size)
@@ -258,81 +225,12 @@ class ShuffleMamba(BaseModule):
         self._freeze_stages()
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _check_cls_args(num_registers, with_cls_token, out_cls, cls_reduce, final_norm,
-                        embed_dims) -> None:
-        if with_cls_token and num_registers > 0:
-            raise ValueError(
-                'with_cls_token=True and num_registers > 0 are two layouts of the '
-                'classification tokens: one cls token in front (plain ShuffleMamba '
-                'classifiers) or registers (Mamba-Reg); pick one.')
-        if out_cls and not (with_cls_token or num_registers > 0):
-            raise ValueError(
-                'out_cls=True returns the classification tokens, and the backbone has '
-                'none: set with_cls_token=True (plain models: one cls token in front) '
-                'or num_registers=R (Reg models).')
-        if out_cls and not final_norm:
-            raise ValueError('out_cls=True reads the classification tokens after norm_f: '
-                             'set final_norm=True.')
-        if not isinstance(cls_reduce, int) or isinstance(cls_reduce, bool) or cls_reduce < 1:
-            raise ValueError(f'cls_reduce must be an int >= 1, got {cls_reduce!r}')
-        if cls_reduce > 1:
-            if num_registers == 0:
-                raise ValueError(
-                    f'cls_reduce={cls_reduce} reduces register tokens (Mamba-Reg) and the '
-                    'backbone has none: set num_registers, or cls_reduce=1.')
-            if embed_dims % cls_reduce:
-                raise ValueError(f'cls_reduce={cls_reduce} must divide embed_dims='
-                                 f'{embed_dims}.')
-
-    @staticmethod
-    def _check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
-                          shuffle_rate) -> None:
-        """What the blocks get: mixer sizes and the stochastic rates."""
-        check_int('d_state', d_state, 1, hint='the SSM state size, 16 in every model')
-        check_int('d_conv', d_conv, 1, hint='the causal conv width, 4 in every model')
-        check_real('expand', expand, 1.0,
-                   hint='the mixer width is expand * embed_dims, 2 in every model')
-        check_rate('drop_rate', drop_rate,
-                   hint='dropout after the position embedding; 0 disables it')
-        check_rate('drop_path_rate', drop_path_rate,
-                   hint='the stochastic depth of the last block, a probability; '
-                   '0 disables it')
-        check_real('shuffle_rate', shuffle_rate, 0.0, 1.0,
-                   hint='the shuffle probability of the last block; 0 disables it')
-
     @property
     def cls_feature_dims(self) -> int:
         """Width of the classification feature that ``out_cls`` returns."""
         if self.with_cls_token:
             return self.embed_dims
         return self.num_registers * (self.embed_dims // self.cls_reduce)
-
-    def _check_out_indices(self, out_indices, allow_empty: bool = False
-                           ) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        if not isinstance(out_indices, Sequence) or isinstance(out_indices, str) \
-                or (len(out_indices) == 0 and not allow_empty):
-            raise TypeError('out_indices must be an int or a non-empty sequence of '
-                            f'ints, got {out_indices!r}' +
-                            (' (an empty one only with out_cls=True)' if
-                             not allow_empty and isinstance(out_indices, Sequence)
-                             and not isinstance(out_indices, str) else ''))
-        result = []
-        for idx in out_indices:
-            if not isinstance(idx, int) or isinstance(idx, bool):
-                raise TypeError(f'out_indices entries must be ints, got {idx!r}')
-            if not -self.num_layers <= idx < self.num_layers:
-                raise ValueError(
-                    f'out_indices entry {idx} is out of range for {self.num_layers} '
-                    f'blocks: use 0..{self.num_layers - 1} or negative values down '
-                    f'to -{self.num_layers}.')
-            result.append(idx % self.num_layers)
-        if len(set(result)) != len(result):
-            raise ValueError(f'out_indices has duplicates after resolving negative '
-                             f'values: {list(out_indices)} -> {result}')
-        return tuple(result)
 
     @property
     def num_extra_tokens(self) -> int:
@@ -464,61 +362,10 @@ class ShuffleMamba(BaseModule):
         return x, grid, patch_pos.to(x.device)
 
     def check_input(self, x: torch.Tensor, min_size: Optional[int] = None) -> None:
-        """Check an image batch at the backbone's entry (shapes and dtypes only: no
-        device work), so that a bad input fails here with what to change rather than
-        deep inside a layer.
-
-        Args:
-            x (Tensor): the input of :meth:`forward`.
-            min_size (int, optional): the smallest height and width accepted.
-                Defaults to ``patch_size`` (a smaller image would be one patch of
-                mostly padding).
-
-        Raises:
-            TypeError: not a tensor; not floating point; a dtype other than the
-                weights' outside ``torch.autocast``.
-            ValueError: not (B, in_channels, H, W); an empty batch; H or W below
-                ``min_size``.
-        """
-        name = type(self).__name__
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f'{name} expects a (B, C, H, W) tensor, got '
-                            f'{type(x).__name__}')
-        shape = tuple(x.shape)
-        if len(shape) != 4:
-            raise ValueError(f'{name} expects (B, C, H, W) input with C = in_channels = '
-                             f'{self.in_channels}, got shape {shape}'
-                             + (' (add the batch axis: x[None])' if len(shape) == 3 else
-                                ''))
-        B, C, H, W = shape
-        if C != self.in_channels:
-            raise ValueError(f'{name} was built with in_channels={self.in_channels} but '
-                             f'the input has {C} channels (shape {shape}).')
-        if B == 0:
-            raise ValueError(f'{name} got an empty batch (B=0, shape {shape}): pass at '
-                             'least one image, or skip the call when there is none.')
-        min_size = self.patch_size if min_size is None else min_size
-        if H < min_size or W < min_size:
-            raise ValueError(
-                f'{name} got a {H}x{W} image, smaller than its patch_size='
-                f'{self.patch_size}: resize or pad the image to at least {min_size}x'
-                f'{min_size}, or build the backbone with a smaller patch_size.'
-                if min_size == self.patch_size else
-                f'{name} got a {H}x{W} image; H and W must be at least {min_size}.')
-        weight_dtype = self.patch_embed.proj.weight.dtype
-        if x.dtype != weight_dtype:
-            dtype_name = str(weight_dtype).replace('torch.', '')
-            if not x.is_floating_point():
-                raise TypeError(
-                    f'{name} takes a floating-point image, got {x.dtype}: convert it '
-                    f'(x.to(torch.{dtype_name})) and normalise it before the backbone '
-                    '(the data preprocessor does both).')
-            if not autocast_enabled(x.device.type):
-                raise TypeError(
-                    f'{name} weights are {weight_dtype} but the input is {x.dtype}: '
-                    f'cast the input to {dtype_name} (x.to(torch.{dtype_name})) or run '
-                    f"under torch.autocast(device_type='{x.device.type}', "
-                    f'dtype={x.dtype}) (mixed precision).')
+        """Check an image batch at the entry (:func:`.shuffle_mamba_checks.check_image_input`:
+        a tensor (B, in_channels, H, W), B >= 1, H and W >= ``min_size`` (default
+        ``patch_size``), the weights' dtype or any floating dtype under autocast)."""
+        check_image_input(self, x, min_size)
 
     def draw_permutations(self, num_tokens: int,
                           device: Optional[torch.device] = None

@@ -1,0 +1,60 @@
+"""The architecture registry: one table of sizes (``ARCHS``, with their aliases) that
+the backbone (``arch='b'``), the timm model names and the checkpoint converter read."""
+from typing import Dict, Optional, Union
+
+from .layers.arg_checks import check_int
+
+#: name -> (embed_dims, num_layers, aliases)
+_SIZES = {
+    't': (192, 24, ('tiny', )),
+    's': (384, 24, ('small', )),
+    'm': (576, 32, ('middle', )),
+    'b': (768, 24, ('base', )),
+    'l1': (1024, 40, ('large1', )),
+    'l2': (1024, 48, ('large2', )),
+}
+
+#: every accepted arch name (aliases included) -> dict(embed_dims=, num_layers=)
+ARCHS: Dict[str, Dict[str, int]] = {}
+for _name, (_dims, _depth, _aliases) in _SIZES.items():
+    for _key in (_name, ) + _aliases:
+        ARCHS[_key] = dict(embed_dims=_dims, num_layers=_depth)
+
+
+def resolve_arch(arch: Union[str, dict], embed_dims: Optional[int] = None,
+                 num_layers: Optional[int] = None) -> Dict[str, int]:
+    """``dict(embed_dims=, num_layers=)`` of an arch name or dict, with overrides;
+    a clear error for an unknown name, unknown keys or non-positive sizes."""
+    if isinstance(arch, str):
+        key = arch.lower()
+        if key not in ARCHS:
+            raise KeyError(f'Unknown ShuffleMamba arch {arch!r}; choose one of '
+                           f'{sorted(ARCHS)} or pass a dict with '
+                           "'embed_dims' and 'num_layers'.")
+        settings = dict(ARCHS[key])
+    elif isinstance(arch, dict):
+        settings = dict(arch)
+        unknown = set(settings) - {'embed_dims', 'num_layers'}
+        if unknown:
+            raise ValueError(f'arch has unknown keys {sorted(unknown)}: an arch dict '
+                             "holds 'embed_dims' and 'num_layers' only (pass the "
+                             'other settings as arguments of the backbone).')
+    else:
+        raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}')
+    if embed_dims is not None:
+        settings['embed_dims'] = embed_dims
+    if num_layers is not None:
+        settings['num_layers'] = num_layers
+    missing = {'embed_dims', 'num_layers'} - set(settings)
+    if missing:
+        raise ValueError(f'arch is missing {sorted(missing)}: {settings}')
+    for name in ('embed_dims', 'num_layers'):
+        value = check_int(name, settings[name])
+        if value <= 0:
+            raise ValueError(f'{name} must be positive, got {value} (arch settings '
+                             f'{settings})')
+    return dict(embed_dims=int(settings['embed_dims']),
+                num_layers=int(settings['num_layers']))
+
+
+__all__ = ['ARCHS', 'resolve_arch']

@@ -1,0 +1,138 @@
+"""Argument and input checks of :class:`~.shuffle_mamba.ShuffleMamba`: every argument
+is checked at construction and every input at the entry, with a message that names the
+argument and says what to change."""
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from ..layers.arg_checks import autocast_enabled, check_int, check_rate, check_real
+
+
+def check_cls_args(num_registers, with_cls_token, out_cls, cls_reduce, final_norm,
+                   embed_dims) -> None:
+    """The classification-token arguments agree with each other."""
+    if with_cls_token and num_registers > 0:
+        raise ValueError(
+            'with_cls_token=True and num_registers > 0 are two layouts of the '
+            'classification tokens: one cls token in front (plain ShuffleMamba '
+            'classifiers) or registers (Mamba-Reg); pick one.')
+    if out_cls and not (with_cls_token or num_registers > 0):
+        raise ValueError(
+            'out_cls=True returns the classification tokens, and the backbone has '
+            'none: set with_cls_token=True (plain models: one cls token in front) '
+            'or num_registers=R (Reg models).')
+    if out_cls and not final_norm:
+        raise ValueError('out_cls=True reads the classification tokens after norm_f: '
+                         'set final_norm=True.')
+    if not isinstance(cls_reduce, int) or isinstance(cls_reduce, bool) or cls_reduce < 1:
+        raise ValueError(f'cls_reduce must be an int >= 1, got {cls_reduce!r}')
+    if cls_reduce > 1:
+        if num_registers == 0:
+            raise ValueError(
+                f'cls_reduce={cls_reduce} reduces register tokens (Mamba-Reg) and the '
+                'backbone has none: set num_registers, or cls_reduce=1.')
+        if embed_dims % cls_reduce:
+            raise ValueError(f'cls_reduce={cls_reduce} must divide embed_dims='
+                             f'{embed_dims}.')
+
+
+def check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
+                     shuffle_rate) -> None:
+    """What the blocks get: mixer sizes and the stochastic rates."""
+    check_int('d_state', d_state, 1, hint='the SSM state size, 16 in every model')
+    check_int('d_conv', d_conv, 1, hint='the causal conv width, 4 in every model')
+    check_real('expand', expand, 1.0,
+               hint='the mixer width is expand * embed_dims, 2 in every model')
+    check_rate('drop_rate', drop_rate,
+               hint='dropout after the position embedding; 0 disables it')
+    check_rate('drop_path_rate', drop_path_rate,
+               hint='the stochastic depth of the last block, a probability; '
+               '0 disables it')
+    check_real('shuffle_rate', shuffle_rate, 0.0, 1.0,
+               hint='the shuffle probability of the last block; 0 disables it')
+
+
+def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
+                        ) -> Tuple[int, ...]:
+    """``out_indices`` (negatives count from the end) as a tuple of block indices."""
+    if isinstance(out_indices, int):
+        out_indices = [out_indices]
+    if not isinstance(out_indices, Sequence) or isinstance(out_indices, str) \
+            or (len(out_indices) == 0 and not allow_empty):
+        raise TypeError('out_indices must be an int or a non-empty sequence of '
+                        f'ints, got {out_indices!r}' +
+                        (' (an empty one only with out_cls=True)' if
+                         not allow_empty and isinstance(out_indices, Sequence)
+                         and not isinstance(out_indices, str) else ''))
+    result = []
+    for idx in out_indices:
+        if not isinstance(idx, int) or isinstance(idx, bool):
+            raise TypeError(f'out_indices entries must be ints, got {idx!r}')
+        if not -num_layers <= idx < num_layers:
+            raise ValueError(
+                f'out_indices entry {idx} is out of range for {num_layers} '
+                f'blocks: use 0..{num_layers - 1} or negative values down '
+                f'to -{num_layers}.')
+        result.append(idx % num_layers)
+    if len(set(result)) != len(result):
+        raise ValueError(f'out_indices has duplicates after resolving negative '
+                         f'values: {list(out_indices)} -> {result}')
+    return tuple(result)
+
+
+def check_image_input(model, x: torch.Tensor, min_size: Optional[int] = None) -> None:
+    """Check an image batch at the backbone's entry (shapes and dtypes only: no
+    device work), so that a bad input fails here with what to change rather than
+    deep inside a layer.
+
+    Args:
+        x (Tensor): the input of :meth:`forward`.
+        min_size (int, optional): the smallest height and width accepted.
+            Defaults to ``patch_size`` (a smaller image would be one patch of
+            mostly padding).
+
+    Raises:
+        TypeError: not a tensor; not floating point; a dtype other than the
+            weights' outside ``torch.autocast``.
+        ValueError: not (B, in_channels, H, W); an empty batch; H or W below
+            ``min_size``.
+    """
+    name = type(model).__name__
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f'{name} expects a (B, C, H, W) tensor, got '
+                        f'{type(x).__name__}')
+    shape = tuple(x.shape)
+    if len(shape) != 4:
+        raise ValueError(f'{name} expects (B, C, H, W) input with C = in_channels = '
+                         f'{model.in_channels}, got shape {shape}'
+                         + (' (add the batch axis: x[None])' if len(shape) == 3 else
+                            ''))
+    B, C, H, W = shape
+    if C != model.in_channels:
+        raise ValueError(f'{name} was built with in_channels={model.in_channels} but '
+                         f'the input has {C} channels (shape {shape}).')
+    if B == 0:
+        raise ValueError(f'{name} got an empty batch (B=0, shape {shape}): pass at '
+                         'least one image, or skip the call when there is none.')
+    min_size = model.patch_size if min_size is None else min_size
+    if H < min_size or W < min_size:
+        raise ValueError(
+            f'{name} got a {H}x{W} image, smaller than its patch_size='
+            f'{model.patch_size}: resize or pad the image to at least {min_size}x'
+            f'{min_size}, or build the backbone with a smaller patch_size.'
+            if min_size == model.patch_size else
+            f'{name} got a {H}x{W} image; H and W must be at least {min_size}.')
+    weight_dtype = model.patch_embed.proj.weight.dtype
+    if x.dtype != weight_dtype:
+        dtype_name = str(weight_dtype).replace('torch.', '')
+        if not x.is_floating_point():
+            raise TypeError(
+                f'{name} takes a floating-point image, got {x.dtype}: convert it '
+                f'(x.to(torch.{dtype_name})) and normalise it before the backbone '
+                '(the data preprocessor does both).')
+        if not autocast_enabled(x.device.type):
+            raise TypeError(
+                f'{name} weights are {weight_dtype} but the input is {x.dtype}: '
+                f'cast the input to {dtype_name} (x.to(torch.{dtype_name})) or run '
+                f"under torch.autocast(device_type='{x.device.type}', "
+                f'dtype={x.dtype}) (mixed precision).')
