@@ -1,8 +1,9 @@
 from .causal_conv1d import (causal_conv1d, causal_conv1d_cpu, causal_conv1d_ref,
                             has_causal_conv1d_cuda)
-from .selective_scan import (has_selective_scan_cpu, has_selective_scan_cuda,
-                             selective_scan, selective_scan_cpu, selective_scan_ref,
+from .selective_scan import (has_selective_scan_cpu, selective_scan, selective_scan_cpu,
                              selective_scan_torch)
+from .selective_scan_cuda import has_selective_scan_cuda
+from .selective_scan_ref import selective_scan_ref
 from .ms_deform_attn import (has_ms_deform_attn_cpu, ms_deform_attn, ms_deform_attn_cpu,
                              ms_deform_attn_ref)
 from .kernels import (KERNEL_BACKENDS, ShapeError, check_kernel_backend, cpu_paths,

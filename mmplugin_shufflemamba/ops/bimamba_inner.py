@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from .causal_conv1d import (causal_conv1d, conv_cpu_bwd, conv_cpu_fwd, conv_cuda_bwd,
                             conv_cuda_fwd, conv_ref)
 from .kernels import check_kernel_backend, get_cuda_kernel, use_cpu_extension
-from .selective_scan import (scan_cpu_bwd, scan_cpu_fwd, scan_cuda_bwd, scan_cuda_fwd,
-                             scan_torch_bwd, scan_torch_fwd, selective_scan)
+from .selective_scan import (scan_cpu_bwd, scan_cpu_fwd, scan_torch_bwd, scan_torch_fwd,
+                             selective_scan)
+from .selective_scan_cuda import scan_cuda_bwd, scan_cuda_fwd
 
 __all__ = ['BiMambaInnerFn', 'bimamba_inner_fn', 'bimamba_inner_ref', 'select_backend']
 

@@ -9,8 +9,9 @@ For every batch b, channel d and state n::
 
 Implementations:
 
-- :func:`selective_scan_ref`: a direct sequential loop, differentiated by autograd.
-  Slow and memory hungry; it is the readable reference everything is tested against.
+- :func:`~.selective_scan_ref.selective_scan_ref`: a direct sequential loop,
+  differentiated by autograd. Slow and memory hungry; it is the readable reference
+  everything is tested against.
 - :func:`selective_scan_torch`: the pure-PyTorch path (any device). A custom autograd
   function that saves only its inputs and recomputes the states in backward (like the
   fused kernel does), so a deep model does not keep (B, D, L, N) tensors per layer.
@@ -20,8 +21,9 @@ Implementations:
   from per-tile checkpoints. It reads (B, D, L) tensors in any memory layout
   (channel-major and token-major ones are fast) and returns its outputs in ``u``'s
   layout. Same semantics, tested against the two above.
-- mamba-ssm's fused CUDA kernel (its compiled module ``selective_scan_cuda``), used by
-  :func:`selective_scan` when it imports and the tensors are on CUDA.
+- mamba-ssm's fused CUDA kernel (its compiled module ``selective_scan_cuda``,
+  :mod:`.selective_scan_cuda`), used by :func:`selective_scan` when it imports and the
+  tensors are on CUDA.
 
 Each of the last three also exists as a pair of functions without autograd
 (``scan_{torch,cpu,cuda}_fwd`` / ``_bwd``), which the fused bidirectional mixer
@@ -34,18 +36,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .kernels import (ShapeError, _import_kernel, cpu_extension, get_cuda_kernel,
-                      use_cpu_extension)
+from .kernels import ShapeError, cpu_extension, get_cuda_kernel, use_cpu_extension
+from .selective_scan_cuda import _SelectiveScanCUDA
 
 
 def has_selective_scan_cpu() -> bool:
     """Whether the compiled CPU selective scan is available."""
     return cpu_extension() is not None
-
-
-def has_selective_scan_cuda() -> bool:
-    """Whether mamba-ssm's fused selective scan can be imported."""
-    return _import_kernel('selective_scan_cuda')[0] is not None
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -94,64 +91,6 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias, fn='selective_scan'):
         raise ShapeError(f'{fn}: delta_bias must be ({dim},), got {tuple(delta_bias.shape)}')
 
 
-def selective_scan_ref(u: torch.Tensor,
-                       delta: torch.Tensor,
-                       A: torch.Tensor,
-                       B: torch.Tensor,
-                       C: torch.Tensor,
-                       D: Optional[torch.Tensor] = None,
-                       z: Optional[torch.Tensor] = None,
-                       delta_bias: Optional[torch.Tensor] = None,
-                       delta_softplus: bool = False,
-                       reverse: bool = False) -> torch.Tensor:
-    """Sequential reference selective scan.
-
-    Args:
-        u (Tensor): (B, D, L) input.
-        delta (Tensor): (B, D, L) time steps (before bias / softplus).
-        A (Tensor): (D, N) state matrix (diagonal, negative real).
-        B (Tensor): (B, N, L) input matrix.
-        C (Tensor): (B, N, L) output matrix.
-        D (Tensor, optional): (D, ) skip connection.
-        z (Tensor, optional): (B, D, L) gate, applied as ``y * silu(z)``.
-        delta_bias (Tensor, optional): (D, ) added to delta.
-        delta_softplus (bool): apply softplus to delta. Defaults to False.
-        reverse (bool): scan from the last time step to the first, i.e.
-            ``flip(scan(flip(inputs)))`` along L. Defaults to False.
-
-    Returns:
-        Tensor: (B, D, L) in the dtype of ``u``.
-    """
-    _check_shapes(u, delta, A, B, C, D, z, delta_bias, 'selective_scan_ref')
-    if reverse:
-        u, delta, B, C, z = _flip_time(u, delta, B, C, z)
-        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias,
-                                  delta_softplus).flip(-1)
-    dtype_in = u.dtype
-    ct = _compute_dtype(u)
-    u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(ct)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    batch, dim, seqlen = u.shape
-    h = u.new_zeros(batch, dim, A.shape[1])
-    ys = []
-    for t in range(seqlen):
-        dt = delta[:, :, t, None]  # (B, D, 1)
-        h = torch.exp(dt * A) * h + dt * B[:, None, :, t] * u[:, :, t, None]
-        ys.append((h * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, dim=-1)
-    if D is not None:
-        y = y + u * D.to(ct)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(ct))
-    return y.to(dtype_in)
-
-
-# ----------------------------------------------------------------------------------
-# Recurrence kernels of the PyTorch path. States are laid out (L, B, D, N) so that
-# each time step is one contiguous slice.
 def _scan_fwd_loop(dA: torch.Tensor, dBu: torch.Tensor) -> torch.Tensor:
     """h[t] = dA[t] * h[t-1] + dBu[t]; all (L, B, D, N). Returns all h."""
     hs = torch.empty_like(dBu)
@@ -387,55 +326,6 @@ def _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     with torch.autocast(device_type='cpu', enabled=False):
         return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias,
                                        bool(delta_softplus), bool(reverse))
-
-
-def _cuda_B(t):
-    """(B, N, L) -> mamba-ssm's variable (B, 1, N, L) with unit stride along L."""
-    return (t if t.stride(-1) == 1 else t.contiguous()).unsqueeze(1)
-
-
-def _unit_stride(t):
-    return t if t is None or t.stride(-1) == 1 else t.contiguous()
-
-
-def scan_cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    """mamba-ssm's fused forward: ``(out_z, aux)`` where ``out_z`` is the gated output
-    (the plain output without z) and ``aux`` what :func:`scan_cuda_bwd` needs (the
-    chunk states and the pre-gate output). u, delta, z: (B, D, L) with unit stride along
-    L (other strides copied), B, C: (B, N, L) in u's dtype; A, D, delta_bias float32."""
-    mod = _import_kernel('selective_scan_cuda')[0]
-    u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
-    out, states, *rest = mod.fwd(u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias,
-                                 bool(delta_softplus))
-    return (rest[0] if z is not None else out), (states, out)
-
-
-def scan_cuda_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, aux):
-    """Gradients of :func:`scan_cuda_fwd` (``aux`` from its forward call):
-    ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``."""
-    mod = _import_kernel('selective_scan_cuda')[0]
-    states, out = aux
-    u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
-    du, ddelta, dA, dB, dC, dD, ddb, *rest = mod.bwd(
-        u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias, _unit_stride(dout), states,
-        out if z is not None else None, None, bool(delta_softplus), False)
-    return (du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD if D is not None else None,
-            rest[0] if z is not None else None, ddb if delta_bias is not None else None)
-
-
-class _SelectiveScanCUDA(torch.autograd.Function):
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        out, aux = scan_cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, *aux)
-        ctx.delta_softplus = delta_softplus
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        *inputs, states, out = ctx.saved_tensors
-        return (*scan_cuda_bwd(*inputs, ctx.delta_softplus, dout, (states, out)), None)
 
 
 def selective_scan(u: torch.Tensor,

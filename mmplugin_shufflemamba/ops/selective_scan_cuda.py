@@ -1,0 +1,61 @@
+"""mamba-ssm's fused CUDA selective scan (its compiled ``selective_scan_cuda`` module),
+as a pair of functions without autograd (:func:`scan_cuda_fwd` / :func:`scan_cuda_bwd`,
+composed by :mod:`.bimamba_inner`) and the autograd function the dispatcher
+:func:`~.selective_scan.selective_scan` uses."""
+import torch
+
+from .kernels import _import_kernel
+
+
+def has_selective_scan_cuda() -> bool:
+    """Whether mamba-ssm's fused selective scan can be imported."""
+    return _import_kernel('selective_scan_cuda')[0] is not None
+
+
+def _cuda_B(t):
+    """(B, N, L) -> mamba-ssm's variable (B, 1, N, L) with unit stride along L."""
+    return (t if t.stride(-1) == 1 else t.contiguous()).unsqueeze(1)
+
+
+def _unit_stride(t):
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def scan_cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """mamba-ssm's fused forward: ``(out_z, aux)`` where ``out_z`` is the gated output
+    (the plain output without z) and ``aux`` what :func:`scan_cuda_bwd` needs (the
+    chunk states and the pre-gate output). u, delta, z: (B, D, L) with unit stride along
+    L (other strides copied), B, C: (B, N, L) in u's dtype; A, D, delta_bias float32."""
+    mod = _import_kernel('selective_scan_cuda')[0]
+    u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
+    out, states, *rest = mod.fwd(u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias,
+                                 bool(delta_softplus))
+    return (rest[0] if z is not None else out), (states, out)
+
+
+def scan_cuda_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, aux):
+    """Gradients of :func:`scan_cuda_fwd` (``aux`` from its forward call):
+    ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``."""
+    mod = _import_kernel('selective_scan_cuda')[0]
+    states, out = aux
+    u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
+    du, ddelta, dA, dB, dC, dD, ddb, *rest = mod.bwd(
+        u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias, _unit_stride(dout), states,
+        out if z is not None else None, None, bool(delta_softplus), False)
+    return (du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD if D is not None else None,
+            rest[0] if z is not None else None, ddb if delta_bias is not None else None)
+
+
+class _SelectiveScanCUDA(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        out, aux = scan_cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, *aux)
+        ctx.delta_softplus = delta_softplus
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        *inputs, states, out = ctx.saved_tensors
+        return (*scan_cuda_bwd(*inputs, ctx.delta_softplus, dout, (states, out)), None)
