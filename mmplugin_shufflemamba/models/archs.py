@@ -57,4 +57,39 @@ def resolve_arch(arch: Union[str, dict], embed_dims: Optional[int] = None,
                 num_layers=int(settings['num_layers']))
 
 
-__all__ = ['ARCHS', 'resolve_arch']
+
+#: The published ImageNet checkpoints of the family this backbone reads as they are
+#: (factory name in the file's ``args.model`` -> what it is and the config that fits).
+#: No ShuffleMamba weights were released; these are the starting points. Vim's
+#: stride-8 variants (overlapping patches) have no counterpart here.
+PUBLISHED_WEIGHTS: Dict[str, dict] = {
+    'mambar_small_patch16_224': dict(
+        family='Mamba-Reg', arch='s', norm='RMSNorm', layout='reg', registers=12,
+        cls_reduce=2, config='configs/upernet_mambar_s.py'),
+    'mambar_base_patch16_224': dict(
+        family='Mamba-Reg', arch='b', norm='RMSNorm', layout='reg', registers=12,
+        cls_reduce=4, config='configs/upernet_shufflemamba_reg-b.py'),
+    'mambar_large_patch16_224': dict(
+        family='Mamba-Reg', arch='l2', norm='RMSNorm', layout='reg', registers=16,
+        cls_reduce=8, config='configs/upernet_shufflemamba_reg-l2.py'),
+    'vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2': dict(
+        family='Vim', arch='t', norm='RMSNorm', layout='vim', registers=1, cls_reduce=1,
+        config='configs/upernet_vim_t.py'),
+    'vim_small_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2': dict(
+        family='Vim', arch='s', norm='RMSNorm', layout='vim', registers=1, cls_reduce=1,
+        config='configs/upernet_vim_s.py'),
+    'vim_base_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_middle_cls_token_div2':
+        dict(family='Vim', arch='b', norm='RMSNorm', layout='vim', registers=1,
+             cls_reduce=1, config='configs/upernet_vim_b.py'),
+    'videomamba_tiny': dict(
+        family='VideoMamba', arch='t', norm='RMSNorm', layout='shufflemamba', registers=1,
+        cls_reduce=1, config='configs/upernet_videomamba_t.py'),
+    'videomamba_small': dict(
+        family='VideoMamba', arch='s', norm='RMSNorm', layout='shufflemamba', registers=1,
+        cls_reduce=1, config='configs/upernet_videomamba_s.py'),
+    'videomamba_middle': dict(
+        family='VideoMamba', arch='m', norm='RMSNorm', layout='shufflemamba', registers=1,
+        cls_reduce=1, config='configs/upernet_videomamba_m.py'),
+}
+
+__all__ = ['ARCHS', 'PUBLISHED_WEIGHTS', 'resolve_arch']

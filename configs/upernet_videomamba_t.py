@@ -1,0 +1,19 @@
+# VideoMamba-Ti + UperNet on ADE20K, from the published ImageNet weights of VideoMamba-Ti
+# (model 'videomamba_tiny'; not a row of the paper: a starting point from public weights,
+# with the recipe of upernet_shufflemamba_b.py). RMSNorm blocks, width 192.
+# VideoMamba's image models put one cls token in front (dropped at load).
+# The official file loads with only the path set:
+#   model = dict(backbone=dict(init_cfg=dict(type='Pretrained',
+#                                            checkpoint='path/to/videomamba-ti.pth')))
+_base_ = ['./upernet_shufflemamba_b.py']
+
+embed_dims = 192
+model = dict(
+    backbone=dict(
+        arch='t',
+        norm_cfg=dict(type='RMSNorm', eps=1e-5),
+        drop_path_rate=0.1,
+        out_indices=(5, 11, 17, 23),
+        num_registers=0),
+    decode_head=dict(in_channels=[embed_dims] * 4),
+    auxiliary_head=dict(in_channels=embed_dims))
