@@ -3,8 +3,9 @@
 # with the recipe of upernet_shufflemamba_b.py). RMSNorm blocks, width 576.
 # VideoMamba's image models put one cls token in front (dropped at load). Unlike
 # ShuffleMamba-M (LayerNorm, upernet_shufflemamba_m.py), VideoMamba-M uses RMSNorm.
-# The official file loads with only the path set:
-#   model = dict(backbone=dict(init_cfg=dict(type='Pretrained',
+# Its mixer sums the two directions (the others average them): the loader doubles
+# out_proj, exactly. The official file names no model, so give its format:
+#   model = dict(backbone=dict(init_cfg=dict(type='Pretrained', ckpt_format='videomamba',
 #                                            checkpoint='path/to/videomamba-m.pth')))
 _base_ = ['./upernet_shufflemamba_b.py']
 

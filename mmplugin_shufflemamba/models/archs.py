@@ -61,7 +61,9 @@ def resolve_arch(arch: Union[str, dict], embed_dims: Optional[int] = None,
 #: The published ImageNet checkpoints of the family this backbone reads as they are
 #: (factory name in the file's ``args.model`` -> what it is and the config that fits).
 #: No ShuffleMamba weights were released; these are the starting points. Vim's
-#: stride-8 variants (overlapping patches) have no counterpart here.
+#: stride-8 variants (overlapping patches) have no counterpart here. ``layout`` is the
+#: checkpoint format; VideoMamba's files hold only ``model`` (no model name), so they
+#: load with ``ckpt_format='videomamba'``.
 PUBLISHED_WEIGHTS: Dict[str, dict] = {
     'mambar_small_patch16_224': dict(
         family='Mamba-Reg', arch='s', norm='RMSNorm', layout='reg', registers=12,
@@ -82,13 +84,13 @@ PUBLISHED_WEIGHTS: Dict[str, dict] = {
         dict(family='Vim', arch='b', norm='RMSNorm', layout='vim', registers=1,
              cls_reduce=1, config='configs/upernet_vim_b.py'),
     'videomamba_tiny': dict(
-        family='VideoMamba', arch='t', norm='RMSNorm', layout='shufflemamba', registers=1,
+        family='VideoMamba', arch='t', norm='RMSNorm', layout='videomamba', registers=1,
         cls_reduce=1, config='configs/upernet_videomamba_t.py'),
     'videomamba_small': dict(
-        family='VideoMamba', arch='s', norm='RMSNorm', layout='shufflemamba', registers=1,
+        family='VideoMamba', arch='s', norm='RMSNorm', layout='videomamba', registers=1,
         cls_reduce=1, config='configs/upernet_videomamba_s.py'),
     'videomamba_middle': dict(
-        family='VideoMamba', arch='m', norm='RMSNorm', layout='shufflemamba', registers=1,
+        family='VideoMamba', arch='m', norm='RMSNorm', layout='videomamba', registers=1,
         cls_reduce=1, config='configs/upernet_videomamba_m.py'),
 }
 

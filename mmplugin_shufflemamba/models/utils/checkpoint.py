@@ -4,8 +4,11 @@
 Formats (a user can force one with ``ckpt_format``):
 
 - ``'shufflemamba'``: plain models, ``cls_token`` (1, 1, D) at the sequence front,
-  ``pos_embed`` (1, N + 1, D) with the cls position first. VideoMamba image models
-  use the same layout (``'videomamba'`` is an alias).
+  ``pos_embed`` (1, N + 1, D) with the cls position first.
+- ``'videomamba'``: VideoMamba's image models: the same keys and cls-first layout, but
+  their mixer sums its two directions where the others average them, so the conversion
+  doubles each ``mixer.out_proj.weight`` (exact). VideoMamba's files carry no model
+  name: pass ``ckpt_format='videomamba'``.
 - ``'vim'``: as above but the cls token sits in the middle of the sequence (position
   ``N // 2``), and so does its position embedding.
 - ``'reg'``: register models, ``cls_token`` (1, R, D) spread evenly through the
@@ -22,7 +25,7 @@ is read) and :func:`official_to_mmpretrain` map one to the other.
 
 ``'shufflemamba'`` and ``'vim'`` share their keys and shapes: where the cls token sits
 is read from evidence in the file, never guessed (:func:`format_hint`): the model name
-in an official checkpoint's ``args`` (``mambar_*`` / ``videomamba_*``: first;
+in an official checkpoint's ``args`` (``mambar_*``: first; ``videomamba_*``: VideoMamba;
 ``*midclstok*``: middle), MMEngine's ``meta`` (this project's layout) or the
 ``meta['shufflemamba_format']`` marker this project's writers emit. Without evidence a
 (1, 1, D) cls token is a :class:`CheckpointError` that asks for ``ckpt_format``.

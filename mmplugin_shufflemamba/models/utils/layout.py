@@ -35,7 +35,10 @@ def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
     low = name.lower()
     if 'midclstok' in low or 'middle_cls' in low:
         return 'vim', f'args.model={name!r} (Vim, middle cls token)'
-    if low.startswith(('mambar', 'videomamba', 'shufflemamba', 'shuffle_mamba')):
+    if low.startswith('videomamba'):
+        return 'videomamba', (f'args.model={name!r} (VideoMamba: cls first, the two '
+                              'directions summed, not averaged)')
+    if low.startswith(('mambar', 'shufflemamba', 'shuffle_mamba')):
         return 'shufflemamba', f'args.model={name!r} (cls token first)'
     if is_mmengine_checkpoint(ckpt):
         cfg_text = ckpt['meta'].get('cfg') if isinstance(ckpt.get('meta'), dict) else None
@@ -166,15 +169,13 @@ def detect_format(sd: Dict[str, torch.Tensor], hint: Optional[str] = None) -> st
     without a hint that says which, this is a :class:`CheckpointError`.
     """
     sd = _strip_wrappers(dict(sd))
-    if hint == 'videomamba':
-        hint = 'shufflemamba'
     if 'pos_embed_cls' in sd:
         return 'mmplugin' if hint == 'mmplugin' else 'reg'
     cls = sd.get('cls_token')
     if cls is None:
         return 'mmplugin'
     if cls.dim() == 3 and cls.shape[1] == 1:
-        if hint in ('shufflemamba', 'vim'):
+        if hint in ('shufflemamba', 'videomamba', 'vim'):
             return hint
         raise CheckpointError(
             f'cannot tell where the cls token sits: the checkpoint has one cls token '
@@ -182,8 +183,10 @@ def detect_format(sd: Dict[str, torch.Tensor], hint: Optional[str] = None) -> st
             'ShuffleMamba / VideoMamba (cls first) and Vim (cls in the middle) share, '
             'and nothing in the file says which it is (official checkpoints name their '
             "model in 'args'; this project's converted files carry "
-            "meta['shufflemamba_format']). Pass ckpt_format='shufflemamba' (cls first) "
-            "or ckpt_format='vim' (middle), e.g. init_cfg=dict(type='Pretrained', "
+            "meta['shufflemamba_format']). Pass ckpt_format='shufflemamba' (cls first), "
+            "ckpt_format='videomamba' (VideoMamba's image models: cls first, the two "
+            "directions summed) or ckpt_format='vim' (middle), e.g. "
+            "init_cfg=dict(type='Pretrained', "
             "checkpoint=..., ckpt_format='shufflemamba'), or convert the file once with "
             'tools/convert_checkpoint.py --format shufflemamba.')
     raise CheckpointError(
@@ -242,7 +245,10 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
             "('patch_embed.proj.weight', 'layers.N.mixer.*'); first keys: "
             f'{sorted(sd)[:8]}')
     fmt = detect_format(sd) if ckpt_format == 'auto' else ckpt_format
-    if fmt == 'videomamba':
+    # VideoMamba's mixer sums its two directions (out_proj(y_f + y_b)); this one, like
+    # ShuffleMamba's, Vim's and Mamba-Reg's, averages them: out_proj's weight doubles.
+    summed = fmt == 'videomamba'
+    if summed:
         fmt = 'shufflemamba'
     if fmt == 'mmplugin' and 'pos_embed_cls' not in sd and \
             getattr(sd.get('cls_token'), 'shape', (0, 0))[1:2] == (1,):
@@ -319,9 +325,13 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor],
     if num_registers > 0:
         out['cls_token'] = reg_tokens
         out['pos_embed_cls'] = reg_pos
+    if summed:
+        for k in [k for k in out if k.endswith('mixer.out_proj.weight')]:
+            out[k] = out[k] * 2
     summary = dict(
-        format=fmt, **{k: v for k, v in describe_state_dict(sd).items()
-                       if k not in ('registers', 'pos_tokens')},
+        format='videomamba' if summed else fmt,
+        **{k: v for k, v in describe_state_dict(sd).items()
+           if k not in ('registers', 'pos_tokens')},
         checkpoint_tokens=ckpt_regs, kept_tokens=num_registers + int(with_cls_token),
         grid=src_grid, target_grid=dst_grid, dropped=dropped)
     return out, summary

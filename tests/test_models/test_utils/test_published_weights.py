@@ -26,8 +26,9 @@ def published_file(path, name, info, grid=14, seed=0):
     layout = info['layout']
     src = ShuffleMamba(arch=info['arch'], img_size=grid * 16, kernel='torch',
                        norm_cfg=dict(type=info['norm']),
-                       with_cls_token=layout == 'shufflemamba',
-                       num_registers=info['registers'] if layout != 'shufflemamba' else 0,
+                       with_cls_token=layout in ('shufflemamba', 'videomamba'),
+                       num_registers=0 if layout in ('shufflemamba', 'videomamba')
+                       else info['registers'],
                        cls_reduce=info['cls_reduce'])
     for p in src.parameters():
         nn.init.normal_(p, std=0.02)
@@ -39,8 +40,11 @@ def published_file(path, name, info, grid=14, seed=0):
                                      sd['pos_embed'][:, n // 2:]], dim=1)
     feat = dims if layout != 'reg' else dims * info['registers'] // info['cls_reduce']
     sd['head.weight'], sd['head.bias'] = torch.randn(1000, feat), torch.randn(1000)
-    torch.save(dict(model=sd, model_ema=None, epoch=299,
-                    args=argparse.Namespace(model=name)), path)
+    if layout == 'videomamba':  # VideoMamba's image files hold only the weights
+        torch.save(dict(model=sd), path)
+    else:
+        torch.save(dict(model=sd, model_ema=None, epoch=299,
+                        args=argparse.Namespace(model=name)), path)
     return sd
 
 
@@ -52,6 +56,8 @@ def _check(tmp_path, name):
     bb = dict(cfg.model.backbone)
     bb.pop('type')
     bb['init_cfg'] = dict(type='Pretrained', checkpoint=path)
+    if info['layout'] == 'videomamba':
+        bb['init_cfg']['ckpt_format'] = 'videomamba'
     model = ShuffleMamba(**bb)
     model.init_weights()
     assert model.norm_f.__class__.__name__ == ('RMSNorm' if info['norm'] == 'RMSNorm'
@@ -59,6 +65,10 @@ def _check(tmp_path, name):
     for k in ('patch_embed.proj.weight', 'layers.3.mixer.A_b_log', 'layers.3.mixer.in_proj.weight',
               'layers.0.norm.weight', 'norm_f.weight'):
         torch.testing.assert_close(model.state_dict()[k], sd[k], rtol=0, atol=0, msg=k)
+    # VideoMamba sums the two directions, the backbone averages them
+    scale = 2 if info['layout'] == 'videomamba' else 1
+    torch.testing.assert_close(model.layers[2].mixer.out_proj.weight,
+                               sd['layers.2.mixer.out_proj.weight'] * scale, rtol=0, atol=0)
     assert model.pos_embed.shape[1] == 196  # the 14 x 14 grid of img_size 224
     assert cfg.model.decode_head.in_channels == [model.embed_dims] * 4
 
