@@ -20,6 +20,9 @@ import mmplugin_shufflemamba  # noqa: F401
 from mmplugin_shufflemamba.models.utils import CheckpointError, mmpretrain_to_official
 from mmplugin_shufflemamba.utils.runtime import _cpu_optim_wrapper
 
+from helpers.configs import framework, registry
+from helpers.configs import shrink as shrink_dense  # the dense configs' shrink
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PRETRAIN_DIR = osp.join(ROOT, 'configs', 'pretrain')
 QUICKSTART = osp.join(ROOT, 'configs', 'quickstart',
@@ -237,10 +240,6 @@ def mmengine_checkpoint(path, cfg, seed):
 
 def dense_backbone(dense, layers, checkpoint=None, **init):
     """The dense config's backbone, shrunk as test_configs does, loading ``checkpoint``."""
-    import sys
-    sys.path.insert(0, osp.join(ROOT, 'tests'))
-    from test_configs import framework, registry
-    from test_configs import shrink as shrink_dense
     cfg = shrink_dense(Config.fromfile(osp.join(ROOT, 'configs', dense)), layers=layers)
     bb = cfg.model.backbone
     bb.kernel = 'torch'

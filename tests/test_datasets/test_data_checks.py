@@ -20,6 +20,8 @@ from mmplugin_shufflemamba.datasets import (DataError, generate_synthetic_ade20k
                                             generate_synthetic_coco, generate_synthetic_imagenet,
                                             probe_image_file, synthetic_coco_metainfo)
 
+from helpers.tools import load_tool
+
 # The pipeline lines the configs use (see the data section of README.md).
 SEG_PIPELINE = [
     dict(type='LoadImageFromFile'),
@@ -461,11 +463,7 @@ test_evaluator = val_evaluator
 def test_train_run_stops_with_the_file_named(tmp_path):
     import subprocess
     import sys
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-    try:
-        from stress_dist_exit import tiny_overrides
-    finally:
-        sys.path.pop(0)
+    tiny_overrides = load_tool('analysis', 'stress_dist_exit.py').tiny_overrides
     data = generate_synthetic_ade20k(str(tmp_path / 'data'), num_train=4, num_val=2,
                                      size=(64, 64))
     path = _ann(data, 'ADE_train_00000002')

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from mmplugin_shufflemamba.ops import causal_conv1d, causal_conv1d_ref
 
-from layouts import as_layout
+from helpers.layouts import as_layout
 
 
 def naive_causal_conv(x, w, b):

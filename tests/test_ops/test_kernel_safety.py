@@ -12,7 +12,7 @@ from mmplugin_shufflemamba.ops import (ShapeError, causal_conv1d, causal_conv1d_
 from mmplugin_shufflemamba.ops import build_flags
 from mmplugin_shufflemamba.ops.kernels import cpu_extension, get_cpu_path, set_cpu_path
 
-from layouts import as_layout
+from helpers.layouts import as_layout
 
 needs_ext = pytest.mark.skipif(not has_selective_scan_cpu(),
                                reason='compiled CPU extension not built')

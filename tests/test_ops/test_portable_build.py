@@ -17,7 +17,7 @@ from mmplugin_shufflemamba.ops import (causal_conv1d_cpu, cpu_paths, has_selecti
 from mmplugin_shufflemamba.ops import build_flags
 from mmplugin_shufflemamba.ops.kernels import cpu_extension, get_cpu_path, set_cpu_path
 
-from layouts import as_layout
+from helpers.layouts import as_layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 needs_ext = pytest.mark.skipif(not has_selective_scan_cpu(),

@@ -1,10 +1,11 @@
 import pytest
 import torch
-from layouts import as_layout
 
 from mmplugin_shufflemamba.ops import (has_selective_scan_cpu, selective_scan,
                                        selective_scan_cpu, selective_scan_ref,
                                        selective_scan_torch)
+
+from helpers.layouts import as_layout
 
 
 def naive_scan(u, delta, A, B, C, D, z, delta_bias, softplus):

@@ -1,12 +1,13 @@
 """tools/build_cuda_kernels.py: the setup.py patch that builds for one GPU architecture,
 and the messages on a machine without a GPU or without the sources."""
-import importlib.util
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
 import torch
+
+from helpers.tools import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'build_cuda_kernels.py')
@@ -37,10 +38,7 @@ FLAGS = cc_flag
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('build_cuda_kernels', TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('build_cuda_kernels.py')
 
 
 def _flags(text):

@@ -16,6 +16,8 @@ import textwrap
 
 import pytest
 
+from helpers.tools import load_tool
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 SCRIPT = textwrap.dedent('''
@@ -64,11 +66,7 @@ def test_dist_train_exits_cleanly_every_time(tmp_path):
     """The end-to-end 2-process CPU job, several times in a row: every run exits 0,
     no rank aborts, and both ranks report that their process group ended with no
     communication thread left (the condition that makes the abort impossible)."""
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-    try:
-        import stress_dist_exit
-    finally:
-        sys.path.pop(0)
+    stress_dist_exit = load_tool('analysis', 'stress_dist_exit.py')
     out = tmp_path / 'stress.json'
     rc = stress_dist_exit.main(['-n', '5', '--iters', '2', '--work-dir', str(tmp_path),
                                 '--json', str(out)])

@@ -1,7 +1,6 @@
 """Numeric command-line arguments: 0 is a value, not "unset". Each tool either honours it
 or stops with argparse's exit status 2 and a message that names the argument and the
 valid range (tools/quickstart.py, tools/convert_checkpoint.py, tools/analysis/*)."""
-import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -9,15 +8,9 @@ import sys
 
 import pytest
 
+from helpers.tools import load_tool
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def _tool(*parts):
-    path = osp.join(ROOT, 'tools', *parts)
-    spec = importlib.util.spec_from_file_location('cli_' + parts[-1][:-3], path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _usage_error(capsys, fn, argv):
@@ -53,12 +46,12 @@ def test_quickstart_max_iters_0_is_refused_command():
     (['--data-root', ' '], 'argument --data-root: must not be empty'),
 ])
 def test_quickstart_bad_values(capsys, argv, words):
-    qs = _tool('quickstart.py')
+    qs = load_tool('quickstart.py')
     assert words in _usage_error(capsys, qs.parse_args, argv)
 
 
 def test_quickstart_honours_small_values():
-    qs = _tool('quickstart.py')
+    qs = load_tool('quickstart.py')
     args = qs.parse_args(['--max-iters', '1', '--num-overlays', '0', '--num-train', '1'])
     assert (args.max_iters, args.num_overlays, args.num_train) == (1, 0, 1)
     assert args.num_val == qs.TASKS['segmentation']['num_val']  # unset: the task's
@@ -88,12 +81,12 @@ def test_quickstart_honours_small_values():
     (['a', 'b', '--to', 'mmpretrain', '--num-registers', '1'], 'apply to --to backbone only'),
 ])
 def test_convert_checkpoint_bad_values(capsys, argv, words):
-    conv = _tool('convert_checkpoint.py')
+    conv = load_tool('convert_checkpoint.py')
     assert words in _usage_error(capsys, conv.parse_args, argv)
 
 
 def test_convert_checkpoint_honours_zero_registers():
-    conv = _tool('convert_checkpoint.py')
+    conv = load_tool('convert_checkpoint.py')
     args = conv.parse_args(['a', 'b', '--to', 'official', '--num-registers', '0'])
     assert args.num_registers == 0 and args.img_size is None
 
@@ -107,7 +100,7 @@ def test_convert_checkpoint_honours_zero_registers():
     (['cfg.py', '--device', ''], 'argument --device: must not be empty'),
 ])
 def test_benchmark_bad_values(capsys, argv, words):
-    bench = _tool('analysis', 'benchmark.py')
+    bench = load_tool('analysis', 'benchmark.py')
     assert words in _usage_error(capsys, bench.parse_args, argv)
     args = bench.parse_args(['cfg.py', '--warmup', '0', '--num-workers', '0'])
     assert (args.warmup, args.num_workers) == (0, 0)  # 0 honoured
@@ -121,12 +114,12 @@ def test_benchmark_bad_values(capsys, argv, words):
     (['--batch', '0'], 'argument --batch: must be an integer >= 1'),
 ])
 def test_benchmark_cpu_kernels_bad_values(capsys, argv, words):
-    kernels = _tool('analysis', 'benchmark_cpu_kernels.py')
+    kernels = load_tool('analysis', 'benchmark_cpu_kernels.py')
     assert words in _usage_error(capsys, kernels.main, argv)
 
 
 def test_get_flops_bad_shape(capsys):
-    flops = _tool('analysis', 'get_flops.py')
+    flops = load_tool('analysis', 'get_flops.py')
     assert 'argument --shape: must be an integer >= 1 (pixels), got 0' in _usage_error(
         capsys, flops.parse_args, ['cfg.py', '--shape', '0', '512'])
 
@@ -141,12 +134,12 @@ def test_get_flops_bad_shape(capsys):
     (['--work-dir', ''], 'argument --work-dir: must not be empty'),
 ])
 def test_stress_dist_exit_bad_values(capsys, argv, words):
-    stress = _tool('analysis', 'stress_dist_exit.py')
+    stress = load_tool('analysis', 'stress_dist_exit.py')
     assert words in _usage_error(capsys, stress.main, argv)
 
 
 def test_plot_logs_empty_out_dir(capsys, tmp_path):
-    plot = _tool('analysis', 'plot_logs.py')
+    plot = load_tool('analysis', 'plot_logs.py')
     assert 'argument --out-dir: must not be empty' in _usage_error(
         capsys, plot.main, [str(tmp_path), '--out-dir', ''])
 
@@ -178,5 +171,5 @@ def test_quickstart_refuses_a_foreign_data_root(tmp_path):
     (['--epochs', '0'], 'argument --epochs: must be an integer >= 1, got 0'),
 ])
 def test_train_timm_values(capsys, argv, words):
-    parser = _tool('train_timm.py').get_args_parser()
+    parser = load_tool('train_timm.py').get_args_parser()
     assert words in _usage_error(capsys, parser.parse_args, argv)

@@ -13,8 +13,8 @@ import torch
 
 from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k, generate_synthetic_imagenet
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from test_dist_train import ROOT, free_port, overrides, run_test_tool  # noqa: E402
+from helpers.dist import free_port, overrides, run_test_tool
+from helpers.tools import ROOT
 
 PRETRAIN = osp.join(ROOT, 'configs', 'quickstart',
                     'shufflemamba-tiny_1xb32-400it_synthetic-in1k-64px.py')

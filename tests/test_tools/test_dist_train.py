@@ -4,7 +4,6 @@ import argparse
 import os
 import os.path as osp
 import re
-import socket
 import subprocess
 import sys
 
@@ -13,34 +12,12 @@ import torch
 
 from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
 
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'test_models',
-                            'test_utils'))
-from official_reference import make_official_state_dict  # noqa: E402
+from helpers.dist import free_port, overrides, run_test_tool
+from helpers.official_reference import make_official_state_dict
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
                   'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def overrides(data_root, iters):
-    opts = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-            f'default_hooks.checkpoint.interval={iters}',
-            'default_hooks.logger.interval=1',
-            'model.backbone.num_layers=4', 'model.backbone.embed_dims=32',
-            'model.backbone.out_indices=[0,1,2,3]',
-            'model.decode_head.in_channels=[32,32,32,32]',
-            'model.auxiliary_head.in_channels=32', 'param_scheduler.0.end=2',
-            'param_scheduler.1.begin=2', f'param_scheduler.1.end={iters}']
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        opts += [f'{loader}.dataset.data_root={data_root}', f'{loader}.num_workers=0',
-                 f'{loader}.persistent_workers=False', f'{loader}.batch_size=2']
-    return opts
 
 
 def official_ckpt(path, depth):
@@ -61,17 +38,6 @@ def dist_train(tmp_path, data_root, work, ckpt):
     run = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
                          timeout=900)
     return run.returncode, run.stdout + run.stderr, env
-
-
-def run_test_tool(config, ckpt, tmp_path, env, cfg_options):
-    """Run tools/test.py on a checkpoint in ``tmp_path``; return its log (exit 0 checked)."""
-    cmd = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config, ckpt, '--work-dir',
-           str(tmp_path / 'test'), '--cfg-options'] + cfg_options
-    run = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                         timeout=600)
-    log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-6000:]
-    return log
 
 
 @pytest.mark.slow

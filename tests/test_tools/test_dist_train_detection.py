@@ -11,8 +11,7 @@ import pytest
 
 from mmplugin_shufflemamba.datasets import generate_synthetic_coco
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from test_dist_train import free_port, run_test_tool  # noqa: E402
+from helpers.dist import free_port, run_test_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',

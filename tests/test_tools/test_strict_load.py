@@ -22,13 +22,12 @@ from mmplugin_shufflemamba.utils.checkpoint_fit import (checkpoint_to_load,
                                                         model_config_differences,
                                                         saved_config_value)
 
+from helpers.tools import load_tool
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
                   'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-from stress_dist_exit import tiny_overrides  # noqa: E402
-
-sys.path.pop(0)
+tiny_overrides = load_tool('analysis', 'stress_dist_exit.py').tiny_overrides
 
 
 # ------------------------------------------------------------------ the check itself

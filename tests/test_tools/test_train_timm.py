@@ -2,7 +2,6 @@
 2-process torchrun / gloo run) on generated ImageNet-layout data; its checkpoint has the
 official ``main_shuffle.py`` layout and loads into the dense backbone (raw and EMA)."""
 import argparse
-import importlib.util
 import os
 import os.path as osp
 import re
@@ -15,6 +14,8 @@ import torch
 
 from mmplugin_shufflemamba.compat import safe_torch_load
 from mmplugin_shufflemamba.datasets import generate_synthetic_imagenet
+
+from helpers.tools import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'train_timm.py')
@@ -144,9 +145,7 @@ def test_posterize_zero_bits(monkeypatch):
     # The tool patches timm in place: undo it after this test.
     monkeypatch.setattr(auto_augment, 'posterize', auto_augment.posterize)
     monkeypatch.setattr(auto_augment, 'NAME_TO_OP', dict(auto_augment.NAME_TO_OP))
-    spec = importlib.util.spec_from_file_location('train_timm', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('train_timm.py')
     tool.patch_timm_posterize()
     img = Image.new('RGB', (4, 4), (200, 100, 50))
     for name, magnitude in (('PosterizeIncreasing', 10), ('Posterize', 0)):  # 0 bits

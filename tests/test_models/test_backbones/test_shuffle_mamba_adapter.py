@@ -2,8 +2,6 @@
 pretrained loading and argument errors (tiny sizes, CPU)."""
 import argparse
 import math
-import os.path as osp
-import sys
 
 import pytest
 import torch
@@ -14,8 +12,7 @@ from mmplugin_shufflemamba import ShuffleMamba, ShuffleMambaAdapter
 from mmplugin_shufflemamba.models.layers import DeformInputs, MSDeformAttn
 from mmplugin_shufflemamba.models.utils import CheckpointError
 
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'test_utils'))
-from official_reference import make_official_state_dict  # noqa: E402
+from helpers.official_reference import make_official_state_dict
 
 BN = dict(type='BN', requires_grad=True)
 

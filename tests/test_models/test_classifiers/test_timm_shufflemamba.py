@@ -3,8 +3,6 @@ state-dict layout, timm's model interface (features / head / optimizer groups / 
 checkpointing / classifier reset), pretrained loading and the way from a timm-trained
 checkpoint into the dense backbones."""
 import argparse
-import os.path as osp
-import sys
 
 import pytest
 import timm
@@ -18,8 +16,7 @@ from mmplugin_shufflemamba import ShuffleMamba
 from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS, ShuffleMambaClassifier
 from mmplugin_shufflemamba.models.utils import load_pretrained_backbone
 
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'test_utils'))
-from official_reference import make_official_state_dict  # noqa: E402
+from helpers.official_reference import make_official_state_dict
 
 NAMES = sorted(TIMM_ARCHS)
 PLAIN = 'shufflemamba_b_patch16_224'

@@ -1,6 +1,5 @@
 import argparse
 import os.path as osp
-import sys
 
 import pytest
 import torch
@@ -10,8 +9,7 @@ from mmplugin_shufflemamba.models.utils import (CheckpointError, convert_to_back
                                                 detect_format, load_pretrained_backbone,
                                                 select_state_dict)
 
-sys.path.insert(0, osp.dirname(__file__))
-from official_reference import make_official_state_dict, official_features  # noqa: E402
+from helpers.official_reference import make_official_state_dict, official_features
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
@@ -68,7 +66,7 @@ def test_plain_and_vim_round_trip(tmp_path, fmt, out_type):
     model.eval()
     assert_features(model, raw, fmt, out_type=out_type)  # raw weights by default
 
-    from tools_convert import convert_main
+    from helpers.tools_convert import convert_main
     dst = tmp_path / 'converted.pth'
     summary = convert_main([str(src), str(dst), '--format', fmt])
     assert summary['format'] == fmt and summary['dropped'] == ['head.weight', 'head.bias']
@@ -172,7 +170,7 @@ def test_detect_format():
     with pytest.raises(CheckpointError, match='cannot tell where the cls token sits'):
         detect_format(official, 'mmplugin')  # MMEngine meta does not place a cls token
     assert detect_format(official, 'shufflemamba') == 'shufflemamba'
-    assert detect_format(official, 'videomamba') == 'shufflemamba'
+    assert detect_format(official, 'videomamba') == 'videomamba'
     assert detect_format(official, 'vim') == 'vim'
     with pytest.raises(CheckpointError, match='cannot tell where the cls token sits'):
         convert_to_backbone(official)  # a state dict alone is no evidence
@@ -270,7 +268,7 @@ def test_not_a_checkpoint_truncated_and_missing(tmp_path):
 
 
 def test_convert_no_ema_and_grid(tmp_path, capsys):
-    from tools_convert import convert_main
+    from helpers.tools_convert import convert_main
     src = tmp_path / 'o.pth'
     raw, _ = official_checkpoint(src, grid=4)
     dst = tmp_path / 'c.pth'
@@ -288,17 +286,38 @@ def test_convert_no_ema_and_grid(tmp_path, capsys):
 @pytest.mark.parametrize('name,fmt', [
     ('mambar_middle_patch16_224', 'shufflemamba'),
     ('mambar_large_patch16_224_40', 'shufflemamba'),
-    ('videomamba_small', 'shufflemamba'),
+    ('videomamba_small', 'videomamba'),
     (MODEL_NAMES['vim'], 'vim'),
 ])
 def test_cls_position_from_official_model_name(tmp_path, name, fmt):
-    sd = make_official_state_dict(fmt=fmt, seed=4)
+    layout = 'shufflemamba' if fmt == 'videomamba' else fmt
+    sd = make_official_state_dict(fmt=layout, seed=4)
     path = tmp_path / 'o.pth'
     torch.save(dict(model=sd, model_ema=None, epoch=3, args=argparse.Namespace(model=name)),
                path)
     m = backbone()
     assert load_pretrained_backbone(m, str(path))['format'] == fmt
-    assert_features(m, sd, fmt)
+    if fmt == 'videomamba':
+        # VideoMamba's mixer is out_proj(y_f + y_b): the averaging reference with a
+        # doubled out_proj computes the same function.
+        sd = {k: v * 2 if k.endswith('mixer.out_proj.weight') else v for k, v in sd.items()}
+    assert_features(m, sd, layout)
+
+
+def test_videomamba_file_without_a_model_name_loads_with_its_format(tmp_path):
+    """VideoMamba's image checkpoints hold only 'model': the cls-first layout alone
+    cannot tell ShuffleMamba (averaged directions) from VideoMamba (summed ones)."""
+    sd = make_official_state_dict(fmt='shufflemamba', seed=5)
+    path = str(tmp_path / 'videomamba_s16_in1k_res224.pth')
+    torch.save(dict(model=sd), path)
+    with pytest.raises(CheckpointError, match="ckpt_format='videomamba'"):
+        load_pretrained_backbone(backbone(), path)
+    m = backbone()
+    assert load_pretrained_backbone(m, path, ckpt_format='videomamba')['format'] == \
+        'videomamba'
+    doubled = {k: v * 2 if k.endswith('mixer.out_proj.weight') else v
+               for k, v in sd.items()}
+    assert_features(m, doubled, 'shufflemamba')
 
 
 @pytest.mark.parametrize('args', [None, argparse.Namespace(model='my_own_vim_variant'),
@@ -320,7 +339,7 @@ def test_official_layout_without_evidence_is_an_error(tmp_path, args):
 
 
 def test_converted_files_carry_their_marker(tmp_path):
-    from tools_convert import convert_main
+    from helpers.tools_convert import convert_main
     src = tmp_path / 'bare.pth'
     sd = make_official_state_dict(fmt='vim', seed=6)
     torch.save(sd, src)
@@ -338,7 +357,7 @@ def test_converted_files_carry_their_marker(tmp_path):
 
 
 def test_converted_ema_weights(tmp_path):
-    from tools_convert import convert_main
+    from helpers.tools_convert import convert_main
     src = tmp_path / 'o.pth'
     raw, ema = official_checkpoint(src)
     dst = tmp_path / 'ema.pth'

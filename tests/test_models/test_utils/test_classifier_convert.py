@@ -1,8 +1,6 @@
 """tools/convert_checkpoint.py --to official | mmpretrain: a whole classifier between
 the official / timm layout and mmpretrain's ImageClassifier, both ways, same logits."""
 import argparse
-import os.path as osp
-import sys
 
 import pytest
 import timm
@@ -13,8 +11,7 @@ from mmengine.runner import load_checkpoint
 import mmplugin_shufflemamba  # noqa: F401
 from mmplugin_shufflemamba.models.utils import CheckpointError
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from tools_convert import convert_main  # noqa: E402
+from helpers.tools_convert import convert_main
 
 TINY = dict(embed_dims=32, num_layers=2, img_size=32, patch_size=8, kernel='torch')
 

@@ -2,8 +2,6 @@
 ``head.fc.*``) <-> the official / timm layout (backbone keys at the top + ``head.*``),
 and the loader's round trips between classifiers and ShuffleMamba backbones."""
 import argparse
-import os.path as osp
-import sys
 
 import pytest
 import torch
@@ -18,8 +16,7 @@ from mmplugin_shufflemamba.models.utils import (CheckpointError, convert_to_back
                                                 mmpretrain_to_official,
                                                 official_to_mmpretrain)
 
-sys.path.insert(0, osp.dirname(__file__))
-from official_reference import make_official_state_dict  # noqa: E402
+from helpers.official_reference import make_official_state_dict
 
 D = 32
 RMS = dict(type='RMSNorm', eps=1e-5)

@@ -2,8 +2,6 @@
 checkpoint), says how many tensors and which, and loads them only when asked."""
 import argparse
 import logging
-import os.path as osp
-import sys
 
 import pytest
 import torch
@@ -16,8 +14,7 @@ from mmplugin_shufflemamba.models.utils.checkpoint import (CheckpointError, chec
                                                            nonfinite_tensors,
                                                            read_backbone_weights)
 
-sys.path.insert(0, osp.dirname(__file__))
-from official_reference import make_official_state_dict  # noqa: E402
+from helpers.official_reference import make_official_state_dict
 
 
 def backbone(**init):
@@ -131,7 +128,7 @@ def test_check_finite_passes_finite_state_dicts():
 
 
 def test_convert_tool_refuses_nan_and_names_its_flag(tmp_path):
-    from tools_convert import convert_main
+    from helpers.tools_convert import convert_main
     path = save(tmp_path / 'diverged.pth', poisoned(2))
     out = tmp_path / 'out.pth'
     with pytest.raises(CheckpointError, match=r'2 of \d+ tensors hold NaN/inf.*'
