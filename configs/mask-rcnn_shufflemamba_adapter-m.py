@@ -46,8 +46,8 @@ model = dict(
         norm_cfg=dict(type='SyncBN', requires_grad=True)))
 
 # Layer-wise lr decay 0.9 over the blocks (the adapter's own modules and the heads at
-# the full lr); no weight decay on embeddings, tokens, norms, biases, A_log, D, the
-# level embeddings and the injector gammas.
+# the full lr); no weight decay on what the backbone marks _no_weight_decay (embeddings,
+# tokens, A_log, D, the level embeddings, the injector gammas), on norms and on biases.
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

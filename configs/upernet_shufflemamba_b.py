@@ -75,20 +75,14 @@ model = dict(
         norm_cfg=norm_cfg),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
-# AdamW without weight decay on embeddings, norms and the SSM's A_log / D.
+# AdamW without weight decay on what the backbone marks _no_weight_decay: position
+# embedding, tokens, its norms, the SSM's A_log / D (and the adapter's level embeddings,
+# injector gammas and norms). MMEngine's default constructor, reading the mark.
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(
-        custom_keys={
-            'pos_embed': dict(decay_mult=0.0),
-            'cls_token': dict(decay_mult=0.0),
-            'norm': dict(decay_mult=0.0),
-            'A_log': dict(decay_mult=0.0),
-            'A_b_log': dict(decay_mult=0.0),
-            '.D': dict(decay_mult=0.0),
-        }))
+    constructor='ShuffleMambaOptimWrapperConstructor')
 
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),

@@ -33,10 +33,3 @@ model = dict(
         with_cp=False),
     decode_head=dict(in_channels=[embed_dims] * 4, in_index=[0, 1, 2, 3]),
     auxiliary_head=dict(in_channels=embed_dims, in_index=3))
-
-# The plain config's no-decay keys, plus the adapter's level embeddings and gammas.
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={
-        'level_embed': dict(decay_mult=0.0),
-        'injector.gamma': dict(decay_mult=0.0),
-    }))

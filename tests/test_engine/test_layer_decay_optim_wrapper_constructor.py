@@ -8,8 +8,7 @@ from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import DefaultScope
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the constructor)
-from mmplugin_shufflemamba.engine import (ShuffleMambaLayerDecayOptimWrapperConstructor,
-                                          get_layer_decay_param_info, is_no_decay_param)
+from mmplugin_shufflemamba.engine import ShuffleMambaLayerDecayOptimWrapperConstructor
 from mmplugin_shufflemamba.models import ShuffleMamba
 
 NAME = 'ShuffleMambaLayerDecayOptimWrapperConstructor'
@@ -201,8 +200,10 @@ def test_adapter_like_params_are_top_and_not_decayed():
     model = Model()
     bb = model.backbone
     bb.level_embed = nn.Parameter(torch.zeros(3, 32))
+    bb.level_embed._no_weight_decay = True  # as ShuffleMambaAdapter marks it
     injector = nn.Module()
     injector.gamma = nn.Parameter(torch.zeros(32))
+    injector.gamma._no_weight_decay = True  # as the Injector marks it
     injector.attn = nn.Linear(32, 32)
     injector.query_norm = nn.LayerNorm(32)
     injector.feat_norm = nn.LayerNorm(32)
@@ -357,24 +358,51 @@ def test_error_without_backbone_get_layer_depth():
         constructor(model)
 
 
-def test_pure_function():
-    gld = ShuffleMamba(arch=dict(embed_dims=32, num_layers=L), img_size=32,
-                       patch_size=8).get_layer_depth
-    info = get_layer_decay_param_info('backbone.layers.2.mixer.A_log', None, gld)
-    assert tuple(info) == (3, L + 2, True)
-    assert get_layer_decay_param_info('backbone.pos_embed', None, gld) == (0, L + 2, True)
-    assert get_layer_decay_param_info('decode_head.conv_seg.weight', nn.Conv2d(1, 1, 1),
-                                      gld) == (TOP, L + 2, False)
-    assert get_layer_decay_param_info('layers.0.mixer.in_proj.weight', None, gld,
-                                      prefix='') == (1, L + 2, False)
-    assert is_no_decay_param('x.weight', nn.GroupNorm(1, 2))
-    assert is_no_decay_param('x.weight', nn.InstanceNorm2d(2, affine=True))
-    assert not is_no_decay_param('x.weight', nn.Linear(2, 2))
-    assert not is_no_decay_param('blocks.0.ls.gamma')
-    assert is_no_decay_param('interactions.1.injector.gamma')
-    assert not is_no_decay_param('mixer.Dx') and is_no_decay_param('mixer.D')
-    with pytest.raises(ValueError, match='layer_id'):
-        get_layer_decay_param_info('backbone.x', None, lambda n, prefix: (7, 3))
+def test_no_decay_by_mark_norm_type_and_bias_name():
+    """No weight decay: a parameter marked _no_weight_decay, any parameter of a norm
+    module (by type, whatever its name) and any bias; names alone decide nothing else."""
+    model = Model()
+    extra = nn.Module()
+    extra.gn, extra.inorm = nn.GroupNorm(1, 2), nn.InstanceNorm2d(2, affine=True)
+    extra.lin = nn.Linear(2, 2)
+    extra.mha = nn.MultiheadAttention(4, 1)  # in_proj_bias: a '*_bias' leaf
+    extra.D = nn.Parameter(torch.ones(2))  # SSM-like names, but not marked: decayed
+    extra.ls = nn.Module()
+    extra.ls.gamma = nn.Parameter(torch.ones(2))
+    extra.injector = nn.Module()
+    extra.injector.gamma = nn.Parameter(torch.ones(2))
+    extra.marked = nn.Parameter(torch.ones(2, 2))
+    extra.marked._no_weight_decay = True
+    model.head.extra = extra
+    groups = by_name(build(model), model)
+    for name in ('gn.weight', 'gn.bias', 'inorm.weight', 'inorm.bias', 'lin.bias',
+                 'mha.in_proj_bias', 'mha.out_proj.bias', 'marked'):
+        assert groups[f'head.extra.{name}']['weight_decay'] == 0.0, name
+    for name in ('lin.weight', 'mha.in_proj_weight', 'D', 'ls.gamma', 'injector.gamma'):
+        assert groups[f'head.extra.{name}']['weight_decay'] == WD, name
+    # the backbone's own parameters are marked where they are created
+    bb = model.backbone
+    assert {n for n, p in bb.named_parameters() if getattr(p, '_no_weight_decay', False)} \
+        == {'pos_embed', 'norm_f.weight', 'norm_f.bias'} | {
+            f'layers.{i}.{n}' for i in range(L) for n in (
+                'norm.weight', 'norm.bias', 'mixer.A_log', 'mixer.A_b_log', 'mixer.D',
+                'mixer.D_b')}
+
+
+def test_layer_ids_from_the_backbone():
+    """get_layer_depth of the backbone with prefix 'backbone.' (mmseg / mmdet models
+    have no get_layer_depth of their own), of the model itself without a backbone."""
+    model = Model()
+    groups = by_name(build(model), model)
+    assert groups['backbone.layers.2.mixer.A_log']['layer_id'] == 3
+    assert groups['backbone.pos_embed']['layer_id'] == 0
+    assert groups['head.fc.weight']['layer_id'] == TOP
+    assert not hasattr(model, 'get_layer_depth')
+    backbone = ShuffleMamba(arch=dict(embed_dims=32, num_layers=L), img_size=32,
+                            patch_size=8)
+    groups = by_name(build(backbone), backbone)
+    assert groups['layers.0.mixer.in_proj.weight']['layer_id'] == 1
+    assert groups['norm_f.weight']['layer_id'] == TOP
 
 
 def test_logs_one_line_per_layer():

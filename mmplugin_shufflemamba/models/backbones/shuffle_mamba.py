@@ -20,6 +20,7 @@ from .shuffle_mamba_checks import (check_cls_args, check_image_input, check_mixe
 from ..layers.arg_checks import check_bool, check_choice, check_int, check_pair
 from ..layers.pos_embed import INTERPOLATE_MODES
 from ..layers.layer_shuffle import SHUFFLE_DRAWS
+from ..layers.bimamba import mark_no_weight_decay
 
 
 @MODELS.register_module()
@@ -195,14 +196,16 @@ class ShuffleMamba(BaseModule):
         self.patch_embed = PatchEmbed(in_channels, D, self.patch_size)
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         # Official layouts: a front cls token has its position first in pos_embed;
-        # registers have their own pos_embed_cls.
-        self.pos_embed = nn.Parameter(
-            torch.zeros(1, num_patches + int(self.with_cls_token), D))
+        # registers have their own pos_embed_cls. All marked _no_weight_decay.
+        self.pos_embed = mark_no_weight_decay(nn.Parameter(
+            torch.zeros(1, num_patches + int(self.with_cls_token), D)))
         if self.with_cls_token:
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+            self.cls_token = mark_no_weight_decay(nn.Parameter(torch.zeros(1, 1, D)))
         if self.num_registers > 0:
-            self.cls_token = nn.Parameter(torch.zeros(1, self.num_registers, D))
-            self.pos_embed_cls = nn.Parameter(torch.zeros(1, self.num_registers, D))
+            self.cls_token = mark_no_weight_decay(
+                nn.Parameter(torch.zeros(1, self.num_registers, D)))
+            self.pos_embed_cls = mark_no_weight_decay(
+                nn.Parameter(torch.zeros(1, self.num_registers, D)))
         self.pos_drop = nn.Dropout(p=drop_rate)
 
         # Official schedule: block i gets ([0] + linspace(0, rate, L))[i]; the final

@@ -14,6 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..layers.adapter_modules import (DeformInputs, InteractionBlock, MSDeformAttn,
                                       SpatialPriorModule, TokenUpsample2x)
 from ..layers.arg_checks import check_bool, check_int, check_real
+from ..layers.bimamba import mark_no_weight_decay
 from .shuffle_mamba import ShuffleMamba
 
 
@@ -126,7 +127,7 @@ class ShuffleMambaAdapter(ShuffleMamba):
         self.add_backbone_feature = add_backbone_feature
         self.init_values = init_values
 
-        self.level_embed = nn.Parameter(torch.zeros(3, D))
+        self.level_embed = mark_no_weight_decay(nn.Parameter(torch.zeros(3, D)))
         self.spm = SpatialPriorModule(self.in_channels, conv_inplane, D, adapter_norm_cfg)
         num_groups = len(self.interaction_indexes)
         self.interactions = nn.ModuleList([
@@ -138,7 +139,8 @@ class ShuffleMambaAdapter(ShuffleMamba):
         ])
         self.up = TokenUpsample2x(D)  # ConvTranspose2d(D, D, 2, 2)
         for i in range(1, 5):
-            self.add_module(f'norm{i}', build_norm_layer(adapter_norm_cfg, D)[1])
+            self.add_module(f'norm{i}', mark_no_weight_decay(
+                build_norm_layer(adapter_norm_cfg, D)[1]))
         self.init_adapter_weights()
 
     # ------------------------------------------------------------------ set-up

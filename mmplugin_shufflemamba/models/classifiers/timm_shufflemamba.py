@@ -104,9 +104,14 @@ class ShuffleMambaClassifier(ShuffleMamba):
     # -------------------------------------------------------------- timm interface
     @torch.jit.ignore
     def no_weight_decay(self):
-        """The official (timm optimizer factory) no-decay names; timm also exempts
-        every 1-D parameter (norms, biases, D)."""
-        return {'pos_embed', 'cls_token', 'pos_embed_cls'}
+        """The parameters marked ``_no_weight_decay`` that timm's optimizer factory would
+        decay: the position embeddings and cls / register tokens (timm exempts every 1-D
+        parameter itself: norms, biases, D). The blocks' ``A_log`` / ``A_b_log`` are
+        marked too (as in mamba-ssm) but left out, as in the official recipe: its timm
+        does not read the mark, so they are decayed."""
+        return {name for name, p in self.named_parameters()
+                if getattr(p, '_no_weight_decay', False) and p.ndim > 1
+                and not name.startswith('layers.')}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

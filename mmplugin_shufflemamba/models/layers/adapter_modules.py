@@ -27,6 +27,7 @@ from ...ops.kernels import report_fallback
 from ...ops.ms_deform_attn import (has_ms_deform_attn_cpu, has_ms_deform_attn_mmcv_cuda,
                                    ms_deform_attn_cpu)
 from .arg_checks import check_bool, check_int, check_rate, check_real
+from .bimamba import mark_no_weight_decay
 
 Shapes = Sequence[Tuple[int, int]]
 
@@ -318,7 +319,7 @@ class ConvFFN(nn.Module):
 
 
 def _adapter_norm(embed_dims: int) -> nn.LayerNorm:
-    return nn.LayerNorm(embed_dims, eps=1e-6)
+    return mark_no_weight_decay(nn.LayerNorm(embed_dims, eps=1e-6))
 
 
 class _CrossAttention(nn.Module):
@@ -372,7 +373,8 @@ class Injector(_CrossAttention):
         super().__init__(embed_dims, num_heads, n_points, n_levels, deform_ratio, with_cp)
         check_real('init_values', init_values, hint="the injector's initial gamma")
         self.init_values = init_values
-        self.gamma = nn.Parameter(torch.full((embed_dims, ), float(init_values)))
+        self.gamma = mark_no_weight_decay(
+            nn.Parameter(torch.full((embed_dims, ), float(init_values))))
 
     def _inner(self, query, feat, *deform_inputs):
         return query + self.gamma * self.cross_attend(query, feat, deform_inputs)

@@ -11,17 +11,27 @@ from ...ops.bimamba_inner import bimamba_inner_fn
 from .arg_checks import check_bool, check_int, check_rate, check_real
 
 
+def mark_no_weight_decay(obj):
+    """Mark a parameter, or every parameter of a module, ``_no_weight_decay = True`` (as
+    mamba-ssm marks ``A_log`` and ``D``): the package's optimizer-wrapper constructors
+    give it weight decay 0. Returns ``obj``."""
+    for param in [obj] if isinstance(obj, nn.Parameter) else obj.parameters():
+        param._no_weight_decay = True
+    return obj
+
+
 def build_token_norm(norm_cfg: dict, num_features: int) -> nn.Module:
-    """Build a norm over the last axis: ``type`` 'LN' (LayerNorm) or 'RMSNorm'."""
+    """Build a norm over the last axis: ``type`` 'LN' (LayerNorm) or 'RMSNorm' (its
+    parameters marked ``_no_weight_decay``)."""
     cfg = dict(norm_cfg)
     norm_type = cfg.pop('type', 'LN')
     eps = cfg.pop('eps', 1e-5)
     if cfg:
         raise ValueError(f'unsupported norm_cfg keys {sorted(cfg)} in {norm_cfg}')
     if norm_type in ('LN', 'LayerNorm'):
-        return nn.LayerNorm(num_features, eps=eps)
+        return mark_no_weight_decay(nn.LayerNorm(num_features, eps=eps))
     if norm_type == 'RMSNorm':  # weight only, as in the Mamba-Reg checkpoints
-        return nn.RMSNorm(num_features, eps=eps)
+        return mark_no_weight_decay(nn.RMSNorm(num_features, eps=eps))
     raise ValueError(f"norm_cfg type must be 'LN' or 'RMSNorm', got {norm_type!r}")
 
 
@@ -85,8 +95,10 @@ class BiMambaMixer(nn.Module):
             setattr(self, f'x_proj{suffix}', x_proj)
             setattr(self, f'dt_proj{suffix}', dt_proj)
             a_name = 'A_log' if suffix == '' else 'A_b_log'
-            setattr(self, a_name, nn.Parameter(torch.log(A)))
-            setattr(self, f'D{suffix}', nn.Parameter(torch.ones(self.d_inner)))
+            # marked _no_weight_decay, as mamba-ssm marks them
+            setattr(self, a_name, mark_no_weight_decay(nn.Parameter(torch.log(A))))
+            setattr(self, f'D{suffix}',
+                    mark_no_weight_decay(nn.Parameter(torch.ones(self.d_inner))))
 
     def _init_dt_proj(self, dt_proj: nn.Linear, dt_min: float, dt_max: float,
                       floor: float) -> None:
