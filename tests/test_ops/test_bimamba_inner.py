@@ -262,7 +262,7 @@ def test_log_kernels_writes_the_report_to_the_log(no_cuda_kernels):
 
 # --------------------------------------------------------------- the adapter's MSDA
 def _msda_module():
-    from mmplugin_shufflemamba.models.layers.adapter_modules import MSDeformAttn
+    from mmplugin_shufflemamba.models.layers.deform_attn import MSDeformAttn
     torch.manual_seed(0)
     return MSDeformAttn(32, num_heads=4, num_levels=2, num_points=2, ratio=0.5)
 
@@ -272,9 +272,9 @@ def test_msda_on_cuda_without_mmcv_cuda_ops_warns_once_and_uses_pytorch(monkeypa
     and mmcv's PyTorch sampling, not "implementation for device cuda:0 not found"."""
     from types import SimpleNamespace
     from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
-    from mmplugin_shufflemamba.models.layers import adapter_modules
+    from mmplugin_shufflemamba.models.layers import deform_attn
     err = 'RuntimeError: ms_deform_attn_impl_forward: implementation for device cuda:0 not found'
-    monkeypatch.setattr(adapter_modules, 'has_ms_deform_attn_mmcv_cuda',
+    monkeypatch.setattr(deform_attn, 'has_ms_deform_attn_mmcv_cuda',
                         lambda device=None: (False, err))
     monkeypatch.setattr(kernels, '_warned', set())
     monkeypatch.delenv(kernels.STRICT_ENV, raising=False)

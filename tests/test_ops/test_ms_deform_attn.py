@@ -241,8 +241,7 @@ def test_dispatch_and_fallback_without_the_extension(monkeypatch):
 
 
 def _adapter_attn(seed):
-    from mmplugin_shufflemamba.models.layers.adapter_modules import (DeformInputs,
-                                                                      MSDeformAttn)
+    from mmplugin_shufflemamba.models.layers.deform_attn import DeformInputs, MSDeformAttn
     torch.manual_seed(seed)
     attn = MSDeformAttn(64, 4, 3, 4, ratio=0.5)
     attn.init_weights()  # mmcv's init: offsets on a grid of whole pixels
@@ -271,7 +270,7 @@ def test_adapter_attention_uses_the_kernel_and_matches_mmcv(monkeypatch, identit
     attn, inputs, query, value = _adapter_attn(0)
     ident = torch.randn_like(query) if identity else None
     calls = []
-    import mmplugin_shufflemamba.models.layers.adapter_modules as am
+    import mmplugin_shufflemamba.models.layers.deform_attn as am
     monkeypatch.setattr(am, 'ms_deform_attn_cpu',
                         lambda *a: (calls.append('cpu'), ms_deform_attn_cpu(*a))[1])
     fused = _module_run(attn, inputs, query, value, ident)

@@ -11,8 +11,8 @@ from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers.adapter_modules import (DeformInputs, InteractionBlock, MSDeformAttn,
-                                      SpatialPriorModule, TokenUpsample2x)
+from ..layers.adapter_modules import InteractionBlock, SpatialPriorModule, TokenUpsample2x
+from ..layers.deform_attn import DeformInputs, MSDeformAttn
 from ..layers.arg_checks import check_bool, check_int, check_real
 from ..layers.bimamba import mark_no_weight_decay
 from .shuffle_mamba import ShuffleMamba

@@ -1,5 +1,5 @@
-from .adapter_modules import (ConvFFN, DeformInputs, Extractor, Injector,
-                              InteractionBlock, MSDeformAttn, SpatialPriorModule)
+from .adapter_modules import ConvFFN, Extractor, Injector, InteractionBlock, SpatialPriorModule
+from .deform_attn import DeformInputs, MSDeformAttn
 from .bimamba import BiMambaMixer, MambaBlock, build_token_norm
 from .layer_shuffle import (LayerShuffle, inverse_permutation, permute_tokens,
                             sample_permutation, shuffle_probs, shuffled_call)

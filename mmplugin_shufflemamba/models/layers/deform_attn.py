@@ -1,0 +1,187 @@
+"""Multi-scale deformable attention of the adapter: mmcv's
+``MultiScaleDeformableAttention`` (batch first, parameter names of the official adapter)
+with this package's compiled CPU sampling kernel, a loud fallback to mmcv's PyTorch
+sampling on CUDA without mmcv's CUDA ops, and the reference points / level shapes of its
+inputs (:class:`DeformInputs`)."""
+import os
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmcv.ops import MultiScaleDeformableAttention
+from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+
+from ...ops.kernels import report_fallback
+from ...ops.ms_deform_attn import (has_ms_deform_attn_cpu, has_ms_deform_attn_mmcv_cuda,
+                                   ms_deform_attn_cpu)
+from .arg_checks import check_int, check_real
+
+Shapes = Sequence[Tuple[int, int]]
+
+
+def _check_shapes(shapes: Shapes) -> None:
+    """Every level an (h, w) pair of sizes >= 1 (cheap: a few levels of ints)."""
+    if len(shapes) == 0 or any(len(s) != 2 or s[0] < 1 or s[1] < 1 for s in shapes):
+        raise ValueError(f'level shapes must be a non-empty list of (h, w) pairs with '
+                         f'h, w >= 1, got {list(shapes)}')
+
+
+def deform_reference_points(shapes: Shapes, device=None) -> torch.Tensor:
+    """Pixel centres of every level, normalised by the level's size.
+
+    Args:
+        shapes (Sequence[tuple]): (h, w) per level.
+
+    Returns:
+        Tensor: (1, sum(h * w), 1, 2) as (x, y) in [0, 1], levels concatenated in
+        row-major order; the level axis broadcasts over the value levels.
+    """
+    _check_shapes(shapes)
+    points = []
+    for h, w in shapes:
+        ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
+        xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
+        ref_y, ref_x = torch.meshgrid(ys, xs, indexing='ij')
+        points.append(torch.stack([ref_x.reshape(-1), ref_y.reshape(-1)], -1))
+    return torch.cat(points, 0)[None, :, None]
+
+
+def deform_value_inputs(shapes: Shapes, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``spatial_shapes`` (levels, 2) and ``level_start_index`` (levels, ) tensors."""
+    _check_shapes(shapes)
+    spatial = torch.as_tensor([tuple(s) for s in shapes], dtype=torch.long, device=device)
+    sizes = spatial.prod(1)
+    start = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    return spatial, start
+
+
+class DeformInputs(tuple):
+    """(reference_points, spatial_shapes, level_start_index) of one attention direction.
+
+    Args:
+        query_shapes (Sequence[tuple]): (h, w) of the query levels.
+        value_shapes (Sequence[tuple]): (h, w) of the value levels.
+    """
+
+    def __new__(cls, query_shapes: Shapes, value_shapes: Shapes, device=None):
+        return super().__new__(cls, (deform_reference_points(query_shapes, device),
+                                     *deform_value_inputs(value_shapes, device)))
+
+
+class MSDeformAttn(MultiScaleDeformableAttention):
+    """mmcv's multi-scale deformable attention as the adapter's formula needs it.
+
+    ``output_proj(sample(value_proj(value)))`` with ``value_proj`` to
+    ``embed_dims * ratio`` channels, no dropout and no residual: ``identity`` is added
+    only when given. It always computes in float32 (also under autocast). The sampling
+    runs mmcv's CUDA kernel for CUDA tensors and, for CPU tensors, this package's
+    compiled CPU kernel (:func:`~mmplugin_shufflemamba.ops.ms_deform_attn_cpu`, forward
+    and backward fused) when the extension is built, else mmcv's
+    ``multi_scale_deformable_attn_pytorch``.
+
+    The CPU path can be forced to mmcv's PyTorch implementation (for comparisons) with
+    the environment variable ``SHUFFLEMAMBA_MSDA_CPU=torch`` (read at every call) or
+    ``MSDeformAttn.cpu_kernel = 'torch'`` (class-wide, or per instance); ``'auto'``
+    (the default) uses the compiled kernel when it is built.
+
+    Args:
+        embed_dims (int): query and output width D.
+        num_heads (int): attention heads; must divide ``int(D * ratio)``.
+        num_levels (int): value levels.
+        num_points (int): sampling points per head and level.
+        ratio (float): value projection width / D.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, num_levels: int,
+                 num_points: int, ratio: float = 1.0):
+        check_int('embed_dims', embed_dims, 1)
+        check_int('deform_num_heads', num_heads, 1)
+        check_int('num_levels', num_levels, 1)
+        check_int('n_points', num_points, 1, hint='sampling points per head and level')
+        check_real('deform_ratio', ratio, 0.0, low_open=True,
+                   hint='the value projection width / embed_dims')
+        value_dims = int(embed_dims * ratio)
+        if value_dims <= 0 or value_dims % num_heads:
+            raise ValueError(
+                f'deform_num_heads={num_heads} must divide the deformable attention\'s '
+                f'value width int(embed_dims * deform_ratio) = int({embed_dims} * '
+                f'{ratio}) = {value_dims}; choose another deform_num_heads or '
+                'deform_ratio.')
+        super().__init__(embed_dims=embed_dims, num_heads=num_heads,
+                         num_levels=num_levels, num_points=num_points, dropout=0.0,
+                         batch_first=True, value_proj_ratio=ratio)
+        self.dropout = nn.Identity()
+        self.ratio = ratio
+
+    #: CPU sampling: 'auto' (the compiled kernel when built) or 'torch' (mmcv's
+    #: multi_scale_deformable_attn_pytorch); None: ``SHUFFLEMAMBA_MSDA_CPU`` (default
+    #: 'auto').
+    cpu_kernel: Optional[str] = None
+
+    def _use_cpu_kernel(self, value: torch.Tensor) -> bool:
+        if value.device.type != 'cpu':
+            return False
+        choice = self.cpu_kernel or os.environ.get('SHUFFLEMAMBA_MSDA_CPU') or 'auto'
+        if choice not in ('auto', 'torch'):
+            raise ValueError("MSDeformAttn.cpu_kernel / SHUFFLEMAMBA_MSDA_CPU must be "
+                             f"'auto' or 'torch', got {choice!r}")
+        return choice == 'auto' and has_ms_deform_attn_cpu()
+
+    def forward(self, query: torch.Tensor, value: torch.Tensor,
+                deform_inputs: Sequence[torch.Tensor],
+                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """query: (B, Lq, D), value: (B, Lv, D) -> (B, Lq, D) (+ identity)."""
+        reference_points, spatial_shapes, level_start_index = deform_inputs
+        identity_ = None if identity is None else identity.float()
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            sample = self._own_sampling(value)
+            if sample is not None:
+                out = self._forward_sampled(query.float(), value.float(), reference_points,
+                                            spatial_shapes, sample)
+                return out if identity_ is None else out + identity_
+            out = super().forward(
+                query.float(), value=value.float(),
+                identity=query.new_zeros((), dtype=torch.float32)
+                if identity_ is None else identity_,
+                reference_points=reference_points, spatial_shapes=spatial_shapes,
+                level_start_index=level_start_index)
+        return out
+
+    def _own_sampling(self, value: torch.Tensor) -> Optional[Callable]:
+        """The sampling function this module runs itself, or None for mmcv's forward:
+        the compiled CPU kernel for CPU tensors (when built and chosen); for CUDA
+        tensors without mmcv's CUDA ops, mmcv's PyTorch sampling, reported once (an
+        error under ``SHUFFLEMAMBA_STRICT_KERNELS=1``) instead of mmcv's "implementation
+        for device cuda:0 not found" deep in its forward."""
+        if value.device.type == 'cuda':
+            ok, err = has_ms_deform_attn_mmcv_cuda(value.device)
+            if ok:
+                return None
+            report_fallback('ms_deform_attn_cuda', err)
+            return multi_scale_deformable_attn_pytorch
+        return ms_deform_attn_cpu if self._use_cpu_kernel(value) else None
+
+    def _forward_sampled(self, query: torch.Tensor, value: torch.Tensor,
+                         reference_points: torch.Tensor, spatial_shapes: torch.Tensor,
+                         sample: Callable) -> torch.Tensor:
+        """mmcv's forward (batch first, no query_pos, no padding mask) with the sampling
+        function ``sample(value, shapes, locations, weights)``; no identity."""
+        bs, num_query, _ = query.shape
+        num_value = value.shape[1]
+        heads, levels, points = self.num_heads, self.num_levels, self.num_points
+        value = self.value_proj(value).view(bs, num_value, heads, -1)
+        offsets = self.sampling_offsets(query).view(bs, num_query, heads, levels, points, 2)
+        weights = self.attention_weights(query).view(bs, num_query, heads, levels * points)
+        weights = weights.softmax(-1).view(bs, num_query, heads, levels, points)
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+            locations = reference_points[:, :, None, :, None, :] \
+                + offsets / normalizer[None, None, None, :, None, :]
+        elif reference_points.shape[-1] == 4:
+            locations = reference_points[:, :, None, :, None, :2] \
+                + offsets / points * reference_points[:, :, None, :, None, 2:] * 0.5
+        else:
+            raise ValueError('Last dim of reference_points must be 2 or 4, got '
+                             f'{reference_points.shape[-1]}.')
+        out = sample(value, spatial_shapes, locations, weights)
+        return self.dropout(self.output_proj(out))
