@@ -6,15 +6,5 @@
 # out_proj, exactly. The official file names no model, so give its format:
 #   model = dict(backbone=dict(init_cfg=dict(type='Pretrained', ckpt_format='videomamba',
 #                                            checkpoint='path/to/videomamba-ti.pth')))
-_base_ = ['./upernet_shufflemamba_b.py']
-
-embed_dims = 192
-model = dict(
-    backbone=dict(
-        arch='t',
-        norm_cfg=dict(type='RMSNorm', eps=1e-5),
-        drop_path_rate=0.1,
-        out_indices=(5, 11, 17, 23),
-        num_registers=0),
-    decode_head=dict(in_channels=[embed_dims] * 4),
-    auxiliary_head=dict(in_channels=embed_dims))
+# The backbone and recipe of upernet_vim_t.py; only the weights differ.
+_base_ = ['./upernet_vim_t.py']

@@ -6,15 +6,5 @@
 # The official file loads with only the path set:
 #   model = dict(backbone=dict(init_cfg=dict(type='Pretrained',
 #                                            checkpoint='path/to/vim-s.pth')))
-_base_ = ['./upernet_shufflemamba_b.py']
-
-embed_dims = 384
-model = dict(
-    backbone=dict(
-        arch='s',
-        norm_cfg=dict(type='RMSNorm', eps=1e-5),
-        drop_path_rate=0.1,
-        out_indices=(5, 11, 17, 23),
-        num_registers=0),
-    decode_head=dict(in_channels=[embed_dims] * 4),
-    auxiliary_head=dict(in_channels=embed_dims))
+# The backbone and recipe of upernet_mambar_s.py; only the weights differ.
+_base_ = ['./upernet_mambar_s.py']

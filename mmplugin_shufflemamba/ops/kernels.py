@@ -75,6 +75,8 @@ def _import_kernel(name: str) -> Tuple[Optional[object], Optional[str]]:
     try:
         if name == 'selective_scan_cuda':
             import selective_scan_cuda as mod
+        elif name == 'cpu_extension':
+            from .. import _ext as mod
         elif name == 'causal_conv1d':
             from causal_conv1d.cpp_functions import (causal_conv1d_bwd_function,
                                                      causal_conv1d_fwd_function)
@@ -91,19 +93,11 @@ def _import_kernel(name: str) -> Tuple[Optional[object], Optional[str]]:
 def cpu_extension():
     """The compiled CPU kernels (``mmplugin_shufflemamba._ext``, built by setup.py),
     or None when the package was installed without them."""
-    try:
-        from .. import _ext
-    except ImportError:
-        return None
-    return _ext
+    return _import_kernel('cpu_extension')[0]
 
 
 def _cpu_extension_error() -> str:
-    try:
-        from .. import _ext  # noqa: F401
-    except ImportError as e:
-        return f'{type(e).__name__}: {e}'
-    return ''
+    return _import_kernel('cpu_extension')[1] or 'not built'
 
 
 def strict_kernels() -> bool:

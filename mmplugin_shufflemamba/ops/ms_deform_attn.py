@@ -31,7 +31,7 @@ location gives a NaN sample): outputs and gradients have NaN / inf at the same p
 """
 import torch
 
-from .kernels import ShapeError, cpu_extension
+from .kernels import _INSTALL, ShapeError, cpu_extension
 
 __all__ = ['ms_deform_attn', 'ms_deform_attn_cpu', 'ms_deform_attn_ref',
            'has_ms_deform_attn_cpu', 'has_ms_deform_attn_mmcv_cuda',
@@ -76,8 +76,8 @@ def ms_deform_attn_backend(device='cpu') -> str:
     if str(device).startswith('cuda'):
         ok, err = has_ms_deform_attn_mmcv_cuda()
         return ("mmcv's CUDA kernel" if ok else
-                f"mmcv's PyTorch path (no CUDA ops in mmcv: {err}; rebuild mmcv with "
-                'FORCE_CUDA=1: bash tools/setup_env.sh on the GPU node)')
+                f"mmcv's PyTorch path (no CUDA ops in mmcv: {err}; install: "
+                f"{_INSTALL['ms_deform_attn_cuda']})")
     if has_ms_deform_attn_cpu():
         return 'compiled CPU kernel'
     return "mmcv's PyTorch path (compiled CPU kernel not built)"

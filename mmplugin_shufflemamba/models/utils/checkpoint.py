@@ -295,15 +295,13 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
     sub = {k[len(prefix):]: state_dict[k] for k in keys}
     whole = not prefix and bool(sub) and not all(
         isinstance(v, torch.Tensor) for v in sub.values())
-    fmt = 'auto'
+    hint = None
     if whole:  # a whole training checkpoint passed as it is: its raw weights
         try:
             hint = format_evidence(sub)[0]
             sub, _ = select_state_dict(sub)
         except CheckpointError:
             return
-        if hint is not None and _is_published_layout(sub, module.state_dict()):
-            fmt = detect_format(sub, hint)
     own = module.state_dict()
     if not _is_published_layout(sub, own):
         if whole:
@@ -311,6 +309,7 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
                 del state_dict[k]
             state_dict.update(sub)
         return
+    fmt = 'auto' if hint is None else detect_format(sub, hint)
     try:
         converted, summary = convert_to_backbone(
             sub, fmt, module.num_registers, module.patch_resolution,
