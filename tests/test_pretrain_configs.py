@@ -17,7 +17,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmplugin_shufflemamba  # noqa: F401
-from mmplugin_shufflemamba.models.utils import CheckpointError, mmpretrain_to_official
+from mmplugin_shufflemamba.checkpoint import CheckpointError, mmpretrain_to_official
 from mmplugin_shufflemamba.utils.runtime import _cpu_optim_wrapper
 
 from helpers.configs import framework, registry

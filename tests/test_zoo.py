@@ -25,7 +25,7 @@ from mmengine.registry import DefaultScope
 
 import mmplugin_shufflemamba  # noqa: F401
 from mmplugin_shufflemamba import ShuffleMamba
-from mmplugin_shufflemamba.models.utils import CheckpointError
+from mmplugin_shufflemamba.checkpoint import CheckpointError
 from mmplugin_shufflemamba.utils.flops import (causal_conv1d_flops, count_flops,
                                                deform_attn_flops, model_complexity,
                                                selective_scan_flops)

@@ -30,7 +30,7 @@ import torch
 
 from mmplugin_shufflemamba.models.archs import ARCHS
 from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS
-from mmplugin_shufflemamba.models.utils import (CHECKPOINT_FORMATS, CheckpointError,
+from mmplugin_shufflemamba.checkpoint import (CHECKPOINT_FORMATS, CheckpointError,
                                                 convert_to_backbone, describe_state_dict,
                                                 official_to_mmpretrain,
                                                 read_backbone_weights)

@@ -27,9 +27,9 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
-from mmplugin_shufflemamba.utils import (STOP_ERRORS, check_runner_checkpoint, load_config,
-                                         log_kernels, prepare_runtime,
-                                         shutdown_distributed, stop_message)
+from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
+from mmplugin_shufflemamba.utils import (STOP_ERRORS, load_config, log_kernels,
+                                         prepare_runtime, shutdown_distributed, stop_message)
 
 
 def parse_args(argv=None):

@@ -34,9 +34,9 @@ import torch
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import amp_optim_wrapper_cfg
-from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks,
-                                         check_runner_checkpoint, load_config, log_kernels,
-                                         prepare_runtime, shutdown_distributed,
+from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
+from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, load_config,
+                                         log_kernels, prepare_runtime, shutdown_distributed,
                                          stop_message)
 
 

@@ -103,7 +103,7 @@ from timm.utils import ModelEmaV3, accuracy, get_state_dict
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the shufflemamba_* timm models)
-from mmplugin_shufflemamba.utils.safe_load import safe_torch_load
+from mmplugin_shufflemamba.checkpoint.safe_load import safe_torch_load
 from mmplugin_shufflemamba.utils.cli import int_at_least
 
 

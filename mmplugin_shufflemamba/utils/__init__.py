@@ -1,6 +1,6 @@
+"""Running the tools: configs, runtime set-up, kernel report, stop messages."""
+from ..checkpoint.fit import CheckpointFitError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
-from .checkpoint_fit import (CheckpointFitError, check_checkpoint_fit,
-                             check_runner_checkpoint, checkpoint_to_load)
 from .runtime import (add_training_hooks, load_config, log_kernels, prepare_runtime,
                       shutdown_distributed, stop_message)
 
@@ -8,7 +8,6 @@ from .runtime import (add_training_hooks, load_config, log_kernels, prepare_runt
 STOP_ERRORS = (CheckpointFitError, NonFiniteTrainingError)
 
 __all__ = [
-    'CheckpointFitError', 'STOP_ERRORS', 'add_training_hooks', 'check_checkpoint_fit',
-    'check_runner_checkpoint', 'checkpoint_to_load', 'load_config', 'log_kernels', 'prepare_runtime',
+    'STOP_ERRORS', 'add_training_hooks', 'load_config', 'log_kernels', 'prepare_runtime',
     'shutdown_distributed', 'stop_message'
 ]

@@ -76,7 +76,7 @@ def _cpu_optim_wrapper(cfg) -> None:
 def prepare_runtime(cfg, launcher: str) -> None:
     """Adapt ``cfg`` in place for the machine this process runs on (and let MMEngine's
     loaders read MMEngine / official checkpoints with the safe ``torch.load``)."""
-    from .safe_load import enable_mmengine_checkpoints
+    from ..checkpoint.safe_load import enable_mmengine_checkpoints
     enable_mmengine_checkpoints()
     if launcher != 'none':
         _import_dynamo_first()

@@ -110,7 +110,7 @@ class FiniteLossHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if not self.check_weights or not isinstance(checkpoint.get('state_dict'), dict):
             return
-        from ...models.utils.checkpoint_io import nonfinite_tensors
+        from ...checkpoint.files import nonfinite_tensors
         bad = nonfinite_tensors(checkpoint['state_dict'])
         if not bad:
             return

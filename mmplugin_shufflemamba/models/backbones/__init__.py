@@ -1,4 +1,5 @@
-from .shuffle_mamba import ShuffleMamba
+from .encoder import ShuffleMambaEncoder
+from .shuffle_mamba import OutType, ShuffleMamba
 from .shuffle_mamba_adapter import ShuffleMambaAdapter
 
-__all__ = ['ShuffleMamba', 'ShuffleMambaAdapter']
+__all__ = ['OutType', 'ShuffleMamba', 'ShuffleMambaAdapter', 'ShuffleMambaEncoder']

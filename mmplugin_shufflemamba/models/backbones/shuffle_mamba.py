@@ -1,61 +1,48 @@
-"""ShuffleMamba: plain Vision Mamba trained with stochastic layer-wise shuffle."""
-import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+"""ShuffleMamba: plain Vision Mamba trained with stochastic layer-wise shuffle, as a
+dense backbone (multi-level feature maps)."""
+import enum
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
-from ..layers import (LayerShuffle, MambaBlock, PatchEmbed, build_token_norm,
-                      resize_pos_embed, shuffled_call)
-from ..archs import ARCHS, resolve_arch
-from ..layers.token_layout import TokenLayout
-from .shuffle_mamba_checks import (check_cls_args, check_image_input, check_mixer_args,
-                                   resolve_out_indices)
-from ..layers.arg_checks import check_bool, check_choice, check_int, check_pair
-from ..layers.pos_embed import INTERPOLATE_MODES
-from ..layers.layer_shuffle import SHUFFLE_DRAWS
-from ..layers.bimamba import mark_no_weight_decay
+from ..layers.token_layout import to_map
+from .encoder import ShuffleMambaEncoder
+from .shuffle_mamba_checks import check_out_cls, resolve_out_indices, token_layout
+
+
+class OutType(str, enum.Enum):
+    """What :class:`ShuffleMamba` returns at an intermediate ``out_indices`` block
+    (the last block's output is final-normed with ``final_norm``)."""
+    #: the full token state after the block (residual + mixer output), as a ViT gives
+    RESIDUAL = 'residual'
+    #: the block's mixer output alone, as the official downstream code
+    MIXER = 'mixer'
+
+    @classmethod
+    def parse(cls, value: Union[str, 'OutType']) -> 'OutType':
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f'out_type must be one of {[t.value for t in cls]}, got '
+                             f'{value!r}') from None
 
 
 @MODELS.register_module()
-class ShuffleMamba(BaseModule):
+class ShuffleMamba(ShuffleMambaEncoder):
     """ShuffleMamba backbone (Vim with stochastic layer-wise shuffle).
 
-    A patch embedding, an absolute position embedding, optional register tokens and
-    a stack of bidirectional Mamba blocks. In training, block ``l`` shuffles the
-    token sequence (hidden state and residual stream, one permutation shared by the
-    batch, inverted after the block) with probability
-    ``linspace(0, shuffle_rate, num_layers)[l]``; in eval it is the plain Vim.
+    The :class:`~.encoder.ShuffleMambaEncoder` (patch embedding, absolute position
+    embedding, optional cls / register tokens, bidirectional Mamba blocks, SLWS in
+    training only, final norm) returning feature maps of chosen blocks.
 
     Args:
-        arch (str | dict): 't', 's', 'm', 'b', 'l1', 'l2' (or their long names, see
-            :data:`~mmplugin_shufflemamba.models.archs.ARCHS`) or a dict with
-            ``embed_dims`` and ``num_layers``. Defaults to 'b'.
-        img_size (int | tuple): resolution the position embedding was trained at.
-            Defaults to 224.
-        patch_size (int): >= 1, at most ``img_size``. Defaults to 16.
-        in_channels (int): Defaults to 3.
-        embed_dims (int, optional): overrides ``arch``.
-        num_layers (int, optional): overrides ``arch``.
-        d_state (int): SSM state size (>= 1). Defaults to 16.
-        d_conv (int): causal conv width (>= 1). Defaults to 4.
-        expand (int): mixer expansion (>= 1). Defaults to 2.
-        drop_rate (float): dropout after the position embedding, in [0, 1).
-            Defaults to 0.
-        drop_path_rate (float): stochastic depth, ``[0] + linspace(0, rate, L)``
-            over the blocks as in the official code; in [0, 1). Defaults to 0.
-        shuffle_rate (float): P of SLWS, in [0, 1]. Defaults to 0.
         out_indices (int | Sequence[int]): blocks whose output is returned;
             negative values count from the end. Defaults to -1.
-        out_type (str): 'residual' (the full token state after the block, as a ViT
-            gives) or 'mixer' (the block's mixer output alone at intermediate
-            indices, as the official downstream code). Defaults to 'residual'.
+        out_type (str | OutType): 'residual' (the full token state after the block,
+            as a ViT gives) or 'mixer' (the block's mixer output alone at
+            intermediate indices, as the official downstream code).
+            Defaults to 'residual'.
         final_norm (bool): apply ``norm_f`` to the last block's output.
             Defaults to True.
         num_registers (int): register tokens spread evenly through the sequence
@@ -64,403 +51,48 @@ class ShuffleMamba(BaseModule):
             with its own position in ``pos_embed`` (``(1, N + 1, D)``), as the
             official plain ImageNet classifiers (ShuffleMamba-M/B/L1); never in the
             dense outputs. Not with ``num_registers``. Defaults to False.
-        out_cls (bool): also return the classification feature, as the last element
-            of the output tuple: the final-normed cls token (B, D) with
-            ``with_cls_token``, or the final-normed registers (Mamba-Reg), each
-            reduced to ``D // cls_reduce`` by ``neck`` and flattened, then
-            ``norm_neck`` (B, R * D // cls_reduce). ``out_indices=()`` returns the
-            classification feature alone. Needs ``final_norm``. Defaults to False.
-        cls_reduce (int): Mamba-Reg's register reduction for classification
-            (``neck``: Linear D -> D // cls_reduce without bias, ``norm_neck`` over
-            the flattened registers); built when > 1, with ``num_registers`` only.
-            Official: 4 for Reg-B, 8 for Reg-L2. Defaults to 1.
+        out_cls (bool): also return the classification feature
+            (:meth:`~.encoder.ShuffleMambaEncoder.cls_feature`), as the last element
+            of the output tuple. ``out_indices=()`` returns it alone. Needs
+            ``final_norm``. Defaults to False.
+        cls_reduce (int): Mamba-Reg's register reduction for classification; with
+            ``num_registers`` only. Official: 4 for Reg-B, 8 for Reg-L2. Defaults to 1.
         shuffle_cls (bool): whether SLWS shuffles the cls / register tokens with the
-            patches (the paper's default, True) or keeps them at their positions and
-            shuffles the patch tokens only. Defaults to True.
-        shuffle_draw (str): how SLWS draws in training: 'host' (each block's
-            shuffle decided on the CPU; blocks that do not shuffle cost nothing) or
-            'device' (drawn on the tokens' device with no host synchronisation and no
-            data-dependent branch: every block with ``p_l > 0`` gathers, by the
-            identity when its draw says no; for CUDA graphs and ``torch.compile``).
-            Both draw a uniformly random permutation with probability ``p_l``.
-            Defaults to 'host'.
-        norm_cfg (dict): 'LN' or 'RMSNorm'. Defaults to ``dict(type='LN', eps=1e-5)``.
-        interpolate_mode (str): position-embedding resize mode. Defaults to 'bicubic'.
-        kernel (str): 'auto' uses the mamba-ssm / causal-conv1d CUDA kernels when
-            installed and on GPU, 'cuda' requires them, 'torch' never uses them.
-        with_cp (bool): gradient checkpointing of every block. Defaults to False.
-        frozen_stages (int): freeze the embeddings and the first ``frozen_stages``
-            blocks (-1: nothing; at most ``num_layers``). Defaults to -1.
-        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=...)``.
+            patches (the paper's default, True). Defaults to True.
+        **kwargs: the encoder's arguments (``arch``, ``img_size``, ``patch_size``,
+            ``in_channels``, ``embed_dims``, ``num_layers``, ``d_state``, ``d_conv``,
+            ``expand``, ``drop_rate``, ``drop_path_rate``, ``shuffle_rate``,
+            ``shuffle_draw``, ``norm_cfg``, ``interpolate_mode``, ``kernel``,
+            ``with_cp``, ``frozen_stages``, ``init_cfg``), see
+            :class:`~.encoder.ShuffleMambaEncoder`.
 
     Every argument is checked at construction: a value of the wrong type is a
     ``TypeError`` and one out of range a ``ValueError``, both naming the argument.
     """
-    #: the architecture registry (:mod:`mmplugin_shufflemamba.models.archs`)
-    arch_zoo = ARCHS
-    OUT_TYPES = ('residual', 'mixer')
+    OUT_TYPES = tuple(t.value for t in OutType)
 
     def __init__(self,
-                 arch: Union[str, dict] = 'b',
-                 img_size: Union[int, Sequence[int]] = 224,
-                 patch_size: int = 16,
-                 in_channels: int = 3,
-                 embed_dims: Optional[int] = None,
-                 num_layers: Optional[int] = None,
-                 d_state: int = 16,
-                 d_conv: int = 4,
-                 expand: int = 2,
-                 drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0,
-                 shuffle_rate: float = 0.0,
                  out_indices: Union[int, Sequence[int]] = -1,
-                 out_type: str = 'residual',
+                 out_type: Union[str, OutType] = 'residual',
                  final_norm: bool = True,
                  num_registers: int = 0,
                  with_cls_token: bool = False,
                  out_cls: bool = False,
                  cls_reduce: int = 1,
                  shuffle_cls: bool = True,
-                 shuffle_draw: str = 'host',
-                 norm_cfg: dict = dict(type='LN', eps=1e-5),
-                 interpolate_mode: str = 'bicubic',
-                 kernel: str = 'auto',
-                 with_cp: bool = False,
-                 frozen_stages: int = -1,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(init_cfg=init_cfg)
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            # A placeholder path fails when the model is built, not after the data.
-            from ..utils import check_checkpoint_path
-            check_checkpoint_path(init_cfg.get('checkpoint'))
-        arch_settings = resolve_arch(arch, embed_dims, num_layers)
-        self.embed_dims = int(arch_settings['embed_dims'])
-        self.num_layers = int(arch_settings['num_layers'])
-        if out_type not in self.OUT_TYPES:
-            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, got {out_type!r}')
-        check_int('num_registers', num_registers)
-        if num_registers < 0:
-            raise ValueError(f'num_registers must be >= 0, got {num_registers}')
-        final_norm = check_bool('final_norm', final_norm)
-        with_cls_token = check_bool('with_cls_token', with_cls_token)
-        out_cls = check_bool('out_cls', out_cls)
-        shuffle_cls = check_bool('shuffle_cls', shuffle_cls)
-        with_cp = check_bool('with_cp', with_cp)
-        check_cls_args(num_registers, with_cls_token, out_cls, cls_reduce,
-                             final_norm, self.embed_dims)
-        check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
-                               shuffle_rate)
-        check_int('in_channels', in_channels, 1, hint='image channels, 3 for RGB')
-        check_choice('interpolate_mode', interpolate_mode, INTERPOLATE_MODES)
-        check_choice('shuffle_draw', shuffle_draw, SHUFFLE_DRAWS)
-        if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
-            raise TypeError("norm_cfg must be a dict with a 'type' ('LN' or 'RMSNorm'), "
-                            f'got {norm_cfg!r}')
-        check_int('frozen_stages', frozen_stages, -1,
-                  hint='-1 freezes nothing, k the embeddings and the first k blocks')
-        if frozen_stages > self.num_layers:
-            raise ValueError(f'frozen_stages={frozen_stages} exceeds num_layers='
-                             f'{self.num_layers}')
-
-        self.patch_size = check_int('patch_size', patch_size, 1)
-        self.img_size = check_pair('img_size', img_size, 1,
-                                   hint='the resolution of the position embedding')
-        if min(self.img_size) < self.patch_size:
-            raise ValueError(f'img_size {self.img_size} must be at least patch_size='
-                             f'{self.patch_size} on each side (the position embedding '
-                             'needs one patch or more).')
-        if self.img_size[0] % self.patch_size or self.img_size[1] % self.patch_size:
-            raise ValueError(f'img_size {self.img_size} must be a multiple of '
-                             f'patch_size {self.patch_size}')
-        self.patch_resolution = (self.img_size[0] // self.patch_size,
-                                 self.img_size[1] // self.patch_size)
-        self.in_channels = in_channels
+                 **kwargs):
+        if 'tokens' in kwargs:
+            raise TypeError('ShuffleMamba takes with_cls_token / num_registers, not '
+                            'tokens.')
+        out_type = OutType.parse(out_type)
+        tokens = token_layout(with_cls_token, num_registers)
+        out_cls = check_out_cls(out_cls, tokens, final_norm)
+        super().__init__(tokens=tokens, cls_reduce=cls_reduce, shuffle_cls=shuffle_cls,
+                         final_norm=final_norm, **kwargs)
         self.out_type = out_type
-        self.final_norm = final_norm
-        self.num_registers = int(num_registers)
-        self.with_cls_token = bool(with_cls_token)
-        self.out_cls = bool(out_cls)
-        self.cls_reduce = int(cls_reduce)
-        self.shuffle_cls = bool(shuffle_cls)
-        #: where the cls / register tokens sit (shared by embedding, SLWS, outputs).
-        self.tokens = TokenLayout.from_args(self.with_cls_token, self.num_registers)
-        self.interpolate_mode = interpolate_mode
-        self.with_cp = with_cp
-        self.frozen_stages = frozen_stages
-        self.drop_path_rate = drop_path_rate
-        self.shuffle_rate = shuffle_rate
+        self.out_cls = out_cls
         self.out_indices = resolve_out_indices(out_indices, self.num_layers,
                                                allow_empty=self.out_cls)
-
-        D = self.embed_dims
-        self.patch_embed = PatchEmbed(in_channels, D, self.patch_size)
-        num_patches = self.patch_resolution[0] * self.patch_resolution[1]
-        # Official layouts: a front cls token has its position first in pos_embed;
-        # registers have their own pos_embed_cls. All marked _no_weight_decay.
-        self.pos_embed = mark_no_weight_decay(nn.Parameter(
-            torch.zeros(1, num_patches + int(self.with_cls_token), D)))
-        if self.with_cls_token:
-            self.cls_token = mark_no_weight_decay(nn.Parameter(torch.zeros(1, 1, D)))
-        if self.num_registers > 0:
-            self.cls_token = mark_no_weight_decay(
-                nn.Parameter(torch.zeros(1, self.num_registers, D)))
-            self.pos_embed_cls = mark_no_weight_decay(
-                nn.Parameter(torch.zeros(1, self.num_registers, D)))
-        self.pos_drop = nn.Dropout(p=drop_rate)
-
-        # Official schedule: block i gets ([0] + linspace(0, rate, L))[i]; the final
-        # add before norm_f gets the full rate.
-        dpr = [0.0] + [float(x) for x in torch.linspace(0, drop_path_rate, self.num_layers)]
-        mixer_cfg = dict(d_state=d_state, d_conv=d_conv, expand=expand, kernel=kernel)
-        self.layers = nn.ModuleList([
-            MambaBlock(D, mixer_cfg=mixer_cfg, norm_cfg=norm_cfg, drop_path=dpr[i])
-            for i in range(self.num_layers)
-        ])
-        self.drop_path = DropPath(drop_path_rate)
-        self.layer_shuffle = LayerShuffle(shuffle_rate, self.num_layers, shuffle_draw)
-        # Published ImageNet layouts load through load_state_dict / MMEngine as they are.
-        from ..utils.checkpoint import published_layout_pre_hook
-        self.register_load_state_dict_pre_hook(published_layout_pre_hook)
-        self.norm_f = build_token_norm(norm_cfg, D) if final_norm else nn.Identity()
-        if self.cls_reduce > 1:
-            self.neck = nn.Linear(D, D // self.cls_reduce, bias=False)
-            self.norm_neck = build_token_norm(norm_cfg, self.cls_feature_dims)
-        self._freeze_stages()
-
-    # ------------------------------------------------------------------ helpers
-    @property
-    def cls_feature_dims(self) -> int:
-        """Width of the classification feature that ``out_cls`` returns."""
-        if self.with_cls_token:
-            return self.embed_dims
-        return self.num_registers * (self.embed_dims // self.cls_reduce)
-
-    @property
-    def num_extra_tokens(self) -> int:
-        """cls / register tokens in the sequence besides the patches."""
-        return self.tokens.num_extra
-
-    def pretrained_state_dict(self) -> Dict[str, torch.Tensor]:
-        """The part of the state dict that an ImageNet checkpoint provides.
-
-        All of it for the plain backbone; subclasses with modules of their own (the
-        adapter) leave those out, so that pretrained loading is strict on exactly
-        the backbone part.
-        """
-        return self.state_dict()
-
-    def init_weights(self) -> None:
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from ..utils import load_pretrained_backbone
-            load_pretrained_backbone(self, **{k: v for k, v in self.init_cfg.items()
-                                             if k != 'type'})
-            self._is_init = True
-            return
-        super().init_weights()
-        if self.init_cfg is not None:
-            return
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """The default initialisation of the embeddings and projections (what
-        :meth:`init_weights` does without ``init_cfg``), without MMEngine's logging."""
-        trunc_normal_(self.pos_embed, std=0.02)
-        if self.num_registers > 0 or self.with_cls_token:
-            trunc_normal_(self.cls_token, std=0.02)
-        if self.num_registers > 0:
-            trunc_normal_(self.pos_embed_cls, std=0.02)
-        if self.cls_reduce > 1:
-            trunc_normal_(self.neck.weight, std=0.02)
-        for name, m in self.named_modules():
-            if isinstance(m, nn.Linear) and m.bias is not None and \
-                    not getattr(m.bias, '_no_reinit', False):
-                nn.init.zeros_(m.bias)
-            if name.endswith('mixer.out_proj'):
-                # GPT-2 style rescale of the residual projections.
-                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
-                with torch.no_grad():
-                    m.weight /= math.sqrt(self.num_layers)
-
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        if self.frozen_stages > self.num_layers:  # changed after construction
-            raise ValueError(f'frozen_stages={self.frozen_stages} exceeds num_layers='
-                             f'{self.num_layers}')
-        frozen = [self.patch_embed, self.pos_drop] + list(self.layers[:self.frozen_stages])
-        if self.frozen_stages == self.num_layers:
-            frozen.append(self.norm_f)
-        for m in frozen:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-        for name in ('pos_embed', 'cls_token', 'pos_embed_cls'):
-            if hasattr(self, name):
-                getattr(self, name).requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
-    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
-        """Layer id of a parameter for layer-wise learning-rate decay.
-
-        Embeddings are layer 0, block i is layer i + 1, the final norm is
-        ``num_layers + 1``; returns ``(layer_depth, num_layers + 2)``.
-        """
-        num_layers = self.num_layers + 2
-        if not param_name.startswith(prefix):
-            return num_layers - 1, num_layers
-        name = param_name[len(prefix):]
-        if name.startswith(('patch_embed', 'pos_embed', 'cls_token', 'pos_embed_cls')):
-            return 0, num_layers
-        if name.startswith('layers.'):
-            return int(name.split('.')[1]) + 1, num_layers
-        return num_layers - 1, num_layers
-
-    # ------------------------------------------------------------------ forward
-    def token_layout(self, num_patches: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Sequence positions of the patches (row-major) and of the cls / register
-        tokens, for a sequence of ``num_patches`` patches.
-
-        Returns:
-            tuple[Tensor, Tensor]: ``patch_pos`` (N, ) and ``cls_pos`` (T, ), T the
-            number of cls / register tokens (0 for a patch-only sequence).
-        """
-        return self.tokens.positions(num_patches)
-
-    def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]:
-        """Patch-embed, add position embedding and the cls / register tokens.
-
-        Args:
-            x (Tensor): (B, C, H, W); H and W are padded up to a multiple of the patch.
-
-        Returns:
-            tuple: tokens (B, N + T, D), patch grid (h, w), patch positions (N, ).
-        """
-        self.check_input(x)
-        H, W = x.shape[-2:]
-        p = self.patch_size
-        pad_h, pad_w = (-H) % p, (-W) % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x, grid = self.patch_embed(x)
-        num_patches = grid[0] * grid[1]
-        if self.tokens.kind == 'front':
-            # VideoMamba / official ShuffleMamba classifiers: cls first, then the
-            # position embedding of the whole sequence (the cls position is not resized).
-            pos = torch.cat([self.pos_embed[:, :1], resize_pos_embed(
-                self.pos_embed[:, 1:], self.patch_resolution, grid,
-                self.interpolate_mode)], dim=1)
-            cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
-            x = self.pos_drop(self.tokens.insert(x, cls) + pos)
-        else:
-            x = self.pos_drop(x + resize_pos_embed(self.pos_embed, self.patch_resolution,
-                                                   grid, self.interpolate_mode))
-            if self.tokens.kind == 'registers':
-                regs = (self.cls_token + self.pos_embed_cls).expand(x.shape[0], -1, -1)
-                x = self.tokens.insert(x, regs.to(x.dtype))
-        patch_pos, _ = self.tokens.positions(num_patches)
-        return x, grid, patch_pos.to(x.device)
-
-    def check_input(self, x: torch.Tensor, min_size: Optional[int] = None) -> None:
-        """Check an image batch at the entry (:func:`.shuffle_mamba_checks.check_image_input`:
-        a tensor (B, in_channels, H, W), B >= 1, H and W >= ``min_size`` (default
-        ``patch_size``), the weights' dtype or any floating dtype under autocast)."""
-        check_image_input(self, x, min_size)
-
-    def draw_permutations(self, num_tokens: int,
-                          device: Optional[torch.device] = None
-                          ) -> List[Optional[torch.Tensor]]:
-        """The SLWS draw of one forward pass: a permutation or None per block.
-
-        All None in eval mode. Block ``i`` uses entry ``i`` whichever range of blocks
-        :meth:`forward_blocks` runs, so that subclasses that run the blocks in groups
-        (the adapter) keep the per-block schedule over the whole depth. With
-        ``shuffle_cls=False`` the cls / register positions are fixed points of every
-        permutation (only the patch tokens move).
-        """
-        movable = self.tokens.movable(num_tokens - self.tokens.num_extra, self.shuffle_cls)
-        return self.layer_shuffle(num_tokens, device, movable)
-
-    def _run_block(self, i: int, perm: Optional[torch.Tensor], hidden: torch.Tensor,
-                   residual: Optional[torch.Tensor]):
-        layer = self.layers[i]
-        if self.with_cp and self.training and hidden.requires_grad:
-            # The permutation is drawn outside, so the recomputation replays it;
-            # drop path's randomness is replayed by checkpoint's RNG state.
-            return cp.checkpoint(shuffled_call, layer, perm, hidden, residual,
-                                 use_reentrant=False)
-        return shuffled_call(layer, perm, hidden, residual)
-
-    def forward_blocks(self, hidden: torch.Tensor, residual: Optional[torch.Tensor],
-                       perms: Sequence[Optional[torch.Tensor]], start: int = 0,
-                       end: Optional[int] = None
-                       ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Run blocks ``start .. end - 1`` with SLWS, drop path and checkpointing.
-
-        Args:
-            hidden (Tensor): (B, L, D), the previous block's mixer output (the
-                embedded tokens before block 0).
-            residual (Tensor, optional): (B, L, D) residual stream; None before
-                block 0.
-            perms (list): :meth:`draw_permutations` of this forward pass.
-            start (int): first block. Defaults to 0.
-            end (int, optional): one past the last block. Defaults to all blocks.
-
-        Returns:
-            tuple: (hidden, residual) after block ``end - 1``.
-        """
-        end = self.num_layers if end is None else end
-        if not 0 <= start < end <= self.num_layers:
-            raise ValueError(f'block range [{start}, {end}) is not within the '
-                             f'{self.num_layers} blocks')
-        if len(perms) != self.num_layers:
-            raise ValueError(f'expected {self.num_layers} permutations (one per block), '
-                             f'got {len(perms)}')
-        for i in range(start, end):
-            hidden, residual = self._run_block(i, perms[i], hidden, residual)
-        return hidden, residual
-
-    @staticmethod
-    def tokens_to_map(tokens: torch.Tensor, grid: Tuple[int, int],
-                      patch_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(B, L, C) tokens -> (B, C, h, w) map of the patch tokens.
-
-        Args:
-            tokens (Tensor): (B, L, C); L = h * w, or more with register tokens.
-            grid (tuple): (h, w) patch grid.
-            patch_pos (Tensor, optional): sequence positions of the patches in
-                row-major order (:meth:`embed`); None when the sequence holds the
-                patches only.
-        """
-        if patch_pos is not None and tokens.shape[1] != grid[0] * grid[1]:
-            tokens = tokens.index_select(1, patch_pos)
-        B = tokens.shape[0]
-        return tokens.reshape(B, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
-
-    def final_tokens(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """``norm_f(residual + drop_path(hidden))`` after the last block: the whole
-        normed sequence (B, L, D), cls / register tokens included."""
-        return self.norm_f(residual + self.drop_path(hidden))
-
-    def cls_feature(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The classification feature of a final-normed sequence (:meth:`final_tokens`).
-
-        The cls token (B, D) with ``with_cls_token``; the registers (Mamba-Reg),
-        reduced by ``neck`` and flattened, then ``norm_neck`` when ``cls_reduce > 1``
-        (B, R * D // cls_reduce).
-        """
-        if not (self.with_cls_token or self.num_registers):
-            raise RuntimeError('this backbone has no cls / register tokens: build it with '
-                               'with_cls_token=True or num_registers=R.')
-        regs = self.tokens.extra(tokens)
-        if self.tokens.kind == 'front':
-            return regs[:, 0]
-        if self.cls_reduce > 1:
-            return self.norm_neck(self.neck(regs).flatten(1))
-        return regs.flatten(1)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: (B, C, H, W) -> one (B, D, ceil(H/p), ceil(W/p)) map per out index, then
@@ -469,12 +101,12 @@ class ShuffleMamba(BaseModule):
         ``x`` must have ``in_channels`` channels, B >= 1, H and W >= ``patch_size``
         (other sizes are padded to a multiple of it) and the weights' dtype, or any
         floating dtype under ``torch.autocast`` (:meth:`check_input`)."""
-        hidden, grid, patch_pos = self.embed(x)
+        hidden, grid, _ = self.embed(x)
         perms = self.draw_permutations(hidden.shape[1], hidden.device)
         residual = None
-        outs = []
+        outs: List[torch.Tensor] = []
         last = self.num_layers - 1
-        final = None
+        final: Optional[torch.Tensor] = None
         for i in range(self.num_layers):
             hidden, residual = self.forward_blocks(hidden, residual, perms, i, i + 1)
             if i == last and self.final_norm and (i in self.out_indices or self.out_cls):
@@ -483,11 +115,14 @@ class ShuffleMamba(BaseModule):
                 continue
             if final is not None:
                 feat = final
-            elif i != last and self.out_type == 'mixer':
+            elif i != last and self.out_type is OutType.MIXER:
                 feat = hidden
             else:
                 feat = residual + hidden
-            outs.append(self.tokens_to_map(feat, grid, patch_pos))
+            outs.append(to_map(self.tokens.patches(feat, grid[0] * grid[1]), grid))
         if self.out_cls:
             outs.append(self.cls_feature(final))
         return tuple(outs)
+
+
+__all__ = ['OutType', 'ShuffleMamba']

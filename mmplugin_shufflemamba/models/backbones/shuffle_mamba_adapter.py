@@ -1,7 +1,7 @@
 """ShuffleMambaAdapter: a ViT-Adapter-style multi-scale adapter around ShuffleMamba."""
 import math
 from functools import partial
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -15,11 +15,13 @@ from ..layers.adapter_modules import InteractionBlock, SpatialPriorModule, Token
 from ..layers.deform_attn import DeformInputs, MSDeformAttn
 from ..layers.arg_checks import check_bool, check_int, check_real
 from ..layers.bimamba import mark_no_weight_decay
-from .shuffle_mamba import ShuffleMamba
+from ..layers.token_layout import to_map
+from .encoder import ShuffleMambaEncoder
+from .shuffle_mamba_checks import check_norm_cfg, reject_args
 
 
 @MODELS.register_module()
-class ShuffleMambaAdapter(ShuffleMamba):
+class ShuffleMambaAdapter(ShuffleMambaEncoder):
     """ShuffleMamba with a ViT-Adapter-style multi-scale adapter (strides 4-32).
 
     A spatial prior module (conv stem) gives features at strides 4, 8, 16 and 32. The
@@ -39,7 +41,7 @@ class ShuffleMambaAdapter(ShuffleMamba):
     schedule over the whole depth (the official adapter never shuffles; set
     ``shuffle_rate=0`` for its behaviour, the configs do). Pretrained loading
     (``init_cfg=dict(type='Pretrained', ...)``) loads the backbone part exactly as
-    :class:`ShuffleMamba` does (strict, registers and final norm dropped); the adapter
+    the dense backbone does (strict, registers and final norm dropped); the adapter
     modules keep their own initialisation.
 
     Args:
@@ -66,17 +68,19 @@ class ShuffleMambaAdapter(ShuffleMamba):
         with_cp (bool): gradient checkpointing of the Mamba blocks (replaying their
             SLWS permutation) and of the injectors and extractors; the spatial prior
             module (BatchNorm statistics) is not checkpointed. Defaults to False.
-        **kwargs: every other :class:`ShuffleMamba` argument (``arch``, ``img_size``,
-            ``norm_cfg``, ``drop_path_rate``, ``shuffle_rate``, ``kernel``,
-            ``init_cfg``, ...). ``drop_path_rate`` also sets the extractors' ConvFFN
-            drop path, as in the official adapter. ``out_indices``, ``out_type``,
-            ``final_norm``, ``num_registers`` and the classification arguments
-            (``with_cls_token``, ``out_cls``, ``cls_reduce``, ``shuffle_cls``) mean
-            nothing here and are rejected.
+        **kwargs: the encoder's arguments (``arch``, ``img_size``, ``patch_size``,
+            ``in_channels``, ``embed_dims``, ``num_layers``, ``d_state``, ``d_conv``,
+            ``expand``, ``drop_rate``, ``drop_path_rate``, ``shuffle_rate``,
+            ``shuffle_draw``, ``norm_cfg``, ``interpolate_mode``, ``kernel``,
+            ``frozen_stages``, ``init_cfg``), see
+            :class:`~.encoder.ShuffleMambaEncoder`; it runs on the patch tokens alone
+            without a final norm. ``drop_path_rate`` also sets the extractors' ConvFFN
+            drop path, as in the official adapter.
     """
-    ADAPTER_MODULES = ('level_embed', 'spm', 'interactions', 'up', 'norm1', 'norm2',
-                       'norm3', 'norm4')
-    REJECTED_ARGS = {
+    NOT_PRETRAINED = ('level_embed', 'spm', 'interactions', 'up', 'norm1', 'norm2',
+                      'norm3', 'norm4')
+    #: arguments of the dense backbone that a config moved to the adapter may carry
+    DENSE_ONLY_ARGS = {
         'out_indices': 'the outputs are always the four adapter levels (strides 4, 8, '
                        '16, 32); choose the blocks with interaction_indexes',
         'out_type': 'the outputs are the adapter levels, not block outputs',
@@ -89,6 +93,7 @@ class ShuffleMambaAdapter(ShuffleMamba):
         'out_cls': 'the adapter is a dense backbone without classification tokens',
         'cls_reduce': 'the adapter has no register tokens to reduce',
         'shuffle_cls': 'the adapter has no cls / register tokens',
+        'tokens': 'the adapter runs on patch tokens only',
     }
 
     def __init__(self,
@@ -104,12 +109,8 @@ class ShuffleMambaAdapter(ShuffleMamba):
                  use_extra_extractor: bool = True,
                  adapter_norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
                  **kwargs):
-        for name, why in self.REJECTED_ARGS.items():
-            if name in kwargs:
-                raise TypeError(f'ShuffleMambaAdapter does not take {name!r}: {why}. '
-                                'Remove it from the backbone config.')
-        super().__init__(out_indices=-1, out_type='residual', final_norm=False,
-                         num_registers=0, **kwargs)
+        reject_args('ShuffleMambaAdapter', kwargs, self.DENSE_ONLY_ARGS)
+        super().__init__(final_norm=False, **kwargs)
         if self.patch_size != 16:
             raise ValueError(
                 f'ShuffleMambaAdapter needs patch_size=16 (its levels are at strides 4, '
@@ -172,10 +173,8 @@ class ShuffleMambaAdapter(ShuffleMamba):
                              f'channels: int(embed_dims * cffn_ratio) = int({D} * '
                              f'{cffn_ratio}) = 0; use a larger cffn_ratio (0.25 in every '
                              'config) or with_cffn=False.')
-        if not isinstance(adapter_norm_cfg, dict) or 'type' not in adapter_norm_cfg:
-            raise TypeError("adapter_norm_cfg must be a dict with a 'type' (e.g. "
-                            "dict(type='SyncBN', requires_grad=True)), got "
-                            f'{adapter_norm_cfg!r}')
+        check_norm_cfg('adapter_norm_cfg', adapter_norm_cfg,
+                       "e.g. dict(type='SyncBN', requires_grad=True)")
 
     def _check_interaction_indexes(self, indexes, add_backbone_feature
                                    ) -> Tuple[Tuple[int, int], ...]:
@@ -249,11 +248,6 @@ class ShuffleMambaAdapter(ShuffleMamba):
         # the adapter modules get their own initialisation afterwards.
         self.init_adapter_weights()
 
-    def pretrained_state_dict(self) -> Dict[str, torch.Tensor]:
-        """The backbone part of the state dict (without the adapter's modules)."""
-        return {k: v for k, v in self.state_dict().items()
-                if k.split('.')[0] not in self.ADAPTER_MODULES}
-
     # ------------------------------------------------------------------ forward
     def _check_batch_norm_size(self, B: int, H: int, W: int) -> None:
         """BatchNorm in training needs more than one value per channel; the smallest
@@ -279,7 +273,7 @@ class ShuffleMambaAdapter(ShuffleMamba):
         Any H, W >= 1: the input is padded to a multiple of 32 and every level cropped
         back. In training with BatchNorm (``adapter_norm_cfg``) the stride-32 level
         needs more than one value per channel: ``B * ceil(H/32) * ceil(W/32) >= 2``.
-        The other input checks are :meth:`ShuffleMamba.check_input`'s.
+        The other input checks are the encoder's (:meth:`check_input`).
         """
         # Any size from 1x1 on: the input is padded to a multiple of 32.
         self.check_input(x, min_size=1)
@@ -306,7 +300,7 @@ class ShuffleMambaAdapter(ShuffleMamba):
             hidden, residual, c = block(hidden, residual, c, run, inject_inputs,
                                         extract_inputs, c_shapes)
             if self.add_backbone_feature:
-                group_maps.append(self.tokens_to_map(hidden, grid))
+                group_maps.append(to_map(hidden, grid))
 
         B, _, D = c.shape
         tokens2, tokens3, tokens4 = c.split([h * w for h, w in c_shapes], dim=1)

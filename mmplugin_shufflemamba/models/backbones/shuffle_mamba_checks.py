@@ -1,22 +1,32 @@
-"""Argument and input checks of :class:`~.shuffle_mamba.ShuffleMamba`: every argument
+"""Argument and input checks of the ShuffleMamba models: every argument
 is checked at construction and every input at the entry, with a message that names the
 argument and says what to change."""
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from ..layers.arg_checks import autocast_enabled, check_int, check_rate, check_real
+from ..layers.arg_checks import (autocast_enabled, check_bool, check_int, check_pair,
+                                 check_rate, check_real)
+from ..layers.token_layout import TokenLayout
 
 
-def check_cls_args(num_registers, with_cls_token, out_cls, cls_reduce, final_norm,
-                   embed_dims) -> None:
-    """The classification-token arguments agree with each other."""
+def token_layout(with_cls_token, num_registers) -> TokenLayout:
+    """The :class:`TokenLayout` of ``with_cls_token`` / ``num_registers``."""
+    with_cls_token = check_bool('with_cls_token', with_cls_token)
+    check_int('num_registers', num_registers, 0,
+              hint='register tokens (Mamba-Reg); 0 for none')
     if with_cls_token and num_registers > 0:
         raise ValueError(
             'with_cls_token=True and num_registers > 0 are two layouts of the '
             'classification tokens: one cls token in front (plain ShuffleMamba '
             'classifiers) or registers (Mamba-Reg); pick one.')
-    if out_cls and not (with_cls_token or num_registers > 0):
+    return TokenLayout.from_args(with_cls_token, num_registers)
+
+
+def check_out_cls(out_cls, tokens: TokenLayout, final_norm: bool) -> bool:
+    """``out_cls`` needs classification tokens and the final norm."""
+    out_cls = check_bool('out_cls', out_cls)
+    if out_cls and not tokens.num_extra:
         raise ValueError(
             'out_cls=True returns the classification tokens, and the backbone has '
             'none: set with_cls_token=True (plain models: one cls token in front) '
@@ -24,16 +34,22 @@ def check_cls_args(num_registers, with_cls_token, out_cls, cls_reduce, final_nor
     if out_cls and not final_norm:
         raise ValueError('out_cls=True reads the classification tokens after norm_f: '
                          'set final_norm=True.')
+    return out_cls
+
+
+def check_cls_reduce(cls_reduce, tokens: TokenLayout, embed_dims: int) -> int:
+    """``cls_reduce`` reduces registers, by a divisor of ``embed_dims``."""
     if not isinstance(cls_reduce, int) or isinstance(cls_reduce, bool) or cls_reduce < 1:
         raise ValueError(f'cls_reduce must be an int >= 1, got {cls_reduce!r}')
     if cls_reduce > 1:
-        if num_registers == 0:
+        if tokens.kind != 'registers':
             raise ValueError(
                 f'cls_reduce={cls_reduce} reduces register tokens (Mamba-Reg) and the '
                 'backbone has none: set num_registers, or cls_reduce=1.')
         if embed_dims % cls_reduce:
             raise ValueError(f'cls_reduce={cls_reduce} must divide embed_dims='
                              f'{embed_dims}.')
+    return cls_reduce
 
 
 def check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
@@ -50,6 +66,44 @@ def check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
                '0 disables it')
     check_real('shuffle_rate', shuffle_rate, 0.0, 1.0,
                hint='the shuffle probability of the last block; 0 disables it')
+
+
+def reject_args(owner: str, kwargs: dict, reasons: Dict[str, str]) -> None:
+    """Refuse the arguments of other ShuffleMamba models that mean nothing to
+    ``owner``, saying why (a ``TypeError`` naming the argument)."""
+    for name, why in reasons.items():
+        if name in kwargs:
+            raise TypeError(f'{owner} does not take {name!r}: {why}. Remove it.')
+
+
+def check_norm_cfg(name: str, cfg, types: str) -> None:
+    """A norm config: a dict with a 'type'."""
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise TypeError(f"{name} must be a dict with a 'type' ({types}), got {cfg!r}")
+
+
+def check_frozen_stages(frozen_stages, num_layers: int) -> int:
+    """-1 (nothing) up to ``num_layers`` (the embeddings and that many blocks)."""
+    frozen_stages = check_int(
+        'frozen_stages', frozen_stages, -1,
+        hint='-1 freezes nothing, k the embeddings and the first k blocks')
+    if frozen_stages > num_layers:
+        raise ValueError(f'frozen_stages={frozen_stages} exceeds num_layers={num_layers}')
+    return frozen_stages
+
+
+def check_patch_grid(patch_size, img_size) -> Tuple[int, Tuple[int, int]]:
+    """``patch_size`` and the position embedding's ``img_size``, a multiple of it."""
+    patch_size = check_int('patch_size', patch_size, 1)
+    img_size = check_pair('img_size', img_size, 1,
+                          hint='the resolution of the position embedding')
+    if min(img_size) < patch_size:
+        raise ValueError(f'img_size {img_size} must be at least patch_size={patch_size} '
+                         'on each side (the position embedding needs one patch or more).')
+    if img_size[0] % patch_size or img_size[1] % patch_size:
+        raise ValueError(f'img_size {img_size} must be a multiple of patch_size '
+                         f'{patch_size}')
+    return patch_size, img_size
 
 
 def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False

@@ -10,8 +10,8 @@
 
 so that DeiT-style training scripts build them with ``timm.create_model(name,
 num_classes=..., drop_path_rate=..., shuffle_rate=..., img_size=...)``. The model *is*
-the backbone (:class:`ShuffleMamba` with its classification tokens and ``out_cls``) plus
-a linear ``head``: its state dict is exactly the official checkpoint layout (keys and
+the encoder (:class:`~..backbones.encoder.ShuffleMambaEncoder` with its classification
+tokens) plus a linear ``head``: its state dict is exactly the official checkpoint layout (keys and
 shapes, ``head.*`` included), so what such a script saves under ``model`` loads into the
 dense configs with ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
 
@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 from mmengine.model.weight_init import trunc_normal_
 
-from ..backbones.shuffle_mamba import ShuffleMamba
+from ..backbones.encoder import ShuffleMambaEncoder
+from ..backbones.shuffle_mamba_checks import reject_args, token_layout
 from ..layers.arg_checks import check_int
 
 try:
@@ -52,7 +53,7 @@ TIMM_ARCHS: Dict[str, Dict[str, Any]] = {
 }
 
 
-class ShuffleMambaClassifier(ShuffleMamba):
+class ShuffleMambaClassifier(ShuffleMambaEncoder):
     """A ShuffleMamba ImageNet classifier with timm's conventions.
 
     Args:
@@ -62,32 +63,44 @@ class ShuffleMambaClassifier(ShuffleMamba):
             Defaults to 3.
         drop_rate (float): dropout after the position embedding, as the official
             models (which have no head dropout). Defaults to 0.
-        **kwargs: :class:`ShuffleMamba` arguments (``arch``, ``img_size``,
-            ``drop_path_rate``, ``shuffle_rate``, ``with_cls_token`` or
-            ``num_registers`` + ``cls_reduce``, ``norm_cfg``, ``kernel``, ...).
-            The dense-output arguments are set here: ``out_indices=()``,
-            ``out_cls=True``, ``final_norm=True``.
+        with_cls_token (bool): one cls token in front (plain models).
+        num_registers (int): R register tokens (Reg models); one of the two.
+        cls_reduce (int): the registers' reduction (Reg models). Defaults to 1.
+        shuffle_cls (bool): whether SLWS moves the classification tokens.
+            Defaults to True.
+        **kwargs: the encoder's arguments (``arch``, ``img_size``, ``patch_size``,
+            ``embed_dims``, ``num_layers``, ``drop_path_rate``, ``shuffle_rate``,
+            ``norm_cfg``, ``kernel``, ...), see :class:`~..backbones.encoder.
+            ShuffleMambaEncoder`, except ``init_cfg`` and ``final_norm``
+            (:meth:`load_pretrained` loads weights; the final norm is always built).
     """
 
+    #: the head is loaded separately by :meth:`load_pretrained`
+    NOT_PRETRAINED = ('head', )
+    #: arguments of the dense backbone, and what a classifier does instead
+    DENSE_ONLY_ARGS = {
+        'out_indices': 'a classifier returns logits (forward_features gives the tokens)',
+        'out_type': 'a classifier returns logits (forward_features gives the tokens)',
+        'out_cls': 'a classifier always pools its classification tokens',
+        'final_norm': 'a classifier always applies its final norm',
+        'init_cfg': 'load weights with load_pretrained() or timm\'s pretrained_cfg_overlay',
+        'tokens': 'pass with_cls_token or num_registers',
+        'in_channels': "timm's name is in_chans, not in_channels: pass in_chans=C",
+    }
+
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-                 **kwargs):
-        for name in ('out_indices', 'out_cls', 'final_norm', 'out_type', 'init_cfg'):
-            if name in kwargs:
-                raise TypeError(f'ShuffleMambaClassifier sets {name!r} itself (a classifier '
-                                'returns logits); remove it.')
-        if 'in_channels' in kwargs:
-            raise TypeError("ShuffleMambaClassifier takes timm's in_chans, not "
-                            'in_channels: pass in_chans=C.')
+                 with_cls_token: bool = False, num_registers: int = 0, cls_reduce: int = 1,
+                 shuffle_cls: bool = True, **kwargs):
+        reject_args('ShuffleMambaClassifier', kwargs, self.DENSE_ONLY_ARGS)
         check_int('num_classes', num_classes, 0, hint='0 gives no head (features only)')
         check_int('in_chans', in_chans, 1, hint='image channels, 3 for RGB')
-        num_registers = kwargs.get('num_registers', 0)
-        # (a wrong type of either is reported by ShuffleMamba, naming it)
-        if not (kwargs.get('with_cls_token') or not isinstance(num_registers, int)
-                or num_registers > 0):
+        tokens = token_layout(with_cls_token, num_registers)
+        if not tokens.num_extra:
             raise ValueError('a classifier needs classification tokens: with_cls_token=True '
                              '(plain models) or num_registers=R (Reg models).')
-        super().__init__(in_channels=in_chans, drop_rate=drop_rate, out_indices=(),
-                         out_cls=True, final_norm=True, **kwargs)
+        super().__init__(in_channels=in_chans, drop_rate=drop_rate, tokens=tokens,
+                         cls_reduce=cls_reduce, shuffle_cls=shuffle_cls, final_norm=True,
+                         **kwargs)
         self.num_classes = int(num_classes)
         self.num_features = self.cls_feature_dims
         self.head = nn.Linear(self.num_features, self.num_classes) \
@@ -139,17 +152,10 @@ class ShuffleMambaClassifier(ShuffleMamba):
             if self.num_classes > 0 else nn.Identity()
         self._init_head()
 
-    def pretrained_state_dict(self) -> Dict[str, torch.Tensor]:
-        """The backbone part (the head is loaded separately by :meth:`load_pretrained`)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith('head.')}
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> the final-normed token sequence (B, L, D), cls / register
         tokens included (SLWS in training)."""
-        hidden, _, _ = self.embed(x)
-        perms = self.draw_permutations(hidden.shape[1], hidden.device)
-        hidden, residual = self.forward_blocks(hidden, None, perms)
-        return self.final_tokens(hidden, residual)
+        return self.forward_tokens(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens from :meth:`forward_features` -> classification feature -> logits."""
@@ -169,7 +175,7 @@ class ShuffleMambaClassifier(ShuffleMamba):
         ``allow_nonfinite``."""
         from mmengine.logging import print_log
 
-        from ..utils import load_backbone_state, read_backbone_weights
+        from ...checkpoint import load_backbone_state, read_backbone_weights
         sd, entry, fmt = read_backbone_weights(checkpoint, use_ema=use_ema,
                                                ckpt_format=ckpt_format,
                                                allow_nonfinite=allow_nonfinite)

@@ -95,4 +95,10 @@ class TokenLayout:
         return f'TokenLayout({self.kind!r}, {self.num_extra})'
 
 
-__all__ = ['TOKEN_KINDS', 'TokenLayout']
+def to_map(tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+    """(B, h * w, C) row-major patch tokens -> (B, C, h, w) map."""
+    B = tokens.shape[0]
+    return tokens.reshape(B, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
+
+
+__all__ = ['TOKEN_KINDS', 'TokenLayout', 'to_map']

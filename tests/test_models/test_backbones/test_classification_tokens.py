@@ -181,7 +181,7 @@ def test_parameter_shapes_official_layout():
                           (20, 1)])
 def test_token_layout_is_the_official_one(num_patches, num_registers):
     m = tiny(num_registers=num_registers)
-    patch_pos, cls_pos = m.token_layout(num_patches)
+    patch_pos, cls_pos = m.tokens.positions(num_patches)
     token_idx, official = official_token_idx(num_patches, num_registers)
     assert torch.equal(cls_pos, official)
     # the patches keep their row-major order around the registers
@@ -189,9 +189,9 @@ def test_token_layout_is_the_official_one(num_patches, num_registers):
     assert sorted(patch_pos.tolist() + cls_pos.tolist()) == list(
         range(num_patches + num_registers))
     m = tiny(with_cls_token=True)
-    patch_pos, cls_pos = m.token_layout(num_patches)
+    patch_pos, cls_pos = m.tokens.positions(num_patches)
     assert cls_pos.tolist() == [0] and patch_pos.tolist() == list(range(1, num_patches + 1))
-    patch_pos, cls_pos = tiny().token_layout(num_patches)
+    patch_pos, cls_pos = tiny().tokens.positions(num_patches)
     assert cls_pos.numel() == 0 and patch_pos.tolist() == list(range(num_patches))
 
 
@@ -259,7 +259,7 @@ def test_permutations_with_fixed_tokens(layout, draw):
              shuffle_draw=draw, **LAYOUTS[layout]).train()
     N = 16
     L = N + m.num_extra_tokens
-    patch_pos, cls_pos = m.token_layout(N)
+    patch_pos, cls_pos = m.tokens.positions(N)
     patches_moved = 0
     for _ in range(10):
         perms = m.draw_permutations(L)
@@ -282,7 +282,7 @@ def test_permutations_move_the_tokens_by_default(layout):
     assert m.shuffle_cls
     N = 16
     L = N + m.num_extra_tokens
-    _, cls_pos = m.token_layout(N)
+    _, cls_pos = m.tokens.positions(N)
     tokens_moved = 0
     for _ in range(10):
         for perm in m.draw_permutations(L):

@@ -10,7 +10,7 @@ from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
 from mmplugin_shufflemamba import ShuffleMamba, ShuffleMambaAdapter
 from mmplugin_shufflemamba.models.layers import DeformInputs, MSDeformAttn
-from mmplugin_shufflemamba.models.utils import CheckpointError
+from mmplugin_shufflemamba.checkpoint import CheckpointError
 
 from helpers.official_reference import make_official_state_dict
 
@@ -29,7 +29,7 @@ def randomize_adapter(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.split('.')[0] in ShuffleMambaAdapter.ADAPTER_MODULES:
+            if name.split('.')[0] in ShuffleMambaAdapter.NOT_PRETRAINED:
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
     return model
 
@@ -354,7 +354,7 @@ def test_pretrained_loading_fills_the_backbone_part_only(tmp_path):
     assert state['interactions.0.injector.gamma'].abs().sum() == 0
     assert state['spm.stem.1.weight'].eq(1).all()
     assert set(state) - set(model.pretrained_state_dict()) == {
-        k for k in fresh if k.split('.')[0] in ShuffleMambaAdapter.ADAPTER_MODULES}
+        k for k in fresh if k.split('.')[0] in ShuffleMambaAdapter.NOT_PRETRAINED}
 
 
 def test_pretrained_registers_dropped_and_rmsnorm(tmp_path):

@@ -14,7 +14,7 @@ from timm.optim import create_optimizer_v2, param_groups_layer_decay
 import mmplugin_shufflemamba  # noqa: F401  (registers the timm models)
 from mmplugin_shufflemamba import ShuffleMamba
 from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS, ShuffleMambaClassifier
-from mmplugin_shufflemamba.models.utils import load_pretrained_backbone
+from mmplugin_shufflemamba.checkpoint import load_pretrained_backbone
 
 from helpers.official_reference import make_official_state_dict
 
@@ -149,12 +149,12 @@ def test_create_model_kwargs_reach_the_model():
     assert m.shuffle_rate == 0.4
     torch.testing.assert_close(torch.tensor(m.layer_shuffle.probs),
                                torch.linspace(0, 0.4, 4))
-    assert m.with_cls_token and m.out_cls and m.out_indices == ()
+    assert m.with_cls_token and m.num_registers == 0
     assert m.pretrained_cfg['architecture'] == PLAIN
     with torch.no_grad():
         assert m.eval()(torch.randn(1, 1, 32, 48)).shape == (1, 7)
-    for bad in ('out_indices', 'out_cls', 'final_norm'):
-        with pytest.raises(TypeError, match=f'sets {bad!r} itself'):
+    for bad in ('out_indices', 'out_cls', 'final_norm', 'out_type'):
+        with pytest.raises(TypeError, match=f'does not take {bad!r}'):
             timm.create_model(PLAIN, embed_dims=D, num_layers=2, **{bad: True})
     with pytest.raises(ValueError, match='needs classification tokens'):
         ShuffleMambaClassifier(arch='b', embed_dims=D, num_layers=2)
@@ -190,7 +190,7 @@ def test_pre_logits_are_the_backbone_cls_feature(name):
         feats = m.forward_features(x)
         outs = backbone(x)
         assert torch.equal(outs[-1], m.forward_head(feats, pre_logits=True))
-        patch_pos, _ = backbone.token_layout(6)
+        patch_pos, _ = backbone.tokens.positions(6)
         dense = feats[:, patch_pos].reshape(2, 2, 3, D).permute(0, 3, 1, 2)
         assert torch.equal(outs[1], dense)
 
@@ -360,7 +360,7 @@ def test_pretrained_from_an_mmpretrain_classifier(tmp_path):
     """An ImageClassifier trained with MMEngine (``backbone.*``, ``head.fc.*``)."""
     from mmengine.config import Config
 
-    from mmplugin_shufflemamba.models.utils import official_to_mmpretrain
+    from mmplugin_shufflemamba.checkpoint import official_to_mmpretrain
     src = tiny(PLAIN, seed=4)
     cfg = Config(dict(model=dict(
         type='ImageClassifier',

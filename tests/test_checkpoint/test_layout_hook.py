@@ -10,8 +10,8 @@ import torch.nn as nn
 from mmengine.runner import load_checkpoint
 
 from mmplugin_shufflemamba import ShuffleMamba
-from mmplugin_shufflemamba.models.utils import CheckpointError, load_pretrained_backbone
-from mmplugin_shufflemamba.utils.safe_load import enable_mmengine_checkpoints
+from mmplugin_shufflemamba.checkpoint import CheckpointError, load_pretrained_backbone
+from mmplugin_shufflemamba.checkpoint.safe_load import enable_mmengine_checkpoints
 
 ARCH = dict(embed_dims=32, num_layers=2)
 
@@ -67,7 +67,7 @@ def test_register_layout_under_a_prefix_drops_tokens_and_head():
 
 
 def test_own_layout_passes_untouched(monkeypatch):
-    from mmplugin_shufflemamba.models.utils import checkpoint
+    from mmplugin_shufflemamba.checkpoint import loading as checkpoint
     calls = []
     monkeypatch.setattr(checkpoint, 'convert_to_backbone',
                         lambda *a, **k: calls.append(1))

@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmplugin_shufflemamba import ShuffleMamba
 from mmplugin_shufflemamba.models.archs import ARCHS, PUBLISHED_WEIGHTS
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMALL = [n for n, w in PUBLISHED_WEIGHTS.items() if ARCHS[w['arch']]['embed_dims'] <= 384]
 
 

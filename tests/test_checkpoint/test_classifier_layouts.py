@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import mmpretrain.models  # noqa: F401  (registers ImageClassifier, LinearClsHead)
 import mmplugin_shufflemamba  # noqa: F401  (registers ShuffleMamba, the timm models)
 from mmplugin_shufflemamba import ShuffleMamba
-from mmplugin_shufflemamba.models.utils import (CheckpointError, convert_to_backbone,
+from mmplugin_shufflemamba.checkpoint import (CheckpointError, convert_to_backbone,
                                                 is_mmpretrain_classifier,
                                                 load_pretrained_backbone,
                                                 mmpretrain_to_official,

@@ -10,8 +10,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..layers import resize_pos_embed
-from .checkpoint_io import CheckpointError, is_mmengine_checkpoint, model_name, own_meta
+from ..models.layers import resize_pos_embed
+from .files import CheckpointError, is_mmengine_checkpoint, model_name, own_meta
 
 CHECKPOINT_FORMATS = ('auto', 'shufflemamba', 'videomamba', 'vim', 'reg', 'mmplugin')
 CLASSIFIER_PREFIXES = ('head.', 'neck.', 'norm_neck.', 'head_dist.', 'fc_norm.')

@@ -17,8 +17,8 @@ from mmengine.model import BaseModel, BaseTTAModel
 
 from mmplugin_shufflemamba.compat import safe_torch_load
 from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
-from mmplugin_shufflemamba.utils import CheckpointFitError, check_checkpoint_fit
-from mmplugin_shufflemamba.utils.checkpoint_fit import (checkpoint_to_load,
+from mmplugin_shufflemamba.checkpoint import CheckpointFitError, check_checkpoint_fit
+from mmplugin_shufflemamba.checkpoint.fit import (checkpoint_to_load,
                                                         model_config_differences,
                                                         saved_config_value)
 

@@ -127,7 +127,7 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
         tuple: (problem lines, details) with details ``missing``, ``unexpected``,
         ``shapes``, ``nonfinite`` (name -> 'NaN' / 'inf'), ``notes``, ``origin``.
     """
-    from ..models.utils.checkpoint_io import nonfinite_tensors
+    from .files import nonfinite_tensors
     sd, entry = checkpoint_weights(ckpt)
     missing, unexpected, shapes = compare_state_dicts(sd, model_sd)
     notes = []
@@ -249,7 +249,7 @@ def check_checkpoint_fit(model: torch.nn.Module,
                   logger=logger, level=logging.WARNING)
     bad = details['nonfinite']
     if bad:
-        from ..models.utils.checkpoint_io import nonfinite_message
+        from .files import nonfinite_message
         message = nonfinite_message(bad, details['total'], source, NONFINITE_FLAG)
         if details.get('origin'):
             message += f" (the file comes from {details['origin']})"

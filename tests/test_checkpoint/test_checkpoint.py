@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from mmplugin_shufflemamba import ShuffleMamba
-from mmplugin_shufflemamba.models.utils import (CheckpointError, convert_to_backbone,
+from mmplugin_shufflemamba.checkpoint import (CheckpointError, convert_to_backbone,
                                                 detect_format, load_pretrained_backbone,
                                                 select_state_dict)
 
 from helpers.official_reference import make_official_state_dict, official_features
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 # Model names as the official training scripts store them in ``args.model``.

@@ -47,7 +47,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from mmengine.logging import MMLogger, print_log
 
-from .checkpoint_io import (ENTRY_NOTES, CheckpointError, check_finite,
+from .files import (ENTRY_NOTES, CheckpointError, check_finite,
                             nonfinite_tensors, read_checkpoint, select_state_dict)
 from .layout import (CLASSIFIER_PREFIXES, convert_to_backbone, detect_format,
                      format_evidence, is_mmpretrain_classifier, mmpretrain_to_official)

@@ -99,7 +99,7 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     Uses ``torch.load(weights_only=True)``; the globals MMEngine and the official
     training script write are allow-listed (see :mod:`mmplugin_shufflemamba.utils.safe_load`).
     """
-    from ...utils.safe_load import safe_torch_load
+    from .safe_load import safe_torch_load
     filename = check_checkpoint_path(filename)
     is_local = '://' not in filename
     if is_local and not osp.isfile(filename):

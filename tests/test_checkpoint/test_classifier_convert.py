@@ -9,7 +9,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
 
 import mmplugin_shufflemamba  # noqa: F401
-from mmplugin_shufflemamba.models.utils import CheckpointError
+from mmplugin_shufflemamba.checkpoint import CheckpointError
 
 from helpers.tools_convert import convert_main
 

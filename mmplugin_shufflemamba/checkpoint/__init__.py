@@ -1,0 +1,22 @@
+"""Checkpoints: reading files and choosing raw / EMA weights (:mod:`.files`, with the
+``torch.load`` allow-list in :mod:`.safe_load`), layout conversion from the published
+layouts (:mod:`.layout`), loading into the backbones (:mod:`.loading`) and the tools'
+strict fit check of a runner checkpoint (:mod:`.fit`, :mod:`.saved_config`)."""
+from .fit import CheckpointFitError, check_checkpoint_fit, check_runner_checkpoint
+from .loading import (load_backbone_state, load_into_backbone, load_pretrained_backbone,
+                      published_layout_pre_hook, read_backbone_weights)
+from .files import (CheckpointError, check_checkpoint_path, check_finite,
+                            nonfinite_tensors, read_checkpoint, select_state_dict)
+from .layout import (CHECKPOINT_FORMATS, convert_to_backbone, describe_state_dict,
+                     detect_format, format_hint, is_mmpretrain_classifier,
+                     mmpretrain_to_official, official_to_mmpretrain)
+
+__all__ = [
+    'CHECKPOINT_FORMATS', 'CheckpointError', 'CheckpointFitError', 'check_checkpoint_fit',
+    'check_runner_checkpoint', 'check_checkpoint_path', 'check_finite',
+    'convert_to_backbone', 'describe_state_dict', 'detect_format', 'format_hint',
+    'is_mmpretrain_classifier', 'load_backbone_state', 'load_into_backbone',
+    'load_pretrained_backbone', 'mmpretrain_to_official', 'nonfinite_tensors',
+    'official_to_mmpretrain', 'published_layout_pre_hook', 'read_backbone_weights',
+    'read_checkpoint', 'select_state_dict'
+]
