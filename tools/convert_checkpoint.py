@@ -7,8 +7,8 @@ to this project's ShuffleMamba layout and print what was found.
 
 ``--to official`` / ``--to mmpretrain`` convert a whole classifier (backbone with its
 cls token or registers, Reg neck, ``head``) between the official / timm layout
-(``{'model': ..., 'args': Namespace(model=...)}``, what ``main_shuffle.py`` and
-``tools/train_timm.py`` write and ``timm.create_model(..., checkpoint_path=...)`` reads)
+(``{'model': ..., 'args': Namespace(model=...)}``, what ``main_shuffle.py`` writes and
+``timm.create_model(..., checkpoint_path=...)`` reads)
 and mmpretrain's ``ImageClassifier`` layout (``backbone.*``, ``head.fc.*``; what
 ``tools/test.py configs/pretrain/<row>.py DST`` evaluates): e.g. the top-1 of an official
 or timm checkpoint with mmpretrain's ``Accuracy``.

@@ -162,14 +162,3 @@ def test_quickstart_refuses_a_foreign_data_root(tmp_path):
         '(it never deletes files it did not write, and the frameworks would read them '
         'together with the new ones): choose another directory or remove those files.')
     assert sorted(os.listdir(root)) == ['mine.txt']
-
-
-@pytest.mark.parametrize('argv, words', [
-    (['--max-iters', '0'], 'argument --max-iters: must be an integer >= 1 (a smoke run '
-     'trains at least one iteration), got 0'),
-    (['--batch-size', '0'], 'argument --batch-size: must be an integer >= 1, got 0'),
-    (['--epochs', '0'], 'argument --epochs: must be an integer >= 1, got 0'),
-])
-def test_train_timm_values(capsys, argv, words):
-    parser = load_tool('train_timm.py').get_args_parser()
-    assert words in _usage_error(capsys, parser.parse_args, argv)
