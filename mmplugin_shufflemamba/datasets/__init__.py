@@ -1,13 +1,13 @@
 from . import checked_datasets  # noqa: F401  (registers the Checked* datasets, metric)
 from .data_checks import CheckImageSize, CheckSegLabels, DataError, probe_image_file
-from .synthetic_ade20k import (SYNTHETIC_CLASSES, ade20k_semantic_map, generate_synthetic_ade20k,
-                               render_sample)
-from .synthetic_coco import (SYNTHETIC_COCO_CLASSES, generate_synthetic_coco, mask_to_bbox,
-                             mask_to_polygons, synthetic_coco_metainfo)
-from .synthetic_imagenet import (SYNTHETIC_IMAGENET_CLASSES, dominant_class,
-                                 generate_synthetic_imagenet)
-from .synthetic_scenes import (SHAPE_CLASSES, SceneInstance, SyntheticScene, render_scene,
-                               scene_rng, semantic_map)
+from .generators.ade20k import (SYNTHETIC_CLASSES, ade20k_semantic_map,
+                                generate_synthetic_ade20k, render_sample)
+from .generators.coco import (SYNTHETIC_COCO_CLASSES, generate_synthetic_coco, mask_to_bbox,
+                              mask_to_polygons, synthetic_coco_metainfo)
+from .generators.imagenet import (SYNTHETIC_IMAGENET_CLASSES, dominant_class,
+                                  generate_synthetic_imagenet)
+from .generators.scenes import (SHAPE_CLASSES, SceneInstance, SyntheticScene, render_scene,
+                                scene_rng, semantic_map)
 
 __all__ = [
     'DataError', 'CheckSegLabels', 'CheckImageSize', 'probe_image_file',

@@ -3,7 +3,7 @@
 ``<root>/images/{training,validation}/*.jpg`` and
 ``<root>/annotations/{training,validation}/*.png``. Annotation values are ADE20K label
 ids: 0 is "other" (ignored through ``reduce_zero_label``), 1..150 are ADE20K's classes.
-Each image is a scene of :func:`~.synthetic_scenes.render_scene`: a cluttered background
+Each image is a scene of :func:`~.scenes.render_scene`: a cluttered background
 ("wall") with a few textured shapes, one class per (shape, colour, texture); a thin
 unlabeled (0) rim around every shape mimics ADE20K's unannotated boundaries. mmseg's own
 ``ADE20KDataset`` reads it unchanged.
@@ -14,7 +14,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from .synthetic_scenes import (DataRoot, SyntheticScene, check_writer_args, render_scene,
+from .scenes import (DataRoot, SyntheticScene, check_writer_args, render_scene,
                                scene_rng, semantic_map, write_image)
 
 # ADE20K label ids (1-based index into ADE20KDataset.METAINFO['classes']).
@@ -33,7 +33,7 @@ def ade20k_semantic_map(scene: SyntheticScene) -> np.ndarray:
     """The ADE20K annotation of a scene.
 
     Args:
-        scene (SyntheticScene): A scene from :func:`~.synthetic_scenes.render_scene`.
+        scene (SyntheticScene): A scene from :func:`~.scenes.render_scene`.
 
     Returns:
         np.ndarray: uint8 (H, W) map of ADE20K label ids (:data:`SYNTHETIC_CLASSES`),

@@ -4,7 +4,7 @@
 ``<class>/<name>.JPEG <label>``, ImageNet's annotation format): mmpretrain's
 ``ImageNet`` / ``CustomDataset`` and torchvision's ``ImageFolder`` read it unchanged.
 
-Each image is a scene of :func:`~.synthetic_scenes.render_scene` (the renderer of the
+Each image is a scene of :func:`~.scenes.render_scene` (the renderer of the
 segmentation and detection sets) labeled with the class of its dominant shape, the one
 with the largest visible area; scenes where no shape dominates clearly (the largest
 visible area is less than ``margin`` times the second class's) are skipped, so that the
@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .synthetic_scenes import (SHAPE_CLASSES, DataRoot, SyntheticScene, check_writer_args,
+from .scenes import (SHAPE_CLASSES, DataRoot, SyntheticScene, check_writer_args,
                                render_scene, scene_rng, write_image)
 
 #: Class names, in label order.

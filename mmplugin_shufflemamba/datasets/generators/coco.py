@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .synthetic_scenes import (SHAPE_CLASSES, DataRoot, SyntheticScene, check_writer_args,
+from .scenes import (SHAPE_CLASSES, DataRoot, SyntheticScene, check_writer_args,
                                render_scene, scene_rng, write_image)
 
 #: Class names in category-id order (category id = index + 1).
