@@ -231,6 +231,15 @@ def load_pretrained_backbone(model,
     return load_backbone_state(model, sd, entry, ckpt_format, checkpoint, allow_nonfinite)
 
 
+def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto'):
+    """:func:`convert_to_backbone` to ``model``'s layout: its extra tokens (kept or
+    dropped), its position grid, and Mamba-Reg's neck when it has one."""
+    return convert_to_backbone(
+        sd, ckpt_format, model.num_registers, model.patch_resolution,
+        model.interpolate_mode, with_cls_token=getattr(model, 'with_cls_token', False),
+        keep_neck=getattr(model, 'cls_reduce', 1) > 1)
+
+
 def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_format: str,
                         source: str = '<checkpoint>',
                         allow_nonfinite: bool = False) -> Dict[str, object]:
@@ -239,10 +248,7 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
     used; the second half of :func:`load_pretrained_backbone`."""
     logger = MMLogger.get_current_instance()
     try:
-        converted, summary = convert_to_backbone(
-            sd, ckpt_format, model.num_registers, model.patch_resolution,
-            model.interpolate_mode, with_cls_token=getattr(model, 'with_cls_token', False),
-            keep_neck=getattr(model, 'cls_reduce', 1) > 1)
+        converted, summary = convert_for(model, sd, ckpt_format)
     except CheckpointError as e:
         raise CheckpointError(f'{source}: {e}') from None
     summary = load_into_backbone(model, converted, summary, source, allow_nonfinite)
@@ -311,10 +317,7 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
         return
     fmt = 'auto' if hint is None else detect_format(sub, hint)
     try:
-        converted, summary = convert_to_backbone(
-            sub, fmt, module.num_registers, module.patch_resolution,
-            module.interpolate_mode, with_cls_token=getattr(module, 'with_cls_token', False),
-            keep_neck=getattr(module, 'cls_reduce', 1) > 1)
+        converted, summary = convert_for(module, sub, fmt)
     except CheckpointError as e:
         raise CheckpointError(
             f'loading a published checkpoint into {type(module).__name__}: {e} (with '
