@@ -11,9 +11,12 @@ For ``xz = in_proj(hidden)`` (x and gate z, d_inner channels each) and each dire
     out   = out_proj(y_fwd + y_bwd) / 2                 (B, L, D)
 
 :class:`BiMambaInnerFn` saves only ``xz`` and the two small ``x_dbl`` (plus the
-parameters) and recomputes the convs, deltas and scan outputs in backward, on every
-backend: mamba-ssm's and causal-conv1d's CUDA kernels, this package's compiled CPU
-kernels, or the pure-PyTorch path. :func:`bimamba_inner_ref` composes the
+parameters) and recomputes the convs and deltas in backward, one direction at a time,
+on every backend: mamba-ssm's and causal-conv1d's CUDA kernels, this package's compiled
+CPU kernels, or the pure-PyTorch path. The scan outputs that out_proj's weight gradient
+needs come from the scan backward, which recomputes the states anyway (the CPU and
+PyTorch paths; mamba-ssm's backward reads the forward's output, so the CUDA backend
+runs the scan forward first). :func:`bimamba_inner_ref` composes the
 differentiable ops instead (autograd keeps every intermediate); it is the reference the
 fused function is tested against.
 
@@ -54,10 +57,12 @@ class _Backend:
         raise NotImplementedError
 
     def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
-        """-> (gated output, aux for scan_bwd or None)"""
+        """-> the gated output"""
         raise NotImplementedError
 
-    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, aux):
+    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, return_out=False):
+        """-> (du, ddelta, dA, dB, dC, dD, dz, dbias), and with ``return_out`` the gated
+        output of :meth:`scan_fwd` as a ninth element"""
         raise NotImplementedError
 
 
@@ -79,10 +84,10 @@ class _TorchBackend(_Backend):
         return _conv_torch_bwd(x, w, b, reverse, dout)
 
     def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
-        return scan_torch_fwd(u, delta, A, B, C, D, z, bias, True), None
+        return scan_torch_fwd(u, delta, A, B, C, D, z, bias, True)
 
-    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, aux):
-        return scan_torch_bwd(u, delta, A, B, C, D, z, bias, True, dout)
+    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, return_out=False):
+        return scan_torch_bwd(u, delta, A, B, C, D, z, bias, True, dout, return_out)
 
 
 class _CPUBackend(_Backend):
@@ -96,10 +101,10 @@ class _CPUBackend(_Backend):
         return conv_cpu_bwd(x, w, b, True, reverse, dout)
 
     def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
-        return scan_cpu_fwd(u, delta, A, B, C, D, z, bias, True, reverse), None
+        return scan_cpu_fwd(u, delta, A, B, C, D, z, bias, True, reverse)
 
-    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, aux):
-        return scan_cpu_bwd(u, delta, A, B, C, D, z, bias, True, reverse, dout)
+    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, return_out=False):
+        return scan_cpu_bwd(u, delta, A, B, C, D, z, bias, True, reverse, dout, return_out)
 
 
 class _CUDABackend(_Backend):
@@ -121,10 +126,17 @@ class _CUDABackend(_Backend):
         return _conv_torch_bwd(x, w, b, reverse, dout)
 
     def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
-        return scan_cuda_fwd(u, delta, A, B, C, D, z, bias, True)
+        return scan_cuda_fwd(u, delta, A, B, C, D, z, bias, True)[0]
 
-    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, aux):
-        return scan_cuda_bwd(u, delta, A, B, C, D, z, bias, True, dout, aux)
+    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, return_out=False):
+        # mamba-ssm's backward reads the forward's pre-gate output (and, beyond 2048
+        # steps, its chunk states): the forward runs first, and its gated output is the
+        # one asked for.
+        out, aux = scan_cuda_fwd(u, delta, A, B, C, D, z, bias, True)
+        if not return_out:
+            out = None
+        grads = scan_cuda_bwd(u, delta, A, B, C, D, z, bias, True, dout, aux)
+        return grads if out is None else (*grads, out)
 
 
 _TORCH, _CPU = _TorchBackend(), _CPUBackend()
@@ -182,27 +194,22 @@ class BiMambaInnerFn(torch.autograd.Function):
     (D, d_inner). Output (B, L, D) in xz's dtype."""
 
     @staticmethod
-    def _directions(backend, x, z, params, dt_rank, d_state, x_dbls=(None, None)):
-        """Forward of both directions: per direction the inputs it ran on, its conv
-        output, x_dbl (given, in backward), delta, gated scan output (in the original
-        time order) and aux."""
-        out = []
-        for d in range(2):
-            cw, cb, xw, dtw, dtb, A, D = params[d * _DIR_PARAMS:(d + 1) * _DIR_PARAMS]
-            reverse = d == 1
-            flip = reverse and not backend.native_reverse
-            xi, zi = (x.flip(-1), z.flip(-1)) if flip else (x, z)
-            rev = reverse and not flip
-            xc = backend.conv_fwd(xi, cw, cb, rev).to(x.dtype)
-            x_dbl = _proj(xw, xc, backend.channel_major) if x_dbls[d] is None \
-                else x_dbls[d]
-            dt, Bm, Cm = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=1)
-            delta = _proj(dtw, dt, backend.channel_major)
-            y, aux = backend.scan_fwd(xc, delta, A, Bm, Cm, D, zi, dtb, rev)
-            out.append(dict(xi=xi, zi=zi, rev=rev, flip=flip, xc=xc, x_dbl=x_dbl, dt=dt,
-                            Bm=Bm, Cm=Cm, delta=delta, y=y.flip(-1) if flip else y,
-                            aux=aux))
-        return out
+    def _direction(backend, x, z, params, d, dt_rank, d_state, x_dbl=None):
+        """The scan inputs of direction d (0: forward, 1: backward): the tensors it runs
+        on (flipped where the backend has no native reverse), its conv output, x_dbl
+        (computed, or the given one in backward) and its split, delta."""
+        cw, cb, xw, dtw = params[d * _DIR_PARAMS:d * _DIR_PARAMS + 4]
+        reverse = d == 1
+        flip = reverse and not backend.native_reverse
+        xi, zi = (x.flip(-1), z.flip(-1)) if flip else (x, z)
+        rev = reverse and not flip
+        xc = backend.conv_fwd(xi, cw, cb, rev).to(x.dtype)
+        if x_dbl is None:
+            x_dbl = _proj(xw, xc, backend.channel_major)
+        dt, Bm, Cm = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=1)
+        delta = _proj(dtw, dt, backend.channel_major)
+        return dict(xi=xi, zi=zi, rev=rev, flip=flip, xc=xc, x_dbl=x_dbl, dt=dt, Bm=Bm,
+                    Cm=Cm, delta=delta)
 
     @staticmethod
     def forward(ctx, xz, *args):
@@ -211,13 +218,29 @@ class BiMambaInnerFn(torch.autograd.Function):
         x, z = xz[:, :d_inner], xz[:, d_inner:]
         d_state = params[5].shape[1]
         dt_rank = params[3].shape[1]
-        dirs = BiMambaInnerFn._directions(backend, x, z, params, dt_rank, d_state)
-        y = (dirs[0]['y'] + dirs[1]['y']).to(xz.dtype)
+        y, x_dbls = None, []
+        for i in range(2):
+            dtb, A, D = params[i * _DIR_PARAMS + 4:(i + 1) * _DIR_PARAMS]
+            d = BiMambaInnerFn._direction(backend, x, z, params, i, dt_rank, d_state)
+            yi = backend.scan_fwd(d['xc'], d['delta'], A, d['Bm'], d['Cm'], D, d['zi'], dtb,
+                                  d['rev'])
+            y = BiMambaInnerFn._add_direction(y, yi, d['flip'])
+            x_dbls.append(d['x_dbl'])
+            del d, yi
+        y = y.to(xz.dtype)
         # out_proj((y_fwd + y_bwd) / 2); the exact 1/2 on the narrower output.
         out = torch.matmul(y.transpose(1, 2), out_w.t()).mul_(0.5)
-        ctx.save_for_backward(xz, dirs[0]['x_dbl'], dirs[1]['x_dbl'], *params, out_w)
+        ctx.save_for_backward(xz, *x_dbls, *params, out_w)
         ctx.backend, ctx.dims = backend, (dt_rank, d_state)
         return out
+
+    @staticmethod
+    def _add_direction(y, yi, flip):
+        """y_fwd + y_bwd, accumulated in place (each scan output is a new tensor); the
+        backward branch's output flipped back to the original time order."""
+        if flip:
+            yi = yi.flip(-1)
+        return yi if y is None else y.add_(yi)
 
     @staticmethod
     def backward(ctx, dout):
@@ -227,26 +250,25 @@ class BiMambaInnerFn(torch.autograd.Function):
         cm = backend.channel_major
         d_inner = xz.shape[1] // 2
         x, z = xz[:, :d_inner], xz[:, d_inner:]
-        dirs = BiMambaInnerFn._directions(backend, x, z, params, dt_rank, d_state,
-                                          (x_dbl_f, x_dbl_b))
-        y = (dirs[0]['y'] + dirs[1]['y']).to(xz.dtype)
-        for d in dirs:
-            d['y'] = None
         dout = dout.to(xz.dtype)
-        d_out_w = _weight_grad(dout.transpose(1, 2), y).mul_(0.5)
-        del y
         # dL/dy, the same for both directions: (B, d_inner, L) in the backend's layout.
         dy = _proj(out_w.t(), dout.transpose(1, 2), cm).mul_(0.5)
 
         dxz = _empty_like_strided(xz)
         dx, dz = dxz[:, :d_inner], dxz[:, d_inner:]
         grads = []
-        for i, d in enumerate(dirs):
+        y = None  # y_fwd + y_bwd, from the scan backwards
+        for i, x_dbl in enumerate((x_dbl_f, x_dbl_b)):
             cw, cb, xw, dtw, dtb, A, D = params[i * _DIR_PARAMS:(i + 1) * _DIR_PARAMS]
+            d = BiMambaInnerFn._direction(backend, x, z, params, i, dt_rank, d_state, x_dbl)
             dyi = dy.flip(-1) if d['flip'] else dy
-            du, ddelta, dA, dB, dC, dD, dzi, ddtb = backend.scan_bwd(
+            du, ddelta, dA, dB, dC, dD, dzi, ddtb, yi = backend.scan_bwd(
                 d['xc'], d['delta'], A, d['Bm'], d['Cm'], D, d['zi'], dtb, d['rev'], dyi,
-                d['aux'])
+                return_out=True)
+            del dyi
+            d['delta'] = None
+            y = BiMambaInnerFn._add_direction(y, yi, d['flip'])
+            del yi
             ddelta = ddelta.to(xz.dtype)
             d_dtw = _weight_grad(ddelta, d['dt'])
             dx_dbl = _empty_like_strided(d['x_dbl'])
@@ -256,7 +278,9 @@ class BiMambaInnerFn(torch.autograd.Function):
             d_xw = _weight_grad(dx_dbl, d['xc'])
             dxc = _proj(xw.t(), dx_dbl, cm).add_(du.to(xz.dtype))
             del du, ddelta, dx_dbl
+            d['xc'] = None
             dxi, dcw, dcb = backend.conv_bwd(d['xi'], cw, cb, d['rev'], dxc)
+            del dxc
             if d['flip']:
                 dxi, dzi = dxi.flip(-1), dzi.flip(-1)
             if i == 0:
@@ -265,8 +289,12 @@ class BiMambaInnerFn(torch.autograd.Function):
             else:
                 dx.add_(dxi.to(dx.dtype))
                 dz.add_(dzi.to(dz.dtype))
+            del dxi, dzi, d
             grads += [dcw, dcb, d_xw, d_dtw, ddtb, dA, dD]
-            d.clear()
+        del dy
+        y = y.to(xz.dtype)
+        d_out_w = _weight_grad(dout.transpose(1, 2), y).mul_(0.5)
+        del y
         grads = [None if g is None else g.to(p.dtype) for g, p in zip(grads, params)]
         return (dxz, *grads, d_out_w.to(out_w.dtype), None)
 

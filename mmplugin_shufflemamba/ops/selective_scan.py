@@ -137,10 +137,12 @@ def scan_torch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return out.to(u.dtype)
 
 
-def scan_torch_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout):
+def scan_torch_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout,
+                   return_out=False):
     """Gradients of :func:`scan_torch_fwd` (states recomputed from the inputs):
     ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` in the dtypes of the inputs (None
-    for absent ones)."""
+    for absent ones); with ``return_out``, a ninth element: the output of
+    :func:`scan_torch_fwd` on the same inputs, from the recomputed states."""
     ct = _compute_dtype(u)
     u_, delta_, A_, B_, C_ = (t.to(ct) for t in (u, delta, A, B, C))
     D_ = None if D is None else D.to(ct)
@@ -150,16 +152,20 @@ def scan_torch_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout):
     dt_raw, dt, dA, dBu = _prepare(u_, delta_, A_, B_, db_, delta_softplus)
     hs = _scan_fwd_loop(dA, dBu)
 
-    dz = None
-    if z_ is not None:
+    dz = out = None
+    if z_ is not None or return_out:
         y = torch.einsum('lbdn,bnl->bdl', hs, C_)
         if D_ is not None:
             y = y + u_ * D_[:, None]
+        if return_out:
+            out = (y * F.silu(z_) if z_ is not None else y).to(u.dtype)
+    if z_ is not None:
         sig = torch.sigmoid(z_)
         dz = dout * y * sig * (1 + z_ * (1 - sig))
         dy = dout * z_ * sig
     else:
         dy = dout
+    y = None
     dD = (dy * u_).sum((0, 2)) if D_ is not None else None
     du = dy * D_[:, None] if D_ is not None else torch.zeros_like(u_)
     dC = torch.einsum('lbdn,bdl->bnl', hs, dy)
@@ -188,8 +194,9 @@ def scan_torch_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout):
     def back(g, ref):
         return None if (g is None or ref is None) else g.to(ref.dtype)
 
-    return (back(du, u), back(ddt, delta), back(dA_param, A), back(dB, B), back(dC, C),
-            back(dD, D), back(dz, z), back(ddelta_bias, delta_bias))
+    grads = (back(du, u), back(ddt, delta), back(dA_param, A), back(dB, B), back(dC, C),
+             back(dD, D), back(dz, z), back(ddelta_bias, delta_bias))
+    return (*grads, out) if return_out else grads
 
 
 class _SelectiveScanTorch(torch.autograd.Function):
@@ -262,18 +269,23 @@ def scan_cpu_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     return cpu_extension().selective_scan_fwd(*args, bool(delta_softplus), bool(reverse))
 
 
-def scan_cpu_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout):
+def scan_cpu_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout,
+                 return_out=False):
     """Gradients of :func:`scan_cpu_fwd`: ``(du, ddelta, dA, dB, dC, dD, dz,
     ddelta_bias)`` in the compute dtype; dB, dC as (B, N, L) views (None for absent
-    inputs)."""
+    inputs). With ``return_out``, a ninth element: the output of :func:`scan_cpu_fwd`
+    on the same inputs (its layout and dtype, original time order), which the kernel
+    computes from the states it recomputes anyway (equal up to rounding)."""
     args = _cpu_args(u, delta, A, B, C, D, z, delta_bias, reverse)
-    du, ddelta, dA, dBt, dCt, dD, dz, ddb = cpu_extension().selective_scan_bwd(
-        *args, bool(delta_softplus), bool(reverse), dout.to(args[0].dtype))
+    du, ddelta, dA, dBt, dCt, dD, dz, ddb, *out = cpu_extension().selective_scan_bwd(
+        *args, bool(delta_softplus), bool(reverse), dout.to(args[0].dtype),
+        bool(return_out))
     if reverse:
         dBt, dCt = dBt.flip(1), dCt.flip(1)
-    return (du, ddelta, dA, dBt.transpose(1, 2), dCt.transpose(1, 2),
-            dD if D is not None else None, dz if z is not None else None,
-            ddb if delta_bias is not None else None)
+    grads = (du, ddelta, dA, dBt.transpose(1, 2), dCt.transpose(1, 2),
+             dD if D is not None else None, dz if z is not None else None,
+             ddb if delta_bias is not None else None)
+    return (*grads, *out) if return_out else grads
 
 
 class _SelectiveScanCPU(torch.autograd.Function):

@@ -33,17 +33,25 @@ def scan_cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return (rest[0] if z is not None else out), (states, out)
 
 
-def scan_cuda_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, aux):
+def scan_cuda_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, aux,
+                  return_out=False):
     """Gradients of :func:`scan_cuda_fwd` (``aux`` from its forward call):
-    ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``."""
+    ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``. With ``return_out``, a ninth
+    element: the forward's (gated) output. The kernel does not recompute the pre-gate
+    output, it reads it from ``aux``; with z it multiplies it by silu(z) again
+    (``recompute_out_z``), without z it is that output itself."""
     mod = _import_kernel('selective_scan_cuda')[0]
     states, out = aux
     u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
+    recompute_out_z = bool(return_out) and z is not None
     du, ddelta, dA, dB, dC, dD, ddb, *rest = mod.bwd(
         u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias, _unit_stride(dout), states,
-        out if z is not None else None, None, bool(delta_softplus), False)
-    return (du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD if D is not None else None,
-            rest[0] if z is not None else None, ddb if delta_bias is not None else None)
+        out if z is not None else None, None, bool(delta_softplus), recompute_out_z)
+    grads = (du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD if D is not None else None,
+             rest[0] if z is not None else None, ddb if delta_bias is not None else None)
+    if not return_out:
+        return grads
+    return (*grads, rest[1] if z is not None else out)
 
 
 class _SelectiveScanCUDA(torch.autograd.Function):

@@ -79,7 +79,11 @@ def test_bf16_autocast_on_cpu_matches_float32_closely():
 class _FakeScanModule:
     """mamba-ssm's ``selective_scan_cuda`` API and checks, computed on the CPU with
     the PyTorch path: what the CUDA backend's layouts, flips and gradient assembly are
-    tested against where no GPU is available."""
+    tested against where no GPU is available. ``calls`` counts the calls of fwd and
+    bwd."""
+
+    def __init__(self):
+        self.calls = {'fwd': 0, 'bwd': 0}
 
     @staticmethod
     def _check(u, delta, A, B, C, D, z, bias):
@@ -92,6 +96,7 @@ class _FakeScanModule:
 
     def fwd(self, u, delta, A, B, C, D, z, bias, softplus):
         self._check(u, delta, A, B, C, D, z, bias)
+        self.calls['fwd'] += 1
         out = scan_torch_fwd(u, delta, A, B[:, 0], C[:, 0], D, None, bias, softplus)
         states = torch.zeros(u.shape[0], u.shape[1], 1, 2 * A.shape[1])
         res = [out, states]
@@ -100,8 +105,9 @@ class _FakeScanModule:
         return res
 
     def bwd(self, u, delta, A, B, C, D, z, bias, dout, states, out, dz, softplus,
-            recompute):
+            recompute_out_z):
         self._check(u, delta, A, B, C, D, z, bias)
+        self.calls['bwd'] += 1
         assert dout.stride(-1) == 1 and states is not None
         assert z is None or out is not None, 'the kernel needs the pre-gate output'
         if z is not None:  # the pre-gate output handed over must be the forward's
@@ -110,7 +116,10 @@ class _FakeScanModule:
         du, dd, dA, dB, dC, dD, dz, db = scan_torch_bwd(u, delta, A, B[:, 0], C[:, 0], D, z,
                                                         bias, softplus, dout)
         res = [du, dd, dA, dB[:, None], dC[:, None], dD, db]
-        return res + ([dz] if z is not None else [])
+        res += [dz] if z is not None else []
+        if recompute_out_z:  # out * silu(z) from the pre-gate output handed over
+            res.append(out * torch.nn.functional.silu(z) if z is not None else None)
+        return res
 
 
 def _fake_conv_fwd(x, w, b, seq_idx, init, final, silu):
@@ -130,10 +139,13 @@ def _fake_conv_bwd(x, w, b, dout, seq_idx, init, dfinal, dx, return_dinit, silu)
 
 @pytest.fixture
 def fake_cuda_kernels(monkeypatch):
-    monkeypatch.setitem(kernels._cache, 'selective_scan_cuda', (_FakeScanModule(), None))
+    """The fake ``selective_scan_cuda`` module in the kernels' cache (returned)."""
+    scan = _FakeScanModule()
+    monkeypatch.setitem(kernels._cache, 'selective_scan_cuda', (scan, None))
     from types import SimpleNamespace
     monkeypatch.setitem(kernels._cache, 'causal_conv1d',
                         (SimpleNamespace(fwd=_fake_conv_fwd, bwd=_fake_conv_bwd), None))
+    return scan
 
 
 @pytest.mark.parametrize('fused_conv', [True, False])
@@ -145,8 +157,68 @@ def test_cuda_backend_plumbing(fake_cuda_kernels, fused_conv):
     hidden, dout = torch.randn(2, 29, 24), torch.randn(2, 29, 24)
     be = bimamba_inner._CUDA[fused_conv]
     fused = _grads(mixer, hidden, lambda h: bimamba_inner_fn(mixer, h, backend=be), dout)
+    # mamba-ssm's backward reads the forward's output: one scan forward per direction in
+    # the forward and again in the backward.
+    assert fake_cuda_kernels.calls == {'fwd': 4, 'bwd': 2}
     ref = _grads(mixer, hidden, lambda h: bimamba_inner_ref(mixer, h, 'torch'), dout)
     _assert_same(fused, ref, 2e-5)
+
+
+@pytest.mark.parametrize('with_z', [True, False])
+def test_cuda_scan_backward_returns_the_forward_output(fake_cuda_kernels, with_z):
+    """scan_cuda_bwd(return_out=True): mamba-ssm's out_z (recompute_out_z) with z, the
+    forward's output itself without; the same gradients as without it."""
+    from mmplugin_shufflemamba.ops.selective_scan_cuda import scan_cuda_bwd, scan_cuda_fwd
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    u, delta, z, dout = r(2, 6, 13), r(2, 6, 13) * 0.5, r(2, 6, 13), r(2, 6, 13)
+    A, B, C, D, bias = -torch.rand(6, 4, generator=g), r(2, 4, 13), r(2, 4, 13), r(6), r(6)
+    z = z if with_z else None
+    y, aux = scan_cuda_fwd(u, delta, A, B, C, D, z, bias, True)
+    *grads, out = scan_cuda_bwd(u, delta, A, B, C, D, z, bias, True, dout, aux,
+                                return_out=True)
+    torch.testing.assert_close(out, y)
+    plain = scan_cuda_bwd(u, delta, A, B, C, D, z, bias, True, dout, aux)
+    assert len(plain) == 8 and len(grads) == 8
+    for a, b in zip(grads, plain):
+        assert (a is None and b is None) or torch.equal(a, b)
+    backend_out = bimamba_inner._CUDA[True].scan_bwd(u, delta, A, B, C, D, z, bias, False,
+                                                     dout, return_out=True)
+    assert len(backend_out) == 9
+    torch.testing.assert_close(backend_out[-1], y)
+
+
+class _CountingBackend:
+    """A backend whose scan calls are counted: ``calls`` of scan_fwd and of scan_bwd
+    (with its return_out)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.calls = []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def scan_fwd(self, *args):
+        self.calls.append('scan_fwd')
+        return self.backend.scan_fwd(*args)
+
+    def scan_bwd(self, *args, return_out=False):
+        self.calls.append(f'scan_bwd(return_out={return_out})')
+        return self.backend.scan_bwd(*args, return_out=return_out)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_backward_runs_no_scan_forward(backend):
+    """The backward gets the scan outputs that out_proj's weight gradient needs from the
+    scan backwards (return_out) instead of running the scan forward again."""
+    mixer = BiMambaMixer(16, d_state=4)
+    hidden = torch.randn(1, 9, 16, requires_grad=True)
+    be = _CountingBackend(bimamba_inner._TORCH if backend == 'torch' else bimamba_inner._CPU)
+    out = bimamba_inner_fn(mixer, hidden, backend=be)
+    assert be.calls == ['scan_fwd', 'scan_fwd']
+    out.sum().backward()
+    assert be.calls[2:] == ['scan_bwd(return_out=True)'] * 2
 
 
 # --------------------------------------------------------------- memory

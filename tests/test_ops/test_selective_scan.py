@@ -273,3 +273,122 @@ def test_cpu_kernel_backward_with_broadcast_grad():
     for k in a:
         torch.testing.assert_close(b[k].grad, a[k].grad, atol=1e-9, rtol=1e-9,
                                    msg=lambda m: f'grad of {k}: {m}')
+
+
+# ------------------------------------------------- the forward output from the backward
+def _runnable_paths():
+    from mmplugin_shufflemamba.ops.kernels import cpu_paths
+    return [name for name, built, ok in cpu_paths() if built and ok]
+
+
+def _on_each_path(fn):
+    """fn(path) on every code path of the compiled kernels that this CPU runs."""
+    from mmplugin_shufflemamba.ops.kernels import get_cpu_path, set_cpu_path
+    before = get_cpu_path()
+    try:
+        for path in _runnable_paths():
+            set_cpu_path(path)
+            fn(path)
+    finally:
+        set_cpu_path(before)
+
+
+def _scan_args(inp, layout='channel'):
+    """Positional arguments (u, delta, A, B, C, D, z, delta_bias) of the no-autograd
+    scan functions, u, delta and z in ``layout``."""
+    return [None if inp[k] is None else
+            (as_layout(inp[k], layout) if k in ('u', 'delta', 'z') else inp[k])
+            for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')]
+
+
+def _flip_args(args):
+    return [None if t is None else (t.flip(-1) if i in (0, 1, 3, 4, 6) else t)
+            for i, t in enumerate(args)]
+
+
+@needs_ext
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize('reverse', [False, True])
+@pytest.mark.parametrize('drop', [(), ('z', ), ('D', ), ('D', 'z', 'delta_bias')])
+@pytest.mark.parametrize('dstate', [16, 5])
+@pytest.mark.parametrize('layout', ['channel', 'token', 'strided'])
+def test_cpu_backward_returns_the_forward_output(dtype, tol, reverse, drop, dstate, layout):
+    """scan_cpu_bwd(return_out=True): the output of scan_cpu_fwd (its dtype, layout and
+    time order; equal up to the order of the sum over the states), on every code path,
+    and the same gradients as without it. 37 channels and 150 steps: partial channel
+    blocks and time tiles."""
+    from mmplugin_shufflemamba.ops.selective_scan import (scan_cpu_bwd, scan_cpu_fwd,
+                                                          scan_torch_fwd)
+    inp = make_inputs(batch=2, dim=37, seqlen=150, dstate=dstate, dtype=dtype, seed=dstate)
+    for k in drop:
+        inp[k] = None
+    args = _scan_args(inp, layout)
+    dout = as_layout(torch.randn(2, 37, 150, dtype=dtype), layout)
+    torch_args = _flip_args(_scan_args(inp)) if reverse else _scan_args(inp)
+    ref = scan_torch_fwd(*torch_args, True)
+    ref = ref.flip(-1) if reverse else ref
+
+    def check(path):
+        fwd = scan_cpu_fwd(*args, True, reverse)
+        *grads, out = scan_cpu_bwd(*args, True, reverse, dout, return_out=True)
+        assert out.dtype == fwd.dtype and out.shape == fwd.shape
+        assert out.stride() == fwd.stride(), path
+        scale = fwd.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(out / scale, fwd / scale, atol=tol, rtol=tol,
+                                   msg=lambda m: f'{path}: {m}')
+        torch.testing.assert_close(out / scale, ref / scale, atol=tol, rtol=tol,
+                                   msg=lambda m: f'{path}, torch path: {m}')
+        plain = scan_cpu_bwd(*args, True, reverse, dout)
+        assert len(plain) == 8 and len(grads) == 8
+        for g, p in zip(grads, plain):
+            assert (g is None and p is None) or torch.equal(g, p), path
+
+    _on_each_path(check)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('drop', [(), ('z', ), ('D', ), ('D', 'z', 'delta_bias')])
+@pytest.mark.parametrize('dstate', [16, 3])
+def test_torch_backward_returns_the_forward_output(dtype, drop, dstate):
+    """scan_torch_bwd(return_out=True): exactly the output of scan_torch_fwd (the same
+    operations on the same recomputed states), and the same gradients."""
+    from mmplugin_shufflemamba.ops.selective_scan import scan_torch_bwd, scan_torch_fwd
+    inp = make_inputs(batch=2, dim=5, seqlen=23, dstate=dstate, dtype=dtype, seed=3)
+    for k in drop:
+        inp[k] = None
+    args = _scan_args(inp)
+    dout = torch.randn(2, 5, 23, dtype=dtype)
+    fwd = scan_torch_fwd(*args, True)
+    *grads, out = scan_torch_bwd(*args, True, dout, return_out=True)
+    assert out.dtype == fwd.dtype
+    torch.testing.assert_close(out, fwd, atol=0, rtol=0)
+    plain = scan_torch_bwd(*args, True, dout)
+    assert len(plain) == 8 and len(grads) == 8
+    for g, p in zip(grads, plain):
+        assert (g is None and p is None) or torch.equal(g, p)
+
+
+@needs_ext
+def test_torch_backward_output_matches_the_cpu_kernel_reversed():
+    """The PyTorch path on flipped inputs, flipped back, against the compiled forward
+    with reverse=True."""
+    from mmplugin_shufflemamba.ops.selective_scan import scan_cpu_fwd, scan_torch_bwd
+    inp = make_inputs(batch=2, dim=20, seqlen=70, dstate=16, dtype=torch.float64, seed=5)
+    args = _scan_args(inp)
+    dout = torch.randn(2, 20, 70, dtype=torch.float64)
+    out = scan_torch_bwd(*_flip_args(args), True, dout, return_out=True)[-1].flip(-1)
+    torch.testing.assert_close(out, scan_cpu_fwd(*args, True, True), atol=1e-12, rtol=1e-12)
+
+
+@needs_ext
+@pytest.mark.parametrize('shape', [(2, 3, 0, 4), (0, 3, 5, 4), (2, 0, 5, 4), (1, 1, 1, 1)])
+def test_cpu_backward_output_for_degenerate_sizes(shape):
+    from mmplugin_shufflemamba.ops.selective_scan import scan_cpu_bwd, scan_cpu_fwd
+    batch, dim, seqlen, dstate = shape
+    inp = make_inputs(batch=batch, dim=dim, seqlen=seqlen, dstate=dstate, seed=1)
+    args = _scan_args(inp)
+    dout = torch.randn(batch, dim, seqlen)
+    for reverse in (False, True):
+        out = scan_cpu_bwd(*args, True, reverse, dout, return_out=True)[-1]
+        assert out.shape == (batch, dim, seqlen)
+        torch.testing.assert_close(out, scan_cpu_fwd(*args, True, reverse))

@@ -27,6 +27,7 @@
 #endif
 
 namespace shufflemamba {
+
 namespace {
 
 // ------------------------------------------------------------------- code paths
@@ -276,12 +277,14 @@ torch::Tensor selective_scan_fwd(torch::Tensor u, torch::Tensor delta, torch::Te
 }
 
 // Gradients of selective_scan_fwd; du, ddelta, dz come in u's layout, dBt and dCt as
-// (B, L, N) in the order of Bt and Ct.
+// (B, L, N) in the order of Bt and Ct. With return_out, a ninth tensor: the output of
+// selective_scan_fwd on the same inputs (u's layout, original time order), computed
+// from the states the backward recomputes.
 std::vector<torch::Tensor> selective_scan_bwd(
     torch::Tensor u, torch::Tensor delta, torch::Tensor A, torch::Tensor Bt,
     torch::Tensor Ct, c10::optional<torch::Tensor> Dv, c10::optional<torch::Tensor> z,
     c10::optional<torch::Tensor> dbias, bool use_softplus, bool reverse,
-    torch::Tensor dout) {
+    torch::Tensor dout, bool return_out) {
   using namespace shufflemamba;
   const auto s = check_scan("selective_scan_bwd", u, delta, A, Bt, Ct, Dv, z, dbias, &dout);
   auto du = empty_like_layout(u);
@@ -292,11 +295,14 @@ std::vector<torch::Tensor> selective_scan_bwd(
   auto dD = s.Dv.defined() ? torch::zeros_like(s.Dv) : torch::Tensor();
   auto dz = s.z.defined() ? empty_like_layout(u) : torch::Tensor();
   auto ddbias = s.dbias.defined() ? torch::zeros_like(s.dbias) : torch::Tensor();
+  auto out = return_out ? empty_like_layout(u) : torch::Tensor();
+  std::vector<torch::Tensor> res{du, ddelta, dA, dBt, dCt, dD, dz, ddbias};
+  if (return_out) res.push_back(out);
   if (u.numel() == 0) {
     du.zero_();
     ddelta.zero_();
     if (dz.defined()) dz.zero_();
-    return {du, ddelta, dA, dBt, dCt, dD, dz, ddbias};
+    return res;
   }
   const KernelTable& k = table();
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_bwd", [&] {
@@ -305,13 +311,14 @@ std::vector<torch::Tensor> selective_scan_bwd(
         ptr<scalar_t>(s.Ct), ptr<scalar_t>(s.Dv), ptr<scalar_t>(s.z), ptr<scalar_t>(s.dbias),
         ptr<scalar_t>(s.dout), use_softplus, reverse, mptr<scalar_t>(du),
         mptr<scalar_t>(ddelta), mptr<scalar_t>(dA), mptr<scalar_t>(dBt), mptr<scalar_t>(dCt),
-        mptr<scalar_t>(dD), mptr<scalar_t>(dz), mptr<scalar_t>(ddbias), s.batch, s.dim, s.len,
-        s.N, strides3(s.u), strides3(s.delta),
+        mptr<scalar_t>(dD), mptr<scalar_t>(dz), mptr<scalar_t>(ddbias), mptr<scalar_t>(out),
+        s.batch, s.dim, s.len, s.N, strides3(s.u), strides3(s.delta),
         s.z.defined() ? strides3(s.z) : Strides{0, 0, 0}, strides3(s.dout), strides3(du),
-        strides3(ddelta), dz.defined() ? strides3(dz) : Strides{0, 0, 0}};
+        strides3(ddelta), dz.defined() ? strides3(dz) : Strides{0, 0, 0},
+        out.defined() ? strides3(out) : Strides{0, 0, 0}};
     run(k, a);
   });
-  return {du, ddelta, dA, dBt, dCt, dD, dz, ddbias};
+  return res;
 }
 
 namespace shufflemamba {
@@ -421,7 +428,11 @@ std::string set_cpu_path(const std::string& name) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("selective_scan_fwd", &selective_scan_fwd, "selective scan forward (CPU)");
-  m.def("selective_scan_bwd", &selective_scan_bwd, "selective scan backward (CPU)");
+  m.def("selective_scan_bwd", &selective_scan_bwd,
+        "selective scan backward (CPU); with return_out also the forward's output",
+        py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("Bt"), py::arg("Ct"),
+        py::arg("D"), py::arg("z"), py::arg("delta_bias"), py::arg("use_softplus"),
+        py::arg("reverse"), py::arg("dout"), py::arg("return_out") = false);
   m.def("causal_conv1d_fwd", &causal_conv1d_fwd, "depthwise causal conv + SiLU (CPU)");
   m.def("causal_conv1d_bwd", &causal_conv1d_bwd, "its backward (CPU)");
   m.def("ms_deform_attn_fwd", &ms_deform_attn_cpu_fwd,

@@ -38,8 +38,9 @@ struct ScanBwdArgs {
   const T *u, *delta, *A, *Bt, *Ct, *Dv, *z, *dbias, *dout;
   bool softplus, reverse;
   T *du, *ddelta, *dA, *dBt, *dCt, *dD, *dz, *ddbias;  // dD, dz, ddbias may be null
+  T* out;  // the forward's output (B, D, L), written when not null
   int64_t batch, dim, len, N;
-  Strides su, sdelta, sz, sdout, sdu, sddelta, sdz;
+  Strides su, sdelta, sz, sdout, sdu, sddelta, sdz, sout;
 };
 
 template <typename T>

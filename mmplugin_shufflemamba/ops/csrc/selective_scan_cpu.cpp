@@ -6,7 +6,10 @@
 // steps whose inputs are loaded into L1-resident lane tiles (register transposes for
 // channel-major tensors, plain copies for token-major ones). The backward recomputes the
 // states from per-tile checkpoints instead of storing (B, D, L, N) tensors, like the
-// fused CUDA kernel. Blocks run in parallel on ATen's thread pool.
+// fused CUDA kernel; on request it also writes the forward's gated output from the
+// states it recomputes (what a caller needs for the weight gradient of a layer after
+// the scan), so that the forward need not run again. Blocks run in parallel on ATen's
+// thread pool.
 //
 // Layouts: u, delta, z, dout and the (B, D, L) outputs: any strides (the outputs take
 // u's layout); A: (D, N); Bt, Ct: (B, L, N) (time-major).
@@ -476,10 +479,14 @@ template <typename T>
 struct BwdTile {
   const T *raw, *dt, *du, *u, *z, *go;  // inputs; z may be null
   T *gu, *gdelta, *gz;                   // gradients out (gz unused without z)
+  T* y;                                  // the forward's (gated) output
 };
 
 // The adjoint through a tile (steps in reverse scan order). g (N, kLanes): carried
 // a[k+1] G[k+1]; dA, dD, dbias: lane accumulators; dBk, dCk: (cnt, N) in scan order.
+// tl.y receives the forward's output, (C h + D u) silu(z), from the sum over the states
+// that d loss / d silu(z) needs anyway: one store per step. It equals the forward's up to
+// rounding (the forward sums over the states in one chain, here in two).
 template <typename T, int NC>
 void bwd_adjoint(const BwdTile<T>& tl, const T* __restrict Ht, const T* __restrict At,
                  const T* __restrict An, const T* __restrict skip,
@@ -526,18 +533,23 @@ void bwd_adjoint(const BwdTile<T>& tl, const T* __restrict Ht, const T* __restri
 #pragma omp simd
       for (int64_t c = 0; c < kLanes; ++c) dy[c] += dy1[c];
     }
+    T* yj = tl.y + j;
     if (tl.z) {
       const T* zj = tl.z + j;
       T* gzj = tl.gz + j;
 #pragma omp simd
       for (int64_t c = 0; c < kLanes; ++c) {
         const T s = T(1) / (T(1) + fast_exp(-zj[c]));
+        yj[c] = dy[c] * (zj[c] * s);
         gzj[c] = goj[c] * dy[c] * s * (T(1) + zj[c] * (T(1) - s));
         dy[c] = goj[c] * zj[c] * s;
       }
     } else {
 #pragma omp simd
-      for (int64_t c = 0; c < kLanes; ++c) dy[c] = goj[c];
+      for (int64_t c = 0; c < kLanes; ++c) {
+        yj[c] = dy[c];
+        dy[c] = goj[c];
+      }
     }
     T ddt[kLanes] = {}, gB[kLanes] = {}, ddt1[kLanes] = {}, gB1[kLanes] = {};
     auto adjoint_state = [&](int64_t n, T* __restrict ddt_acc, T* __restrict gB_acc) {
@@ -600,9 +612,9 @@ template <typename T, int NC>
 void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T* Ct,
                     const T* Dv, const T* z, const T* dbias, bool use_softplus,
                     const T* dout, T* du, T* ddelta, T* dA, T* dBt, T* dCt, T* dD,
-                    T* dz, T* ddbias, int64_t batch, int64_t dim, int64_t len,
+                    T* dz, T* ddbias, T* out, int64_t batch, int64_t dim, int64_t len,
                     int64_t N_rt, Strides su, Strides sdl, Strides sz, Strides sg,
-                    Strides sdu, Strides sdd, Strides sdz, bool reverse) {
+                    Strides sdu, Strides sdd, Strides sdz, Strides so, bool reverse) {
   const int64_t N = NC > 0 ? NC : N_rt;  // compile-time for the usual d_state
   const int64_t nblk = (dim + kLanes - 1) / kLanes;
   const int64_t ntiles = (len + kChunk - 1) / kChunk;
@@ -611,14 +623,14 @@ void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T
   at::parallel_for(0, nblk, 1, [&](int64_t begin, int64_t end) {
     constexpr int64_t kTile = kChunk * kLanes;
     std::vector<T> raw(kTile), dtl(kTile), ul(kTile), zl(kTile), gol(kTile);
-    std::vector<T> dul(kTile), gdu(kTile), gdd(kTile), gdz(kTile);
+    std::vector<T> dul(kTile), gdu(kTile), gdd(kTile), gdz(kTile), yl(kTile);
     std::vector<T> Hck(ntiles * NL), Ht((kChunk + 1) * NL), At(kChunk * NL), g(NL);
     std::vector<T> A2(NL), An(NL), bias(kLanes), skip(kLanes);
     std::vector<T> dA_acc(NL), dD_acc(kLanes), db_acc(kLanes);
     std::vector<T> dB_loc(batch * len * N, T(0)), dC_loc(batch * len * N, T(0));
     const BwdTile<T> tl{raw.data(), dtl.data(), dul.data(), ul.data(),
                         z ? zl.data() : nullptr, gol.data(), gdu.data(), gdd.data(),
-                        gdz.data()};
+                        gdz.data(), yl.data()};
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t d0 = blk * kLanes, w = std::min(kLanes, dim - d0);
       lane_params(A, dbias, Dv, d0, w, N, A2.data(), bias.data(), skip.data(), An.data());
@@ -663,6 +675,7 @@ void scan_bwd_lanes(const T* u, const T* delta, const T* A, const T* Bt, const T
           store_tile<T>(gdu.data(), du, sdu, b, d0, t0, w, cnt);
           store_tile<T>(gdd.data(), ddelta, sdd, b, d0, t0, w, cnt);
           if (z) store_tile<T>(gdz.data(), dz, sdz, b, d0, t0, w, cnt);
+          if (out) store_tile<T>(yl.data(), out, so, b, d0, t0, w, cnt);
         }
       }
       for (int64_t c = 0; c < w; ++c) {
@@ -690,8 +703,8 @@ template <typename T>
 void scan_bwd_impl(const ScanBwdArgs<T>& a) {
   auto fn = a.N == 16 ? scan_bwd_lanes<T, 16> : scan_bwd_lanes<T, 0>;
   fn(a.u, a.delta, a.A, a.Bt, a.Ct, a.Dv, a.z, a.dbias, a.softplus, a.dout, a.du,
-     a.ddelta, a.dA, a.dBt, a.dCt, a.dD, a.dz, a.ddbias, a.batch, a.dim, a.len, a.N,
-     a.su, a.sdelta, a.sz, a.sdout, a.sdu, a.sddelta, a.sdz, a.reverse);
+     a.ddelta, a.dA, a.dBt, a.dCt, a.dD, a.dz, a.ddbias, a.out, a.batch, a.dim, a.len, a.N,
+     a.su, a.sdelta, a.sz, a.sdout, a.sdu, a.sddelta, a.sdz, a.sout, a.reverse);
 }
 
 void scan_fwd(const ScanFwdArgs<float>& a) { scan_fwd_impl(a); }
