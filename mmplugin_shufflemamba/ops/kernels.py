@@ -26,9 +26,9 @@ KERNEL_BACKENDS = ('auto', 'cuda', 'torch')
 STRICT_ENV = 'SHUFFLEMAMBA_STRICT_KERNELS'
 
 
-class ShapeError(ValueError, RuntimeError):
-    """A tensor argument of an op has the wrong size, dtype or device (a ValueError,
-    and a RuntimeError like the compiled kernels' own checks)."""
+class ShapeError(ValueError):
+    """A tensor argument of an op has the wrong size, dtype or device; the compiled
+    kernels' own argument checks raise ``ValueError`` too."""
 
 
 class KernelFallbackWarning(UserWarning):

@@ -104,14 +104,14 @@ const KernelTable* find_path(const std::string& name) {
   }
   for (const Path& p : all_paths()) {
     if (name != p.name) continue;
-    TORCH_CHECK(p.table, "the '", name, "' code path of the CPU kernels is not part of "
+    TORCH_CHECK_VALUE(p.table, "the '", name, "' code path of the CPU kernels is not part of "
                 "this build (built: ", SHUFFLEMAMBA_BUILD_FLAGS, ")");
-    TORCH_CHECK(p.supported, "this CPU cannot run the '", name,
+    TORCH_CHECK_VALUE(p.supported, "this CPU cannot run the '", name,
                 "' code path of the CPU kernels (it lacks the instructions); use "
                 "'generic' or 'auto'");
     return p.table;
   }
-  TORCH_CHECK(false, "unknown CPU code path '", name,
+  TORCH_CHECK_VALUE(false, "unknown CPU code path '", name,
               "': expected 'auto', 'generic', 'avx2' or 'avx512'");
   return nullptr;
 }
@@ -130,7 +130,7 @@ const KernelTable& table() {
     try {
       t = find_path(want);
     } catch (const c10::Error& e) {
-      TORCH_CHECK(false, "SHUFFLEMAMBA_CPU_ISA=", want, ": ", e.msg());
+      TORCH_CHECK_VALUE(false, "SHUFFLEMAMBA_CPU_ISA=", want, ": ", e.msg());
     }
     g_table.store(t, std::memory_order_release);
   }
@@ -140,26 +140,26 @@ const KernelTable& table() {
 // ------------------------------------------------------------------- checks
 void check_tensor(const torch::Tensor& t, const char* fn, const char* name,
                   const torch::Tensor& ref, const char* ref_name) {
-  TORCH_CHECK(t.defined(), fn, ": ", name, " is an undefined tensor");
-  TORCH_CHECK(t.device().is_cpu(), fn, ": ", name, " must be a CPU tensor, got one on ",
+  TORCH_CHECK_VALUE(t.defined(), fn, ": ", name, " is an undefined tensor");
+  TORCH_CHECK_VALUE(t.device().is_cpu(), fn, ": ", name, " must be a CPU tensor, got one on ",
               t.device());
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), fn, ": ", name, " must have the dtype of ",
+  TORCH_CHECK_VALUE(t.scalar_type() == ref.scalar_type(), fn, ": ", name, " must have the dtype of ",
               ref_name, " (", ref.scalar_type(), "), got ", t.scalar_type());
 }
 
 void check_shape(const torch::Tensor& t, const char* fn, const char* name,
                  c10::IntArrayRef expected, const char* meaning) {
-  TORCH_CHECK(t.sizes() == expected, fn, ": ", name, " must have shape ", meaning, " = ",
+  TORCH_CHECK_VALUE(t.sizes() == expected, fn, ": ", name, " must have shape ", meaning, " = ",
               expected, ", got ", t.sizes());
 }
 
 void check_first(const torch::Tensor& t, const char* fn, const char* name) {
-  TORCH_CHECK(t.defined(), fn, ": ", name, " is an undefined tensor");
-  TORCH_CHECK(t.device().is_cpu(), fn, ": ", name, " must be a CPU tensor, got one on ",
+  TORCH_CHECK_VALUE(t.defined(), fn, ": ", name, " is an undefined tensor");
+  TORCH_CHECK_VALUE(t.device().is_cpu(), fn, ": ", name, " must be a CPU tensor, got one on ",
               t.device());
-  TORCH_CHECK(t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble, fn,
+  TORCH_CHECK_VALUE(t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble, fn,
               ": ", name, " must be float32 or float64, got ", t.scalar_type());
-  TORCH_CHECK(t.dim() == 3, fn, ": ", name, " must be (batch, dim, seqlen), got ", t.dim(),
+  TORCH_CHECK_VALUE(t.dim() == 3, fn, ": ", name, " must be (batch, dim, seqlen), got ", t.dim(),
               " dimensions ", t.sizes());
 }
 
@@ -193,7 +193,7 @@ ScanInputs check_scan(const char* fn, const torch::Tensor& u, const torch::Tenso
   check_first(u, fn, "u");
   const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2);
   check_tensor(A, fn, "A", u, "u");
-  TORCH_CHECK(A.dim() == 2 && A.size(0) == dim, fn, ": A must have shape (dim, dstate) = (",
+  TORCH_CHECK_VALUE(A.dim() == 2 && A.size(0) == dim, fn, ": A must have shape (dim, dstate) = (",
               dim, ", N), got ", A.sizes());
   const int64_t N = A.size(1);
   check_tensor(delta, fn, "delta", u, "u");
@@ -328,7 +328,7 @@ void check_conv(const char* fn, const torch::Tensor& x, const torch::Tensor& w,
                 const c10::optional<torch::Tensor>& bias, const torch::Tensor* dout) {
   check_first(x, fn, "x");
   check_tensor(w, fn, "weight", x, "x");
-  TORCH_CHECK(w.dim() == 2 && w.size(0) == x.size(1) && w.size(1) >= 1, fn,
+  TORCH_CHECK_VALUE(w.dim() == 2 && w.size(0) == x.size(1) && w.size(1) >= 1, fn,
               ": weight must have shape (dim, width) = (", x.size(1), ", K >= 1), got ",
               w.sizes());
   if (bias.has_value()) {

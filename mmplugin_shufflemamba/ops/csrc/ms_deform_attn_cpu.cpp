@@ -235,25 +235,25 @@ Sizes check_args(const char* fn, const torch::Tensor& value, const torch::Tensor
                  const torch::Tensor& loc, const torch::Tensor& attn,
                  const torch::Tensor* dout) {
   auto cpu_float = [&](const torch::Tensor& t, const char* name) {
-    TORCH_CHECK(t.defined(), fn, ": ", name, " is an undefined tensor");
-    TORCH_CHECK(t.device().is_cpu(), fn, ": ", name, " must be a CPU tensor, got one on ",
+    TORCH_CHECK_VALUE(t.defined(), fn, ": ", name, " is an undefined tensor");
+    TORCH_CHECK_VALUE(t.device().is_cpu(), fn, ": ", name, " must be a CPU tensor, got one on ",
                 t.device());
-    TORCH_CHECK(t.scalar_type() == value.scalar_type(), fn, ": ", name,
+    TORCH_CHECK_VALUE(t.scalar_type() == value.scalar_type(), fn, ": ", name,
                 " must have the dtype of value (", value.scalar_type(), "), got ",
                 t.scalar_type());
   };
-  TORCH_CHECK(value.defined(), fn, ": value is an undefined tensor");
-  TORCH_CHECK(value.device().is_cpu(), fn, ": value must be a CPU tensor, got one on ",
+  TORCH_CHECK_VALUE(value.defined(), fn, ": value is an undefined tensor");
+  TORCH_CHECK_VALUE(value.device().is_cpu(), fn, ": value must be a CPU tensor, got one on ",
               value.device());
-  TORCH_CHECK(value.scalar_type() == torch::kFloat || value.scalar_type() == torch::kDouble,
+  TORCH_CHECK_VALUE(value.scalar_type() == torch::kFloat || value.scalar_type() == torch::kDouble,
               fn, ": value must be float32 or float64, got ", value.scalar_type());
-  TORCH_CHECK(value.dim() == 4, fn, ": value must be (batch, num_keys, num_heads, ",
+  TORCH_CHECK_VALUE(value.dim() == 4, fn, ": value must be (batch, num_keys, num_heads, ",
               "head_dims), got ", value.dim(), " dimensions ", value.sizes());
-  TORCH_CHECK(shapes.defined() && shapes.device().is_cpu(), fn,
+  TORCH_CHECK_VALUE(shapes.defined() && shapes.device().is_cpu(), fn,
               ": spatial_shapes must be a CPU tensor");
-  TORCH_CHECK(shapes.scalar_type() == torch::kLong, fn,
+  TORCH_CHECK_VALUE(shapes.scalar_type() == torch::kLong, fn,
               ": spatial_shapes must be int64, got ", shapes.scalar_type());
-  TORCH_CHECK(shapes.dim() == 2 && shapes.size(1) == 2 && shapes.size(0) >= 1, fn,
+  TORCH_CHECK_VALUE(shapes.dim() == 2 && shapes.size(1) == 2 && shapes.size(0) >= 1, fn,
               ": spatial_shapes must be (num_levels >= 1, 2) as (h, w), got ",
               shapes.sizes());
   cpu_float(loc, "sampling_locations");
@@ -264,25 +264,25 @@ Sizes check_args(const char* fn, const torch::Tensor& value, const torch::Tensor
   s.H = value.size(2);
   s.D = value.size(3);
   s.L = shapes.size(0);
-  TORCH_CHECK(loc.dim() == 6 && loc.size(5) == 2, fn,
+  TORCH_CHECK_VALUE(loc.dim() == 6 && loc.size(5) == 2, fn,
               ": sampling_locations must be (batch, num_queries, num_heads, num_levels, ",
               "num_points, 2), got ", loc.sizes());
   s.Q = loc.size(1);
   s.P = loc.size(4);
   const std::vector<int64_t> want_loc{s.B, s.Q, s.H, s.L, s.P, 2};
-  TORCH_CHECK(loc.sizes() == c10::IntArrayRef(want_loc), fn,
+  TORCH_CHECK_VALUE(loc.sizes() == c10::IntArrayRef(want_loc), fn,
               ": sampling_locations must have shape (batch, num_queries, num_heads, ",
               "num_levels, num_points, 2) = ", c10::IntArrayRef(want_loc),
               " (batch and heads of value, levels of spatial_shapes), got ", loc.sizes());
   const std::vector<int64_t> want_attn{s.B, s.Q, s.H, s.L, s.P};
-  TORCH_CHECK(attn.sizes() == c10::IntArrayRef(want_attn), fn,
+  TORCH_CHECK_VALUE(attn.sizes() == c10::IntArrayRef(want_attn), fn,
               ": attention_weights must have shape (batch, num_queries, num_heads, ",
               "num_levels, num_points) = ", c10::IntArrayRef(want_attn), ", got ",
               attn.sizes());
   if (dout) {
     cpu_float(*dout, "grad_output");
     const std::vector<int64_t> want_out{s.B, s.Q, s.H * s.D};
-    TORCH_CHECK(dout->sizes() == c10::IntArrayRef(want_out), fn,
+    TORCH_CHECK_VALUE(dout->sizes() == c10::IntArrayRef(want_out), fn,
                 ": grad_output must have shape (batch, num_queries, num_heads * head_dims) ",
                 "= ", c10::IntArrayRef(want_out), ", got ", dout->sizes());
   }
@@ -291,12 +291,12 @@ Sizes check_args(const char* fn, const torch::Tensor& value, const torch::Tensor
   int64_t start = 0;
   for (int64_t l = 0; l < s.L; ++l) {
     const int64_t h = hw[2 * l], w = hw[2 * l + 1];
-    TORCH_CHECK(h >= 1 && w >= 1, fn, ": spatial_shapes[", l, "] = (", h, ", ", w,
+    TORCH_CHECK_VALUE(h >= 1 && w >= 1, fn, ": spatial_shapes[", l, "] = (", h, ", ", w,
                 ") must be positive");
     s.levels.push_back({h, w, start});
     start += h * w;
   }
-  TORCH_CHECK(start == s.Lv, fn, ": value has ", s.Lv,
+  TORCH_CHECK_VALUE(start == s.Lv, fn, ": value has ", s.Lv,
               " keys but spatial_shapes add up to sum(h * w) = ", start);
   return s;
 }
