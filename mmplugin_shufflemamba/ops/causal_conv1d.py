@@ -4,6 +4,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from . import library
 from .kernels import (ShapeError, _import_kernel, cpu_extension, get_cuda_kernel,
                       use_cpu_extension)
 
@@ -94,15 +95,15 @@ def _cpu_conv_args(x, weight, bias):
 
 def conv_cpu_fwd(x, weight, bias, silu: bool, reverse: bool):
     """Compiled CPU forward without autograd, in the compute dtype (float32 / float64)."""
-    return cpu_extension().causal_conv1d_fwd(*_cpu_conv_args(x, weight, bias), bool(silu),
-                                             bool(reverse))
+    return library.causal_conv1d_fwd(*_cpu_conv_args(x, weight, bias), bool(silu),
+                                     bool(reverse))
 
 
 def conv_cpu_bwd(x, weight, bias, silu: bool, reverse: bool, dout):
     """Gradients ``(dx, dweight, dbias)`` of :func:`conv_cpu_fwd` (compute dtype)."""
     xc, w, b = _cpu_conv_args(x, weight, bias)
-    dx, dw, db = cpu_extension().causal_conv1d_bwd(xc, w, b, bool(silu), bool(reverse),
-                                                   dout.to(xc.dtype))
+    dx, dw, db = library.causal_conv1d_bwd(xc, w, b, bool(silu), bool(reverse),
+                                           dout.to(xc.dtype))
     return dx, dw, db if bias is not None else None
 
 

@@ -36,6 +36,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from . import library
 from .kernels import ShapeError, cpu_extension, get_cuda_kernel, use_cpu_extension
 from .selective_scan_cuda import _SelectiveScanCUDA
 
@@ -266,7 +267,7 @@ def scan_cpu_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     """Forward of the compiled CPU kernel without autograd; the output comes in ``u``'s
     memory layout, in the compute dtype (float32, or float64 for float64 inputs)."""
     args = _cpu_args(u, delta, A, B, C, D, z, delta_bias, reverse)
-    return cpu_extension().selective_scan_fwd(*args, bool(delta_softplus), bool(reverse))
+    return library.selective_scan_fwd(*args, bool(delta_softplus), bool(reverse))
 
 
 def scan_cpu_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout,
@@ -277,7 +278,7 @@ def scan_cpu_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, d
     on the same inputs (its layout and dtype, original time order), which the kernel
     computes from the states it recomputes anyway (equal up to rounding)."""
     args = _cpu_args(u, delta, A, B, C, D, z, delta_bias, reverse)
-    du, ddelta, dA, dBt, dCt, dD, dz, ddb, *out = cpu_extension().selective_scan_bwd(
+    du, ddelta, dA, dBt, dCt, dD, dz, ddb, *out = library.selective_scan_bwd(
         *args, bool(delta_softplus), bool(reverse), dout.to(args[0].dtype),
         bool(return_out))
     if reverse:
