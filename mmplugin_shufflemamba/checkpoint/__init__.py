@@ -2,7 +2,8 @@
 ``torch.load`` allow-list in :mod:`.safe_load`), layout conversion from the published
 layouts (:mod:`.layout`), loading into the backbones (:mod:`.loading`) and the tools'
 strict fit check of a runner checkpoint (:mod:`.fit`, :mod:`.saved_config`)."""
-from .fit import CheckpointFitError, check_checkpoint_fit, check_runner_checkpoint
+from .fit import (CheckpointFitError, check_checkpoint_fit, check_runner_checkpoint,
+                  checkpoint_to_load)
 from .loading import (load_backbone_state, load_into_backbone, load_pretrained_backbone,
                       published_layout_pre_hook, read_backbone_weights)
 from .files import (CheckpointError, check_checkpoint_path, check_finite,
@@ -13,7 +14,7 @@ from .layout import (CHECKPOINT_FORMATS, convert_to_backbone, describe_state_dic
 
 __all__ = [
     'CHECKPOINT_FORMATS', 'CheckpointError', 'CheckpointFitError', 'check_checkpoint_fit',
-    'check_runner_checkpoint', 'check_checkpoint_path', 'check_finite',
+    'check_runner_checkpoint', 'checkpoint_to_load', 'check_checkpoint_path', 'check_finite',
     'convert_to_backbone', 'describe_state_dict', 'detect_format', 'format_hint',
     'is_mmpretrain_classifier', 'load_backbone_state', 'load_into_backbone',
     'load_pretrained_backbone', 'mmpretrain_to_official', 'nonfinite_tensors',

@@ -97,7 +97,7 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     """Read a checkpoint file (local path or any MMEngine-supported URI).
 
     Uses ``torch.load(weights_only=True)``; the globals MMEngine and the official
-    training script write are allow-listed (see :mod:`mmplugin_shufflemamba.utils.safe_load`).
+    training script write are allow-listed (see :mod:`mmplugin_shufflemamba.checkpoint.safe_load`).
     """
     from .safe_load import safe_torch_load
     filename = check_checkpoint_path(filename)

@@ -1,7 +1,7 @@
 """Checkpoint layouts as pure ``state_dict -> state_dict`` conversions: the published
 layouts of the family (ShuffleMamba / VideoMamba cls first, Vim cls in the middle,
 Mamba-Reg registers, mmpretrain's classifier) to this backbone's keys, with the
-position embedding resized and the tokens kept or dropped. See :mod:`.checkpoint` for
+position embedding resized and the tokens kept or dropped. See :mod:`.loading` for
 the format table and the loaders that use it."""
 import math
 import re

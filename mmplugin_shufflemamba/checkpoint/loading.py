@@ -212,7 +212,7 @@ def load_pretrained_backbone(model,
     (:func:`load_into_backbone`).
 
     Args:
-        model (ShuffleMamba): the backbone (or a subclass such as the adapter).
+        model (ShuffleMambaEncoder): the backbone, the adapter or the classifier.
         checkpoint (str): file path or URI.
         prefix (str, optional): take only keys under this prefix (e.g. 'backbone.').
         use_ema (bool): load the EMA weights instead of the raw ones (the official

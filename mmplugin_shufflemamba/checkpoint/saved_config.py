@@ -1,6 +1,6 @@
 """What a checkpoint's saved config says: values read from MMEngine's ``meta['cfg']``
 text (parsed, never executed) and how its model differs from the current config's, for
-the reports of :mod:`.checkpoint_fit`."""
+the reports of :mod:`.fit`."""
 import ast
 import re
 from typing import Any, Dict, List

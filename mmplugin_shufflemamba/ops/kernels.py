@@ -137,7 +137,7 @@ def get_cpu_path() -> str:
 def set_cpu_path(name: str) -> str:
     """Use code path ``name`` ('auto', 'generic', 'avx2' or 'avx512') of the compiled
     CPU kernels from now on; returns the path chosen. A path this CPU cannot run is a
-    RuntimeError (never an illegal instruction)."""
+    ValueError (never an illegal instruction)."""
     ext = cpu_extension()
     if ext is None:
         raise RuntimeError('the compiled CPU extension is not built')

@@ -30,6 +30,20 @@ def _absent(ref: torch.Tensor) -> torch.Tensor:
     return ref.new_empty((0, ))
 
 
+def _new(t: torch.Tensor) -> torch.Tensor:
+    """A new contiguous tensor of ``t``'s shape (the kernels' per-parameter outputs)."""
+    return t.new_empty(t.shape)
+
+
+def _same_device(fn: str, *tensors) -> None:
+    """The kernels' device check, for the shape-only implementations too."""
+    first = tensors[0]
+    for t in tensors[1:]:
+        if t is not None and t.device != first.device:
+            raise ValueError(f'{fn}: every tensor must be on {first.device}, got one on '
+                             f'{t.device}')
+
+
 @torch.library.custom_op(f'{NS}::selective_scan_fwd', mutates_args=(), device_types='cpu')
 def selective_scan_fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                        Bt: torch.Tensor, Ct: torch.Tensor, D: Optional[torch.Tensor],
@@ -41,6 +55,7 @@ def selective_scan_fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
 
 @selective_scan_fwd.register_fake
 def _(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, reverse):
+    _same_device('selective_scan_fwd', u, delta, A, Bt, Ct, D, z, delta_bias)
     return _like_layout(u)
 
 
@@ -57,10 +72,11 @@ def selective_scan_bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
 
 @selective_scan_bwd.register_fake
 def _(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, reverse, dout, return_out):
-    out = [_like_layout(u), _like_layout(u), torch.empty_like(A), torch.empty_like(Bt),
-           torch.empty_like(Ct), _absent(u) if D is None else torch.empty_like(D),
+    _same_device('selective_scan_bwd', u, delta, A, Bt, Ct, D, z, delta_bias, dout)
+    out = [_like_layout(u), _like_layout(u), _new(A), _new(Bt), _new(Ct),
+           _absent(u) if D is None else _new(D),
            _absent(u) if z is None else _like_layout(u),
-           _absent(u) if delta_bias is None else torch.empty_like(delta_bias)]
+           _absent(u) if delta_bias is None else _new(delta_bias)]
     return out + [_like_layout(u)] if return_out else out
 
 
@@ -72,6 +88,7 @@ def causal_conv1d_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
 
 @causal_conv1d_fwd.register_fake
 def _(x, weight, bias, silu, reverse):
+    _same_device('causal_conv1d_fwd', x, weight, bias)
     batch, dim, length = x.shape
     if x.stride(1) == 1 and length > 1 and dim > 1:
         return x.new_empty((batch, length, dim)).transpose(1, 2)
@@ -87,8 +104,8 @@ def causal_conv1d_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
 
 @causal_conv1d_bwd.register_fake
 def _(x, weight, bias, silu, reverse, dout):
-    return [_like_layout(x), torch.empty_like(weight),
-            _absent(x) if bias is None else torch.empty_like(bias)]
+    _same_device('causal_conv1d_bwd', x, weight, bias, dout)
+    return [_like_layout(x), _new(weight), _absent(x) if bias is None else _new(bias)]
 
 
 __all__ = ['causal_conv1d_bwd', 'causal_conv1d_fwd', 'selective_scan_bwd',

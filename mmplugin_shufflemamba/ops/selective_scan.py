@@ -58,7 +58,7 @@ def _flip_time(u, delta, B, C, z):
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias, fn='selective_scan'):
     """Sizes, dtypes (floating point) and devices (that of u) of every argument: a wrong
-    call is a :class:`ShapeError` (a ValueError and a RuntimeError) naming it."""
+    call is a :class:`ShapeError` (a ValueError) naming it."""
     named = (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('z', z),
              ('delta_bias', delta_bias))
     for name, t in named:

@@ -4,7 +4,7 @@
 ``<root>/annotations/instances_{train2017,val2017}.json`` in the real COCO format, read
 unchanged by pycocotools and mmdet's ``CocoDataset`` (with
 ``metainfo=dict(classes=SYNTHETIC_COCO_CLASSES)``). The images are those of
-:func:`~.synthetic_ade20k.generate_synthetic_ade20k` for the same seed and size; each
+:func:`~.ade20k.generate_synthetic_ade20k` for the same seed and size; each
 visible shape is an instance (its mask as polygons), the background clutter ("wall") is
 not.
 """
@@ -132,7 +132,7 @@ def generate_synthetic_coco(root: str,
     shapes are all dropped are kept, with no annotation.
 
     Idempotent, and never mixes two datasets, as
-    :func:`~.synthetic_ade20k.generate_synthetic_ade20k` (stamp ``.synthetic_coco``):
+    :func:`~.ade20k.generate_synthetic_ade20k` (stamp ``.synthetic_coco``):
     other arguments replace the files of the previous run, a root with files the stamp
     does not list is refused with ``FileExistsError``.
 

@@ -68,7 +68,7 @@ def generate_synthetic_imagenet(root: str,
     """Write the dataset under ``root`` in the ImageNet folder layout.
 
     Idempotent, and never mixes two datasets, as
-    :func:`~.synthetic_ade20k.generate_synthetic_ade20k` (stamp ``.synthetic_imagenet``):
+    :func:`~.ade20k.generate_synthetic_ade20k` (stamp ``.synthetic_imagenet``):
     other arguments replace the files of the previous run, a root with files the stamp
     does not list is refused with ``FileExistsError``.
 

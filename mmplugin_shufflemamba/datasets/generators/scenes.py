@@ -5,7 +5,7 @@ another, one class per (shape, colour, texture): squares with red stripes (build
 circles with a blue gradient (sky), upward triangles with green speckles (tree) and
 horizontal ellipses with a yellow checkerboard (car). :func:`render_scene` returns the
 image and the list of drawn instances; the writers only turn that description into a
-file format (:mod:`.synthetic_ade20k` a semantic map, :mod:`.synthetic_coco` instances),
+file format (:mod:`.ade20k` a semantic map, :mod:`.coco` instances),
 so for the same seed both write the same images.
 """
 import json

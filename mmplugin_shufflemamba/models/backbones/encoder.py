@@ -118,6 +118,8 @@ class ShuffleMambaEncoder(BaseModule):
         self.num_layers = int(arch_settings['num_layers'])
         #: where the cls / register tokens sit (embedding, SLWS, outputs, loading).
         self.tokens = TokenLayout() if tokens is None else tokens
+        if not isinstance(self.tokens, TokenLayout):
+            raise TypeError(f'tokens must be a TokenLayout, got {tokens!r}')
         self.final_norm = check_bool('final_norm', final_norm)
         self.shuffle_cls = check_bool('shuffle_cls', shuffle_cls)
         self.with_cp = check_bool('with_cp', with_cp)

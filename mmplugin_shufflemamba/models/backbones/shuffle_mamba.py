@@ -7,6 +7,7 @@ import torch
 from mmengine.registry import MODELS
 
 from ..layers.token_layout import to_map
+from ..layers.arg_checks import check_bool
 from .encoder import ShuffleMambaEncoder
 from .shuffle_mamba_checks import check_out_cls, resolve_out_indices, token_layout
 
@@ -72,6 +73,10 @@ class ShuffleMamba(ShuffleMambaEncoder):
     OUT_TYPES = tuple(t.value for t in OutType)
 
     def __init__(self,
+                 arch: Union[str, dict] = 'b',
+                 img_size: Union[int, Sequence[int]] = 224,
+                 patch_size: int = 16,
+                 *,
                  out_indices: Union[int, Sequence[int]] = -1,
                  out_type: Union[str, OutType] = 'residual',
                  final_norm: bool = True,
@@ -86,8 +91,9 @@ class ShuffleMamba(ShuffleMambaEncoder):
                             'tokens.')
         out_type = OutType.parse(out_type)
         tokens = token_layout(with_cls_token, num_registers)
+        final_norm = check_bool('final_norm', final_norm)
         out_cls = check_out_cls(out_cls, tokens, final_norm)
-        super().__init__(tokens=tokens, cls_reduce=cls_reduce, shuffle_cls=shuffle_cls,
+        super().__init__(arch=arch, img_size=img_size, patch_size=patch_size, tokens=tokens, cls_reduce=cls_reduce, shuffle_cls=shuffle_cls,
                          final_norm=final_norm, **kwargs)
         self.out_type = out_type
         self.out_cls = out_cls
@@ -115,7 +121,7 @@ class ShuffleMamba(ShuffleMambaEncoder):
                 continue
             if final is not None:
                 feat = final
-            elif i != last and self.out_type is OutType.MIXER:
+            elif i != last and self.out_type == OutType.MIXER:
                 feat = hidden
             else:
                 feat = residual + hidden

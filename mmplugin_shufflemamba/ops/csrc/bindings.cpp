@@ -9,7 +9,7 @@
 // cannot run it); set_cpu_path() does the same from Python.
 //
 // Every tensor is checked (device, dtype, dimensions, sizes) before a kernel sees a
-// pointer: a wrong call is a RuntimeError naming the argument, never a read out of
+// pointer: a wrong call is a ValueError naming the argument, never a read out of
 // bounds.
 #include <torch/extension.h>
 
