@@ -9,7 +9,8 @@ from mmengine.registry import MODELS
 from ..layers.token_layout import to_map
 from ..layers.arg_checks import check_bool
 from .encoder import ShuffleMambaEncoder
-from .shuffle_mamba_checks import check_out_cls, resolve_out_indices, token_layout
+from .shuffle_mamba_checks import (check_out_cls, reject_args, resolve_out_indices,
+                                   token_layout)
 
 
 class OutType(str, enum.Enum):
@@ -86,9 +87,8 @@ class ShuffleMamba(ShuffleMambaEncoder):
                  cls_reduce: int = 1,
                  shuffle_cls: bool = True,
                  **kwargs):
-        if 'tokens' in kwargs:
-            raise TypeError('ShuffleMamba takes with_cls_token / num_registers, not '
-                            'tokens.')
+        reject_args('ShuffleMamba', kwargs,
+                    {'tokens': 'pass with_cls_token or num_registers'})
         out_type = OutType.parse(out_type)
         tokens = token_layout(with_cls_token, num_registers)
         final_norm = check_bool('final_norm', final_norm)
