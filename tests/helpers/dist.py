@@ -1,35 +1,22 @@
 """The end-to-end training tests' shared pieces (test_dist_train, test_dist_pretrain,
-test_dist_train_detection): a free port, the tiny segmentation quickstart's overrides and
-a tools/test.py run."""
+test_dist_train_detection, test_two_node, test_strict_load): a free port, the tiny
+segmentation quickstart's overrides (``tools/analysis/stress_dist_exit.py``'s) and a
+tools/test.py run."""
 import os.path as osp
-import socket
 import subprocess
 import sys
 
-from helpers.tools import ROOT
+from helpers.tools import ROOT, load_tool
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+_stress = load_tool('analysis', 'stress_dist_exit.py')
+free_port = _stress.free_port
+tiny_overrides = _stress.tiny_overrides
 
 
 def overrides(data_root, iters):
-    """--cfg-options shrinking the segmentation quickstart config to a few iterations of a
-    4-block, width-32 model on ``data_root``."""
-    opts = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-            f'default_hooks.checkpoint.interval={iters}',
-            'default_hooks.logger.interval=1',
-            'model.backbone.num_layers=4', 'model.backbone.embed_dims=32',
-            'model.backbone.out_indices=[0,1,2,3]',
-            'model.decode_head.in_channels=[32,32,32,32]',
-            'model.auxiliary_head.in_channels=32', 'param_scheduler.0.end=2',
-            'param_scheduler.1.begin=2', f'param_scheduler.1.end={iters}']
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        opts += [f'{loader}.dataset.data_root={data_root}', f'{loader}.num_workers=0',
-                 f'{loader}.persistent_workers=False', f'{loader}.batch_size=2']
-    return opts
+    """--cfg-options shrinking the segmentation quickstart config to ``iters`` iterations
+    (two of warm-up) of a 4-block, width-32 model on ``data_root``."""
+    return tiny_overrides(data_root, iters, warmup=2)
 
 
 def run_test_tool(config, ckpt, tmp_path, env, cfg_options):

@@ -5,7 +5,6 @@ relax that; a run whose loss goes NaN stops at that iteration without saving it.
 import os
 import os.path as osp
 import re
-import socket
 import subprocess
 import sys
 from collections import OrderedDict
@@ -22,12 +21,11 @@ from mmplugin_shufflemamba.checkpoint.fit import (checkpoint_to_load,
                                                         model_config_differences,
                                                         saved_config_value)
 
-from helpers.tools import load_tool
+from helpers.dist import free_port, tiny_overrides
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
                   'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
-tiny_overrides = load_tool('analysis', 'stress_dist_exit.py').tiny_overrides
 
 
 # ------------------------------------------------------------------ the check itself
@@ -319,12 +317,6 @@ def test_no_finite_check_lets_a_diverged_run_go_on(trained):
 
 
 # ------------------------------------------------------------- every rank stops (slow)
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def dist(script, args, cwd):
     e = dict(env(), PYTHON=sys.executable, PORT=str(free_port()))
     r = subprocess.run(['bash', osp.join(ROOT, 'tools', script)] + [str(a) for a in args],

@@ -14,12 +14,11 @@ from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
 from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import (
     CPUAmpOptimWrapper, amp_optim_wrapper_cfg)
 
-from helpers.tools import load_tool
+from helpers.dist import tiny_overrides
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
                   'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
-tiny_overrides = load_tool('analysis', 'stress_dist_exit.py').tiny_overrides
 
 
 @pytest.fixture(scope='module')

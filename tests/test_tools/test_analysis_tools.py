@@ -11,13 +11,13 @@ import pytest
 
 from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
 
+from helpers.dist import tiny_overrides
 from helpers.tools import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
                   'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
 plot_logs = load_tool('analysis', 'plot_logs.py')
-tiny_overrides = load_tool('analysis', 'stress_dist_exit.py').tiny_overrides
 
 PNG = b'\x89PNG\r\n\x1a\n'
 

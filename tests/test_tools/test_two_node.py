@@ -3,7 +3,6 @@ NODE_RANK 0 / 1, one CPU process each (gloo), train the tiny UperNet together an
 one checkpoint."""
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -11,18 +10,11 @@ import pytest
 
 from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
 
-from helpers.tools import load_tool
+from helpers.dist import free_port, tiny_overrides
+from helpers.tools import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'quickstart',
                   'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
-tiny_overrides = load_tool('analysis', 'stress_dist_exit.py').tiny_overrides
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

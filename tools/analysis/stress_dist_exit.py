@@ -37,17 +37,18 @@ def free_port() -> int:
 
 
 def tiny_overrides(data_root: str, iters: int, num_workers: int = 0,
-                   persistent_workers: bool = False, batch_size: int = 2) -> list:
-    """``--cfg-options`` for the tiny model, ``iters`` iterations, one validation and one
-    checkpoint at the end."""
+                   persistent_workers: bool = False, batch_size: int = 2,
+                   warmup: int = 1) -> list:
+    """``--cfg-options`` for the tiny model, ``iters`` iterations (the first ``warmup``
+    of them warming up), one validation and one checkpoint at the end."""
     opts = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
             f'default_hooks.checkpoint.interval={iters}',
             'default_hooks.logger.interval=1',
             'model.backbone.num_layers=4', 'model.backbone.embed_dims=32',
             'model.backbone.out_indices=[0,1,2,3]',
             'model.decode_head.in_channels=[32,32,32,32]',
-            'model.auxiliary_head.in_channels=32', 'param_scheduler.0.end=1',
-            'param_scheduler.1.begin=1', f'param_scheduler.1.end={iters}']
+            'model.auxiliary_head.in_channels=32', f'param_scheduler.0.end={warmup}',
+            f'param_scheduler.1.begin={warmup}', f'param_scheduler.1.end={iters}']
     persistent = persistent_workers and num_workers > 0
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         opts += [f'{loader}.dataset.data_root={data_root}',
