@@ -1,52 +1,24 @@
-"""FLOPs of ShuffleMamba models with MMEngine's counter (``FlopAnalyzer``), plus handles
-for the operators it cannot see.
+"""FLOPs of ShuffleMamba models with MMEngine's counter (``FlopAnalyzer``, one
+multiply-add = one flop, elementwise ops not counted), plus handles for the ops it sees
+only as opaque ``prim::PythonOp`` nodes or has no handle for:
 
-MMEngine traces the model with ``torch.jit`` and counts one fused multiply-add as one
-flop for the operators it has handles for (linear, conv, matmul, einsum, norms, ...);
-elementwise operators are not counted. The operators of ShuffleMamba models below
-appear in the trace as opaque ``prim::PythonOp`` nodes (``torch.autograd.Function``\\ s),
-and MMEngine counts nothing for them:
+- ``BiMambaInnerFn`` (the mixer after ``in_proj``): per direction the causal conv, the
+  ``x_proj`` + ``dt_proj`` linears and the scan, and the shared ``out_proj``;
+- the selective scan (CPU, PyTorch and mamba-ssm's functions): 4 per state element
+  (``dt A``, ``dt u B``, the recurrence and the read-out), 1 per channel element for
+  each of ``dt u``, ``D`` and the ``silu(z)`` gate (:func:`selective_scan_flops`);
+- the depthwise causal convolution: one per tap (:func:`causal_conv1d_flops`);
+- multi-scale deformable attention (mmcv's CUDA function, this package's CPU kernel):
+  4 per sampled value, what MMEngine counts for mmcv's PyTorch path
+  (:func:`deform_attn_flops`);
+- ``aten::rms_norm``: 4 per element with a weight, 3 without.
 
-- the mixer after ``in_proj`` (``BiMambaInnerFn``, ops/bimamba_inner.py): per direction
-  the causal conv, ``x_proj``, ``dt_proj`` and the scan, and the shared ``out_proj``;
-  counted as ``causal_conv1d``, ``bimamba_proj`` (``x_proj`` + ``dt_proj``),
-  ``selective_scan`` and ``bimamba_out_proj`` (one multiply-add per weight and token,
-  as MMEngine counts a linear layer).
-- the selective scan (``_SelectiveScanCPU`` / ``_SelectiveScanTorch`` here,
-  ``SelectiveScanFn`` of mamba-ssm on CUDA): per state element ``dt * A``,
-  ``dt * u * B``, the recurrence ``h = exp(dt A) h + dt u B`` (a multiply-add) and the
-  read-out ``y += C h`` (a multiply-add): 4 flops; per channel element ``dt * u``, the
-  ``D`` skip and the ``silu(z)`` gate: 1 each. ``exp``, ``softplus`` and ``silu``
-  themselves are elementwise and not counted, as everywhere in MMEngine.
-  :func:`selective_scan_flops`.
-- the depthwise causal convolution (``_CausalConv1dCPU``, ``CausalConv1dFn`` of
-  causal-conv1d): one multiply-add per tap, as MMEngine counts convolutions
-  (:func:`causal_conv1d_flops`).
-- mmcv's multi-scale deformable attention on CUDA (``MultiScaleDeformableAttnFunction``,
-  the adapter) and this package's fused CPU kernel (``_MSDeformAttnCPU``): 4 per sampled
-  value (bilinear interpolation), the figure MMEngine's ``grid_sampler`` handle gives
-  mmcv's pure-PyTorch path (``SHUFFLEMAMBA_MSDA_CPU=torch``), so every path counts the
-  same (:func:`deform_attn_flops`).
-
-MMEngine has no handle for ``aten::rms_norm`` either (the RMSNorm of ShuffleMamba-B,
-L1 and the Reg models): 4 per element with a weight, 3 without, one less than
-MMEngine's LayerNorm figure (no mean, no bias).
-
-:func:`count_flops` reports three totals:
-
-- ``mmengine``: MMEngine's count without these handles (what
-  ``get_model_complexity_info`` prints for this model);
-- ``total``: with the handles (every multiply-add of the model);
-- ``paper``: the convention of the paper's GFLOPs. The official code computes each
-  mixer direction with mamba-ssm's fused ``mamba_inner_fn_no_out_proj`` (causal conv,
-  ``x_proj``, ``dt_proj`` and the scan in one ``autograd.Function``), invisible to the
-  tracer, and counted with MMEngine's analyzer at 512 x 2048: only ``in_proj``,
-  ``out_proj``, the norms, the patch embedding and the heads are counted. Ours runs
-  ``out_proj`` inside the fused function too; ``paper`` is MMEngine's count plus
-  ``bimamba_out_proj``, less the ``grid_sampler`` of mmcv's deformable attention on CPU
-  (a CUDA kernel in the official runs).
+:func:`count_flops` reports MMEngine's count (``mmengine``), the count with these handles
+(``total``) and the paper's convention (``paper``: MMEngine's count plus the mixers'
+``out_proj``, less mmcv's CPU ``grid_sampler``); docs/model_zoo.md#flops explains them.
 """
 import copy
+import math
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -144,48 +116,37 @@ def bimamba_inner_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
     return counts
 
 
-def deform_attn_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """Handle for mmcv's ``MultiScaleDeformableAttnFunction(value (bs, keys, heads,
-    head_dims), shapes, level_start, sampling_locations (bs, queries, heads, levels,
-    points, 2), attention_weights, im2col_step)``."""
-    args = _python_op_args(inputs, outputs)
-    bs, _, heads, head_dims = _shape(args[0])
-    _, queries, _, levels, points, _ = _shape(args[3])
-    return Counter(deform_attn=deform_attn_flops(bs, queries, heads, head_dims, levels,
-                                                 points))
+def _deform_attn_flop_jit(locations_arg: int):
+    """Handle for a deformable attention function ``(value (bs, keys, heads, head_dims),
+    ..., sampling_locations (bs, queries, heads, levels, points, 2), ...)`` whose
+    sampling locations are argument ``locations_arg``: mmcv's
+    ``MultiScaleDeformableAttnFunction(value, shapes, level_start, locations, weights,
+    im2col_step)`` and this package's ``_MSDeformAttnCPU(value, shapes, locations,
+    weights)``."""
 
+    def handle(inputs: List[Any], outputs: List[Any]) -> Counter:
+        args = _python_op_args(inputs, outputs)
+        bs, _, heads, head_dims = _shape(args[0])
+        _, queries, _, levels, points, _ = _shape(args[locations_arg])
+        return Counter(deform_attn=deform_attn_flops(bs, queries, heads, head_dims,
+                                                     levels, points))
 
-def fused_deform_attn_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """Handle for this package's ``_MSDeformAttnCPU(value (bs, keys, heads, head_dims),
-    shapes, sampling_locations (bs, queries, heads, levels, points, 2),
-    attention_weights)``: the same count as mmcv's kernel."""
-    args = _python_op_args(inputs, outputs)
-    bs, _, heads, head_dims = _shape(args[0])
-    _, queries, _, levels, points, _ = _shape(args[2])
-    return Counter(deform_attn=deform_attn_flops(bs, queries, heads, head_dims, levels,
-                                                 points))
+    return handle
 
 
 def rms_norm_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
     """Handle for ``aten::rms_norm(input, normalized_shape, weight, eps)``."""
-    shape = _shape(inputs[0])
-    numel = 1
-    for s in shape:
-        numel *= s
     with_weight = len(inputs) > 2 and _shape(inputs[2]) is not None
-    return Counter(rms_norm=numel * (4 if with_weight else 3))
+    return Counter(rms_norm=math.prod(_shape(inputs[0])) * (4 if with_weight else 3))
 
 
 def extra_flop_handles() -> Dict[str, Any]:
     """``FlopAnalyzer.set_op_handle`` keyword arguments for the ops above."""
-    handles = {}
-    handles.update({k: selective_scan_flop_jit for k in SCAN_OPS})
-    handles.update({k: causal_conv1d_flop_jit for k in CAUSAL_CONV_OPS})
-    handles.update({k: deform_attn_flop_jit for k in DEFORM_ATTN_OPS})
-    handles.update({k: fused_deform_attn_flop_jit for k in FUSED_DEFORM_ATTN_OPS})
-    handles.update({k: rms_norm_flop_jit for k in RMS_NORM_OPS})
-    handles.update({k: bimamba_inner_flop_jit for k in BIMAMBA_OPS})
-    return handles
+    table = ((SCAN_OPS, selective_scan_flop_jit), (CAUSAL_CONV_OPS, causal_conv1d_flop_jit),
+             (DEFORM_ATTN_OPS, _deform_attn_flop_jit(3)),
+             (FUSED_DEFORM_ATTN_OPS, _deform_attn_flop_jit(2)),
+             (RMS_NORM_OPS, rms_norm_flop_jit), (BIMAMBA_OPS, bimamba_inner_flop_jit))
+    return {op: handle for ops, handle in table for op in ops}
 
 
 # ------------------------------------------------------------------------- counting
