@@ -1,14 +1,10 @@
 """Runner set-up shared by ``tools/train.py`` and ``tools/test.py``.
 
-On GPU nodes nothing changes: MMEngine initialises NCCL itself. On machines without
-CUDA, MMEngine 0.10 cannot start a multi-process run (its ``init_dist`` calls
-``torch.cuda.set_device`` and DDP gets ``device_ids=[LOCAL_RANK]``), and SyncBN does not
-run inside a CPU process group. :func:`prepare_runtime` creates the gloo process group
-itself, lets DDP wrap CPU modules and swaps SyncBN for BN in the model config.
-
-:func:`shutdown_distributed` ends a distributed job cleanly (see its docstring): without
-it, a rank could die at exit with "terminate called without an active exception"
-(SIGABRT), so that torchrun reported a finished job as failed.
+On GPU nodes MMEngine initialises NCCL itself. Without CUDA, MMEngine 0.10 cannot start a
+multi-process run (``init_dist`` calls ``torch.cuda.set_device``, DDP gets
+``device_ids=[LOCAL_RANK]``) and SyncBN does not run: :func:`prepare_runtime` creates
+the gloo process group, lets DDP wrap CPU modules and swaps SyncBN for BN.
+:func:`shutdown_distributed` ends a distributed job without the SIGABRT at exit.
 """
 import gc
 import logging
@@ -20,24 +16,20 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 
-# Names of the threads a gloo process group runs (ProcessGroupGloo workers, the TCP
-# transport's event loop).
+# the threads a gloo process group runs (ProcessGroupGloo workers, TCP event loop)
 _GLOO_THREADS = ('pt_gloo_runloop', 'gloo_tcp_loop')
 
 
 def _replace_syncbn(node: Any) -> int:
     """Replace ``type='SyncBN'`` by ``'BN'`` in a (nested) config; return the count."""
-    count = 0
-    if isinstance(node, dict):
-        if node.get('type') in ('SyncBN', 'MMSyncBN', 'TorchSyncBN'):
-            node['type'] = 'BN'
-            count += 1
-        for v in node.values():
-            count += _replace_syncbn(v)
-    elif isinstance(node, (list, tuple)):
-        for v in node:
-            count += _replace_syncbn(v)
-    return count
+    if isinstance(node, (list, tuple)):
+        return sum(_replace_syncbn(v) for v in node)
+    if not isinstance(node, dict):
+        return 0
+    count = int(node.get('type') in ('SyncBN', 'MMSyncBN', 'TorchSyncBN'))
+    if count:
+        node['type'] = 'BN'
+    return count + sum(_replace_syncbn(v) for v in node.values())
 
 
 def _import_dynamo_first() -> None:
@@ -134,7 +126,7 @@ def _thread_names() -> List[str]:
         try:
             with open(f'/proc/self/task/{t}/comm', encoding='utf-8') as f:
                 names.append(f.read().strip())
-        except OSError:
+        except OSError:  # the thread ended meanwhile
             pass
     return names
 
