@@ -10,20 +10,12 @@ For ``xz = in_proj(hidden)`` (x and gate z, d_inner channels each) and each dire
     y_dir = selective_scan(xc, delta, A, B, C, D, z, dt_proj.bias, softplus)
     out   = out_proj(y_fwd + y_bwd) / 2                 (B, L, D)
 
-:class:`BiMambaInnerFn` saves only ``xz`` and the two small ``x_dbl`` (plus the
-parameters) and recomputes the convs and deltas in backward, one direction at a time,
-on every backend: mamba-ssm's and causal-conv1d's CUDA kernels, this package's compiled
-CPU kernels, or the pure-PyTorch path. The scan outputs that out_proj's weight gradient
-needs come from the scan backward, which recomputes the states anyway (the CPU and
-PyTorch paths; mamba-ssm's backward reads the forward's output, so the CUDA backend
-runs the scan forward first). :func:`bimamba_inner_ref` composes the
-differentiable ops instead (autograd keeps every intermediate); it is the reference the
-fused function is tested against.
-
-Layouts: a (B, C, L) tensor is either channel-major (unit stride along L: what the CUDA
-kernels read; xz from ``in_proj.weight @ hidden^T``) or token-major (unit stride along
-C: a view of (B, L, C) memory, which the CPU kernels read as it is). Every projection
-keeps the layout of its input, so no layout copies are made.
+:class:`BiMambaInnerFn` saves ``xz``, the two small ``x_dbl`` and the parameters, and
+recomputes the rest in backward on every backend; :func:`bimamba_inner_ref` composes the
+differentiable ops instead (the reference). A (B, C, L) tensor is channel-major (unit
+stride along L, what the CUDA kernels read) or token-major (a view of (B, L, C) memory,
+read as it is by the CPU kernels); every projection keeps its input's layout. See
+docs/kernels_and_performance.md#the-mixer-keeps-little-for-its-backward.
 """
 from typing import Sequence
 
@@ -32,7 +24,7 @@ import torch.nn.functional as F
 
 from .causal_conv1d import (causal_conv1d, conv_cpu_bwd, conv_cpu_fwd, conv_cuda_bwd,
                             conv_cuda_fwd, conv_ref)
-from .kernels import check_kernel_backend, get_cuda_kernel, use_cpu_extension
+from .kernels import get_cuda_kernel, use_cpu_extension
 from .selective_scan import (scan_cpu_bwd, scan_cpu_fwd, scan_torch_bwd, scan_torch_fwd,
                              selective_scan)
 from .selective_scan_cuda import scan_cuda_bwd, scan_cuda_fwd
@@ -40,30 +32,17 @@ from .selective_scan_cuda import scan_cuda_bwd, scan_cuda_fwd
 __all__ = ['BiMambaInnerFn', 'bimamba_inner_fn', 'bimamba_inner_ref', 'select_backend']
 
 
-# ------------------------------------------------------------------ backends
 class _Backend:
-    """conv / scan forward and backward without autograd. ``native_reverse``: the
-    kernels run the backward direction on the original order (else the inputs are
-    flipped once and the results flipped back). ``channel_major``: produce (B, C, L)
-    tensors with unit stride along L (else token-major)."""
+    """conv / scan forward and backward without autograd: ``conv_fwd(x, w, b, reverse)``,
+    ``conv_bwd(..., dout)`` -> (dx, dw, db), ``scan_fwd(u, delta, A, B, C, D, z, bias,
+    reverse)`` -> the gated output, ``scan_bwd(..., dout, return_out=False)`` -> (du,
+    ddelta, dA, dB, dC, dD, dz, dbias) and with ``return_out`` the gated output.
+    ``native_reverse``: the kernels run the backward direction on the original order
+    (else inputs and results are flipped). ``channel_major``: produce (B, C, L) tensors
+    with unit stride along L (else token-major)."""
     name = ''
     native_reverse = False
     channel_major = False
-
-    def conv_fwd(self, x, w, b, reverse):
-        raise NotImplementedError
-
-    def conv_bwd(self, x, w, b, reverse, dout):
-        raise NotImplementedError
-
-    def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
-        """-> the gated output"""
-        raise NotImplementedError
-
-    def scan_bwd(self, u, delta, A, B, C, D, z, bias, reverse, dout, return_out=False):
-        """-> (du, ddelta, dA, dB, dC, dD, dz, dbias), and with ``return_out`` the gated
-        output of :meth:`scan_fwd` as a ninth element"""
-        raise NotImplementedError
 
 
 def _conv_torch_bwd(x, w, b, reverse, dout):
@@ -146,7 +125,6 @@ _CUDA = {True: _CUDABackend(True), False: _CUDABackend(False)}
 def select_backend(kernel: str, device: torch.device, dtype: torch.dtype) -> _Backend:
     """The backend the mixer runs for tensors on ``device`` (see :mod:`.kernels` for
     ``kernel`` and the once-only fallback reports)."""
-    check_kernel_backend(kernel)
     is_cuda = device.type == 'cuda'
     if get_cuda_kernel('selective_scan_cuda', kernel, is_cuda) is not None:
         fused_conv = get_cuda_kernel('causal_conv1d', kernel, is_cuda) is not None
@@ -156,7 +134,6 @@ def select_backend(kernel: str, device: torch.device, dtype: torch.dtype) -> _Ba
     return _TORCH
 
 
-# ------------------------------------------------------------------ layout helpers
 def _token_major(t: torch.Tensor) -> bool:
     return t.stride(1) == 1 and t.shape[2] > 1
 
@@ -182,16 +159,15 @@ def _empty_like_strided(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
 
 
-# ------------------------------------------------------------------ the function
 _DIR_PARAMS = 7  # conv weight, conv bias, x_proj weight, dt_proj weight, dt bias, A, D
 
 
 class BiMambaInnerFn(torch.autograd.Function):
-    """See the module docstring. Inputs: ``xz`` (B, 2 d_inner, L) in either layout;
-    for each direction (forward, then backward) conv weight (d_inner, K) and bias,
-    x_proj weight (dt_rank + 2N, d_inner), dt_proj weight (d_inner, dt_rank) and bias,
-    A (d_inner, N) (negative, float32) and D (d_inner,); out_proj weight
-    (D, d_inner). Output (B, L, D) in xz's dtype."""
+    """See the module docstring. Inputs: ``xz`` (B, 2 d_inner, L) in either layout; per
+    direction (forward, then backward) conv weight (d_inner, K) and bias, x_proj weight
+    (dt_rank + 2N, d_inner), dt_proj weight (d_inner, dt_rank) and bias, A (d_inner, N)
+    (negative, float32) and D (d_inner,); out_proj weight (D, d_inner); the backend.
+    Output (B, L, D) in xz's dtype."""
 
     @staticmethod
     def _direction(backend, x, z, params, d, dt_rank, d_state, x_dbl=None):
@@ -214,10 +190,8 @@ class BiMambaInnerFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xz, *args):
         *params, out_w, backend = args
-        d_inner = xz.shape[1] // 2
-        x, z = xz[:, :d_inner], xz[:, d_inner:]
-        d_state = params[5].shape[1]
-        dt_rank = params[3].shape[1]
+        x, z = xz.chunk(2, dim=1)
+        dt_rank, d_state = params[3].shape[1], params[5].shape[1]
         y, x_dbls = None, []
         for i in range(2):
             dtb, A, D = params[i * _DIR_PARAMS + 4:(i + 1) * _DIR_PARAMS]
@@ -248,14 +222,13 @@ class BiMambaInnerFn(torch.autograd.Function):
         backend = ctx.backend
         dt_rank, d_state = ctx.dims
         cm = backend.channel_major
-        d_inner = xz.shape[1] // 2
-        x, z = xz[:, :d_inner], xz[:, d_inner:]
+        x, z = xz.chunk(2, dim=1)
         dout = dout.to(xz.dtype)
         # dL/dy, the same for both directions: (B, d_inner, L) in the backend's layout.
         dy = _proj(out_w.t(), dout.transpose(1, 2), cm).mul_(0.5)
 
         dxz = _empty_like_strided(xz)
-        dx, dz = dxz[:, :d_inner], dxz[:, d_inner:]
+        dx, dz = dxz.chunk(2, dim=1)
         grads = []
         y = None  # y_fwd + y_bwd, from the scan backwards
         for i, x_dbl in enumerate((x_dbl_f, x_dbl_b)):

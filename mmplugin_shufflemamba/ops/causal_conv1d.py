@@ -3,6 +3,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from . import library
 from .kernels import (ShapeError, _import_kernel, cpu_extension, get_cuda_kernel,
@@ -35,11 +36,8 @@ def has_causal_conv1d_cuda() -> bool:
     return _import_kernel('causal_conv1d')[0] is not None
 
 
-def causal_conv1d_ref(x: torch.Tensor,
-                      weight: torch.Tensor,
-                      bias: Optional[torch.Tensor] = None,
-                      activation: Optional[str] = None,
-                      reverse: bool = False) -> torch.Tensor:
+def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                      activation: Optional[str] = None, reverse: bool = False) -> Tensor:
     """Pure-PyTorch depthwise causal convolution.
 
     Args:
@@ -63,10 +61,9 @@ def _check_activation(activation) -> None:
         raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
 
 
-def conv_ref(x, weight, bias, silu: bool, reverse: bool) -> torch.Tensor:
+def conv_ref(x, weight, bias, silu: bool, reverse: bool) -> Tensor:
     """:func:`causal_conv1d_ref` on checked arguments (``silu``: the activation)."""
-    width = weight.shape[1]
-    seqlen = x.shape[-1]
+    width, seqlen = weight.shape[1], x.shape[-1]
     w = weight.to(x.dtype)
     # Taps read zeros outside the sequence, and those zeros are multiplied like any
     # input (as in causal-conv1d's CUDA kernel): a NaN or inf weight makes the whole
@@ -83,13 +80,17 @@ def conv_ref(x, weight, bias, silu: bool, reverse: bool) -> torch.Tensor:
     return F.silu(out) if silu else out
 
 
+def _strided(t: Tensor) -> Tensor:
+    """``t`` if it has unit stride along L or along D, else a contiguous copy: the
+    channel-major and token-major layouts the kernels read as they are."""
+    return t if t.stride(2) == 1 or t.stride(1) == 1 else t.contiguous()
+
+
 def _cpu_conv_args(x, weight, bias):
     ct = torch.float64 if x.dtype == torch.float64 else torch.float32
     xc = x.to(ct)
-    # Channel-major (contiguous rows) and token-major (contiguous channels) inputs are
-    # read as they are; the output comes in the same layout.
-    if xc.shape[2] > 1 and xc.stride(2) != 1 and xc.stride(1) != 1:
-        xc = xc.contiguous()
+    if xc.shape[2] > 1:  # the output comes in the input's layout
+        xc = _strided(xc)
     return xc, weight.to(ct).contiguous(), None if bias is None else bias.to(ct).contiguous()
 
 
@@ -109,23 +110,17 @@ def conv_cpu_bwd(x, weight, bias, silu: bool, reverse: bool, dout):
 
 def conv_cuda_fwd(x, weight, bias, silu: bool):
     """causal-conv1d's fused forward (x: (B, D, L) with unit stride along L or along D)."""
-    if x.stride(2) != 1 and x.stride(1) != 1:
-        x = x.contiguous()
     mod = _import_kernel('causal_conv1d')[0]
-    return mod.fwd(x, weight.contiguous(), None if bias is None else bias.contiguous(),
-                   None, None, None, bool(silu))
+    return mod.fwd(_strided(x), weight.contiguous(),
+                   None if bias is None else bias.contiguous(), None, None, None, bool(silu))
 
 
 def conv_cuda_bwd(x, weight, bias, silu: bool, dout):
     """Gradients ``(dx, dweight, dbias)`` of :func:`conv_cuda_fwd`."""
-    if x.stride(2) != 1 and x.stride(1) != 1:
-        x = x.contiguous()
-    if dout.stride(2) != 1 and dout.stride(1) != 1:
-        dout = dout.contiguous()
     mod = _import_kernel('causal_conv1d')[0]
-    dx, dw, db, _ = mod.bwd(x, weight.contiguous(),
-                            None if bias is None else bias.contiguous(), dout, None, None,
-                            None, None, False, bool(silu))
+    dx, dw, db, _ = mod.bwd(_strided(x), weight.contiguous(),
+                            None if bias is None else bias.contiguous(), _strided(dout), None,
+                            None, None, None, False, bool(silu))
     return dx, dw, db
 
 
@@ -159,11 +154,8 @@ class _CausalConv1dCUDA(torch.autograd.Function):
         return (*conv_cuda_bwd(x, weight, bias, ctx.silu, dout), None)
 
 
-def causal_conv1d_cpu(x: torch.Tensor,
-                      weight: torch.Tensor,
-                      bias: Optional[torch.Tensor] = None,
-                      activation: Optional[str] = None,
-                      reverse: bool = False) -> torch.Tensor:
+def causal_conv1d_cpu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                      activation: Optional[str] = None, reverse: bool = False) -> Tensor:
     """Compiled CPU kernel (same arguments and result as :func:`causal_conv1d_ref`)."""
     if cpu_extension() is None:
         raise RuntimeError('the compiled CPU extension (mmplugin_shufflemamba._ext) is not '
@@ -176,17 +168,14 @@ def causal_conv1d_cpu(x: torch.Tensor,
     return _conv_cpu(x, weight, bias, activation is not None, reverse)
 
 
-def _conv_cpu(x, weight, bias, silu: bool, reverse: bool) -> torch.Tensor:
+def _conv_cpu(x, weight, bias, silu: bool, reverse: bool) -> Tensor:
     with torch.autocast(device_type='cpu', enabled=False):
         return _CausalConv1dCPU.apply(x, weight, bias, silu, reverse)
 
 
-def causal_conv1d(x: torch.Tensor,
-                  weight: torch.Tensor,
-                  bias: Optional[torch.Tensor] = None,
-                  activation: Optional[str] = None,
-                  reverse: bool = False,
-                  kernel: str = 'auto') -> torch.Tensor:
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                  activation: Optional[str] = None, reverse: bool = False,
+                  kernel: str = 'auto') -> Tensor:
     """Dispatch: causal-conv1d's fused kernel for CUDA tensors (when it imports), the
     compiled CPU kernel for CPU tensors (when built), else :func:`causal_conv1d_ref`
     (the arguments are checked once, here)."""

@@ -1,19 +1,13 @@
 """Guarded access to the optional kernels: the fused CUDA kernels (mamba-ssm's
 ``selective_scan_cuda``, causal-conv1d) and this package's compiled CPU extension.
 
-Every op takes ``kernel``:
-
-- ``'auto'``: the fused CUDA kernels for CUDA tensors when they import, the compiled CPU
-  kernels for CPU tensors when built, the pure-PyTorch path otherwise. A fallback that
-  costs speed says so once per process (a :class:`KernelFallbackWarning` naming the
-  import error, the install command and the cost); with ``SHUFFLEMAMBA_STRICT_KERNELS=1``
-  in the environment it is an error instead.
-- ``'cuda'``: the fused kernels, or an error saying why they cannot be used.
-- ``'torch'``: always the pure-PyTorch path (any device), silently.
-
-mamba-ssm's scan is used through its compiled module ``selective_scan_cuda`` (installed
-at the top level by ``pip install mamba-ssm``) rather than ``mamba_ssm.ops``, whose
-package ``__init__`` imports transformers and the Mamba2/3 Triton kernels.
+Every op takes ``kernel``: ``'auto'`` (the fused CUDA kernels for CUDA tensors when they
+import, the compiled CPU kernels for CPU tensors when built, else the pure-PyTorch path;
+a fallback that costs speed is one :class:`KernelFallbackWarning` per process, an error
+with ``SHUFFLEMAMBA_STRICT_KERNELS=1``), ``'cuda'`` (the fused kernels, or an error
+saying why not) or ``'torch'`` (the pure-PyTorch path, silently). See
+docs/kernels_and_performance.md#kernels (why ``selective_scan_cuda`` is imported
+directly rather than ``mamba_ssm.ops``).
 """
 import os
 import warnings
@@ -69,25 +63,23 @@ _warned = set()
 
 def _import_kernel(name: str) -> Tuple[Optional[object], Optional[str]]:
     """(module-like object, None) or (None, 'ErrorType: message'); imported once."""
-    if name in _cache:
-        return _cache[name]
-    mod, err = None, None
-    try:
-        if name == 'selective_scan_cuda':
-            import selective_scan_cuda as mod
-        elif name == 'cpu_extension':
-            from .. import _ext as mod
-        elif name == 'causal_conv1d':
-            from causal_conv1d.cpp_functions import (causal_conv1d_bwd_function,
-                                                     causal_conv1d_fwd_function)
-            mod = SimpleNamespace(fwd=causal_conv1d_fwd_function,
-                                  bwd=causal_conv1d_bwd_function)
-        else:  # pragma: no cover - internal misuse
-            raise KeyError(name)
-    except Exception as e:  # ImportError, missing compiled module, CUDA errors
-        mod, err = None, f'{type(e).__name__}: {e}'
-    _cache[name] = (mod, err)
-    return mod, err
+    if name not in _cache:
+        try:
+            if name == 'selective_scan_cuda':
+                import selective_scan_cuda as mod
+            elif name == 'cpu_extension':
+                from .. import _ext as mod
+            elif name == 'causal_conv1d':
+                from causal_conv1d.cpp_functions import (causal_conv1d_bwd_function,
+                                                         causal_conv1d_fwd_function)
+                mod = SimpleNamespace(fwd=causal_conv1d_fwd_function,
+                                      bwd=causal_conv1d_bwd_function)
+            else:  # pragma: no cover - internal misuse
+                raise KeyError(name)
+            _cache[name] = (mod, None)
+        except Exception as e:  # ImportError, missing compiled module, CUDA errors
+            _cache[name] = (None, f'{type(e).__name__}: {e}')
+    return _cache[name]
 
 
 def cpu_extension():
@@ -125,23 +117,24 @@ def cpu_paths():
     return [] if ext is None else [tuple(p) for p in ext.cpu_paths()]
 
 
-def get_cpu_path() -> str:
-    """The code path the compiled CPU kernels use (chosen at the first call from the
-    CPU's features, or by ``SHUFFLEMAMBA_CPU_ISA``)."""
+def _built_extension():
     ext = cpu_extension()
     if ext is None:
         raise RuntimeError('the compiled CPU extension is not built')
-    return ext.get_cpu_path()
+    return ext
+
+
+def get_cpu_path() -> str:
+    """The code path the compiled CPU kernels use (chosen at the first call from the
+    CPU's features, or by ``SHUFFLEMAMBA_CPU_ISA``)."""
+    return _built_extension().get_cpu_path()
 
 
 def set_cpu_path(name: str) -> str:
     """Use code path ``name`` ('auto', 'generic', 'avx2' or 'avx512') of the compiled
     CPU kernels from now on; returns the path chosen. A path this CPU cannot run is a
     ValueError (never an illegal instruction)."""
-    ext = cpu_extension()
-    if ext is None:
-        raise RuntimeError('the compiled CPU extension is not built')
-    return ext.set_cpu_path(name)
+    return _built_extension().set_cpu_path(name)
 
 
 def check_kernel_backend(kernel: str) -> str:

@@ -1,24 +1,21 @@
-"""The compiled CPU kernels as ``torch.library`` custom ops (``torch.ops.shufflemamba``).
-
-Registered ops are opaque nodes to ``torch.compile``: dynamo traces the Python around
-them (argument preparation, the projections, :class:`~.bimamba_inner.BiMambaInnerFn`)
-into one graph instead of breaking it at every kernel call, and the fake
-implementations give the outputs' shapes, dtypes and strides (the layouts the kernels
-write) without running them. Absent optional outputs (no ``D``, ``z`` or bias) come
-back as empty tensors from the ops; the Python functions of :mod:`.selective_scan` and
-:mod:`.causal_conv1d` turn them into None.
+"""The compiled CPU kernels as ``torch.library`` custom ops (``torch.ops.shufflemamba``):
+opaque nodes to ``torch.compile`` (dynamo traces the Python around them into one graph),
+with fake implementations giving the outputs' shapes, dtypes and strides (the layouts
+the kernels write). Absent optional outputs (no ``D``, ``z`` or bias) are empty tensors;
+:mod:`.selective_scan` and :mod:`.causal_conv1d` turn them into None.
 """
 from typing import List, Optional
 
 import torch
+from torch import Tensor
 
 from .kernels import cpu_extension
 
 NS = 'shufflemamba'
 
 
-def _like_layout(u: torch.Tensor) -> torch.Tensor:
-    """A new (B, D, L) tensor in ``u``'s layout: token-major (stride 1 along D) or
+def _like_layout(u: Tensor) -> Tensor:
+    """A new (B, D, L) tensor in ``u``'s layout, token-major (stride 1 along D) or
     channel-major, as the kernels allocate their (B, D, L) outputs."""
     batch, dim, length = u.shape
     if u.stride(1) == 1 and length > 1:
@@ -26,13 +23,10 @@ def _like_layout(u: torch.Tensor) -> torch.Tensor:
     return u.new_empty((batch, dim, length))
 
 
-def _absent(ref: torch.Tensor) -> torch.Tensor:
-    return ref.new_empty((0, ))
-
-
-def _new(t: torch.Tensor) -> torch.Tensor:
-    """A new contiguous tensor of ``t``'s shape (the kernels' per-parameter outputs)."""
-    return t.new_empty(t.shape)
+def _new(t: Optional[Tensor], ref: Tensor) -> Tensor:
+    """A new contiguous tensor of ``t``'s shape (the kernels' per-parameter outputs), or
+    an empty one for an absent ``t``."""
+    return ref.new_empty((0, )) if t is None else t.new_empty(t.shape)
 
 
 def _same_device(fn: str, *tensors) -> None:
@@ -45,10 +39,9 @@ def _same_device(fn: str, *tensors) -> None:
 
 
 @torch.library.custom_op(f'{NS}::selective_scan_fwd', mutates_args=(), device_types='cpu')
-def selective_scan_fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
-                       Bt: torch.Tensor, Ct: torch.Tensor, D: Optional[torch.Tensor],
-                       z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                       softplus: bool, reverse: bool) -> torch.Tensor:
+def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, Bt: Tensor, Ct: Tensor,
+                       D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                       softplus: bool, reverse: bool) -> Tensor:
     return cpu_extension().selective_scan_fwd(u, delta, A, Bt, Ct, D, z, delta_bias,
                                               softplus, reverse)
 
@@ -60,52 +53,47 @@ def _(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, reverse):
 
 
 @torch.library.custom_op(f'{NS}::selective_scan_bwd', mutates_args=(), device_types='cpu')
-def selective_scan_bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
-                       Bt: torch.Tensor, Ct: torch.Tensor, D: Optional[torch.Tensor],
-                       z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                       softplus: bool, reverse: bool, dout: torch.Tensor,
-                       return_out: bool) -> List[torch.Tensor]:
+def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, Bt: Tensor, Ct: Tensor,
+                       D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                       softplus: bool, reverse: bool, dout: Tensor,
+                       return_out: bool) -> List[Tensor]:
     grads = cpu_extension().selective_scan_bwd(u, delta, A, Bt, Ct, D, z, delta_bias,
                                                softplus, reverse, dout, return_out)
-    return [_absent(u) if g is None else g for g in grads]
+    return [_new(None, u) if g is None else g for g in grads]
 
 
 @selective_scan_bwd.register_fake
 def _(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, reverse, dout, return_out):
     _same_device('selective_scan_bwd', u, delta, A, Bt, Ct, D, z, delta_bias, dout)
-    out = [_like_layout(u), _like_layout(u), _new(A), _new(Bt), _new(Ct),
-           _absent(u) if D is None else _new(D),
-           _absent(u) if z is None else _like_layout(u),
-           _absent(u) if delta_bias is None else _new(delta_bias)]
+    out = [_like_layout(u), _like_layout(u), _new(A, u), _new(Bt, u), _new(Ct, u),
+           _new(D, u), _new(None, u) if z is None else _like_layout(u),
+           _new(delta_bias, u)]
     return out + [_like_layout(u)] if return_out else out
 
 
 @torch.library.custom_op(f'{NS}::causal_conv1d_fwd', mutates_args=(), device_types='cpu')
-def causal_conv1d_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                      silu: bool, reverse: bool) -> torch.Tensor:
+def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool,
+                      reverse: bool) -> Tensor:
     return cpu_extension().causal_conv1d_fwd(x, weight, bias, silu, reverse)
 
 
 @causal_conv1d_fwd.register_fake
 def _(x, weight, bias, silu, reverse):
     _same_device('causal_conv1d_fwd', x, weight, bias)
-    batch, dim, length = x.shape
-    if x.stride(1) == 1 and length > 1 and dim > 1:
-        return x.new_empty((batch, length, dim)).transpose(1, 2)
-    return x.new_empty((batch, dim, length))
+    return _like_layout(x) if x.shape[1] > 1 else x.new_empty(x.shape)
 
 
 @torch.library.custom_op(f'{NS}::causal_conv1d_bwd', mutates_args=(), device_types='cpu')
-def causal_conv1d_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                      silu: bool, reverse: bool, dout: torch.Tensor) -> List[torch.Tensor]:
+def causal_conv1d_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool,
+                      reverse: bool, dout: Tensor) -> List[Tensor]:
     dx, dw, db = cpu_extension().causal_conv1d_bwd(x, weight, bias, silu, reverse, dout)
-    return [dx, dw, _absent(x) if db is None else db]
+    return [dx, dw, _new(None, x) if db is None else db]
 
 
 @causal_conv1d_bwd.register_fake
 def _(x, weight, bias, silu, reverse, dout):
     _same_device('causal_conv1d_bwd', x, weight, bias, dout)
-    return [_like_layout(x), _new(weight), _absent(x) if bias is None else _new(bias)]
+    return [_like_layout(x), _new(weight, x), _new(bias, x)]
 
 
 __all__ = ['causal_conv1d_bwd', 'causal_conv1d_fwd', 'selective_scan_bwd',

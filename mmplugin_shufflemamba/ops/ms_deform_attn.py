@@ -8,26 +8,12 @@ For every batch b, query q, head h::
 
 where ``value_l`` is level l of ``value`` (its ``h_l * w_l`` keys, row-major), sampled
 like ``F.grid_sample(..., mode='bilinear', padding_mode='zeros', align_corners=False)``
-at ``2 * loc - 1``: (0, 0) is the top-left corner of the level, (1, 1) the bottom-right
-one; corners outside the level read zeros.
-
-Implementations:
-
-- :func:`ms_deform_attn_ref`: mmcv's ``multi_scale_deformable_attn_pytorch`` (per level
-  ``grid_sample``, then stack, multiply and sum), differentiated by autograd.
-- :func:`ms_deform_attn_cpu`: the compiled CPU kernel (``mmplugin_shufflemamba._ext``,
-  ``csrc/ms_deform_attn_cpu.cpp``): one pass over the sampling points in forward and
-  one in backward (gradients of value, sampling locations and attention weights), run
-  on ATen's thread pool; deterministic. float32 (float16 / bfloat16 inputs compute in
-  float32) and float64.
-- :func:`ms_deform_attn`: the dispatcher: the compiled kernel for CPU tensors when it
-  is built, else the reference. (CUDA tensors go to the reference here; mmcv's CUDA
-  kernel is used by the attention module itself when mmcv was built with CUDA ops,
-  see :func:`has_ms_deform_attn_mmcv_cuda`.)
-
-NaN and inf propagate as on the reference path (every in-bounds corner multiplies its
-value even with weight 0; out-of-level corners contribute ``weight * 0``; a non-finite
-location gives a NaN sample): outputs and gradients have NaN / inf at the same places.
+at ``2 * loc - 1`` ((0, 0): the level's top-left corner, (1, 1) its bottom-right one).
+:func:`ms_deform_attn_ref` is mmcv's ``multi_scale_deformable_attn_pytorch``;
+:func:`ms_deform_attn_cpu` the compiled kernel (``csrc/ms_deform_attn_cpu.cpp``, NaN and
+inf where the reference has them); :func:`ms_deform_attn` dispatches between the two
+(CUDA tensors: the reference; mmcv's CUDA kernel is used by the attention module
+itself). See docs/kernels_and_performance.md#deformable-attention-on-the-cpu.
 """
 import torch
 
@@ -48,9 +34,9 @@ def has_ms_deform_attn_cpu() -> bool:
 
 def has_ms_deform_attn_mmcv_cuda(device=None):
     """Whether mmcv's compiled CUDA deformable attention runs on ``device``:
-    ``(True, None)`` or ``(False, reason)``. mmcv built without CUDA ops (``FORCE_CUDA``
-    unset, or a CPU-only wheel) only fails deep in the forward ("implementation for
-    device cuda:0 not found"); this probes once per device with a tiny call."""
+    ``(True, None)`` or ``(False, reason)``, probed once per device with a tiny call
+    (mmcv built without ``FORCE_CUDA`` or a CPU-only wheel otherwise fails deep in the
+    forward: "implementation for device cuda:0 not found")."""
     if not torch.cuda.is_available():
         return False, 'CUDA is not available'
     device = torch.device('cuda', torch.cuda.current_device()) if device is None \
@@ -78,9 +64,8 @@ def ms_deform_attn_backend(device='cpu') -> str:
         return ("mmcv's CUDA kernel" if ok else
                 f"mmcv's PyTorch path (no CUDA ops in mmcv: {err}; install: "
                 f"{_INSTALL['ms_deform_attn_cuda']})")
-    if has_ms_deform_attn_cpu():
-        return 'compiled CPU kernel'
-    return "mmcv's PyTorch path (compiled CPU kernel not built)"
+    return ('compiled CPU kernel' if has_ms_deform_attn_cpu() else
+            "mmcv's PyTorch path (compiled CPU kernel not built)")
 
 
 def check_ms_deform_attn_args(value, spatial_shapes, sampling_locations, attention_weights,
@@ -153,15 +138,13 @@ class _MSDeformAttnCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value, spatial_shapes, sampling_locations, attention_weights):
-        ext = cpu_extension()
         ct = torch.float64 if value.dtype == torch.float64 else torch.float32
-        v = value.to(ct).contiguous()
+        v, loc, attn = (t.to(ct).contiguous()
+                        for t in (value, sampling_locations, attention_weights))
         shapes = spatial_shapes.to(torch.long).contiguous()
-        loc = sampling_locations.to(ct).contiguous()
-        attn = attention_weights.to(ct).contiguous()
         ctx.save_for_backward(v, shapes, loc, attn)
         ctx.dtypes = (value.dtype, sampling_locations.dtype, attention_weights.dtype)
-        return ext.ms_deform_attn_fwd(v, shapes, loc, attn).to(value.dtype)
+        return cpu_extension().ms_deform_attn_fwd(v, shapes, loc, attn).to(value.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):

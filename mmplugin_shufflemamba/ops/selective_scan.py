@@ -7,34 +7,19 @@ For every batch b, channel d and state n::
     y[b, d, l]    = sum_n C[b, n, l] * h[b, d, l, n] + D[d] * u[b, d, l]
     out           = y * silu(z)                                 (when z is given)
 
-Implementations:
-
-- :func:`~.selective_scan_ref.selective_scan_ref`: a direct sequential loop,
-  differentiated by autograd. Slow and memory hungry; it is the readable reference
-  everything is tested against.
-- :func:`selective_scan_torch`: the pure-PyTorch path (any device). A custom autograd
-  function that saves only its inputs and recomputes the states in backward (like the
-  fused kernel does), so a deep model does not keep (B, D, L, N) tensors per layer.
-- :func:`selective_scan_cpu`: the compiled CPU kernel (``mmplugin_shufflemamba._ext``,
-  built at install time): channels in blocks of 16 SIMD lanes, time in tiles of 64
-  steps, the states in registers, blocks in parallel; the backward recomputes states
-  from per-tile checkpoints. It reads (B, D, L) tensors in any memory layout
-  (channel-major and token-major ones are fast) and returns its outputs in ``u``'s
-  layout. Same semantics, tested against the two above.
-- mamba-ssm's fused CUDA kernel (its compiled module ``selective_scan_cuda``,
-  :mod:`.selective_scan_cuda`), used by :func:`selective_scan` when it imports and the
-  tensors are on CUDA.
-
-Each of the last three also exists as a pair of functions without autograd
-(``scan_{torch,cpu,cuda}_fwd`` / ``_bwd``), which the fused bidirectional mixer
-(:mod:`.bimamba_inner`) composes.
-
-All paths compute in float32 (float64 inputs stay float64) and return ``u.dtype``.
+Implementations (see docs/kernels_and_performance.md#kernels):
+:func:`~.selective_scan_ref.selective_scan_ref` (the sequential reference),
+:func:`selective_scan_torch` (pure PyTorch, states recomputed in backward),
+:func:`selective_scan_cpu` (the compiled CPU kernel, any (B, D, L) layout, output in
+``u``'s layout) and mamba-ssm's fused CUDA kernel (:mod:`.selective_scan_cuda`). The last
+three also exist without autograd (``scan_{torch,cpu,cuda}_fwd`` / ``_bwd``), composed by
+:mod:`.bimamba_inner`. All compute in float32 (float64 stays float64), return ``u.dtype``.
 """
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from . import library
 from .kernels import ShapeError, cpu_extension, get_cuda_kernel, use_cpu_extension
@@ -46,8 +31,13 @@ def has_selective_scan_cpu() -> bool:
     return cpu_extension() is not None
 
 
-def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+def _compute_dtype(t: Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _to(dtype, *tensors):
+    """Each tensor in ``dtype`` (None stays None)."""
+    return [None if t is None else t.to(dtype) for t in tensors]
 
 
 def _flip_time(u, delta, B, C, z):
@@ -57,11 +47,10 @@ def _flip_time(u, delta, B, C, z):
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias, fn='selective_scan'):
-    """Sizes, dtypes (floating point) and devices (that of u) of every argument: a wrong
-    call is a :class:`ShapeError` (a ValueError) naming it."""
-    named = (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('z', z),
-             ('delta_bias', delta_bias))
-    for name, t in named:
+    """Sizes, dtypes (floating point) and devices (u's) of every argument: a
+    :class:`ShapeError` (a ValueError) naming the wrong one."""
+    for name, t in (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D),
+                    ('z', z), ('delta_bias', delta_bias)):
         if t is None and name in ('D', 'z', 'delta_bias'):
             continue
         if not isinstance(t, torch.Tensor):
@@ -83,16 +72,16 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias, fn='selective_scan'):
         if t.shape != (batch, dstate, seqlen):
             raise ShapeError(f'{fn}: {name} must be (batch, dstate, seqlen)='
                              f'{(batch, dstate, seqlen)}, got {tuple(t.shape)}')
-    if D is not None and D.shape != (dim, ):
-        raise ShapeError(f'{fn}: D must be ({dim},), got {tuple(D.shape)}')
-    if z is not None and z.shape != u.shape:
-        raise ShapeError(f'{fn}: z must have the shape of u {tuple(u.shape)}, '
-                         f'got {tuple(z.shape)}')
-    if delta_bias is not None and delta_bias.shape != (dim, ):
-        raise ShapeError(f'{fn}: delta_bias must be ({dim},), got {tuple(delta_bias.shape)}')
+    for name, t, shape, want in (('D', D, (dim, ), f'be ({dim},)'),
+                                 ('z', z, u.shape, f'have the shape of u {tuple(u.shape)}'),
+                                 ('delta_bias', delta_bias, (dim, ), f'be ({dim},)')):
+        if t is not None and t.shape != shape:
+            raise ShapeError(f'{fn}: {name} must {want}, got {tuple(t.shape)}')
 
 
-def _scan_fwd_loop(dA: torch.Tensor, dBu: torch.Tensor) -> torch.Tensor:
+# The PyTorch path's recurrences: states laid out (L, B, D, N), one contiguous slice per
+# time step.
+def _scan_fwd_loop(dA: Tensor, dBu: Tensor) -> Tensor:
     """h[t] = dA[t] * h[t-1] + dBu[t]; all (L, B, D, N). Returns all h."""
     hs = torch.empty_like(dBu)
     # h[-1] = 0 decays like any state: 0 * dA[0] is NaN where dA[0] is NaN or inf, as in
@@ -103,7 +92,7 @@ def _scan_fwd_loop(dA: torch.Tensor, dBu: torch.Tensor) -> torch.Tensor:
     return hs
 
 
-def _scan_bwd_loop(dA: torch.Tensor, dh_direct: torch.Tensor) -> torch.Tensor:
+def _scan_bwd_loop(dA: Tensor, dh_direct: Tensor) -> Tensor:
     """g[t] = dh_direct[t] + dA[t+1] * g[t+1] (reverse-time adjoint recurrence)."""
     gs = torch.empty_like(dh_direct)
     last = dh_direct.shape[0] - 1
@@ -114,50 +103,43 @@ def _scan_bwd_loop(dA: torch.Tensor, dh_direct: torch.Tensor) -> torch.Tensor:
 
 
 def _prepare(u, delta, A, B, delta_bias, delta_softplus):
-    """Common forward quantities, all in the compute dtype."""
+    """``(dt_raw, dt, dA, dBu)``, the last two (L, B, D, N), in the compute dtype."""
     dt_raw = delta if delta_bias is None else delta + delta_bias[:, None]
     dt = F.softplus(dt_raw) if delta_softplus else dt_raw
-    # (L, B, D, N) layout.
     dA = torch.exp(dt.permute(2, 0, 1)[..., None] * A)
     dBu = (dt * u).permute(2, 0, 1)[..., None] * B.permute(2, 0, 1)[:, :, None, :]
     return dt_raw, dt, dA.contiguous(), dBu.contiguous()
 
 
+def _output(hs, C, u, D):
+    """The pre-gate output ``sum_n C h + D u`` (B, D, L) from the states hs."""
+    y = torch.einsum('lbdn,bnl->bdl', hs, C)
+    return y if D is None else y + u * D[:, None]
+
+
 def scan_torch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """Forward of the PyTorch path without autograd: the (gated) output in ``u.dtype``."""
-    ct = _compute_dtype(u)
-    u_, delta_, A_, B_, C_, D_, z_, db_ = (
-        None if t is None else t.to(ct) for t in (u, delta, A, B, C, D, z, delta_bias))
-    _, _, dA, dBu = _prepare(u_, delta_, A_, B_, db_, delta_softplus)
-    hs = _scan_fwd_loop(dA, dBu)  # (L, B, D, N)
-    y = torch.einsum('lbdn,bnl->bdl', hs, C_)
-    del hs, dA, dBu
-    if D_ is not None:
-        y = y + u_ * D_[:, None]
-    out = y * F.silu(z_) if z_ is not None else y
-    return out.to(u.dtype)
+    u_, delta_, A_, B_, C_, D_, z_, db_ = _to(_compute_dtype(u), u, delta, A, B, C, D, z,
+                                              delta_bias)
+    hs = _scan_fwd_loop(*_prepare(u_, delta_, A_, B_, db_, delta_softplus)[2:])
+    y = _output(hs, C_, u_, D_)
+    return (y * F.silu(z_) if z_ is not None else y).to(u.dtype)
 
 
 def scan_torch_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout,
                    return_out=False):
     """Gradients of :func:`scan_torch_fwd` (states recomputed from the inputs):
-    ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` in the dtypes of the inputs (None
-    for absent ones); with ``return_out``, a ninth element: the output of
-    :func:`scan_torch_fwd` on the same inputs, from the recomputed states."""
-    ct = _compute_dtype(u)
-    u_, delta_, A_, B_, C_ = (t.to(ct) for t in (u, delta, A, B, C))
-    D_ = None if D is None else D.to(ct)
-    z_ = None if z is None else z.to(ct)
-    db_ = None if delta_bias is None else delta_bias.to(ct)
-    dout = dout.to(ct)
+    ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` in the inputs' dtypes (None for
+    absent ones); with ``return_out``, a ninth element: the output of
+    :func:`scan_torch_fwd`, from the recomputed states."""
+    u_, delta_, A_, B_, C_, D_, z_, db_, dout = _to(_compute_dtype(u), u, delta, A, B, C, D,
+                                                    z, delta_bias, dout)
     dt_raw, dt, dA, dBu = _prepare(u_, delta_, A_, B_, db_, delta_softplus)
     hs = _scan_fwd_loop(dA, dBu)
 
     dz = out = None
     if z_ is not None or return_out:
-        y = torch.einsum('lbdn,bnl->bdl', hs, C_)
-        if D_ is not None:
-            y = y + u_ * D_[:, None]
+        y = _output(hs, C_, u_, D_)
         if return_out:
             out = (y * F.silu(z_) if z_ is not None else y).to(u.dtype)
     if z_ is not None:
@@ -192,11 +174,9 @@ def scan_torch_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout,
         ddt = ddt * torch.sigmoid(dt_raw)
     ddelta_bias = ddt.sum((0, 2)) if db_ is not None else None
 
-    def back(g, ref):
-        return None if (g is None or ref is None) else g.to(ref.dtype)
-
-    grads = (back(du, u), back(ddt, delta), back(dA_param, A), back(dB, B), back(dC, C),
-             back(dD, D), back(dz, z), back(ddelta_bias, delta_bias))
+    grads = tuple(None if g is None or ref is None else g.to(ref.dtype)
+                  for g, ref in zip((du, ddt, dA_param, dB, dC, dD, dz, ddelta_bias),
+                                    (u, delta, A, B, C, D, z, delta_bias)))
     return (*grads, out) if return_out else grads
 
 
@@ -213,16 +193,10 @@ class _SelectiveScanTorch(torch.autograd.Function):
         return (*scan_torch_bwd(*ctx.saved_tensors, ctx.delta_softplus, dout), None)
 
 
-def selective_scan_torch(u: torch.Tensor,
-                         delta: torch.Tensor,
-                         A: torch.Tensor,
-                         B: torch.Tensor,
-                         C: torch.Tensor,
-                         D: Optional[torch.Tensor] = None,
-                         z: Optional[torch.Tensor] = None,
-                         delta_bias: Optional[torch.Tensor] = None,
-                         delta_softplus: bool = False,
-                         reverse: bool = False) -> torch.Tensor:
+def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                         D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                         delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                         reverse: bool = False) -> Tensor:
     """Pure-PyTorch selective scan with a memory-light hand-written backward.
 
     Same arguments and result as :func:`selective_scan_ref`.
@@ -242,25 +216,17 @@ def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
 
 
 def _cpu_args(u, delta, A, B, C, D, z, delta_bias, reverse):
-    """The compiled kernel's arguments: (B, D, L) tensors as they are (any layout) in the
-    compute dtype; B and C time-major (B, L, N), in scan order."""
+    """The compiled kernel's arguments in the compute dtype: (B, D, L) tensors as they
+    are (any layout), B and C time-major (B, L, N) in scan order, the rest contiguous."""
     ct = _compute_dtype(u)
 
-    def small(t, time_major=False):
-        if t is None:
-            return None
-        t = t.to(ct)
-        if time_major:  # (B, N, L) -> (B, L, N), time-reversed when reverse
-            t = t.transpose(1, 2)
-            if reverse:
-                t = t.flip(1)
-        return t.contiguous()
+    def time_major(t):
+        t = t.to(ct).transpose(1, 2)
+        return (t.flip(1) if reverse else t).contiguous()
 
-    def rows(t):
-        return None if t is None else t.to(ct)
-
-    return (rows(u), rows(delta), small(A), small(B, True), small(C, True), small(D),
-            rows(z), small(delta_bias))
+    A, D, delta_bias = (None if t is None else t.to(ct).contiguous() for t in (A, D, delta_bias))
+    u, delta, z = _to(ct, u, delta, z)
+    return u, delta, A, time_major(B), time_major(C), D, z, delta_bias
 
 
 def scan_cpu_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
@@ -275,8 +241,7 @@ def scan_cpu_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, d
     """Gradients of :func:`scan_cpu_fwd`: ``(du, ddelta, dA, dB, dC, dD, dz,
     ddelta_bias)`` in the compute dtype; dB, dC as (B, N, L) views (None for absent
     inputs). With ``return_out``, a ninth element: the output of :func:`scan_cpu_fwd`
-    on the same inputs (its layout and dtype, original time order), which the kernel
-    computes from the states it recomputes anyway (equal up to rounding)."""
+    (its layout and dtype), computed from the recomputed states (equal up to rounding)."""
     args = _cpu_args(u, delta, A, B, C, D, z, delta_bias, reverse)
     du, ddelta, dA, dBt, dCt, dD, dz, ddb, *out = library.selective_scan_bwd(
         *args, bool(delta_softplus), bool(reverse), dout.to(args[0].dtype),
@@ -295,8 +260,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
         ctx.flags = (bool(delta_softplus), bool(reverse))
-        out = scan_cpu_fwd(u, delta, A, B, C, D, z, delta_bias, *ctx.flags)
-        return out.to(u.dtype)
+        return scan_cpu_fwd(u, delta, A, B, C, D, z, delta_bias, *ctx.flags).to(u.dtype)
 
     @staticmethod
     def backward(ctx, dout):
@@ -306,16 +270,10 @@ class _SelectiveScanCPU(torch.autograd.Function):
                 None, None)
 
 
-def selective_scan_cpu(u: torch.Tensor,
-                       delta: torch.Tensor,
-                       A: torch.Tensor,
-                       B: torch.Tensor,
-                       C: torch.Tensor,
-                       D: Optional[torch.Tensor] = None,
-                       z: Optional[torch.Tensor] = None,
-                       delta_bias: Optional[torch.Tensor] = None,
-                       delta_softplus: bool = False,
-                       reverse: bool = False) -> torch.Tensor:
+def selective_scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                       D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                       delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                       reverse: bool = False) -> Tensor:
     """Compiled CPU selective scan (same arguments as :func:`selective_scan_ref`).
 
     ``reverse=True`` runs natively from the last time step (no flipped copies).
@@ -341,17 +299,10 @@ def _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
                                        bool(delta_softplus), bool(reverse))
 
 
-def selective_scan(u: torch.Tensor,
-                   delta: torch.Tensor,
-                   A: torch.Tensor,
-                   B: torch.Tensor,
-                   C: torch.Tensor,
-                   D: Optional[torch.Tensor] = None,
-                   z: Optional[torch.Tensor] = None,
-                   delta_bias: Optional[torch.Tensor] = None,
-                   delta_softplus: bool = False,
-                   reverse: bool = False,
-                   kernel: str = 'auto') -> torch.Tensor:
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                   D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                   delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                   reverse: bool = False, kernel: str = 'auto') -> Tensor:
     """Selective scan dispatching to mamba-ssm's fused kernel, the compiled CPU kernel
     or the PyTorch path (the arguments are checked once, here).
 

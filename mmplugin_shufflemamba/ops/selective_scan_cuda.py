@@ -1,7 +1,7 @@
-"""mamba-ssm's fused CUDA selective scan (its compiled ``selective_scan_cuda`` module),
-as a pair of functions without autograd (:func:`scan_cuda_fwd` / :func:`scan_cuda_bwd`,
-composed by :mod:`.bimamba_inner`) and the autograd function the dispatcher
-:func:`~.selective_scan.selective_scan` uses."""
+"""mamba-ssm's fused CUDA selective scan (its compiled ``selective_scan_cuda`` module):
+:func:`scan_cuda_fwd` / :func:`scan_cuda_bwd` without autograd (composed by
+:mod:`.bimamba_inner`) and the autograd function of
+:func:`~.selective_scan.selective_scan`."""
 import torch
 
 from .kernels import _import_kernel
@@ -12,20 +12,20 @@ def has_selective_scan_cuda() -> bool:
     return _import_kernel('selective_scan_cuda')[0] is not None
 
 
-def _cuda_B(t):
-    """(B, N, L) -> mamba-ssm's variable (B, 1, N, L) with unit stride along L."""
-    return (t if t.stride(-1) == 1 else t.contiguous()).unsqueeze(1)
-
-
 def _unit_stride(t):
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
+def _cuda_B(t):
+    """(B, N, L) -> mamba-ssm's variable (B, 1, N, L) with unit stride along L."""
+    return _unit_stride(t).unsqueeze(1)
+
+
 def scan_cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    """mamba-ssm's fused forward: ``(out_z, aux)`` where ``out_z`` is the gated output
-    (the plain output without z) and ``aux`` what :func:`scan_cuda_bwd` needs (the
-    chunk states and the pre-gate output). u, delta, z: (B, D, L) with unit stride along
-    L (other strides copied), B, C: (B, N, L) in u's dtype; A, D, delta_bias float32."""
+    """mamba-ssm's fused forward: ``(out_z, aux)``, the gated output (the plain one
+    without z) and what :func:`scan_cuda_bwd` needs (chunk states, pre-gate output).
+    u, delta, z: (B, D, L) (copied unless unit stride along L), B, C: (B, N, L) in u's
+    dtype; A, D, delta_bias float32."""
     mod = _import_kernel('selective_scan_cuda')[0]
     u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
     out, states, *rest = mod.fwd(u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias,
@@ -35,11 +35,9 @@ def scan_cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 
 def scan_cuda_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, aux,
                   return_out=False):
-    """Gradients of :func:`scan_cuda_fwd` (``aux`` from its forward call):
-    ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``. With ``return_out``, a ninth
-    element: the forward's (gated) output. The kernel does not recompute the pre-gate
-    output, it reads it from ``aux``; with z it multiplies it by silu(z) again
-    (``recompute_out_z``), without z it is that output itself."""
+    """Gradients of :func:`scan_cuda_fwd` (``aux`` from its call): ``(du, ddelta, dA, dB,
+    dC, dD, dz, ddelta_bias)``; with ``return_out``, a ninth element: the forward's
+    (gated) output, read from ``aux`` (times silu(z) again, ``recompute_out_z``, with z)."""
     mod = _import_kernel('selective_scan_cuda')[0]
     states, out = aux
     u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
@@ -49,9 +47,7 @@ def scan_cuda_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, aux
         out if z is not None else None, None, bool(delta_softplus), recompute_out_z)
     grads = (du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD if D is not None else None,
              rest[0] if z is not None else None, ddb if delta_bias is not None else None)
-    if not return_out:
-        return grads
-    return (*grads, rest[1] if z is not None else out)
+    return (*grads, rest[1] if z is not None else out) if return_out else grads
 
 
 class _SelectiveScanCUDA(torch.autograd.Function):

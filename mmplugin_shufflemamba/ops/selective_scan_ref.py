@@ -5,20 +5,15 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from .selective_scan import _check_shapes, _compute_dtype, _flip_time
 
 
-def selective_scan_ref(u: torch.Tensor,
-                       delta: torch.Tensor,
-                       A: torch.Tensor,
-                       B: torch.Tensor,
-                       C: torch.Tensor,
-                       D: Optional[torch.Tensor] = None,
-                       z: Optional[torch.Tensor] = None,
-                       delta_bias: Optional[torch.Tensor] = None,
-                       delta_softplus: bool = False,
-                       reverse: bool = False) -> torch.Tensor:
+def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                       D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                       delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                       reverse: bool = False) -> Tensor:
     """Sequential reference selective scan.
 
     Args:
@@ -49,10 +44,9 @@ def selective_scan_ref(u: torch.Tensor,
         delta = delta + delta_bias.to(ct)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    batch, dim, seqlen = u.shape
-    h = u.new_zeros(batch, dim, A.shape[1])
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     ys = []
-    for t in range(seqlen):
+    for t in range(u.shape[2]):
         dt = delta[:, :, t, None]  # (B, D, 1)
         h = torch.exp(dt * A) * h + dt * B[:, None, :, t] * u[:, :, t, None]
         ys.append((h * C[:, None, :, t]).sum(-1))
@@ -62,8 +56,3 @@ def selective_scan_ref(u: torch.Tensor,
     if z is not None:
         y = y * F.silu(z.to(ct))
     return y.to(dtype_in)
-
-
-# ----------------------------------------------------------------------------------
-# Recurrence kernels of the PyTorch path. States are laid out (L, B, D, N) so that
-# each time step is one contiguous slice.
