@@ -1,7 +1,6 @@
-"""Reading checkpoint files and choosing their weights: the file (any MMEngine URI,
-through the safe ``torch.load``), the entry that holds the raw or the EMA weights per
-writer, and refusals of placeholder paths and non-finite weights. Nothing here knows the
-model's layout (see :mod:`.layout`)."""
+"""Reading checkpoint files (any MMEngine URI, through the safe ``torch.load``) and
+choosing their raw or EMA weights; refusals of placeholder paths and non-finite weights.
+Nothing here knows the model's layout (see :mod:`.layout`)."""
 import io
 import logging
 import os.path as osp
@@ -24,9 +23,8 @@ def nonfinite_tensors(sd: Dict[str, object]) -> Dict[str, str]:
     """
     bad = {}
     for k, v in sd.items():
-        if not isinstance(v, torch.Tensor) or not (v.is_floating_point() or v.is_complex()):
-            continue
-        if v.numel() == 0 or bool(torch.isfinite(v).all()):
+        if not isinstance(v, torch.Tensor) or not (v.is_floating_point() or v.is_complex()) \
+                or v.numel() == 0 or bool(torch.isfinite(v).all()):
             continue
         nan, inf = bool(torch.isnan(v).any()), bool(torch.isinf(v).any())
         bad[k] = 'NaN and inf' if nan and inf else ('NaN' if nan else 'inf')
@@ -35,8 +33,8 @@ def nonfinite_tensors(sd: Dict[str, object]) -> Dict[str, str]:
 
 def nonfinite_message(bad: Dict[str, str], total: int, source: str = '<checkpoint>',
                       opt_out: str = 'allow_nonfinite=True') -> str:
-    """The refusal of a state dict with non-finite values: how many tensors, a few
-    names, what to do and how to load it anyway (``opt_out``)."""
+    """The refusal of non-finite weights: how many tensors, a few names, the fix and how
+    to load them anyway (``opt_out``)."""
     names = ', '.join(f'{k} ({what})' for k, what in list(bad.items())[:5])
     more = f' and {len(bad) - 5} more' if len(bad) > 5 else ''
     return (f'{source}: {len(bad)} of {total} tensors hold NaN/inf values: {names}{more}. '
@@ -49,21 +47,29 @@ def nonfinite_message(bad: Dict[str, str], total: int, source: str = '<checkpoin
 def check_finite(sd: Dict[str, object], source: str = '<checkpoint>',
                  allow_nonfinite: bool = False,
                  opt_out: str = 'allow_nonfinite=True') -> Dict[str, str]:
-    """Refuse a state dict with NaN / inf values (:class:`CheckpointError` naming how many
-    tensors, a few of them and the fix); with ``allow_nonfinite`` log a warning instead.
+    """Refuse a state dict with NaN / inf values (:class:`CheckpointError`, see
+    :func:`nonfinite_message`); with ``allow_nonfinite`` log a warning instead.
 
     Returns:
         dict: the non-finite tensors (see :func:`nonfinite_tensors`).
     """
     bad = nonfinite_tensors(sd)
-    if bad:
-        total = sum(isinstance(v, torch.Tensor) for v in sd.values())
-        msg = nonfinite_message(bad, total, source, opt_out)
-        if not allow_nonfinite:
-            raise CheckpointError(msg)
-        print_log(f'{source}: loading {len(bad)} tensors with NaN/inf values as asked '
-                  f'({opt_out}): {list(bad)[:5]}', logger='current', level=logging.WARNING)
+    refuse_nonfinite(bad, sum(isinstance(v, torch.Tensor) for v in sd.values()), source,
+                     allow_nonfinite, opt_out)
     return bad
+
+
+def refuse_nonfinite(bad: Dict[str, str], total: int, source: str, allow_nonfinite: bool,
+                     opt_out: str, error: type = CheckpointError, origin: str = '',
+                     logger='current') -> None:
+    """Raise ``error`` (:func:`nonfinite_message`, then where the file comes from) when
+    ``bad`` names tensors; with ``allow_nonfinite`` log a warning instead."""
+    if bad and not allow_nonfinite:
+        raise error(nonfinite_message(bad, total, source, opt_out) +
+                    (f' (the file comes from {origin})' if origin else ''))
+    if bad:
+        print_log(f'{source}: loading {len(bad)} tensors with NaN/inf values as asked '
+                  f'({opt_out}): {list(bad)[:5]}', logger=logger, level=logging.WARNING)
 
 
 # Paths that are documentation, not files: the configs' documented placeholder
@@ -92,13 +98,9 @@ def check_checkpoint_path(checkpoint) -> str:
     return checkpoint
 
 
-# ----------------------------------------------------------------------------- reading
 def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
-    """Read a checkpoint file (local path or any MMEngine-supported URI).
-
-    Uses ``torch.load(weights_only=True)``; the globals MMEngine and the official
-    training script write are allow-listed (see :mod:`mmplugin_shufflemamba.checkpoint.safe_load`).
-    """
+    """Read a checkpoint file (local path or any MMEngine-supported URI) with
+    ``torch.load(weights_only=True)`` and the allow-list of :mod:`.safe_load`."""
     from .safe_load import safe_torch_load
     filename = check_checkpoint_path(filename)
     is_local = '://' not in filename
@@ -130,8 +132,8 @@ def _is_state_dict(obj) -> bool:
 
 
 def is_mmengine_checkpoint(ckpt: object) -> bool:
-    """Whether ``ckpt`` was written by MMEngine's runner (``meta`` / ``message_hub``
-    beside ``state_dict``) or by this project's tools (``meta`` too)."""
+    """Whether ``ckpt`` was written by MMEngine's runner or this project's tools
+    (``meta`` / ``message_hub`` beside ``state_dict``)."""
     return isinstance(ckpt, dict) and not _is_state_dict(ckpt) and (
         isinstance(ckpt.get('meta'), dict) or 'message_hub' in ckpt)
 
@@ -142,43 +144,15 @@ def own_meta(ckpt: object) -> dict:
     return meta if isinstance(meta, dict) and 'shufflemamba_format' in meta else {}
 
 
-def _ema_hook_raw_weights(ema_state: dict) -> Dict[str, torch.Tensor]:
-    """The raw weights MMEngine's ``EMAHook`` leaves in ``ema_state_dict``.
-
-    Before saving, EMAHook swaps the values of ``state_dict`` (now: the EMA weights)
-    and of its averaged model's state dict (``module.<name>`` keys, now: the raw
-    weights; plus the ``steps`` counter).
-    """
-    return {k[len('module.'):]: v for k, v in ema_state.items()
-            if k.startswith('module.') and isinstance(v, torch.Tensor)}
-
-
 def select_state_dict(ckpt: object, use_ema: bool = False,
                       filename: str = '<checkpoint>') -> Tuple[Dict[str, torch.Tensor], str]:
-    """Pick the weights to load from a checkpoint object.
-
-    Raw and EMA weights per writer:
-
-    ======================================  =====================  ===================
-    checkpoint                              raw (default)          EMA (use_ema=True)
-    ======================================  =====================  ===================
-    official / DeiT-style training script   ``model``              ``model_ema``
-    MMEngine with ``EMAHook``               ``ema_state_dict`` *   ``state_dict``
-    MMEngine without ``EMAHook``            ``state_dict``         (error)
-    timm training script                    ``state_dict``         ``state_dict_ema``
-    ``tools/convert_checkpoint.py``         ``state_dict`` as converted (its meta says
-                                            which weights it holds)
-    bare state dict                         the dict               (error)
-    ======================================  =====================  ===================
-
-    \\* EMAHook swaps the two before saving: ``ema_state_dict`` holds the raw weights
-    (``module.``-prefixed), ``state_dict`` the averaged ones.
+    """Pick the raw or EMA weights of a checkpoint object, per writer (the table is in
+    docs/loading.md, "Raw and EMA weights").
 
     Args:
         ckpt: what :func:`read_checkpoint` returned.
-        use_ema (bool): take the EMA weights instead of the raw ones (an error when the
-            checkpoint has none). Defaults to False, as the official downstream code.
-            None is read as False.
+        use_ema (bool): the EMA weights (an error where there are none); None is False.
+        filename (str): how to name the file in messages.
 
     Returns:
         tuple: (state dict, name of the entry used).
@@ -208,22 +182,22 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
         if use_ema:
             raise no_ema("'model_ema' is None: trained without --model-ema")
     if is_mmengine_checkpoint(ckpt) and _is_state_dict(ckpt.get('state_dict')):
+        # EMAHook swaps the weights before saving: 'state_dict' holds the EMA ones, its
+        # averaged model's 'module.<key>' entries in 'ema_state_dict' the raw ones.
         ema_state = ckpt.get('ema_state_dict')
-        if isinstance(ema_state, dict) and _ema_hook_raw_weights(ema_state):
-            if use_ema:
-                return dict(ckpt['state_dict']), 'state_dict'
-            return _ema_hook_raw_weights(ema_state), 'ema_state_dict'
-        if use_ema:
+        ema_state = ema_state if isinstance(ema_state, dict) else {}
+        raw = {k[len('module.'):]: v for k, v in ema_state.items()
+               if k.startswith('module.') and isinstance(v, torch.Tensor)}
+        if raw and not use_ema:
+            return raw, 'ema_state_dict'
+        if use_ema and not raw:
             raise no_ema('an MMEngine checkpoint saved without EMAHook')
         return dict(ckpt['state_dict']), 'state_dict'
-    if use_ema:
-        for key in ('state_dict_ema', 'model_ema'):
-            if _is_state_dict(ckpt.get(key)):
-                return dict(ckpt[key]), key
-        raise no_ema(f'entries: {sorted(ckpt)[:20]}')
-    for key in ('model', 'state_dict', 'module'):
+    for key in ('state_dict_ema', 'model_ema') if use_ema else ('model', 'state_dict', 'module'):
         if _is_state_dict(ckpt.get(key)):
             return dict(ckpt[key]), key
+    if use_ema:
+        raise no_ema(f'entries: {sorted(ckpt)[:20]}')
     raise CheckpointError(
         f'{filename} has no model weights: expected a state dict or one of the entries '
         f"'model', 'model_ema', 'state_dict'; found {sorted(ckpt)[:20]}.")
@@ -231,10 +205,8 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
 
 #: What each entry of a checkpoint holds, for the loader's log line.
 ENTRY_NOTES = {
-    'model': 'raw weights',
-    'model_ema': 'EMA weights',
+    'model': 'raw weights', 'model_ema': 'EMA weights', 'state_dict_ema': 'EMA weights',
     'ema_state_dict': "raw weights: MMEngine's EMAHook keeps them there",
-    'state_dict_ema': 'EMA weights',
 }
 
 

@@ -1,36 +1,21 @@
 """Does a checkpoint fit the model a config builds? The check ``tools/train.py``
-(``load_from``, ``--resume``) and ``tools/test.py`` run before training or evaluating.
-
-MMEngine 0.10 loads ``load_from`` / ``--resume`` / the test checkpoint non-strictly: a
-checkpoint of another model (e.g. another width) is logged as a list of "size mismatch"
-lines, one per tensor, and the run goes on with randomly initialised layers (a resume
-fails later, at the optimizer, with an unrelated message). Its strict mode raises on
-rank 0 only, so that the other ranks of a distributed job wait forever. Here:
-
-- :func:`check_runner_checkpoint` finds the file the runner will load (as
-  ``Runner.load_or_resume`` does), reads it on every rank and compares its weights with
-  the runner's model (DDP / TTA wrappers unwrapped, ``module.`` prefixes stripped as
-  MMEngine strips them; EMAHook's ``ema_state_dict`` too);
-- a missing, unexpected or mis-shaped key, or a tensor holding NaN / inf, is a
-  :class:`CheckpointFitError` raised on every rank with a short report: counts, the
-  modules concerned, a few examples, and where the file came from (its meta: the
-  experiment, the iteration and how its saved config's model differs from this one);
-- ``allow_partial=True`` (``--allow-partial-load``) turns the key report into a warning
-  that says what will not be loaded; ``allow_nonfinite=True``
-  (``--allow-nonfinite-checkpoint``) does the same for NaN / inf weights.
-"""
+(``load_from``, ``--resume``) and ``tools/test.py`` run on every rank first (see
+docs/loading.md, "Why the tools check a checkpoint first"): a missing, unexpected or
+mis-shaped key, or a NaN / inf tensor, is a :class:`CheckpointFitError` with a short
+report, or a warning with ``allow_partial`` / ``allow_nonfinite``."""
 import logging
 import os.path as osp
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
+from .files import nonfinite_tensors, refuse_nonfinite
 from .saved_config import checkpoint_origin, model_config_differences, saved_config_value
 
-#: the command-line switches that relax the check (named in the messages)
+#: the tools' switches that relax the check (named in the messages)
 PARTIAL_FLAG = '--allow-partial-load'
 NONFINITE_FLAG = '--allow-nonfinite-checkpoint'
 
@@ -45,7 +30,6 @@ class CheckpointFitError(RuntimeError):
     the report)."""
 
 
-# ------------------------------------------------------------------------ comparison
 def strip_prefix(sd: Dict[str, Any], prefix: str = 'module.') -> 'OrderedDict[str, Any]':
     """Drop one leading ``prefix`` from the keys, as MMEngine's ``load_checkpoint``
     (``revise_keys=[(r'^module.', '')]``) does for DDP-saved state dicts."""
@@ -54,9 +38,8 @@ def strip_prefix(sd: Dict[str, Any], prefix: str = 'module.') -> 'OrderedDict[st
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The module a checkpoint's state dict belongs to: without DDP / FSDP wrappers and
-    without a test-time-augmentation wrapper (``SegTTAModel`` & co), as MMEngine's
-    ``load_state_dict`` unwraps them."""
+    """The module a checkpoint's state dict belongs to: without DDP / FSDP / TTA wrappers,
+    as MMEngine's ``load_state_dict`` unwraps them."""
     from mmengine.model import BaseTTAModel, is_model_wrapper
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
@@ -66,23 +49,15 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 def compare_state_dicts(ckpt: Dict[str, Any], model: Dict[str, Any]):
     """Keys of ``model`` the checkpoint lacks, keys it has that ``model`` lacks, and the
     keys whose shapes differ: ``(missing, unexpected, [(key, ckpt shape, model shape)])``."""
-    missing = [k for k in model if k not in ckpt]
-    unexpected = [k for k in ckpt if k not in model]
-    shapes = []
-    for k, v in ckpt.items():
-        if k in model and isinstance(v, torch.Tensor) and isinstance(model[k], torch.Tensor) \
-                and tuple(v.shape) != tuple(model[k].shape):
-            shapes.append((k, tuple(v.shape), tuple(model[k].shape)))
-    return missing, unexpected, shapes
+    shapes = [(k, tuple(v.shape), tuple(model[k].shape)) for k, v in ckpt.items()
+              if k in model and isinstance(v, torch.Tensor) and
+              isinstance(model[k], torch.Tensor) and tuple(v.shape) != tuple(model[k].shape)]
+    return [k for k in model if k not in ckpt], [k for k in ckpt if k not in model], shapes
 
 
 def _group(keys: Sequence[str], depth: int = 2, limit: int = 6) -> str:
     """``'backbone.layers (96), decode_head.bottleneck (3), ...'``."""
-    counts: Dict[str, int] = OrderedDict()
-    for k in keys:
-        parts = k.split('.')
-        head = '.'.join(parts[:min(depth, max(1, len(parts) - 1))])
-        counts[head] = counts.get(head, 0) + 1
+    counts = Counter('.'.join(k.split('.')[:min(depth, max(1, k.count('.')))]) for k in keys)
     items = [f'{k} ({n})' for k, n in counts.items()]
     return ', '.join(items[:limit]) + (f', ... ({len(items) - limit} more groups)'
                                        if len(items) > limit else '')
@@ -97,7 +72,6 @@ def _shape_lines(shapes, limit: int = 4) -> str:
                      for k, a, b in shapes[:limit]) + ('; ...' if len(shapes) > limit else '')
 
 
-# -------------------------------------------------------------------- the file's origin
 def checkpoint_weights(ckpt: Any) -> Tuple[Dict[str, Any], str]:
     """The state dict MMEngine's runner loads from a checkpoint object (``state_dict``,
     else the object itself) with ``module.`` stripped, and the entry's name."""
@@ -109,25 +83,15 @@ def checkpoint_weights(ckpt: Any) -> Tuple[Dict[str, Any], str]:
                              'checkpoint dict or state dict')
 
 
-def _ema_weights(ckpt: Any) -> Optional[Dict[str, Any]]:
-    """EMAHook's ``ema_state_dict`` (``module.<key>`` of the averaged model, plus its
-    ``steps`` counter) with the model's keys, or None."""
-    ema = ckpt.get('ema_state_dict') if isinstance(ckpt, dict) else None
-    if not isinstance(ema, dict):
-        return None
-    return OrderedDict((k[len('module.'):], v) for k, v in ema.items()
-                       if k.startswith('module.'))
-
-
 def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
                current_model_cfg: Optional[dict] = None) -> Tuple[List[str], Dict[str, Any]]:
-    """Compare a checkpoint object with a model's state dict.
+    """Compare a checkpoint object with a model's state dict: ``(problem lines, details)``
+    with details ``missing``, ``unexpected``, ``shapes``, ``nonfinite`` (name -> 'NaN' /
+    'inf'), ``notes``, ``origin``, ``entry``, ``total`` (, ``config_differences``)."""
+    def relevant_missing(keys):
+        return [k for k in keys if not k.startswith(_CONFIG_OWNED)
+                and not k.endswith(_IGNORED_MISSING)]
 
-    Returns:
-        tuple: (problem lines, details) with details ``missing``, ``unexpected``,
-        ``shapes``, ``nonfinite`` (name -> 'NaN' / 'inf'), ``notes``, ``origin``.
-    """
-    from .files import nonfinite_tensors
     sd, entry = checkpoint_weights(ckpt)
     missing, unexpected, shapes = compare_state_dicts(sd, model_sd)
     notes = []
@@ -136,16 +100,16 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
     if owned:
         notes.append(f'{len(owned)} data-preprocessor entries differ (set by the '
                      f'config, not loaded): {_examples(owned)}')
-    missing = [k for k in missing if not k.startswith(_CONFIG_OWNED)
-               and not k.endswith(_IGNORED_MISSING)]
+    missing = relevant_missing(missing)
     unexpected = [k for k in unexpected if not k.startswith(_CONFIG_OWNED)]
     shapes = [s for s in shapes if not s[0].startswith(_CONFIG_OWNED)]
     nonfinite = nonfinite_tensors(sd)
-    ema = _ema_weights(ckpt)
-    if ema is not None:
-        e_missing, e_unexpected, e_shapes = compare_state_dicts(ema, model_sd)
-        e_missing = [k for k in e_missing if not k.startswith(_CONFIG_OWNED)
-                     and not k.endswith(_IGNORED_MISSING)]
+    ema = ckpt.get('ema_state_dict')  # (ckpt is a dict: checkpoint_weights checked)
+    if isinstance(ema, dict):  # EMAHook's averaged model: 'module.<key>' (and 'steps')
+        ema = OrderedDict((k[len('module.'):], v) for k, v in ema.items()
+                          if k.startswith('module.'))
+        e_missing, _, e_shapes = compare_state_dicts(ema, model_sd)
+        e_missing = relevant_missing(e_missing)
         if mode == 'resume' and (e_missing or e_shapes):
             notes.append(f"its 'ema_state_dict' does not fit either ({len(e_missing)} "
                          f'missing, {len(e_shapes)} mis-shaped)')
@@ -167,16 +131,14 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
         lines.insert(0, f"the file has no 'state_dict' entry (entries: {top}); an ImageNet "
                      'backbone checkpoint loads through model.backbone.init_cfg='
                      "dict(type='Pretrained', checkpoint=...), not load_from")
-    origin = checkpoint_origin(ckpt)
     details = dict(missing=missing, unexpected=unexpected, shapes=shapes,
-                   nonfinite=nonfinite, notes=notes, origin=origin, entry=entry,
-                   total=sum(isinstance(v, torch.Tensor) for v in sd.values()))
-    if lines and current_model_cfg is not None and isinstance(ckpt, dict) and \
-            isinstance(ckpt.get('meta'), dict) and isinstance(ckpt['meta'].get('cfg'), str):
+                   nonfinite=nonfinite, notes=notes, origin=checkpoint_origin(ckpt),
+                   entry=entry, total=sum(isinstance(v, torch.Tensor) for v in sd.values()))
+    if lines and current_model_cfg is not None and isinstance(ckpt.get('meta'), dict) and \
+            isinstance(ckpt['meta'].get('cfg'), str):
         saved = saved_config_value(ckpt['meta']['cfg'], 'model')
         if isinstance(saved, dict):
-            diffs = model_config_differences(saved, current_model_cfg)
-            details['config_differences'] = diffs
+            details['config_differences'] = model_config_differences(saved, current_model_cfg)
     return lines, details
 
 
@@ -192,39 +154,31 @@ def format_fit_error(source: str, target: str, lines: List[str], details: Dict[s
         out.append("  its saved config's model differs from this one in:")
         out += [f'    {d}' for d in diffs]
     out += [f'  note: {n}' for n in details.get('notes', [])]
-    fix = ('Use the checkpoint of this config (or the config the file was trained with)'
-           if mode != 'resume' else
-           'Resume with the config the file was trained with (a resume continues the '
-           'same run: weights, optimizer and schedulers must all fit)')
+    fix = ('Resume with the config the file was trained with (a resume continues the '
+           'same run: weights, optimizer and schedulers must all fit)' if mode == 'resume'
+           else 'Use the checkpoint of this config (or the config the file was trained with)')
     out.append(f'  {fix}; {PARTIAL_FLAG} loads what fits and leaves the rest as '
                'initialised.')
     return '\n'.join(out)
 
 
-def check_checkpoint_fit(model: torch.nn.Module,
-                         checkpoint: Any,
-                         source: str = '<checkpoint>',
-                         mode: str = 'load',
-                         allow_partial: bool = False,
-                         allow_nonfinite: bool = False,
-                         target: str = 'this config',
-                         model_cfg: Optional[dict] = None,
-                         logger='current') -> Dict[str, Any]:
+def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = '<checkpoint>',
+                         mode: str = 'load', allow_partial: bool = False,
+                         allow_nonfinite: bool = False, target: str = 'this config',
+                         model_cfg: Optional[dict] = None, logger='current') -> Dict[str, Any]:
     """Refuse a checkpoint that does not fit ``model`` (keys, shapes) or holds NaN /
     inf weights, with a short report (:class:`CheckpointFitError`).
 
     Args:
         model (nn.Module): the model (wrappers are unwrapped, see :func:`unwrap_model`).
-        checkpoint: a file path / URI (read with MMEngine's checkpoint loader, on the
-            CPU) or an already-read checkpoint object.
+        checkpoint: a file path / URI (read by MMEngine, on the CPU) or a read checkpoint.
         source (str): how to name the file in messages.
         mode (str): ``'load'`` (``load_from``), ``'resume'`` or ``'test'``.
-        allow_partial (bool): warn (and say what will not be loaded) instead of raising
-            on missing / unexpected / mis-shaped keys.
+        allow_partial (bool): warn instead of raising on mismatched keys.
         allow_nonfinite (bool): warn instead of raising on NaN / inf weights.
         target (str): the model's config, for messages.
-        model_cfg (dict, optional): the config's ``model``, compared with the one saved in
-            the file's ``meta['cfg']`` in the report.
+        model_cfg (dict, optional): the config's ``model``, compared with ``meta['cfg']``.
+        logger: where the warnings go. Defaults to 'current'.
 
     Returns:
         dict: the details of :func:`fit_report` (empty lists when it fits).
@@ -247,24 +201,14 @@ def check_checkpoint_fit(model: torch.nn.Module,
                   + (f"\n  the file comes from {details['origin']}"
                      if details.get('origin') else ''),
                   logger=logger, level=logging.WARNING)
-    bad = details['nonfinite']
-    if bad:
-        from .files import nonfinite_message
-        message = nonfinite_message(bad, details['total'], source, NONFINITE_FLAG)
-        if details.get('origin'):
-            message += f" (the file comes from {details['origin']})"
-        if not allow_nonfinite:
-            raise CheckpointFitError(message)
-        print_log(f'{source}: loading {len(bad)} tensors with NaN/inf values as asked '
-                  f'({NONFINITE_FLAG}): {list(bad)[:5]}', logger=logger,
-                  level=logging.WARNING)
+    refuse_nonfinite(details['nonfinite'], details['total'], source, allow_nonfinite,
+                     NONFINITE_FLAG, CheckpointFitError, details.get('origin'), logger)
     return details
 
 
 class SkipMismatchedShapesHook(Hook):
-    """``after_load_checkpoint`` of an allowed partial load: drop the tensors whose
-    shapes differ from the model's before MMEngine loads the rest (its loader would
-    otherwise print one "size mismatch" line per tensor, which the report summarised)."""
+    """After an allowed partial load's report, drop the mis-shaped tensors before
+    MMEngine loads the rest (instead of one "size mismatch" line per tensor)."""
 
     priority = 'LOWEST'  # after EMAHook took its copy
 
@@ -281,8 +225,7 @@ class SkipMismatchedShapesHook(Hook):
 
 def checkpoint_to_load(runner) -> Tuple[Optional[str], Optional[str]]:
     """The file ``Runner.load_or_resume`` will load and how: ``(path, 'resume')``,
-    ``(path, 'load')`` or ``(None, None)`` (nothing to load, e.g. an automatic resume in
-    a work dir without checkpoints)."""
+    ``(path, 'load')`` or ``(None, None)`` (nothing to load)."""
     if getattr(runner, '_has_loaded', False):
         return None, None
     resume, load_from = getattr(runner, '_resume', False), getattr(runner, '_load_from', None)
@@ -290,24 +233,22 @@ def checkpoint_to_load(runner) -> Tuple[Optional[str], Optional[str]]:
         from mmengine.runner import find_latest_checkpoint
         path = find_latest_checkpoint(runner.work_dir)
         return (path, 'resume') if path else (None, None)
-    if resume:
-        return load_from, 'resume'
-    if load_from is not None:
-        return load_from, 'load'
-    return None, None
+    if load_from is None:
+        return None, None
+    return load_from, 'resume' if resume else 'load'
 
 
-def check_runner_checkpoint(runner, allow_partial: bool = False,
-                            allow_nonfinite: bool = False,
+def check_runner_checkpoint(runner, allow_partial: bool = False, allow_nonfinite: bool = False,
                             mode: Optional[str] = None) -> Optional[Dict[str, Any]]:
-    """Run :func:`check_checkpoint_fit` on the checkpoint ``runner.train()`` /
-    ``runner.test()`` is about to load (:func:`checkpoint_to_load`) against
-    ``runner.model``. Call it on every rank before ``train()`` / ``test()``: every rank
-    reads the file and reaches the same verdict, so that all stop together.
+    """:func:`check_checkpoint_fit` of the checkpoint the runner is about to load
+    (:func:`checkpoint_to_load`) against ``runner.model``. Call it on every rank before
+    ``train()`` / ``test()``: all reach the same verdict and stop together.
 
     Args:
-        mode (str, optional): ``'test'`` names the purpose in the message; by default the
-            runner's own (``'load'`` or ``'resume'``).
+        runner (Runner): the runner, before ``train()`` / ``test()``.
+        allow_partial (bool): see :func:`check_checkpoint_fit`. Defaults to False.
+        allow_nonfinite (bool): see :func:`check_checkpoint_fit`. Defaults to False.
+        mode (str, optional): ``'test'``, or None: the runner's ``'load'`` / ``'resume'``.
 
     Returns:
         dict or None: the details (None when nothing is to be loaded).
@@ -316,7 +257,7 @@ def check_runner_checkpoint(runner, allow_partial: bool = False,
     if path is None:
         return None
     cfg = getattr(runner, 'cfg', None)
-    filename = getattr(cfg, 'filename', None) if cfg is not None else None
+    filename = getattr(cfg, 'filename', None)
     target = osp.basename(filename) if filename else 'this config'
     model_cfg = cfg.get('model') if cfg is not None else None
     details = check_checkpoint_fit(runner.model, path, source=str(path), mode=mode or how,

@@ -1,25 +1,7 @@
-"""Compatibility of MMEngine 0.10 checkpoints with ``torch.load(weights_only=True)``.
-
-Since torch 2.6 ``torch.load`` defaults to ``weights_only=True`` and refuses what
-MMEngine writes into every checkpoint's message hub (``HistoryBuffer`` objects, numpy
-arrays and scalars, and the buffer's statistic functions, pickled by qualified name
-through ``getattr``). That breaks ``tools/test.py CKPT``, ``load_from`` and ``--resume``.
-
-Instead of switching the safe loader off:
-
-- :func:`safe_torch_load` reads with ``weights_only=True`` and, for that read only,
-  allow-lists ``HistoryBuffer``, ``ConfigDict``, ``argparse.Namespace`` (official
-  ImageNet training checkpoints keep their arguments), numpy's array/scalar
-  reconstructors and ``getattr``; this package's own loaders use it. The safe unpickler
-  still refuses to call anything that is not allow-listed.
-- :func:`enable_mmengine_checkpoints` makes MMEngine's own loading do the same,
-  process-wide: it allow-lists those globals and registers :func:`safe_torch_load` as
-  the loader of local files with MMEngine's ``CheckpointLoader``. Importing the package
-  does not do this; the tools call it (``prepare_runtime``), and a config opts in with
-  ``custom_imports = dict(imports=['mmplugin_shufflemamba',
-  'mmplugin_shufflemamba.compat'])`` (importing :mod:`mmplugin_shufflemamba.compat`
-  calls it).
-"""
+"""MMEngine 0.10 checkpoints with ``torch.load(weights_only=True)``: the allow-list of
+what MMEngine and the official training script pickle (see docs/loading.md, "The safe
+checkpoint reader"). :func:`safe_torch_load` applies it for one read;
+:func:`enable_mmengine_checkpoints` lets MMEngine's own loaders use it, process-wide."""
 import argparse
 import contextlib
 import os.path as osp
@@ -27,26 +9,22 @@ import os.path as osp
 import torch
 
 
-def _numpy_globals():
+def _safe_globals():
     import numpy as np
-    found = [np.ndarray, np.dtype]
+    from mmengine.config.config import ConfigDict
+    from mmengine.logging.history_buffer import HistoryBuffer
     try:  # numpy >= 2
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core.multiarray import _reconstruct, scalar
-    found += [_reconstruct, scalar]
+    found = [HistoryBuffer, ConfigDict, argparse.Namespace, np.ndarray, np.dtype, _reconstruct,
+             scalar]
     try:
         import numpy.dtypes as npd
         found += [getattr(npd, n) for n in dir(npd) if n.endswith('DType')]
     except ImportError:  # pragma: no cover
         pass
     return found
-
-
-def _safe_globals():
-    from mmengine.config.config import ConfigDict
-    from mmengine.logging.history_buffer import HistoryBuffer
-    return [HistoryBuffer, ConfigDict, argparse.Namespace] + _numpy_globals()
 
 
 @contextlib.contextmanager
@@ -56,9 +34,8 @@ def checkpoint_safe_globals():
     if ctx is None:  # pragma: no cover - torch < 2.5
         yield
         return
-    # The whole allow-list again, not only getattr: a context of another library
-    # (e.g. timm's checkpoint reader) restores the process-wide list to what it saw on
-    # entry, which can remove what install() added.
+    # The whole allow-list again, not only getattr: another library's context (e.g.
+    # timm's checkpoint reader) restores the process-wide list it saw on entry.
     with ctx([getattr] + _safe_globals()):
         yield
 

@@ -34,22 +34,9 @@ def saved_config_value(cfg_text: str, name: str) -> Any:
         tree = ast.parse(cfg_text)
     except (SyntaxError, ValueError, TypeError):
         return None
-    found = None
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            found = node.value
-    return None if found is None else _literal(found)
-
-
-def _flatten(node: Any, prefix: str = '') -> Dict[str, Any]:
-    out = {}
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-        out[prefix[:-1]] = list(node) if isinstance(node, tuple) else node
-    return out
+    found = [node.value for node in tree.body if isinstance(node, ast.Assign) and any(
+        isinstance(t, ast.Name) and t.id == name for t in node.targets)]
+    return _literal(found[-1]) if found else None
 
 
 def _plain(node: Any) -> Any:
@@ -59,6 +46,16 @@ def _plain(node: Any) -> Any:
     if isinstance(node, (list, tuple)):
         return [_plain(v) for v in node]
     return node
+
+
+def _flatten(node: Any, prefix: str = '') -> Dict[str, Any]:
+    """``{'a.b.c': plain leaf}`` of a config node."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: _plain(node)}
+    out = {}
+    for k, v in node.items():
+        out.update(_flatten(v, f'{prefix}{k}.'))
+    return out
 
 
 _NOT_SHAPE = re.compile(r'(^|\.)(init_cfg|pretrained|train_cfg|test_cfg|loss_\w*|'
@@ -72,14 +69,13 @@ def model_config_differences(saved: dict, current: dict, limit: int = 8) -> List
     if isinstance(current, dict) and str(current.get('type', '')).endswith('TTAModel') \
             and isinstance(current.get('module'), dict):
         current = current['module']
-    a, b = _flatten(_plain(saved)), _flatten(_plain(current))
+    a, b = _flatten(saved), _flatten(current)
     lines = []
     for k in list(b) + [k for k in a if k not in b]:
         if _NOT_SHAPE.search(k):
             continue
         va, vb = a.get(k, '<unset>'), b.get(k, '<unset>')
-        if va == vb or ({va, vb} <= _SAME_NORM if isinstance(va, str) and
-                        isinstance(vb, str) else False):
+        if va == vb or isinstance(va, str) and isinstance(vb, str) and {va, vb} <= _SAME_NORM:
             continue
         lines.append(f'{k}: {va!r} in the file\'s config, {vb!r} here')
     if len(lines) > limit:
@@ -106,6 +102,3 @@ def checkpoint_origin(ckpt: Any) -> str:
     if meta.get('time'):
         parts.append(f"saved {meta['time']}")
     return ', '.join(parts)
-
-
-# ---------------------------------------------------------------------------- checking
