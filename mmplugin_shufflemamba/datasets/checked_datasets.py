@@ -1,8 +1,9 @@
 """Drop-in subclasses of the frameworks' datasets and of mmseg's ``IoUMetric`` that name
 the file and the problem when data is bad, and count in one warning line what the
-frameworks set aside silently (see :mod:`.data_checks` for the whole list)."""
+frameworks set aside silently (see docs/training_and_testing.md, data checks)."""
 import os
 import os.path as osp
+from collections import Counter
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -11,17 +12,10 @@ from mmengine.registry import DATASETS, METRICS
 from .data_checks import DataError, _examples, _is_local, _values, _warn, probe_image_file
 
 
-# ----------------------------------------------------------------------------- datasets
-
-
 class DataCheckMixin:
-    """Name the file when loading a sample fails.
-
-    Mixed in front of a framework dataset class: an exception raised by the pipeline is
-    diagnosed by probing the sample's files (``img_path``, ``seg_map_path``); when one of
-    them is missing, empty, unreadable or truncated, :class:`DataError` names it and
-    says what is wrong, otherwise the original exception propagates unchanged.
-    """
+    """Mixed in front of a dataset class: when the pipeline raises on a sample whose file
+    (:attr:`checked_file_keys`) is missing, empty, unreadable or truncated,
+    :class:`DataError` names the file and the problem; other exceptions propagate."""
 
     #: Keys of a sample's information that hold the paths of its files.
     checked_file_keys = ('img_path', 'seg_map_path')
@@ -30,10 +24,9 @@ class DataCheckMixin:
         """``'<file>: <problem>'`` for the first bad file of a sample, else None."""
         for key in self.checked_file_keys:
             path = data_info.get(key)
-            if path:
-                problem = probe_image_file(path)
-                if problem is not None:
-                    return f'{path}: {problem}'
+            problem = probe_image_file(path) if path else None
+            if problem is not None:
+                return f'{path}: {problem}'
         return None
 
     def prepare_data(self, idx):
@@ -52,16 +45,6 @@ class DataCheckMixin:
             raise DataError(problem) from None
 
 
-def _local_files(root: str, suffix: str) -> List[str]:
-    """Paths relative to ``root`` of the files ending in ``suffix`` below it."""
-    out = []
-    for d, _, files in os.walk(root):
-        for f in files:
-            if f.endswith(suffix):
-                out.append(osp.relpath(osp.join(d, f), root))
-    return out
-
-
 try:
     from mmseg.datasets import ADE20KDataset
     from mmseg.evaluation import IoUMetric
@@ -72,12 +55,10 @@ if ADE20KDataset is not None:
 
     @DATASETS.register_module()
     class CheckedADE20KDataset(DataCheckMixin, ADE20KDataset):
-        """mmseg's ``ADE20KDataset`` with data checks (same arguments).
-
-        Besides naming the file of a sample that fails to load (:class:`DataCheckMixin`),
-        loading stops with :class:`DataError` when the split has no image or when
-        images have no annotation file, and one warning line counts the annotation
-        files that have no image (mmseg does not use them).
+        """mmseg's ``ADE20KDataset`` with data checks (same arguments): besides
+        :class:`DataCheckMixin`, loading stops with :class:`DataError` on a split without
+        images or images without their annotation file, and one warning line counts the
+        annotation files without an image (mmseg does not use them).
         """
 
         def load_data_list(self) -> List[dict]:
@@ -100,7 +81,9 @@ if ADE20KDataset is not None:
                     f"'{self.seg_map_suffix}' label map")
             if not self.ann_file and osp.isdir(ann_dir):
                 used = {osp.relpath(d['seg_map_path'], ann_dir) for d in data_list}
-                unused = sorted(set(_local_files(ann_dir, self.seg_map_suffix)) - used)
+                unused = sorted({osp.relpath(osp.join(d, f), ann_dir)
+                                 for d, _, files in os.walk(ann_dir) for f in files
+                                 if f.endswith(self.seg_map_suffix)} - used)
                 if unused:
                     _warn(f'{type(self).__name__} {ann_dir}: {len(unused)} annotation '
                           f'files have no image in {img_dir} and are not used: '
@@ -109,12 +92,10 @@ if ADE20KDataset is not None:
 
     @METRICS.register_module()
     class CheckedIoUMetric(IoUMetric):
-        """mmseg's ``IoUMetric`` that refuses to report numbers about nothing.
-
-        A ground-truth value that is neither a class index nor ``ignore_index`` (which
-        ``IoUMetric`` silently leaves out) raises :class:`DataError` naming the image,
-        and so does an evaluation where no pixel is labeled (``aAcc`` and ``mIoU`` would
-        be nan). Same arguments as ``IoUMetric``.
+        """mmseg's ``IoUMetric`` (same arguments) that raises :class:`DataError` on a
+        ground-truth value neither a class index nor ``ignore_index`` (which ``IoUMetric``
+        leaves out silently), naming the image, and on an evaluation without a labeled
+        pixel (``aAcc`` and ``mIoU`` would be nan).
         """
 
         def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
@@ -135,8 +116,7 @@ if ADE20KDataset is not None:
 
         def compute_metrics(self, results: list) -> dict:
             if not self.format_only and results:
-                labeled = sum(float(r[3].sum()) for r in results)
-                if labeled == 0:
+                if sum(float(r[3].sum()) for r in results) == 0:  # no labeled pixel
                     raise DataError(
                         f'IoUMetric: none of the {len(results)} evaluated images has a '
                         f'labeled pixel (every ground-truth value is the ignore index '
@@ -155,32 +135,20 @@ if CocoDataset is not None:
 
     @DATASETS.register_module()
     class CheckedCocoDataset(DataCheckMixin, CocoDataset):
-        """mmdet's ``CocoDataset`` with data checks (same arguments).
-
-        Besides naming the file of a sample that fails to load (:class:`DataCheckMixin`),
-        loading counts what mmdet sets aside without a word and reports it in ONE warning
-        line per dataset: annotations ``parse_data_info`` skips (marked ``ignore``, box
-        empty or outside the image, category not among the classes), crowd instances
-        (kept as ignored), instances whose polygons all have fewer than 3 points (which
-        ``LoadAnnotations(with_mask=True)`` turns into ignored instances), and the
-        training images ``filter_data`` drops (no annotation of the classes with
-        ``filter_empty_gt``, smaller than ``min_size``). It stops with
+        """mmdet's ``CocoDataset`` with data checks (same arguments): besides
+        :class:`DataCheckMixin`, ONE warning line per dataset counts the annotations,
+        instances and images mmdet sets aside silently, and loading stops with
         :class:`DataError` when masks are loaded and an annotation has no segmentation
-        (mmdet's ``LoadAnnotations`` would fail on it with ``KeyError: 'mask'``), and when
-        no image is left.
+        (mmdet: ``KeyError: 'mask'``), and when no image is left.
         """
 
-        def _pipeline_masks(self):
-            """(loads masks, poly2mask) of the pipeline's ``LoadAnnotations``."""
-            for t in getattr(self.pipeline, 'transforms', []):
-                if getattr(t, 'with_mask', False):
-                    return True, bool(getattr(t, 'poly2mask', True))
-            return False, True
-
         def load_data_list(self) -> List[dict]:
-            self._loads_masks, self._poly2mask = self._pipeline_masks()
-            self._set_aside = dict(anns=0, instances=0, images=0, images_total=0)
-            self._reasons = {}
+            loader = next((t for t in getattr(self.pipeline, 'transforms', [])
+                           if getattr(t, 'with_mask', False)), None)  # LoadAnnotations
+            self._loads_masks = loader is not None
+            self._poly2mask = bool(getattr(loader, 'poly2mask', True))
+            self._set_aside = dict(anns=0, images_total=0)
+            self._reasons = Counter()
             self._no_segmentation = []
             data_list = super().load_data_list()
             self._set_aside['images_total'] = len(data_list)
@@ -192,9 +160,6 @@ if CocoDataset is not None:
                     'polygon or RLE mask, or load boxes only')
             return data_list
 
-        def _count(self, reason: str, n: int = 1) -> None:
-            self._reasons[reason] = self._reasons.get(reason, 0) + n
-
         def parse_data_info(self, raw_data_info: dict):
             data_info = super().parse_data_info(raw_data_info)
             img = raw_data_info['raw_img_info']
@@ -205,19 +170,19 @@ if CocoDataset is not None:
                 inter_w = max(0, min(x1 + w, img['width']) - max(x1, 0))
                 inter_h = max(0, min(y1 + h, img['height']) - max(y1, 0))
                 if ann.get('ignore', False):
-                    self._count("marked 'ignore' (skipped)")
+                    self._reasons["marked 'ignore' (skipped)"] += 1
                 elif inter_w * inter_h == 0:
-                    self._count('with a box outside the image (skipped)')
+                    self._reasons['with a box outside the image (skipped)'] += 1
                 elif ann['area'] <= 0 or w < 1 or h < 1:
-                    self._count('with area 0 or a box under 1 pixel (skipped)')
+                    self._reasons['with area 0 or a box under 1 pixel (skipped)'] += 1
                 elif ann['category_id'] not in self.cat_ids:
-                    self._count('of a category not among the classes (skipped)')
+                    self._reasons['of a category not among the classes (skipped)'] += 1
                 else:
                     kept[len(kept)] = ann
             for i, instance in enumerate(data_info['instances']):
                 ann = kept.get(i, {})
                 if instance.get('ignore_flag', 0):
-                    self._count('crowd (ignored)')
+                    self._reasons['crowd (ignored)'] += 1
                     continue
                 if not self._loads_masks:
                     continue
@@ -226,13 +191,13 @@ if CocoDataset is not None:
                     self._no_segmentation.append(ann.get('id', '?'))
                 elif isinstance(mask, list):
                     if not any(len(p) % 2 == 0 and len(p) >= 6 for p in mask):
-                        self._count('whose polygons all have fewer than 3 points (ignored)')
+                        self._reasons['whose polygons all have fewer than 3 points (ignored)'] += 1
                 elif not self._poly2mask:
-                    self._count('with an RLE mask and poly2mask=False (ignored)')
+                    self._reasons['with an RLE mask and poly2mask=False (ignored)'] += 1
                 elif isinstance(mask, dict) and not (
                         mask.get('counts') is not None and mask.get('size') is not None
                         and isinstance(mask['counts'], (list, str))):
-                    self._count('with a malformed RLE mask (ignored)')
+                    self._reasons['with a malformed RLE mask (ignored)'] += 1
             return data_info
 
         def filter_data(self) -> List[dict]:
@@ -240,17 +205,14 @@ if CocoDataset is not None:
             after = super().filter_data()
             if len(after) != len(before):
                 filter_empty_gt = (self.filter_cfg or {}).get('filter_empty_gt', False)
-                ids_in_cat = set()
-                for cat_id in self.cat_ids:
-                    ids_in_cat |= set(self.cat_img_map[cat_id])
+                ids_in_cat = set().union(*(self.cat_img_map[c] for c in self.cat_ids))
                 kept = {id(d) for d in after}
                 for d in before:
-                    if id(d) in kept:
-                        continue
-                    if filter_empty_gt and d['img_id'] not in ids_in_cat:
-                        self._count('image: without annotations (filter_empty_gt)')
-                    else:
-                        self._count('image: smaller than filter_cfg.min_size')
+                    if id(d) not in kept:
+                        self._reasons[
+                            'image: without annotations (filter_empty_gt)'
+                            if filter_empty_gt and d['img_id'] not in ids_in_cat else
+                            'image: smaller than filter_cfg.min_size'] += 1
             if not after:
                 self._report()
                 raise DataError(
@@ -262,21 +224,17 @@ if CocoDataset is not None:
 
         def _report(self) -> None:
             """The one warning line of what was set aside, if anything was."""
-            # Skipped before ignored annotations, then the images.
-            reasons = dict(sorted(getattr(self, '_reasons', {}).items(),
-                                  key=lambda kv: (kv[0].startswith('image: '),
-                                                  not kv[0].endswith('(skipped)'),
-                                                  'crowd' in kv[0], kv[0])))
-            inst = {k: v for k, v in reasons.items() if not k.startswith('image: ')}
-            imgs = {k[len('image: '):]: v for k, v in reasons.items()
-                    if k.startswith('image: ')}
+            # Skipped before ignored annotations, crowd last; then the images.
+            reasons = sorted(getattr(self, '_reasons', {}).items(), key=lambda kv: (
+                not kv[0].endswith('(skipped)'), 'crowd' in kv[0], kv[0]))
             parts = []
-            if inst:
-                parts.append(f'{sum(inst.values())} of {self._set_aside["anns"]} '
-                             'annotations: ' + ', '.join(f'{v} {k}' for k, v in inst.items()))
-            if imgs:
-                parts.append(f'{sum(imgs.values())} of {self._set_aside["images_total"]} '
-                             'images: ' + ', '.join(f'{v} {k}' for k, v in imgs.items()))
+            for prefix, total, what in (('', 'anns', 'annotations'),
+                                        ('image: ', 'images_total', 'images')):
+                group = [(k[len(prefix):], v) for k, v in reasons
+                         if k.startswith('image: ') == bool(prefix)]
+                if group:
+                    parts.append(f'{sum(v for _, v in group)} of {self._set_aside[total]} '
+                                 f'{what}: ' + ', '.join(f'{v} {k}' for k, v in group))
             if parts:
                 mode = 'test' if self.test_mode else 'train'
                 _warn(f'{type(self).__name__} {self.ann_file} ({mode}): set aside '

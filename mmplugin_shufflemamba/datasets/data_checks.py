@@ -1,46 +1,10 @@
-"""Data checks: a data problem stops the run with the file and the problem named.
-
-Without them, a label value out of range ends in ``IndexError: Target 199 is out of
-bounds`` deep in the loss, an empty image in an OpenCV assertion, a truncated annotation
-in ``OSError: image file is truncated``, and a validation set whose labels are all out of
-range in ``aAcc: nan`` with exit status 0; mmdet moves instances whose polygons all have
-fewer than 3 points to the ignored instances, and drops training images without
-annotations, without a word. Everything here is registered in MMEngine's root registries,
-so mmseg, mmdet and mmpretrain configs find it by name (with
-``custom_imports = dict(imports=['mmplugin_shufflemamba',
-'mmplugin_shufflemamba.datasets'])``):
-
-Transforms (``TRANSFORMS``):
-
-- :class:`CheckSegLabels` (after ``LoadAnnotations``): label values against
-  ``num_classes`` and the ignore index (after ``reduce_zero_label``), and the
-  annotation's size against the image's.
-- :class:`CheckImageSize` (after ``LoadImageFromFile``): the decoded image against the
-  size its annotation declares (COCO's ``height`` / ``width``).
-
-Both do nothing when their inputs are absent (inference on arrays), and the loaders keep
-their names, which mmseg's, mmdet's and mmpretrain's inferencers look for.
-
-Datasets (``DATASETS``), drop-in subclasses of the frameworks' own:
-
-- :class:`CheckedADE20KDataset` (mmseg ``ADE20KDataset``),
-  :class:`CheckedCocoDataset` (mmdet ``CocoDataset``),
-  :class:`CheckedCustomDataset` and :class:`CheckedImageNet` (mmpretrain).
-
-  When loading a sample fails (missing, empty, unreadable or truncated image or
-  annotation), they raise :class:`DataError` naming the file and the problem. At load
-  time they stop on problems that would end the run later (an empty split, images
-  without their annotation file, labels of the annotation file outside the classes,
-  instances without a mask when masks are loaded) and put what the framework sets aside
-  silently into ONE warning line per dataset (COCO: instances ignored for degenerate
-  polygons, crowd or empty boxes, training images without annotations; ADE20K:
-  annotation files without an image).
-
-Metrics (``METRICS``):
-
-- :class:`CheckedIoUMetric` (mmseg ``IoUMetric``): a ground-truth value outside the
-  classes names the image, and an evaluation without one labeled pixel (aAcc and mIoU
-  would be nan) stops with an explanation.
+"""Data checks: a data problem stops the run with the file and the problem named, where
+the frameworks fail deep inside (``IndexError: Target 199 is out of bounds`` in the loss,
+an OpenCV assertion, ``aAcc: nan`` with exit status 0). The transforms
+:class:`CheckSegLabels` and :class:`CheckImageSize`, and the datasets and metric of
+:mod:`.checked_datasets`, are registered in MMEngine's root registries (configs add
+``'mmplugin_shufflemamba.datasets'`` to ``custom_imports``); see
+docs/training_and_testing.md (data checks).
 """
 import logging
 import os
@@ -73,17 +37,15 @@ def _is_local(path) -> bool:
 
 
 def probe_image_file(path: str) -> Optional[str]:
-    """What is wrong with the image (or annotation map) file ``path``, or None.
+    """What is wrong with the image (or annotation map) file ``path`` in words, or None
+    when it decodes.
 
     Reports a missing file, a directory, an empty file, and a file that neither Pillow
-    (fully decoded, so a truncated file is found) nor OpenCV reads. Paths of remote
-    storage (``s3://``...) are not probed.
+    (fully decoded: a truncated file is found) nor OpenCV reads. Remote paths
+    (``s3://``...) are not probed.
 
     Args:
         path (str): Local path of the file.
-
-    Returns:
-        str | None: The problem in words, None when the file decodes.
     """
     if not _is_local(path):
         return None
@@ -113,23 +75,16 @@ def _warn(line: str) -> None:
     print_log(line, logger='current', level=logging.WARNING)
 
 
-# --------------------------------------------------------------------------- transforms
-
-
 @TRANSFORMS.register_module()
 class CheckSegLabels(BaseTransform):
-    """Check a semantic segmentation map after ``LoadAnnotations``.
+    """Check a semantic segmentation map right after ``LoadAnnotations`` (before any crop
+    or padding); without a ``gt_seg_map`` (inference) it does nothing.
 
-    Every value must be a class index in ``[0, num_classes)`` or ``ignore_index``: a
-    value outside ends training in the loss (``IndexError: Target ... is out of
-    bounds``) and is silently left out of mmseg's ``IoUMetric`` (all of them: ``aAcc``
-    nan). The check runs on the map as ``LoadAnnotations`` left it, i.e. after
-    ``reduce_zero_label`` (ADE20K: 0 in the file becomes 255, ignored, and ``k`` becomes
-    ``k - 1``) and the dataset's ``label_map``. The map must also be single-channel and
-    of the image's size (``ori_shape``).
-
-    Place it right after ``LoadAnnotations`` (before any crop or padding). Without a
-    ``gt_seg_map`` (inference) it does nothing.
+    Every value must be a class index in ``[0, num_classes)`` or ``ignore_index`` (else
+    the loss fails with ``IndexError`` and ``IoUMetric`` leaves it out silently), as
+    ``LoadAnnotations`` left it: after ``reduce_zero_label`` (0 in the file becomes 255,
+    ``k`` becomes ``k - 1``) and the dataset's ``label_map``. The map must also be
+    single-channel and of the image's size (``ori_shape``).
 
     Args:
         num_classes (int): Number of classes of the model (``decode_head.num_classes``).
@@ -161,18 +116,14 @@ class CheckSegLabels(BaseTransform):
                 f'{path}: the annotation is {seg.shape[0]}x{seg.shape[1]} (height x width) '
                 f"but the image {results.get('img_path', '')} is {ori[0]}x{ori[1]}; "
                 'every pixel needs its label: fix or re-export one of them')
-        if seg.dtype == np.uint8:
-            present = np.flatnonzero(np.bincount(seg.ravel(), minlength=256))
-        else:
-            present = np.unique(seg)
+        present = (np.flatnonzero(np.bincount(seg.ravel(), minlength=256))
+                   if seg.dtype == np.uint8 else np.unique(seg))
         bad = present[((present < 0) | (present >= self.num_classes))
                       & (present != self.ignore_index)]
         if bad.size:
-            reduced = results.get('reduce_zero_label', False)
-            note = ''
-            if reduced:
-                note = (f' (read with reduce_zero_label=True: the file holds '
-                        f'{_values(bad + 1)}; its 0 is ignored and k > 0 becomes k - 1)')
+            note = (f' (read with reduce_zero_label=True: the file holds {_values(bad + 1)}; '
+                    'its 0 is ignored and k > 0 becomes k - 1)'
+                    if results.get('reduce_zero_label', False) else '')
             raise DataError(
                 f'{path}: label values {_values(bad)} outside [0, {self.num_classes}) and '
                 f'not the ignore index {self.ignore_index}{note}; fix the annotation, or '
@@ -187,13 +138,10 @@ class CheckSegLabels(BaseTransform):
 
 @TRANSFORMS.register_module()
 class CheckImageSize(BaseTransform):
-    """Check the decoded image against the size its annotation declares.
-
-    mmdet's COCO datasets carry each image's ``height`` and ``width`` from the annotation
-    file; the boxes and polygons are in those coordinates and ``CocoMetric`` builds the
-    ground-truth masks at that size. An image of another size trains and evaluates
-    against annotations that do not line up with it. Place it after
-    ``LoadImageFromFile``; it does nothing for samples without a declared size.
+    """Check the decoded image against the ``height`` / ``width`` its annotation declares
+    (mmdet's COCO datasets: the boxes, polygons and ``CocoMetric``'s masks are in those
+    coordinates). Place it after ``LoadImageFromFile``; it does nothing for samples
+    without a declared size.
     """
 
     def transform(self, results: dict) -> dict:

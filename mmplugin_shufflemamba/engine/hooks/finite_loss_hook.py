@@ -1,28 +1,7 @@
-"""Stop training at the first non-finite loss or gradient norm.
-
-A diverged run otherwise goes on: MMEngine logs ``loss: nan`` every ``interval``
-iterations, saves NaN weights at the next checkpoint and evaluates them (mmdet's
-``CheckInvalidLossHook`` looks every 50 iterations and only asserts). This hook checks
-after EVERY training iteration:
-
-- every loss term in the model's outputs (the log variables of ``train_step``: the
-  total ``loss`` and each ``*loss*`` term),
-- the gradient norm MMEngine logs as ``train/grad_norm`` when the optimizer wrapper
-  clips gradients (this iteration's value only), unless a loss scaler is in use
-  (``AmpOptimWrapper`` with float16: the scaler makes inf gradients on purpose and
-  skips those steps),
-
-and raises :class:`NonFiniteTrainingError` naming the iteration, the loss terms and
-their values. Before a checkpoint is written it also checks the weights being saved
-(a step can make them non-finite while the loss that led to it was finite): such a
-checkpoint is not written. Its priority (``'ABOVE_NORMAL'``) puts it before ``EMAHook`` (NORMAL),
-``LoggerHook`` (BELOW_NORMAL) and ``CheckpointHook`` (VERY_LOW) in ``after_train_iter``:
-the run stops before the NaN state is averaged or saved. In a distributed run the
-ranks agree on the verdict (one small all-reduce per iteration), so that all stop at
-the same iteration, not only the rank whose batch diverged.
-
-``tools/train.py`` adds it to every run (``--no-finite-check`` or ``finite_check = False``
-in the config turn it off); other tools use ``custom_hooks = [dict(type='FiniteLossHook')]``.
+"""Stop training at the first non-finite loss or gradient norm (a diverged run otherwise
+goes on logging ``loss: nan``, saving NaN weights and evaluating them), and refuse to save
+non-finite weights. ``tools/train.py`` adds it to every run; see
+docs/training_and_testing.md (how the training hooks and data checks work).
 """
 import math
 from typing import Dict, Optional
@@ -43,42 +22,27 @@ def _value(v) -> Optional[float]:
         if v.numel() == 0:
             return None
         return float(v.detach().float().mean()) if v.numel() > 1 else float(v.detach())
-    if isinstance(v, (int, float)):
-        return float(v)
-    return None
+    return float(v) if isinstance(v, (int, float)) else None
 
 
 def _loss_terms(outputs) -> Dict[str, float]:
     """The loss values of ``train_step``'s log variables (keys containing 'loss', as
     MMEngine's ``parse_losses`` sums them)."""
-    terms = {}
-    if isinstance(outputs, dict):
-        for k, v in outputs.items():
-            if 'loss' in str(k):
-                value = _value(v)
-                if value is not None:
-                    terms[str(k)] = value
-    return terms
-
-
-def _wrappers(optim_wrapper):
-    """The optimizer wrappers inside ``optim_wrapper`` (one, or an OptimWrapperDict's)."""
-    inner = getattr(optim_wrapper, 'optim_wrappers', None)
-    if isinstance(inner, dict):
-        return list(inner.values())
-    return [optim_wrapper] if optim_wrapper is not None else []
+    if not isinstance(outputs, dict):
+        return {}
+    return {str(k): value for k, v in outputs.items()
+            if 'loss' in str(k) and (value := _value(v)) is not None}
 
 
 def uses_loss_scaler(optim_wrapper) -> bool:
     """Whether a loss scaler skips steps with inf gradients (MMEngine's
     ``AmpOptimWrapper`` with an enabled ``GradScaler``, ``ApexOptimWrapper``)."""
-    for w in _wrappers(optim_wrapper):
+    inner = getattr(optim_wrapper, 'optim_wrappers', None)  # an OptimWrapperDict's
+    wrappers = list(inner.values()) if isinstance(inner, dict) else [optim_wrapper]
+    for w in wrappers:
         scaler = getattr(w, 'loss_scaler', None)
-        if scaler is not None:
-            enabled = getattr(scaler, 'is_enabled', None)
-            if enabled is None or enabled():
-                return True
-        if type(w).__name__ == 'ApexOptimWrapper':
+        if (scaler is not None and getattr(scaler, 'is_enabled', lambda: True)()
+                or type(w).__name__ == 'ApexOptimWrapper'):
             return True
     return False
 
@@ -97,9 +61,10 @@ class FiniteLossHook(Hook):
             optimizer wrapper clips gradients), except where a loss scaler skips
             non-finite steps. Defaults to True.
         check_weights (bool): refuse to save a checkpoint whose weights hold NaN / inf
-            (checked on the saving rank when a checkpoint is written). Defaults to True.
+            (checked on the saving rank). Defaults to True.
     """
 
+    # Before EMAHook (NORMAL), LoggerHook and CheckpointHook in after_train_iter.
     priority = 'ABOVE_NORMAL'
 
     def __init__(self, check_grad_norm: bool = True, check_weights: bool = True) -> None:
@@ -150,11 +115,13 @@ class FiniteLossHook(Hook):
         grad_norm = self._grad_norm(runner)
         bad_loss = any(not math.isfinite(v) for v in terms.values())
         bad_grad = grad_norm is not None and not math.isfinite(grad_norm)
-        ranks = _ranks_in_trouble(bad_loss or bad_grad)
+        from mmengine.dist import get_world_size
+        world = get_world_size()
+        ranks = _ranks_in_trouble(bad_loss or bad_grad, world)
         if not ranks:
             return
-        it = runner.iter + 1  # the iteration as the log counts it ("Iter(train) [it/N]")
-        where = f'iteration {it}'
+        # The iteration as the log counts it ("Iter(train) [it/N]").
+        where = f'iteration {runner.iter + 1}'
         from mmengine.runner import EpochBasedTrainLoop
         if isinstance(getattr(runner, '_train_loop', None), EpochBasedTrainLoop):
             where += f' (epoch {runner.epoch + 1}, batch {batch_idx + 1})'
@@ -165,8 +132,8 @@ class FiniteLossHook(Hook):
                 [f'non-finite gradient norm (grad_norm={_fmt(grad_norm)})']
                 if bad_grad else [])
             head = f'{" and ".join(what)} at {where}: {values}'
-            if _world_size() > 1:
-                head += f' (on rank(s) {ranks} of {_world_size()})'
+            if world > 1:
+                head += f' (on rank(s) {ranks} of {world})'
         else:
             head = (f'non-finite loss or gradient norm on rank(s) {ranks} at {where} '
                     f'(this rank: {values})')
@@ -180,18 +147,12 @@ class FiniteLossHook(Hook):
         raise NonFiniteTrainingError(msg)
 
 
-def _world_size() -> int:
-    from mmengine.dist import get_world_size
-    return get_world_size()
-
-
-def _ranks_in_trouble(bad: bool) -> list:
+def _ranks_in_trouble(bad: bool, world: int) -> list:
     """The ranks whose iteration went non-finite (all ranks learn every rank's verdict:
-    one all-reduce of ``world_size`` flags; no communication in a single process)."""
-    from mmengine.dist import all_reduce, get_rank
-    world = _world_size()
+    one all-reduce of ``world`` flags; no communication in a single process)."""
     if world == 1:
         return [0] if bad else []
+    from mmengine.dist import all_reduce, get_rank
     flags = torch.zeros(world, dtype=torch.float32)
     flags[get_rank()] = float(bad)
     all_reduce(flags, op='sum')

@@ -1,22 +1,7 @@
-"""Resume a training run exactly where it stopped: the torch random number generators.
-
-MMEngine's checkpoints hold the weights, optimizer, schedulers and iteration, and on
-resume the iteration-based loop replays the data loader up to that iteration (so the
-sampler order and the data transforms' numpy / python RNG draws repeat). But the
-model's own randomness (drop path, ShuffleMamba's layer shuffle) draws from torch's
-generator, which a resumed process restarts from the seed: the continuation differed
-from an uninterrupted run. This hook
-
-- saves torch's CPU (and CUDA) generator states into every checkpoint
-  (``checkpoint['rng_state']``, tensors only, so the safe ``torch.load`` reads them),
-- restores them at the first training iteration after a resume, i.e. after the loop
-  replayed the data loader (whose iterator creation draws a seed from torch's
-  generator, as it did in the uninterrupted run),
-- keeps a validation inside training from moving the training generator (a validation
-  data loader draws a seed too, and no validation runs at the resume point of the
-  resumed run).
-
-``tools/train.py`` adds it to every training run.
+"""Resume a training run exactly where it stopped: the torch random number generators
+(drop path, ShuffleMamba's layer shuffle), which MMEngine's checkpoints do not hold.
+``tools/train.py`` adds it to every training run; see docs/training_and_testing.md (how the
+training hooks and data checks work).
 """
 from typing import Optional
 
@@ -69,16 +54,11 @@ class RNGStateHook(Hook):
             self._pending = None
 
     def before_val(self, runner) -> None:
-        if _in_training(runner):
+        loop = getattr(runner, '_train_loop', None)
+        if loop is not None and not isinstance(loop, dict):  # validation inside train()
             self._before_val = _get_state()
 
     def after_val(self, runner) -> None:
         if self._before_val is not None:
             _set_state(self._before_val)
             self._before_val = None
-
-
-def _in_training(runner) -> bool:
-    """Whether the validation runs inside ``runner.train()``."""
-    loop = getattr(runner, '_train_loop', None)
-    return loop is not None and not isinstance(loop, dict)

@@ -1,15 +1,8 @@
-"""Mixed precision on the CPU: bfloat16 autocast.
-
-MMEngine 0.10's ``AmpOptimWrapper`` refuses machines without a GPU (and its loss scaler
-is CUDA's). bfloat16 has float32's exponent range, so it needs no loss scaling: this
-wrapper only runs the forward pass (and thus the backward's matching casts) under
-``torch.autocast('cpu', dtype=torch.bfloat16)``; parameters, gradients and the
-optimizer stay float32, and its state dict is the plain ``OptimWrapper``'s (resuming
-works across AMP on and off). The ShuffleMamba ops compute the selective scan in
-float32 whatever the autocast (see ``mmplugin_shufflemamba.ops``).
-
-``tools/train.py --amp`` uses it on machines without CUDA; on GPUs it uses MMEngine's
-``AmpOptimWrapper`` (float16 with dynamic loss scaling, or bfloat16).
+"""Mixed precision on the CPU (MMEngine 0.10's ``AmpOptimWrapper`` refuses machines
+without a GPU): bfloat16 has float32's exponent range and needs no loss scaling, so only
+the forward pass runs under ``torch.autocast('cpu', dtype=torch.bfloat16)``; parameters,
+gradients, the optimizer and the state dict stay the plain ``OptimWrapper``'s (resuming
+works across AMP on and off). The ShuffleMamba ops scan in float32 whatever the autocast.
 """
 from contextlib import contextmanager
 from typing import Union
@@ -35,8 +28,7 @@ class CPUAmpOptimWrapper(OptimWrapper):
     def __init__(self, dtype: Union[str, torch.dtype] = 'bfloat16', **kwargs):
         super().__init__(**kwargs)
         if isinstance(dtype, str):
-            dtype = getattr(torch, dtype, None) if dtype in ('bfloat16', 'float16') \
-                else None
+            dtype = getattr(torch, dtype) if dtype in ('bfloat16', 'float16') else None
         if dtype != torch.bfloat16:
             raise ValueError(
                 'CPUAmpOptimWrapper autocasts to bfloat16 only (float16 on the CPU would '
@@ -45,25 +37,20 @@ class CPUAmpOptimWrapper(OptimWrapper):
 
     @contextmanager
     def optim_context(self, model: nn.Module):
-        with super().optim_context(model):
-            with torch.autocast(device_type='cpu', dtype=self.cast_dtype):
-                yield
+        with super().optim_context(model), torch.autocast('cpu', dtype=self.cast_dtype):
+            yield
 
 
 def amp_optim_wrapper_cfg(optim_wrapper: dict, dtype: str, cuda: bool) -> dict:
-    """The ``optim_wrapper`` config for ``tools/train.py --amp --amp-dtype DTYPE``.
-
-    On CUDA: MMEngine's ``AmpOptimWrapper`` (``float16`` with dynamic loss scaling, or
-    ``bfloat16``). Without CUDA: :class:`CPUAmpOptimWrapper` (``bfloat16`` only; a clear
-    error for ``float16``). Keeps the other settings (optimizer, constructor, clip_grad,
-    paramwise_cfg).
+    """The ``optim_wrapper`` config for ``tools/train.py --amp --amp-dtype DTYPE``, the
+    other settings kept: on CUDA MMEngine's ``AmpOptimWrapper`` (``float16`` with dynamic
+    loss scaling, or ``bfloat16``), else :class:`CPUAmpOptimWrapper` (``bfloat16`` only).
     """
     if dtype not in ('float16', 'bfloat16'):
         raise ValueError(f"--amp-dtype must be 'float16' or 'bfloat16', got {dtype!r}")
     cfg = dict(optim_wrapper)
     if cuda:
-        cfg['type'] = 'AmpOptimWrapper'
-        cfg['dtype'] = dtype
+        cfg.update(type='AmpOptimWrapper', dtype=dtype)
         cfg.setdefault('loss_scale', 'dynamic')
         return cfg
     if dtype != 'bfloat16':
@@ -71,7 +58,6 @@ def amp_optim_wrapper_cfg(optim_wrapper: dict, dtype: str, cuda: bool) -> dict:
             '--amp on a machine without CUDA trains in bfloat16 (CPU autocast): float16 '
             'needs a GPU (its loss scaler is CUDA\'s). Use --amp-dtype bfloat16, or no '
             '--amp.')
-    cfg['type'] = 'CPUAmpOptimWrapper'
-    cfg['dtype'] = 'bfloat16'
+    cfg.update(type='CPUAmpOptimWrapper', dtype='bfloat16')
     cfg.pop('loss_scale', None)
     return cfg

@@ -1,17 +1,6 @@
-"""Optimizer-wrapper constructors that read the ``_no_weight_decay`` mark.
-
-The models mark the parameters that get no weight decay where they create them,
-``param._no_weight_decay = True``, as mamba-ssm marks ``A_log`` and ``D``: the SSM's
-``A_log`` / ``A_b_log`` / ``D`` / ``D_b``, ``pos_embed``, ``cls_token`` (the registers
-too), ``pos_embed_cls``, the token norms (LayerNorm / RMSNorm) and the adapter's
-``level_embed``, injector ``gamma``, LayerNorms and output norms ``norm1``-``norm4``.
-Neither MMEngine nor timm reads that mark. These constructors do and are otherwise
-MMEngine's and mmpretrain's own:
-
-- :class:`ShuffleMambaOptimWrapperConstructor`: MMEngine's
-  ``DefaultOptimWrapperConstructor``, with weight decay 0 for the marked parameters.
-- :class:`ShuffleMambaLayerDecayOptimWrapperConstructor`: mmpretrain's
-  ``LearningRateDecayOptimWrapperConstructor``, plus what it lacks.
+"""Optimizer-wrapper constructors that read the models' ``_no_weight_decay`` mark
+(``param._no_weight_decay = True``, as mamba-ssm marks ``A_log`` and ``D``), which neither
+MMEngine nor timm reads; see docs/training_and_testing.md (layer-wise learning-rate decay).
 """
 import inspect
 import logging
@@ -42,15 +31,9 @@ def is_marked_no_decay(param: nn.Parameter) -> bool:
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class ShuffleMambaOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """MMEngine's ``DefaultOptimWrapperConstructor``, with weight decay 0 for every
-    parameter marked ``_no_weight_decay`` (whatever ``custom_keys`` or the
-    ``*_decay_mult`` options say). ``paramwise_cfg`` is MMEngine's.
-
-    Example:
-        >>> optim_wrapper = dict(
-        ...     type='OptimWrapper',
-        ...     optimizer=dict(type='AdamW', lr=6e-5, weight_decay=0.01),
-        ...     constructor='ShuffleMambaOptimWrapperConstructor')
+    """MMEngine's ``DefaultOptimWrapperConstructor`` (same ``paramwise_cfg``), with weight
+    decay 0 for every parameter marked ``_no_weight_decay`` (whatever ``custom_keys`` or
+    the ``*_decay_mult`` options say): ``constructor='ShuffleMambaOptimWrapperConstructor'``.
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
@@ -78,24 +61,16 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
     """mmpretrain's layer-wise lr decay, for mmseg / mmdet / mmpretrain models.
 
     Each trainable parameter gets ``lr = base_lr * lr_mult * layer_decay_rate **
-    (num_layers - 1 - layer_id)`` and weight decay ``base_wd * decay_mult``, or 0 for
-    a no-decay parameter: one marked ``_no_weight_decay``, any parameter of a
-    normalisation module (:data:`NORM_TYPES`, by type) and any ``bias`` / ``*_bias``;
-    ``decay_mult`` cannot turn decay back on for these. ``(layer_id, num_layers)`` is
-    the backbone's ``get_layer_depth(name, prefix='backbone.')`` (a bare backbone's own
-    for a model without ``backbone``); for ShuffleMamba the embeddings are layer 0,
-    block ``i`` layer ``i + 1`` and the rest (final norm, the adapter's own modules,
-    necks, heads) the top layer, with the full lr.
-
-    What it adds to mmpretrain's constructor: the backbone's ``get_layer_depth`` (which
-    mmpretrain asks of the root model), the mark, ``nn.RMSNorm`` and mmcv's SyncBN as
-    norms, ``lr_mult`` of ``custom_keys`` (longest key first, as MMEngine) and their
-    ``requires_grad=False``, shared tensors added once, one param group per (layer id,
-    decay or not, custom key) from the top layer down, each with ``param_names``,
-    ``layer_id``, ``lr_scale`` (incl. ``lr_mult``) and with a custom key its
-    ``custom_key``, ``lr_mult``, ``decay_mult`` and other options, a one-line-per-layer
-    log, and checks of ``paramwise_cfg``. Without ``optimizer.weight_decay`` the
-    optimizer's default is the base.
+    (num_layers - 1 - layer_id)`` and weight decay ``base_wd * decay_mult``, or 0 (which
+    ``decay_mult`` cannot change) for a parameter marked ``_no_weight_decay``, of a
+    normalisation module (:data:`NORM_TYPES`) or named ``bias`` / ``*_bias``.
+    ``(layer_id, num_layers)`` is the backbone's ``get_layer_depth(name,
+    prefix='backbone.')`` (a bare backbone's own). Parameters shared by several modules
+    are added once; the groups are one per (layer id, decay or not, custom key), top
+    layer first, each with ``param_names``, ``layer_id`` and ``lr_scale`` (and a custom
+    key's, longest matching key first, ``custom_key``, ``lr_mult``, ``decay_mult`` and
+    options), and one line per layer is logged. Without ``optimizer.weight_decay`` the
+    optimizer's default is the base. See docs/training_and_testing.md for an example.
 
     Args:
         optim_wrapper_cfg (dict): with ``optimizer`` (``lr`` required).
@@ -103,14 +78,6 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
             ``custom_keys`` ``{substring: dict(lr_mult=.., decay_mult=..,
             requires_grad=.., **group_options)}`` and ``bypass_duplicate`` (accepted;
             shared tensors are always added once). Other keys are errors.
-
-    Example:
-        >>> optim_wrapper = dict(
-        ...     type='OptimWrapper',
-        ...     optimizer=dict(type='AdamW', lr=6e-5, weight_decay=0.01),
-        ...     constructor='ShuffleMambaLayerDecayOptimWrapperConstructor',
-        ...     paramwise_cfg=dict(layer_decay_rate=0.9,
-        ...                        custom_keys={'decode_head': dict(lr_mult=10.)}))
     """
 
     def _validate_cfg(self) -> None:
@@ -126,12 +93,11 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
                                  f'for {self.optimizer_cfg["type"]!r}).')
             self.base_wd = wd.default
         super()._validate_cfg()
-        for key in cfg:
-            if key not in _PARAMWISE_KEYS:
-                raise ValueError(
-                    f'Unknown paramwise_cfg key {key!r} for {name}; it takes '
-                    f'{list(_PARAMWISE_KEYS)}. Norms, biases and parameters marked '
-                    '_no_weight_decay are never decayed; multipliers go in custom_keys.')
+        for key in (k for k in cfg if k not in _PARAMWISE_KEYS):
+            raise ValueError(
+                f'Unknown paramwise_cfg key {key!r} for {name}; it takes '
+                f'{list(_PARAMWISE_KEYS)}. Norms, biases and parameters marked '
+                '_no_weight_decay are never decayed; multipliers go in custom_keys.')
         rate = cfg.get('layer_decay_rate')
         if rate is None:
             raise ValueError(f'{name} needs paramwise_cfg=dict(layer_decay_rate=...), got '
@@ -229,6 +195,5 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
             count = {nd: sum(len(g['params']) for k, g in layer.items() if k[1] == nd)
                      for nd in (False, True)}
             keys = ''.join(sorted({f', {k[2]!r}' for k in layer if k[2] is not None}))
-            print_log(f'  layer {layer_id}: lr_scale {scales[layer_id]:.4g}, '
-                      f'{count[False]} decayed + '
-                      f'{count[True]} no-decay tensors{keys}', logger='current')
+            print_log(f'  layer {layer_id}: lr_scale {scales[layer_id]:.4g}, {count[False]} '
+                      f'decayed + {count[True]} no-decay tensors{keys}', logger='current')
