@@ -1,5 +1,5 @@
-"""The architecture registry: one table of sizes (``ARCHS``, with their aliases) that
-the backbone (``arch='b'``), the timm model names and the checkpoint converter read."""
+"""The architecture registry (``ARCHS``: sizes by name and alias) and the published
+ImageNet checkpoints of the family (``PUBLISHED_WEIGHTS``)."""
 from typing import Dict, Optional, Union
 
 from .layers.arg_checks import check_int
@@ -23,8 +23,7 @@ for _name, (_dims, _depth, _aliases) in _SIZES.items():
 
 def resolve_arch(arch: Union[str, dict], embed_dims: Optional[int] = None,
                  num_layers: Optional[int] = None) -> Dict[str, int]:
-    """``dict(embed_dims=, num_layers=)`` of an arch name or dict, with overrides;
-    a clear error for an unknown name, unknown keys or non-positive sizes."""
+    """``dict(embed_dims=, num_layers=)`` of an arch name or dict, with overrides."""
     if isinstance(arch, str):
         key = arch.lower()
         if key not in ARCHS:
@@ -41,10 +40,8 @@ def resolve_arch(arch: Union[str, dict], embed_dims: Optional[int] = None,
                              'other settings as arguments of the backbone).')
     else:
         raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}')
-    if embed_dims is not None:
-        settings['embed_dims'] = embed_dims
-    if num_layers is not None:
-        settings['num_layers'] = num_layers
+    settings.update({k: v for k, v in (('embed_dims', embed_dims),
+                                       ('num_layers', num_layers)) if v is not None})
     missing = {'embed_dims', 'num_layers'} - set(settings)
     if missing:
         raise ValueError(f'arch is missing {sorted(missing)}: {settings}')
@@ -57,13 +54,10 @@ def resolve_arch(arch: Union[str, dict], embed_dims: Optional[int] = None,
                 num_layers=int(settings['num_layers']))
 
 
-
-#: The published ImageNet checkpoints of the family this backbone reads as they are
-#: (factory name in the file's ``args.model`` -> what it is and the config that fits).
-#: No ShuffleMamba weights were released; these are the starting points. Vim's
-#: stride-8 variants (overlapping patches) have no counterpart here. ``layout`` is the
-#: checkpoint format; VideoMamba's files hold only ``model`` (no model name), so they
-#: load with ``ckpt_format='videomamba'``.
+#: Published ImageNet checkpoints of the family that load as they are (factory name in
+#: the file's ``args.model`` -> what it is and the config that fits; ``layout``: the
+#: checkpoint format). VideoMamba's files hold no model name: ``ckpt_format='videomamba'``.
+#: Vim's stride-8 variants (overlapping patches) have no counterpart here.
 PUBLISHED_WEIGHTS: Dict[str, dict] = {
     'mambar_small_patch16_224': dict(
         family='Mamba-Reg', arch='s', norm='RMSNorm', layout='reg', registers=12,

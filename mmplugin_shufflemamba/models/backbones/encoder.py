@@ -1,7 +1,5 @@
-"""The ShuffleMamba encoder: patch embedding + position embedding + extra tokens +
-bidirectional Mamba blocks with SLWS + final norm. The dense backbone
-(:class:`~.shuffle_mamba.ShuffleMamba`), the adapter and the ImageNet classifier are
-this encoder with their own outputs."""
+"""The ShuffleMamba encoder (embeddings, extra tokens, Mamba blocks with SLWS, final
+norm) that the dense backbone, the adapter and the ImageNet classifier share."""
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -16,106 +14,78 @@ from mmengine.model.weight_init import trunc_normal_
 from ..archs import ARCHS, resolve_arch
 from ..layers import (LayerShuffle, MambaBlock, PatchEmbed, build_token_norm,
                       resize_pos_embed, shuffled_call)
-from ..layers.arg_checks import check_bool, check_choice, check_int
+from ..layers.arg_checks import check_bool, check_choice, check_int, check_norm_cfg
 from ..layers.bimamba import mark_no_weight_decay
 from ..layers.layer_shuffle import SHUFFLE_DRAWS
 from ..layers.pos_embed import INTERPOLATE_MODES
 from ..layers.token_layout import TokenLayout
 from .shuffle_mamba_checks import (check_cls_reduce, check_frozen_stages, check_image_input,
-                                   check_mixer_args, check_norm_cfg, check_patch_grid)
+                                   check_mixer_args, check_patch_grid)
 
 
 class ShuffleMambaEncoder(BaseModule):
-    """Embedding, blocks with SLWS and final norm of a ShuffleMamba (Vim) model.
+    """Embedding, blocks with SLWS and final norm of a ShuffleMamba (Vim) model, with
+    the official checkpoints' parameter names (arguments in docs/backbone.md).
 
-    In training, block ``l`` shuffles the token sequence (hidden state and residual
-    stream, one permutation shared by the batch, inverted after the block) with
-    probability ``linspace(0, shuffle_rate, num_layers)[l]``; in eval it is the plain
-    Vim. The parameter names are the official checkpoints' (``patch_embed``,
-    ``pos_embed``, ``cls_token``, ``pos_embed_cls``, ``layers``, ``norm_f``, ``neck``,
-    ``norm_neck``).
+    In training, block ``l`` shuffles the tokens (hidden state and residual, one
+    permutation per batch, inverted after the block) with probability
+    ``linspace(0, shuffle_rate, num_layers)[l]``; in eval it is the plain Vim.
 
     Args:
-        arch (str | dict): 't', 's', 'm', 'b', 'l1', 'l2' (or their long names, see
-            :data:`~mmplugin_shufflemamba.models.archs.ARCHS`) or a dict with
-            ``embed_dims`` and ``num_layers``. Defaults to 'b'.
-        img_size (int | tuple): resolution the position embedding was trained at.
-            Defaults to 224.
+        arch (str | dict): a name of :data:`~..archs.ARCHS` or
+            ``dict(embed_dims=, num_layers=)``. Defaults to 'b'.
+        img_size (int | tuple): resolution of the position embedding. Defaults to 224.
         patch_size (int): >= 1, at most ``img_size``. Defaults to 16.
-        in_channels (int): Defaults to 3.
+        in_channels (int): image channels. Defaults to 3.
         embed_dims (int, optional): overrides ``arch``.
         num_layers (int, optional): overrides ``arch``.
-        d_state (int): SSM state size (>= 1). Defaults to 16.
-        d_conv (int): causal conv width (>= 1). Defaults to 4.
-        expand (int): mixer expansion (>= 1). Defaults to 2.
-        drop_rate (float): dropout after the position embedding, in [0, 1).
+        d_state (int): SSM state size. Defaults to 16.
+        d_conv (int): causal conv width. Defaults to 4.
+        expand (int): mixer expansion. Defaults to 2.
+        drop_rate (float): dropout after the position embedding. Defaults to 0.
+        drop_path_rate (float): stochastic depth, ``[0] + linspace(0, rate, L)``.
             Defaults to 0.
-        drop_path_rate (float): stochastic depth, ``[0] + linspace(0, rate, L)``
-            over the blocks as in the official code; in [0, 1). Defaults to 0.
         shuffle_rate (float): P of SLWS, in [0, 1]. Defaults to 0.
-        tokens (TokenLayout, optional): the extra tokens (none, one cls token in
-            front, R registers). Defaults to none.
-        cls_reduce (int): Mamba-Reg's register reduction for classification
-            (``neck``: Linear D -> D // cls_reduce without bias, ``norm_neck`` over
-            the flattened registers); built when > 1, with registers only.
-            Defaults to 1.
-        shuffle_cls (bool): whether SLWS shuffles the extra tokens with the patches
-            (the paper's default, True) or keeps them at their positions.
-            Defaults to True.
-        shuffle_draw (str): 'host' (each block's shuffle decided on the CPU; blocks
-            that do not shuffle cost nothing) or 'device' (drawn on the tokens'
-            device with no host synchronisation and no data-dependent branch, for
-            CUDA graphs and ``torch.compile``). Defaults to 'host'.
+        tokens (TokenLayout, optional): the extra tokens. Defaults to none.
+        cls_reduce (int): Mamba-Reg's register reduction (``neck``). Defaults to 1.
+        shuffle_cls (bool): whether SLWS moves the extra tokens. Defaults to True.
+        shuffle_draw (str): 'host' or 'device' (docs/backbone.md#slws).
+            Defaults to 'host'.
         final_norm (bool): build ``norm_f``. Defaults to True.
         norm_cfg (dict): 'LN' or 'RMSNorm'. Defaults to ``dict(type='LN', eps=1e-5)``.
         interpolate_mode (str): position-embedding resize mode. Defaults to 'bicubic'.
-        kernel (str): 'auto' uses the mamba-ssm / causal-conv1d CUDA kernels when
-            installed and on GPU, 'cuda' requires them, 'torch' never uses them.
+        kernel (str): 'auto', 'cuda' or 'torch' (:mod:`mmplugin_shufflemamba.ops`).
         with_cp (bool): gradient checkpointing of every block. Defaults to False.
-        frozen_stages (int): freeze the embeddings and the first ``frozen_stages``
-            blocks (-1: nothing; at most ``num_layers``). Defaults to -1.
+        frozen_stages (int): freeze the embeddings and the first k blocks (-1: none).
+            Defaults to -1.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=...)``.
 
-    Every argument is checked at construction: a value of the wrong type is a
-    ``TypeError`` and one out of range a ``ValueError``, both naming the argument.
+    Bad arguments raise ``TypeError`` (wrong type) or ``ValueError`` (out of range).
     """
     #: the architecture registry (:mod:`mmplugin_shufflemamba.models.archs`)
     arch_zoo = ARCHS
     #: top-level modules that an ImageNet checkpoint does not provide
     NOT_PRETRAINED: Tuple[str, ...] = ()
 
-    def __init__(self,
-                 arch: Union[str, dict] = 'b',
-                 img_size: Union[int, Sequence[int]] = 224,
-                 patch_size: int = 16,
-                 in_channels: int = 3,
-                 embed_dims: Optional[int] = None,
-                 num_layers: Optional[int] = None,
-                 d_state: int = 16,
-                 d_conv: int = 4,
-                 expand: int = 2,
-                 drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0,
-                 shuffle_rate: float = 0.0,
-                 tokens: Optional[TokenLayout] = None,
-                 cls_reduce: int = 1,
-                 shuffle_cls: bool = True,
-                 shuffle_draw: str = 'host',
-                 final_norm: bool = True,
-                 norm_cfg: dict = dict(type='LN', eps=1e-5),
-                 interpolate_mode: str = 'bicubic',
-                 kernel: str = 'auto',
-                 with_cp: bool = False,
-                 frozen_stages: int = -1,
+    def __init__(self, arch: Union[str, dict] = 'b',
+                 img_size: Union[int, Sequence[int]] = 224, patch_size: int = 16,
+                 in_channels: int = 3, embed_dims: Optional[int] = None,
+                 num_layers: Optional[int] = None, d_state: int = 16, d_conv: int = 4,
+                 expand: int = 2, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 shuffle_rate: float = 0.0, tokens: Optional[TokenLayout] = None,
+                 cls_reduce: int = 1, shuffle_cls: bool = True, shuffle_draw: str = 'host',
+                 final_norm: bool = True, norm_cfg: dict = dict(type='LN', eps=1e-5),
+                 interpolate_mode: str = 'bicubic', kernel: str = 'auto',
+                 with_cp: bool = False, frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+        if self._pretrained_cfg():
             # A placeholder path fails when the model is built, not after the data.
             from ...checkpoint import check_checkpoint_path
             check_checkpoint_path(init_cfg.get('checkpoint'))
         arch_settings = resolve_arch(arch, embed_dims, num_layers)
-        self.embed_dims = D = int(arch_settings['embed_dims'])
-        self.num_layers = int(arch_settings['num_layers'])
+        self.embed_dims = D = arch_settings['embed_dims']
+        self.num_layers = arch_settings['num_layers']
         #: where the cls / register tokens sit (embedding, SLWS, outputs, loading).
         self.tokens = TokenLayout() if tokens is None else tokens
         if not isinstance(self.tokens, TokenLayout):
@@ -141,16 +111,14 @@ class ShuffleMambaEncoder(BaseModule):
         self.patch_embed = PatchEmbed(in_channels, D, self.patch_size)
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         # Official layouts: a front cls token has its position first in pos_embed;
-        # registers have their own pos_embed_cls. All marked _no_weight_decay.
-        front = self.tokens.kind == 'front'
+        # registers have their own pos_embed_cls.
+        T = self.tokens.num_extra
         self.pos_embed = mark_no_weight_decay(
-            nn.Parameter(torch.zeros(1, num_patches + int(front), D)))
-        if self.tokens.num_extra:
-            self.cls_token = mark_no_weight_decay(
-                nn.Parameter(torch.zeros(1, self.tokens.num_extra, D)))
-        if self.tokens.kind == 'registers':
-            self.pos_embed_cls = mark_no_weight_decay(
-                nn.Parameter(torch.zeros(1, self.tokens.num_extra, D)))
+            nn.Parameter(torch.zeros(1, num_patches + int(self.with_cls_token), D)))
+        if T:
+            self.cls_token = mark_no_weight_decay(nn.Parameter(torch.zeros(1, T, D)))
+        if self.num_registers:
+            self.pos_embed_cls = mark_no_weight_decay(nn.Parameter(torch.zeros(1, T, D)))
         self.pos_drop = nn.Dropout(p=drop_rate)
 
         # Official schedule: block i gets ([0] + linspace(0, rate, L))[i]; the final
@@ -172,7 +140,6 @@ class ShuffleMambaEncoder(BaseModule):
             self.norm_neck = build_token_norm(norm_cfg, self.cls_feature_dims)
         self._freeze_stages()
 
-    # ------------------------------------------------------------------ properties
     @property
     def with_cls_token(self) -> bool:
         """One cls token in front of the patches."""
@@ -195,34 +162,32 @@ class ShuffleMambaEncoder(BaseModule):
             return self.embed_dims
         return self.num_registers * (self.embed_dims // self.cls_reduce)
 
-    # ------------------------------------------------------------------ weights
+    def _pretrained_cfg(self) -> bool:
+        return isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'
+
     def pretrained_state_dict(self) -> Dict[str, torch.Tensor]:
-        """The part of the state dict that an ImageNet checkpoint provides (all but
-        the modules in :attr:`NOT_PRETRAINED`), so that pretrained loading is strict on
-        exactly that part."""
+        """The state dict an ImageNet checkpoint provides (all but
+        :attr:`NOT_PRETRAINED`), on which pretrained loading is strict."""
         return {k: v for k, v in self.state_dict().items()
                 if k.split('.')[0] not in self.NOT_PRETRAINED}
 
     def init_weights(self) -> None:
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+        if self._pretrained_cfg():
             from ...checkpoint import load_pretrained_backbone
             load_pretrained_backbone(self, **{k: v for k, v in self.init_cfg.items()
                                              if k != 'type'})
             self._is_init = True
             return
         super().init_weights()
-        if self.init_cfg is not None:
-            return
-        self.reset_parameters()
+        if self.init_cfg is None:
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The default initialisation of the embeddings and projections (what
-        :meth:`init_weights` does without ``init_cfg``), without MMEngine's logging."""
-        trunc_normal_(self.pos_embed, std=0.02)
-        if self.tokens.num_extra:
-            trunc_normal_(self.cls_token, std=0.02)
-        if self.tokens.kind == 'registers':
-            trunc_normal_(self.pos_embed_cls, std=0.02)
+        """The default initialisation (:meth:`init_weights` without ``init_cfg``),
+        without MMEngine's logging."""
+        for name in ('pos_embed', 'cls_token', 'pos_embed_cls'):
+            if hasattr(self, name):
+                trunc_normal_(getattr(self, name), std=0.02)
         if self.cls_reduce > 1:
             trunc_normal_(self.neck.weight, std=0.02)
         for name, m in self.layers.named_modules(prefix='layers'):
@@ -255,26 +220,22 @@ class ShuffleMambaEncoder(BaseModule):
         return self
 
     def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
-        """Layer id of a parameter for layer-wise learning-rate decay.
-
-        Embeddings are layer 0, block i is layer i + 1, the final norm (and anything
-        else) ``num_layers + 1``; returns ``(layer_depth, num_layers + 2)``.
+        """Layer id of a parameter for layer-wise learning-rate decay: embeddings 0,
+        block i ``i + 1``, the rest ``num_layers + 1``; returns ``(id, num_layers + 2)``.
         """
         num_layers = self.num_layers + 2
+        name = param_name[len(prefix):]
         if not param_name.startswith(prefix):
             return num_layers - 1, num_layers
-        name = param_name[len(prefix):]
         if name.startswith(('patch_embed', 'pos_embed', 'cls_token', 'pos_embed_cls')):
             return 0, num_layers
         if name.startswith('layers.'):
             return int(name.split('.')[1]) + 1, num_layers
         return num_layers - 1, num_layers
 
-    # ------------------------------------------------------------------ forward
     def check_input(self, x: torch.Tensor, min_size: Optional[int] = None) -> None:
-        """Check an image batch at the entry (:func:`.shuffle_mamba_checks.check_image_input`:
-        a tensor (B, in_channels, H, W), B >= 1, H and W >= ``min_size`` (default
-        ``patch_size``), the weights' dtype or any floating dtype under autocast)."""
+        """Check an image batch (B, in_channels, H, W), H and W >= ``min_size``
+        (default ``patch_size``); see :func:`.shuffle_mamba_checks.check_image_input`."""
         check_image_input(self, x, min_size)
 
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]:
@@ -289,11 +250,10 @@ class ShuffleMambaEncoder(BaseModule):
         self.check_input(x)
         H, W = x.shape[-2:]
         p = self.patch_size
-        pad_h, pad_w = (-H) % p, (-W) % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        if H % p or W % p:
+            x = F.pad(x, (0, (-W) % p, 0, (-H) % p))
         x, grid = self.patch_embed(x)
-        if self.tokens.kind == 'front':
+        if self.with_cls_token:
             # cls first, then the position embedding of the whole sequence (the cls
             # position is not resized).
             pos = torch.cat([self.pos_embed[:, :1], resize_pos_embed(
@@ -304,47 +264,29 @@ class ShuffleMambaEncoder(BaseModule):
         else:
             x = self.pos_drop(x + resize_pos_embed(self.pos_embed, self.patch_resolution,
                                                    grid, self.interpolate_mode))
-            if self.tokens.kind == 'registers':
+            if self.num_registers:
                 regs = (self.cls_token + self.pos_embed_cls).expand(x.shape[0], -1, -1)
                 x = self.tokens.insert(x, regs.to(x.dtype))
         patch_pos, _ = self.tokens.positions(grid[0] * grid[1])
         return x, grid, patch_pos.to(x.device)
 
-    def draw_permutations(self, num_tokens: int,
-                          device: Optional[torch.device] = None
+    def draw_permutations(self, num_tokens: int, device: Optional[torch.device] = None
                           ) -> List[Optional[torch.Tensor]]:
-        """The SLWS draw of one forward pass: a permutation or None per block.
-
-        All None in eval mode. Block ``i`` uses entry ``i`` whichever range of blocks
-        :meth:`forward_blocks` runs, so that models that run the blocks in groups
-        (the adapter) keep the per-block schedule over the whole depth. With
-        ``shuffle_cls=False`` the cls / register positions are fixed points of every
-        permutation (only the patch tokens move).
-        """
+        """The SLWS draw of one forward pass: a permutation or None per block (all None
+        in eval). Block ``i`` uses entry ``i`` whichever blocks :meth:`forward_blocks`
+        runs; with ``shuffle_cls=False`` only the patch tokens move."""
         movable = self.tokens.movable(num_tokens - self.tokens.num_extra, self.shuffle_cls)
         return self.layer_shuffle(num_tokens, device, movable)
 
-    def _run_block(self, i: int, perm: Optional[torch.Tensor], hidden: torch.Tensor,
-                   residual: Optional[torch.Tensor]):
-        layer = self.layers[i]
-        if self.with_cp and self.training and hidden.requires_grad:
-            # The permutation is drawn outside, so the recomputation replays it;
-            # drop path's randomness is replayed by checkpoint's RNG state.
-            return cp.checkpoint(shuffled_call, layer, perm, hidden, residual,
-                                 use_reentrant=False)
-        return shuffled_call(layer, perm, hidden, residual)
-
     def forward_blocks(self, hidden: torch.Tensor, residual: Optional[torch.Tensor],
                        perms: Sequence[Optional[torch.Tensor]], start: int = 0,
-                       end: Optional[int] = None
-                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+                       end: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Run blocks ``start .. end - 1`` with SLWS, drop path and checkpointing.
 
         Args:
             hidden (Tensor): (B, L, D), the previous block's mixer output (the
                 embedded tokens before block 0).
-            residual (Tensor, optional): (B, L, D) residual stream; None before
-                block 0.
+            residual (Tensor, optional): (B, L, D) residual stream; None before block 0.
             perms (list): :meth:`draw_permutations` of this forward pass.
             start (int): first block. Defaults to 0.
             end (int, optional): one past the last block. Defaults to all blocks.
@@ -360,7 +302,13 @@ class ShuffleMambaEncoder(BaseModule):
             raise ValueError(f'expected {self.num_layers} permutations (one per block), '
                              f'got {len(perms)}')
         for i in range(start, end):
-            hidden, residual = self._run_block(i, perms[i], hidden, residual)
+            args = (self.layers[i], perms[i], hidden, residual)
+            if self.with_cp and self.training and hidden.requires_grad:
+                # The recomputation replays the permutation (drawn outside) and drop
+                # path (checkpoint's RNG state).
+                hidden, residual = cp.checkpoint(shuffled_call, *args, use_reentrant=False)
+            else:
+                hidden, residual = shuffled_call(*args)
         return hidden, residual
 
     def final_tokens(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -373,21 +321,17 @@ class ShuffleMambaEncoder(BaseModule):
         cls / register tokens included (SLWS in training)."""
         hidden, _, _ = self.embed(x)
         perms = self.draw_permutations(hidden.shape[1], hidden.device)
-        hidden, residual = self.forward_blocks(hidden, None, perms)
-        return self.final_tokens(hidden, residual)
+        return self.final_tokens(*self.forward_blocks(hidden, None, perms))
 
     def cls_feature(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The classification feature of a final-normed sequence (:meth:`final_tokens`).
-
-        The cls token (B, D) with a front cls token; the registers (Mamba-Reg),
-        reduced by ``neck`` and flattened, then ``norm_neck`` when ``cls_reduce > 1``
-        (B, R * D // cls_reduce).
-        """
+        """The classification feature of a final-normed sequence (:meth:`final_tokens`):
+        the cls token (B, D), or the registers reduced by ``neck`` (when
+        ``cls_reduce > 1``), flattened and normed by ``norm_neck`` (B, R * D // r)."""
         if not self.tokens.num_extra:
             raise RuntimeError('this model has no cls / register tokens: build it with '
                                'with_cls_token=True or num_registers=R.')
         regs = self.tokens.extra(tokens)
-        if self.tokens.kind == 'front':
+        if self.with_cls_token:
             return regs[:, 0]
         if self.cls_reduce > 1:
             return self.norm_neck(self.neck(regs).flatten(1))

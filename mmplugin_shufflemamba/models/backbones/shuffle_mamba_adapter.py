@@ -1,81 +1,55 @@
 """ShuffleMambaAdapter: a ViT-Adapter-style multi-scale adapter around ShuffleMamba."""
 import math
 from functools import partial
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
-from mmengine.model.weight_init import trunc_normal_
+from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers.adapter_modules import InteractionBlock, SpatialPriorModule, TokenUpsample2x
 from ..layers.deform_attn import DeformInputs, MSDeformAttn
-from ..layers.arg_checks import check_bool, check_int, check_real
+from ..layers.arg_checks import check_bool, check_int, check_norm_cfg, check_real
 from ..layers.bimamba import mark_no_weight_decay
 from ..layers.token_layout import to_map
 from .encoder import ShuffleMambaEncoder
-from .shuffle_mamba_checks import check_norm_cfg, reject_args
+from .shuffle_mamba_checks import reject_args
 
 
 @MODELS.register_module()
 class ShuffleMambaAdapter(ShuffleMambaEncoder):
-    """ShuffleMamba with a ViT-Adapter-style multi-scale adapter (strides 4-32).
+    """ShuffleMamba with a ViT-Adapter-style multi-scale adapter: four normed
+    ``(B, D, ceil(H/s), ceil(W/s))`` maps, s = 4, 8, 16, 32 (docs/adapter.md).
 
-    A spatial prior module (conv stem) gives features at strides 4, 8, 16 and 32. The
-    Mamba blocks run on the stride-16 patch tokens (no cls/register tokens, no final
-    norm) in ``interaction_indexes`` groups; before each group an injector adds
-    deformable attention over the spatial prior (levels 8/16/32) to the tokens,
-    ``x = x + gamma * MSDA(LN(x), LN(c))``, and after it an extractor updates the
-    spatial prior from the tokens, ``c = c + MSDA(LN(c), LN(x))`` followed by
-    ``c = c + drop_path(ConvFFN(LN(c)))``; two extra extractors follow the last
-    group. ``x`` is the blocks' hidden state (mixer output) and the residual stream
-    passes through the groups untouched, as in the plain backbone. Outputs: the
-    stride-8/16/32 levels of ``c``, stride 4 = ``up(c2) + c1``, plus (with
-    ``add_backbone_feature``) each group's tokens resized to the level, each level
-    normalised by ``adapter_norm_cfg``; four ``(B, D, ceil(H/s), ceil(W/s))`` maps.
-
-    SLWS applies to the blocks in training with the plain backbone's per-block
-    schedule over the whole depth (the official adapter never shuffles; set
-    ``shuffle_rate=0`` for its behaviour, the configs do). Pretrained loading
-    (``init_cfg=dict(type='Pretrained', ...)``) loads the backbone part exactly as
-    the dense backbone does (strict, registers and final norm dropped); the adapter
-    modules keep their own initialisation.
+    The blocks run on the stride-16 patch tokens (no extra tokens, no final norm) in
+    ``interaction_indexes`` groups, each between an injector
+    ``x = x + gamma * MSDA(LN(x), LN(c))`` and an extractor ``c = c + MSDA(LN(c),
+    LN(x))``, ``c = c + drop_path(ConvFFN(LN(c)))`` over the spatial prior ``c``.
 
     Args:
         conv_inplane (int): spatial prior stem width. Defaults to 64.
         n_points (int): deformable attention sampling points. Defaults to 4.
-        deform_num_heads (int, optional): deformable attention heads. Defaults to
-            None: the official configs' values, 12 below width 1024 (M, B) and 16
-            from 1024 on (L2).
+        deform_num_heads (int, optional): deformable attention heads; None: 12 below
+            width 1024, else 16 (official). Defaults to None.
         init_values (float): initial injector gamma. Defaults to 0.
-        interaction_indexes (Sequence[Sequence[int]], optional): inclusive
-            ``[first, last]`` block index pairs, consecutive and covering every
-            block. Defaults to the blocks in 4 equal groups.
+        interaction_indexes (Sequence[Sequence[int]], optional): consecutive inclusive
+            ``[first, last]`` block groups. Defaults to 4 equal groups.
         with_cffn (bool): ConvFFN in the extractors. Defaults to True.
         cffn_ratio (float): ConvFFN hidden width / D. Defaults to 0.25.
-        deform_ratio (float): deformable attention value width / D. Defaults to 0.5
-            (every official config; the official class default is 1.0).
-        add_backbone_feature (bool): add each group's tokens to the matching output
-            level (official ``add_mamba_feature``). Needs 4 groups. Defaults to True.
-        use_extra_extractor (bool): two extra extractors after the last group.
+        deform_ratio (float): deformable attention value width / D. Defaults to 0.5.
+        add_backbone_feature (bool): add each group's tokens to its level (needs 4
+            groups). Defaults to True.
+        use_extra_extractor (bool): two extractors after the last group.
             Defaults to True.
-        adapter_norm_cfg (dict): norm of the spatial prior module and of the four
-            outputs. Defaults to ``dict(type='SyncBN', requires_grad=True)`` as the
-            official adapter (which hard-codes it); the CPU tools swap SyncBN for BN.
-        with_cp (bool): gradient checkpointing of the Mamba blocks (replaying their
-            SLWS permutation) and of the injectors and extractors; the spatial prior
-            module (BatchNorm statistics) is not checkpointed. Defaults to False.
-        **kwargs: the encoder's arguments (``arch``, ``img_size``, ``patch_size``,
-            ``in_channels``, ``embed_dims``, ``num_layers``, ``d_state``, ``d_conv``,
-            ``expand``, ``drop_rate``, ``drop_path_rate``, ``shuffle_rate``,
-            ``shuffle_draw``, ``norm_cfg``, ``interpolate_mode``, ``kernel``,
-            ``frozen_stages``, ``init_cfg``), see
-            :class:`~.encoder.ShuffleMambaEncoder`; it runs on the patch tokens alone
-            without a final norm. ``drop_path_rate`` also sets the extractors' ConvFFN
-            drop path, as in the official adapter.
+        adapter_norm_cfg (dict): norm of the spatial prior and the outputs.
+            Defaults to ``dict(type='SyncBN', requires_grad=True)``.
+        **kwargs: see :class:`~.encoder.ShuffleMambaEncoder` (``patch_size`` 16;
+            ``drop_path_rate`` also drops the ConvFFN branch; ``with_cp`` also
+            checkpoints the injectors and extractors).
     """
     NOT_PRETRAINED = ('level_embed', 'spm', 'interactions', 'up', 'norm1', 'norm2',
                       'norm3', 'norm4')
@@ -96,16 +70,11 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
         'tokens': 'the adapter runs on patch tokens only',
     }
 
-    def __init__(self,
-                 conv_inplane: int = 64,
-                 n_points: int = 4,
-                 deform_num_heads: Optional[int] = None,
-                 init_values: float = 0.0,
+    def __init__(self, conv_inplane: int = 64, n_points: int = 4,
+                 deform_num_heads: Optional[int] = None, init_values: float = 0.0,
                  interaction_indexes: Optional[Sequence[Sequence[int]]] = None,
-                 with_cffn: bool = True,
-                 cffn_ratio: float = 0.25,
-                 deform_ratio: float = 0.5,
-                 add_backbone_feature: bool = True,
+                 with_cffn: bool = True, cffn_ratio: float = 0.25,
+                 deform_ratio: float = 0.5, add_backbone_feature: bool = True,
                  use_extra_extractor: bool = True,
                  adapter_norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
                  **kwargs):
@@ -118,10 +87,33 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
         D = self.embed_dims
         if deform_num_heads is None:
             deform_num_heads = 16 if D >= 1024 else 12
-        self._check_adapter_args(conv_inplane, n_points, deform_num_heads, init_values,
-                                 with_cffn, cffn_ratio, deform_ratio,
-                                 add_backbone_feature, use_extra_extractor,
-                                 adapter_norm_cfg)
+        check_int('conv_inplane', conv_inplane, 1,
+                  hint='the spatial prior stem width, 64 in every config')
+        check_int('n_points', n_points, 1,
+                  hint='deformable attention sampling points, 4 in every config')
+        check_int('deform_num_heads', deform_num_heads, 1,
+                  hint='None picks the official value for embed_dims')
+        check_real('init_values', init_values,
+                   hint="the injectors' initial gamma, 0 in every config")
+        for name, value in (('with_cffn', with_cffn),
+                            ('add_backbone_feature', add_backbone_feature),
+                            ('use_extra_extractor', use_extra_extractor)):
+            check_bool(name, value)
+        check_real('deform_ratio', deform_ratio, 0.0, low_open=True,
+                   hint='the deformable attention value width / embed_dims')
+        if int(D * deform_ratio) < 1:
+            raise ValueError(f'deform_ratio={deform_ratio} gives no value channels: '
+                             f'int(embed_dims * deform_ratio) = int({D} * {deform_ratio})'
+                             ' = 0; use a larger deform_ratio (0.5 in every config).')
+        check_real('cffn_ratio', cffn_ratio, 0.0, low_open=True,
+                   hint='the ConvFFN hidden width / embed_dims')
+        if with_cffn and int(D * cffn_ratio) < 1:
+            raise ValueError(f'cffn_ratio={cffn_ratio} gives a ConvFFN without hidden '
+                             f'channels: int(embed_dims * cffn_ratio) = int({D} * '
+                             f'{cffn_ratio}) = 0; use a larger cffn_ratio (0.25 in every '
+                             'config) or with_cffn=False.')
+        check_norm_cfg('adapter_norm_cfg', adapter_norm_cfg,
+                       "e.g. dict(type='SyncBN', requires_grad=True)")
         self.deform_num_heads = deform_num_heads
         self.interaction_indexes = self._check_interaction_indexes(
             interaction_indexes, add_backbone_feature)
@@ -143,38 +135,6 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
             self.add_module(f'norm{i}', mark_no_weight_decay(
                 build_norm_layer(adapter_norm_cfg, D)[1]))
         self.init_adapter_weights()
-
-    # ------------------------------------------------------------------ set-up
-    def _check_adapter_args(self, conv_inplane, n_points, deform_num_heads, init_values,
-                            with_cffn, cffn_ratio, deform_ratio, add_backbone_feature,
-                            use_extra_extractor, adapter_norm_cfg) -> None:
-        D = self.embed_dims
-        check_int('conv_inplane', conv_inplane, 1,
-                  hint='the spatial prior stem width, 64 in every config')
-        check_int('n_points', n_points, 1,
-                  hint='deformable attention sampling points, 4 in every config')
-        check_int('deform_num_heads', deform_num_heads, 1,
-                  hint='None picks the official value for embed_dims')
-        check_real('init_values', init_values,
-                   hint="the injectors' initial gamma, 0 in every config")
-        check_bool('with_cffn', with_cffn)
-        check_bool('add_backbone_feature', add_backbone_feature)
-        check_bool('use_extra_extractor', use_extra_extractor)
-        check_real('deform_ratio', deform_ratio, 0.0, low_open=True,
-                   hint='the deformable attention value width / embed_dims')
-        if int(D * deform_ratio) < 1:
-            raise ValueError(f'deform_ratio={deform_ratio} gives no value channels: '
-                             f'int(embed_dims * deform_ratio) = int({D} * {deform_ratio})'
-                             ' = 0; use a larger deform_ratio (0.5 in every config).')
-        check_real('cffn_ratio', cffn_ratio, 0.0, low_open=True,
-                   hint='the ConvFFN hidden width / embed_dims')
-        if with_cffn and int(D * cffn_ratio) < 1:
-            raise ValueError(f'cffn_ratio={cffn_ratio} gives a ConvFFN without hidden '
-                             f'channels: int(embed_dims * cffn_ratio) = int({D} * '
-                             f'{cffn_ratio}) = 0; use a larger cffn_ratio (0.25 in every '
-                             'config) or with_cffn=False.')
-        check_norm_cfg('adapter_norm_cfg', adapter_norm_cfg,
-                       "e.g. dict(type='SyncBN', requires_grad=True)")
 
     def _check_interaction_indexes(self, indexes, add_backbone_feature
                                    ) -> Tuple[Tuple[int, int], ...]:
@@ -221,17 +181,12 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
 
         def init(m):
             if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                trunc_normal_init(m, std=0.02)
             elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+                constant_init(m, 1)
             elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                normal_init(m, std=math.sqrt(2.0 / fan_out))
 
         for module in (self.up, self.spm, self.interactions):
             module.apply(init)
@@ -243,17 +198,12 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
             nn.init.constant_(block.injector.gamma, self.init_values)
 
     def init_weights(self) -> None:
-        super().init_weights()
-        # The plain initialisation (or the pretrained load) touches the backbone part;
-        # the adapter modules get their own initialisation afterwards.
+        super().init_weights()  # the backbone part (plain or pretrained)
         self.init_adapter_weights()
 
-    # ------------------------------------------------------------------ forward
     def _check_batch_norm_size(self, B: int, H: int, W: int) -> None:
-        """BatchNorm in training needs more than one value per channel; the smallest
-        level (stride 32: ``spm.conv4`` and ``norm4``) has ``B * ceil(H / 32) *
-        ceil(W / 32)``. Only shapes, and the modules are looked at only when that is 1.
-        """
+        """BatchNorm in training needs more than one value per channel; the stride-32
+        level (``spm.conv4``, ``norm4``) has ``B * ceil(H / 32) * ceil(W / 32)``."""
         h, w = -(-H // 32), -(-W // 32)
         if B * h * w > 1:
             return
@@ -268,33 +218,25 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
                     'width (e.g. 64x32), or call model.eval() for inference.')
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """x: (B, C, H, W) -> four (B, D, ceil(H/s), ceil(W/s)) maps, s = 4, 8, 16, 32.
-
-        Any H, W >= 1: the input is padded to a multiple of 32 and every level cropped
-        back. In training with BatchNorm (``adapter_norm_cfg``) the stride-32 level
-        needs more than one value per channel: ``B * ceil(H/32) * ceil(W/32) >= 2``.
-        The other input checks are the encoder's (:meth:`check_input`).
-        """
-        # Any size from 1x1 on: the input is padded to a multiple of 32.
+        """x: (B, C, H, W), any H, W >= 1 (padded to a multiple of 32, every level
+        cropped back) -> four (B, D, ceil(H/s), ceil(W/s)) maps, s = 4, 8, 16, 32. With
+        BatchNorm in training, ``B * ceil(H/32) * ceil(W/32) >= 2``."""
         self.check_input(x, min_size=1)
         B, _, H, W = x.shape
         self._check_batch_norm_size(B, H, W)
-        pad_h, pad_w = (-H) % 32, (-W) % 32
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        if H % 32 or W % 32:
+            x = F.pad(x, (0, (-W) % 32, 0, (-H) % 32))
 
         hidden, grid, _ = self.embed(x)  # checks the input's channels
         c1, c2, c3, c4 = self.spm(x)
         c_shapes = [tuple(c.shape[-2:]) for c in (c2, c3, c4)]
         c = torch.cat([lvl.flatten(2).transpose(1, 2) + self.level_embed[i]
                        for i, lvl in enumerate((c2, c3, c4))], dim=1)
-
         device = hidden.device
         inject_inputs = DeformInputs([grid], c_shapes, device)
         extract_inputs = DeformInputs(c_shapes, [grid], device)
         perms = self.draw_permutations(hidden.shape[1], device)
-        residual = None
-        group_maps: List[torch.Tensor] = []
+        residual, group_maps = None, []
         for block, (first, last) in zip(self.interactions, self.interaction_indexes):
             run = partial(self.forward_blocks, perms=perms, start=first, end=last + 1)
             hidden, residual, c = block(hidden, residual, c, run, inject_inputs,
@@ -303,11 +245,9 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
                 group_maps.append(to_map(hidden, grid))
 
         B, _, D = c.shape
-        tokens2, tokens3, tokens4 = c.split([h * w for h, w in c_shapes], dim=1)
-        c2, c3, c4 = [lvl.transpose(1, 2).reshape(B, D, h, w) for lvl, (h, w) in zip(
-            (tokens2, tokens3, tokens4), c_shapes)]
-        c1 = self.up.forward_tokens(tokens2, c_shapes[0]) + c1
-        levels = [c1, c2, c3, c4]
+        tokens = c.split([h * w for h, w in c_shapes], dim=1)
+        levels = [self.up.forward_tokens(tokens[0], c_shapes[0]) + c1] + [
+            lvl.transpose(1, 2).reshape(B, D, h, w) for lvl, (h, w) in zip(tokens, c_shapes)]
         if self.add_backbone_feature:
             levels = [
                 lvl + (g.to(lvl.dtype) if g.shape[-2:] == lvl.shape[-2:] else

@@ -1,6 +1,5 @@
-"""Argument and input checks of the ShuffleMamba models: every argument
-is checked at construction and every input at the entry, with a message that names the
-argument and says what to change."""
+"""Argument and input checks of the ShuffleMamba models (messages name the argument
+and what to change)."""
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -76,12 +75,6 @@ def reject_args(owner: str, kwargs: dict, reasons: Dict[str, str]) -> None:
             raise TypeError(f'{owner} does not take {name!r}: {why}. Remove it.')
 
 
-def check_norm_cfg(name: str, cfg, types: str) -> None:
-    """A norm config: a dict with a 'type'."""
-    if not isinstance(cfg, dict) or 'type' not in cfg:
-        raise TypeError(f"{name} must be a dict with a 'type' ({types}), got {cfg!r}")
-
-
 def check_frozen_stages(frozen_stages, num_layers: int) -> int:
     """-1 (nothing) up to ``num_layers`` (the embeddings and that many blocks)."""
     frozen_stages = check_int(
@@ -111,13 +104,12 @@ def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
     """``out_indices`` (negatives count from the end) as a tuple of block indices."""
     if isinstance(out_indices, int):
         out_indices = [out_indices]
-    if not isinstance(out_indices, Sequence) or isinstance(out_indices, str) \
-            or (len(out_indices) == 0 and not allow_empty):
+    is_seq = isinstance(out_indices, Sequence) and not isinstance(out_indices, str)
+    if not is_seq or (len(out_indices) == 0 and not allow_empty):
         raise TypeError('out_indices must be an int or a non-empty sequence of '
                         f'ints, got {out_indices!r}' +
                         (' (an empty one only with out_cls=True)' if
-                         not allow_empty and isinstance(out_indices, Sequence)
-                         and not isinstance(out_indices, str) else ''))
+                         is_seq and not allow_empty else ''))
     result = []
     for idx in out_indices:
         if not isinstance(idx, int) or isinstance(idx, bool):
@@ -135,21 +127,14 @@ def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
 
 
 def check_image_input(model, x: torch.Tensor, min_size: Optional[int] = None) -> None:
-    """Check an image batch at the backbone's entry (shapes and dtypes only: no
-    device work), so that a bad input fails here with what to change rather than
-    deep inside a layer.
+    """Check an image batch at ``model``'s entry (shapes and dtypes only).
 
     Args:
-        x (Tensor): the input of :meth:`forward`.
-        min_size (int, optional): the smallest height and width accepted.
-            Defaults to ``patch_size`` (a smaller image would be one patch of
-            mostly padding).
-
-    Raises:
-        TypeError: not a tensor; not floating point; a dtype other than the
-            weights' outside ``torch.autocast``.
-        ValueError: not (B, in_channels, H, W); an empty batch; H or W below
-            ``min_size``.
+        model (ShuffleMambaEncoder): the model it is fed to.
+        x (Tensor): (B, in_channels, H, W), B >= 1, the weights' dtype (any floating
+            dtype under ``torch.autocast``); else ``TypeError`` / ``ValueError``.
+        min_size (int, optional): smallest H and W. Defaults to ``patch_size``
+            (a smaller image would be one patch of mostly padding).
     """
     name = type(model).__name__
     if not isinstance(x, torch.Tensor):

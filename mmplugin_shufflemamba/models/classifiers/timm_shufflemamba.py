@@ -1,24 +1,8 @@
-"""ShuffleMamba ImageNet classifiers in timm's model registry.
-
-``import mmplugin_shufflemamba`` registers::
-
-    shufflemamba_m_patch16_224        32 x 576,  LayerNorm, one cls token in front
-    shufflemamba_b_patch16_224        24 x 768,  RMSNorm,   one cls token in front
-    shufflemamba_l1_patch16_224       40 x 1024, RMSNorm,   one cls token in front
-    shufflemamba_reg_b_patch16_224    24 x 768,  RMSNorm,   12 registers, cls_reduce 4
-    shufflemamba_reg_l2_patch16_224   48 x 1024, RMSNorm,   16 registers, cls_reduce 8
-
-so that DeiT-style training scripts build them with ``timm.create_model(name,
-num_classes=..., drop_path_rate=..., shuffle_rate=..., img_size=...)``. The model *is*
-the encoder (:class:`~..backbones.encoder.ShuffleMambaEncoder` with its classification
-tokens) plus a linear ``head``: its state dict is exactly the official checkpoint layout (keys and
-shapes, ``head.*`` included), so what such a script saves under ``model`` loads into the
-dense configs with ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
-
-No ShuffleMamba weights were ever released: ``pretrained=True`` needs a local file,
-``pretrained_cfg_overlay=dict(file=PATH)`` (read with this package's loader: official,
-timm-script, mmpretrain and MMEngine files, raw or EMA weights, position embedding
-resized), or use ``checkpoint_path=PATH`` for a file of exactly this model.
+"""ShuffleMamba ImageNet classifiers in timm's model registry (``TIMM_ARCHS``), built
+with ``timm.create_model(name, num_classes=..., ...)`` once ``mmplugin_shufflemamba`` is
+imported. Their state dict is the official checkpoint layout (``head.*`` included); no
+weights were released, so ``pretrained=True`` needs ``pretrained_cfg_overlay=dict(
+file=PATH)`` (read with this package's loader). See docs/pretraining.md#timm.
 """
 from typing import Any, Dict, Optional
 
@@ -54,25 +38,24 @@ TIMM_ARCHS: Dict[str, Dict[str, Any]] = {
 
 
 class ShuffleMambaClassifier(ShuffleMambaEncoder):
-    """A ShuffleMamba ImageNet classifier with timm's conventions.
+    """A ShuffleMamba ImageNet classifier (the encoder plus a linear ``head``) with
+    timm's conventions.
 
     Args:
-        num_classes (int): classes of ``head``; 0 gives no head (features only).
-            Defaults to 1000.
-        in_chans (int): input channels (timm's name of ``in_channels``).
-            Defaults to 3.
-        drop_rate (float): dropout after the position embedding, as the official
-            models (which have no head dropout). Defaults to 0.
+        num_classes (int): classes of ``head``; 0 gives no head. Defaults to 1000.
+        in_chans (int): input channels (timm's ``in_channels``). Defaults to 3.
+        drop_rate (float): dropout after the position embedding (the official models
+            have no head dropout). Defaults to 0.
         with_cls_token (bool): one cls token in front (plain models).
+            Defaults to False.
         num_registers (int): R register tokens (Reg models); one of the two.
+            Defaults to 0.
         cls_reduce (int): the registers' reduction (Reg models). Defaults to 1.
         shuffle_cls (bool): whether SLWS moves the classification tokens.
             Defaults to True.
-        **kwargs: the encoder's arguments (``arch``, ``img_size``, ``patch_size``,
-            ``embed_dims``, ``num_layers``, ``drop_path_rate``, ``shuffle_rate``,
-            ``norm_cfg``, ``kernel``, ...), see :class:`~..backbones.encoder.
-            ShuffleMambaEncoder`, except ``init_cfg`` and ``final_norm``
-            (:meth:`load_pretrained` loads weights; the final norm is always built).
+        **kwargs: the encoder's arguments, see
+            :class:`~..backbones.encoder.ShuffleMambaEncoder`, except ``init_cfg``
+            (use :meth:`load_pretrained`) and ``final_norm`` (always built).
     """
 
     #: the head is loaded separately by :meth:`load_pretrained`
@@ -101,12 +84,17 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         super().__init__(in_channels=in_chans, drop_rate=drop_rate, tokens=tokens,
                          cls_reduce=cls_reduce, shuffle_cls=shuffle_cls, final_norm=True,
                          **kwargs)
-        self.num_classes = int(num_classes)
         self.num_features = self.cls_feature_dims
-        self.head = nn.Linear(self.num_features, self.num_classes) \
-            if self.num_classes > 0 else nn.Identity()
+        self._build_head(num_classes, init=False)
         self.reset_parameters()
         self._init_head()
+
+    def _build_head(self, num_classes: int, init: bool = True) -> None:
+        self.num_classes = int(num_classes)
+        self.head = nn.Linear(self.num_features, self.num_classes) \
+            if self.num_classes > 0 else nn.Identity()
+        if init:
+            self._init_head()
 
     def _init_head(self) -> None:
         # Official classifiers: trunc_normal(0.02) weights, zero bias.
@@ -114,22 +102,19 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
             trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
 
-    # -------------------------------------------------------------- timm interface
     @torch.jit.ignore
     def no_weight_decay(self):
-        """The parameters marked ``_no_weight_decay`` that timm's optimizer factory would
-        decay: the position embeddings and cls / register tokens (timm exempts every 1-D
-        parameter itself: norms, biases, D). The blocks' ``A_log`` / ``A_b_log`` are
-        marked too (as in mamba-ssm) but left out, as in the official recipe: its timm
-        does not read the mark, so they are decayed."""
+        """The marked ``_no_weight_decay`` parameters that timm would decay: position
+        embeddings and cls / register tokens (timm exempts 1-D parameters itself). The
+        blocks' ``A_log`` / ``A_b_log`` are left out, as in the official recipe."""
         return {name for name, p in self.named_parameters()
                 if getattr(p, '_no_weight_decay', False) and p.ndim > 1
                 and not name.startswith('layers.')}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        """Parameter groups for timm's layer-wise lr decay: the embeddings, one group
-        per block, the final norm (and Reg's neck) with the last block."""
+        """timm's layer-wise lr decay groups: embeddings, one per block, the final norm
+        (and Reg's neck) with the last block."""
         return dict(
             stem=r'^cls_token|^pos_embed|^patch_embed',
             blocks=[(r'^layers\.(\d+)', None), (r'^norm_f|^neck|^norm_neck', (99999, ))])
@@ -146,15 +131,11 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         if global_pool not in (None, 'token'):
             raise ValueError("ShuffleMamba classifiers pool their classification tokens "
                              "(global_pool='token'); other pooling is not supported.")
-        self.num_classes = check_int('num_classes', num_classes, 0,
-                                     hint='0 gives no head (features only)')
-        self.head = nn.Linear(self.num_features, self.num_classes) \
-            if self.num_classes > 0 else nn.Identity()
-        self._init_head()
+        self._build_head(check_int('num_classes', num_classes, 0,
+                                   hint='0 gives no head (features only)'))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> the final-normed token sequence (B, L, D), cls / register
-        tokens included (SLWS in training)."""
+        """(B, C, H, W) -> final-normed tokens (B, L, D) (:meth:`forward_tokens`)."""
         return self.forward_tokens(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -169,9 +150,8 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
                         ckpt_format: str = 'auto',
                         allow_nonfinite: bool = False) -> Dict[str, object]:
         """Load an ImageNet checkpoint with this package's loader: the backbone part
-        strictly (position embedding resized to ``img_size``), the head when the
-        checkpoint has one of this shape (else the head keeps its initialisation and
-        the log says so). Weights holding NaN / inf are refused unless
+        strictly (position embedding resized), the head when the checkpoint has one of
+        this shape (else logged). NaN / inf weights are refused unless
         ``allow_nonfinite``."""
         from mmengine.logging import print_log
 
@@ -194,20 +174,15 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         return summary
 
 
-def _default_cfg(name: str, **kwargs) -> Dict[str, Any]:
-    return dict(
+def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassifier:
+    pretrained_cfg = kwargs.pop('pretrained_cfg', None) or dict(
         url='', file=None, num_classes=1000, input_size=(3, 224, 224), pool_size=None,
         crop_pct=0.875, interpolation='bicubic', fixed_input_size=False,
         mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
         first_conv='patch_embed.proj', classifier='head', custom_load=True,
-        architecture=name, license='apache-2.0', **kwargs)
-
-
-def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassifier:
-    pretrained_cfg = kwargs.pop('pretrained_cfg', None) or _default_cfg(name)
-    overlay = kwargs.pop('pretrained_cfg_overlay', None)
-    cache_dir = kwargs.pop('cache_dir', None)
-    device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)
+        architecture=name, license='apache-2.0')
+    overlay, cache_dir, device, dtype = (kwargs.pop(k, None) for k in (
+        'pretrained_cfg_overlay', 'cache_dir', 'device', 'dtype'))
     if pretrained and not (overlay and (overlay.get('file') or overlay.get('state_dict'))):
         raise RuntimeError(
             f'{name}: no ShuffleMamba ImageNet weights were ever released, so '
@@ -216,9 +191,8 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
             "or checkpoint_path='PATH' for a file of exactly this model. Pretrain one "
             'with configs/pretrain (see README).')
     if overlay and overlay.get('file'):
-        # timm (1.0.31) resets custom_load to False when an overlay supplies a weight
-        # source, and its generic loader then drops a head of another num_classes and
-        # fails on a resized pos_embed or any other layout: keep this package's loader.
+        # timm (1.0.31) resets custom_load when an overlay gives weights, and its generic
+        # loader fails on other heads, resized pos_embed and other layouts.
         overlay = dict(overlay, custom_load=overlay.get('custom_load', True))
     model = build_model_with_cfg(ShuffleMambaClassifier, name, pretrained,
                                  pretrained_cfg=pretrained_cfg,
@@ -233,8 +207,7 @@ if HAS_TIMM:
     def _register(name: str):
         def factory(pretrained: bool = False, **kwargs) -> ShuffleMambaClassifier:
             return _create(name, pretrained, **kwargs)
-        factory.__name__ = name
-        factory.__qualname__ = name
+        factory.__name__ = factory.__qualname__ = name
         factory.__module__ = __name__
         factory.__doc__ = f'ShuffleMamba classifier {name}: {TIMM_ARCHS[name]}.'
         return register_model(factory)

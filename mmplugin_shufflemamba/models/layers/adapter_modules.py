@@ -1,15 +1,8 @@
-"""The interaction modules of the ViT-Adapter-style multi-scale adapter.
+"""The interaction modules of the ViT-Adapter-style adapter (official parameter names).
 
-Spatial prior module (a conv stem), injector and extractor (multi-scale deformable
-attention between the backbone tokens and the multi-scale spatial tokens), ConvFFN and
-the interaction block that runs a group of backbone blocks between its injector and
-extractor. The blocks themselves belong to the backbone: the interaction block gets a
-callable that runs them. Parameter names follow the official adapter, so that
-``injector.attn.sampling_offsets`` etc. keep their meaning.
-
-Token sets: ``x`` is the (B, h * w, D) backbone token sequence at stride 16 (patch
-tokens only); ``c`` is the (B, sum(h_l * w_l), D) concatenation of the spatial prior's
-levels at strides 8, 16 and 32.
+``x``: the (B, h * w, D) stride-16 backbone patch tokens; ``c``: the
+(B, sum(h_l * w_l), D) spatial prior levels at strides 8, 16 and 32, concatenated.
+The interaction block gets a callable that runs the backbone's blocks of its group.
 """
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -19,16 +12,17 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 
-from .arg_checks import check_bool, check_int, check_rate, check_real
+from .arg_checks import check_bool, check_int, check_norm_cfg, check_rate, check_real
 from .bimamba import mark_no_weight_decay
 from .deform_attn import MSDeformAttn, Shapes
+
 
 class SpatialPriorModule(nn.Module):
     """Conv stem giving the spatial prior at strides 4, 8, 16 and 32.
 
-    ``stem``: 3x3 s2, 3x3, 3x3 convs (norm + ReLU each) and a 3x3 s2 max pool
-    (stride 4); ``conv2``..``conv4``: 3x3 s2 conv + norm + ReLU; ``fc1``..``fc4``:
-    1x1 projections of the ``inplanes * (1, 2, 4, 4)`` channels to ``embed_dims``.
+    ``stem``: three 3x3 conv-norm-ReLU (the first stride 2) and a 3x3 s2 max pool;
+    ``conv2``..``conv4``: 3x3 s2 conv-norm-ReLU; ``fc1``..``fc4``: 1x1 projections of
+    the ``inplanes * (1, 2, 4, 4)`` channels to ``embed_dims``.
 
     Args:
         in_channels (int): image channels. Defaults to 3.
@@ -43,9 +37,7 @@ class SpatialPriorModule(nn.Module):
         check_int('in_channels', in_channels, 1)
         check_int('conv_inplane', inplanes, 1, hint='the stem width')
         check_int('embed_dims', embed_dims, 1)
-        if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
-            raise TypeError("adapter_norm_cfg must be a dict with a 'type' (e.g. "
-                            f"dict(type='BN')), got {norm_cfg!r}")
+        check_norm_cfg('adapter_norm_cfg', norm_cfg, "e.g. dict(type='BN')")
 
         def conv_norm_act(cin, cout, stride):
             return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
@@ -54,30 +46,25 @@ class SpatialPriorModule(nn.Module):
         self.stem = nn.Sequential(
             *conv_norm_act(in_channels, inplanes, 2), *conv_norm_act(inplanes, inplanes, 1),
             *conv_norm_act(inplanes, inplanes, 1), nn.MaxPool2d(3, 2, 1))
-        self.conv2 = nn.Sequential(*conv_norm_act(inplanes, 2 * inplanes, 2))
-        self.conv3 = nn.Sequential(*conv_norm_act(2 * inplanes, 4 * inplanes, 2))
-        self.conv4 = nn.Sequential(*conv_norm_act(4 * inplanes, 4 * inplanes, 2))
-        self.fc1 = nn.Conv2d(inplanes, embed_dims, 1)
-        self.fc2 = nn.Conv2d(2 * inplanes, embed_dims, 1)
-        self.fc3 = nn.Conv2d(4 * inplanes, embed_dims, 1)
-        self.fc4 = nn.Conv2d(4 * inplanes, embed_dims, 1)
+        widths = [inplanes * m for m in (1, 2, 4, 4)]
+        for i in range(2, 5):
+            self.add_module(f'conv{i}', nn.Sequential(
+                *conv_norm_act(widths[i - 2], widths[i - 1], 2)))
+        for i, width in enumerate(widths, 1):
+            self.add_module(f'fc{i}', nn.Conv2d(width, embed_dims, 1))
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         """x: (B, 3, H, W), H and W multiples of 32 -> four (B, D, H/s, W/s) maps."""
-        c1 = self.stem(x)
-        c2 = self.conv2(c1)
-        c3 = self.conv3(c2)
-        c4 = self.conv4(c3)
-        return [self.fc1(c1), self.fc2(c2), self.fc3(c3), self.fc4(c4)]
+        feats = [self.stem(x)]
+        for conv in (self.conv2, self.conv3, self.conv4):
+            feats.append(conv(feats[-1]))
+        return [getattr(self, f'fc{i}')(f) for i, f in enumerate(feats, 1)]
 
 
 class TokenUpsample2x(nn.ConvTranspose2d):
     """``ConvTranspose2d(C, C, 2, 2)`` (same parameters and keys) that reads a
-    token-major (B, h * w, C) sequence.
-
-    A 2x2 stride-2 transposed conv has no overlapping outputs: it is one matmul of the
-    tokens with the (C, C * 4) weight, followed by placing each output 2x2 block. That
-    avoids the CPU's slow transposed-convolution path and the transpose of the input.
+    token-major (B, h * w, C) sequence: its outputs do not overlap, so it is one matmul
+    with the (C, C * 4) weight (no slow CPU transposed conv, no input transpose).
 
     Args:
         channels (int): C.
@@ -101,7 +88,7 @@ class MultiLevelDWConv(nn.Module):
     """One 3x3 depthwise conv applied to each level of a multi-level token set.
 
     Args:
-        channels (int): width.
+        channels (int): width C.
     """
 
     def __init__(self, channels: int):
@@ -146,17 +133,8 @@ def _adapter_norm(embed_dims: int) -> nn.LayerNorm:
 
 
 class _CrossAttention(nn.Module):
-    """Shared part of the injector and the extractor: ``MSDA(LN(query), LN(feat))``
-    with optional gradient checkpointing.
-
-    Args:
-        embed_dims (int): width D.
-        num_heads (int): deformable attention heads.
-        n_points (int): sampling points.
-        n_levels (int): levels of ``feat``.
-        deform_ratio (float): value width ratio.
-        with_cp (bool): gradient checkpointing.
-    """
+    """``MSDA(LN(query), LN(feat))`` with optional gradient checkpointing: the part
+    shared by :class:`Injector` and :class:`Extractor` (same arguments)."""
 
     def __init__(self, embed_dims: int, num_heads: int, n_points: int, n_levels: int,
                  deform_ratio: float, with_cp: bool):
@@ -213,15 +191,11 @@ class Extractor(_CrossAttention):
     ``c + drop_path(ConvFFN(LN(c)))`` with ``with_cffn``.
 
     Args:
-        embed_dims (int): width D.
-        num_heads (int): deformable attention heads.
-        n_points (int): sampling points.
+        embed_dims, num_heads, n_points, deform_ratio, with_cp: see :class:`Injector`.
         n_levels (int): levels of ``x``. Defaults to 1.
-        deform_ratio (float): value width ratio. Defaults to 1.0.
-        with_cffn (bool): Defaults to True.
+        with_cffn (bool): the ConvFFN branch. Defaults to True.
         cffn_ratio (float): ConvFFN hidden width / D. Defaults to 0.25.
         drop_path (float): drop path of the ConvFFN branch. Defaults to 0.
-        with_cp (bool): gradient checkpointing. Defaults to False.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, n_points: int, n_levels: int = 1,
@@ -260,16 +234,13 @@ class InteractionBlock(nn.Module):
     """Injector, a group of backbone blocks, extractor (and two extra extractors).
 
     Args:
-        embed_dims (int): width D.
-        num_heads (int): deformable attention heads.
-        n_points (int): sampling points.
-        deform_ratio (float): value width ratio.
-        init_values (float): the injector's initial gamma.
-        with_cffn (bool): ConvFFN in the extractors.
-        cffn_ratio (float): ConvFFN hidden ratio.
-        drop_path (float): drop path of the extractors' ConvFFN.
+        embed_dims, num_heads, n_points, deform_ratio, init_values: see
+            :class:`Injector`.
+        with_cffn, cffn_ratio, drop_path: see :class:`Extractor`.
         extra_extractor (bool): two more extractors after the first.
+            Defaults to False.
         with_cp (bool): gradient checkpointing of injector and extractors.
+            Defaults to False.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, n_points: int,
@@ -290,19 +261,15 @@ class InteractionBlock(nn.Module):
     def forward(self, x: torch.Tensor, r: Optional[torch.Tensor], c: torch.Tensor,
                 run_blocks: Callable, inject_inputs: Sequence[torch.Tensor],
                 extract_inputs: Sequence[torch.Tensor], c_shapes: Shapes):
-        """Inject, run the blocks, extract.
+        """Inject, run the blocks, extract; returns ``(x, r, c)``.
 
         Args:
             x (Tensor): (B, h * w, D) backbone hidden state (mixer output).
             r (Tensor, optional): (B, h * w, D) residual stream (None before block 0).
             c (Tensor): (B, Lc, D) spatial tokens.
-            run_blocks (callable): ``(x, r) -> (x, r)``, the backbone's blocks of
-                this group.
+            run_blocks (callable): ``(x, r) -> (x, r)``, this group's blocks.
             inject_inputs, extract_inputs: :class:`DeformInputs` of both directions.
             c_shapes (Sequence[tuple]): (h, w) of the levels of ``c``.
-
-        Returns:
-            tuple: (x, r, c).
         """
         x = self.injector(x, c, inject_inputs)
         x, r = run_blocks(x, r)

@@ -1,10 +1,6 @@
-"""Argument and input validators shared by the backbones and their layers.
-
-Every check raises at construction (or at the model's entry) with a message that names
-the argument, the value it got and what it accepts, instead of letting a bad value
-reach a framework call far from its cause (or, worse, train silently). Types:
-``TypeError`` for a value of the wrong kind, ``ValueError`` for one out of range.
-"""
+"""Argument validators shared by the backbones and their layers: messages name the
+argument, the value and what it accepts; ``TypeError`` for a value of the wrong kind,
+``ValueError`` for one out of range."""
 import math
 import numbers
 from typing import Any, Optional, Sequence, Tuple
@@ -13,7 +9,7 @@ import torch
 
 __all__ = [
     'check_int', 'check_real', 'check_rate', 'check_bool', 'check_choice',
-    'check_pair', 'autocast_enabled'
+    'check_pair', 'check_norm_cfg', 'autocast_enabled'
 ]
 
 
@@ -25,10 +21,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def check_int(name: str, value: Any, min_value: Optional[int] = None,
               max_value: Optional[int] = None, hint: str = '') -> int:
     """``value`` as an int, which must lie in ``[min_value, max_value]``."""
@@ -36,14 +28,11 @@ def check_int(name: str, value: Any, min_value: Optional[int] = None,
         raise TypeError(f'{name} must be an int, got {value!r} '
                         f'({type(value).__name__}){_hint(hint)}')
     value = int(value)
-    if min_value is not None and max_value is not None and \
-            not min_value <= value <= max_value:
-        raise ValueError(f'{name} must be in [{min_value}, {max_value}], got '
-                         f'{value}{_hint(hint)}')
-    if min_value is not None and value < min_value:
-        raise ValueError(f'{name} must be >= {min_value}, got {value}{_hint(hint)}')
-    if max_value is not None and value > max_value:
-        raise ValueError(f'{name} must be <= {max_value}, got {value}{_hint(hint)}')
+    low_ok = min_value is None or value >= min_value
+    if not low_ok or (max_value is not None and value > max_value):
+        rng = (f'in [{min_value}, {max_value}]' if None not in (min_value, max_value) else
+               f'>= {min_value}' if not low_ok else f'<= {max_value}')
+        raise ValueError(f'{name} must be {rng}, got {value}{_hint(hint)}')
     return value
 
 
@@ -52,7 +41,7 @@ def check_real(name: str, value: Any, low: Optional[float] = None,
                high_open: bool = False, hint: str = '') -> float:
     """``value`` as a finite float in the interval given by ``low`` / ``high``
     (closed ends unless ``low_open`` / ``high_open``; None: unbounded)."""
-    if not _is_real(value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f'{name} must be a number, got {value!r} '
                         f'({type(value).__name__}){_hint(hint)}')
     value = float(value)
@@ -108,6 +97,12 @@ def check_pair(name: str, value: Any, min_value: int = 1, hint: str = '') -> Tup
                         f'{value!r}{_hint(hint)}')
     return (check_int(f'{name}[0]', value[0], min_value, hint=hint),
             check_int(f'{name}[1]', value[1], min_value, hint=hint))
+
+
+def check_norm_cfg(name: str, cfg: Any, types: str) -> None:
+    """A norm config: a dict with a 'type'."""
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise TypeError(f"{name} must be a dict with a 'type' ({types}), got {cfg!r}")
 
 
 def autocast_enabled(device_type: str) -> bool:

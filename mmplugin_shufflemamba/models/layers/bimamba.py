@@ -13,8 +13,8 @@ from .arg_checks import check_bool, check_int, check_rate, check_real
 
 def mark_no_weight_decay(obj):
     """Mark a parameter, or every parameter of a module, ``_no_weight_decay = True`` (as
-    mamba-ssm marks ``A_log`` and ``D``): the package's optimizer-wrapper constructors
-    give it weight decay 0. Returns ``obj``."""
+    mamba-ssm marks ``A_log`` and ``D``): weight decay 0 in this package's optimizer
+    wrapper constructors. Returns ``obj``."""
     for param in [obj] if isinstance(obj, nn.Parameter) else obj.parameters():
         param._no_weight_decay = True
     return obj
@@ -38,10 +38,9 @@ def build_token_norm(norm_cfg: dict, num_features: int) -> nn.Module:
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer of Vision Mamba (Vim ``bimamba`` v2).
 
-    ``in_proj`` maps to x and gate z; a forward and a backward (flipped sequence)
-    branch each run causal depthwise conv + SiLU, input-dependent (dt, B, C)
-    projections and a selective scan gated by SiLU(z); the two are averaged and
-    projected back by ``out_proj``. Parameter names follow the official checkpoints.
+    ``in_proj`` gives x and gate z; a forward and a backward (flipped) branch each run
+    causal depthwise conv + SiLU, (dt, B, C) projections and a selective scan gated by
+    SiLU(z); their average goes through ``out_proj``. Official parameter names.
 
     Args:
         embed_dims (int): model width D.
@@ -53,16 +52,9 @@ class BiMambaMixer(nn.Module):
         kernel (str): 'auto' | 'cuda' | 'torch', see :mod:`mmplugin_shufflemamba.ops`.
     """
 
-    def __init__(self,
-                 embed_dims: int,
-                 d_state: int = 16,
-                 d_conv: int = 4,
-                 expand: int = 2,
-                 dt_rank='auto',
-                 dt_min: float = 0.001,
-                 dt_max: float = 0.1,
-                 dt_init_floor: float = 1e-4,
-                 kernel: str = 'auto'):
+    def __init__(self, embed_dims: int, d_state: int = 16, d_conv: int = 4,
+                 expand: int = 2, dt_rank='auto', dt_min: float = 0.001,
+                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, kernel: str = 'auto'):
         super().__init__()
         self.embed_dims = check_int('embed_dims', embed_dims, 1)
         self.d_state = check_int('d_state', d_state, 1)
@@ -84,20 +76,19 @@ class BiMambaMixer(nn.Module):
 
         self.in_proj = nn.Linear(embed_dims, self.d_inner * 2, bias=False)
         self.out_proj = nn.Linear(self.d_inner, embed_dims, bias=False)
-        for suffix in ('', '_b'):
-            conv = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv,
-                             groups=self.d_inner, padding=d_conv - 1, bias=True)
-            x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        for sfx in ('', '_b'):
+            setattr(self, f'conv1d{sfx}', nn.Conv1d(
+                self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
+                padding=d_conv - 1, bias=True))
+            setattr(self, f'x_proj{sfx}',
+                    nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False))
             dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
             self._init_dt_proj(dt_proj, dt_min, dt_max, dt_init_floor)
+            setattr(self, f'dt_proj{sfx}', dt_proj)
             A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
-            setattr(self, f'conv1d{suffix}', conv)
-            setattr(self, f'x_proj{suffix}', x_proj)
-            setattr(self, f'dt_proj{suffix}', dt_proj)
-            a_name = 'A_log' if suffix == '' else 'A_b_log'
-            # marked _no_weight_decay, as mamba-ssm marks them
-            setattr(self, a_name, mark_no_weight_decay(nn.Parameter(torch.log(A))))
-            setattr(self, f'D{suffix}',
+            setattr(self, 'A_b_log' if sfx else 'A_log',
+                    mark_no_weight_decay(nn.Parameter(torch.log(A))))
+            setattr(self, f'D{sfx}',
                     mark_no_weight_decay(nn.Parameter(torch.ones(self.d_inner))))
 
     def _init_dt_proj(self, dt_proj: nn.Linear, dt_min: float, dt_max: float,
@@ -113,13 +104,8 @@ class BiMambaMixer(nn.Module):
         dt_proj.bias._no_reinit = True
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: (B, L, D) -> (B, L, D).
-
-        One autograd function from the in_proj output to the out_proj output
-        (:class:`~mmplugin_shufflemamba.ops.bimamba_inner.BiMambaInnerFn`): it keeps the
-        in_proj output and the small (dt, B, C) projections for the backward and
-        recomputes the rest, on every backend.
-        """
+        """hidden: (B, L, D) -> (B, L, D), one autograd function from in_proj to
+        out_proj (:class:`~mmplugin_shufflemamba.ops.bimamba_inner.BiMambaInnerFn`)."""
         return bimamba_inner_fn(self, hidden, self.kernel)
 
 
@@ -134,11 +120,8 @@ class MambaBlock(nn.Module):
         residual_in_fp32 (bool): keep the residual stream in float32. Defaults to True.
     """
 
-    def __init__(self,
-                 embed_dims: int,
-                 mixer_cfg: Optional[dict] = None,
-                 norm_cfg: dict = dict(type='LN', eps=1e-5),
-                 drop_path: float = 0.0,
+    def __init__(self, embed_dims: int, mixer_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='LN', eps=1e-5), drop_path: float = 0.0,
                  residual_in_fp32: bool = True):
         super().__init__()
         self.norm = build_token_norm(norm_cfg, embed_dims)

@@ -1,8 +1,6 @@
-"""Multi-scale deformable attention of the adapter: mmcv's
-``MultiScaleDeformableAttention`` (batch first, parameter names of the official adapter)
-with this package's compiled CPU sampling kernel, a loud fallback to mmcv's PyTorch
-sampling on CUDA without mmcv's CUDA ops, and the reference points / level shapes of its
-inputs (:class:`DeformInputs`)."""
+"""Multi-scale deformable attention of the adapter (mmcv's, batch first, with this
+package's CPU sampling kernel and a reported fallback on CUDA without mmcv's ops) and
+its inputs (:class:`DeformInputs`)."""
 import os
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -27,15 +25,9 @@ def _check_shapes(shapes: Shapes) -> None:
 
 
 def deform_reference_points(shapes: Shapes, device=None) -> torch.Tensor:
-    """Pixel centres of every level, normalised by the level's size.
-
-    Args:
-        shapes (Sequence[tuple]): (h, w) per level.
-
-    Returns:
-        Tensor: (1, sum(h * w), 1, 2) as (x, y) in [0, 1], levels concatenated in
-        row-major order; the level axis broadcasts over the value levels.
-    """
+    """Pixel centres of the (h, w) ``shapes`` levels, normalised by the level's size:
+    (1, sum(h * w), 1, 2) as (x, y) in [0, 1], levels concatenated in row-major order
+    (the level axis broadcasts over the value levels)."""
     _check_shapes(shapes)
     points = []
     for h, w in shapes:
@@ -71,18 +63,12 @@ class DeformInputs(tuple):
 class MSDeformAttn(MultiScaleDeformableAttention):
     """mmcv's multi-scale deformable attention as the adapter's formula needs it.
 
-    ``output_proj(sample(value_proj(value)))`` with ``value_proj`` to
-    ``embed_dims * ratio`` channels, no dropout and no residual: ``identity`` is added
-    only when given. It always computes in float32 (also under autocast). The sampling
-    runs mmcv's CUDA kernel for CUDA tensors and, for CPU tensors, this package's
-    compiled CPU kernel (:func:`~mmplugin_shufflemamba.ops.ms_deform_attn_cpu`, forward
-    and backward fused) when the extension is built, else mmcv's
-    ``multi_scale_deformable_attn_pytorch``.
-
-    The CPU path can be forced to mmcv's PyTorch implementation (for comparisons) with
-    the environment variable ``SHUFFLEMAMBA_MSDA_CPU=torch`` (read at every call) or
-    ``MSDeformAttn.cpu_kernel = 'torch'`` (class-wide, or per instance); ``'auto'``
-    (the default) uses the compiled kernel when it is built.
+    ``output_proj(sample(value_proj(value)))`` (``value_proj`` to ``embed_dims * ratio``
+    channels) in float32 (also under autocast), no dropout, ``identity`` added only
+    when given. CPU sampling uses the compiled kernel
+    (:func:`~mmplugin_shufflemamba.ops.ms_deform_attn_cpu`) when built, unless
+    :attr:`cpu_kernel` or ``SHUFFLEMAMBA_MSDA_CPU`` (read at every call) is 'torch'
+    (mmcv's ``multi_scale_deformable_attn_pytorch``).
 
     Args:
         embed_dims (int): query and output width D.
@@ -113,19 +99,9 @@ class MSDeformAttn(MultiScaleDeformableAttention):
         self.dropout = nn.Identity()
         self.ratio = ratio
 
-    #: CPU sampling: 'auto' (the compiled kernel when built) or 'torch' (mmcv's
-    #: multi_scale_deformable_attn_pytorch); None: ``SHUFFLEMAMBA_MSDA_CPU`` (default
-    #: 'auto').
+    #: CPU sampling, class-wide or per instance: 'auto' (the compiled kernel when
+    #: built) or 'torch'; None: ``SHUFFLEMAMBA_MSDA_CPU`` (default 'auto').
     cpu_kernel: Optional[str] = None
-
-    def _use_cpu_kernel(self, value: torch.Tensor) -> bool:
-        if value.device.type != 'cpu':
-            return False
-        choice = self.cpu_kernel or os.environ.get('SHUFFLEMAMBA_MSDA_CPU') or 'auto'
-        if choice not in ('auto', 'torch'):
-            raise ValueError("MSDeformAttn.cpu_kernel / SHUFFLEMAMBA_MSDA_CPU must be "
-                             f"'auto' or 'torch', got {choice!r}")
-        return choice == 'auto' and has_ms_deform_attn_cpu()
 
     def forward(self, query: torch.Tensor, value: torch.Tensor,
                 deform_inputs: Sequence[torch.Tensor],
@@ -139,33 +115,37 @@ class MSDeformAttn(MultiScaleDeformableAttention):
                 out = self._forward_sampled(query.float(), value.float(), reference_points,
                                             spatial_shapes, sample)
                 return out if identity_ is None else out + identity_
-            out = super().forward(
+            return super().forward(
                 query.float(), value=value.float(),
                 identity=query.new_zeros((), dtype=torch.float32)
                 if identity_ is None else identity_,
                 reference_points=reference_points, spatial_shapes=spatial_shapes,
                 level_start_index=level_start_index)
-        return out
 
     def _own_sampling(self, value: torch.Tensor) -> Optional[Callable]:
         """The sampling function this module runs itself, or None for mmcv's forward:
-        the compiled CPU kernel for CPU tensors (when built and chosen); for CUDA
-        tensors without mmcv's CUDA ops, mmcv's PyTorch sampling, reported once (an
-        error under ``SHUFFLEMAMBA_STRICT_KERNELS=1``) instead of mmcv's "implementation
-        for device cuda:0 not found" deep in its forward."""
+        the compiled CPU kernel (when built and chosen); on CUDA without mmcv's CUDA
+        ops, mmcv's PyTorch sampling, reported once (an error under
+        ``SHUFFLEMAMBA_STRICT_KERNELS=1``)."""
         if value.device.type == 'cuda':
             ok, err = has_ms_deform_attn_mmcv_cuda(value.device)
             if ok:
                 return None
             report_fallback('ms_deform_attn_cuda', err)
             return multi_scale_deformable_attn_pytorch
-        return ms_deform_attn_cpu if self._use_cpu_kernel(value) else None
+        if value.device.type != 'cpu':
+            return None
+        choice = self.cpu_kernel or os.environ.get('SHUFFLEMAMBA_MSDA_CPU') or 'auto'
+        if choice not in ('auto', 'torch'):
+            raise ValueError("MSDeformAttn.cpu_kernel / SHUFFLEMAMBA_MSDA_CPU must be "
+                             f"'auto' or 'torch', got {choice!r}")
+        return ms_deform_attn_cpu if choice == 'auto' and has_ms_deform_attn_cpu() else None
 
     def _forward_sampled(self, query: torch.Tensor, value: torch.Tensor,
                          reference_points: torch.Tensor, spatial_shapes: torch.Tensor,
                          sample: Callable) -> torch.Tensor:
-        """mmcv's forward (batch first, no query_pos, no padding mask) with the sampling
-        function ``sample(value, shapes, locations, weights)``; no identity."""
+        """mmcv's forward (batch first, no query_pos, no padding mask, no identity) with
+        the sampling function ``sample(value, shapes, locations, weights)``."""
         bs, num_query, _ = query.shape
         num_value = value.shape[1]
         heads, levels, points = self.num_heads, self.num_levels, self.num_points

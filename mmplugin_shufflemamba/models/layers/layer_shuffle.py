@@ -1,18 +1,7 @@
-"""Stochastic layer-wise shuffle (SLWS): a functional core and a thin module.
-
-During training, block ``l`` of ``L`` shuffles its whole token sequence with probability
-``p_l = l / (L - 1) * P`` (``torch.linspace(0, P, L)``). One permutation per forward is
-shared by the whole batch and applied to both the block input and the residual stream;
-the inverse permutation restores the original order of both outputs. In eval mode
-nothing is ever shuffled.
-
-Two ways to draw (``draw``): 'host' decides each block's shuffle on the CPU (a
-Python branch: blocks that do not shuffle cost nothing), 'device' draws on the tokens'
-device without a host round trip or a data-dependent branch (every block with
-``p_l > 0`` gathers, by the identity when its draw says no), which CUDA graph capture and
-``torch.compile`` need. Both draw a uniformly random permutation with probability
-``p_l``; only some positions may move when ``movable`` is given (cls / register tokens
-kept in place).
+"""Stochastic layer-wise shuffle (SLWS): in training, block ``l`` of ``L`` shuffles its
+token sequence with probability ``linspace(0, P, L)[l]`` (one permutation per forward,
+shared by the batch, applied to the block input and residual and inverted after the
+block); never in eval. The 'host' and 'device' draws: docs/backbone.md#slws.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -27,38 +16,23 @@ def shuffle_probs(shuffle_rate: float, num_layers: int) -> List[float]:
     return [float(p) for p in torch.linspace(0, shuffle_rate, num_layers)]
 
 
-def sample_permutation(prob: float,
-                       num_tokens: int,
-                       device: torch.device = None,
+def sample_permutation(prob: float, num_tokens: int, device: torch.device = None,
                        generator: Optional[torch.Generator] = None
                        ) -> Optional[torch.Tensor]:
-    """Draw the shuffle decision of one block.
-
-    Returns:
-        Tensor | None: a permutation of ``range(num_tokens)`` (LongTensor) with
-        probability ``prob``, else None.
-    """
-    if prob <= 0.0:
-        return None
-    draw = torch.rand((), generator=generator).item()
-    if draw >= prob:
+    """A random permutation of ``range(num_tokens)`` with probability ``prob``, else
+    None (one block's host draw)."""
+    if prob <= 0.0 or torch.rand((), generator=generator).item() >= prob:
         return None
     perm = torch.randperm(num_tokens, generator=generator)
     return perm.to(device) if device is not None else perm
 
 
-def sample_permutation_on_device(prob: float,
-                                 num_tokens: int,
+def sample_permutation_on_device(prob: float, num_tokens: int,
                                  device: torch.device = None,
-                                 movable: Optional[torch.Tensor] = None
-                                 ) -> torch.Tensor:
-    """Draw one block's shuffle on ``device`` without a host synchronisation.
-
-    Returns:
-        Tensor: a uniformly random permutation of ``range(num_tokens)`` (of the
-        ``movable`` positions only, the others fixed) with probability ``prob``, else the
-        identity; always a LongTensor on ``device``.
-    """
+                                 movable: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One block's draw on ``device`` without a host synchronisation: a random
+    permutation (of the ``movable`` positions only) with probability ``prob``, else the
+    identity; always a LongTensor on ``device``."""
     identity = torch.arange(num_tokens, device=device)
     if movable is None:
         perm = torch.randperm(num_tokens, device=device)
@@ -88,21 +62,15 @@ def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
 
 def permute_tokens(perm: torch.Tensor,
                    *tensors: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:
-    """Reorder the token axis (dim 1) of every (B, L, C) tensor by ``perm``.
-
-    None entries pass through (the residual of the first block is None).
-    """
+    """Reorder the token axis (dim 1) of every (B, L, C) tensor by ``perm``; None
+    entries (the first block's residual) pass through."""
     return tuple(None if t is None else t.index_select(1, perm) for t in tensors)
 
 
 def shuffled_call(fn, perm: Optional[torch.Tensor], hidden: torch.Tensor,
                   residual: Optional[torch.Tensor], *args, **kwargs):
-    """Run ``fn(hidden, residual, ...) -> (hidden, residual)`` on a shuffled sequence.
-
-    With ``perm`` None this is ``fn(hidden, residual)``. Otherwise both inputs are
-    permuted by ``perm``, ``fn`` runs, and both outputs are restored with the inverse
-    permutation, so a token-wise ``fn`` gives exactly the unshuffled result.
-    """
+    """``fn(hidden, residual, ...) -> (hidden, residual)`` on the sequence permuted by
+    ``perm`` (None: unshuffled), both outputs restored by the inverse permutation."""
     if perm is None:
         return fn(hidden, residual, *args, **kwargs)
     hidden, residual = permute_tokens(perm, hidden, residual)
@@ -119,9 +87,9 @@ class LayerShuffle(nn.Module):
     Args:
         shuffle_rate (float): the probability ``P`` of the last block.
         num_layers (int): number of blocks.
-        draw (str): 'host' (decide on the CPU; a block that does not shuffle gets None)
-            or 'device' (branch-free on the tokens' device: a permutation tensor, maybe
-            the identity, for every block with ``p_l > 0``). Defaults to 'host'.
+        draw (str): 'host' (decided on the CPU; None for a block that does not
+            shuffle) or 'device' (a permutation, maybe the identity, for every block
+            with ``p_l > 0``). Defaults to 'host'.
     """
 
     def __init__(self, shuffle_rate: float, num_layers: int, draw: str = 'host'):
@@ -135,13 +103,8 @@ class LayerShuffle(nn.Module):
 
     def forward(self, num_tokens: int, device: torch.device = None,
                 movable: Optional[torch.Tensor] = None) -> List[Optional[torch.Tensor]]:
-        """One draw for every block: a permutation or None. All None in eval.
-
-        Args:
-            num_tokens (int): sequence length.
-            device: where the permutations live.
-            movable (Tensor, optional): the positions SLWS may move (default: all).
-        """
+        """A permutation or None per block (all None in eval) of ``num_tokens`` tokens
+        on ``device``; only the ``movable`` positions move (default: all)."""
         if not self.training:
             return [None] * len(self.probs)
         if self.draw == 'device':

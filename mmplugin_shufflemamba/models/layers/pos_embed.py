@@ -37,14 +37,14 @@ class PatchEmbed(nn.Module):
 
 
 def _check_grid(name: str, shape) -> Tuple[int, int]:
-    """A (h, w) grid of sizes >= 1; an int means (n, n). Sizes that are not Python
-    ints (0-dim tensors while the model is traced) pass unchecked."""
+    """A (h, w) grid of sizes >= 1; an int means (n, n). Non-int sizes (0-dim tensors
+    while tracing) pass unchecked."""
     if isinstance(shape, int) and not isinstance(shape, bool):
         shape = (shape, shape)
     if isinstance(shape, (str, bytes)) or not hasattr(shape, '__len__') or len(shape) != 2:
         raise TypeError(f'{name} must be an int or a pair (h, w), got {shape!r}')
     for i, v in enumerate(shape):
-        if isinstance(v, bool) or isinstance(v, (float, str)):
+        if isinstance(v, (bool, float, str)):
             raise TypeError(f'{name}[{i}] must be an int, got {v!r}')
         if isinstance(v, int) and v < 1:
             raise ValueError(f'{name}[{i}] must be >= 1, got {v}')
@@ -55,17 +55,13 @@ def resize_pos_embed(pos_embed: torch.Tensor,
                      src_shape: Tuple[int, int],
                      dst_shape: Tuple[int, int],
                      mode: str = 'bicubic') -> torch.Tensor:
-    """Resize a patch-grid position embedding.
+    """Resize a patch-grid position embedding to (1, dst_h * dst_w, C).
 
     Args:
         pos_embed (Tensor): (1, src_h * src_w, C), patch tokens only, row-major.
         src_shape (tuple[int, int]): (src_h, src_w).
         dst_shape (tuple[int, int]): (dst_h, dst_w).
-        mode (str): interpolation mode, one of :data:`INTERPOLATE_MODES`.
-            Defaults to 'bicubic'.
-
-    Returns:
-        Tensor: (1, dst_h * dst_w, C).
+        mode (str): one of :data:`INTERPOLATE_MODES`. Defaults to 'bicubic'.
     """
     src_h, src_w = _check_grid('src_shape', src_shape)
     dst_shape = _check_grid('dst_shape', dst_shape)
@@ -86,16 +82,14 @@ def resize_pos_embed(pos_embed: torch.Tensor,
 
 @functools.lru_cache(maxsize=64)
 def register_layout(num_patches: int, num_registers: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Where registers sit in the sequence (Mamba-Reg's even spacing).
-
-    With ``S = num_patches // (num_registers + 1)``, the sequence is
-    ``S patches, reg 0, S patches, reg 1, ..., reg R-1, remaining patches``.
+    """Where registers sit in the sequence (Mamba-Reg's even spacing): with
+    ``S = num_patches // (num_registers + 1)``, ``S patches, reg 0, S patches, reg 1,
+    ..., reg R-1, remaining patches``.
 
     Returns:
-        tuple[Tensor, Tensor]: ``token_idx`` (length N + R) such that
-        ``seq = cat([patches, registers])[:, token_idx]``, and ``patch_pos``
-        (length N), the sequence position of every patch in row-major order.
-        Cached per (num_patches, num_registers): the tensors are shared, read-only.
+        tuple[Tensor, Tensor]: ``token_idx`` (N + R, ``seq = cat([patches,
+        registers])[:, token_idx]``) and ``patch_pos`` (N, the sequence position of
+        every row-major patch); cached, shared and read-only.
     """
     check_int('num_patches', num_patches, 1)
     check_int('num_registers', num_registers, 0)

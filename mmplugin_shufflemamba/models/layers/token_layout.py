@@ -1,15 +1,9 @@
-"""The token layout of a ShuffleMamba sequence: where the extra (cls / register) tokens
-sit among the patch tokens, in one object that the backbone, its SLWS draw, its
-classification feature and the checkpoint conversion share.
-
-Layouts (``kind``):
-
-- ``'none'``: the patches alone (dense backbones, the adapter);
-- ``'front'``: one cls token before the patches, its position embedding first in
-  ``pos_embed`` (the official plain classifiers, VideoMamba image models);
-- ``'registers'``: R register tokens spread evenly through the patches
-  (:func:`~.pos_embed.register_layout`, Mamba-Reg), their position embedding in
-  ``pos_embed_cls``. One register sits at ``N // 2``: Vim's middle cls token.
+"""Where the extra (cls / register) tokens of a ShuffleMamba sequence sit among the
+patches (``kind``): ``'none'`` (the patches alone); ``'front'`` (one cls token first, its
+position embedding first in ``pos_embed``: official plain classifiers, VideoMamba);
+``'registers'`` (R registers spread evenly, :func:`~.pos_embed.register_layout`, their
+position embedding in ``pos_embed_cls``: Mamba-Reg; with R = 1 the register sits at
+``N // 2``, Vim's middle cls token).
 """
 import functools
 from typing import Optional, Tuple
@@ -43,9 +37,8 @@ class TokenLayout:
     def __init__(self, kind: str = 'none', num_extra: int = 0):
         if kind not in TOKEN_KINDS:
             raise ValueError(f'token layout kind must be one of {TOKEN_KINDS}, got {kind!r}')
-        expected = {'none': num_extra == 0, 'front': num_extra == 1,
-                    'registers': num_extra >= 1}[kind]
-        if not expected:
+        if not {'none': num_extra == 0, 'front': num_extra == 1,
+                'registers': num_extra >= 1}[kind]:
             raise ValueError(f"a '{kind}' token layout cannot hold {num_extra} tokens")
         self.kind, self.num_extra = kind, int(num_extra)
 
