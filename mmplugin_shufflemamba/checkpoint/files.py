@@ -5,7 +5,7 @@ import io
 import logging
 import os.path as osp
 import re
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -184,10 +184,7 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
     if is_mmengine_checkpoint(ckpt) and _is_state_dict(ckpt.get('state_dict')):
         # EMAHook swaps the weights before saving: 'state_dict' holds the EMA ones, its
         # averaged model's 'module.<key>' entries in 'ema_state_dict' the raw ones.
-        ema_state = ckpt.get('ema_state_dict')
-        ema_state = ema_state if isinstance(ema_state, dict) else {}
-        raw = {k[len('module.'):]: v for k, v in ema_state.items()
-               if k.startswith('module.') and isinstance(v, torch.Tensor)}
+        raw = ema_hook_raw_weights(ckpt) or {}
         if raw and not use_ema:
             return raw, 'ema_state_dict'
         if use_ema and not raw:
@@ -201,6 +198,17 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
     raise CheckpointError(
         f'{filename} has no model weights: expected a state dict or one of the entries '
         f"'model', 'model_ema', 'state_dict'; found {sorted(ckpt)[:20]}.")
+
+
+def ema_hook_raw_weights(ckpt: dict) -> Optional[Dict[str, torch.Tensor]]:
+    """The ``module.<key>`` tensors of MMEngine's ``EMAHook`` entry ``ema_state_dict``
+    (its averaged model; the raw weights once the hook has swapped them) without the
+    prefix; None when there is no such entry."""
+    ema = ckpt.get('ema_state_dict')
+    if not isinstance(ema, dict):
+        return None
+    return {k[len('module.'):]: v for k, v in ema.items()
+            if k.startswith('module.') and isinstance(v, torch.Tensor)}
 
 
 #: What each entry of a checkpoint holds, for the loader's log line.

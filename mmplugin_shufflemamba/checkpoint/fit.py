@@ -12,7 +12,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from .files import nonfinite_tensors, refuse_nonfinite
+from .files import ema_hook_raw_weights, nonfinite_tensors, refuse_nonfinite
 from .saved_config import checkpoint_origin, model_config_differences, saved_config_value
 
 #: the tools' switches that relax the check (named in the messages)
@@ -104,10 +104,8 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
     unexpected = [k for k in unexpected if not k.startswith(_CONFIG_OWNED)]
     shapes = [s for s in shapes if not s[0].startswith(_CONFIG_OWNED)]
     nonfinite = nonfinite_tensors(sd)
-    ema = ckpt.get('ema_state_dict')  # (ckpt is a dict: checkpoint_weights checked)
-    if isinstance(ema, dict):  # EMAHook's averaged model: 'module.<key>' (and 'steps')
-        ema = OrderedDict((k[len('module.'):], v) for k, v in ema.items()
-                          if k.startswith('module.'))
+    ema = ema_hook_raw_weights(ckpt)  # (ckpt is a dict: checkpoint_weights checked)
+    if ema is not None:
         e_missing, _, e_shapes = compare_state_dicts(ema, model_sd)
         e_missing = relevant_missing(e_missing)
         if mode == 'resume' and (e_missing or e_shapes):

@@ -1,12 +1,12 @@
 """Drop-in subclasses of the frameworks' datasets and of mmseg's ``IoUMetric`` that name
 the file and the problem when data is bad, and count in one warning line what the
 frameworks set aside silently (see docs/training_and_testing.md, data checks)."""
-import os
 import os.path as osp
 from collections import Counter
 from typing import List, Optional, Sequence
 
 import numpy as np
+from mmengine.fileio import list_dir_or_file
 from mmengine.registry import DATASETS, METRICS
 
 from .data_checks import DataError, _examples, _is_local, _values, _warn, probe_image_file
@@ -81,9 +81,9 @@ if ADE20KDataset is not None:
                     f"'{self.seg_map_suffix}' label map")
             if not self.ann_file and osp.isdir(ann_dir):
                 used = {osp.relpath(d['seg_map_path'], ann_dir) for d in data_list}
-                unused = sorted({osp.relpath(osp.join(d, f), ann_dir)
-                                 for d, _, files in os.walk(ann_dir) for f in files
-                                 if f.endswith(self.seg_map_suffix)} - used)
+                unused = sorted(set(list_dir_or_file(
+                    ann_dir, list_dir=False, suffix=self.seg_map_suffix, recursive=True,
+                    backend_args=self.backend_args)) - used)
                 if unused:
                     _warn(f'{type(self).__name__} {ann_dir}: {len(unused)} annotation '
                           f'files have no image in {img_dir} and are not used: '

@@ -6,21 +6,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import library
-from .kernels import (ShapeError, _import_kernel, cpu_extension, get_cuda_kernel,
-                      use_cpu_extension)
+from .kernels import (ShapeError, _import_kernel, check_tensors, cpu_extension,
+                      get_cuda_kernel, kernel_dtype, use_cpu_extension)
 
 
 def check_conv_args(x, weight, bias, fn: str = 'causal_conv1d') -> None:
     """Sizes, dtypes and devices of the conv's arguments; a clear error, not a crash."""
-    for name, t in (('x', x), ('weight', weight), ('bias', bias)):
-        if t is None and name == 'bias':
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise ShapeError(f'{fn}: {name} must be a tensor, got {type(t).__name__}')
-        if not t.is_floating_point():
-            raise ShapeError(f'{fn}: {name} must be a floating-point tensor, got {t.dtype}')
-        if t.device != x.device:
-            raise ShapeError(f'{fn}: {name} is on {t.device}, x on {x.device}')
+    check_tensors(fn, ('bias', ), x=x, weight=weight, bias=bias)
     if x.dim() != 3:
         raise ShapeError(f'{fn}: x must be (batch, dim, seqlen), got shape {tuple(x.shape)}')
     dim = x.shape[1]
@@ -87,7 +79,7 @@ def _strided(t: Tensor) -> Tensor:
 
 
 def _cpu_conv_args(x, weight, bias):
-    ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+    ct = kernel_dtype(x)
     xc = x.to(ct)
     if xc.shape[2] > 1:  # the output comes in the input's layout
         xc = _strided(xc)

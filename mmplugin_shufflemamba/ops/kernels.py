@@ -14,6 +14,8 @@ import warnings
 from types import SimpleNamespace
 from typing import Dict, Optional, Tuple
 
+import torch
+
 KERNEL_BACKENDS = ('auto', 'cuda', 'torch')
 
 # Environment switch: a fallback that costs speed is an error instead of a warning.
@@ -23,6 +25,26 @@ STRICT_ENV = 'SHUFFLEMAMBA_STRICT_KERNELS'
 class ShapeError(ValueError):
     """A tensor argument of an op has the wrong size, dtype or device; the compiled
     kernels' own argument checks raise ``ValueError`` too."""
+
+
+def kernel_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype the kernels compute in for ``t``: float64 stays float64, else float32."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def check_tensors(fn: str, optional: Tuple[str, ...] = (), **tensors) -> None:
+    """Each argument a floating-point tensor on the first one's device (None allowed for
+    the names in ``optional``), else a :class:`ShapeError` naming it."""
+    ref_name, ref = next(iter(tensors.items()))
+    for name, t in tensors.items():
+        if t is None and name in optional:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise ShapeError(f'{fn}: {name} must be a tensor, got {type(t).__name__}')
+        if not t.is_floating_point():
+            raise ShapeError(f'{fn}: {name} must be a floating-point tensor, got {t.dtype}')
+        if t.device != ref.device:
+            raise ShapeError(f'{fn}: {name} is on {t.device}, {ref_name} on {ref.device}')
 
 
 class KernelFallbackWarning(UserWarning):

@@ -17,7 +17,7 @@ itself). See docs/kernels_and_performance.md#deformable-attention-on-the-cpu.
 """
 import torch
 
-from .kernels import _INSTALL, ShapeError, cpu_extension
+from .kernels import _INSTALL, ShapeError, cpu_extension, kernel_dtype
 
 __all__ = ['ms_deform_attn', 'ms_deform_attn_cpu', 'ms_deform_attn_ref',
            'has_ms_deform_attn_cpu', 'has_ms_deform_attn_mmcv_cuda',
@@ -138,7 +138,7 @@ class _MSDeformAttnCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value, spatial_shapes, sampling_locations, attention_weights):
-        ct = torch.float64 if value.dtype == torch.float64 else torch.float32
+        ct = kernel_dtype(value)
         v, loc, attn = (t.to(ct).contiguous()
                         for t in (value, sampling_locations, attention_weights))
         shapes = spatial_shapes.to(torch.long).contiguous()

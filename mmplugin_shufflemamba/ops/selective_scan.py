@@ -22,17 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import library
-from .kernels import ShapeError, cpu_extension, get_cuda_kernel, use_cpu_extension
+from .kernels import (ShapeError, check_tensors, cpu_extension, get_cuda_kernel,
+                      kernel_dtype, use_cpu_extension)
 from .selective_scan_cuda import _SelectiveScanCUDA
 
 
 def has_selective_scan_cpu() -> bool:
     """Whether the compiled CPU selective scan is available."""
     return cpu_extension() is not None
-
-
-def _compute_dtype(t: Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 def _to(dtype, *tensors):
@@ -49,16 +46,8 @@ def _flip_time(u, delta, B, C, z):
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias, fn='selective_scan'):
     """Sizes, dtypes (floating point) and devices (u's) of every argument: a
     :class:`ShapeError` (a ValueError) naming the wrong one."""
-    for name, t in (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D),
-                    ('z', z), ('delta_bias', delta_bias)):
-        if t is None and name in ('D', 'z', 'delta_bias'):
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise ShapeError(f'{fn}: {name} must be a tensor, got {type(t).__name__}')
-        if not t.is_floating_point():
-            raise ShapeError(f'{fn}: {name} must be a floating-point tensor, got {t.dtype}')
-        if t.device != u.device:
-            raise ShapeError(f'{fn}: {name} is on {t.device}, u on {u.device}')
+    check_tensors(fn, ('D', 'z', 'delta_bias'), u=u, delta=delta, A=A, B=B, C=C, D=D, z=z,
+                  delta_bias=delta_bias)
     if u.dim() != 3:
         raise ShapeError(f'{fn}: u must be (batch, dim, seqlen), got shape {tuple(u.shape)}')
     batch, dim, seqlen = u.shape
@@ -119,7 +108,7 @@ def _output(hs, C, u, D):
 
 def scan_torch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """Forward of the PyTorch path without autograd: the (gated) output in ``u.dtype``."""
-    u_, delta_, A_, B_, C_, D_, z_, db_ = _to(_compute_dtype(u), u, delta, A, B, C, D, z,
+    u_, delta_, A_, B_, C_, D_, z_, db_ = _to(kernel_dtype(u), u, delta, A, B, C, D, z,
                                               delta_bias)
     hs = _scan_fwd_loop(*_prepare(u_, delta_, A_, B_, db_, delta_softplus)[2:])
     y = _output(hs, C_, u_, D_)
@@ -132,7 +121,7 @@ def scan_torch_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout,
     ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` in the inputs' dtypes (None for
     absent ones); with ``return_out``, a ninth element: the output of
     :func:`scan_torch_fwd`, from the recomputed states."""
-    u_, delta_, A_, B_, C_, D_, z_, db_, dout = _to(_compute_dtype(u), u, delta, A, B, C, D,
+    u_, delta_, A_, B_, C_, D_, z_, db_, dout = _to(kernel_dtype(u), u, delta, A, B, C, D,
                                                     z, delta_bias, dout)
     dt_raw, dt, dA, dBu = _prepare(u_, delta_, A_, B_, db_, delta_softplus)
     hs = _scan_fwd_loop(dA, dBu)
@@ -218,13 +207,14 @@ def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
 def _cpu_args(u, delta, A, B, C, D, z, delta_bias, reverse):
     """The compiled kernel's arguments in the compute dtype: (B, D, L) tensors as they
     are (any layout), B and C time-major (B, L, N) in scan order, the rest contiguous."""
-    ct = _compute_dtype(u)
+    ct = kernel_dtype(u)
 
     def time_major(t):
         t = t.to(ct).transpose(1, 2)
         return (t.flip(1) if reverse else t).contiguous()
 
-    A, D, delta_bias = (None if t is None else t.to(ct).contiguous() for t in (A, D, delta_bias))
+    A, D, delta_bias = (None if t is None else t.contiguous()
+                        for t in _to(ct, A, D, delta_bias))
     u, delta, z = _to(ct, u, delta, z)
     return u, delta, A, time_major(B), time_major(C), D, z, delta_bias
 

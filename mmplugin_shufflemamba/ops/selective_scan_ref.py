@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .selective_scan import _check_shapes, _compute_dtype, _flip_time
+from .kernels import kernel_dtype
+from .selective_scan import _check_shapes, _flip_time
 
 
 def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -38,7 +39,7 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias,
                                   delta_softplus).flip(-1)
     dtype_in = u.dtype
-    ct = _compute_dtype(u)
+    ct = kernel_dtype(u)
     u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
     if delta_bias is not None:
         delta = delta + delta_bias.to(ct)[:, None]

@@ -6,6 +6,7 @@ circles with a blue gradient (sky), upward triangles with green speckles (tree) 
 horizontal ellipses with a yellow checkerboard (car). The writers only turn a scene into
 a file format, so for the same seed they all write the same images.
 """
+import importlib
 import json
 import os
 import os.path as osp
@@ -125,7 +126,7 @@ def write_dataset(root: str, writer: str, key: str, legacy_pattern: str, overwri
         plan (Callable): Called when the dataset must be written; returns ``(files, dirs,
             write)``: the relative paths ``write()`` writes, the directories to create.
     """
-    import cv2  # noqa: F401  (without OpenCV, fail before anything in root is touched)
+    importlib.import_module('cv2')  # without OpenCV, fail before root is touched
     name = '.' + writer[len('generate_'):]
     stamp_path = osp.join(root, name)
     stamp, present = _read_stamp(stamp_path), _present_files(root, name)
