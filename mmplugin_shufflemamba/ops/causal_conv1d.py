@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import library
-from .kernels import (ShapeError, _import_kernel, check_tensors, cpu_extension,
-                      get_cuda_kernel, kernel_dtype, use_cpu_extension)
+from .kernels import (ShapeError, _import_kernel, check_tensors, get_cuda_kernel,
+                      kernel_dtype, require_cpu_extension, use_cpu_extension)
 
 
 def check_conv_args(x, weight, bias, fn: str = 'causal_conv1d') -> None:
@@ -149,10 +149,7 @@ class _CausalConv1dCUDA(torch.autograd.Function):
 def causal_conv1d_cpu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                       activation: Optional[str] = None, reverse: bool = False) -> Tensor:
     """Compiled CPU kernel (same arguments and result as :func:`causal_conv1d_ref`)."""
-    if cpu_extension() is None:
-        raise RuntimeError('the compiled CPU extension (mmplugin_shufflemamba._ext) is not '
-                           "built; reinstall with `pip install --no-build-isolation -e .` "
-                           "or use kernel='torch'.")
+    require_cpu_extension('the compiled CPU causal conv', "kernel='torch'")
     _check_activation(activation)
     check_conv_args(x, weight, bias, 'causal_conv1d_cpu')
     if x.device.type != 'cpu':

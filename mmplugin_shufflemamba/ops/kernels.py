@@ -139,24 +139,30 @@ def cpu_paths():
     return [] if ext is None else [tuple(p) for p in ext.cpu_paths()]
 
 
-def _built_extension():
+def require_cpu_extension(what: str = 'the compiled CPU extension',
+                          instead: str = '') -> object:
+    """The compiled CPU extension, or a RuntimeError naming ``what`` needs it, why it is
+    missing and how to install it (``instead``: the alternative, e.g. "kernel='torch'")."""
     ext = cpu_extension()
     if ext is None:
-        raise RuntimeError('the compiled CPU extension is not built')
+        raise RuntimeError(
+            f'{what} is not built (mmplugin_shufflemamba._ext: {_cpu_extension_error()}); '
+            f"reinstall with `{_INSTALL['cpu_extension']}`"
+            + (f' or use {instead}.' if instead else '.'))
     return ext
 
 
 def get_cpu_path() -> str:
     """The code path the compiled CPU kernels use (chosen at the first call from the
     CPU's features, or by ``SHUFFLEMAMBA_CPU_ISA``)."""
-    return _built_extension().get_cpu_path()
+    return require_cpu_extension().get_cpu_path()
 
 
 def set_cpu_path(name: str) -> str:
     """Use code path ``name`` ('auto', 'generic', 'avx2' or 'avx512') of the compiled
     CPU kernels from now on; returns the path chosen. A path this CPU cannot run is a
     ValueError (never an illegal instruction)."""
-    return _built_extension().set_cpu_path(name)
+    return require_cpu_extension().set_cpu_path(name)
 
 
 def check_kernel_backend(kernel: str) -> str:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import library
 from .kernels import (ShapeError, check_tensors, cpu_extension, get_cuda_kernel,
-                      kernel_dtype, use_cpu_extension)
+                      kernel_dtype, require_cpu_extension, use_cpu_extension)
 from .selective_scan_cuda import _SelectiveScanCUDA
 
 
@@ -271,11 +271,7 @@ def selective_scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     Raises:
         RuntimeError: if the extension was not built (see ``setup.py``).
     """
-    if cpu_extension() is None:
-        raise RuntimeError(
-            'the compiled CPU selective scan (mmplugin_shufflemamba._ext) is not built; '
-            'reinstall with `pip install --no-build-isolation -e .` (needs a C++ '
-            "compiler) or use kernel='torch'.")
+    require_cpu_extension('the compiled CPU selective scan', "kernel='torch'")
     _check_shapes(u, delta, A, B, C, D, z, delta_bias, 'selective_scan_cpu')
     if u.device.type != 'cpu':
         raise ShapeError(f'selective_scan_cpu needs CPU tensors, got u on {u.device}')

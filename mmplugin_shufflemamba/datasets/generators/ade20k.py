@@ -80,5 +80,5 @@ def generate_synthetic_ade20k(root: str,
              for kind, ext in (('images', 'jpg'), ('annotations', 'png'))]
     dirs = [f'{kind}/{split}' for split, _, _ in splits for kind in ('images', 'annotations')]
     key = f'{num_train} {num_val} {size[0]}x{size[1]} seed={seed} v1'
-    return write_dataset(root, 'generate_synthetic_ade20k', key, _LEGACY_FILES, overwrite,
+    return write_dataset(root, 'synthetic_ade20k', key, _LEGACY_FILES, overwrite,
                          lambda: (files, dirs, write))

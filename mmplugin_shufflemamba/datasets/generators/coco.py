@@ -147,5 +147,5 @@ def generate_synthetic_coco(root: str,
     files += [f'annotations/instances_{split}2017.json' for split, _, _ in splits]
     dirs = ['annotations'] + [f'{split}2017' for split, _, _ in splits]
     key = f'{num_train} {num_val} {size[0]}x{size[1]} seed={seed} min_area={min_area} v1'
-    return write_dataset(root, 'generate_synthetic_coco', key, _LEGACY_FILES, overwrite,
+    return write_dataset(root, 'synthetic_coco', key, _LEGACY_FILES, overwrite,
                          lambda: (files, dirs, write))

@@ -104,5 +104,5 @@ def generate_synthetic_imagenet(root: str,
         return files, dirs, write
 
     key = f'{num_train} {num_val} {size[0]}x{size[1]} seed={seed} margin={margin} v1'
-    return write_dataset(root, 'generate_synthetic_imagenet', key, _LEGACY_FILES, overwrite,
+    return write_dataset(root, 'synthetic_imagenet', key, _LEGACY_FILES, overwrite,
                          plan)

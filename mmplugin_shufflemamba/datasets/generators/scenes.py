@@ -108,7 +108,7 @@ def _remove(root: str, files: List[str]) -> None:
             os.rmdir(path)
 
 
-def write_dataset(root: str, writer: str, key: str, legacy_pattern: str, overwrite: bool,
+def write_dataset(root: str, name: str, key: str, legacy_pattern: str, overwrite: bool,
                   plan: Callable[[], Tuple[List[str], Sequence[str], Callable[[], None]]]
                   ) -> str:
     """Write a writer's dataset into ``root`` unless its stamp ``<root>/.<name>`` (JSON:
@@ -118,7 +118,8 @@ def write_dataset(root: str, writer: str, key: str, legacy_pattern: str, overwri
 
     Args:
         root (str): The output directory.
-        writer (str): The writer's name, ``'generate_<name>'``.
+        name (str): The dataset's name, e.g. ``'synthetic_ade20k'``: its writer is
+            ``generate_<name>``.
         key (str): The writer's arguments.
         legacy_pattern (str): Regular expression of the relative paths that a key-only
             stamp (of earlier versions) owns.
@@ -127,9 +128,9 @@ def write_dataset(root: str, writer: str, key: str, legacy_pattern: str, overwri
             write)``: the relative paths ``write()`` writes, the directories to create.
     """
     importlib.import_module('cv2')  # without OpenCV, fail before root is touched
-    name = '.' + writer[len('generate_'):]
-    stamp_path = osp.join(root, name)
-    stamp, present = _read_stamp(stamp_path), _present_files(root, name)
+    writer, stamp_name = f'generate_{name}', f'.{name}'
+    stamp_path = osp.join(root, stamp_name)
+    stamp, present = _read_stamp(stamp_path), _present_files(root, stamp_name)
     if stamp is None:
         owned = set()
     elif stamp['files'] is None:
@@ -141,7 +142,7 @@ def write_dataset(root: str, writer: str, key: str, legacy_pattern: str, overwri
         examples = ', '.join(repr(p) for p in foreign[:3])
         more = f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''
         why = (f'has {len(foreign)} file(s) that {writer} did not write' if stamp is not None
-               else f"is not empty ({len(foreign)} file(s)) and has no stamp '{name}', so "
+               else f"is not empty ({len(foreign)} file(s)) and has no stamp '{stamp_name}', so "
                f'{writer} did not write it')
         raise FileExistsError(
             f'{root} {why}: {examples}{more}. {writer} writes only into an empty directory '
