@@ -8,7 +8,9 @@ import torch
 
 from mmplugin_shufflemamba import ShuffleMamba
 from mmplugin_shufflemamba.models.layers import BiMambaMixer
-from mmplugin_shufflemamba.ops import bimamba_inner, has_selective_scan_cpu, kernels
+from mmplugin_shufflemamba.ops import (bimamba_inner, has_causal_conv1d_cuda,
+                                       has_selective_scan_cpu, has_selective_scan_cuda,
+                                       kernels)
 from mmplugin_shufflemamba.ops.bimamba_inner import (bimamba_inner_fn, bimamba_inner_ref,
                                                      select_backend)
 from mmplugin_shufflemamba.ops.selective_scan import scan_torch_bwd, scan_torch_fwd
@@ -148,20 +150,84 @@ def fake_cuda_kernels(monkeypatch):
     return scan
 
 
+def _cuda_backend_vs_composed_ops(fused_conv, device, length, tol):
+    """The CUDA backend's outputs and gradients against the composed PyTorch ops, each
+    compared relative to the reference's largest magnitude."""
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(24, d_state=8).to(device)
+    hidden = torch.randn(2, length, 24, device=device)
+    dout = torch.randn(2, length, 24, device=device)
+    be = bimamba_inner._CUDA[fused_conv]
+    fused = _grads(mixer, hidden, lambda h: bimamba_inner_fn(mixer, h, backend=be), dout)
+    ref = _grads(mixer, hidden, lambda h: bimamba_inner_ref(mixer, h, 'torch'), dout)
+    pairs = [('out', fused[0], ref[0]), ('hidden grad', fused[1], ref[1])]
+    pairs += [(n, fused[2][n], ref[2][n]) for n in ref[2]]
+    for name, a, b in pairs:
+        scale = b.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(a / scale, b / scale, rtol=tol, atol=tol, msg=name)
+
+
 @pytest.mark.parametrize('fused_conv', [True, False])
 def test_cuda_backend_plumbing(fake_cuda_kernels, fused_conv):
     """Channel-major xz from one matmul, one flip of x and z for the reverse branch and
     one of its output back, the kernels' argument layouts: the same outputs and
     gradients as the composed ops."""
-    mixer = BiMambaMixer(24, d_state=8)
-    hidden, dout = torch.randn(2, 29, 24), torch.randn(2, 29, 24)
-    be = bimamba_inner._CUDA[fused_conv]
-    fused = _grads(mixer, hidden, lambda h: bimamba_inner_fn(mixer, h, backend=be), dout)
+    _cuda_backend_vs_composed_ops(fused_conv, 'cpu', 29, 2e-5)
     # mamba-ssm's backward reads the forward's output: one scan forward per direction in
     # the forward and again in the backward.
     assert fake_cuda_kernels.calls == {'fwd': 4, 'bwd': 2}
-    ref = _grads(mixer, hidden, lambda h: bimamba_inner_ref(mixer, h, 'torch'), dout)
-    _assert_same(fused, ref, 2e-5)
+
+
+# ------------------------------------------- the real fused kernels (GPU machines only)
+needs_gpu_kernels = pytest.mark.skipif(
+    not (torch.cuda.is_available() and has_selective_scan_cuda()),
+    reason='needs a GPU and mamba-ssm (WITH_MAMBA_KERNELS=1 bash tools/setup_env.sh)')
+
+
+@needs_gpu_kernels
+@pytest.mark.parametrize('fused_conv', [True, False])
+@pytest.mark.parametrize('length', [197, 2100])  # 2100: past the kernel's 2048-step chunk
+def test_gpu_fused_kernels_match_the_composed_ops(fused_conv, length):
+    if fused_conv and not has_causal_conv1d_cuda():
+        pytest.skip('causal-conv1d is not installed')
+    _cuda_backend_vs_composed_ops(fused_conv, 'cuda', length, 1e-4)
+
+
+@needs_gpu_kernels
+def test_gpu_backbone_auto_kernels_match_the_pytorch_path():
+    """ShuffleMamba on the GPU: the fused kernels ('auto') and the PyTorch path
+    ('torch') give the same features and gradients."""
+    torch.manual_seed(0)
+    fused = ShuffleMamba(arch=dict(embed_dims=64, num_layers=2), img_size=64,
+                         patch_size=16, out_indices=(0, 1), drop_path_rate=0.0).cuda()
+    plain = ShuffleMamba(arch=dict(embed_dims=64, num_layers=2), img_size=64,
+                         patch_size=16, out_indices=(0, 1), drop_path_rate=0.0,
+                         kernel='torch').cuda()
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 3, 64, 64, device='cuda')
+    outs = [m(x) for m in (fused, plain)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for m, out in zip((fused, plain), outs):
+        sum(o.square().sum() for o in out).backward()
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+        scale = q.grad.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(p.grad / scale, q.grad / scale, rtol=1e-4, atol=1e-4,
+                                   msg=name)
+
+
+@needs_gpu_kernels
+def test_gpu_bf16_autocast_matches_float32_closely():
+    mixer = BiMambaMixer(32, d_state=16).cuda()
+    hidden = torch.randn(2, 300, 32, device='cuda')
+    ref = bimamba_inner_fn(mixer, hidden)
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        out = bimamba_inner_fn(mixer, hidden)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+    out.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and
+               p.grad.isfinite().all() for p in mixer.parameters())
 
 
 @pytest.mark.parametrize('with_z', [True, False])
@@ -222,21 +288,21 @@ def test_backward_runs_no_scan_forward(backend):
 
 
 # --------------------------------------------------------------- memory
-def _saved_bytes(kernel, depth, batch, size, dims):
+def _saved_bytes(kernel, depth, batch, size, dims, device):
     model = ShuffleMamba(arch=dict(embed_dims=dims, num_layers=depth), img_size=size,
-                         patch_size=16, out_indices=(depth - 1, ), kernel=kernel)
+                         patch_size=16, out_indices=(depth - 1, ), kernel=kernel).to(device)
     model.train()
-    x = torch.randn(batch, 3, size, size)
+    x = torch.randn(batch, 3, size, size, device=device)
     return saved_tensor_bytes(lambda: model(x), model)
 
 
-def _units_per_block(kernel, batch=2, size=128, dims=192):
+def _units_per_block(kernel, batch=2, size=128, dims=192, device='cpu'):
     """Bytes autograd saves per block in a training forward of the backbone
     (parameters excluded; the difference of a 4- and a 2-block model, so that the
     patch embedding and the final norm do not count), in units of the in_proj output
     (2 B L d_inner float32)."""
-    per_block = (_saved_bytes(kernel, 4, batch, size, dims)
-                 - _saved_bytes(kernel, 2, batch, size, dims)) / 2
+    per_block = (_saved_bytes(kernel, 4, batch, size, dims, device)
+                 - _saved_bytes(kernel, 2, batch, size, dims, device)) / 2
     tokens = (size // 16)**2
     unit = 2 * batch * tokens * 2 * dims * 4
     return per_block / unit
@@ -249,6 +315,14 @@ def test_saved_memory_per_block_at_most_two_in_proj_outputs(kernel):
     units = _units_per_block(kernel)
     # in_proj output 1.0, block input and norm output 0.25 each, x_dbl 2 x 0.06.
     assert units <= 2.0, f'{units:.2f} in_proj-output units kept per block'
+
+
+@needs_gpu_kernels
+def test_gpu_saved_memory_per_block_at_most_two_in_proj_outputs():
+    """The same count with mamba-ssm's kernels: they recompute what the CPU paths
+    recompute, so the fused path keeps no more."""
+    units = _units_per_block('auto', device='cuda')
+    assert units <= 2.0, f'{units:.2f} in_proj-output units kept per block on CUDA'
 
 
 # --------------------------------------------------------------- loud fallbacks

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mmplugin_shufflemamba.ops import has_selective_scan_cpu
 
@@ -44,7 +45,8 @@ def test_gpu_protocol_runs_on_the_cpu_with_tiny_cases(tmp_path):
     run = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark_backbones.py', '--protocol', 'gpu',
          '--device', 'cpu', '--reps', '1', '--cases', 'backbone:32:1:float32',
-         'upernet:32:2:bfloat16', '--slws-case', 'backbone:32:1:float32', '--json',
+         'upernet:32:2:bfloat16', 'mixer:32:2:float32', '--slws-case',
+         'backbone:32:1:float32', '--json',
          str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -54,7 +56,9 @@ def test_gpu_protocol_runs_on_the_cpu_with_tiny_cases(tmp_path):
     for key in ('step_ratio_vs_timm[backbone:32:1:float32]',
                 'step_ratio_vs_mmseg[backbone:32:1:float32]',
                 'mem_mib[timm-vit-b][backbone:32:1:float32]',
-                'step_ratio_vs_mmseg[upernet:32:2:bfloat16]', 'slws_overhead_pct'):
+                'step_ratio_vs_mmseg[upernet:32:2:bfloat16]', 'slws_overhead_pct',
+                'slws_device_draw_overhead_pct',
+                'step_ratio_lean_vs_composed[mixer:32:2:float32]'):
         assert key in res and math.isfinite(res[key]), key
     assert res['step_s[shufflemamba-b][upernet:32:2:bfloat16]'] > 0
     assert 'selective_scan' in data['info']['kernels']
@@ -65,6 +69,7 @@ def test_gpu_protocol_runs_on_the_cpu_with_tiny_cases(tmp_path):
     (['--slws-reps', '0'], '--slws-reps must be >= 1, got 0'),
     (['--protocol', 'gpu', '--cases', 'backbone:512:0:bfloat16'], 'bad case'),
     (['--protocol', 'gpu', '--cases', 'vit:512:2:float32'], 'bad case'),
+    (['--protocol', 'gpu', '--slws-case', 'mixer:512:2:float32'], 'bad --slws-case'),
 ])
 def test_benchmark_options_are_checked(args, words):
     run = subprocess.run([sys.executable, 'tools/analysis/benchmark_backbones.py', *args],
@@ -78,3 +83,35 @@ def test_benchmark_upernet_case_needs_two_images():
                           '--protocol', 'gpu', '--cases', 'upernet:64:1:float32'],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and 'needs batch >= 2' in run.stderr
+
+
+def _gpu_checks(tmp_path, *args):
+    env = dict(os.environ, PYTHON=sys.executable)
+    env.pop('OUT', None)
+    return subprocess.run(['bash', 'tools/analysis/gpu_checks.sh', *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_gpu_checks_runs_every_step(tmp_path):
+    """The one-command GPU check on a machine without a GPU: the kernel report, the GPU
+    tests (skipped, with the reason), the protocol with the options given after --."""
+    out = tmp_path / 'checks'
+    run = _gpu_checks(tmp_path, str(out), '--', '--device', 'cpu', '--reps', '1',
+                      '--cases', 'mixer:32:1:float32', '--slws-case', 'none')
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert 'kernel for cuda tensors: selective_scan:' in run.stdout
+    assert '== GPU tests: exit 0' in run.stdout
+    res = json.loads((out / 'gpu_protocol.json').read_text())['results']
+    assert res['step_ratio_lean_vs_composed[mixer:32:1:float32]'] > 0
+    assert {'kernels.txt', 'tests.log', 'benchmark.log'} <= set(os.listdir(out))
+    if not torch.cuda.is_available():
+        assert 'No GPU is visible' in run.stdout
+        assert 'needs a GPU and mamba-ssm' in (out / 'tests.log').read_text()
+
+
+def test_gpu_checks_fails_when_a_step_fails(tmp_path):
+    run = _gpu_checks(tmp_path, str(tmp_path / 'checks'), '--', '--cases', 'vit:1:1:x')
+    assert run.returncode == 1
+    assert 'FAILED: GPU benchmark protocol' in run.stdout
+    bad = _gpu_checks(tmp_path, str(tmp_path / 'checks'), '--reps', '1')
+    assert bad.returncode == 2 and 'benchmark options go after --' in bad.stderr

@@ -17,9 +17,12 @@ The GPU protocol (``--protocol gpu``; runs on the CPU too, e.g. with small ``--c
 measures, in one process and with interleaved repetitions, the training step (forward +
 backward) time and peak memory of ShuffleMamba-B beside timm's ViT-B (fused SDPA
 attention: what a user would pick instead) and mmseg's ViT-B, and the UperNet training
-step of ``configs/upernet_shufflemamba_b.py`` beside mmseg's ViT-B UperNet, per case
-``kind:size:batch:dtype``; it prints ratios against the targets and the kernel each op
-ran:
+step of ``configs/upernet_shufflemamba_b.py`` beside mmseg's ViT-B UperNet, and the
+training step of one B-size mixer as the lean fused function (``BiMambaInnerFn``) beside
+the composed differentiable ops (``bimamba_inner_ref``), per case
+``kind:size:batch:dtype`` (kind backbone, upernet or mixer; a mixer case runs on the
+tokens of a size x size image); SLWS costs with the host and the device draw. It prints
+ratios against the targets and the kernel each op ran:
 
     python tools/analysis/benchmark_backbones.py --protocol gpu --device cuda --json out.json
     python tools/analysis/benchmark_backbones.py --protocol gpu \
@@ -45,7 +48,8 @@ from mmplugin_shufflemamba.ops import (has_selective_scan_cpu, has_selective_sca
 # The GPU protocol's cases (kind:size:batch:dtype) and targets (ratios measured in one
 # run).
 GPU_CASES = ('backbone:512:8:bfloat16', 'backbone:1024:2:bfloat16', 'upernet:512:2:bfloat16',
-             'upernet:512:2:float32')
+             'upernet:512:2:float32', 'mixer:512:8:bfloat16', 'mixer:512:2:float32')
+CASE_KINDS = ('backbone', 'upernet', 'mixer')
 GPU_TARGETS = {
     'step_ratio_vs_timm[backbone:512:8:bfloat16]': 2.5,
     'mem_ratio_vs_timm[backbone:1024:2:bfloat16]': 1.5,
@@ -62,12 +66,13 @@ TARGETS = {
 }
 
 
-def build(name, shuffle_rate=0.0, device='cpu'):
+def build(name, shuffle_rate=0.0, device='cpu', shuffle_draw='host'):
     if name in ('shufflemamba-b', 'shufflemamba-reg-b'):
         # Reg-B: the plain twin of the adapter below (RMSNorm blocks, as its checkpoint).
         norm = dict(type='RMSNorm') if name == 'shufflemamba-reg-b' else dict(type='LN')
         m = ShuffleMamba(arch='b', img_size=224, out_indices=(5, 11, 17, 23),
-                         drop_path_rate=0.2, shuffle_rate=shuffle_rate, norm_cfg=norm)
+                         drop_path_rate=0.2, shuffle_rate=shuffle_rate, norm_cfg=norm,
+                         shuffle_draw=shuffle_draw)
     elif name == 'shufflemamba-adapter-b':
         # The backbone of configs/upernet_shufflemamba_reg-adapter-b.py (BN for SyncBN).
         m = ShuffleMambaAdapter(arch='b', img_size=224, norm_cfg=dict(type='RMSNorm'),
@@ -170,6 +175,25 @@ def backbone_step(model, x, dtype, device):
     return step
 
 
+class _Mixer(torch.nn.Module):
+    """A B-size block's norm and mixer (768 channels, as in ShuffleMamba-B), the mixer
+    through the lean fused function or through the composed differentiable ops (the same
+    weights for both); (B, L, 768) -> (output, )."""
+
+    def __init__(self, lean, other=None):
+        super().__init__()
+        from mmplugin_shufflemamba.models.layers import BiMambaMixer
+        self.norm = torch.nn.LayerNorm(768) if other is None else other.norm
+        self.mixer = BiMambaMixer(768) if other is None else other.mixer
+        self.lean = lean
+
+    def forward(self, hidden):
+        from mmplugin_shufflemamba.ops.bimamba_inner import (bimamba_inner_fn,
+                                                             bimamba_inner_ref)
+        fn = bimamba_inner_fn if self.lean else bimamba_inner_ref
+        return (fn(self.mixer, self.norm(hidden), self.mixer.kernel), )
+
+
 def peak_memory(fn, device):
     """Peak memory (MiB) above the current allocation during ``fn()``: CUDA's
     allocator statistics; on the CPU the growth of the process's peak RSS."""
@@ -210,6 +234,13 @@ def run_protocol(cases, reps, device, slws_case=None):
             names = ['shufflemamba-b', 'vit-b']
             steps = {n: upernet_step(get(f'upernet-{n}', lambda n=n: build_upernet(
                 n, device)), batch, size, dtype, device) for n in names}
+        elif kind == 'mixer':
+            names = ['lean-mixer', 'composed-mixer']
+            lean = get('lean-mixer', lambda: _Mixer(True).to(device))
+            composed = get('composed-mixer', lambda: _Mixer(False, lean))
+            x = torch.randn(batch, (size // 16)**2, 768, device=device)
+            steps = {n: backbone_step(m, x, dtype, device)
+                     for n, m in zip(names, (lean, composed))}
         else:
             raise ValueError(f'case kind must be backbone or upernet, got {kind!r}')
         mem = {n: peak_memory(fn, device) for n, fn in steps.items()}
@@ -222,6 +253,11 @@ def run_protocol(cases, reps, device, slws_case=None):
                 results[f'step_ratio_vs_{tag}[{case}]'] = t['shufflemamba-b'] / t[other]
                 results[f'mem_ratio_vs_{tag}[{case}]'] = (mem['shufflemamba-b'] /
                                                           max(mem[other], 1e-9))
+        if kind == 'mixer':
+            results[f'step_ratio_lean_vs_composed[{case}]'] = (t['lean-mixer'] /
+                                                               t['composed-mixer'])
+            results[f'mem_ratio_lean_vs_composed[{case}]'] = (mem['lean-mixer'] /
+                                                              max(mem['composed-mixer'], 1e-9))
         print(f'[{case}] ' + ', '.join(f'{n} {t[n] * 1e3:.1f} ms / {mem[n]:.0f} MiB'
                                        for n in names), flush=True)
         if device == 'cuda':
@@ -230,15 +266,17 @@ def run_protocol(cases, reps, device, slws_case=None):
     if slws_case:
         kind, size, batch, dtype_name = slws_case.split(':')
         x = torch.randn(int(batch), 3, int(size), int(size), device=device)
-        sm = build('shufflemamba-b', device=device)
-        shuf = build('shufflemamba-b', shuffle_rate=0.5, device=device)
-        shuf.load_state_dict(sm.state_dict())
-        t = interleaved({'p0.0': backbone_step(sm, x, dtypes[dtype_name], device),
-                         'p0.5': backbone_step(shuf, x, dtypes[dtype_name], device)},
-                        reps, device)
-        results['slws_overhead_pct'] = (t['p0.5'] / t['p0.0'] - 1) * 100
-        print(f'[SLWS {slws_case}] P=0.0 {t["p0.0"] * 1e3:.1f} ms, '
-              f'P=0.5 {t["p0.5"] * 1e3:.1f} ms', flush=True)
+        slws = {'p0.0': build('shufflemamba-b', device=device)}
+        for draw in ('host', 'device'):
+            slws[f'p0.5-{draw}'] = build('shufflemamba-b', shuffle_rate=0.5, device=device,
+                                         shuffle_draw=draw)
+            slws[f'p0.5-{draw}'].load_state_dict(slws['p0.0'].state_dict())
+        t = interleaved({k: backbone_step(m, x, dtypes[dtype_name], device)
+                         for k, m in slws.items()}, reps, device)
+        results['slws_overhead_pct'] = (t['p0.5-host'] / t['p0.0'] - 1) * 100
+        results['slws_device_draw_overhead_pct'] = (t['p0.5-device'] / t['p0.0'] - 1) * 100
+        print(f'[SLWS {slws_case}] ' + ', '.join(f'{k} {v * 1e3:.1f} ms'
+                                                 for k, v in t.items()), flush=True)
     return results
 
 
@@ -367,8 +405,8 @@ def main():
                    help='run the GPU protocol (training steps against timm and mmseg '
                    'ViT-B, UperNet steps) instead of the default measurements')
     p.add_argument('--cases', nargs='+', default=list(GPU_CASES),
-                   help='the protocol\'s cases, kind:size:batch:dtype with kind backbone '
-                   'or upernet, dtype float32, bfloat16 or float16')
+                   help='the protocol\'s cases, kind:size:batch:dtype with kind backbone, '
+                   'upernet or mixer, dtype float32, bfloat16 or float16')
     p.add_argument('--slws-case', default='backbone:512:8:bfloat16',
                    help='the protocol\'s SLWS overhead case ("none" to skip)')
     args = p.parse_args()
@@ -380,12 +418,15 @@ def main():
             p.error(f'{flag} must be >= {low}, got {" ".join(map(str, value))}')
     for case in args.cases + ([] if args.slws_case == 'none' else [args.slws_case]):
         parts = case.split(':')
-        if (len(parts) != 4 or parts[0] not in ('backbone', 'upernet')
+        if (len(parts) != 4 or parts[0] not in CASE_KINDS
                 or not parts[1].isdigit() or not parts[2].isdigit() or int(parts[2]) < 1
                 or int(parts[1]) < 16
                 or parts[3] not in ('float32', 'bfloat16', 'float16')):
             p.error(f'bad case {case!r}: expected kind:size:batch:dtype, e.g. '
                     'backbone:512:8:bfloat16 (size >= 16, batch >= 1)')
+        if case == args.slws_case and parts[0] != 'backbone':
+            p.error(f'bad --slws-case {case!r}: SLWS is measured on a backbone case, e.g. '
+                    'backbone:512:8:bfloat16')
         if parts[0] == 'upernet' and int(parts[2]) < 2:
             p.error(f'bad case {case!r}: the UperNet step needs batch >= 2 (its BN layers '
                     'train on a batch statistic)')
