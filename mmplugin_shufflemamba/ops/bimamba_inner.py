@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .causal_conv1d import (causal_conv1d, conv_cpu_bwd, conv_cpu_fwd, conv_cuda_bwd,
-                            conv_cuda_fwd, conv_ref)
+                            conv_cuda_fwd, conv_ref, conv_ref_bwd)
 from .kernels import get_cuda_kernel, use_cpu_extension
 from .selective_scan import (scan_cpu_bwd, scan_cpu_fwd, scan_torch_bwd, scan_torch_fwd,
                              selective_scan)
@@ -45,14 +45,6 @@ class _Backend:
     channel_major = False
 
 
-def _conv_torch_bwd(x, w, b, reverse, dout):
-    """Gradients of the PyTorch conv by autograd on a recomputation."""
-    with torch.enable_grad():
-        inputs = [t.detach().requires_grad_() for t in (x, w, b)]
-        out = conv_ref(*inputs, True, reverse)
-        return torch.autograd.grad(out, inputs, dout)
-
-
 class _TorchBackend(_Backend):
     name = 'torch'
 
@@ -60,7 +52,7 @@ class _TorchBackend(_Backend):
         return conv_ref(x, w, b, True, reverse)
 
     def conv_bwd(self, x, w, b, reverse, dout):
-        return _conv_torch_bwd(x, w, b, reverse, dout)
+        return conv_ref_bwd(x, w, b, True, reverse, dout)
 
     def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
         return scan_torch_fwd(u, delta, A, B, C, D, z, bias, True)
@@ -102,7 +94,7 @@ class _CUDABackend(_Backend):
     def conv_bwd(self, x, w, b, reverse, dout):
         if self.fused_conv:
             return conv_cuda_bwd(x, w, b, True, dout)
-        return _conv_torch_bwd(x, w, b, reverse, dout)
+        return conv_ref_bwd(x, w, b, True, reverse, dout)
 
     def scan_fwd(self, u, delta, A, B, C, D, z, bias, reverse):
         return scan_cuda_fwd(u, delta, A, B, C, D, z, bias, True)[0]

@@ -72,6 +72,26 @@ def conv_ref(x, weight, bias, silu: bool, reverse: bool) -> Tensor:
     return F.silu(out) if silu else out
 
 
+def conv_ref_bwd(x, weight, bias, silu: bool, reverse: bool, dout: Tensor):
+    """Gradients ``(dx, dweight, dbias)`` of :func:`conv_ref`, the steps of its autograd
+    backward written out (they also trace into a compiled graph, where autograd cannot
+    run inside a backward)."""
+    width, seqlen = weight.shape[1], x.shape[-1]
+    w = weight.to(x.dtype)
+    pad = (0, width - 1) if reverse else (width - 1, 0)
+    dout = dout.to(x.dtype)
+    if silu:
+        dout = torch.ops.aten.silu_backward(dout, conv_ref(x, weight, bias, False, reverse))
+    xp, dxp, dw = F.pad(x, pad), x.new_zeros(x.shape[:-1] + (seqlen + width - 1, )), []
+    for j in range(width):  # tap K-1-j, as in conv_ref
+        start = j if reverse else width - 1 - j
+        dw.append((dout * xp[..., start:start + seqlen]).sum((0, 2)))
+        dxp[..., start:start + seqlen] += w[:, width - 1 - j, None] * dout
+    dx = dxp[..., :seqlen] if reverse else dxp[..., width - 1:]
+    dw = torch.stack(dw[::-1], dim=1).to(weight.dtype)
+    return dx, dw, None if bias is None else dout.sum((0, 2)).to(bias.dtype)
+
+
 def _strided(t: Tensor) -> Tensor:
     """``t`` if it has unit stride along L or along D, else a contiguous copy: the
     channel-major and token-major layouts the kernels read as they are."""

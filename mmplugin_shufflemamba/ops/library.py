@@ -1,15 +1,17 @@
-"""The compiled CPU kernels as ``torch.library`` custom ops (``torch.ops.shufflemamba``):
-opaque nodes to ``torch.compile`` (dynamo traces the Python around them into one graph),
-with fake implementations giving the outputs' shapes, dtypes and strides (the layouts
-the kernels write). Absent optional outputs (no ``D``, ``z`` or bias) are empty tensors;
-:mod:`.selective_scan` and :mod:`.causal_conv1d` turn them into None.
+"""The compiled CPU kernels and mamba-ssm's CUDA scan as ``torch.library`` custom ops
+(``torch.ops.shufflemamba``): opaque nodes to ``torch.compile`` (dynamo traces the Python
+around them into one graph), with fake implementations giving the outputs' shapes,
+dtypes and strides (the layouts the kernels write). Absent optional outputs (no ``D``,
+``z`` or bias) are empty tensors; :mod:`.selective_scan`, :mod:`.selective_scan_cuda`
+and :mod:`.causal_conv1d` turn them into None. (causal-conv1d registers its own CUDA
+kernels as custom ops.)
 """
 from typing import List, Optional
 
 import torch
 from torch import Tensor
 
-from .kernels import cpu_extension
+from .kernels import cpu_extension, get_cuda_kernel
 
 NS = 'shufflemamba'
 
@@ -96,5 +98,58 @@ def _(x, weight, bias, silu, reverse, dout):
     return [_like_layout(x), _new(weight, x), _new(bias, x)]
 
 
+def _scan_cuda():
+    """mamba-ssm's ``selective_scan_cuda`` module (an error naming the fix without it)."""
+    return get_cuda_kernel('selective_scan_cuda', 'cuda', True)
+
+
+def _absent_as_empty(tensors, ref: Tensor) -> List[Tensor]:
+    return [_new(None, ref) if t is None else t for t in tensors]
+
+
+@torch.library.custom_op(f'{NS}::selective_scan_cuda_fwd', mutates_args=())
+def selective_scan_cuda_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                            D: Optional[Tensor], z: Optional[Tensor],
+                            delta_bias: Optional[Tensor], softplus: bool) -> List[Tensor]:
+    """mamba-ssm's ``fwd``: [out, chunk states] and, with z, [out * silu(z)]."""
+    return list(_scan_cuda().fwd(u, delta, A, B, C, D, z, delta_bias, softplus))
+
+
+@selective_scan_cuda_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, softplus):
+    _same_device('selective_scan_cuda_fwd', u, delta, A, B, C, D, z, delta_bias)
+    batch, dim, length = u.shape
+    n_chunks = (length + 2047) // 2048  # the kernel keeps its states every 2048 steps
+    states = u.new_empty((batch, dim, n_chunks, 2 * A.shape[1]), dtype=A.dtype)
+    out = [torch.empty_like(delta), states]
+    return out + [torch.empty_like(z)] if z is not None else out
+
+
+@torch.library.custom_op(f'{NS}::selective_scan_cuda_bwd', mutates_args=())
+def selective_scan_cuda_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                            D: Optional[Tensor], z: Optional[Tensor],
+                            delta_bias: Optional[Tensor], dout: Tensor, states: Tensor,
+                            out: Optional[Tensor], softplus: bool,
+                            recompute_out_z: bool) -> List[Tensor]:
+    """mamba-ssm's ``bwd``: [du, ddelta, dA, dB, dC, dD, ddelta_bias], then with z [dz]
+    and, with ``recompute_out_z``, [out * silu(z)]."""
+    grads = _scan_cuda().bwd(u, delta, A, B, C, D, z, delta_bias, dout, states, out, None,
+                             softplus, recompute_out_z)
+    return _absent_as_empty(grads, u)
+
+
+@selective_scan_cuda_bwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, dout, states, out, softplus, recompute_out_z):
+    _same_device('selective_scan_cuda_bwd', u, delta, A, B, C, D, z, delta_bias, dout,
+                 states, out)
+    grads = [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A),
+             torch.empty_like(B), torch.empty_like(C), _new(D, u), _new(delta_bias, u)]
+    if z is not None:
+        grads.append(torch.empty_like(z))
+    if recompute_out_z:  # out * silu(z); nothing to recompute without z
+        grads.append(torch.empty_like(out) if z is not None else _new(None, u))
+    return grads
+
+
 __all__ = ['causal_conv1d_bwd', 'causal_conv1d_fwd', 'selective_scan_bwd',
-           'selective_scan_fwd']
+           'selective_scan_cuda_bwd', 'selective_scan_cuda_fwd', 'selective_scan_fwd']

@@ -1,9 +1,10 @@
-"""mamba-ssm's fused CUDA selective scan (its compiled ``selective_scan_cuda`` module):
-:func:`scan_cuda_fwd` / :func:`scan_cuda_bwd` without autograd (composed by
-:mod:`.bimamba_inner`) and the autograd function of
-:func:`~.selective_scan.selective_scan`."""
+"""mamba-ssm's fused CUDA selective scan (its compiled ``selective_scan_cuda`` module,
+called through the custom ops of :mod:`.library`): :func:`scan_cuda_fwd` /
+:func:`scan_cuda_bwd` without autograd (composed by :mod:`.bimamba_inner`) and the
+autograd function of :func:`~.selective_scan.selective_scan`."""
 import torch
 
+from . import library
 from .kernels import _import_kernel
 
 
@@ -26,10 +27,9 @@ def scan_cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     without z) and what :func:`scan_cuda_bwd` needs (chunk states, pre-gate output).
     u, delta, z: (B, D, L) (copied unless unit stride along L), B, C: (B, N, L) in u's
     dtype; A, D, delta_bias float32."""
-    mod = _import_kernel('selective_scan_cuda')[0]
     u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
-    out, states, *rest = mod.fwd(u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias,
-                                 bool(delta_softplus))
+    out, states, *rest = library.selective_scan_cuda_fwd(
+        u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias, bool(delta_softplus))
     return (rest[0] if z is not None else out), (states, out)
 
 
@@ -38,13 +38,12 @@ def scan_cuda_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, aux
     """Gradients of :func:`scan_cuda_fwd` (``aux`` from its call): ``(du, ddelta, dA, dB,
     dC, dD, dz, ddelta_bias)``; with ``return_out``, a ninth element: the forward's
     (gated) output, read from ``aux`` (times silu(z) again, ``recompute_out_z``, with z)."""
-    mod = _import_kernel('selective_scan_cuda')[0]
     states, out = aux
     u, delta, z = _unit_stride(u), _unit_stride(delta), _unit_stride(z)
     recompute_out_z = bool(return_out) and z is not None
-    du, ddelta, dA, dB, dC, dD, ddb, *rest = mod.bwd(
+    du, ddelta, dA, dB, dC, dD, ddb, *rest = library.selective_scan_cuda_bwd(
         u, delta, A, _cuda_B(B), _cuda_B(C), D, z, delta_bias, _unit_stride(dout), states,
-        out if z is not None else None, None, bool(delta_softplus), recompute_out_z)
+        out if z is not None else None, bool(delta_softplus), recompute_out_z)
     grads = (du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD if D is not None else None,
              rest[0] if z is not None else None, ddb if delta_bias is not None else None)
     return (*grads, rest[1] if z is not None else out) if return_out else grads

@@ -13,9 +13,9 @@ from mmplugin_shufflemamba.ops import (bimamba_inner, has_causal_conv1d_cuda,
                                        kernels)
 from mmplugin_shufflemamba.ops.bimamba_inner import (bimamba_inner_fn, bimamba_inner_ref,
                                                      select_backend)
-from mmplugin_shufflemamba.ops.selective_scan import scan_torch_bwd, scan_torch_fwd
-from mmplugin_shufflemamba.ops.causal_conv1d import causal_conv1d_ref
 from mmplugin_shufflemamba.utils.autograd_memory import saved_tensor_bytes
+
+from helpers import fake_cuda_kernels as fake_kernels
 
 BACKENDS = ['torch'] + (['cpu'] if has_selective_scan_cpu() else [])
 
@@ -78,76 +78,10 @@ def test_bf16_autocast_on_cpu_matches_float32_closely():
 
 
 # --------------------------------------------------------------- the CUDA plumbing
-class _FakeScanModule:
-    """mamba-ssm's ``selective_scan_cuda`` API and checks, computed on the CPU with
-    the PyTorch path: what the CUDA backend's layouts, flips and gradient assembly are
-    tested against where no GPU is available. ``calls`` counts the calls of fwd and
-    bwd."""
-
-    def __init__(self):
-        self.calls = {'fwd': 0, 'bwd': 0}
-
-    @staticmethod
-    def _check(u, delta, A, B, C, D, z, bias):
-        assert u.stride(-1) == 1 and delta.stride(-1) == 1, 'u/delta need unit L stride'
-        assert delta.dtype == u.dtype and A.dtype == torch.float32
-        assert B.dim() == 4 and B.shape[1] == 1 and B.stride(-1) == 1 and B.dtype == u.dtype
-        assert C.dim() == 4 and C.stride(-1) == 1 and C.dtype == u.dtype
-        assert D.dtype == torch.float32 and bias.dtype == torch.float32
-        assert z is None or (z.stride(-1) == 1 and z.dtype == u.dtype)
-
-    def fwd(self, u, delta, A, B, C, D, z, bias, softplus):
-        self._check(u, delta, A, B, C, D, z, bias)
-        self.calls['fwd'] += 1
-        out = scan_torch_fwd(u, delta, A, B[:, 0], C[:, 0], D, None, bias, softplus)
-        states = torch.zeros(u.shape[0], u.shape[1], 1, 2 * A.shape[1])
-        res = [out, states]
-        if z is not None:
-            res.append(out * torch.nn.functional.silu(z))
-        return res
-
-    def bwd(self, u, delta, A, B, C, D, z, bias, dout, states, out, dz, softplus,
-            recompute_out_z):
-        self._check(u, delta, A, B, C, D, z, bias)
-        self.calls['bwd'] += 1
-        assert dout.stride(-1) == 1 and states is not None
-        assert z is None or out is not None, 'the kernel needs the pre-gate output'
-        if z is not None:  # the pre-gate output handed over must be the forward's
-            ref = scan_torch_fwd(u, delta, A, B[:, 0], C[:, 0], D, None, bias, softplus)
-            torch.testing.assert_close(out, ref)
-        du, dd, dA, dB, dC, dD, dz, db = scan_torch_bwd(u, delta, A, B[:, 0], C[:, 0], D, z,
-                                                        bias, softplus, dout)
-        res = [du, dd, dA, dB[:, None], dC[:, None], dD, db]
-        res += [dz] if z is not None else []
-        if recompute_out_z:  # out * silu(z) from the pre-gate output handed over
-            res.append(out * torch.nn.functional.silu(z) if z is not None else None)
-        return res
-
-
-def _fake_conv_fwd(x, w, b, seq_idx, init, final, silu):
-    assert x.stride(2) == 1 or x.stride(1) == 1
-    assert 2 <= w.shape[1] <= 4 and (b is None or b.dtype == w.dtype)
-    return causal_conv1d_ref(x, w.to(x.dtype), None if b is None else b.to(x.dtype),
-                             'silu' if silu else None)
-
-
-def _fake_conv_bwd(x, w, b, dout, seq_idx, init, dfinal, dx, return_dinit, silu):
-    with torch.enable_grad():
-        ins = [t.detach().requires_grad_() for t in (x, w, b)]
-        out = causal_conv1d_ref(ins[0], ins[1].to(x.dtype), ins[2].to(x.dtype),
-                                'silu' if silu else None)
-        return (*torch.autograd.grad(out, ins, dout), None)
-
-
 @pytest.fixture
 def fake_cuda_kernels(monkeypatch):
-    """The fake ``selective_scan_cuda`` module in the kernels' cache (returned)."""
-    scan = _FakeScanModule()
-    monkeypatch.setitem(kernels._cache, 'selective_scan_cuda', (scan, None))
-    from types import SimpleNamespace
-    monkeypatch.setitem(kernels._cache, 'causal_conv1d',
-                        (SimpleNamespace(fwd=_fake_conv_fwd, bwd=_fake_conv_bwd), None))
-    return scan
+    """mamba-ssm's and causal-conv1d's kernels as CPU stand-ins (the scan's returned)."""
+    return fake_kernels.install(monkeypatch)
 
 
 def _cuda_backend_vs_composed_ops(fused_conv, device, length, tol):

@@ -107,3 +107,26 @@ def test_cpu_kernel_backward_with_broadcast_grad():
     causal_conv1d_ref(xa, w, None, 'silu', True).sum().backward()
     causal_conv1d_cpu(xb, w, None, 'silu', True).sum().backward()
     torch.testing.assert_close(xb.grad, xa.grad, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize('reverse', [False, True])
+@pytest.mark.parametrize('silu', [True, False])
+@pytest.mark.parametrize('bias', [True, False])
+def test_written_out_backward_equals_autograd(reverse, silu, bias):
+    """conv_ref_bwd (the PyTorch backend's conv backward, traceable by torch.compile)
+    gives autograd's gradients of conv_ref, NaN positions included."""
+    from mmplugin_shufflemamba.ops.causal_conv1d import conv_ref, conv_ref_bwd
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 13, dtype=torch.float64)
+    w, b = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    x[1, 2, 6] = float('nan')
+    dout = torch.randn(2, 5, 13, dtype=torch.float64)
+    ins = [x.clone().requires_grad_(), w.clone().requires_grad_(),
+           b.clone().requires_grad_() if bias else None]
+    out = conv_ref(*ins, silu, reverse)
+    ref = torch.autograd.grad(out, [t for t in ins if t is not None], dout)
+    got = conv_ref_bwd(x, w, b if bias else None, silu, reverse, dout)
+    assert (got[2] is None) == (not bias)
+    for a, e in zip([g for g in got if g is not None], ref):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, equal_nan=True)
+        assert torch.equal(a.isnan(), e.isnan())

@@ -2,6 +2,7 @@
 (shape-only) implementations agree with the kernels, and ``torch.compile`` takes a whole
 ShuffleMamba forward and backward as one graph, with the eager model's numbers."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -76,3 +77,15 @@ def test_slws_drawn_on_the_device_traces_without_a_graph_break():
     explained = torch._dynamo.explain(model)(torch.randn(2, 3, 32, 32))
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
+
+
+def test_compiling_a_register_model_warns_nothing():
+    """The token layout's cached positions are computed afresh under dynamo instead of
+    going through an lru_cache it would warn about."""
+    model = _tiny(num_registers=2).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        outs = torch.compile(model, backend='aot_eager', fullgraph=True)(x)
+    for a, b in zip(outs, model(x)):
+        torch.testing.assert_close(a, b)

@@ -94,15 +94,18 @@ def _gpu_checks(tmp_path, *args):
 
 def test_gpu_checks_runs_every_step(tmp_path):
     """The one-command GPU check on a machine without a GPU: the kernel report, the GPU
-    tests (skipped, with the reason), the protocol with the options given after --."""
+    tests (skipped, with the reason), the protocol with the options given after -- (here
+    also the compiled mixer)."""
     out = tmp_path / 'checks'
     run = _gpu_checks(tmp_path, str(out), '--', '--device', 'cpu', '--reps', '1',
-                      '--cases', 'mixer:32:1:float32', '--slws-case', 'none')
+                      '--cases', 'mixer:32:1:float32', '--slws-case', 'none', '--compile',
+                      '--compile-backend', 'aot_eager')
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert 'kernel for cuda tensors: selective_scan:' in run.stdout
     assert '== GPU tests: exit 0' in run.stdout
     res = json.loads((out / 'gpu_protocol.json').read_text())['results']
     assert res['step_ratio_lean_vs_composed[mixer:32:1:float32]'] > 0
+    assert res['step_ratio_compiled_vs_eager[mixer:32:1:float32]'] > 0
     assert {'kernels.txt', 'tests.log', 'benchmark.log'} <= set(os.listdir(out))
     if not torch.cuda.is_available():
         assert 'No GPU is visible' in run.stdout

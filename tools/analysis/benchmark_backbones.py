@@ -21,8 +21,10 @@ step of ``configs/upernet_shufflemamba_b.py`` beside mmseg's ViT-B UperNet, and 
 training step of one B-size mixer as the lean fused function (``BiMambaInnerFn``) beside
 the composed differentiable ops (``bimamba_inner_ref``), per case
 ``kind:size:batch:dtype`` (kind backbone, upernet or mixer; a mixer case runs on the
-tokens of a size x size image); SLWS costs with the host and the device draw. It prints
-ratios against the targets and the kernel each op ran:
+tokens of a size x size image); SLWS costs with the host and the device draw. With
+``--compile``, ShuffleMamba-B and the lean mixer are also timed under ``torch.compile``
+(``--compile-backend``, inductor by default; compilation happens in the warm-up). It
+prints ratios against the targets and the kernel each op ran:
 
     python tools/analysis/benchmark_backbones.py --protocol gpu --device cuda --json out.json
     python tools/analysis/benchmark_backbones.py --protocol gpu \
@@ -211,8 +213,9 @@ def peak_memory(fn, device):
     return (_rss_kb('VmHWM:') - base) / 1024
 
 
-def run_protocol(cases, reps, device, slws_case=None):
-    """The GPU protocol (see the module docstring): {figure: value}."""
+def run_protocol(cases, reps, device, slws_case=None, compile_backend=None):
+    """The GPU protocol (see the module docstring): {figure: value}. With
+    ``compile_backend``, compiled ShuffleMamba-B / lean mixer beside the eager ones."""
     dtypes = dict(float32=torch.float32, bfloat16=torch.bfloat16, float16=torch.float16)
     results = {}
     models = {}
@@ -230,6 +233,11 @@ def run_protocol(cases, reps, device, slws_case=None):
             names = ['shufflemamba-b', 'timm-vit-b', 'vit-b']
             steps = {n: backbone_step(get(n, lambda n=n: build(n, device=device)), x, dtype,
                                       device) for n in names}
+            if compile_backend:
+                names.append('shufflemamba-b-compiled')
+                steps[names[-1]] = backbone_step(get(names[-1], lambda: torch.compile(
+                    build('shufflemamba-b', device=device), backend=compile_backend)), x,
+                                                 dtype, device)
         elif kind == 'upernet':
             names = ['shufflemamba-b', 'vit-b']
             steps = {n: upernet_step(get(f'upernet-{n}', lambda n=n: build_upernet(
@@ -241,6 +249,10 @@ def run_protocol(cases, reps, device, slws_case=None):
             x = torch.randn(batch, (size // 16)**2, 768, device=device)
             steps = {n: backbone_step(m, x, dtype, device)
                      for n, m in zip(names, (lean, composed))}
+            if compile_backend:
+                names.append('lean-mixer-compiled')
+                steps[names[-1]] = backbone_step(get(names[-1], lambda: torch.compile(
+                    _Mixer(True, lean), backend=compile_backend)), x, dtype, device)
         else:
             raise ValueError(f'case kind must be backbone or upernet, got {kind!r}')
         mem = {n: peak_memory(fn, device) for n, fn in steps.items()}
@@ -253,6 +265,12 @@ def run_protocol(cases, reps, device, slws_case=None):
                 results[f'step_ratio_vs_{tag}[{case}]'] = t['shufflemamba-b'] / t[other]
                 results[f'mem_ratio_vs_{tag}[{case}]'] = (mem['shufflemamba-b'] /
                                                           max(mem[other], 1e-9))
+        for eager, compiled in (('shufflemamba-b', 'shufflemamba-b-compiled'),
+                                ('lean-mixer', 'lean-mixer-compiled')):
+            if compiled in t:
+                results[f'step_ratio_compiled_vs_eager[{case}]'] = t[compiled] / t[eager]
+                results[f'mem_ratio_compiled_vs_eager[{case}]'] = (mem[compiled] /
+                                                                   max(mem[eager], 1e-9))
         if kind == 'mixer':
             results[f'step_ratio_lean_vs_composed[{case}]'] = (t['lean-mixer'] /
                                                                t['composed-mixer'])
@@ -407,6 +425,11 @@ def main():
     p.add_argument('--cases', nargs='+', default=list(GPU_CASES),
                    help='the protocol\'s cases, kind:size:batch:dtype with kind backbone, '
                    'upernet or mixer, dtype float32, bfloat16 or float16')
+    p.add_argument('--compile', action='store_true',
+                   help='the protocol also times ShuffleMamba-B and the lean mixer under '
+                   'torch.compile')
+    p.add_argument('--compile-backend', default='inductor',
+                   help='the torch.compile backend of --compile (default inductor)')
     p.add_argument('--slws-case', default='backbone:512:8:bfloat16',
                    help='the protocol\'s SLWS overhead case ("none" to skip)')
     args = p.parse_args()
@@ -442,7 +465,8 @@ def main():
         print(f'kernel: {op}: {impl}')
     if args.protocol == 'gpu':
         results = run_protocol(args.cases, args.reps, dev,
-                               None if args.slws_case == 'none' else args.slws_case)
+                               None if args.slws_case == 'none' else args.slws_case,
+                               args.compile_backend if args.compile else None)
         report(results, info, args.json, GPU_TARGETS)
         return
     results = {}

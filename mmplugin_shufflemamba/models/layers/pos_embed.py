@@ -1,5 +1,4 @@
 """Position embedding resizing and register-token placement."""
-import functools
 from typing import Tuple
 
 import torch
@@ -80,7 +79,6 @@ def resize_pos_embed(pos_embed: torch.Tensor,
     return grid.flatten(2).transpose(1, 2).to(pos_embed.dtype)
 
 
-@functools.lru_cache(maxsize=64)
 def register_layout(num_patches: int, num_registers: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Where registers sit in the sequence (Mamba-Reg's even spacing): with
     ``S = num_patches // (num_registers + 1)``, ``S patches, reg 0, S patches, reg 1,
@@ -89,7 +87,7 @@ def register_layout(num_patches: int, num_registers: int) -> Tuple[torch.Tensor,
     Returns:
         tuple[Tensor, Tensor]: ``token_idx`` (N + R, ``seq = cat([patches,
         registers])[:, token_idx]``) and ``patch_pos`` (N, the sequence position of
-        every row-major patch); cached, shared and read-only.
+        every row-major patch). :class:`~.token_layout.TokenLayout` caches them.
     """
     check_int('num_patches', num_patches, 1)
     check_int('num_registers', num_registers, 0)

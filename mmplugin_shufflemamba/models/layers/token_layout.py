@@ -15,15 +15,25 @@ from .pos_embed import register_layout
 TOKEN_KINDS = ('none', 'front', 'registers')
 
 
-@functools.lru_cache(maxsize=64)
 def _positions(kind: str, num_extra: int, num_patches: int
                ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """(patch positions, extra-token positions, token order or None); cached, and
+    computed afresh under ``torch.compile`` (dynamo traces it into constants)."""
+    if torch.compiler.is_compiling():
+        return _compute_positions(kind, num_extra, num_patches)
+    return _cached_positions(kind, num_extra, num_patches)
+
+
+def _compute_positions(kind, num_extra, num_patches):
     if kind == 'registers':
         token_idx, patch_pos = register_layout(num_patches, num_extra)
         return patch_pos, torch.argsort(token_idx)[num_patches:], token_idx
     if kind == 'front':
         return torch.arange(1, num_patches + 1), torch.zeros(1, dtype=torch.long), None
     return torch.arange(num_patches), torch.zeros(0, dtype=torch.long), None
+
+
+_cached_positions = functools.lru_cache(maxsize=64)(_compute_positions)
 
 
 class TokenLayout:
