@@ -23,7 +23,8 @@ the composed differentiable ops (``bimamba_inner_ref``), per case
 ``kind:size:batch:dtype`` (kind backbone, upernet or mixer; a mixer case runs on the
 tokens of a size x size image); SLWS costs with the host and the device draw. With
 ``--compile``, ShuffleMamba-B and the lean mixer are also timed under ``torch.compile``
-(``--compile-backend``, inductor by default; compilation happens in the warm-up). It
+(``--compile-backend``, inductor by default, and ``--compile-mode``, e.g.
+``reduce-overhead`` for CUDA graphs; compilation happens in the warm-up). It
 prints ratios against the targets and the kernel each op ran:
 
     python tools/analysis/benchmark_backbones.py --protocol gpu --device cuda --json out.json
@@ -213,9 +214,10 @@ def peak_memory(fn, device):
     return (_rss_kb('VmHWM:') - base) / 1024
 
 
-def run_protocol(cases, reps, device, slws_case=None, compile_backend=None):
+def run_protocol(cases, reps, device, slws_case=None, compile_kw=None):
     """The GPU protocol (see the module docstring): {figure: value}. With
-    ``compile_backend``, compiled ShuffleMamba-B / lean mixer beside the eager ones."""
+    ``compile_kw`` (torch.compile's keywords), compiled ShuffleMamba-B / lean mixer beside
+    the eager ones."""
     dtypes = dict(float32=torch.float32, bfloat16=torch.bfloat16, float16=torch.float16)
     results = {}
     models = {}
@@ -233,11 +235,10 @@ def run_protocol(cases, reps, device, slws_case=None, compile_backend=None):
             names = ['shufflemamba-b', 'timm-vit-b', 'vit-b']
             steps = {n: backbone_step(get(n, lambda n=n: build(n, device=device)), x, dtype,
                                       device) for n in names}
-            if compile_backend:
+            if compile_kw is not None:
                 names.append('shufflemamba-b-compiled')
                 steps[names[-1]] = backbone_step(get(names[-1], lambda: torch.compile(
-                    build('shufflemamba-b', device=device), backend=compile_backend)), x,
-                                                 dtype, device)
+                    build('shufflemamba-b', device=device), **compile_kw)), x, dtype, device)
         elif kind == 'upernet':
             names = ['shufflemamba-b', 'vit-b']
             steps = {n: upernet_step(get(f'upernet-{n}', lambda n=n: build_upernet(
@@ -249,10 +250,10 @@ def run_protocol(cases, reps, device, slws_case=None, compile_backend=None):
             x = torch.randn(batch, (size // 16)**2, 768, device=device)
             steps = {n: backbone_step(m, x, dtype, device)
                      for n, m in zip(names, (lean, composed))}
-            if compile_backend:
+            if compile_kw is not None:
                 names.append('lean-mixer-compiled')
                 steps[names[-1]] = backbone_step(get(names[-1], lambda: torch.compile(
-                    _Mixer(True, lean), backend=compile_backend)), x, dtype, device)
+                    _Mixer(True, lean), **compile_kw)), x, dtype, device)
         else:
             raise ValueError(f'case kind must be backbone or upernet, got {kind!r}')
         mem = {n: peak_memory(fn, device) for n, fn in steps.items()}
@@ -430,6 +431,9 @@ def main():
                    'torch.compile')
     p.add_argument('--compile-backend', default='inductor',
                    help='the torch.compile backend of --compile (default inductor)')
+    p.add_argument('--compile-mode', default=None,
+                   help='the torch.compile mode of --compile (e.g. reduce-overhead: CUDA '
+                   'graphs)')
     p.add_argument('--slws-case', default='backbone:512:8:bfloat16',
                    help='the protocol\'s SLWS overhead case ("none" to skip)')
     args = p.parse_args()
@@ -466,7 +470,8 @@ def main():
     if args.protocol == 'gpu':
         results = run_protocol(args.cases, args.reps, dev,
                                None if args.slws_case == 'none' else args.slws_case,
-                               args.compile_backend if args.compile else None)
+                               dict(backend=args.compile_backend, mode=args.compile_mode)
+                               if args.compile else None)
         report(results, info, args.json, GPU_TARGETS)
         return
     results = {}
