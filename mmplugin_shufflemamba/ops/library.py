@@ -142,8 +142,8 @@ def selective_scan_cuda_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: T
 def _(u, delta, A, B, C, D, z, delta_bias, dout, states, out, softplus, recompute_out_z):
     _same_device('selective_scan_cuda_bwd', u, delta, A, B, C, D, z, delta_bias, dout,
                  states, out)
-    grads = [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A),
-             torch.empty_like(B), torch.empty_like(C), _new(D, u), _new(delta_bias, u)]
+    grads = [torch.empty_like(t) if t is not None else _new(None, u)
+             for t in (u, delta, A, B, C, D, delta_bias)]
     if z is not None:
         grads.append(torch.empty_like(z))
     if recompute_out_z:  # out * silu(z); nothing to recompute without z

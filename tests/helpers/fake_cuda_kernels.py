@@ -30,13 +30,16 @@ class FakeScanModule:
 
     @staticmethod
     def _check(u, delta, A, B, C, D, z, bias):
+        batch, dim, length = u.shape
         assert u.stride(-1) == 1 and delta.stride(-1) == 1, 'u/delta need unit L stride'
-        assert delta.dtype == u.dtype and A.dtype == torch.float32
-        assert B.dim() == 4 and B.shape[1] == 1 and B.stride(-1) == 1 and B.dtype == u.dtype
-        assert C.dim() == 4 and C.stride(-1) == 1 and C.dtype == u.dtype
-        assert D is None or D.dtype == torch.float32
-        assert bias is None or bias.dtype == torch.float32
-        assert z is None or (z.stride(-1) == 1 and z.dtype == u.dtype)
+        assert delta.shape == u.shape and delta.dtype == u.dtype and A.dtype == torch.float32
+        assert A.shape[0] == dim and A.shape[1] <= 256
+        for t in (B, C):
+            assert t.shape == (batch, 1, A.shape[1], length), t.shape
+            assert t.stride(-1) == 1 and t.dtype == u.dtype
+        for t in (D, bias):
+            assert t is None or (t.shape == (dim, ) and t.dtype == torch.float32)
+        assert z is None or (z.shape == u.shape and z.stride(-1) == 1 and z.dtype == u.dtype)
 
     def fwd(self, u, delta, A, B, C, D, z, bias, softplus):
         self._check(u, delta, A, B, C, D, z, bias)
@@ -55,8 +58,12 @@ class FakeScanModule:
             recompute_out_z):
         self._check(u, delta, A, B, C, D, z, bias)
         self.calls['bwd'] += 1
-        assert dout.stride(-1) == 1 and states is not None and dz is None
-        assert z is None or out is not None, 'the kernel needs the pre-gate output'
+        assert dout.shape == u.shape and dout.stride(-1) == 1 and dout.dtype == u.dtype
+        assert states.is_contiguous() and states.dtype == A.dtype and dz is None
+        assert states.shape == (u.shape[0], u.shape[1], (u.shape[-1] + 2047) // 2048,
+                                2 * A.shape[1])
+        assert z is None or (out is not None and out.shape == u.shape
+                             and out.dtype == u.dtype), 'the kernel needs the pre-gate output'
         if z is not None:  # the pre-gate output handed over must be the forward's
             ref = scan_torch_fwd(u, delta, A, B[:, 0], C[:, 0], D, None, bias, softplus)
             torch.testing.assert_close(out, ref)
@@ -110,15 +117,28 @@ def _(x, w, b, dout, silu):
             torch.empty_like(b, dtype=torch.float32)]
 
 
+def _check_conv(x, w, b):
+    """causal-conv1d's checks: float32 / float16 / bfloat16, channel-last (unit stride
+    along D) only with D and the other strides multiples of 8, unit-stride bias."""
+    assert x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    assert x.stride(2) == 1 or x.stride(1) == 1
+    if x.stride(2) != 1:
+        assert x.shape[1] % 8 == 0 and x.stride(0) % 8 == 0 and x.stride(2) % 8 == 0
+    assert b is None or b.stride(-1) == 1
+
+
 def _conv_fwd(x, w, b, seq_idx, init, final, silu):
     assert seq_idx is None and init is None and final is None
+    _check_conv(x, w, b)
     return _conv_fwd_op(x, w, b, silu)
 
 
 def _conv_bwd(x, w, b, dout, seq_idx, init, dfinal, dx, return_dinit, silu):
     assert seq_idx is None and init is None and dfinal is None and dx is None
     assert b is not None, 'the mixer\'s convs have a bias'
-    return (*_conv_bwd_op(x, w, b, dout, silu), None)
+    _check_conv(x, w, b)
+    dx, dw, db = _conv_bwd_op(x, w, b, dout, silu)  # float32 dw, db, as the kernel's
+    return dx, dw.type_as(w), db.type_as(b), None
 
 
 def install(monkeypatch) -> FakeScanModule:

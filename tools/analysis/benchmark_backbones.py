@@ -24,7 +24,8 @@ the composed differentiable ops (``bimamba_inner_ref``), per case
 tokens of a size x size image); SLWS costs with the host and the device draw. With
 ``--compile``, ShuffleMamba-B and the lean mixer are also timed under ``torch.compile``
 (``--compile-backend``, inductor by default, and ``--compile-mode``, e.g.
-``reduce-overhead`` for CUDA graphs; compilation happens in the warm-up). It
+``reduce-overhead`` for CUDA graphs; static shapes, compiled before anything is
+measured). It
 prints ratios against the targets and the kernel each op ran:
 
     python tools/analysis/benchmark_backbones.py --protocol gpu --device cuda --json out.json
@@ -255,7 +256,10 @@ def run_protocol(cases, reps, device, slws_case=None, compile_kw=None):
                 steps[names[-1]] = backbone_step(get(names[-1], lambda: torch.compile(
                     _Mixer(True, lean), **compile_kw)), x, dtype, device)
         else:
-            raise ValueError(f'case kind must be backbone or upernet, got {kind!r}')
+            raise ValueError(f'case kind must be one of {CASE_KINDS}, got {kind!r}')
+        for n in names:  # compile (and capture) before measuring
+            if n.endswith('-compiled'):
+                steps[n]()
         mem = {n: peak_memory(fn, device) for n, fn in steps.items()}
         t = interleaved(steps, reps, device)
         for n in names:
@@ -457,6 +461,9 @@ def main():
         if parts[0] == 'upernet' and int(parts[2]) < 2:
             p.error(f'bad case {case!r}: the UperNet step needs batch >= 2 (its BN layers '
                     'train on a batch statistic)')
+    if args.compile_mode is not None and args.compile_backend != 'inductor':
+        p.error(f'--compile-mode is a mode of the inductor backend, not of '
+                f'{args.compile_backend!r}')
     dev = args.device
     torch.manual_seed(0)
     info = dict(device=torch.cuda.get_device_name() if dev == 'cuda' else
@@ -470,8 +477,8 @@ def main():
     if args.protocol == 'gpu':
         results = run_protocol(args.cases, args.reps, dev,
                                None if args.slws_case == 'none' else args.slws_case,
-                               dict(backend=args.compile_backend, mode=args.compile_mode)
-                               if args.compile else None)
+                               dict(backend=args.compile_backend, mode=args.compile_mode,
+                                    dynamic=False) if args.compile else None)
         report(results, info, args.json, GPU_TARGETS)
         return
     results = {}
