@@ -71,17 +71,21 @@ def test_cpu_and_torch_backends_agree():
     _assert_same(a, b, 2e-4)
 
 
-def test_bf16_autocast_on_cpu_matches_float32_closely():
-    mixer = BiMambaMixer(32, d_state=16)
-    hidden = torch.randn(2, 20, 32)
+def _bf16_autocast_matches_float32_closely(device, length):
+    mixer = BiMambaMixer(32, d_state=16).to(device)
+    hidden = torch.randn(2, length, 32, device=device)
     ref = bimamba_inner_fn(mixer, hidden)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.autocast(device, dtype=torch.bfloat16):
         out = bimamba_inner_fn(mixer, hidden)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
     out.float().sum().backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32
-               for p in mixer.parameters())
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and
+               p.grad.isfinite().all() for p in mixer.parameters())
+
+
+def test_bf16_autocast_on_cpu_matches_float32_closely():
+    _bf16_autocast_matches_float32_closely('cpu', 20)
 
 
 # --------------------------------------------------------------- the CUDA plumbing
@@ -159,16 +163,7 @@ def test_gpu_backbone_auto_kernels_match_the_pytorch_path():
 
 @needs_gpu_kernels
 def test_gpu_bf16_autocast_matches_float32_closely():
-    mixer = BiMambaMixer(32, d_state=16).cuda()
-    hidden = torch.randn(2, 300, 32, device='cuda')
-    ref = bimamba_inner_fn(mixer, hidden)
-    with torch.autocast('cuda', dtype=torch.bfloat16):
-        out = bimamba_inner_fn(mixer, hidden)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
-    out.float().sum().backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 and
-               p.grad.isfinite().all() for p in mixer.parameters())
+    _bf16_autocast_matches_float32_closely('cuda', 300)
 
 
 @pytest.mark.parametrize('with_z', [True, False])
