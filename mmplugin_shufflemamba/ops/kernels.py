@@ -75,7 +75,7 @@ _COST = {
 _NAMES = {
     'selective_scan_cuda': "mamba-ssm's fused selective scan (selective_scan_cuda)",
     'causal_conv1d': "causal-conv1d's fused kernel",
-    'cpu_extension': 'the compiled CPU kernels (mmplugin_shufflemamba._ext)',
+    'cpu_extension': 'the extension of compiled CPU kernels (mmplugin_shufflemamba._ext)',
     'ms_deform_attn_cuda': "mmcv's CUDA deformable attention (mmcv built with CUDA ops)",
 }
 
