@@ -25,6 +25,7 @@ that loading SRC gives.
 """
 import argparse
 import json
+import sys
 
 import torch
 
@@ -151,4 +152,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except (CheckpointError, FileNotFoundError) as e:  # the message says why: no traceback
+        sys.exit(f'tools/convert_checkpoint.py: {e}')

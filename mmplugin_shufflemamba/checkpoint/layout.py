@@ -154,6 +154,25 @@ def detect_format(sd: Dict[str, torch.Tensor], hint: Optional[str] = None) -> st
         f'{CHECKPOINT_FORMATS[1:]}.')
 
 
+def _source_grid(num: int, fmt: str, patch_resolution: Optional[Tuple[int, int]]
+                 ) -> Tuple[int, int]:
+    """The (H, W) patch grid of a checkpoint's ``num`` patch positions: the model's own
+    grid for this project's layout (what its state_dict holds) when the count matches,
+    else a square grid (the published ImageNet layouts)."""
+    if (fmt == 'mmplugin' and patch_resolution is not None
+            and patch_resolution[0] * patch_resolution[1] == num):
+        return tuple(patch_resolution)
+    side = math.isqrt(num)
+    if side * side != num:
+        own = ('' if patch_resolution is None else
+               f" nor the model's {patch_resolution[0]}x{patch_resolution[1]} grid")
+        raise CheckpointError(
+            f'pos_embed has {num} patch positions: not a square grid{own}, so its grid '
+            'size cannot be inferred. Build the backbone with the img_size the checkpoint '
+            'was saved with.')
+    return side, side
+
+
 def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
                         num_registers: int = 0,
                         patch_resolution: Optional[Tuple[int, int]] = None,
@@ -240,11 +259,7 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
                f'backbone with num_registers={ckpt_regs} instead' if ckpt_regs else
                'checkpoint has no cls token: build the backbone with '
                'with_cls_token=False') + '.')
-    side = int(round(math.sqrt(patch_pos.shape[1])))
-    if side * side != patch_pos.shape[1]:
-        raise CheckpointError(f'pos_embed has {patch_pos.shape[1]} patch positions, not a '
-                              'square grid; cannot infer its grid size.')
-    src_grid = (side, side)
+    src_grid = _source_grid(patch_pos.shape[1], fmt, patch_resolution)
     dst_grid = tuple(patch_resolution) if patch_resolution is not None else src_grid
     out['pos_embed'] = resize_pos_embed(patch_pos, src_grid, dst_grid, interpolate_mode)
     if with_cls_token:

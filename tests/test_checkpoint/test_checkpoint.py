@@ -468,3 +468,34 @@ def test_placeholder_checkpoint_is_refused(path):
         backbone(path)
     with pytest.raises(CheckpointError, match="has no 'checkpoint'"):
         load_pretrained_backbone(backbone(), None)
+
+
+def test_rectangular_backbone_reloads_its_own_weights(tmp_path):
+    """This project's layout with the model's own (non-square) grid is read as that
+    grid; a count that is neither that grid nor a square is refused, naming both."""
+    arch = dict(embed_dims=32, num_layers=2)
+    src = ShuffleMamba(arch=arch, img_size=(64, 128))
+    path = str(tmp_path / 'rect.pth')
+    torch.save(src.state_dict(), path)
+    same = ShuffleMamba(arch=arch, img_size=(64, 128),
+                        init_cfg=dict(type='Pretrained', checkpoint=path))
+    same.init_weights()
+    for key, value in src.state_dict().items():
+        assert torch.equal(same.state_dict()[key], value), key
+    other = ShuffleMamba(arch=arch, img_size=64, init_cfg=dict(type='Pretrained',
+                                                               checkpoint=path))
+    with pytest.raises(CheckpointError, match="32 patch positions: not a square grid nor "
+                       "the model's 4x4 grid.*img_size the checkpoint was saved with"):
+        other.init_weights()
+
+
+def test_convert_tool_reports_errors_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'convert_checkpoint.py'),
+                          str(tmp_path / 'missing.pth'), str(tmp_path / 'out.pth')],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].startswith(
+        'tools/convert_checkpoint.py: checkpoint file not found')
+    assert 'Traceback' not in run.stderr

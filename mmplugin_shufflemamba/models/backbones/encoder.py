@@ -312,9 +312,12 @@ class ShuffleMambaEncoder(BaseModule):
         return hidden, residual
 
     def final_tokens(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """``norm_f(residual + drop_path(hidden))`` after the last block: the whole
-        normed sequence (B, L, D), cls / register tokens included."""
-        return self.norm_f(residual + self.drop_path(hidden))
+        """``norm_f(residual + drop_path(hidden))`` after the last block (in norm_f's
+        dtype, as the block norms): the whole normed sequence (B, L, D), cls / register
+        tokens included."""
+        seq = residual + self.drop_path(hidden)
+        weight = getattr(self.norm_f, 'weight', None)
+        return self.norm_f(seq if weight is None else seq.to(weight.dtype))
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> the final-normed token sequence (B, L, D) after every block,

@@ -73,8 +73,11 @@ class ShuffleMamba(ShuffleMambaEncoder):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: (B, C, H, W), H and W >= ``patch_size`` (:meth:`check_input`) -> one
         (B, D, ceil(H/p), ceil(W/p)) map per out index, then with ``out_cls`` the
-        classification feature (B, :attr:`cls_feature_dims`)."""
-        hidden, grid, _ = self.embed(x)
+        classification feature (B, :attr:`cls_feature_dims`); in the weights' dtype
+        outside autocast (the residual stream runs in float32 at least)."""
+        hidden, grid, _ = self.embed(x)  # checks x
+        out_dtype = (None if torch.is_autocast_enabled(x.device.type) else
+                     self.patch_embed.proj.weight.dtype)
         perms = self.draw_permutations(hidden.shape[1], hidden.device)
         residual, final, last = None, None, self.num_layers - 1
         outs: List[torch.Tensor] = []
@@ -90,6 +93,7 @@ class ShuffleMamba(ShuffleMambaEncoder):
                 feat = hidden
             else:
                 feat = residual + hidden
+            feat = feat if out_dtype is None else feat.to(out_dtype)
             outs.append(to_map(self.tokens.patches(feat, grid[0] * grid[1]), grid))
         if self.out_cls:
             outs.append(self.cls_feature(final))

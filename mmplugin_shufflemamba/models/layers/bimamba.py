@@ -117,7 +117,8 @@ class MambaBlock(nn.Module):
         mixer_cfg (dict): kwargs of :class:`BiMambaMixer`.
         norm_cfg (dict): 'LN' or 'RMSNorm' (eps 1e-5).
         drop_path (float): drop path rate applied to the incoming hidden state.
-        residual_in_fp32 (bool): keep the residual stream in float32. Defaults to True.
+        residual_in_fp32 (bool): keep the residual stream in float32 at least (float64
+            stays float64). Defaults to True.
     """
 
     def __init__(self, embed_dims: int, mixer_cfg: Optional[dict] = None,
@@ -135,5 +136,5 @@ class MambaBlock(nn.Module):
         residual = hidden if residual is None else residual + self.drop_path(hidden)
         hidden = self.norm(residual.to(self.norm.weight.dtype))
         if self.residual_in_fp32:
-            residual = residual.float()
+            residual = residual.to(torch.promote_types(residual.dtype, torch.float32))
         return self.mixer(hidden), residual

@@ -64,7 +64,8 @@ class MSDeformAttn(MultiScaleDeformableAttention):
     """mmcv's multi-scale deformable attention as the adapter's formula needs it.
 
     ``output_proj(sample(value_proj(value)))`` (``value_proj`` to ``embed_dims * ratio``
-    channels) in float32 (also under autocast), no dropout, ``identity`` added only
+    channels) in the weights' dtype (float32 also under autocast), no dropout, ``identity``
+    added only
     when given. CPU sampling uses the compiled kernel
     (:func:`~mmplugin_shufflemamba.ops.ms_deform_attn_cpu`) when built, unless
     :attr:`cpu_kernel` or ``SHUFFLEMAMBA_MSDA_CPU`` (read at every call) is 'torch'
@@ -108,16 +109,18 @@ class MSDeformAttn(MultiScaleDeformableAttention):
                 identity: Optional[torch.Tensor] = None) -> torch.Tensor:
         """query: (B, Lq, D), value: (B, Lv, D) -> (B, Lq, D) (+ identity)."""
         reference_points, spatial_shapes, level_start_index = deform_inputs
-        identity_ = None if identity is None else identity.float()
+        dtype = self.value_proj.weight.dtype
+        reference_points = reference_points.to(dtype)
+        identity_ = None if identity is None else identity.to(dtype)
         with torch.autocast(device_type=query.device.type, enabled=False):
             sample = self._own_sampling(value)
             if sample is not None:
-                out = self._forward_sampled(query.float(), value.float(), reference_points,
-                                            spatial_shapes, sample)
+                out = self._forward_sampled(query.to(dtype), value.to(dtype),
+                                            reference_points, spatial_shapes, sample)
                 return out if identity_ is None else out + identity_
             return super().forward(
-                query.float(), value=value.float(),
-                identity=query.new_zeros((), dtype=torch.float32)
+                query.to(dtype), value=value.to(dtype),
+                identity=query.new_zeros((), dtype=dtype)
                 if identity_ is None else identity_,
                 reference_points=reference_points, spatial_shapes=spatial_shapes,
                 level_start_index=level_start_index)
