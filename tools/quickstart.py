@@ -65,6 +65,10 @@ def parse_args(argv=None):
     p.add_argument('--finetune-iters', type=iters, default=150,
                    help='--task pretrain: segmentation iterations of each fine-tuning run '
                    '(from the pretrained checkpoint and from scratch), >= 1')
+    p.add_argument('--finetune-data-root', type=non_empty, default=None,
+                   help='--task pretrain: the segmentation data of the fine-tuning runs '
+                   "(default: the segmentation quickstart's, "
+                   f"{TASKS['segmentation']['data_root']})")
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                    help='override config settings, e.g. optim_wrapper.optimizer.lr=1e-4')
     args = p.parse_args(argv)
@@ -249,7 +253,8 @@ def main_pretrain(args, t0):
     for name, init in (('pretrained', dict(type='Pretrained', checkpoint=ckpt)),
                        ('scratch', None)):
         seg_args = argparse.Namespace(
-            config=seg['config'], data_root=seg['data_root'], num_train=seg['num_train'],
+            config=seg['config'], data_root=args.finetune_data_root or seg['data_root'],
+            num_train=seg['num_train'],
             num_val=seg['num_val'], max_iters=args.finetune_iters,
             work_dir=osp.join(args.work_dir, f'finetune_{name}'),
             cfg_options={'model.backbone.init_cfg': init})

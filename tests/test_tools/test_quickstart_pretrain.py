@@ -17,6 +17,7 @@ def test_quickstart_pretrain_then_finetune(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='2')
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'quickstart.py'), '--task', 'pretrain',
            '--max-iters', '6', '--finetune-iters', '3', '--num-train', '32', '--num-val', '16',
+           '--finetune-data-root', 'seg_data',
            '--cfg-options', 'train_dataloader.num_workers=0',
            'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
            'val_dataloader.persistent_workers=False']
@@ -37,3 +38,6 @@ def test_quickstart_pretrain_then_finetune(tmp_path):
                      r'cls/register tokens 1 -> 0', out), out[-3000:]
     assert osp.isfile(tmp_path / 'work_dirs' / 'quickstart_pretrain' / 'iter_6.pth')
     assert osp.isdir(tmp_path / 'work_dirs' / 'quickstart_pretrain' / 'finetune_scratch')
+    # The fine-tuning data went where --finetune-data-root said.
+    assert osp.isdir(tmp_path / 'seg_data' / 'images' / 'training')
+    assert not osp.exists(tmp_path / 'data' / 'synthetic_ade20k')

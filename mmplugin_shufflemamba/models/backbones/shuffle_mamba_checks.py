@@ -4,7 +4,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from ..layers.arg_checks import (autocast_enabled, check_bool, check_int, check_pair,
+from ..layers.arg_checks import (_is_int, autocast_enabled, check_bool, check_int, check_pair,
                                  check_rate, check_real)
 from ..layers.token_layout import TokenLayout
 
@@ -102,7 +102,7 @@ def check_patch_grid(patch_size, img_size) -> Tuple[int, Tuple[int, int]]:
 def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
                         ) -> Tuple[int, ...]:
     """``out_indices`` (negatives count from the end) as a tuple of block indices."""
-    if isinstance(out_indices, int):
+    if _is_int(out_indices):
         out_indices = [out_indices]
     is_seq = isinstance(out_indices, Sequence) and not isinstance(out_indices, str)
     if not is_seq or (len(out_indices) == 0 and not allow_empty):
@@ -112,8 +112,9 @@ def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
                          is_seq and not allow_empty else ''))
     result = []
     for idx in out_indices:
-        if not isinstance(idx, int) or isinstance(idx, bool):
+        if not _is_int(idx):
             raise TypeError(f'out_indices entries must be ints, got {idx!r}')
+        idx = int(idx)
         if not -num_layers <= idx < num_layers:
             raise ValueError(
                 f'out_indices entry {idx} is out of range for {num_layers} '

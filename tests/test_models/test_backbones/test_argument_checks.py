@@ -99,6 +99,16 @@ def test_shuffle_mamba_arguments(kw, exc, msg):
         tiny(**kw)
 
 
+def test_out_indices_take_any_integral_type():
+    """numpy integers (as from np.arange or a config computed with numpy) are ints,
+    as for every other int argument; bools are not."""
+    np = pytest.importorskip('numpy')
+    assert tiny(out_indices=[np.int64(0), np.int32(-1)]).out_indices == (0, 1)
+    assert tiny(out_indices=np.int64(1)).out_indices == (1, )
+    with pytest.raises(TypeError, match='out_indices entries must be ints, got True'):
+        tiny(out_indices=[True])
+
+
 def test_shuffle_mamba_valid_edge_values():
     # The smallest and largest accepted values build and run.
     m = tiny(drop_path_rate=0.0, drop_rate=0.0, shuffle_rate=1.0, img_size=16,
