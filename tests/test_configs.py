@@ -197,3 +197,30 @@ def test_three_line_user_config_inherits_and_sets_pretrained(tmp_path):
     assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='x.pth')
     assert cfg.train_dataloader.dataset.data_root == 'data/ade'
     assert cfg.train_dataloader.dataset.type == 'CheckedADE20KDataset'
+
+
+def test_every_config_checks_the_labels_its_heads_predict():
+    from mmplugin_shufflemamba.utils import load_config
+    for path in CONFIGS:
+        load_config(path)  # no ConfigError: the pipelines' checks match the heads
+
+
+def test_changed_class_count_must_reach_the_label_checks():
+    """A --cfg-options change of the heads' num_classes that leaves the pipelines'
+    CheckSegLabels at another count is refused before anything runs, naming both (the
+    tools print it without a traceback)."""
+    import subprocess
+    import sys
+    from mmplugin_shufflemamba.utils import ConfigError, load_config
+    config = osp.join(ROOT, 'configs', 'upernet_shufflemamba_b.py')
+    with pytest.raises(ConfigError, match=r'train_dataloader\.dataset\.pipeline\[\d\] checks '
+                       r'labels against num_classes=150 but model\.decode_head\.'
+                       r'num_classes=10: set both'):
+        load_config(config, cfg_options={'model.decode_head.num_classes': 10})
+    with pytest.raises(ConfigError, match='model.auxiliary_head.num_classes=7'):
+        load_config(config, cfg_options={'model.auxiliary_head.num_classes': 7})
+    run = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), config,
+                          '--cfg-options', 'model.decode_head.num_classes=10'],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
+    assert 'tools/train.py: train_dataloader.dataset.pipeline' in run.stderr

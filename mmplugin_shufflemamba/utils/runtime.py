@@ -94,6 +94,45 @@ def prepare_runtime(cfg, launcher: str) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+class ConfigError(ValueError):
+    """A config whose parts disagree (the message names them and the fix)."""
+
+
+def _find_transforms(node, type_name: str, path: str = 'cfg'):
+    """(path, dict) of every ``dict(type=type_name, ...)`` inside a config."""
+    if isinstance(node, dict):
+        if node.get('type') == type_name:
+            yield path, node
+        for key, value in node.items():
+            yield from _find_transforms(value, type_name, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _find_transforms(value, type_name, f'{path}[{i}]')
+
+
+def check_label_classes(cfg) -> None:
+    """Every ``CheckSegLabels`` of the pipelines checks the classes the segmentor's heads
+    predict: a ``--cfg-options model.decode_head.num_classes=N`` that leaves a pipeline's
+    check at another count would let labels through that the loss cannot take (or
+    refuse valid ones). A :class:`ConfigError` naming both otherwise."""
+    model = cfg.get('model') or {}
+    heads = {f'model.{name}': model[name] for name in ('decode_head', 'auxiliary_head')
+             if isinstance(model.get(name), dict) and 'num_classes' in model[name]}
+    heads.update({f'model.auxiliary_head[{i}]': h for i, h in enumerate(
+        model.get('auxiliary_head') or []) if isinstance(h, dict) and 'num_classes' in h})
+    for head, head_cfg in heads.items():
+        classes = head_cfg['num_classes']
+        for where, check in _find_transforms(
+                {k: cfg.get(k) for k in ('train_dataloader', 'val_dataloader',
+                                         'test_dataloader')}, 'CheckSegLabels'):
+            if check.get('num_classes') != classes:
+                raise ConfigError(
+                    f"{where.replace('cfg.', '', 1)} checks labels against num_classes="
+                    f"{check.get('num_classes')} but {head}.num_classes={classes}: set "
+                    'both to the number of classes of the data (with --cfg-options, '
+                    'the heads and every CheckSegLabels of the pipelines).')
+
+
 def load_config(config: str,
                 launcher: str = 'none',
                 work_dir: Optional[str] = None,
@@ -108,6 +147,7 @@ def load_config(config: str,
     cfg.launcher = launcher
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
+    check_label_classes(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
