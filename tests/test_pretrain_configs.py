@@ -277,3 +277,15 @@ def test_classifier_checkpoint_with_the_wrong_norm_names_the_fix(tmp_path):
     mmengine_checkpoint(path, cfg, seed=0)
     with pytest.raises(CheckpointError, match='norm mismatch'):
         dense_backbone('upernet_shufflemamba_b.py', 4, path)  # RMSNorm
+
+
+@pytest.mark.parametrize('name', sorted(PRETRAIN))
+def test_head_pretrained_init_takes_only_what_mmengine_accepts(name):
+    """A head's Pretrained init goes through MMEngine's PretrainedInit, which takes only
+    checkpoint / prefix / map_location: nothing merged in from a base's init_cfg."""
+    from mmengine.model.weight_init import PretrainedInit
+    init = load(name).model.head.get('init_cfg')
+    if init is not None and init.get('type') == 'Pretrained':
+        kwargs = {k: v for k, v in init.items() if k != 'type'}
+        assert set(kwargs) <= {'checkpoint', 'prefix', 'map_location'}, sorted(kwargs)
+        PretrainedInit(**kwargs)
