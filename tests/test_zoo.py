@@ -437,6 +437,20 @@ def test_flops_tool_on_a_shrunk_zoo_config(tmp_path):
     assert ops['selective_scan'] == 8 * selective_scan_flops(1, 64, 32, 16)
 
 
+def test_flops_tool_on_a_pretraining_config():
+    """mmpretrain's ImageClassifier configs build in their own scope; backbone and head
+    are counted."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain',
+                                   'shufflemamba-b_8xb256-300e_in1k.py'))
+    cfg.model.backbone.arch = dict(embed_dims=32, num_layers=2)
+    cfg.model.head.in_channels = 32
+    res = model_complexity(cfg, (64, ))
+    assert res['framework'] == 'mmpretrain' and res['shape'] == (64, 64)
+    assert res['by_operator']['selective_scan'] == 4 * selective_scan_flops(1, 64, 17, 16)
+    assert res['by_operator']['linear'] > 0
+
+
 @pytest.mark.slow
 def test_b_gflops_match_the_paper_at_512x2048(tmp_path):
     out = tmp_path / 'b.json'

@@ -189,14 +189,15 @@ def count_flops(model: nn.Module, inputs: Tuple[Any, ...]) -> Dict[str, Any]:
 
 def _framework(cfg) -> str:
     scope = cfg.get('default_scope', None)
-    if scope in ('mmseg', 'mmdet'):
+    if scope in ('mmseg', 'mmdet', 'mmpretrain'):
         return scope
-    return 'mmdet' if cfg.model.get('type') in ('MaskRCNN', 'FasterRCNN') else 'mmseg'
+    by_type = dict(MaskRCNN='mmdet', FasterRCNN='mmdet', ImageClassifier='mmpretrain')
+    return by_type.get(cfg.model.get('type'), 'mmseg')
 
 
 def build_model_for_flops(cfg, device: str = 'cpu') -> Tuple[nn.Module, str]:
     """Build ``cfg.model`` (SyncBN as BN, no weights loaded) in its framework's scope,
-    in eval mode on ``device``. Returns (model, 'mmseg' | 'mmdet')."""
+    in eval mode on ``device``. Returns (model, 'mmseg' | 'mmdet' | 'mmpretrain')."""
     from mmengine.registry import DefaultScope
 
     from .runtime import _replace_syncbn
@@ -204,6 +205,9 @@ def build_model_for_flops(cfg, device: str = 'cpu') -> Tuple[nn.Module, str]:
     if scope == 'mmdet':
         from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
+    elif scope == 'mmpretrain':
+        from mmpretrain.registry import MODELS
+        from mmpretrain.utils import register_all_modules
     else:
         from mmseg.registry import MODELS
         from mmseg.utils import register_all_modules
@@ -222,7 +226,8 @@ def model_complexity(cfg, shape: Sequence[int] = (512, 2048),
     Segmentors run their ``tensor`` forward (backbone + decode head; the auxiliary
     head is not run in inference, but its parameters are counted, as the paper's
     parameter counts do). Detectors run their ``tensor`` forward with one data
-    sample of that shape (backbone, neck, RPN and RoI heads).
+    sample of that shape (backbone, neck, RPN and RoI heads); image classifiers
+    (mmpretrain) theirs (backbone, neck, head).
 
     Args:
         cfg (Config): a config (``Config.fromfile``).

@@ -190,14 +190,20 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
             "pretrained_cfg_overlay=dict(file='PATH') (any layout this package reads), "
             "or checkpoint_path='PATH' for a file of exactly this model. Pretrain one "
             'with configs/pretrain (see README).')
-    if overlay and overlay.get('file'):
-        # timm (1.0.31) resets custom_load when an overlay gives weights, and its generic
-        # loader fails on other heads, resized pos_embed and other layouts.
-        overlay = dict(overlay, custom_load=overlay.get('custom_load', True))
-    model = build_model_with_cfg(ShuffleMambaClassifier, name, pretrained,
+    # How the overlay's file is read (this package's loader: timm's resets custom_load
+    # when an overlay gives weights, and its generic loader fails on other heads,
+    # resized pos_embed and other layouts).
+    file = overlay.get('file') if overlay else None
+    load_kw = {k: kwargs.pop(k) for k in ('ckpt_format', 'use_ema') if k in kwargs}
+    if load_kw and not (pretrained and file):
+        raise ValueError(f'{name}: {sorted(load_kw)} apply to the file of '
+                         "pretrained=True, pretrained_cfg_overlay=dict(file='PATH').")
+    model = build_model_with_cfg(ShuffleMambaClassifier, name, pretrained and not file,
                                  pretrained_cfg=pretrained_cfg,
                                  pretrained_cfg_overlay=overlay, cache_dir=cache_dir,
                                  **dict(TIMM_ARCHS[name], **kwargs))
+    if pretrained and file:
+        model.load_pretrained(file, **load_kw)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model

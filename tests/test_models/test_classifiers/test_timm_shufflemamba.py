@@ -14,7 +14,7 @@ from timm.optim import create_optimizer_v2, param_groups_layer_decay
 import mmplugin_shufflemamba  # noqa: F401  (registers the timm models)
 from mmplugin_shufflemamba import ShuffleMamba
 from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS, ShuffleMambaClassifier
-from mmplugin_shufflemamba.checkpoint import load_pretrained_backbone
+from mmplugin_shufflemamba.checkpoint import CheckpointError, load_pretrained_backbone
 
 from helpers.official_reference import make_official_state_dict
 
@@ -307,6 +307,29 @@ def test_pretrained_from_official_checkpoint(tmp_path, name):
     x = torch.randn(2, 3, 32, 48)
     with torch.no_grad():
         assert torch.equal(m.eval()(x), src(x))
+
+
+def test_pretrained_bare_state_dict_takes_the_loader_options(tmp_path):
+    """A bare state dict with one cls token could be either official layout: the error
+    asks which, and create_model passes ckpt_format (and use_ema) to the loader."""
+    src = tiny(seed=2)
+    path = str(tmp_path / 'own.pth')
+    torch.save({'model': src.state_dict()}, path)
+    overlay = dict(file=path)
+    with pytest.raises(CheckpointError, match="cannot tell where the cls token sits"):
+        timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=overlay,
+                          **TINY[PLAIN])
+    m = timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=overlay,
+                          ckpt_format='shufflemamba', **TINY[PLAIN])
+    for k, v in src.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+    ema = tiny(seed=3)
+    path = official_checkpoint(tmp_path / 'checkpoint.pth', src, ema=ema.state_dict())
+    m = timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=dict(file=path),
+                          use_ema=True, **TINY[PLAIN])
+    assert torch.equal(m.state_dict()['pos_embed'], ema.state_dict()['pos_embed'])
+    with pytest.raises(ValueError, match=r"\['ckpt_format'\] apply to the file"):
+        timm.create_model(PLAIN, ckpt_format='shufflemamba', **TINY[PLAIN])
 
 
 def test_pretrained_at_another_resolution(tmp_path):
