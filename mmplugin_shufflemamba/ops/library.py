@@ -31,6 +31,11 @@ def _new(t: Optional[Tensor], ref: Tensor) -> Tensor:
     return ref.new_empty((0, )) if t is None else t.new_empty(t.shape)
 
 
+def _absent_as_empty(tensors, ref: Tensor) -> List[Tensor]:
+    """The kernels' outputs with each absent (None) one as an empty tensor."""
+    return [_new(None, ref) if t is None else t for t in tensors]
+
+
 def _same_device(fn: str, *tensors) -> None:
     """The kernels' device check, for the shape-only implementations too."""
     first = tensors[0]
@@ -61,7 +66,7 @@ def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, Bt: Tensor, Ct: Tens
                        return_out: bool) -> List[Tensor]:
     grads = cpu_extension().selective_scan_bwd(u, delta, A, Bt, Ct, D, z, delta_bias,
                                                softplus, reverse, dout, return_out)
-    return [_new(None, u) if g is None else g for g in grads]
+    return _absent_as_empty(grads, u)
 
 
 @selective_scan_bwd.register_fake
@@ -88,8 +93,8 @@ def _(x, weight, bias, silu, reverse):
 @torch.library.custom_op(f'{NS}::causal_conv1d_bwd', mutates_args=(), device_types='cpu')
 def causal_conv1d_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool,
                       reverse: bool, dout: Tensor) -> List[Tensor]:
-    dx, dw, db = cpu_extension().causal_conv1d_bwd(x, weight, bias, silu, reverse, dout)
-    return [dx, dw, _new(None, x) if db is None else db]
+    return _absent_as_empty(cpu_extension().causal_conv1d_bwd(x, weight, bias, silu,
+                                                              reverse, dout), x)
 
 
 @causal_conv1d_bwd.register_fake
@@ -101,10 +106,6 @@ def _(x, weight, bias, silu, reverse, dout):
 def _scan_cuda():
     """mamba-ssm's ``selective_scan_cuda`` module (an error naming the fix without it)."""
     return get_cuda_kernel('selective_scan_cuda', 'cuda', True)
-
-
-def _absent_as_empty(tensors, ref: Tensor) -> List[Tensor]:
-    return [_new(None, ref) if t is None else t for t in tensors]
 
 
 @torch.library.custom_op(f'{NS}::selective_scan_cuda_fwd', mutates_args=())

@@ -11,7 +11,7 @@ import logging
 import os
 import os.path as osp
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -20,16 +20,25 @@ import torch.distributed as dist
 _GLOO_THREADS = ('pt_gloo_runloop', 'gloo_tcp_loop')
 
 
+def _typed_nodes(node: Any, types: Sequence[str], path: str = ''):
+    """``(path, dict)`` of every ``dict(type=t, ...)`` with ``t`` in ``types`` inside a
+    (nested) config, e.g. ``('train_dataloader.dataset.pipeline[2]', {...})``."""
+    if isinstance(node, dict):
+        if node.get('type') in types:
+            yield path, node
+        for key, value in node.items():
+            yield from _typed_nodes(value, types, f'{path}.{key}' if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _typed_nodes(value, types, f'{path}[{i}]')
+
+
 def _replace_syncbn(node: Any) -> int:
     """Replace ``type='SyncBN'`` by ``'BN'`` in a (nested) config; return the count."""
-    if isinstance(node, (list, tuple)):
-        return sum(_replace_syncbn(v) for v in node)
-    if not isinstance(node, dict):
-        return 0
-    count = int(node.get('type') in ('SyncBN', 'MMSyncBN', 'TorchSyncBN'))
-    if count:
-        node['type'] = 'BN'
-    return count + sum(_replace_syncbn(v) for v in node.values())
+    found = [d for _, d in _typed_nodes(node, ('SyncBN', 'MMSyncBN', 'TorchSyncBN'))]
+    for d in found:
+        d['type'] = 'BN'
+    return len(found)
 
 
 def _import_dynamo_first() -> None:
@@ -98,39 +107,30 @@ class ConfigError(ValueError):
     """A config whose parts disagree (the message names them and the fix)."""
 
 
-def _find_transforms(node, type_name: str, path: str = 'cfg'):
-    """(path, dict) of every ``dict(type=type_name, ...)`` inside a config."""
-    if isinstance(node, dict):
-        if node.get('type') == type_name:
-            yield path, node
-        for key, value in node.items():
-            yield from _find_transforms(value, type_name, f'{path}.{key}')
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _find_transforms(value, type_name, f'{path}[{i}]')
-
-
 def check_label_classes(cfg) -> None:
     """Every ``CheckSegLabels`` of the pipelines checks the classes the segmentor's heads
     predict: a ``--cfg-options model.decode_head.num_classes=N`` that leaves a pipeline's
     check at another count would let labels through that the loss cannot take (or
     refuse valid ones). A :class:`ConfigError` naming both otherwise."""
     model = cfg.get('model') or {}
-    heads = {f'model.{name}': model[name] for name in ('decode_head', 'auxiliary_head')
-             if isinstance(model.get(name), dict) and 'num_classes' in model[name]}
-    heads.update({f'model.auxiliary_head[{i}]': h for i, h in enumerate(
-        model.get('auxiliary_head') or []) if isinstance(h, dict) and 'num_classes' in h})
-    for head, head_cfg in heads.items():
-        classes = head_cfg['num_classes']
-        for where, check in _find_transforms(
-                {k: cfg.get(k) for k in ('train_dataloader', 'val_dataloader',
-                                         'test_dataloader')}, 'CheckSegLabels'):
-            if check.get('num_classes') != classes:
+    heads = []
+    for name in ('decode_head', 'auxiliary_head'):
+        value = model.get(name)
+        many = isinstance(value, (list, tuple))
+        heads += [(f'model.{name}' + (f'[{i}]' if many else ''), head)
+                  for i, head in enumerate(value if many else [value])
+                  if isinstance(head, dict) and 'num_classes' in head]
+    loaders = {k: cfg.get(k) for k in ('train_dataloader', 'val_dataloader',
+                                       'test_dataloader')}
+    checks = list(_typed_nodes(loaders, ('CheckSegLabels', )))
+    for head, head_cfg in heads:
+        for where, check in checks:
+            if check.get('num_classes') != head_cfg['num_classes']:
                 raise ConfigError(
-                    f"{where.replace('cfg.', '', 1)} checks labels against num_classes="
-                    f"{check.get('num_classes')} but {head}.num_classes={classes}: set "
-                    'both to the number of classes of the data (with --cfg-options, '
-                    'the heads and every CheckSegLabels of the pipelines).')
+                    f"{where} checks labels against num_classes={check.get('num_classes')} "
+                    f"but {head}.num_classes={head_cfg['num_classes']}: set both to the "
+                    'number of classes of the data (with --cfg-options, the heads and every '
+                    'CheckSegLabels of the pipelines).')
 
 
 def load_config(config: str,

@@ -25,8 +25,7 @@ tokens of a size x size image); SLWS costs with the host and the device draw. Wi
 ``--compile``, ShuffleMamba-B and the lean mixer are also timed under ``torch.compile``
 (``--compile-backend``, inductor by default, and ``--compile-mode``, e.g.
 ``reduce-overhead`` for CUDA graphs; static shapes, compiled before anything is
-measured). It
-prints ratios against the targets and the kernel each op ran:
+measured). It prints ratios against the targets and the kernel each op ran:
 
     python tools/analysis/benchmark_backbones.py --protocol gpu --device cuda --json out.json
     python tools/analysis/benchmark_backbones.py --protocol gpu \
@@ -265,22 +264,16 @@ def run_protocol(cases, reps, device, slws_case=None, compile_kw=None):
         for n in names:
             results[f'step_s[{n}][{case}]'] = t[n]
             results[f'mem_mib[{n}][{case}]'] = mem[n]
-        for other, tag in (('timm-vit-b', 'timm'), ('vit-b', 'mmseg')):
-            if other in t:
-                results[f'step_ratio_vs_{tag}[{case}]'] = t['shufflemamba-b'] / t[other]
-                results[f'mem_ratio_vs_{tag}[{case}]'] = (mem['shufflemamba-b'] /
-                                                          max(mem[other], 1e-9))
-        for eager, compiled in (('shufflemamba-b', 'shufflemamba-b-compiled'),
-                                ('lean-mixer', 'lean-mixer-compiled')):
-            if compiled in t:
-                results[f'step_ratio_compiled_vs_eager[{case}]'] = t[compiled] / t[eager]
-                results[f'mem_ratio_compiled_vs_eager[{case}]'] = (mem[compiled] /
-                                                                   max(mem[eager], 1e-9))
-        if kind == 'mixer':
-            results[f'step_ratio_lean_vs_composed[{case}]'] = (t['lean-mixer'] /
-                                                               t['composed-mixer'])
-            results[f'mem_ratio_lean_vs_composed[{case}]'] = (mem['lean-mixer'] /
-                                                              max(mem['composed-mixer'], 1e-9))
+        # (figure name, numerator, denominator), where both were measured
+        for tag, num, den in (('vs_timm', 'shufflemamba-b', 'timm-vit-b'),
+                              ('vs_mmseg', 'shufflemamba-b', 'vit-b'),
+                              ('compiled_vs_eager', 'shufflemamba-b-compiled',
+                               'shufflemamba-b'),
+                              ('compiled_vs_eager', 'lean-mixer-compiled', 'lean-mixer'),
+                              ('lean_vs_composed', 'lean-mixer', 'composed-mixer')):
+            if num in t and den in t:
+                results[f'step_ratio_{tag}[{case}]'] = t[num] / t[den]
+                results[f'mem_ratio_{tag}[{case}]'] = mem[num] / max(mem[den], 1e-9)
         print(f'[{case}] ' + ', '.join(f'{n} {t[n] * 1e3:.1f} ms / {mem[n]:.0f} MiB'
                                        for n in names), flush=True)
         if device == 'cuda':

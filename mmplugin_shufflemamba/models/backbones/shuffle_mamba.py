@@ -6,7 +6,7 @@ import torch
 from mmengine.registry import MODELS
 
 from ..layers.token_layout import to_map
-from ..layers.arg_checks import check_bool
+from ..layers.arg_checks import autocast_enabled, check_bool
 from .encoder import ShuffleMambaEncoder
 from .shuffle_mamba_checks import (check_out_cls, reject_args, resolve_out_indices,
                                    token_layout)
@@ -76,7 +76,7 @@ class ShuffleMamba(ShuffleMambaEncoder):
         classification feature (B, :attr:`cls_feature_dims`); in the weights' dtype
         outside autocast (the residual stream runs in float32 at least)."""
         hidden, grid, _ = self.embed(x)  # checks x
-        out_dtype = (None if torch.is_autocast_enabled(x.device.type) else
+        out_dtype = (None if autocast_enabled(x.device.type) else
                      self.patch_embed.proj.weight.dtype)
         perms = self.draw_permutations(hidden.shape[1], hidden.device)
         residual, final, last = None, None, self.num_layers - 1

@@ -64,9 +64,8 @@ class MSDeformAttn(MultiScaleDeformableAttention):
     """mmcv's multi-scale deformable attention as the adapter's formula needs it.
 
     ``output_proj(sample(value_proj(value)))`` (``value_proj`` to ``embed_dims * ratio``
-    channels) in the weights' dtype (float32 also under autocast), no dropout, ``identity``
-    added only
-    when given. CPU sampling uses the compiled kernel
+    channels) in the weights' dtype (float32 also under autocast), no dropout,
+    ``identity`` added only when given. CPU sampling uses the compiled kernel
     (:func:`~mmplugin_shufflemamba.ops.ms_deform_attn_cpu`) when built, unless
     :attr:`cpu_kernel` or ``SHUFFLEMAMBA_MSDA_CPU`` (read at every call) is 'torch'
     (mmcv's ``multi_scale_deformable_attn_pytorch``).
