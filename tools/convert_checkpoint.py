@@ -95,7 +95,9 @@ def convert_classifier(args, sd, entry, fmt):
     if fmt not in ('shufflemamba', 'reg'):
         raise CheckpointError(
             f"{args.src}: a '{fmt}' checkpoint is not a ShuffleMamba classifier layout "
-            "(cls token first, or Mamba-Reg registers); only those convert with --to.")
+            "(cls token first, or Mamba-Reg registers); only those convert with --to. "
+            "A classifier in the official / timm layout (what this project's timm models "
+            "save) reads as such with --format shufflemamba or --format reg.")
     if not any(k.startswith('head.') for k in sd):
         raise CheckpointError(f'{args.src} has no classifier head (head.*): it is a '
                               'backbone checkpoint; use --to backbone.')

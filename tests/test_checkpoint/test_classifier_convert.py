@@ -69,3 +69,17 @@ def test_backbone_only_checkpoints_do_not_convert_to_a_classifier(tmp_path):
         convert_main([src, str(tmp_path / 'x.pth'), '--to', 'mmpretrain'])
     with pytest.raises(SystemExit):
         convert_main([src, str(tmp_path / 'x.pth'), '--to', 'official', '--img-size', '64'])
+
+
+def test_wrong_format_for_a_classifier_names_the_fix(tmp_path):
+    """A timm classifier's bare state dict read as this project's backbone layout is
+    refused with the formats that read it."""
+    model = timm.create_model('shufflemamba_b_patch16_224', num_classes=5, **TINY)
+    src = str(tmp_path / 'timm_state_dict.pth')
+    torch.save(model.state_dict(), src)
+    with pytest.raises(CheckpointError, match='--format shufflemamba or --format reg'):
+        convert_main([src, str(tmp_path / 'x.pth'), '--to', 'official',
+                      '--format', 'mmplugin'])
+    convert_main([src, str(tmp_path / 'x.pth'), '--to', 'official', '--format', 'shufflemamba'])
+    saved = torch.load(str(tmp_path / 'x.pth'), map_location='cpu', weights_only=False)
+    assert list(saved['model']) == list(model.state_dict())

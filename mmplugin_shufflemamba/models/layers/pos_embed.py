@@ -73,7 +73,9 @@ def resize_pos_embed(pos_embed: torch.Tensor,
         return pos_embed
     C = pos_embed.shape[2]
     grid = pos_embed.reshape(1, src_h, src_w, C).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=tuple(dst_shape), mode=mode,
+    # At least float32 (half-precision interpolation is inexact), float64 kept.
+    grid = grid.to(torch.promote_types(grid.dtype, torch.float32))
+    grid = F.interpolate(grid, size=tuple(dst_shape), mode=mode,
                          **({} if mode in ('nearest', 'nearest-exact', 'area') else
                             dict(align_corners=False)))
     return grid.flatten(2).transpose(1, 2).to(pos_embed.dtype)

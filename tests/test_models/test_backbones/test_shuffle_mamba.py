@@ -87,6 +87,24 @@ def test_pos_embed_interpolation_matches_direct_bicubic():
         resize_pos_embed(pe, (10, 10), (5, 5))
 
 
+@pytest.mark.parametrize('dtype', [torch.float64, torch.bfloat16])
+def test_pos_embed_interpolation_precision(dtype):
+    """float64 is resized in float64 (exact to 1e-12 against the direct interpolation);
+    half precision in float32, then cast back."""
+    pe = torch.randn(1, 14 * 14, 8, dtype=torch.float64)
+    grid = pe.reshape(1, 14, 14, 8).permute(0, 3, 1, 2)
+    direct = F.interpolate(grid, size=(9, 23), mode='bicubic', align_corners=False)
+    direct = direct.flatten(2).transpose(1, 2)
+    out = resize_pos_embed(pe.to(dtype), (14, 14), (9, 23))
+    assert out.dtype == dtype
+    if dtype == torch.float64:
+        torch.testing.assert_close(out, direct, rtol=0, atol=1e-12)
+    else:
+        via_fp32 = F.interpolate(grid.to(dtype).float(), size=(9, 23), mode='bicubic',
+                                 align_corners=False).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(out, via_fp32.to(dtype), rtol=0, atol=0)
+
+
 def test_backbone_adds_resized_pos_embed():
     m = tiny(img_size=64)  # 4x4 grid
     torch.nn.init.zeros_(m.patch_embed.proj.weight)
