@@ -87,7 +87,8 @@ def train(args) -> None:
     if args.amp:
         cuda = torch.cuda.is_available()
         dtype = args.amp_dtype or ('float16' if cuda else 'bfloat16')
-        cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, dtype, cuda)
+        cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, dtype, cuda,
+                                                  cfg.get('default_scope'))
     add_training_hooks(cfg, finite_check=not args.no_finite_check)
     if args.resume == 'auto':
         cfg.resume = True

@@ -159,3 +159,25 @@ def test_resume_ends_like_an_uninterrupted_run(data_root, tmp_path, amp):
     c = load(control / 'iter_6.pth')
     assert any(not torch.equal(a['state_dict'][k], c['state_dict'][k])
                for k in a['state_dict']), 'the generator state made no difference'
+
+
+def test_cpu_amp_refuses_detectors(monkeypatch, tmp_path):
+    """mmcv's CPU nms takes float32 only: --amp without CUDA stops a Mask R-CNN config
+    before anything is built, naming the fix; the segmentors keep CPU autocast."""
+    from helpers.tools import load_tool
+    from mmplugin_shufflemamba.utils import ConfigError
+    base = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3))
+    with pytest.raises(ConfigError, match='without --amp'):
+        amp_optim_wrapper_cfg(base, 'bfloat16', cuda=False, scope='mmdet')
+    assert amp_optim_wrapper_cfg(base, 'bfloat16', cuda=True, scope='mmdet')['type'] == \
+        'AmpOptimWrapper'
+    assert amp_optim_wrapper_cfg(base, 'bfloat16', cuda=False, scope='mmseg')['type'] == \
+        'CPUAmpOptimWrapper'
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    train = load_tool('train.py')
+    det = osp.join(ROOT, 'configs', 'quickstart',
+                   'mask-rcnn_shufflemamba-adapter-tiny_1xb8-400it_synthetic-coco-128x128.py')
+    monkeypatch.setattr(sys, 'argv', ['train.py', det, '--amp',
+                                      '--work-dir', str(tmp_path / 'w')])
+    with pytest.raises(ConfigError, match="mmcv's CPU nms"):
+        train.train(train.parse_args())

@@ -41,10 +41,13 @@ class CPUAmpOptimWrapper(OptimWrapper):
             yield
 
 
-def amp_optim_wrapper_cfg(optim_wrapper: dict, dtype: str, cuda: bool) -> dict:
+def amp_optim_wrapper_cfg(optim_wrapper: dict, dtype: str, cuda: bool,
+                          scope: str = None) -> dict:
     """The ``optim_wrapper`` config for ``tools/train.py --amp --amp-dtype DTYPE``, the
     other settings kept: on CUDA MMEngine's ``AmpOptimWrapper`` (``float16`` with dynamic
     loss scaling, or ``bfloat16``), else :class:`CPUAmpOptimWrapper` (``bfloat16`` only).
+    ``scope`` is the config's ``default_scope``: mmdet detectors have no CPU autocast
+    (mmcv's CPU ``nms`` takes float32 only), a :class:`ConfigError` then.
     """
     if dtype not in ('float16', 'bfloat16'):
         raise ValueError(f"--amp-dtype must be 'float16' or 'bfloat16', got {dtype!r}")
@@ -58,6 +61,12 @@ def amp_optim_wrapper_cfg(optim_wrapper: dict, dtype: str, cuda: bool) -> dict:
             '--amp on a machine without CUDA trains in bfloat16 (CPU autocast): float16 '
             'needs a GPU (its loss scaler is CUDA\'s). Use --amp-dtype bfloat16, or no '
             '--amp.')
+    if scope == 'mmdet':
+        from ...utils.runtime import ConfigError
+        raise ConfigError(
+            '--amp on a machine without CUDA: mmdet detectors cannot train under CPU '
+            "bfloat16 autocast (mmcv's CPU nms in the RPN takes float32 only). Train "
+            'the detector without --amp on the CPU; --amp works on GPUs.')
     cfg.update(type='CPUAmpOptimWrapper', dtype='bfloat16')
     cfg.pop('loss_scale', None)
     return cfg

@@ -1,0 +1,43 @@
+"""tools/pythonpath.sh (sourced by dist_*.sh and slurm_*.sh): the checkout goes on
+PYTHONPATH only for an interpreter that cannot import the package, so an installed build
+(with its compiled kernels) is not shadowed by the checkout's sources."""
+import os
+import subprocess
+import sys
+
+from helpers.tools import ROOT, tool_path
+
+SNIPPET = 'source "$ROOT/tools/pythonpath.sh"; printf %s "${PYTHONPATH-<unset>}"'
+
+
+def _pythonpath(python: str, cwd: str, env_path=None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    if env_path is not None:
+        env['PYTHONPATH'] = env_path
+    env.update(ROOT=ROOT, PYTHON=python)
+    return subprocess.run(['bash', '-c', SNIPPET], env=env, cwd=cwd, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def test_installed_package_is_not_shadowed(tmp_path):
+    # This interpreter imports the package without the checkout on PYTHONPATH.
+    assert _pythonpath(sys.executable, str(tmp_path)) == '<unset>'
+    assert _pythonpath(sys.executable, str(tmp_path), '/x') == '/x'
+
+
+def test_checkout_added_when_the_package_is_not_importable(tmp_path):
+    fake = tmp_path / 'python'  # an interpreter that cannot find the package
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -S -I "$@"\n')
+    fake.chmod(0o755)
+    assert _pythonpath(str(fake), str(tmp_path)) == ROOT
+    assert _pythonpath(str(fake), str(tmp_path), '/x') == f'{ROOT}:/x'
+    # Run from the checkout itself, the current directory does not count as installed.
+    assert _pythonpath(str(fake), ROOT) == ROOT
+
+
+def test_every_launch_script_sources_it():
+    for name in ('dist_train.sh', 'dist_test.sh', 'slurm_train.sh', 'slurm_test.sh'):
+        with open(tool_path(name)) as f:
+            text = f.read()
+        assert 'source "$ROOT/tools/pythonpath.sh"' in text, name
+        assert 'PYTHONPATH="$ROOT' not in text, name
