@@ -67,10 +67,19 @@ def check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
                hint='the shuffle probability of the last block; 0 disables it')
 
 
+#: What the frameworks pass to a backbone that these models do not take.
+FRAMEWORK_ARGS = {
+    'pretrained': "weights load through init_cfg=dict(type='Pretrained', checkpoint=...); "
+                  "a base config's model.pretrained (mmseg's ResNet configs set "
+                  "'open-mmlab://resnet50_v1c') reaches the backbone as this argument: set "
+                  'model.pretrained=None in the config'}
+
+
 def reject_args(owner: str, kwargs: dict, reasons: Dict[str, str]) -> None:
     """Refuse the arguments of other ShuffleMamba models that mean nothing to
-    ``owner``, saying why (a ``TypeError`` naming the argument)."""
-    for name, why in reasons.items():
+    ``owner`` and :data:`FRAMEWORK_ARGS`, saying why (a ``TypeError`` naming the
+    argument)."""
+    for name, why in {**FRAMEWORK_ARGS, **reasons}.items():
         if name in kwargs:
             raise TypeError(f'{owner} does not take {name!r}: {why}. Remove it.')
 

@@ -290,3 +290,35 @@ def test_classifier_through_timm_and_edges():
     with torch.no_grad():
         assert m.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 4)
     assert math.isclose(m.drop_path.drop_prob, 0.0)
+
+
+def test_stock_mmseg_config_pretrained_names_the_fix(tmp_path):
+    """A stock mmseg config's ``model.pretrained`` reaches the backbone as ``pretrained``:
+    refused with the fix; with ``pretrained=None`` the README's swap builds and runs."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    cfg_file = tmp_path / 'swap.py'
+    cfg_file.write_text(
+        "_base_ = ['mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py']\n"
+        "custom_imports = dict(imports=['mmplugin_shufflemamba'], "
+        "allow_failed_imports=False)\n"
+        "norm_cfg = dict(type='BN', requires_grad=True)\n"
+        "model = dict(backbone=dict(_delete_=True, type='ShuffleMamba', "
+        "arch=dict(embed_dims=32, num_layers=4), img_size=32, kernel='torch', "
+        "out_indices=(0, 1, 2, 3)),\n"
+        "    decode_head=dict(in_channels=[32] * 4, channels=16, norm_cfg=norm_cfg),\n"
+        "    auxiliary_head=dict(in_channels=32, channels=16, norm_cfg=norm_cfg))\n")
+    cfg = Config.fromfile(str(cfg_file))
+    assert cfg.model.pretrained  # mmseg's ResNet weights
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        with pytest.raises(TypeError, match='model.pretrained=None'):
+            MODELS.build(cfg.model)
+        cfg = Config.fromfile(str(cfg_file))  # mmseg wrote it into the backbone's dict
+        cfg.model.pretrained = None
+        model = MODELS.build(cfg.model).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64), mode='tensor')
+    assert out.shape == (1, 150, 4, 4)  # the logits of the ADE20K classes, stride 16
