@@ -29,15 +29,24 @@ def _safe_globals():
 
 @contextlib.contextmanager
 def checkpoint_safe_globals():
-    """Context in which ``torch.load(weights_only=True)`` reads MMEngine checkpoints."""
-    ctx = getattr(torch.serialization, 'safe_globals', None)
-    if ctx is None:  # pragma: no cover - torch < 2.5
+    """Context in which ``torch.load(weights_only=True)`` reads MMEngine checkpoints.
+
+    On exit the process-wide allow-list is what it was on entry: unlike torch's
+    ``safe_globals`` context, whose exit removes its globals even where they were
+    allowed before (e.g. by :func:`enable_mmengine_checkpoints`)."""
+    ser = torch.serialization
+    if not hasattr(ser, 'get_safe_globals'):  # pragma: no cover - torch < 2.5
         yield
         return
+    before = list(ser.get_safe_globals())
     # The whole allow-list again, not only getattr: another library's context (e.g.
-    # timm's checkpoint reader) restores the process-wide list it saw on entry.
-    with ctx([getattr] + _safe_globals()):
+    # timm's checkpoint reader) may have removed it from the process-wide list.
+    ser.add_safe_globals([getattr] + _safe_globals())
+    try:
         yield
+    finally:
+        ser.clear_safe_globals()
+        ser.add_safe_globals(before)
 
 
 def safe_torch_load(filename, map_location=None):

@@ -113,3 +113,30 @@ def test_importing_the_package_changes_nothing_process_wide():
     run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0 and 'OK' in run.stdout, run.stderr[-2000:]
+
+
+def test_plugin_reads_leave_the_allow_list_as_they_found_it(tmp_path):
+    """A read by the plugin's safe loader neither leaks its allow-list into a process
+    that did not opt in nor removes it from one that did (torch's own ``safe_globals``
+    context removes its globals on exit): after ``compat``, a plain ``torch.load`` of an
+    official training file keeps working whatever the plugin loaded in between."""
+    import subprocess
+    import sys
+    path = tmp_path / 'checkpoint.pth'
+    torch.save({'model': published(), 'model_ema': None,
+                'args': argparse.Namespace(model='mambar_base_patch16_224')}, path)
+    code = (
+        'import argparse, torch\n'
+        'from mmplugin_shufflemamba.checkpoint.safe_load import safe_torch_load\n'
+        f'path = {str(path)!r}\n'
+        'assert safe_torch_load(path)["args"].model == "mambar_base_patch16_224"\n'
+        'assert argparse.Namespace not in torch.serialization.get_safe_globals()\n'
+        'import mmplugin_shufflemamba.compat\n'
+        'before = list(torch.serialization.get_safe_globals())\n'
+        'safe_torch_load(path)\n'
+        'assert set(torch.serialization.get_safe_globals()) == set(before)\n'
+        'assert torch.load(path)["args"].model == "mambar_base_patch16_224"\n'
+        'print("OK")\n')
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and 'OK' in run.stdout, run.stderr[-2000:]
