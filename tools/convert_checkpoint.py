@@ -25,6 +25,7 @@ that loading SRC gives.
 """
 import argparse
 import json
+import os.path as osp
 import sys
 
 import torch
@@ -65,6 +66,11 @@ def parse_args(argv=None):
                    help="backbone: this project's backbone layout (default); official / "
                    'mmpretrain: the whole classifier in that layout')
     args = p.parse_args(argv)
+    if osp.realpath(args.dst) == osp.realpath(args.src) or (
+            osp.exists(args.dst) and osp.exists(args.src) and osp.samefile(args.dst, args.src)):
+        p.error(f'DST {args.dst} is the source checkpoint: the conversion keeps only the '
+                'weights (no optimizer, EMA or args) and would overwrite it; give another '
+                'output file')
     if args.to != 'backbone' and (args.num_registers != 0 or args.img_size is not None
                                   or args.patch_size is not None):
         p.error('--num-registers, --img-size and --patch-size apply to --to backbone only '

@@ -30,12 +30,15 @@ import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
 from mmplugin_shufflemamba.utils import (STOP_ERRORS, load_config, log_kernels,
                                          prepare_runtime, shutdown_distributed, stop_message)
+from mmplugin_shufflemamba.utils.cli import existing_file
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('config', type=existing_file('config file'),
+                        help='test config file path')
+    parser.add_argument('checkpoint', type=existing_file('checkpoint', allow_uri=True),
+                        help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--show-dir', help='directory where painted predictions '
                         'are saved (mmseg/mmdet visualization hook)')

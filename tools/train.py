@@ -38,13 +38,16 @@ from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
 from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, load_config,
                                          log_kernels, prepare_runtime, shutdown_distributed,
                                          stop_message)
+from mmplugin_shufflemamba.utils.cli import existing_file
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a model')
-    parser.add_argument('config', help='train config file path')
+    parser.add_argument('config', type=existing_file('config file'),
+                        help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
-    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+    parser.add_argument('--resume', nargs='?', const='auto',
+                        type=existing_file('checkpoint', allow_uri=True, keep=('auto', )),
                         help='resume from CKPT, or from the latest checkpoint in the '
                         'work dir when no path is given')
     parser.add_argument('--amp', action='store_true',

@@ -175,6 +175,7 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
         if use_ema and own.get('weights') != 'ema':
             raise no_ema(f"converted from the raw weights, entry {own.get('entry')!r}")
         return dict(ckpt['state_dict']), 'state_dict'
+    _refuse_two_readings(ckpt, filename)
     if 'model' in ckpt or 'model_ema' in ckpt:  # official (DeiT-style) training script
         key = 'model_ema' if use_ema else 'model'
         if _is_state_dict(ckpt.get(key)):
@@ -198,6 +199,21 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
     raise CheckpointError(
         f'{filename} has no model weights: expected a state dict or one of the entries '
         f"'model', 'model_ema', 'state_dict'; found {sorted(ckpt)[:20]}.")
+
+
+def _refuse_two_readings(ckpt: dict, filename: str) -> None:
+    """A file whose 'model', 'state_dict' and 'module' entries hold different weights
+    could be read two ways: an error asking which (identical copies are one reading)."""
+    found = [k for k in ('model', 'state_dict', 'module') if _is_state_dict(ckpt.get(k))]
+    first = ckpt[found[0]] if found else None
+    other = [k for k in found[1:] if ckpt[k].keys() != first.keys() or not all(
+        torch.equal(ckpt[k][n], first[n]) for n in first)]
+    if other:
+        raise CheckpointError(
+            f'{filename} holds two different sets of weights, {found[0]!r} and '
+            f'{other[0]!r}, and could be read either way: save the one you mean on its '
+            f"own (e.g. torch.save(torch.load(f)[{found[0]!r}], 'weights.pth')) and load "
+            'that file.')
 
 
 def ema_hook_raw_weights(ckpt: dict) -> Optional[Dict[str, torch.Tensor]]:

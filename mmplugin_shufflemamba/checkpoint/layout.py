@@ -166,11 +166,23 @@ def _source_grid(num: int, fmt: str, patch_resolution: Optional[Tuple[int, int]]
     if side * side != num:
         own = ('' if patch_resolution is None else
                f" nor the model's {patch_resolution[0]}x{patch_resolution[1]} grid")
+        fix = 'Build the backbone with the img_size the checkpoint was saved with.'
+        if fmt in ('shufflemamba', 'vim') and _is_square(num + 1):
+            fix = (f'All {num + 1} positions of pos_embed make a square grid: it has no '
+                   'position for the cls token the checkpoint holds, so cls_token and '
+                   'pos_embed disagree (do they come from different files?).')
+        elif fmt == 'mmplugin' and _is_square(num - 1):
+            fix = (f'{num - 1} of them make a square grid and the extra one is where a cls '
+                   "token sits in the published layouts, but the checkpoint has no "
+                   "'cls_token': cls_token and pos_embed disagree (was it left out?).")
         raise CheckpointError(
             f'pos_embed has {num} patch positions: not a square grid{own}, so its grid '
-            'size cannot be inferred. Build the backbone with the img_size the checkpoint '
-            'was saved with.')
+            f'size cannot be inferred. {fix}')
     return side, side
+
+
+def _is_square(num: int) -> bool:
+    return num > 0 and math.isqrt(num) ** 2 == num
 
 
 def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
@@ -204,7 +216,10 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
         raise CheckpointError(
             'the state dict has none of the expected ShuffleMamba / Vim keys '
             "('patch_embed.proj.weight', 'layers.N.mixer.*'); first keys: "
-            f'{sorted(sd)[:8]}')
+            f'{sorted(sd)[:8]}. It is not a checkpoint of this model family (another '
+            'backbone, e.g. a ResNet detector): use a ShuffleMamba / Mamba-Reg / Vim / '
+            'VideoMamba ImageNet checkpoint (docs/model_zoo.md#weights) or one that this '
+            'backbone saved.')
     fmt = detect_format(sd) if ckpt_format == 'auto' else ckpt_format
     # VideoMamba's mixer sums its two directions (out_proj(y_f + y_b)); this one, like
     # ShuffleMamba's, Vim's and Mamba-Reg's, averages them: out_proj's weight doubles.

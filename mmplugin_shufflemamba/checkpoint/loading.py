@@ -19,6 +19,9 @@ from .layout import (CLASSIFIER_PREFIXES, convert_to_backbone, detect_format,
 _NORMS = {'RMSNorm': ('RMSNorm', 'norm weights only, no norm biases',
                       'ShuffleMamba-B, L1 and every Reg model'),
           'LN': ('LayerNorm', 'norm weights and biases', 'ShuffleMamba-M')}
+#: Top-level modules of ShuffleMambaAdapter that the plain backbone does not have.
+_ADAPTER_MODULES = ('spm', 'interactions', 'level_embed', 'up', 'norm1', 'norm2', 'norm3',
+                    'norm4')
 
 
 def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
@@ -41,16 +44,29 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
             f'{k}: checkpoint {tuple(a)} vs model {tuple(b)}' for k, a, b in shapes[:8]))
     lines += [
         f"  checkpoint: depth {summary['depth']}, width {summary['embed_dims']}, "
-        f"patch {summary['patch_size']}, norm {summary['norm']}, "
+        f"patch {summary['patch_size']}, norm {ckpt_norm}, "
         f"{summary['checkpoint_tokens']} cls/register token(s), grid {summary['grid']}, "
         f"format '{summary['format']}'",
         f'  model:      depth {model.num_layers}, width {model.embed_dims}, patch '
-        f'{model.patch_size}, norm {type(model.layers[0].norm).__name__}, '
-        f'{model.num_registers} register(s)',
-        '  Pick the matching arch (e.g. arch=\'b\' for depth 24 / width 768), '
-        "norm_cfg=dict(type='RMSNorm', eps=1e-5) for RMSNorm checkpoints "
-        "(ShuffleMamba-B, L1, every Reg model), norm_cfg=dict(type='LN', "
-        "eps=1e-5) for LayerNorm ones (ShuffleMamba-M), or the right file."]
+        f'{model.patch_size}, norm {model_norm}, {model.num_registers} register(s)']
+    fixes = []
+    size = (summary['depth'], summary['embed_dims'])
+    if size != (model.num_layers, model.embed_dims):
+        from ..models.archs import ARCHS
+        name = next((n for n, a in ARCHS.items()
+                     if (a['num_layers'], a['embed_dims']) == size), None)
+        fixes.append(f"arch='{name}'" if name else
+                     f'arch=dict(embed_dims={size[1]}, num_layers={size[0]})')
+    if ckpt_norm in _NORMS and ckpt_norm != model_norm:
+        fixes.append(f"norm_cfg=dict(type='{ckpt_norm}', eps=1e-5)")
+    if any(k.split('.')[0] in _ADAPTER_MODULES for k in unexpected):
+        lines.append('  the file holds a ShuffleMambaAdapter (spm / interactions / level_embed '
+                     'weights): load it into ShuffleMambaAdapter, or start this backbone '
+                     'from the ImageNet checkpoint the adapter was fine-tuned from.')
+    lines.append('  Fix: ' + (f"build the backbone with {' and '.join(fixes)} (what the "
+                              'checkpoint was trained with), or load the file made for '
+                              'this model.'
+                              if fixes else 'load the file made for this model.'))
     return '\n'.join(lines)
 
 

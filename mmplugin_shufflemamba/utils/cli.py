@@ -2,6 +2,7 @@
 status 2) that names the option, what it accepts and what it got; 0 is a value, never
 "unset"."""
 import argparse
+import os.path as osp
 
 
 def int_at_least(low: int, why: str = ''):
@@ -25,3 +26,20 @@ def non_empty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError('must not be empty')
     return text
+
+
+def existing_file(what: str, allow_uri: bool = False, keep=()):
+    """argparse ``type``: the path of an existing file (with ``allow_uri`` also a URI such
+    as ``https://...``, which the loader fetches; ``keep``: words passed as they are)."""
+
+    def parse(text):
+        if text in keep or (allow_uri and '://' in text):
+            return text
+        path = osp.expanduser(text)
+        if not osp.isfile(path):
+            raise argparse.ArgumentTypeError(
+                f'{what} {text!r} ' + ('is a directory, not a file' if osp.isdir(path)
+                                        else 'does not exist'))
+        return text
+
+    return parse

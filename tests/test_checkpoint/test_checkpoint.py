@@ -206,6 +206,32 @@ def test_wrong_arch_lists_keys_and_compares(tmp_path):
     assert 'unexpected in checkpoint' in msg and 'layers.2.' in msg
     assert 'shape mismatch' in msg
     assert 'checkpoint: depth 3, width 32' in msg and 'model:      depth 2, width 48' in msg
+    assert 'Fix: build the backbone with arch=dict(embed_dims=32, num_layers=3)' in msg
+    assert 'norm_cfg' not in msg  # same norm on both sides: nothing to say about it
+
+
+def test_wrong_size_names_the_arch_and_norm(tmp_path):
+    """A published size is named by its arch; a norm mismatch joins the fix."""
+    src = tmp_path / 'b.pth'
+    official_checkpoint(src, depth=24, dim=768, grid=2, rms_norm=True)
+    with pytest.raises(CheckpointError) as e:
+        backbone(src, arch=dict(embed_dims=32, num_layers=2), out_indices=(0, 1))
+    msg = str(e.value)
+    assert 'norm RMSNorm' in msg and 'norm LN' in msg
+    assert ("Fix: build the backbone with arch='b' and norm_cfg=dict(type='RMSNorm', "
+            'eps=1e-5)') in msg
+
+
+def test_adapter_checkpoint_into_the_plain_backbone_says_so(tmp_path):
+    from mmplugin_shufflemamba import ShuffleMambaAdapter
+    adapter = ShuffleMambaAdapter(arch=dict(embed_dims=32, num_layers=4), img_size=64,
+                                  interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]],
+                                  deform_num_heads=4, kernel='torch')
+    path = tmp_path / 'detector.pth'
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in adapter.state_dict().items()}),
+               path)
+    with pytest.raises(CheckpointError, match='the file holds a ShuffleMambaAdapter'):
+        backbone(path, arch=dict(embed_dims=32, num_layers=4), out_indices=(3, ))
 
 
 def test_missing_and_unexpected_keys(tmp_path):
@@ -260,7 +286,8 @@ def test_not_a_checkpoint_truncated_and_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match='nowhere.pth'):
         backbone(tmp_path / 'nowhere.pth')
     torch.save(dict(state_dict={'foo.weight': torch.zeros(2)}), tmp_path / 'other.pth')
-    with pytest.raises(CheckpointError, match='none of the expected'):
+    with pytest.raises(CheckpointError,
+                       match='none of the expected.*use a ShuffleMamba / Mamba-Reg / Vim'):
         backbone(tmp_path / 'other.pth')
     torch.save(dict(epoch=3), tmp_path / 'noweights.pth')
     with pytest.raises(CheckpointError, match='has no model weights'):
@@ -499,3 +526,37 @@ def test_convert_tool_reports_errors_without_a_traceback(tmp_path):
     assert run.stderr.strip().splitlines()[-1].startswith(
         'tools/convert_checkpoint.py: checkpoint file not found')
     assert 'Traceback' not in run.stderr
+
+
+@pytest.mark.parametrize('case', ['no_cls_token', 'no_cls_position'])
+def test_cls_token_and_pos_embed_that_disagree_are_named(tmp_path, case):
+    """A cls token without its position in pos_embed, or a cls position without a
+    cls_token, is named as such, not as a wrong img_size."""
+    sd = make_official_state_dict(depth=3, dim=32, grid=4)
+    if case == 'no_cls_token':
+        del sd['cls_token']  # pos_embed keeps 17 positions
+        path = tmp_path / 'state_dict.pth'
+        torch.save(sd, path)
+        match = "16 of them make a square grid.*no 'cls_token'"
+    else:
+        sd['pos_embed'] = sd['pos_embed'][:, 1:]  # the 4x4 grid only
+        path = tmp_path / 'checkpoint.pth'
+        torch.save(dict(model=sd, args=argparse.Namespace(model=MODEL_NAMES['shufflemamba'])),
+                   path)
+        match = 'All 16 positions of pos_embed make a square grid.*no position for the cls'
+    with pytest.raises(CheckpointError, match=match):
+        backbone(path)
+
+
+def test_two_different_weight_entries_ask_which(tmp_path):
+    """'model' and 'state_dict' with different weights: an error naming both; identical
+    copies load."""
+    a = make_official_state_dict(seed=1)
+    b = make_official_state_dict(seed=2)
+    args = argparse.Namespace(model=MODEL_NAMES['shufflemamba'])
+    torch.save(dict(model=a, state_dict=b, args=args), tmp_path / 'two.pth')
+    with pytest.raises(CheckpointError, match="two different sets of weights, 'model' and "
+                       "'state_dict'.*save the one you mean"):
+        backbone(tmp_path / 'two.pth')
+    torch.save(dict(model=a, state_dict=dict(a), args=args), tmp_path / 'copies.pth')
+    assert_features(backbone(tmp_path / 'copies.pth'), a, 'shufflemamba')

@@ -83,3 +83,22 @@ def test_wrong_format_for_a_classifier_names_the_fix(tmp_path):
     convert_main([src, str(tmp_path / 'x.pth'), '--to', 'official', '--format', 'shufflemamba'])
     saved = torch.load(str(tmp_path / 'x.pth'), map_location='cpu', weights_only=False)
     assert list(saved['model']) == list(model.state_dict())
+
+
+@pytest.mark.parametrize('dst', ['same', 'link'])
+def test_output_that_is_the_source_is_refused(tmp_path, dst, capsys):
+    """Converting keeps only the weights: writing over the source (the same path, or a
+    link to it) would lose the training checkpoint's optimizer, EMA and args."""
+    model = timm.create_model('shufflemamba_b_patch16_224', num_classes=5, **TINY)
+    src = tmp_path / 'checkpoint.pth'
+    torch.save(dict(model=model.state_dict(), model_ema=None,
+                    args=argparse.Namespace(model='shufflemamba_b_patch16_224')), src)
+    before = src.read_bytes()
+    out = src
+    if dst == 'link':
+        out = tmp_path / 'alias.pth'
+        out.symlink_to(src)
+    with pytest.raises(SystemExit):
+        convert_main([str(out), str(src) if dst == 'link' else str(out)])
+    assert 'is the source checkpoint' in capsys.readouterr().err
+    assert src.read_bytes() == before

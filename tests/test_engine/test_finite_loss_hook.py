@@ -201,8 +201,11 @@ def test_no_checkpoint_with_non_finite_weights(tmp_path):
         run, dict(meta=dict(iter=7), state_dict=sd))
 
 
-def test_runs_before_ema_logger_and_checkpoint_hooks(tmp_path):
-    r = runner(tmp_path, ToyModel(), custom_hooks=[dict(type='EMAHook'),
+@pytest.mark.parametrize('ema_priority', ['NORMAL', 'ABOVE_NORMAL'])
+def test_runs_before_ema_logger_and_checkpoint_hooks(tmp_path, ema_priority):
+    """Also before an EMAHook listed first at mmpretrain's ABOVE_NORMAL (the pretraining
+    configs): the run stops before the non-finite state is averaged."""
+    r = runner(tmp_path, ToyModel(), custom_hooks=[dict(type='EMAHook', priority=ema_priority),
                                                    dict(type='FiniteLossHook')])
     order = [type(h) for h in r.hooks]
     ours = order.index(FiniteLossHook)

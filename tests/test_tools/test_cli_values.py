@@ -162,3 +162,39 @@ def test_quickstart_refuses_a_foreign_data_root(tmp_path):
         '(it never deletes files it did not write, and the frameworks would read them '
         'together with the new ones): choose another directory or remove those files.')
     assert sorted(os.listdir(root)) == ['mine.txt']
+
+
+@pytest.mark.parametrize('tool, argv, words', [
+    ('train.py', ['nowhere.py'], "argument config: config file 'nowhere.py' does not exist"),
+    ('train.py', ['CONFIG', '--resume', 'nowhere.pth'],
+     "argument --resume: checkpoint 'nowhere.pth' does not exist"),
+    ('test.py', ['nowhere.py', 'CKPT'],
+     "argument config: config file 'nowhere.py' does not exist"),
+    ('test.py', ['CONFIG', 'nowhere.pth'],
+     "argument checkpoint: checkpoint 'nowhere.pth' does not exist"),
+    ('test.py', ['CONFIG', 'DIR'], "argument checkpoint: checkpoint 'DIR' is a directory"),
+])
+def test_train_and_test_name_a_missing_file(capsys, monkeypatch, tmp_path, tool, argv, words):
+    """A missing config or checkpoint is a usage error naming the argument, before
+    anything is imported or built (not a traceback from deep inside the run)."""
+    config, ckpt = tmp_path / 'config.py', tmp_path / 'ckpt.pth'
+    config.write_text('x = 1\n')
+    ckpt.write_bytes(b'')
+    names = dict(CONFIG=str(config), CKPT=str(ckpt), DIR=str(tmp_path))
+    argv = [names.get(a, a) for a in argv]
+    words = words.replace(repr('DIR'), repr(str(tmp_path)))
+    parse = load_tool(tool).parse_args
+    monkeypatch.setattr(sys, 'argv', [tool] + argv)
+    with pytest.raises(SystemExit) as e:
+        parse()
+    assert e.value.code == 2
+    assert words in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_train_resume_without_a_path_and_test_with_a_uri(monkeypatch, tmp_path):
+    config = tmp_path / 'config.py'
+    config.write_text('x = 1\n')
+    monkeypatch.setattr(sys, 'argv', ['train.py', str(config), '--resume'])
+    assert load_tool('train.py').parse_args().resume == 'auto'
+    monkeypatch.setattr(sys, 'argv', ['test.py', str(config), 'https://host/ckpt.pth'])
+    assert load_tool('test.py').parse_args().checkpoint == 'https://host/ckpt.pth'

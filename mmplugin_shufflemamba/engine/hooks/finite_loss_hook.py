@@ -64,8 +64,9 @@ class FiniteLossHook(Hook):
             (checked on the saving rank). Defaults to True.
     """
 
-    # Before EMAHook (NORMAL), LoggerHook and CheckpointHook in after_train_iter.
-    priority = 'ABOVE_NORMAL'
+    # Before EMAHook (NORMAL, or mmpretrain's ABOVE_NORMAL), LoggerHook and CheckpointHook
+    # in after_train_iter; after RuntimeInfoHook (VERY_HIGH).
+    priority = 'HIGH'
 
     def __init__(self, check_grad_norm: bool = True, check_weights: bool = True) -> None:
         self.check_grad_norm = check_grad_norm
