@@ -179,9 +179,14 @@ def get_cuda_kernel(name: str, kernel: str, is_cuda: bool):
     if kernel == 'torch':
         return None
     if kernel == 'cuda' and not is_cuda:
+        mod, err = _import_kernel(name)
+        missing = '' if mod is not None else (
+            f' (and it cannot be imported here either: {err}; install it on the GPU '
+            f'machine with `{_INSTALL[name]}`)')
         raise RuntimeError(
             f"kernel='cuda' was requested for {_NAMES[name]}, but the tensors are on the "
-            "CPU. Move the model and inputs to a GPU, or use kernel='auto' / 'torch'.")
+            f"CPU{missing}. Move the model and inputs to a GPU, or use kernel='auto' / "
+            "'torch'.")
     if not is_cuda:
         return None
     mod, err = _import_kernel(name)
