@@ -37,7 +37,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
     parser.add_argument('config', type=existing_file('config file'),
                         help='test config file path')
-    parser.add_argument('checkpoint', type=existing_file('checkpoint', allow_uri=True),
+    parser.add_argument('checkpoint', type=existing_file('checkpoint'),
                         help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--show-dir', help='directory where painted predictions '

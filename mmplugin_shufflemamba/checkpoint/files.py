@@ -175,7 +175,8 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
         if use_ema and own.get('weights') != 'ema':
             raise no_ema(f"converted from the raw weights, entry {own.get('entry')!r}")
         return dict(ckpt['state_dict']), 'state_dict'
-    _refuse_two_readings(ckpt, filename)
+    if not (use_ema and any(_is_state_dict(ckpt.get(k)) for k in ('model_ema', 'state_dict_ema'))):
+        _refuse_two_readings(ckpt, filename)
     if 'model' in ckpt or 'model_ema' in ckpt:  # official (DeiT-style) training script
         key = 'model_ema' if use_ema else 'model'
         if _is_state_dict(ckpt.get(key)):
@@ -201,19 +202,29 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
         f"'model', 'model_ema', 'state_dict'; found {sorted(ckpt)[:20]}.")
 
 
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point() or a.is_complex():
+        return bool(torch.isclose(a, b, rtol=0, atol=0, equal_nan=True).all())
+    return torch.equal(a, b)
+
+
 def _refuse_two_readings(ckpt: dict, filename: str) -> None:
     """A file whose 'model', 'state_dict' and 'module' entries hold different weights
     could be read two ways: an error asking which (identical copies are one reading)."""
     found = [k for k in ('model', 'state_dict', 'module') if _is_state_dict(ckpt.get(k))]
     first = ckpt[found[0]] if found else None
     other = [k for k in found[1:] if ckpt[k].keys() != first.keys() or not all(
-        torch.equal(ckpt[k][n], first[n]) for n in first)]
+        _same_tensor(ckpt[k][n], first[n]) for n in first)]
     if other:
         raise CheckpointError(
             f'{filename} holds two different sets of weights, {found[0]!r} and '
             f'{other[0]!r}, and could be read either way: save the one you mean on its '
-            f"own (e.g. torch.save(torch.load(f)[{found[0]!r}], 'weights.pth')) and load "
-            'that file.')
+            'own and load that file (for a file you trust: ckpt = torch.load(f, '
+            f"weights_only=False); torch.save(ckpt[{found[0]!r}], 'weights.pth')).")
 
 
 def ema_hook_raw_weights(ckpt: dict) -> Optional[Dict[str, torch.Tensor]]:

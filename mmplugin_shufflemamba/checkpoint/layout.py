@@ -154,8 +154,8 @@ def detect_format(sd: Dict[str, torch.Tensor], hint: Optional[str] = None) -> st
         f'{CHECKPOINT_FORMATS[1:]}.')
 
 
-def _source_grid(num: int, fmt: str, patch_resolution: Optional[Tuple[int, int]]
-                 ) -> Tuple[int, int]:
+def _source_grid(num: int, fmt: str, patch_resolution: Optional[Tuple[int, int]],
+                 has_cls_token: bool = False) -> Tuple[int, int]:
     """The (H, W) patch grid of a checkpoint's ``num`` patch positions: the model's own
     grid for this project's layout (what its state_dict holds) when the count matches,
     else a square grid (the published ImageNet layouts)."""
@@ -171,7 +171,7 @@ def _source_grid(num: int, fmt: str, patch_resolution: Optional[Tuple[int, int]]
             fix = (f'All {num + 1} positions of pos_embed make a square grid: it has no '
                    'position for the cls token the checkpoint holds, so cls_token and '
                    'pos_embed disagree (do they come from different files?).')
-        elif fmt == 'mmplugin' and _is_square(num - 1):
+        elif fmt == 'mmplugin' and not has_cls_token and _is_square(num - 1):
             fix = (f'{num - 1} of them make a square grid and the extra one is where a cls '
                    "token sits in the published layouts, but the checkpoint has no "
                    "'cls_token': cls_token and pos_embed disagree (was it left out?).")
@@ -274,7 +274,7 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
                f'backbone with num_registers={ckpt_regs} instead' if ckpt_regs else
                'checkpoint has no cls token: build the backbone with '
                'with_cls_token=False') + '.')
-    src_grid = _source_grid(patch_pos.shape[1], fmt, patch_resolution)
+    src_grid = _source_grid(patch_pos.shape[1], fmt, patch_resolution, 'cls_token' in sd)
     dst_grid = tuple(patch_resolution) if patch_resolution is not None else src_grid
     out['pos_embed'] = resize_pos_embed(patch_pos, src_grid, dst_grid, interpolate_mode)
     if with_cls_token:

@@ -31,22 +31,25 @@ def _safe_globals():
 def checkpoint_safe_globals():
     """Context in which ``torch.load(weights_only=True)`` reads MMEngine checkpoints.
 
-    On exit the process-wide allow-list is what it was on entry: unlike torch's
+    On exit the process-wide allow-list holds what it held on entry plus what others
+    added meanwhile, and none of the entries this context added: unlike torch's
     ``safe_globals`` context, whose exit removes its globals even where they were
     allowed before (e.g. by :func:`enable_mmengine_checkpoints`)."""
     ser = torch.serialization
-    if not hasattr(ser, 'get_safe_globals'):  # pragma: no cover - torch < 2.5
+    if not hasattr(ser, 'get_safe_globals'):  # pragma: no cover - torch < 2.4
         yield
         return
     before = list(ser.get_safe_globals())
     # The whole allow-list again, not only getattr: another library's context (e.g.
     # timm's checkpoint reader) may have removed it from the process-wide list.
-    ser.add_safe_globals([getattr] + _safe_globals())
+    added = [g for g in [getattr] + _safe_globals() if g not in before]
+    ser.add_safe_globals(added)
     try:
         yield
     finally:
+        now = list(ser.get_safe_globals())
         ser.clear_safe_globals()
-        ser.add_safe_globals(before)
+        ser.add_safe_globals(before + [g for g in now if g not in added and g not in before])
 
 
 def safe_torch_load(filename, map_location=None):

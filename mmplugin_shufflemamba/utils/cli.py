@@ -40,6 +40,6 @@ def existing_file(what: str, allow_uri: bool = False, keep=()):
             raise argparse.ArgumentTypeError(
                 f'{what} {text!r} ' + ('is a directory, not a file' if osp.isdir(path)
                                         else 'does not exist'))
-        return text
+        return path
 
     return parse

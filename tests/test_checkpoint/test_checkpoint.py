@@ -560,3 +560,24 @@ def test_two_different_weight_entries_ask_which(tmp_path):
         backbone(tmp_path / 'two.pth')
     torch.save(dict(model=a, state_dict=dict(a), args=args), tmp_path / 'copies.pth')
     assert_features(backbone(tmp_path / 'copies.pth'), a, 'shufflemamba')
+
+
+def test_identical_entries_with_nan_are_one_reading_and_ema_reads_ema(tmp_path):
+    """Copies holding NaN are the same weights (refused then as non-finite, not as two
+    readings); use_ema=True reads the EMA entry whatever the other entries hold."""
+    a = make_official_state_dict(seed=1)
+    a['layers.0.mixer.D'][0] = float('nan')
+    args = argparse.Namespace(model=MODEL_NAMES['shufflemamba'])
+    torch.save(dict(model=a, state_dict={k: v.clone() for k, v in a.items()}, args=args),
+               tmp_path / 'nan.pth')
+    with pytest.raises(CheckpointError, match='NaN'):
+        backbone(tmp_path / 'nan.pth')
+    ema = make_official_state_dict(seed=3)
+    torch.save(dict(model=make_official_state_dict(seed=1), model_ema=ema,
+                    state_dict=make_official_state_dict(seed=2), args=args),
+               tmp_path / 'ema.pth')
+    m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=3), img_size=64, out_indices=(0, 1, 2),
+                     init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'ema.pth'),
+                                   use_ema=True))
+    m.init_weights()
+    assert_features(m.eval(), ema, 'shufflemamba')

@@ -140,3 +140,22 @@ def test_plugin_reads_leave_the_allow_list_as_they_found_it(tmp_path):
     run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0 and 'OK' in run.stdout, run.stderr[-2000:]
+
+
+def test_allow_list_entries_added_during_a_read_are_kept():
+    """What another library allows while the plugin's context is open stays allowed;
+    what the context added is gone (a process that never opted in)."""
+    from mmplugin_shufflemamba.checkpoint.safe_load import checkpoint_safe_globals
+
+    class Other:
+        pass
+
+    before = list(torch.serialization.get_safe_globals())
+    try:
+        with checkpoint_safe_globals():
+            torch.serialization.add_safe_globals([Other])
+        after = set(torch.serialization.get_safe_globals())
+        assert Other in after and after - {Other} == set(before)
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)

@@ -173,6 +173,8 @@ def test_quickstart_refuses_a_foreign_data_root(tmp_path):
     ('test.py', ['CONFIG', 'nowhere.pth'],
      "argument checkpoint: checkpoint 'nowhere.pth' does not exist"),
     ('test.py', ['CONFIG', 'DIR'], "argument checkpoint: checkpoint 'DIR' is a directory"),
+    ('test.py', ['CONFIG', 'https://host/ckpt.pth'],  # tools/test.py reads local files
+     "argument checkpoint: checkpoint 'https://host/ckpt.pth' does not exist"),
 ])
 def test_train_and_test_name_a_missing_file(capsys, monkeypatch, tmp_path, tool, argv, words):
     """A missing config or checkpoint is a usage error naming the argument, before
@@ -191,10 +193,18 @@ def test_train_and_test_name_a_missing_file(capsys, monkeypatch, tmp_path, tool,
     assert words in capsys.readouterr().err.strip().splitlines()[-1]
 
 
-def test_train_resume_without_a_path_and_test_with_a_uri(monkeypatch, tmp_path):
-    config = tmp_path / 'config.py'
+def test_train_resume_values_and_home_paths(monkeypatch, tmp_path):
+    """--resume alone is 'auto', a URI passes to MMEngine's loaders; a quoted ~ path is
+    expanded for the tools."""
+    monkeypatch.setenv('HOME', str(tmp_path))
+    config, ckpt = tmp_path / 'config.py', tmp_path / 'ckpt.pth'
     config.write_text('x = 1\n')
+    ckpt.write_bytes(b'')
     monkeypatch.setattr(sys, 'argv', ['train.py', str(config), '--resume'])
     assert load_tool('train.py').parse_args().resume == 'auto'
-    monkeypatch.setattr(sys, 'argv', ['test.py', str(config), 'https://host/ckpt.pth'])
-    assert load_tool('test.py').parse_args().checkpoint == 'https://host/ckpt.pth'
+    monkeypatch.setattr(sys, 'argv', ['train.py', '~/config.py', '--resume', 's3://b/c.pth'])
+    args = load_tool('train.py').parse_args()
+    assert (args.config, args.resume) == (str(config), 's3://b/c.pth')
+    monkeypatch.setattr(sys, 'argv', ['test.py', '~/config.py', '~/ckpt.pth'])
+    args = load_tool('test.py').parse_args()
+    assert (args.config, args.checkpoint) == (str(config), str(ckpt))
