@@ -15,6 +15,7 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/pythonpath.sh"
+require_count GPUS "$GPUS"
 
 "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

@@ -1,7 +1,25 @@
-# Sourced by the launch scripts (ROOT and PYTHON set): the checkout goes on PYTHONPATH
-# only when "$PYTHON" cannot import mmplugin_shufflemamba (looked up outside the current
-# directory), so that an installed build, with its compiled kernels, is the one used.
+# Sourced by the launch scripts (ROOT and PYTHON set).
+# - "$PYTHON" must import torch: otherwise stop with how to pick the environment.
+# - The checkout goes on PYTHONPATH only when "$PYTHON" cannot import
+#   mmplugin_shufflemamba (looked up outside the current directory), so that an
+#   installed build, with its compiled kernels, is the one used.
+# - require_count NAME VALUE: stop unless VALUE is a positive integer.
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+  echo "$(basename "$0"): '$PYTHON' cannot import torch: activate the project's" \
+       "environment (source .venv/bin/activate; bash tools/setup_env.sh creates it) or" \
+       "set PYTHON=/path/to/python" >&2
+  exit 2
+fi
 if ! "$PYTHON" -c "import importlib.util, sys; del sys.path[0]
 sys.exit(importlib.util.find_spec('mmplugin_shufflemamba') is None)" 2>/dev/null; then
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 fi
+
+require_count() {
+  case "$2" in
+    ''|*[!0-9]*|0|0*)
+      echo "$(basename "$0"): $1 must be a positive integer (processes per node: GPUs," \
+           "or CPU processes without CUDA), got '$2'" >&2
+      exit 2 ;;
+  esac
+}

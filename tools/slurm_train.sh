@@ -11,6 +11,8 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/pythonpath.sh"
+require_count GPUS "$GPUS"
+require_count GPUS_PER_NODE "$GPUS_PER_NODE"
 
 srun -p ${PARTITION} \
     --job-name=${JOB_NAME} \

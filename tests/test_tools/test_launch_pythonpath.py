@@ -27,7 +27,9 @@ def test_installed_package_is_not_shadowed(tmp_path):
 
 def test_checkout_added_when_the_package_is_not_importable(tmp_path):
     fake = tmp_path / 'python'  # an interpreter that cannot find the package
-    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -S -I "$@"\n')
+    # (but passes the torch check, which is tested below)
+    fake.write_text('#!/bin/sh\n[ "$2" = "import torch" ] && exit 0\n'
+                    f'exec {sys.executable} -S -I "$@"\n')
     fake.chmod(0o755)
     assert _pythonpath(str(fake), str(tmp_path)) == ROOT
     assert _pythonpath(str(fake), str(tmp_path), '/x') == f'{ROOT}:/x'
@@ -41,3 +43,29 @@ def test_every_launch_script_sources_it():
             text = f.read()
         assert 'source "$ROOT/tools/pythonpath.sh"' in text, name
         assert 'PYTHONPATH="$ROOT' not in text, name
+
+
+def test_an_interpreter_without_torch_is_named(tmp_path):
+    fake = tmp_path / 'python'
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -S -I "$@"\n')  # no site-packages
+    fake.chmod(0o755)
+    run = subprocess.run(['bash', tool_path('dist_train.sh'), 'CONFIG', '2'],
+                         env=dict(os.environ, PYTHON=str(fake)), capture_output=True,
+                         text=True, cwd=str(tmp_path))
+    assert run.returncode == 2
+    assert f"'{fake}' cannot import torch" in run.stderr
+    assert 'source .venv/bin/activate' in run.stderr and 'PYTHON=' in run.stderr
+
+
+def test_process_counts_must_be_positive_integers(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable)
+    for script, args, extra, bad in (
+            ('dist_train.sh', ['CONFIG', '0'], {}, "GPUS must be a positive integer"),
+            ('dist_test.sh', ['CONFIG', 'CKPT', 'two'], {}, "GPUS must be a positive integer"),
+            ('slurm_train.sh', ['P', 'J', 'CONFIG'], dict(GPUS='-1'), "got '-1'"),
+            ('slurm_test.sh', ['P', 'J', 'CONFIG', 'CKPT'], dict(GPUS_PER_NODE='x'),
+             "GPUS_PER_NODE must be a positive integer")):
+        run = subprocess.run(['bash', tool_path(script)] + args, env=dict(env, **extra),
+                             capture_output=True, text=True, cwd=str(tmp_path))
+        assert run.returncode == 2, (script, run.stderr[-500:])
+        assert bad in run.stderr, (script, run.stderr[-500:])
