@@ -35,9 +35,9 @@ import torch
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import amp_optim_wrapper_cfg
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
-from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, load_config,
-                                         log_kernels, prepare_runtime, shutdown_distributed,
-                                         stop_message)
+from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, latest_checkpoint,
+                                         load_config, log_kernels, prepare_runtime,
+                                         shutdown_distributed, stop_message)
 from mmplugin_shufflemamba.utils.cli import existing_file
 
 
@@ -93,9 +93,9 @@ def train(args) -> None:
         cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, dtype, cuda,
                                                   cfg.get('default_scope'))
     add_training_hooks(cfg, finite_check=not args.no_finite_check)
-    if args.resume == 'auto':
+    if args.resume == 'auto':  # the latest checkpoint in this work dir, if any
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume

@@ -1,13 +1,16 @@
 """Running the tools: configs, runtime set-up, kernel report, stop messages."""
+from ..checkpoint.files import CheckpointError
 from ..checkpoint.fit import CheckpointFitError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
-from .runtime import (ConfigError, add_training_hooks, check_label_classes, load_config,
-                      log_kernels, prepare_runtime, shutdown_distributed, stop_message)
+from .runtime import (ConfigError, add_training_hooks, check_label_classes,
+                      latest_checkpoint, load_config, log_kernels, prepare_runtime,
+                      shutdown_distributed, stop_message)
 
 #: the errors with which the tools' checks stop a run (printed without a traceback)
-STOP_ERRORS = (CheckpointFitError, NonFiniteTrainingError, ConfigError)
+STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, ConfigError)
 
 __all__ = [
     'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'check_label_classes',
-    'load_config', 'log_kernels', 'prepare_runtime', 'shutdown_distributed', 'stop_message'
+    'latest_checkpoint', 'load_config', 'log_kernels', 'prepare_runtime',
+    'shutdown_distributed', 'stop_message'
 ]

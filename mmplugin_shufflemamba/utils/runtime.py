@@ -155,6 +155,26 @@ def load_config(config: str,
     return cfg
 
 
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``tools/train.py --resume`` (no path) continues from: the file that
+    MMEngine's ``last_checkpoint`` record names, looked up in ``work_dir`` itself (the
+    record holds an absolute path, which still points to the old place of a moved or
+    copied work dir); None when the work dir has no record (the run starts afresh)."""
+    record = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(record):
+        return None
+    with open(record) as f:
+        saved = f.read().strip()
+    here = osp.join(work_dir, osp.basename(saved))
+    if osp.isfile(here):
+        return here
+    if '://' in saved:  # a remote work dir (MMEngine file backends)
+        return saved
+    raise ConfigError(
+        f'--resume: {record} names {saved}, and {osp.basename(saved)} is not in '
+        f'{work_dir}: name the checkpoint to continue from, --resume PATH.')
+
+
 def _thread_names() -> List[str]:
     """Names of this process's threads (Linux; empty elsewhere)."""
     try:

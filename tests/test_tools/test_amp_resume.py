@@ -181,3 +181,21 @@ def test_cpu_amp_refuses_detectors(monkeypatch, tmp_path):
                                       '--work-dir', str(tmp_path / 'w')])
     with pytest.raises(ConfigError, match="mmcv's CPU nms"):
         train.train(train.parse_args())
+
+
+def test_auto_resume_reads_the_work_dir_it_is_given(tmp_path):
+    """--resume without a path continues from the checkpoint of *this* work dir: a copied
+    or moved work dir's record still names the old place; a record whose file is not
+    here is an error naming the fix; no record starts afresh."""
+    from mmplugin_shufflemamba.utils import ConfigError, latest_checkpoint
+    old, new = tmp_path / 'run', tmp_path / 'run_copy'
+    old.mkdir()
+    (old / 'iter_4.pth').write_bytes(b'x')
+    (old / 'last_checkpoint').write_text(str(old / 'iter_4.pth'))
+    assert latest_checkpoint(str(old)) == str(old / 'iter_4.pth')
+    shutil.copytree(old, new)
+    assert latest_checkpoint(str(new)) == str(new / 'iter_4.pth')
+    (new / 'iter_4.pth').unlink()
+    with pytest.raises(ConfigError, match='iter_4.pth is not in .*--resume PATH'):
+        latest_checkpoint(str(new))
+    assert latest_checkpoint(str(tmp_path)) is None

@@ -47,6 +47,21 @@ def test_plot_logs_from_a_json_log(tmp_path):
                         str(out)])
 
 
+def test_plot_logs_epoch_based_validation_at_the_epochs_last_iteration(tmp_path):
+    """An epoch-based run (mmdet's 1x schedule) logs its validation step as the epoch:
+    the point goes to the epoch's last logged iteration, beside the loss."""
+    lines = []
+    for epoch in (1, 2):
+        lines += [dict(loss=1.0, epoch=epoch, iter=i, step=i)
+                  for i in range(4 * epoch - 3, 4 * epoch + 1)]
+        lines.append({'coco/bbox_mAP': 0.1 * epoch, 'step': epoch})
+    path = tmp_path / 'scalars.json'
+    path.write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
+    series = plot_logs.load_scalars(str(path))
+    assert series['coco/bbox_mAP'] == [(4.0, 0.1), (8.0, 0.2)]
+    assert [x for x, _ in series['loss']] == [float(i) for i in range(1, 9)]
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """The tiny UperNet trained for 2 iterations by tools/train.py."""

@@ -12,7 +12,8 @@ the same figures, for comparison.
 Without ``--keys``, every key that is present among: loss, lr, the segmentation metrics
 (mIoU, mAcc, aAcc) and the detection metrics (``coco/bbox_mAP``, ``coco/segm_mAP`` and
 their 50 / 75 variants). One PNG per key, ``<out-dir>/<key>.png`` (``/`` in a key
-becomes ``_``), x axis: the training iteration (``step``).
+becomes ``_``), x axis: the training iteration (``step``; for the validation of an
+epoch-based run, the last logged iteration of its epoch).
 """
 import argparse
 import glob
@@ -44,9 +45,12 @@ def find_scalars(path: str) -> str:
 
 
 def load_scalars(path: str) -> Dict[str, List[Tuple[float, float]]]:
-    """``{key: [(step, value), ...]}`` from one json-lines log (repeated steps, e.g. a
-    resumed run that logged an iteration twice, keep the last value)."""
+    """``{key: [(iteration, value), ...]}`` from one json-lines log (repeated steps, e.g.
+    a resumed run that logged an iteration twice, keep the last value). An epoch-based
+    run (training lines with ``epoch``) logs its validation ``step`` as the epoch: those
+    points go to the last logged iteration of that epoch."""
     series: Dict[str, Dict[float, float]] = {}
+    epoch_ends: Dict[int, float] = {}  # epoch -> its last logged training iteration
     with open(path, encoding='utf-8') as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
@@ -59,6 +63,10 @@ def load_scalars(path: str) -> Dict[str, List[Tuple[float, float]]]:
             step = rec.get('step', rec.get('iter'))
             if step is None:
                 continue
+            if 'iter' in rec and 'epoch' in rec:
+                epoch_ends[int(rec['epoch'])] = float(rec['iter'])
+            elif 'iter' not in rec and epoch_ends:  # validation of an epoch-based run
+                step = epoch_ends.get(int(step), max(epoch_ends.values()))
             for key, value in rec.items():
                 if key in ('step', 'iter', 'epoch') or not isinstance(value, (int, float)):
                     continue
