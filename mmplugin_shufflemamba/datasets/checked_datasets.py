@@ -62,9 +62,12 @@ if ADE20KDataset is not None:
         """
 
         def load_data_list(self) -> List[dict]:
-            data_list = super().load_data_list()
             img_dir = self.data_prefix.get('img_path', '')
             ann_dir = self.data_prefix.get('seg_map_path')
+            if not self.ann_file and _is_local(img_dir) and not osp.isdir(img_dir):
+                raise DataError(f'{img_dir}: no such directory; check data_root '
+                                f'({self.data_root!r}) and data_prefix')
+            data_list = super().load_data_list()
             if not data_list:
                 raise DataError(
                     f"{img_dir}: no image ending in '{self.img_suffix}'"

@@ -193,6 +193,13 @@ def test_empty_split_stops_loading(tmp_path):
         _ade_ds(str(tmp_path))
 
 
+def test_missing_data_root_names_the_directory(tmp_path):
+    root = str(tmp_path / 'nope')
+    with pytest.raises(DataError, match=r"nope/images/training: no such directory; check "
+                       f"data_root \\({root!r}\\) and data_prefix"):
+        _ade_ds(root)
+
+
 def test_unused_annotations_one_warning_line(ade, warnings_logged):
     os.remove(_img(ade, 'ADE_train_00000002'))
     os.remove(_img(ade, 'ADE_train_00000003'))

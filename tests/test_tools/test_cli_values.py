@@ -112,6 +112,7 @@ def test_benchmark_bad_values(capsys, argv, words):
     (['--len', '0'], 'argument --len: must be an integer >= 1'),
     (['--dstate', '0'], 'argument --dstate: must be an integer >= 1'),
     (['--batch', '0'], 'argument --batch: must be an integer >= 1'),
+    (['--paths', 'avx3'], "argument --paths: invalid choice: 'avx3'"),
 ])
 def test_benchmark_cpu_kernels_bad_values(capsys, argv, words):
     kernels = load_tool('analysis', 'benchmark_cpu_kernels.py')

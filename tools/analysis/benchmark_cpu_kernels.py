@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from mmplugin_shufflemamba.ops.build_flags import ISA_FLAGS_X86
 from mmplugin_shufflemamba.utils.cli import int_at_least
 
 
@@ -76,7 +77,8 @@ def main(argv=None):
     parser.add_argument('--batch', type=int_at_least(1), default=1)
     parser.add_argument('--layout', choices=['token', 'channel'], default='token')
     parser.add_argument('--reps', type=int_at_least(1, 'timed repetitions'), default=20)
-    parser.add_argument('--paths', nargs='+', default=['generic', 'avx2', 'avx512'])
+    parser.add_argument('--paths', nargs='+', default=['generic', 'avx2', 'avx512'],
+                        choices=['auto'] + list(ISA_FLAGS_X86))
     parser.add_argument('--json', help='write the results to this file')
     args = parser.parse_args(argv)
 
