@@ -28,7 +28,7 @@ from mmengine.runner import Runner
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
-from mmplugin_shufflemamba.utils import (STOP_ERRORS, load_config, log_kernels,
+from mmplugin_shufflemamba.utils import (STOP_ERRORS, ConfigError, load_config, log_kernels,
                                          prepare_runtime, shutdown_distributed, stop_message)
 from mmplugin_shufflemamba.utils.cli import existing_file
 
@@ -68,10 +68,12 @@ def enable_tta(cfg) -> int:
     do; return the number of views per image."""
     missing = [k for k in ('tta_model', 'tta_pipeline') if cfg.get(k, None) is None]
     if missing:
-        raise ValueError(
-            f'--tta needs {" and ".join(missing)} in the config (mmseg provides both '
-            "through its ADE20K dataset base and default runtime: tta_model = "
-            "dict(type='SegTTAModel')).")
+        raise ConfigError(
+            f'--tta needs {" and ".join(missing)} in the config. mmseg provides both '
+            "through its ADE20K dataset base and default runtime (tta_model = "
+            "dict(type='SegTTAModel')); an mmdet config sets them itself (tta_model = "
+            "dict(type='DetTTAModel', tta_cfg=...) and a TestTimeAug tta_pipeline): the "
+            "Mask R-CNN configs here have none, their AP is single-scale.")
     views = 1
     for step in cfg.tta_pipeline:
         if step.get('type') == 'TestTimeAug':

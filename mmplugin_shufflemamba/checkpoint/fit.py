@@ -128,7 +128,10 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
         top = sorted(map(str, ckpt))[:8]
         lines.insert(0, f"the file has no 'state_dict' entry (entries: {top}); an ImageNet "
                      'backbone checkpoint loads through model.backbone.init_cfg='
-                     "dict(type='Pretrained', checkpoint=...), not load_from")
+                     "dict(type='Pretrained', checkpoint=...), not load_from, and a "
+                     'classifier in the official / timm layout evaluates with a '
+                     'configs/pretrain config once converted: tools/convert_checkpoint.py '
+                     'SRC DST --to mmpretrain')
     details = dict(missing=missing, unexpected=unexpected, shapes=shapes,
                    nonfinite=nonfinite, notes=notes, origin=checkpoint_origin(ckpt),
                    entry=entry, total=sum(isinstance(v, torch.Tensor) for v in sd.values()))
