@@ -92,12 +92,19 @@ def test_another_width_is_left_to_the_loaders_report():
                      with_cls_token=True, kernel='torch').load_state_dict(sd)
 
 
+def run_fresh(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (process-wide state); it prints OK."""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, '-c', code + 'print("OK")\n'], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and 'OK' in run.stdout, run.stderr[-2000:]
+
+
 def test_importing_the_package_changes_nothing_process_wide():
     """Only mmplugin_shufflemamba.compat (or the tools) opt into the allow-list and the
     local-file loader for MMEngine."""
-    import subprocess
-    import sys
-    code = (
+    run_fresh(
         'import torch, argparse\n'
         'from mmengine.runner.checkpoint import CheckpointLoader\n'
         'from mmengine.logging.history_buffer import HistoryBuffer\n'
@@ -108,11 +115,7 @@ def test_importing_the_package_changes_nothing_process_wide():
         'assert CheckpointLoader._schemes[""] is local\n'
         'import mmplugin_shufflemamba.compat\n'
         'assert argparse.Namespace in torch.serialization.get_safe_globals()\n'
-        'assert CheckpointLoader._schemes[""] is not local\n'
-        'print("OK")\n')
-    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0 and 'OK' in run.stdout, run.stderr[-2000:]
+        'assert CheckpointLoader._schemes[""] is not local\n')
 
 
 def test_plugin_reads_leave_the_allow_list_as_they_found_it(tmp_path):
@@ -120,12 +123,10 @@ def test_plugin_reads_leave_the_allow_list_as_they_found_it(tmp_path):
     that did not opt in nor removes it from one that did (torch's own ``safe_globals``
     context removes its globals on exit): after ``compat``, a plain ``torch.load`` of an
     official training file keeps working whatever the plugin loaded in between."""
-    import subprocess
-    import sys
     path = tmp_path / 'checkpoint.pth'
     torch.save({'model': published(), 'model_ema': None,
                 'args': argparse.Namespace(model='mambar_base_patch16_224')}, path)
-    code = (
+    run_fresh(
         'import argparse, torch\n'
         'from mmplugin_shufflemamba.checkpoint.safe_load import safe_torch_load\n'
         f'path = {str(path)!r}\n'
@@ -135,11 +136,7 @@ def test_plugin_reads_leave_the_allow_list_as_they_found_it(tmp_path):
         'before = list(torch.serialization.get_safe_globals())\n'
         'safe_torch_load(path)\n'
         'assert set(torch.serialization.get_safe_globals()) == set(before)\n'
-        'assert torch.load(path)["args"].model == "mambar_base_patch16_224"\n'
-        'print("OK")\n')
-    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0 and 'OK' in run.stdout, run.stderr[-2000:]
+        'assert torch.load(path)["args"].model == "mambar_base_patch16_224"\n')
 
 
 def test_allow_list_entries_added_during_a_read_are_kept():
