@@ -11,6 +11,7 @@ CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON_RUNS_ELSEWHERE=1  # srun runs it on the compute nodes
 source "$ROOT/tools/pythonpath.sh"
 require_count GPUS "$GPUS"
 require_count GPUS_PER_NODE "$GPUS_PER_NODE"

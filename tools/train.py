@@ -35,7 +35,7 @@ import torch
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import amp_optim_wrapper_cfg
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
-from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, latest_checkpoint,
+from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, apply_resume,
                                          load_config, log_kernels, prepare_runtime,
                                          shutdown_distributed, stop_message)
 from mmplugin_shufflemamba.utils.cli import existing_file
@@ -93,12 +93,7 @@ def train(args) -> None:
         cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, dtype, cuda,
                                                   cfg.get('default_scope'))
     add_training_hooks(cfg, finite_check=not args.no_finite_check)
-    if args.resume == 'auto':  # the latest checkpoint in this work dir, if any
-        cfg.resume = True
-        cfg.load_from = latest_checkpoint(cfg.work_dir)
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+    apply_resume(cfg, args.resume)
     prepare_runtime(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     log_kernels()

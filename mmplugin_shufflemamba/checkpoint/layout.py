@@ -14,7 +14,10 @@ from ..models.layers import resize_pos_embed
 from .files import CheckpointError, is_mmengine_checkpoint, model_name, own_meta
 
 CHECKPOINT_FORMATS = ('auto', 'shufflemamba', 'videomamba', 'vim', 'reg', 'mmplugin')
-CLASSIFIER_PREFIXES = ('head.', 'neck.', 'norm_neck.', 'head_dist.', 'fc_norm.')
+#: Classification-only modules of the published checkpoints, dropped for the backbone
+#: (``distill_head``: VideoMamba's self-distilled students, M and B).
+CLASSIFIER_PREFIXES = ('head.', 'neck.', 'norm_neck.', 'head_dist.', 'fc_norm.',
+                       'distill_head.')
 _WRAPPER_PREFIXES = ('module.', 'backbone.', 'model.', '_orig_mod.')
 _CFG_SHUFFLEMAMBA = re.compile(r"type\s*=\s*['\"]ShuffleMamba['\"]")
 _CFG_CLS_FIRST = re.compile(r'with_cls_token\s*=\s*True')

@@ -86,6 +86,9 @@ PUBLISHED_WEIGHTS: Dict[str, dict] = {
     'videomamba_middle': dict(
         family='VideoMamba', arch='m', norm='RMSNorm', layout='videomamba', registers=1,
         cls_reduce=1, config='configs/upernet_videomamba_m.py'),
+    'videomamba_base': dict(
+        family='VideoMamba', arch='b', norm='RMSNorm', layout='videomamba', registers=1,
+        cls_reduce=1, config='configs/upernet_videomamba_b.py'),
 }
 
 __all__ = ['ARCHS', 'PUBLISHED_WEIGHTS', 'resolve_arch']

@@ -2,7 +2,7 @@
 from ..checkpoint.files import CheckpointError
 from ..checkpoint.fit import CheckpointFitError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
-from .runtime import (ConfigError, add_training_hooks, check_label_classes,
+from .runtime import (ConfigError, add_training_hooks, apply_resume, check_label_classes,
                       latest_checkpoint, load_config, log_kernels, prepare_runtime,
                       shutdown_distributed, stop_message)
 
@@ -10,7 +10,7 @@ from .runtime import (ConfigError, add_training_hooks, check_label_classes,
 STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, ConfigError)
 
 __all__ = [
-    'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'check_label_classes',
+    'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume', 'check_label_classes',
     'latest_checkpoint', 'load_config', 'log_kernels', 'prepare_runtime',
     'shutdown_distributed', 'stop_message'
 ]

@@ -157,9 +157,10 @@ def load_config(config: str,
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint ``tools/train.py --resume`` (no path) continues from: the file that
-    MMEngine's ``last_checkpoint`` record names, looked up in ``work_dir`` itself (the
-    record holds an absolute path, which still points to the old place of a moved or
-    copied work dir); None when the work dir has no record (the run starts afresh)."""
+    MMEngine's ``last_checkpoint`` record names, looked up in ``work_dir`` itself first
+    (the record holds an absolute path, which still points to the old place of a moved
+    or copied work dir), then where the record says (``CheckpointHook(out_dir=...)``);
+    None when the work dir has no record."""
     record = osp.join(work_dir, 'last_checkpoint')
     if not osp.isfile(record):
         return None
@@ -168,11 +169,27 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
     here = osp.join(work_dir, osp.basename(saved))
     if osp.isfile(here):
         return here
-    if '://' in saved:  # a remote work dir (MMEngine file backends)
+    # Saved elsewhere on purpose (CheckpointHook's out_dir), or a remote file backend.
+    if osp.isfile(saved) or '://' in saved:
         return saved
     raise ConfigError(
-        f'--resume: {record} names {saved}, and {osp.basename(saved)} is not in '
-        f'{work_dir}: name the checkpoint to continue from, --resume PATH.')
+        f'--resume: {record} names {saved}, which does not exist, and '
+        f'{osp.basename(saved)} is not in {work_dir}: name the checkpoint to continue '
+        'from, --resume PATH.')
+
+
+def apply_resume(cfg, resume: Optional[str]) -> None:
+    """Set ``cfg.resume`` / ``cfg.load_from`` for ``tools/train.py --resume [CKPT]``
+    (``resume``: None without the option, 'auto' without CKPT): CKPT resumes from that
+    file; 'auto' (or ``resume = True`` in the config without ``load_from``) from
+    :func:`latest_checkpoint` of the work dir, and without one the run starts afresh,
+    from the config's ``load_from`` if it has one (a resumable job's first start)."""
+    if resume not in (None, 'auto'):
+        cfg.resume, cfg.load_from = True, resume
+    elif resume == 'auto' or (cfg.get('resume') and cfg.get('load_from') is None):
+        latest = latest_checkpoint(cfg.work_dir)
+        cfg.resume = latest is not None
+        cfg.load_from = latest if latest is not None else cfg.get('load_from')
 
 
 def _thread_names() -> List[str]:

@@ -41,6 +41,10 @@ def published_file(path, name, info, grid=14, seed=0):
     feat = dims if layout != 'reg' else dims * info['registers'] // info['cls_reduce']
     sd['head.weight'], sd['head.bias'] = torch.randn(1000, feat), torch.randn(1000)
     if layout == 'videomamba':  # VideoMamba's image files hold only the weights
+        if info['arch'] in ('m', 'b'):  # self-distilled students: their distill_head
+            sd['distill_head.0.weight'] = torch.ones(dims)
+            sd['distill_head.1.weight'] = torch.randn(dims, dims)
+            sd['distill_head.1.bias'] = torch.randn(dims)
         torch.save(dict(model=sd), path)
     else:
         torch.save(dict(model=sd, model_ema=None, epoch=299,

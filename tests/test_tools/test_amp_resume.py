@@ -195,7 +195,34 @@ def test_auto_resume_reads_the_work_dir_it_is_given(tmp_path):
     assert latest_checkpoint(str(old)) == str(old / 'iter_4.pth')
     shutil.copytree(old, new)
     assert latest_checkpoint(str(new)) == str(new / 'iter_4.pth')
-    (new / 'iter_4.pth').unlink()
-    with pytest.raises(ConfigError, match='iter_4.pth is not in .*--resume PATH'):
+    (new / 'iter_4.pth').unlink()  # then the record's own path (CheckpointHook out_dir)
+    assert latest_checkpoint(str(new)) == str(old / 'iter_4.pth')
+    (old / 'iter_4.pth').unlink()
+    with pytest.raises(ConfigError, match='which does not exist, and iter_4.pth is not in '
+                       '.*--resume PATH'):
         latest_checkpoint(str(new))
     assert latest_checkpoint(str(tmp_path)) is None
+
+
+def test_resume_settings(tmp_path):
+    """--resume CKPT, --resume alone and the config's resume / load_from together."""
+    from mmengine.config import Config
+    from mmplugin_shufflemamba.utils import apply_resume
+
+    def settings(option, **cfg):
+        cfg = Config(dict(work_dir=str(tmp_path), **cfg))
+        apply_resume(cfg, option)
+        return cfg.get('resume'), cfg.get('load_from')
+
+    assert settings('x.pth', load_from='ft.pth') == (True, 'x.pth')
+    # No record yet: a fresh start, from the config's load_from (a resumable job's start).
+    assert settings('auto') == (False, None)
+    assert settings('auto', load_from='ft.pth') == (False, 'ft.pth')
+    assert settings(None, resume=True) == (False, None)
+    assert settings(None, load_from='ft.pth') == (None, 'ft.pth')  # untouched
+    (tmp_path / 'iter_8.pth').write_bytes(b'x')
+    (tmp_path / 'last_checkpoint').write_text('/elsewhere/iter_8.pth')
+    here = str(tmp_path / 'iter_8.pth')
+    assert settings('auto', load_from='ft.pth') == (True, here)
+    assert settings(None, resume=True) == (True, here)
+    assert settings(None, resume=True, load_from='x.pth') == (True, 'x.pth')  # MMEngine's

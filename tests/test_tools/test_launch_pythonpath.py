@@ -53,14 +53,21 @@ def test_an_interpreter_without_torch_is_named(tmp_path):
                          env=dict(os.environ, PYTHON=str(fake)), capture_output=True,
                          text=True, cwd=str(tmp_path))
     assert run.returncode == 2
-    assert f"'{fake}' cannot import torch" in run.stderr
+    assert f"'{fake}' cannot import torch (ModuleNotFoundError: No module named" in run.stderr
     assert 'source .venv/bin/activate' in run.stderr and 'PYTHON=' in run.stderr
+    # The slurm scripts run the interpreter on the compute nodes: no check on this host.
+    run = subprocess.run(['bash', tool_path('slurm_train.sh'), 'P', 'J', 'CONFIG'],
+                         env=dict(os.environ, PYTHON=str(fake), GPUS='0'),
+                         capture_output=True, text=True, cwd=str(tmp_path))
+    assert run.returncode == 2 and 'cannot import torch' not in run.stderr
+    assert "GPUS must be a positive integer" in run.stderr
 
 
 def test_process_counts_must_be_positive_integers(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable)
     for script, args, extra, bad in (
             ('dist_train.sh', ['CONFIG', '0'], {}, "GPUS must be a positive integer"),
+            ('dist_train.sh', ['CONFIG', '00'], {}, "got '00'"),
             ('dist_test.sh', ['CONFIG', 'CKPT', 'two'], {}, "GPUS must be a positive integer"),
             ('slurm_train.sh', ['P', 'J', 'CONFIG'], dict(GPUS='-1'), "got '-1'"),
             ('slurm_test.sh', ['P', 'J', 'CONFIG', 'CKPT'], dict(GPUS_PER_NODE='x'),
