@@ -46,11 +46,12 @@ def test_dist_train_then_test(tmp_path):
     generate_synthetic_ade20k(data_root, num_train=8, num_val=4, size=(64, 64))
     work = str(tmp_path / 'work')
     # A checkpoint of the wrong depth stops the distributed job (no rank trains from
-    # scratch) with the loader's report.
+    # scratch) with the loader's report, printed by the tool (no traceback of it).
     rc, log, _ = dist_train(tmp_path, data_root, str(tmp_path / 'bad'),
                             official_ckpt(tmp_path / 'depth3.pth', depth=3))
     assert rc != 0
-    assert 'CheckpointError' in log and 'missing in checkpoint' in log, log[-3000:]
+    assert 'tools/train.py: ' in log and 'missing in checkpoint' in log, log[-3000:]
+    assert 'Fix: build the backbone with' in log and 'raise CheckpointError' not in log
     rc, log, env = dist_train(tmp_path, data_root, work,
                               official_ckpt(tmp_path / 'depth4.pth', depth=4))
     assert rc == 0, log[-6000:]
