@@ -20,7 +20,6 @@ inferred with the config's ``test_cfg`` (sliding window 512/341 for the zoo conf
 """
 import argparse
 import os
-import os.path as osp
 import sys
 
 from mmengine.config import DictAction
@@ -86,8 +85,7 @@ def enable_tta(cfg) -> int:
 
 
 def test(args):
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint file not found: {args.checkpoint}')
+    # (parse_args checked that the config and the checkpoint exist: existing_file)
     cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)
     cfg.load_from = args.checkpoint
     if args.show_dir:
