@@ -1,7 +1,8 @@
 import os
 import re
+import sys
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 
 def get_version() -> str:
@@ -22,9 +23,14 @@ def _build_flags():
     return mod
 
 
+#: setup.py commands that build the extension (pip's PEP 517 and PEP 660 builds run
+#: bdist_wheel / editable_wheel; egg_info, dist_info and sdist need no compiler).
+BUILD_COMMANDS = {'build', 'build_ext', 'bdist_wheel', 'bdist_egg', 'develop', 'install',
+                  'editable_wheel'}
+
+
 def get_extensions():
-    """The compiled CPU kernels (selective scan, causal conv), built when torch is
-    importable.
+    """The compiled CPU kernels (selective scan, causal conv).
 
     The kernels are compiled once per code path (generic; on x86-64 also AVX2 and
     AVX-512) and chosen at run time from the CPU's features, so that one build runs on
@@ -32,13 +38,26 @@ def get_extensions():
     Set SHUFFLEMAMBA_NO_EXT=1 to skip the extension (the pure-PyTorch path is used then)
     and SHUFFLEMAMBA_CPU_ARCH=<march> (e.g. native) to build one path for one kind of
     machine only. MAX_JOBS sets how many sources compile at once (default: 1).
+
+    Building needs torch in the build environment: pip's default isolated build has
+    none, so a command that builds binaries then stops with the fix (--no-build-isolation)
+    instead of installing the package without its kernels; metadata and sdist commands
+    need no extension.
     """
     if os.environ.get('SHUFFLEMAMBA_NO_EXT', '0') == '1':
         return [], {}
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
-    except ImportError:
-        return [], {}
+    except ImportError as e:
+        if not set(sys.argv[1:]) & BUILD_COMMANDS:
+            return [], {}
+        raise SystemExit(
+            f'mmplugin_shufflemamba: building the compiled CPU kernels needs torch in the '
+            f'build environment ({type(e).__name__}: {e}). pip builds in an isolated '
+            'environment without it by default: install torch first, then run pip with '
+            '--no-build-isolation (pip install --no-build-isolation . , or -e . for an '
+            'editable install); or set SHUFFLEMAMBA_NO_EXT=1 to install without the '
+            'kernels (the PyTorch path, several times slower on the CPU).') from None
     bf = _build_flags()
     per_source = bf.source_flags()
     ext = CppExtension(
@@ -109,8 +128,10 @@ setup(
     'backbones for OpenMMLab: mmsegmentation and mmdetection.',
     long_description=readme(),
     long_description_content_type='text/markdown',
-    packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
-    include_package_data=True,
+    # Namespace packages so that the data-only ops/csrc folders are part of the package.
+    packages=find_namespace_packages(include=('mmplugin_shufflemamba',
+                                              'mmplugin_shufflemamba.*')),
+    include_package_data=True,  # the kernel sources (MANIFEST.in): an sdist builds them
     python_requires='>=3.8',
     install_requires=[
         'torch>=2.4',  # nn.RMSNorm, torch.serialization.add_safe_globals

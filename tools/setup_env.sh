@@ -36,9 +36,12 @@ fi
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 stamp_file="$("$PY" -c 'import sys; print(sys.prefix)')/.mmplugin_shufflemamba_env"
+# The installed packages, not a source tree in the current directory (python -c puts
+# the current directory first on sys.path).
+IMPORT_CHECK='import sys; del sys.path[0]; import mmplugin_shufflemamba, mmcv.ops, mmseg, mmdet, mmpretrain'
 stamp_want="v$STAMP_VERSION torch=$TORCH_VERSION mmcv=$MMCV_VERSION root=$ROOT"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_want" ] \
-   && "$PY" -c 'import mmplugin_shufflemamba, mmcv.ops, mmseg, mmdet, mmpretrain' >/dev/null 2>&1; then
+   && "$PY" -c "$IMPORT_CHECK" >/dev/null 2>&1; then
   log "environment already set up ($PY)"
   echo "PYTHON=$PY"
   exit 0
@@ -120,7 +123,7 @@ if [ "${WITH_MAMBA_KERNELS:-0}" = "1" ]; then
   fi
 fi
 
-"$PY" -c 'import mmplugin_shufflemamba, mmcv.ops, mmseg, mmdet, mmpretrain'
+"$PY" -c "$IMPORT_CHECK"
 echo "$stamp_want" > "$stamp_file"
 log "done ($PY)"
 echo "PYTHON=$PY"

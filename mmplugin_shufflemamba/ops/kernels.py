@@ -57,7 +57,8 @@ _INSTALL = {
                             '--no-build-isolation)'),
     'causal_conv1d': ('WITH_MAMBA_KERNELS=1 bash tools/setup_env.sh (or pip install '
                       'causal-conv1d --no-build-isolation)'),
-    'cpu_extension': 'pip install --no-build-isolation -e . (needs a C++ compiler)',
+    'cpu_extension': ('pip install --no-build-isolation . in the checkout (-e . for an '
+                      'editable install; needs torch installed first and a C++ compiler)'),
     'ms_deform_attn_cuda': ('bash tools/setup_env.sh on the GPU node (builds mmcv with '
                             'its CUDA ops, FORCE_CUDA=1)'),
 }

@@ -166,7 +166,8 @@ def ms_deform_attn_cpu(value: torch.Tensor, spatial_shapes: torch.Tensor,
     if not has_ms_deform_attn_cpu():
         raise RuntimeError('the compiled CPU extension (mmplugin_shufflemamba._ext) with the '
                            'deformable attention kernel is not built; reinstall with `pip '
-                           'install --no-build-isolation -e .` or use ms_deform_attn_ref.')
+                           'install --no-build-isolation .` (-e . for an editable install) '
+                           'or use ms_deform_attn_ref.')
     if isinstance(value, torch.Tensor) and value.device.type != 'cpu':
         raise ShapeError(f'ms_deform_attn_cpu needs CPU tensors, got value on {value.device}')
     check_ms_deform_attn_args(value, spatial_shapes, sampling_locations, attention_weights,
