@@ -30,8 +30,9 @@ custom_imports = dict(
     imports=['mmplugin_shufflemamba', 'mmplugin_shufflemamba.datasets',
              'mmplugin_shufflemamba.compat'],
     allow_failed_imports=False)
-# Stop at the first NaN / inf loss (tools/train.py --no-finite-check turns it off).
-custom_hooks = [dict(type='FiniteLossHook')]
+# Stop at the first NaN / inf loss (tools/train.py --no-finite-check turns it off);
+# keep torch's generator state in checkpoints (exact resumes, also without the tools).
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook')]
 
 crop_size = (512, 512)
 embed_dims = 768

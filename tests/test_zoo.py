@@ -546,3 +546,26 @@ def test_tta_needs_the_config_entries():
     cfg.pop('tta_pipeline')
     with pytest.raises(ValueError, match='--tta needs tta_pipeline'):
         mod.enable_tta(cfg)
+
+
+def test_tta_refuses_instance_segmentation():
+    """mmdet's DetTTAModel merges boxes only (mmdet 3.3 asserts on masks): --tta on the
+    Mask R-CNN configs stops before the test with that reason, even with TTA settings."""
+    mod = load_tool('test.py')
+    cfg = load('mask-rcnn_shufflemamba_reg-adapter-b.py')
+    cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms')))
+    cfg.tta_pipeline = [dict(type='LoadImageFromFile')]
+    with pytest.raises(ValueError, match='merges boxes only'):
+        mod.enable_tta(cfg)
+
+
+@pytest.mark.parametrize('name', [
+    'upernet_shufflemamba_b.py', 'upernet_shufflemamba_reg-adapter-b.py',
+    'mask-rcnn_shufflemamba_reg-adapter-b.py',
+    'pretrain/shufflemamba-b_8xb256-300e_in1k.py',
+    'pretrain/shufflemamba-reg-b_8xb64-20e_in1k-224px-ft.py'])
+def test_configs_resume_exactly_without_the_tools(name):
+    """The RNG state hook is in the configs, so a Runner built from them directly (not
+    through tools/train.py) also saves and restores torch's generator."""
+    hooks = [h['type'] for h in load(name).get('custom_hooks', [])]
+    assert 'RNGStateHook' in hooks and 'FiniteLossHook' in hooks, hooks

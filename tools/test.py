@@ -65,14 +65,21 @@ def parse_args(argv=None):
 def enable_tta(cfg) -> int:
     """Switch ``cfg`` to test-time augmentation, as mmseg's and mmdet's own test tools
     do; return the number of views per image."""
+    roi_head = cfg.model.get('roi_head', None) or {}
+    if roi_head.get('mask_head', None) is not None:
+        raise ConfigError(
+            "--tta on an instance-segmentation model: mmdet's DetTTAModel merges boxes "
+            "only (it stops with 'TTA of instance segmentation does not support now'), so "
+            'the Mask R-CNN configs test single-scale, as the paper reports their AP; '
+            'run without --tta.')
     missing = [k for k in ('tta_model', 'tta_pipeline') if cfg.get(k, None) is None]
     if missing:
         raise ConfigError(
             f'--tta needs {" and ".join(missing)} in the config. mmseg provides both '
             "through its ADE20K dataset base and default runtime (tta_model = "
             "dict(type='SegTTAModel')); an mmdet config sets them itself (tta_model = "
-            "dict(type='DetTTAModel', tta_cfg=...) and a TestTimeAug tta_pipeline): the "
-            "Mask R-CNN configs here have none, their AP is single-scale.")
+            "dict(type='DetTTAModel', tta_cfg=...) and a TestTimeAug tta_pipeline, for "
+            'box-only detectors).')
     views = 1
     for step in cfg.tta_pipeline:
         if step.get('type') == 'TestTimeAug':

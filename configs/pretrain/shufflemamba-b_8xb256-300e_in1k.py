@@ -104,6 +104,7 @@ auto_scale_lr = dict(base_batch_size=2048)
 custom_hooks = [
     dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
     dict(type='FiniteLossHook'),
+    dict(type='RNGStateHook'),  # exact resumes
 ]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
 randomness = dict(seed=0)

@@ -79,4 +79,4 @@ param_scheduler = [
 ]
 train_cfg = dict(max_epochs=max_epochs)
 auto_scale_lr = dict(base_batch_size=1024)
-custom_hooks = [dict(type='FiniteLossHook')]
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook')]

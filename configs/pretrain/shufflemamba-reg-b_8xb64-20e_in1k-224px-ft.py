@@ -56,4 +56,5 @@ auto_scale_lr = dict(base_batch_size=512)
 custom_hooks = [
     dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
     dict(type='FiniteLossHook'),
+    dict(type='RNGStateHook'),  # exact resumes
 ]

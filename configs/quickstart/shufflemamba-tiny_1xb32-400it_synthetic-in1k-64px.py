@@ -81,6 +81,7 @@ auto_scale_lr = None
 custom_hooks = [
     dict(type='EMAHook', momentum=0.01, priority='ABOVE_NORMAL'),
     dict(type='FiniteLossHook'),
+    dict(type='RNGStateHook'),  # exact resumes
 ]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),

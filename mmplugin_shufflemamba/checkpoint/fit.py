@@ -158,8 +158,8 @@ def format_fit_error(source: str, target: str, lines: List[str], details: Dict[s
     fix = ('Resume with the config the file was trained with (a resume continues the '
            'same run: weights, optimizer and schedulers must all fit)' if mode == 'resume'
            else 'Use the checkpoint of this config (or the config the file was trained with)')
-    out.append(f'  {fix}; {PARTIAL_FLAG} loads what fits and leaves the rest as '
-               'initialised.')
+    out.append(f'  {fix}; {PARTIAL_FLAG} (allow_partial=True in code) loads what fits '
+               'and leaves the rest as initialised.')
     return '\n'.join(out)
 
 

@@ -4,7 +4,7 @@ convert them (:mod:`.layout`), load them strictly, refusing NaN / inf weights un
 ``allow_nonfinite``. The formats, how the format of a file is read and what is refused:
 docs/loading.md.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -70,7 +70,11 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
     return '\n'.join(lines)
 
 
-def read_backbone_weights(checkpoint: str, prefix: Optional[str] = None,
+#: how a checkpoint given as a dict is named in messages
+IN_MEMORY = 'the given state dict'
+
+
+def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = None,
                           map_location: str = 'cpu', use_ema: bool = False,
                           ckpt_format: str = 'auto', allow_nonfinite: bool = False,
                           opt_out: str = 'allow_nonfinite=True'
@@ -78,7 +82,8 @@ def read_backbone_weights(checkpoint: str, prefix: Optional[str] = None,
     """Read a checkpoint file, pick the state dict to convert and settle its format.
 
     Args:
-        checkpoint (str): file path or URI (a placeholder path is refused first).
+        checkpoint (str | dict): file path or URI (a placeholder path is refused
+            first), or a checkpoint already in memory (e.g. a state dict).
         prefix (str, optional): take only keys under this prefix (e.g. 'backbone.').
         map_location (str): Defaults to 'cpu'.
         use_ema (bool): the EMA weights (:func:`select_state_dict`). Defaults to False.
@@ -90,7 +95,10 @@ def read_backbone_weights(checkpoint: str, prefix: Optional[str] = None,
     Returns:
         tuple: (state dict, name of the entry used, format to convert with).
     """
-    ckpt = read_checkpoint(checkpoint, map_location)
+    if isinstance(checkpoint, dict):
+        ckpt, checkpoint = checkpoint, IN_MEMORY
+    else:
+        ckpt = read_checkpoint(checkpoint, map_location)
     sd, entry = select_state_dict(ckpt, use_ema, checkpoint)
     if prefix:
         p = prefix if prefix.endswith('.') else prefix + '.'

@@ -453,3 +453,32 @@ def test_build_from_downstream_registries(scope):
     assert groups['head.fc.weight']['lr'] == pytest.approx(10 * BASE_LR)
     assert groups['backbone.layers.0.mixer.in_proj.weight']['lr'] == \
         pytest.approx(BASE_LR * RATE**L)
+
+
+def test_a_custom_key_option_nothing_reads_is_refused():
+    """A typo in a custom_keys entry (lr_mul) would be a param-group key torch ignores;
+    the optimizer's own options (betas) are passed on to the group."""
+    with pytest.raises(ValueError, match=r"custom_keys\['head'\] has \['lr_mul'\], which "
+                       r"nothing reads: it takes \['lr_mult', 'decay_mult', "
+                       r"'requires_grad'\] and the param-group options of 'AdamW'"):
+        build(Model(), custom_keys={'head': dict(lr_mul=10.)})
+    wrapper = build(Model(), custom_keys={'head': dict(lr_mult=10., betas=(0.9, 0.99))})
+    head = [g for g in wrapper.optimizer.param_groups if g.get('custom_key') == 'head']
+    assert head and all(g['betas'] == (0.9, 0.99) for g in head)
+
+
+def test_mmengine_constructor_refuses_what_it_would_ignore():
+    from mmplugin_shufflemamba.engine import ShuffleMambaOptimWrapperConstructor as C
+    optim = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=BASE_LR,
+                                                      weight_decay=WD))
+    with pytest.raises(ValueError, match="has no layer-wise lr decay: use constructor="
+                       "'ShuffleMambaLayerDecayOptimWrapperConstructor'"):
+        C(optim, dict(layer_decay_rate=0.9))
+    with pytest.raises(ValueError, match="Unknown paramwise_cfg key 'norm_decay'"):
+        C(optim, dict(norm_decay=0.))
+    with pytest.raises(ValueError, match=r"custom_keys\['head'\] has \['betas'\], which "
+                       r"nothing reads: it takes \['lr_mult', 'decay_mult'\]\."):
+        C(optim, dict(custom_keys={'head': dict(lr_mult=2., betas=(0.9, 0.99))}))
+    wrapper = C(optim, dict(norm_decay_mult=0., custom_keys={'head': dict(lr_mult=2.)}))(
+        Model())
+    assert {g['lr'] for g in wrapper.optimizer.param_groups} == {BASE_LR, 2 * BASE_LR}

@@ -6,7 +6,7 @@ import inspect
 import logging
 from functools import partial
 from numbers import Real
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch.nn as nn
 from mmengine.logging import MMLogger, print_log
@@ -29,6 +29,35 @@ def is_marked_no_decay(param: nn.Parameter) -> bool:
     return bool(getattr(param, '_no_weight_decay', False))
 
 
+def _optimizer_options(optimizer_cfg: dict) -> Optional[Dict[str, inspect.Parameter]]:
+    """The keyword arguments of the configured optimizer class (None when unknown)."""
+    optimizer = optimizer_cfg.get('type')
+    if isinstance(optimizer, str):
+        with OPTIMIZERS.switch_scope_and_registry(None) as registry:
+            optimizer = registry.get(optimizer)
+    try:
+        return dict(inspect.signature(optimizer).parameters) if optimizer else None
+    except (TypeError, ValueError):  # pragma: no cover - no inspectable signature
+        return None
+
+
+def _check_custom_key_options(name: str, custom_keys: dict, own: Sequence[str],
+                              optimizer_cfg: Optional[dict] = None) -> None:
+    """Refuse a custom_keys entry option that nothing reads (a typo such as lr_mul):
+    neither one of ``own`` nor, where the constructor passes them on
+    (``optimizer_cfg``), an option of the optimizer's param groups."""
+    known = (_optimizer_options(optimizer_cfg) or {}) if optimizer_cfg else {}
+    options = sorted(o for o in known if o not in _GROUP_KEYS)
+    for key, opts in (custom_keys or {}).items():
+        unknown = sorted(o for o in (opts if isinstance(opts, dict) else {})
+                         if o not in own and o not in options)
+        if unknown:
+            also = (f" and the param-group options of {optimizer_cfg.get('type')!r} "
+                    f'({options})' if options else '')
+            raise ValueError(f'{name}: custom_keys[{key!r}] has {unknown}, which nothing '
+                             f'reads: it takes {list(own)}{also}.')
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class ShuffleMambaOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """MMEngine's ``DefaultOptimWrapperConstructor`` (same ``paramwise_cfg``), with weight
@@ -39,6 +68,17 @@ class ShuffleMambaOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
         # Non-empty: without paramwise_cfg MMEngine passes model.parameters() as they are.
         super().__init__(optim_wrapper_cfg, paramwise_cfg or dict(custom_keys={}))
+        name = type(self).__name__
+        for key in self.paramwise_cfg:  # MMEngine ignores the keys it does not know
+            if key == 'layer_decay_rate':
+                raise ValueError(f"{name} has no layer-wise lr decay: use constructor="
+                                 "'ShuffleMambaLayerDecayOptimWrapperConstructor' for "
+                                 'paramwise_cfg.layer_decay_rate.')
+            if key not in _DEFAULT_PARAMWISE_KEYS:
+                raise ValueError(f'Unknown paramwise_cfg key {key!r} for {name} (MMEngine '
+                                 f"would ignore it); it takes {list(_DEFAULT_PARAMWISE_KEYS)}.")
+        _check_custom_key_options(name, self.paramwise_cfg.get('custom_keys'),
+                                  ('lr_mult', 'decay_mult'))
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
                    **kwargs) -> None:
@@ -51,6 +91,10 @@ class ShuffleMambaOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                       'parameters marked _no_weight_decay', logger='current')
 
 
+#: what MMEngine's DefaultOptimWrapperConstructor reads from paramwise_cfg
+_DEFAULT_PARAMWISE_KEYS = ('custom_keys', 'bias_lr_mult', 'bias_decay_mult', 'norm_decay_mult',
+                           'dwconv_decay_mult', 'flat_decay_mult', 'dcn_offset_lr_mult',
+                           'bypass_duplicate')
 _PARAMWISE_KEYS = ('layer_decay_rate', 'custom_keys', 'bypass_duplicate')
 _GROUP_KEYS = ('params', 'param_name', 'param_names', 'lr', 'initial_lr', 'weight_decay',
                'lr_scale', 'layer_id', 'custom_key')
@@ -83,11 +127,7 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
     def _validate_cfg(self) -> None:
         name, cfg = type(self).__name__, self.paramwise_cfg
         if self.base_wd is None:  # the optimizer's default, for decay_mult and the groups
-            optimizer = self.optimizer_cfg['type']
-            if isinstance(optimizer, str):
-                with OPTIMIZERS.switch_scope_and_registry(None) as registry:
-                    optimizer = registry.get(optimizer)
-            wd = optimizer and inspect.signature(optimizer).parameters.get('weight_decay')
+            wd = (_optimizer_options(self.optimizer_cfg) or {}).get('weight_decay')
             if not wd or isinstance(wd.default, bool) or not isinstance(wd.default, Real):
                 raise ValueError(f'{name}: set optimizer.weight_decay (no numeric default '
                                  f'for {self.optimizer_cfg["type"]!r}).')
@@ -117,6 +157,9 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
                 raise ValueError(f'custom_keys[{key!r}] = {opts!r}: a dict with lr_mult / '
                                  'decay_mult >= 0 (not the lr or weight decay this '
                                  'constructor computes) and other group options.')
+        _check_custom_key_options(name, cfg.get('custom_keys'),
+                                  ('lr_mult', 'decay_mult', 'requires_grad'),
+                                  self.optimizer_cfg)
         if self.base_lr is None:
             raise ValueError(f'{name} needs optimizer.lr in the config.')
 

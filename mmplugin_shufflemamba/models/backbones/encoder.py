@@ -92,6 +92,10 @@ class ShuffleMambaEncoder(BaseModule):
             raise TypeError(f'tokens must be a TokenLayout, got {tokens!r}')
         self.final_norm = check_bool('final_norm', final_norm)
         self.shuffle_cls = check_bool('shuffle_cls', shuffle_cls)
+        if not self.shuffle_cls and not self.tokens.num_extra:
+            raise ValueError('shuffle_cls=False keeps the cls / register tokens in place, '
+                             'but this model has none (with_cls_token=True or '
+                             'num_registers=R adds them): leave shuffle_cls at True')
         self.with_cp = check_bool('with_cp', with_cp)
         self.cls_reduce = check_cls_reduce(cls_reduce, self.tokens, D)
         check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate, shuffle_rate)
@@ -178,13 +182,17 @@ class ShuffleMambaEncoder(BaseModule):
                                              if k != 'type'})
             self._is_init = True
             return
-        super().init_weights()
         if self.init_cfg is None:
+            super().init_weights()
             self.reset_parameters()
+        else:  # e.g. Kaiming / TruncNormal: applied on top of the default initialisation
+            self.reset_parameters()
+            super().init_weights()
 
     def reset_parameters(self) -> None:
-        """The default initialisation (:meth:`init_weights` without ``init_cfg``),
-        without MMEngine's logging."""
+        """The default initialisation (position embedding, cls / register tokens, block
+        biases, ``out_proj`` scale), without MMEngine's logging; an ``init_cfg`` other
+        than Pretrained is applied on top of it."""
         for name in ('pos_embed', 'cls_token', 'pos_embed_cls'):
             if hasattr(self, name):
                 trunc_normal_(getattr(self, name), std=0.02)
@@ -204,8 +212,8 @@ class ShuffleMambaEncoder(BaseModule):
         if check_frozen_stages(self.frozen_stages, self.num_layers) < 0:
             return
         frozen = [self.patch_embed, self.pos_drop] + list(self.layers[:self.frozen_stages])
-        if self.frozen_stages == self.num_layers:
-            frozen.append(self.norm_f)
+        if self.frozen_stages == self.num_layers:  # the last block's drop path too
+            frozen += [self.norm_f, self.drop_path]
         for m in frozen:
             m.eval()
             for p in m.parameters():
@@ -274,9 +282,12 @@ class ShuffleMambaEncoder(BaseModule):
                           ) -> List[Optional[torch.Tensor]]:
         """The SLWS draw of one forward pass: a permutation or None per block (all None
         in eval). Block ``i`` uses entry ``i`` whichever blocks :meth:`forward_blocks`
-        runs; with ``shuffle_cls=False`` only the patch tokens move."""
+        runs; with ``shuffle_cls=False`` only the patch tokens move. Frozen blocks
+        (``frozen_stages``) run as in eval: they do not shuffle."""
         movable = self.tokens.movable(num_tokens - self.tokens.num_extra, self.shuffle_cls)
-        return self.layer_shuffle(num_tokens, device, movable)
+        perms = self.layer_shuffle(num_tokens, device, movable)
+        frozen = max(self.frozen_stages, 0)
+        return [None] * frozen + list(perms[frozen:])
 
     def forward_blocks(self, hidden: torch.Tensor, residual: Optional[torch.Tensor],
                        perms: Sequence[Optional[torch.Tensor]], start: int = 0,

@@ -1,6 +1,6 @@
 """ShuffleMamba as a dense backbone (feature maps of chosen blocks)."""
 import enum
-from typing import List, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 import torch
 from mmengine.registry import MODELS
@@ -34,8 +34,8 @@ class ShuffleMamba(ShuffleMambaEncoder):
     returning feature maps of chosen blocks (arguments in docs/backbone.md).
 
     Args:
-        out_indices (int | Sequence[int]): returned blocks, negatives from the end.
-            Defaults to -1.
+        out_indices (int | Sequence[int]): returned blocks, negatives from the end,
+            in the order given. Defaults to -1.
         out_type (str | OutType): 'residual' (block output) or 'mixer' (mixer output
             at intermediate indices, official). Defaults to 'residual'.
         final_norm (bool): ``norm_f`` on the last block's output. Defaults to True.
@@ -80,7 +80,7 @@ class ShuffleMamba(ShuffleMambaEncoder):
                      self.patch_embed.proj.weight.dtype)
         perms = self.draw_permutations(hidden.shape[1], hidden.device)
         residual, final, last = None, None, self.num_layers - 1
-        outs: List[torch.Tensor] = []
+        feats: Dict[int, torch.Tensor] = {}
         for i in range(self.num_layers):
             hidden, residual = self.forward_blocks(hidden, residual, perms, i, i + 1)
             if i == last and self.final_norm and (i in self.out_indices or self.out_cls):
@@ -94,7 +94,8 @@ class ShuffleMamba(ShuffleMambaEncoder):
             else:
                 feat = residual + hidden
             feat = feat if out_dtype is None else feat.to(out_dtype)
-            outs.append(to_map(self.tokens.patches(feat, grid[0] * grid[1]), grid))
+            feats[i] = to_map(self.tokens.patches(feat, grid[0] * grid[1]), grid)
+        outs = [feats[i] for i in self.out_indices]  # in the order asked for
         if self.out_cls:
             outs.append(self.cls_feature(final))
         return tuple(outs)

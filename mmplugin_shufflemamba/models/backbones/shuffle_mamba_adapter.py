@@ -13,7 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers.adapter_modules import InteractionBlock, SpatialPriorModule, TokenUpsample2x
 from ..layers.deform_attn import DeformInputs, MSDeformAttn
-from ..layers.arg_checks import check_bool, check_int, check_norm_cfg, check_real
+from ..layers.arg_checks import check_bool, check_int, check_map_norm_cfg, check_real
 from ..layers.bimamba import mark_no_weight_decay
 from ..layers.token_layout import to_map
 from .encoder import ShuffleMambaEncoder
@@ -112,8 +112,7 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
                              f'channels: int(embed_dims * cffn_ratio) = int({D} * '
                              f'{cffn_ratio}) = 0; use a larger cffn_ratio (0.25 in every '
                              'config) or with_cffn=False.')
-        check_norm_cfg('adapter_norm_cfg', adapter_norm_cfg,
-                       "e.g. dict(type='SyncBN', requires_grad=True)")
+        check_map_norm_cfg('adapter_norm_cfg', adapter_norm_cfg)
         self.deform_num_heads = deform_num_heads
         self.interaction_indexes = self._check_interaction_indexes(
             interaction_indexes, add_backbone_feature)

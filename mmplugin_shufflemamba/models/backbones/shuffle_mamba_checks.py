@@ -180,8 +180,10 @@ def check_image_input(model, x: torch.Tensor, min_size: Optional[int] = None) ->
                 f'(x.to(torch.{dtype_name})) and normalise it before the backbone '
                 '(the data preprocessor does both).')
         if not autocast_enabled(x.device.type):
+            half = next((d for d in (x.dtype, weight_dtype)
+                         if d in (torch.float16, torch.bfloat16)), None)
             raise TypeError(
                 f'{name} weights are {weight_dtype} but the input is {x.dtype}: '
-                f'cast the input to {dtype_name} (x.to(torch.{dtype_name})) or run '
-                f"under torch.autocast(device_type='{x.device.type}', "
-                f'dtype={x.dtype}) (mixed precision).')
+                f'cast the input to {dtype_name} (x.to(torch.{dtype_name}))' + (
+                    f" or run under torch.autocast(device_type='{x.device.type}', "
+                    f'dtype={half}) (mixed precision).' if half is not None else '.'))

@@ -4,7 +4,7 @@ imported. Their state dict is the official checkpoint layout (``head.*`` include
 weights were released, so ``pretrained=True`` needs ``pretrained_cfg_overlay=dict(
 file=PATH)`` (read with this package's loader). See docs/pretraining.md#timm.
 """
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -146,19 +146,21 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def load_pretrained(self, checkpoint: str, use_ema: bool = False,
+    def load_pretrained(self, checkpoint: Union[str, dict], use_ema: bool = False,
                         ckpt_format: str = 'auto',
                         allow_nonfinite: bool = False) -> Dict[str, object]:
-        """Load an ImageNet checkpoint with this package's loader: the backbone part
-        strictly (position embedding resized), the head when the checkpoint has one of
-        this shape (else logged). NaN / inf weights are refused unless
-        ``allow_nonfinite``."""
+        """Load an ImageNet checkpoint (a file, or a checkpoint / state dict in memory)
+        with this package's loader: the backbone part strictly (position embedding
+        resized), the head when the checkpoint has one of this shape (else logged).
+        NaN / inf weights are refused unless ``allow_nonfinite``."""
         from mmengine.logging import print_log
 
         from ...checkpoint import load_backbone_state, read_backbone_weights
+        from ...checkpoint.loading import IN_MEMORY
         sd, entry, fmt = read_backbone_weights(checkpoint, use_ema=use_ema,
                                                ckpt_format=ckpt_format,
                                                allow_nonfinite=allow_nonfinite)
+        checkpoint = IN_MEMORY if isinstance(checkpoint, dict) else checkpoint
         summary = load_backbone_state(self, sd, entry, fmt, checkpoint, allow_nonfinite)
         head = {k[len('head.'):]: v for k, v in sd.items() if k.startswith('head.')}
         own = self.head.state_dict()
@@ -190,20 +192,30 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
             "pretrained_cfg_overlay=dict(file='PATH') (any layout this package reads), "
             "or checkpoint_path='PATH' for a file of exactly this model. Pretrain one "
             'with configs/pretrain (see README).')
-    # How the overlay's file is read (this package's loader: timm's resets custom_load
-    # when an overlay gives weights, and its generic loader fails on other heads,
-    # resized pos_embed and other layouts).
-    file = overlay.get('file') if overlay else None
+    for key, why in (('features_only', 'use the mmseg / mmdet backbones ShuffleMamba '
+                      '(out_indices) or ShuffleMambaAdapter for feature maps'),
+                     ('global_pool', "the classifiers pool their cls / register tokens "
+                      "(global_pool='token' only)")):
+        if kwargs.get(key) not in (None, False, 'token'):
+            raise ValueError(f'{name}: {key}={kwargs[key]!r} is not supported: {why}.')
+        kwargs.pop(key, None)
+    # The overlay's file or state dict is read by this package's loader (timm's resets
+    # custom_load when an overlay gives weights, and its generic loader drops heads of
+    # another num_classes than pretrained_cfg's and fails on resized pos_embed and the
+    # other layouts).
+    weights = next((overlay[k] for k in ('file', 'state_dict')
+                    if overlay and overlay.get(k) is not None), None)
     load_kw = {k: kwargs.pop(k) for k in ('ckpt_format', 'use_ema') if k in kwargs}
-    if load_kw and not (pretrained and file):
-        raise ValueError(f'{name}: {sorted(load_kw)} apply to the file of '
-                         "pretrained=True, pretrained_cfg_overlay=dict(file='PATH').")
-    model = build_model_with_cfg(ShuffleMambaClassifier, name, pretrained and not file,
+    if load_kw and not (pretrained and weights is not None):
+        raise ValueError(f'{name}: {sorted(load_kw)} apply to the weights of '
+                         "pretrained=True, pretrained_cfg_overlay=dict(file='PATH') or "
+                         'dict(state_dict=...).')
+    model = build_model_with_cfg(ShuffleMambaClassifier, name, False,
                                  pretrained_cfg=pretrained_cfg,
                                  pretrained_cfg_overlay=overlay, cache_dir=cache_dir,
                                  **dict(TIMM_ARCHS[name], **kwargs))
-    if pretrained and file:
-        model.load_pretrained(file, **load_kw)
+    if pretrained:
+        model.load_pretrained(weights, **load_kw)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model

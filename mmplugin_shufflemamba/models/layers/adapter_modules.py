@@ -12,7 +12,7 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 
-from .arg_checks import check_bool, check_int, check_norm_cfg, check_rate, check_real
+from .arg_checks import check_bool, check_int, check_map_norm_cfg, check_rate, check_real
 from .bimamba import mark_no_weight_decay
 from .deform_attn import MSDeformAttn, Shapes
 
@@ -37,7 +37,7 @@ class SpatialPriorModule(nn.Module):
         check_int('in_channels', in_channels, 1)
         check_int('conv_inplane', inplanes, 1, hint='the stem width')
         check_int('embed_dims', embed_dims, 1)
-        check_norm_cfg('adapter_norm_cfg', norm_cfg, "e.g. dict(type='BN')")
+        check_map_norm_cfg('adapter_norm_cfg', norm_cfg)
 
         def conv_norm_act(cin, cout, stride):
             return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False),

@@ -9,7 +9,7 @@ import torch
 
 __all__ = [
     'check_int', 'check_real', 'check_rate', 'check_bool', 'check_choice',
-    'check_pair', 'check_norm_cfg', 'autocast_enabled'
+    'check_pair', 'check_norm_cfg', 'check_map_norm_cfg', 'autocast_enabled'
 ]
 
 
@@ -103,6 +103,28 @@ def check_norm_cfg(name: str, cfg: Any, types: str) -> None:
     """A norm config: a dict with a 'type'."""
     if not isinstance(cfg, dict) or 'type' not in cfg:
         raise TypeError(f"{name} must be a dict with a 'type' ({types}), got {cfg!r}")
+
+
+#: mmcv norms that do not normalise the channels of a (B, C, H, W) map
+_NOT_MAP_NORMS = ('LN', 'BN1d', 'BN3d', 'IN1d', 'IN3d')
+
+
+def check_map_norm_cfg(name: str, cfg: Any) -> None:
+    """A norm config for (B, C, H, W) feature maps, built by mmcv's
+    ``build_norm_layer``: a registered type that normalises channels (BN, SyncBN, GN
+    with ``num_groups``, IN)."""
+    from mmengine.registry import MODELS
+    import mmcv.cnn  # noqa: F401 (registers mmcv's norms)
+    fix = "e.g. dict(type='SyncBN', requires_grad=True), BN, GN (num_groups=) or IN"
+    check_norm_cfg(name, cfg, fix)
+    kind = cfg['type']
+    if isinstance(kind, str) and (kind in _NOT_MAP_NORMS or MODELS.get(kind) is None):
+        why = ('does not normalise the channels of a (B, C, H, W) feature map'
+               if kind in _NOT_MAP_NORMS else 'is not a registered norm layer')
+        raise ValueError(f'{name} type {kind!r} {why}; use {fix}')
+    if kind == 'GN' and 'num_groups' not in cfg:
+        raise ValueError(f"{name}: GN needs num_groups, e.g. dict(type='GN', "
+                         'num_groups=32)')
 
 
 def autocast_enabled(device_type: str) -> bool:

@@ -76,10 +76,20 @@ def test_zero_sized_image_into_adapter():
 @pytest.mark.parametrize('name', sorted(BUILDERS))
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
 def test_dtype_mismatch_outside_autocast(name, dtype):
+    """The fix is a cast, or autocast to the half dtype involved (never to float64,
+    which autocast does not take)."""
     m = BUILDERS[name]().eval()
     with pytest.raises(TypeError, match=f'{name} weights are torch.float32 but the input is '
-                       f'{dtype}: cast the input to float32 .* or run under torch.autocast'):
+                       f'{dtype}: cast the input to float32') as info:
         m(torch.randn(1, 3, 32, 32, dtype=dtype))
+    if dtype == torch.float64:
+        assert 'autocast' not in str(info.value)
+    else:
+        assert f"torch.autocast(device_type='cpu', dtype={dtype})" in str(info.value)
+    m = BUILDERS[name]().to(torch.bfloat16).eval()
+    with pytest.raises(TypeError, match=r"cast the input to bfloat16 .* torch.autocast\("
+                       r"device_type='cpu', dtype=torch.bfloat16\)"):
+        m(torch.randn(1, 3, 32, 32))
 
 
 @pytest.mark.parametrize('name', sorted(BUILDERS))

@@ -273,3 +273,50 @@ def test_kernel_cuda_on_cpu_is_a_clear_error():
         m(torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match='kernel must be one of'):
         tiny(kernel='triton')
+
+
+def test_out_indices_come_in_the_order_given():
+    m = tiny(out_indices=(3, 0)).eval()
+    ref = tiny(out_indices=(0, 3)).eval()
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    late, early = m(x)
+    first, last = ref(x)
+    assert torch.equal(late, last) and torch.equal(early, first)
+    assert not torch.equal(late, early)
+
+
+def test_frozen_blocks_run_as_in_eval():
+    """Frozen blocks are in eval mode: SLWS does not shuffle them, and a wholly frozen
+    backbone (its final drop path too) gives its eval output in train mode."""
+    m = tiny(frozen_stages=2, shuffle_rate=1.0, out_indices=(1, 3))
+    m.train()
+    for _ in range(20):
+        perms = m.draw_permutations(16)
+        assert perms[0] is None and perms[1] is None
+    assert perms[3] is not None  # p = 1 for the last block
+    x = torch.randn(2, 3, 64, 64)
+    frozen_out = m(x)[0]
+    assert torch.equal(frozen_out, m.eval()(x)[0])
+
+    m = tiny(frozen_stages=4, shuffle_rate=1.0, drop_path_rate=0.5).train()
+    assert not any(p.requires_grad for p in m.parameters())
+    outs = [m(x)[0] for _ in range(3)]
+    assert all(torch.equal(o, m.eval()(x)[0]) for o in outs)
+
+
+def test_an_init_cfg_other_than_pretrained_keeps_the_default_init():
+    m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=64,
+                     with_cls_token=True, init_cfg=dict(type='Kaiming', layer='Conv2d'))
+    conv_before = m.patch_embed.proj.weight.detach().clone()
+    m.init_weights()
+    assert m.pos_embed.std() > 0 and m.cls_token.std() > 0
+    # the given init ran on top (Kaiming redraws the patch embedding, bias 0)
+    assert not torch.equal(m.patch_embed.proj.weight, conv_before)
+    assert torch.all(m.patch_embed.proj.bias == 0)
+
+
+def test_shuffle_cls_needs_extra_tokens():
+    with pytest.raises(ValueError, match='shuffle_cls=False .* has none'):
+        tiny(shuffle_cls=False)
+    assert tiny(shuffle_cls=False, with_cls_token=True).shuffle_cls is False

@@ -467,3 +467,23 @@ def test_placeholder_checkpoint_fails_when_built():
         with pytest.raises(CheckpointError, match='placeholder'):
             cls(init_cfg=dict(type='Pretrained', checkpoint='path/to/shufflemamba_b.pth'),
                 **kw)
+
+
+@pytest.mark.parametrize('norm,msg', [
+    (dict(type='FooNorm'), "'FooNorm' is not a registered norm layer"),
+    (dict(type='LN'), "'LN' does not normalise the channels of a \\(B, C, H, W\\)"),
+    (dict(type='GN'), 'GN needs num_groups'),
+    ('BN', "must be a dict with a 'type'"),
+])
+def test_adapter_norm_cfg_is_checked_when_built(norm, msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
+        tiny(adapter_norm_cfg=norm)
+
+
+@pytest.mark.parametrize('norm', [dict(type='GN', num_groups=4), dict(type='IN'),
+                                  dict(type='SyncBN', requires_grad=True)])
+def test_adapter_norms_for_feature_maps(norm):
+    m = tiny(adapter_norm_cfg=norm)
+    if norm['type'] != 'SyncBN':  # SyncBN needs a process group to run
+        outs = m.eval()(torch.randn(1, 3, 64, 64))
+        assert [o.shape[-1] for o in outs] == [16, 8, 4, 2]

@@ -328,8 +328,38 @@ def test_pretrained_bare_state_dict_takes_the_loader_options(tmp_path):
     m = timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=dict(file=path),
                           use_ema=True, **TINY[PLAIN])
     assert torch.equal(m.state_dict()['pos_embed'], ema.state_dict()['pos_embed'])
-    with pytest.raises(ValueError, match=r"\['ckpt_format'\] apply to the file"):
+    with pytest.raises(ValueError, match=r"\['ckpt_format'\] apply to the weights of "
+                       r"pretrained=True"):
         timm.create_model(PLAIN, ckpt_format='shufflemamba', **TINY[PLAIN])
+
+
+def test_pretrained_from_a_state_dict_in_the_overlay():
+    """pretrained_cfg_overlay=dict(state_dict=...) goes through the same loader as a
+    file: the head of the model's num_classes is loaded (timm's generic loader dropped it
+    for any num_classes but 1000), the loader's options apply, the grid is resized."""
+    src = tiny(seed=5)
+    overlay = dict(state_dict=src.state_dict())
+    with pytest.raises(CheckpointError, match='the given state dict: cannot tell where'):
+        timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=overlay,
+                          **TINY[PLAIN])
+    m = timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=overlay,
+                          ckpt_format='shufflemamba', **TINY[PLAIN])
+    for k, v in src.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+    m = timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=overlay,
+                          ckpt_format='shufflemamba', **dict(TINY[PLAIN], img_size=64))
+    assert m.pos_embed.shape == (1, 17, D)
+    assert torch.equal(m.head.weight, src.head.weight)
+
+
+@pytest.mark.parametrize('kw,msg', [
+    (dict(features_only=True), 'features_only=True is not supported: use the mmseg'),
+    (dict(global_pool='avg'), "global_pool='avg' is not supported"),
+])
+def test_timm_options_the_classifiers_do_not_offer(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        timm.create_model(PLAIN, **kw, **TINY[PLAIN])
+    assert timm.create_model(PLAIN, global_pool='token', **TINY[PLAIN]).num_classes == 5
 
 
 def test_pretrained_at_another_resolution(tmp_path):
