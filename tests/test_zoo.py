@@ -569,3 +569,12 @@ def test_configs_resume_exactly_without_the_tools(name):
     through tools/train.py) also saves and restores torch's generator."""
     hooks = [h['type'] for h in load(name).get('custom_hooks', [])]
     assert 'RNGStateHook' in hooks and 'FiniteLossHook' in hooks, hooks
+
+
+@pytest.mark.parametrize('model,masks', [
+    (dict(type='SOLO', mask_head=dict(type='SOLOHead')), True),
+    (dict(type='RTMDet', bbox_head=dict(type='RTMDetInsSepBNHead')), True),
+    (dict(type='FasterRCNN', roi_head=dict(type='StandardRoIHead', mask_head=None)), False),
+    (dict(type='RetinaNet', bbox_head=dict(type='RetinaHead')), False)])
+def test_which_detectors_predict_masks(model, masks):
+    assert load_tool('test.py').predicts_masks(model) is masks

@@ -13,7 +13,7 @@ if [ "${PYTHON_RUNS_ELSEWHERE:-0}" != "1" ] \
        "bash tools/setup_env.sh creates it) or set PYTHON=/path/to/python" >&2
   exit 2
 fi
-if ! "$PYTHON" -c "import importlib.util, sys; del sys.path[0]
+if ! "$PYTHON" -c "import importlib.util, sys; sys.path[:] = [p for p in sys.path if p]
 sys.exit(importlib.util.find_spec('mmplugin_shufflemamba') is None)" 2>/dev/null; then
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 fi

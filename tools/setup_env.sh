@@ -38,7 +38,8 @@ PIP=("$PY" -m pip --disable-pip-version-check)
 stamp_file="$("$PY" -c 'import sys; print(sys.prefix)')/.mmplugin_shufflemamba_env"
 # The installed packages, not a source tree in the current directory (python -c puts
 # the current directory first on sys.path).
-IMPORT_CHECK='import sys; del sys.path[0]; import mmplugin_shufflemamba, mmcv.ops, mmseg, mmdet, mmpretrain'
+IMPORT_CHECK='import sys; sys.path[:] = [p for p in sys.path if p]
+import mmplugin_shufflemamba, mmcv.ops, mmseg, mmdet, mmpretrain'
 stamp_want="v$STAMP_VERSION torch=$TORCH_VERSION mmcv=$MMCV_VERSION root=$ROOT"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_want" ] \
    && "$PY" -c "$IMPORT_CHECK" >/dev/null 2>&1; then

@@ -62,11 +62,26 @@ def parse_args(argv=None):
     return args
 
 
+def predicts_masks(model_cfg) -> bool:
+    """Whether an mmdet model config predicts instance masks: a ``mask_head`` at any
+    depth (Mask R-CNN's roi_head, SOLO, CondInst) or an instance-segmentation bbox head
+    (RTMDet-Ins)."""
+    if isinstance(model_cfg, dict):
+        if model_cfg.get('mask_head', None) is not None:
+            return True
+        kind = str(model_cfg.get('type', ''))
+        if 'Ins' in kind and kind.endswith('Head'):  # RTMDetInsSepBNHead, ...
+            return True
+        return any(predicts_masks(v) for v in model_cfg.values())
+    if isinstance(model_cfg, (list, tuple)):
+        return any(predicts_masks(v) for v in model_cfg)
+    return False
+
+
 def enable_tta(cfg) -> int:
     """Switch ``cfg`` to test-time augmentation, as mmseg's and mmdet's own test tools
     do; return the number of views per image."""
-    roi_head = cfg.model.get('roi_head', None) or {}
-    if roi_head.get('mask_head', None) is not None:
+    if predicts_masks(cfg.model):
         raise ConfigError(
             "--tta on an instance-segmentation model: mmdet's DetTTAModel merges boxes "
             "only (it stops with 'TTA of instance segmentation does not support now'), so "

@@ -471,14 +471,32 @@ def test_mmengine_constructor_refuses_what_it_would_ignore():
     from mmplugin_shufflemamba.engine import ShuffleMambaOptimWrapperConstructor as C
     optim = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=BASE_LR,
                                                       weight_decay=WD))
-    with pytest.raises(ValueError, match="has no layer-wise lr decay: use constructor="
-                       "'ShuffleMambaLayerDecayOptimWrapperConstructor'"):
-        C(optim, dict(layer_decay_rate=0.9))
+    for paramwise in (dict(layer_decay_rate=0.9), dict(num_layers=12, decay_rate=0.9)):
+        with pytest.raises(ValueError, match="has no layer-wise lr decay: use constructor="
+                           "'ShuffleMambaLayerDecayOptimWrapperConstructor'"):
+            C(optim, paramwise)
     with pytest.raises(ValueError, match="Unknown paramwise_cfg key 'norm_decay'"):
         C(optim, dict(norm_decay=0.))
-    with pytest.raises(ValueError, match=r"custom_keys\['head'\] has \['betas'\], which "
-                       r"nothing reads: it takes \['lr_mult', 'decay_mult'\]\."):
-        C(optim, dict(custom_keys={'head': dict(lr_mult=2., betas=(0.9, 0.99))}))
-    wrapper = C(optim, dict(norm_decay_mult=0., custom_keys={'head': dict(lr_mult=2.)}))(
-        Model())
-    assert {g['lr'] for g in wrapper.optimizer.param_groups} == {BASE_LR, 2 * BASE_LR}
+    with pytest.raises(ValueError, match=r"custom_keys\['head'\] has \['lr_mul'\], which "
+                       r"nothing reads: it takes \['lr_mult', 'decay_mult'\] and the "
+                       r"param-group options of 'AdamW'"):
+        C(optim, dict(custom_keys={'head': dict(lr_mul=2.)}))
+    # MMEngine copies the optimizer's own options (betas, lr, ...) into the groups
+    wrapper = C(optim, dict(norm_decay_mult=0., custom_keys={
+        'head': dict(lr_mult=2., betas=(0.9, 0.99)), 'pos_embed': dict(lr=0.5)}))(Model())
+    groups = wrapper.optimizer.param_groups
+    assert {g['lr'] for g in groups} == {BASE_LR, 2 * BASE_LR, 0.5}
+    assert {g['betas'] for g in groups if g['lr'] == 2 * BASE_LR} == {(0.9, 0.99)}
+
+
+def test_custom_key_options_of_an_optimizer_taking_kwargs_are_not_checked():
+    """ZeroRedundancyOptimizer(params, optimizer_type, **kwargs): its group options cannot
+    be listed, so nothing is refused."""
+    from mmengine.registry import OPTIMIZERS
+    assert OPTIMIZERS.get('ZeroRedundancyOptimizer') is not None
+    ctor = ShuffleMambaLayerDecayOptimWrapperConstructor(
+        dict(type='OptimWrapper', optimizer=dict(type='ZeroRedundancyOptimizer',
+                                                  optimizer_type='AdamW', lr=BASE_LR,
+                                                  weight_decay=WD)),
+        dict(layer_decay_rate=RATE, custom_keys={'head': dict(betas=(0.9, 0.99))}))
+    assert ctor.paramwise_cfg['custom_keys']['head']['betas'] == (0.9, 0.99)

@@ -36,26 +36,31 @@ def _optimizer_options(optimizer_cfg: dict) -> Optional[Dict[str, inspect.Parame
         with OPTIMIZERS.switch_scope_and_registry(None) as registry:
             optimizer = registry.get(optimizer)
     try:
-        return dict(inspect.signature(optimizer).parameters) if optimizer else None
+        options = dict(inspect.signature(optimizer).parameters) if optimizer else None
     except (TypeError, ValueError):  # pragma: no cover - no inspectable signature
         return None
+    if options and any(p.kind == p.VAR_KEYWORD for p in options.values()):
+        return None  # e.g. ZeroRedundancyOptimizer(params, optimizer_type, **kwargs)
+    return options
 
 
 def _check_custom_key_options(name: str, custom_keys: dict, own: Sequence[str],
-                              optimizer_cfg: Optional[dict] = None) -> None:
+                              optimizer_cfg: dict, computed: Sequence[str] = ()) -> None:
     """Refuse a custom_keys entry option that nothing reads (a typo such as lr_mul):
-    neither one of ``own`` nor, where the constructor passes them on
-    (``optimizer_cfg``), an option of the optimizer's param groups."""
-    known = (_optimizer_options(optimizer_cfg) or {}) if optimizer_cfg else {}
-    options = sorted(o for o in known if o not in _GROUP_KEYS)
+    neither one of ``own`` nor an option of the optimizer's param groups (which the
+    constructors pass on), except the ``computed`` ones; nothing is refused when the
+    optimizer's options cannot be listed."""
+    known = _optimizer_options(optimizer_cfg)
+    if known is None:
+        return
+    options = sorted(o for o in known if o != 'params' and o not in computed)
     for key, opts in (custom_keys or {}).items():
         unknown = sorted(o for o in (opts if isinstance(opts, dict) else {})
                          if o not in own and o not in options)
         if unknown:
-            also = (f" and the param-group options of {optimizer_cfg.get('type')!r} "
-                    f'({options})' if options else '')
             raise ValueError(f'{name}: custom_keys[{key!r}] has {unknown}, which nothing '
-                             f'reads: it takes {list(own)}{also}.')
+                             f'reads: it takes {list(own)} and the param-group options of '
+                             f"{optimizer_cfg.get('type')!r} ({options}).")
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -69,16 +74,18 @@ class ShuffleMambaOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         # Non-empty: without paramwise_cfg MMEngine passes model.parameters() as they are.
         super().__init__(optim_wrapper_cfg, paramwise_cfg or dict(custom_keys={}))
         name = type(self).__name__
+        decay = [k for k in ('layer_decay_rate', 'decay_rate') if k in self.paramwise_cfg]
+        if decay:
+            raise ValueError(f"{name} has no layer-wise lr decay: use constructor="
+                             "'ShuffleMambaLayerDecayOptimWrapperConstructor' with "
+                             f'paramwise_cfg.layer_decay_rate (got {decay[0]}).')
         for key in self.paramwise_cfg:  # MMEngine ignores the keys it does not know
-            if key == 'layer_decay_rate':
-                raise ValueError(f"{name} has no layer-wise lr decay: use constructor="
-                                 "'ShuffleMambaLayerDecayOptimWrapperConstructor' for "
-                                 'paramwise_cfg.layer_decay_rate.')
             if key not in _DEFAULT_PARAMWISE_KEYS:
                 raise ValueError(f'Unknown paramwise_cfg key {key!r} for {name} (MMEngine '
                                  f"would ignore it); it takes {list(_DEFAULT_PARAMWISE_KEYS)}.")
+        # MMEngine copies a custom key's entries into its param groups
         _check_custom_key_options(name, self.paramwise_cfg.get('custom_keys'),
-                                  ('lr_mult', 'decay_mult'))
+                                  ('lr_mult', 'decay_mult'), self.optimizer_cfg)
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
                    **kwargs) -> None:
@@ -159,7 +166,7 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
                                  'constructor computes) and other group options.')
         _check_custom_key_options(name, cfg.get('custom_keys'),
                                   ('lr_mult', 'decay_mult', 'requires_grad'),
-                                  self.optimizer_cfg)
+                                  self.optimizer_cfg, computed=_GROUP_KEYS)
         if self.base_lr is None:
             raise ValueError(f'{name} needs optimizer.lr in the config.')
 

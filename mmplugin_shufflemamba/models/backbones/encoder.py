@@ -182,11 +182,14 @@ class ShuffleMambaEncoder(BaseModule):
                                              if k != 'type'})
             self._is_init = True
             return
+        first = not self._is_init  # MMEngine's init runs once; so does the default
         if self.init_cfg is None:
             super().init_weights()
-            self.reset_parameters()
+            if first:
+                self.reset_parameters()
         else:  # e.g. Kaiming / TruncNormal: applied on top of the default initialisation
-            self.reset_parameters()
+            if first:
+                self.reset_parameters()
             super().init_weights()
 
     def reset_parameters(self) -> None:

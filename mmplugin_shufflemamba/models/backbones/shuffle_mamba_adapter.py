@@ -198,6 +198,12 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
 
     def init_weights(self) -> None:
         super().init_weights()  # the backbone part (plain or pretrained)
+        if self._pretrained_cfg():  # (otherwise reset_parameters did it)
+            self.init_adapter_weights()
+
+    def reset_parameters(self) -> None:
+        """The backbone's default initialisation, then the adapter's."""
+        super().reset_parameters()
         self.init_adapter_weights()
 
     def _check_batch_norm_size(self, B: int, H: int, W: int) -> None:

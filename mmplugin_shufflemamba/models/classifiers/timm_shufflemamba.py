@@ -210,6 +210,8 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
         raise ValueError(f'{name}: {sorted(load_kw)} apply to the weights of '
                          "pretrained=True, pretrained_cfg_overlay=dict(file='PATH') or "
                          'dict(state_dict=...).')
+    if overlay and 'state_dict' in overlay:  # (timm would keep a deep copy of it)
+        overlay = {k: v for k, v in overlay.items() if k != 'state_dict'}
     model = build_model_with_cfg(ShuffleMambaClassifier, name, False,
                                  pretrained_cfg=pretrained_cfg,
                                  pretrained_cfg_overlay=overlay, cache_dir=cache_dir,

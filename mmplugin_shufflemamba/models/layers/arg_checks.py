@@ -105,25 +105,30 @@ def check_norm_cfg(name: str, cfg: Any, types: str) -> None:
         raise TypeError(f"{name} must be a dict with a 'type' ({types}), got {cfg!r}")
 
 
-#: mmcv norms that do not normalise the channels of a (B, C, H, W) map
-_NOT_MAP_NORMS = ('LN', 'BN1d', 'BN3d', 'IN1d', 'IN3d')
-
-
 def check_map_norm_cfg(name: str, cfg: Any) -> None:
-    """A norm config for (B, C, H, W) feature maps, built by mmcv's
-    ``build_norm_layer``: a registered type that normalises channels (BN, SyncBN, GN
-    with ``num_groups``, IN)."""
+    """A norm config for (B, C, H, W) feature maps, built by mmcv's ``build_norm_layer``
+    (types looked up as it does, in the default scope): a norm over channels, e.g. BN,
+    SyncBN, GN with ``num_groups``, IN; not one of 1-d or 3-d inputs or LayerNorm over
+    the last axis."""
+    import torch.nn as nn
     from mmengine.registry import MODELS
     import mmcv.cnn  # noqa: F401 (registers mmcv's norms)
     fix = "e.g. dict(type='SyncBN', requires_grad=True), BN, GN (num_groups=) or IN"
     check_norm_cfg(name, cfg, fix)
-    kind = cfg['type']
-    if isinstance(kind, str) and (kind in _NOT_MAP_NORMS or MODELS.get(kind) is None):
-        why = ('does not normalise the channels of a (B, C, H, W) feature map'
-               if kind in _NOT_MAP_NORMS else 'is not a registered norm layer')
-        raise ValueError(f'{name} type {kind!r} {why}; use {fix}')
-    if kind == 'GN' and 'num_groups' not in cfg:
-        raise ValueError(f"{name}: GN needs num_groups, e.g. dict(type='GN', "
+    kind = layer = cfg['type']
+    if isinstance(kind, str):
+        with MODELS.switch_scope_and_registry(None) as registry:
+            layer = registry.get(kind)
+        if layer is None:
+            raise ValueError(f'{name} type {kind!r} is not a registered norm layer; use '
+                             f'{fix}')
+    if layer in (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm3d, nn.InstanceNorm1d,
+                 nn.InstanceNorm3d):
+        raise ValueError(f'{name} type {kind!r} ({layer.__name__}) does not normalise the '
+                         f'channels of a (B, C, H, W) feature map; use {fix}')
+    if isinstance(layer, type) and issubclass(layer, nn.GroupNorm) and \
+            'num_groups' not in cfg:
+        raise ValueError(f"{name}: {kind!r} needs num_groups, e.g. dict(type='GN', "
                          'num_groups=32)')
 
 

@@ -320,3 +320,14 @@ def test_shuffle_cls_needs_extra_tokens():
     with pytest.raises(ValueError, match='shuffle_cls=False .* has none'):
         tiny(shuffle_cls=False)
     assert tiny(shuffle_cls=False, with_cls_token=True).shuffle_cls is False
+
+
+def test_a_second_init_weights_changes_nothing():
+    for init_cfg in (None, dict(type='Kaiming', layer='Conv2d')):
+        m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=64,
+                         init_cfg=init_cfg)
+        m.init_weights()
+        with torch.no_grad():
+            m.pos_embed.fill_(1.0)
+        m.init_weights()
+        assert torch.all(m.pos_embed == 1.0), init_cfg

@@ -471,8 +471,8 @@ def test_placeholder_checkpoint_fails_when_built():
 
 @pytest.mark.parametrize('norm,msg', [
     (dict(type='FooNorm'), "'FooNorm' is not a registered norm layer"),
-    (dict(type='LN'), "'LN' does not normalise the channels of a \\(B, C, H, W\\)"),
-    (dict(type='GN'), 'GN needs num_groups'),
+    (dict(type='LN'), "'LN' \\(LayerNorm\\) does not normalise the channels of a \\(B, C, H, W\\)"),
+    (dict(type='GN'), "'GN' needs num_groups"),
     ('BN', "must be a dict with a 'type'"),
 ])
 def test_adapter_norm_cfg_is_checked_when_built(norm, msg):
@@ -487,3 +487,29 @@ def test_adapter_norms_for_feature_maps(norm):
     if norm['type'] != 'SyncBN':  # SyncBN needs a process group to run
         outs = m.eval()(torch.randn(1, 3, 64, 64))
         assert [o.shape[-1] for o in outs] == [16, 8, 4, 2]
+
+
+def test_adapter_init_cfg_applies_on_top_of_the_adapter_init():
+    m = tiny(init_cfg=dict(type='Constant', val=0.5, layer='Conv2d'))
+    m.init_weights()
+    convs = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert any(n.startswith('spm.') for n, _ in convs)
+    assert all(torch.all(mod.weight == 0.5) for _, mod in convs)
+    assert m.level_embed.std() > 0  # the adapter's own default init ran
+
+
+@pytest.mark.parametrize('norm,msg', [
+    (dict(type=torch.nn.LayerNorm), 'LayerNorm\\) does not normalise'),
+    (dict(type=torch.nn.GroupNorm), 'needs num_groups')])
+def test_adapter_norm_cfg_given_as_a_class(norm, msg):
+    with pytest.raises(ValueError, match=msg):
+        tiny(adapter_norm_cfg=norm)
+
+
+def test_adapter_norm_cfg_from_the_default_scope():
+    """Types are looked up as mmcv's build_norm_layer does: in the default scope."""
+    from mmengine.registry import DefaultScope
+    import mmpretrain.models  # noqa: F401  (registers LN2d)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        m = tiny(adapter_norm_cfg=dict(type='LN2d', eps=1e-6))
+    assert type(m.norm1).__name__ == 'LayerNorm2d'

@@ -350,6 +350,7 @@ def test_pretrained_from_a_state_dict_in_the_overlay():
                           ckpt_format='shufflemamba', **dict(TINY[PLAIN], img_size=64))
     assert m.pos_embed.shape == (1, 17, D)
     assert torch.equal(m.head.weight, src.head.weight)
+    assert 'state_dict' not in m.pretrained_cfg  # no second copy of the weights kept
 
 
 @pytest.mark.parametrize('kw,msg', [
