@@ -71,6 +71,12 @@ def parse_args(argv=None):
         p.error(f'DST {args.dst} is the source checkpoint: the conversion keeps only the '
                 'weights (no optimizer, EMA or args) and would overwrite it; give another '
                 'output file')
+    if osp.isdir(args.dst):
+        p.error(f'DST {args.dst} is a directory; give the output file name, e.g. '
+                f'{osp.join(args.dst, "converted.pth")}')
+    if not osp.isdir(osp.dirname(osp.abspath(args.dst))):
+        p.error(f'the folder of DST {args.dst} does not exist; create it first '
+                f'(mkdir -p {osp.dirname(args.dst) or "."})')
     if args.to != 'backbone' and (args.num_registers != 0 or args.img_size is not None
                                   or args.patch_size is not None):
         p.error('--num-registers, --img-size and --patch-size apply to --to backbone only '
@@ -82,6 +88,10 @@ def parse_args(argv=None):
             and args.img_size < args.patch_size:
         p.error(f'--img-size {args.img_size} is smaller than --patch-size '
                 f'{args.patch_size}: the position grid would be empty')
+    if args.img_size is not None and args.patch_size is not None \
+            and args.img_size % args.patch_size:
+        p.error(f'--img-size {args.img_size} is not a multiple of --patch-size '
+                f'{args.patch_size} (the backbone refuses such an img_size)')
     return args
 
 
@@ -135,9 +145,10 @@ def main(argv=None):
     if args.img_size is not None:
         patch = args.patch_size if args.patch_size is not None else int(
             sd.get('patch_embed.proj.weight', torch.empty(0, 0, 16, 16)).shape[-1])
-        if args.img_size < patch:
-            raise SystemExit(f'--img-size {args.img_size} is smaller than the patch size '
-                             f'{patch}: the position grid would be empty')
+        if args.img_size < patch or args.img_size % patch:
+            raise SystemExit(f'--img-size {args.img_size} is not a multiple of the patch '
+                             f'size {patch} (the backbone refuses such an img_size): give '
+                             f'e.g. --img-size {max(patch, args.img_size // patch * patch)}')
         grid = (args.img_size // patch, args.img_size // patch)
     converted, summary = convert_to_backbone(sd, fmt, args.num_registers, grid)
     meta = dict(shufflemamba_format='mmplugin', weights='ema' if args.use_ema else 'raw',

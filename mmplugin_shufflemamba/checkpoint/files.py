@@ -104,6 +104,9 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     from .safe_load import safe_torch_load
     filename = check_checkpoint_path(filename)
     is_local = '://' not in filename
+    if is_local and osp.isdir(filename):
+        raise CheckpointError(f'{filename} is a directory, not a checkpoint file: give the '
+                              'file in it (e.g. a work dir\'s iter_*.pth or epoch_*.pth)')
     if is_local and not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file not found: {filename}')
     try:
@@ -114,8 +117,12 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     except FileNotFoundError:
         raise
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        msg = lines[0] if lines else type(e).__name__
         if 'Unsupported global' in str(e) or 'weights_only' in str(e):
+            # torch's first line is generic; the line naming the refused global is not
+            msg = next((line for line in lines if 'GLOBAL' in line.upper()
+                        and line != msg), msg).rstrip('.')
             raise CheckpointError(
                 f'{filename}: refused by the safe loader (torch.load weights_only=True): '
                 f'{msg}. If you trust this file, load it with torch.load(..., '
@@ -157,6 +164,8 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
     Returns:
         tuple: (state dict, name of the entry used).
     """
+    if use_ema is not None and not isinstance(use_ema, bool):
+        raise TypeError(f'use_ema must be True or False, got {use_ema!r}')
     use_ema = bool(use_ema)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'{filename} holds a {type(ckpt).__name__}, not a '
@@ -195,11 +204,29 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
     for key in ('state_dict_ema', 'model_ema') if use_ema else ('model', 'state_dict', 'module'):
         if _is_state_dict(ckpt.get(key)):
             return dict(ckpt[key]), key
+    _refuse_non_tensor_values(ckpt, filename)
     if use_ema:
         raise no_ema(f'entries: {sorted(ckpt)[:20]}')
     raise CheckpointError(
         f'{filename} has no model weights: expected a state dict or one of the entries '
         f"'model', 'model_ema', 'state_dict'; found {sorted(ckpt)[:20]}.")
+
+
+def _refuse_non_tensor_values(ckpt: dict, filename: str) -> None:
+    """A state dict (the file, or its weight entry) with values that are not tensors
+    is named as such, not as a file without weights."""
+    entries = [('the file', ckpt)] + [(f'entry {k!r}', ckpt.get(k)) for k in (
+        'model', 'model_ema', 'state_dict', 'state_dict_ema', 'module')]
+    for where, obj in entries:
+        if not isinstance(obj, dict) or not any(
+                isinstance(v, torch.Tensor) for v in obj.values()):
+            continue
+        bad = [f'{k} ({type(v).__name__})' for k, v in obj.items()
+               if not isinstance(v, torch.Tensor)]
+        raise CheckpointError(
+            f'{filename}: {where} holds weights but also values that are not tensors '
+            f'({", ".join(bad[:5])}{", ..." if len(bad) > 5 else ""}): a state dict maps '
+            'parameter names to tensors; save the weights without those entries.')
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -95,6 +95,16 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
     Returns:
         tuple: (state dict, name of the entry used, format to convert with).
     """
+    if not isinstance(allow_nonfinite, bool):
+        raise TypeError(f'allow_nonfinite must be True or False, got {allow_nonfinite!r}')
+    if prefix is not None and not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a key prefix such as 'backbone.', got {prefix!r}")
+    if isinstance(map_location, str):
+        try:
+            torch.device(map_location)
+        except RuntimeError:
+            raise ValueError(f"map_location={map_location!r} is not a device (e.g. 'cpu', "
+                             "'cuda', 'cuda:0')") from None
     if isinstance(checkpoint, dict):
         ckpt, checkpoint = checkpoint, IN_MEMORY
     else:

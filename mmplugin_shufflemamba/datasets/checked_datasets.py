@@ -1,6 +1,7 @@
 """Drop-in subclasses of the frameworks' datasets and of mmseg's ``IoUMetric`` that name
 the file and the problem when data is bad, and count in one warning line what the
 frameworks set aside silently (see docs/training_and_testing.md, data checks)."""
+import math
 import os.path as osp
 from collections import Counter
 from typing import List, Optional, Sequence
@@ -153,7 +154,12 @@ if CocoDataset is not None:
             self._set_aside = dict(anns=0, images_total=0)
             self._reasons = Counter()
             self._no_segmentation = []
-            data_list = super().load_data_list()
+            try:
+                data_list = super().load_data_list()
+            except ValueError as e:  # json.JSONDecodeError
+                if type(e).__name__ != 'JSONDecodeError':
+                    raise
+                raise DataError(f'{self.ann_file}: not a valid json file ({e})') from None
             self._set_aside['images_total'] = len(data_list)
             if self._no_segmentation:
                 raise DataError(
@@ -163,9 +169,68 @@ if CocoDataset is not None:
                     'polygon or RLE mask, or load boxes only')
             return data_list
 
+        @property
+        def coco(self):
+            """The COCO API object while mmdet's ``load_data_list`` reads the file (it
+            deletes it afterwards); checked when mmdet sets it
+            (:meth:`_check_image_ids`)."""
+            try:
+                return self.__dict__['_coco_api']
+            except KeyError:
+                raise AttributeError('coco') from None
+
+        @coco.setter
+        def coco(self, api) -> None:
+            self._check_image_ids(api)
+            self.__dict__['_coco_api'] = api
+
+        @coco.deleter
+        def coco(self) -> None:
+            self.__dict__.pop('_coco_api', None)
+
+        def _check_image_ids(self, api) -> None:
+            """Duplicate image ids (the COCO API keeps the last entry and gives it the
+            first's annotations) stop loading; annotations of an image id the file does
+            not list are counted (mmdet drops them)."""
+            images = api.dataset.get('images', [])
+            counts = Counter(img.get('id') for img in images)
+            dup = sorted((i for i, n in counts.items() if n > 1), key=str)
+            if dup:
+                files = [img.get('file_name') for img in images if img.get('id') == dup[0]]
+                raise DataError(
+                    f'{self.ann_file}: {len(dup)} image ids are used by several images, '
+                    f'e.g. id {dup[0]!r} by {_examples(files)}; COCO image ids must be '
+                    'unique (the COCO API would keep one entry and attach the '
+                    "annotations to the wrong image)")
+            orphans = sum(1 for ann in api.dataset.get('annotations', [])
+                          if ann.get('image_id') not in counts)
+            if orphans:
+                self._set_aside['anns'] += orphans
+                self._reasons['of an image_id not among the images (skipped)'] += orphans
+
         def parse_data_info(self, raw_data_info: dict):
-            data_info = super().parse_data_info(raw_data_info)
             img = raw_data_info['raw_img_info']
+            try:
+                return self._parse_checked(raw_data_info, img)
+            except DataError:
+                raise
+            except (KeyError, ValueError, TypeError, IndexError) as e:
+                raise DataError(
+                    f"{self.ann_file}: image id {img.get('id')!r} "
+                    f"({img.get('file_name')}) or one of its annotations is malformed: "
+                    f'{type(e).__name__}: {e}; every image needs id, file_name, height, '
+                    'width and every annotation a bbox [x, y, w, h] and an area') from None
+
+        def _parse_checked(self, raw_data_info: dict, img: dict):
+            for ann in raw_data_info['raw_ann_info']:
+                bbox = ann.get('bbox')
+                if isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(
+                        isinstance(v, (int, float)) for v in bbox) and not all(
+                        math.isfinite(v) for v in bbox):
+                    raise DataError(f"{self.ann_file}: annotation id {ann.get('id')!r} "
+                                    f"(image {img.get('file_name')}) has a non-finite bbox "
+                                    f'{bbox}: fix or remove it')
+            data_info = super().parse_data_info(raw_data_info)
             kept = {}
             for ann in raw_data_info['raw_ann_info']:
                 self._set_aside['anns'] += 1
@@ -287,6 +352,15 @@ class _ClassificationChecks(DataCheckMixin):
         if not data_list:
             raise DataError(f'{source}: no image; check data_root, data_prefix and ann_file')
         classes = self.metainfo.get('classes')
+        folders = list(getattr(self, 'folder_to_idx', {}) or {})
+        if not self.ann_file and classes and sorted(folders) == sorted(classes) and \
+                folders != list(classes):
+            raise DataError(
+                f'{self.img_prefix}: without an ann_file images are labelled by their '
+                f'folder in sorted order ({_examples(folders, 6)}), but metainfo classes '
+                f'lists the same names in another order ({_examples(list(classes), 6)}): '
+                'every label would name another class; list the classes in sorted order, '
+                'or give an ann_file')
         if classes and 'gt_label' in data_list[0]:
             labels = np.array([d['gt_label'] for d in data_list])
             bad = np.flatnonzero((labels < 0) | (labels >= len(classes)))

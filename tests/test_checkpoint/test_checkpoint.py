@@ -307,6 +307,10 @@ def test_convert_no_ema_and_grid(tmp_path, capsys):
     assert saved['state_dict']['pos_embed'].shape == (1, 64, 32)
     torch.testing.assert_close(saved['state_dict']['layers.0.mixer.D'],
                                raw['layers.0.mixer.D'])
+    with pytest.raises(SystemExit, match='--img-size 50 is not a multiple of the patch size '
+                       '16 .*--img-size 48'):
+        convert_main([str(src), str(tmp_path / 'd.pth'), '--no-ema', '--img-size', '50'])
+    assert not (tmp_path / 'd.pth').exists()
 
 
 # ------------------------------------------------------------ evidence of the format
@@ -581,3 +585,48 @@ def test_identical_entries_with_nan_are_one_reading_and_ema_reads_ema(tmp_path):
                                    use_ema=True))
     m.init_weights()
     assert_features(m.eval(), ema, 'shufflemamba')
+
+
+def test_bad_reader_options_and_files_are_named(tmp_path):
+    """Options of the wrong type are refused (a string 'no' was read as True), a
+    directory is not 'not found', values that are not tensors are named, and the safe
+    loader's refusal says which global it refused."""
+    import os
+    m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32)
+    sd = m.state_dict()
+
+    def load(path, **kw):
+        b = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32,
+                         init_cfg=dict(type='Pretrained', checkpoint=str(path), **kw))
+        b.init_weights()
+
+    good = tmp_path / 'good.pth'
+    torch.save({'model': sd, 'model_ema': sd}, good)
+    for kw, exc, msg in [(dict(use_ema='no'), TypeError, "use_ema must be True or False"),
+                         (dict(allow_nonfinite='False'), TypeError,
+                          'allow_nonfinite must be True or False'),
+                         (dict(prefix=5), TypeError, 'prefix must be a key prefix'),
+                         (dict(map_location='gpu'), ValueError,
+                          "map_location='gpu' is not a device")]:
+        with pytest.raises(exc, match=msg):
+            load(good, **kw)
+    (tmp_path / 'dir.pth').mkdir()
+    with pytest.raises(CheckpointError, match='dir.pth is a directory, not a checkpoint'):
+        load(tmp_path / 'dir.pth')
+    torch.save(dict(sd, epoch=3), tmp_path / 'extra.pth')
+    with pytest.raises(CheckpointError, match=r'the file holds weights but also values that '
+                       r'are not tensors \(epoch \(int\)\)'):
+        load(tmp_path / 'extra.pth')
+    torch.save({'state_dict': dict(sd, note='x'), 'meta': {}}, tmp_path / 'note.pth')
+    with pytest.raises(CheckpointError, match=r"entry 'state_dict' holds weights but also "
+                       r"values that are not tensors \(note \(str\)\)"):
+        load(tmp_path / 'note.pth')
+
+    class Unsafe:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    torch.save({'model': Unsafe()}, tmp_path / 'unsafe.pth')
+    with pytest.raises(CheckpointError, match=r'refused by the safe loader .*GLOBAL '
+                       r'\S*getcwd'):
+        load(tmp_path / 'unsafe.pth')

@@ -330,6 +330,51 @@ def test_coco_set_aside_counted_in_one_warning_line(coco, warnings_logged):
     assert flags.sum() == 3
 
 
+def test_coco_duplicate_image_ids_stop_loading(coco):
+    content = _edit_json(coco, lambda c: c['images'][1].update(id=c['images'][0]['id']))
+    files = [img['file_name'] for img in content['images'][:2]]
+    with pytest.raises(DataError, match=f"1 image ids are used by several images, e.g. id "
+                       f"{content['images'][0]['id']} by {files[0]}, {files[1]}; COCO image "
+                       'ids must be unique'):
+        _coco_ds(coco)
+
+
+def test_coco_annotations_of_unknown_images_are_counted(coco, warnings_logged):
+    content = _edit_json(coco, lambda c: c['annotations'][0].update(image_id=12345))
+    _coco_ds(coco)
+    (line, ) = [m for m in warnings_logged if 'CheckedCocoDataset' in m]
+    assert f"1 of an image_id not among the images (skipped)" in line
+    assert f"of {len(content['annotations'])} annotations" in line
+
+
+@pytest.mark.parametrize('edit,words', [
+    (lambda c: c['annotations'][0].update(bbox=[1, 2, 3]), 'ValueError'),
+    (lambda c: c['annotations'][0].pop('bbox'), "KeyError: 'bbox'"),
+    (lambda c: c['images'][0].pop('height'), "KeyError: 'height'"),
+])
+def test_coco_malformed_entries_are_named(coco, edit, words):
+    content = _edit_json(coco, edit)
+    img_id = (content['images'][0]['id'] if 'height' not in content['images'][0] else
+              content['annotations'][0]['image_id'])
+    (img, ) = [i for i in content['images'] if i['id'] == img_id]
+    with pytest.raises(DataError, match=f"{_coco_json(coco)}: image id {img['id']} "
+                       f"\\({img['file_name']}\\) or one of its annotations is malformed: "
+                       f"{words}"):
+        _coco_ds(coco)
+
+
+def test_coco_non_finite_box_and_bad_json(coco):
+    content = _edit_json(coco, lambda c: c['annotations'][0]['bbox'].__setitem__(
+        2, float('inf')))
+    with pytest.raises(DataError, match=f"annotation id {content['annotations'][0]['id']} "
+                       r'.* has a non-finite bbox \[.*inf'):
+        _coco_ds(coco)
+    with open(_coco_json(coco), 'w') as f:
+        f.write('{"images": [')
+    with pytest.raises(DataError, match=f'{_coco_json(coco)}: not a valid json file'):
+        _coco_ds(coco)
+
+
 def test_coco_clean_val_logs_nothing(coco, warnings_logged):
     ds = _coco_ds(coco, 'val')
     assert len(ds) == 2
@@ -425,6 +470,21 @@ def test_cls_bad_line(in1k):
     path = _rewrite_meta(in1k, lambda lines: lines[:2] + ['sky/x.JPEG two'] + lines[2:])
     with pytest.raises(DataError, match=f"^{path}:3: label 'two' is not an integer$"):
         _cls_ds(in1k)
+
+
+def test_cls_folder_labels_against_classes_in_another_order(in1k):
+    """Without an ann_file, mmpretrain labels images by their sorted folder names and
+    only checks the number of classes."""
+    cfg = dict(type='CheckedCustomDataset', data_root=in1k, data_prefix='train',
+               pipeline=[])
+    with pytest.raises(DataError, match=r'labelled by their folder in sorted order '
+                       r'\(building, car, sky, tree\), but metainfo classes lists the same '
+                       r'names in another order \(building, sky, tree, car\)'):
+        _build('mmpretrain', dict(cfg, metainfo=dict(
+            classes=('building', 'sky', 'tree', 'car'))))
+    ds = _build('mmpretrain', dict(cfg, metainfo=dict(
+        classes=('building', 'car', 'sky', 'tree'))))
+    assert len(ds) == 8
 
 
 def test_cls_empty_image(in1k):

@@ -76,6 +76,11 @@ def test_quickstart_honours_small_values():
     (['a', 'b', '--patch-size', '16'], '--patch-size is used with --img-size only'),
     (['a', 'b', '--img-size', '8', '--patch-size', '16'], '--img-size 8 is smaller than '
      '--patch-size 16: the position grid would be empty'),
+    (['a', 'b', '--img-size', '50', '--patch-size', '16'], '--img-size 50 is not a '
+     'multiple of --patch-size 16'),
+    (['a', 'no/such/folder/b.pth'], 'the folder of DST no/such/folder/b.pth does not exist; '
+     'create it first (mkdir -p no/such/folder)'),
+    (['a', '.'], 'DST . is a directory; give the output file name'),
     (['a', 'b', '--to', 'official', '--img-size', '224'], '--num-registers, --img-size and '
      '--patch-size apply to --to backbone only'),
     (['a', 'b', '--to', 'mmpretrain', '--num-registers', '1'], 'apply to --to backbone only'),
