@@ -63,6 +63,12 @@ def _strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         before = sd
         if any(k.startswith('backbone.') for k in sd) and \
                 any(not k.startswith('backbone.') for k in sd):
+            copies = sorted({k.split('.backbone.')[0] + '.backbone.' for k in sd
+                             if '.backbone.' in k and not k.startswith('backbone.')})
+            if copies:
+                raise CheckpointError(
+                    f"the state dict holds the backbone more than once: under 'backbone.' "
+                    f'and under {copies}; give prefix= (init_cfg) to choose one')
             sd = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
         for p in _WRAPPER_PREFIXES:
             if sd and all(k.startswith(p) for k in sd):

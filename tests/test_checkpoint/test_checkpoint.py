@@ -630,3 +630,23 @@ def test_bad_reader_options_and_files_are_named(tmp_path):
     with pytest.raises(CheckpointError, match=r'refused by the safe loader .*GLOBAL '
                        r'\S*getcwd'):
         load(tmp_path / 'unsafe.pth')
+
+
+def test_two_copies_of_the_backbone_ask_which(tmp_path):
+    a = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32).state_dict()
+    b = {k: v + 1 for k, v in a.items()}
+    both = dict({'backbone.' + k: v for k, v in a.items()},
+                **{'module.backbone.' + k: v for k, v in b.items()})
+    torch.save(both, tmp_path / 'both.pth')
+
+    def load(**kw):
+        m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32, init_cfg=dict(
+            type='Pretrained', checkpoint=str(tmp_path / 'both.pth'), **kw))
+        m.init_weights()
+        return m
+
+    with pytest.raises(CheckpointError, match=r"holds the backbone more than once: under "
+                       r"'backbone.' and under \['module.backbone.'\]; give prefix="):
+        load()
+    m = load(prefix='module.backbone.')
+    assert torch.equal(m.pos_embed, b['pos_embed'])

@@ -119,6 +119,19 @@ def test_label_out_of_range_names_file_and_values(ade, split):
         'number of classes its labels count')
 
 
+def test_wide_label_map_does_not_wrap(ade):
+    """mmseg reads label maps as uint8: a 16-bit file's 261 would silently become 5."""
+    path = _ann(ade)
+    ann = cv2.imread(path, cv2.IMREAD_UNCHANGED).astype(np.uint16)
+    cv2.imwrite(path, ann)  # values <= 150: a 16-bit file is fine
+    assert _load('mmseg', _ade_ds(ade), 0)['gt_seg_map'].shape == (32, 40)
+    ann[:4, :4] = 261
+    cv2.imwrite(path, ann)
+    with pytest.raises(DataError, match=f"{path}: a label map of mode I;16 with values "
+                       "up to 261; mmseg's LoadAnnotations reads label maps as 8-bit"):
+        _load('mmseg', _ade_ds(ade), 0)
+
+
 def test_zero_label_is_ignored_not_an_error(ade):
     # ADE20K's 0 (unlabeled) becomes the ignore index; 150 becomes 149: both valid.
     path = _ann(ade)
