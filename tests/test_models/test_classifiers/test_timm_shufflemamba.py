@@ -309,20 +309,25 @@ def test_pretrained_from_official_checkpoint(tmp_path, name):
         assert torch.equal(m.eval()(x), src(x))
 
 
-def test_pretrained_bare_state_dict_takes_the_loader_options(tmp_path):
-    """A bare state dict with one cls token could be either official layout: the error
-    asks which, and create_model passes ckpt_format (and use_ema) to the loader."""
-    src = tiny(seed=2)
-    path = str(tmp_path / 'own.pth')
-    torch.save({'model': src.state_dict()}, path)
-    overlay = dict(file=path)
-    with pytest.raises(CheckpointError, match="cannot tell where the cls token sits"):
+def asks_which_then_loads(src, overlay, words):
+    """A bare state dict with one cls token is refused as ambiguous, then loads exactly
+    with ckpt_format."""
+    with pytest.raises(CheckpointError, match=words):
         timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=overlay,
                           **TINY[PLAIN])
     m = timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=overlay,
                           ckpt_format='shufflemamba', **TINY[PLAIN])
     for k, v in src.state_dict().items():
         assert torch.equal(m.state_dict()[k], v), k
+
+
+def test_pretrained_bare_state_dict_takes_the_loader_options(tmp_path):
+    """A bare state dict with one cls token could be either official layout: the error
+    asks which, and create_model passes ckpt_format (and use_ema) to the loader."""
+    src = tiny(seed=2)
+    path = str(tmp_path / 'own.pth')
+    torch.save({'model': src.state_dict()}, path)
+    asks_which_then_loads(src, dict(file=path), f'{path}: cannot tell where the cls token')
     ema = tiny(seed=3)
     path = official_checkpoint(tmp_path / 'checkpoint.pth', src, ema=ema.state_dict())
     m = timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=dict(file=path),
@@ -339,13 +344,7 @@ def test_pretrained_from_a_state_dict_in_the_overlay():
     for any num_classes but 1000), the loader's options apply, the grid is resized."""
     src = tiny(seed=5)
     overlay = dict(state_dict=src.state_dict())
-    with pytest.raises(CheckpointError, match='the given state dict: cannot tell where'):
-        timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=overlay,
-                          **TINY[PLAIN])
-    m = timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=overlay,
-                          ckpt_format='shufflemamba', **TINY[PLAIN])
-    for k, v in src.state_dict().items():
-        assert torch.equal(m.state_dict()[k], v), k
+    asks_which_then_loads(src, overlay, 'the given state dict: cannot tell where')
     m = timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=overlay,
                           ckpt_format='shufflemamba', **dict(TINY[PLAIN], img_size=64))
     assert m.pos_embed.shape == (1, 17, D)
