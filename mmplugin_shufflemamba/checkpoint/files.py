@@ -7,6 +7,7 @@ import os.path as osp
 import re
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 import torch
 from mmengine.logging import print_log
 
@@ -133,6 +134,15 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
             f'not a checkpoint at all): {type(e).__name__}: {msg}') from e
 
 
+def check_flag(name: str, value) -> bool:
+    """A loader switch: True / False (also 0 / 1, numpy bools and None for False, as
+    configs and --cfg-options give them); a string such as 'no' is refused."""
+    if value is None or isinstance(value, (bool, np.bool_)) or (
+            isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f'{name} must be True or False, got {value!r}')
+
+
 def _is_state_dict(obj) -> bool:
     return isinstance(obj, dict) and len(obj) > 0 and all(
         isinstance(v, torch.Tensor) for v in obj.values())
@@ -164,9 +174,7 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
     Returns:
         tuple: (state dict, name of the entry used).
     """
-    if use_ema is not None and not isinstance(use_ema, bool):
-        raise TypeError(f'use_ema must be True or False, got {use_ema!r}')
-    use_ema = bool(use_ema)
+    use_ema = check_flag('use_ema', use_ema)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'{filename} holds a {type(ckpt).__name__}, not a '
                               'checkpoint dict or state dict.')
@@ -223,6 +231,8 @@ def _refuse_non_tensor_values(ckpt: dict, filename: str) -> None:
             continue
         bad = [f'{k} ({type(v).__name__})' for k, v in obj.items()
                if not isinstance(v, torch.Tensor)]
+        if not bad:  # a clean state dict that was not the one asked for
+            continue
         raise CheckpointError(
             f'{filename}: {where} holds weights but also values that are not tensors '
             f'({", ".join(bad[:5])}{", ..." if len(bad) > 5 else ""}): a state dict maps '

@@ -9,8 +9,8 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from mmengine.logging import print_log
 
-from .files import (ENTRY_NOTES, CheckpointError, check_finite, nonfinite_tensors,
-                    read_checkpoint, select_state_dict)
+from .files import (ENTRY_NOTES, CheckpointError, check_finite, check_flag,
+                    nonfinite_tensors, read_checkpoint, select_state_dict)
 from .layout import (CLASSIFIER_PREFIXES, convert_to_backbone, detect_format,
                      format_evidence, is_mmpretrain_classifier, mmpretrain_to_official)
 
@@ -95,8 +95,7 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
     Returns:
         tuple: (state dict, name of the entry used, format to convert with).
     """
-    if not isinstance(allow_nonfinite, bool):
-        raise TypeError(f'allow_nonfinite must be True or False, got {allow_nonfinite!r}')
+    allow_nonfinite = check_flag('allow_nonfinite', allow_nonfinite)
     if prefix is not None and not isinstance(prefix, str):
         raise TypeError(f"prefix must be a key prefix such as 'backbone.', got {prefix!r}")
     if isinstance(map_location, str):

@@ -192,54 +192,63 @@ if CocoDataset is not None:
             """Duplicate image ids (the COCO API keeps the last entry and gives it the
             first's annotations) stop loading; annotations of an image id the file does
             not list are counted (mmdet drops them)."""
-            images = api.dataset.get('images', [])
+            dataset = getattr(api, 'dataset', None) or {}
+            images = dataset.get('images', [])
             counts = Counter(img.get('id') for img in images)
             dup = sorted((i for i, n in counts.items() if n > 1), key=str)
             if dup:
                 files = [img.get('file_name') for img in images if img.get('id') == dup[0]]
                 raise DataError(
-                    f'{self.ann_file}: {len(dup)} image ids are used by several images, '
+                    f'{self.ann_file}: {len(dup)} image id(s) used by several images, '
                     f'e.g. id {dup[0]!r} by {_examples(files)}; COCO image ids must be '
                     'unique (the COCO API would keep one entry and attach the '
                     "annotations to the wrong image)")
-            orphans = sum(1 for ann in api.dataset.get('annotations', [])
+            orphans = sum(1 for ann in dataset.get('annotations', [])
                           if ann.get('image_id') not in counts)
-            if orphans:
+            if orphans and hasattr(self, '_set_aside'):  # (counted while loading)
                 self._set_aside['anns'] += orphans
                 self._reasons['of an image_id not among the images (skipped)'] += orphans
 
+        def _check_raw_entries(self, img: dict, anns: list) -> None:
+            """The fields mmdet's ``parse_data_info`` reads, so that a malformed entry is
+            named (mmdet raises a bare KeyError / ValueError) and a non-finite box is not
+            kept or skipped silently."""
+            where = f"{self.ann_file}: image id {img.get('id')!r} ({img.get('file_name')})"
+            missing = [k for k in ('id', 'file_name', 'height', 'width') if k not in img]
+            if missing:
+                raise DataError(f'{where} has no {missing}: every image entry needs id, '
+                                'file_name, height and width')
+            for ann in anns:
+                if ann.get('ignore', False):
+                    continue
+                bbox, what = ann.get('bbox'), f"{where}, annotation id {ann.get('id')!r}"
+                if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool)
+                        for v in bbox)):
+                    raise DataError(f'{what}: bbox {bbox!r} is not [x, y, w, h] (4 numbers)')
+                if not all(math.isfinite(v) for v in bbox):
+                    raise DataError(f'{what} has a non-finite bbox {bbox}: fix or remove it')
+                missing = [k for k in ('area', 'category_id') if k not in ann]
+                if missing:
+                    raise DataError(f'{what} has no {missing}: every annotation needs '
+                                    'bbox, area and category_id')
+                if isinstance(ann['area'], float) and not math.isfinite(ann['area']):
+                    raise DataError(f"{what} has a non-finite area {ann['area']}")
+
         def parse_data_info(self, raw_data_info: dict):
             img = raw_data_info['raw_img_info']
-            try:
-                return self._parse_checked(raw_data_info, img)
-            except DataError:
-                raise
-            except (KeyError, ValueError, TypeError, IndexError) as e:
-                raise DataError(
-                    f"{self.ann_file}: image id {img.get('id')!r} "
-                    f"({img.get('file_name')}) or one of its annotations is malformed: "
-                    f'{type(e).__name__}: {e}; every image needs id, file_name, height, '
-                    'width and every annotation a bbox [x, y, w, h] and an area') from None
-
-        def _parse_checked(self, raw_data_info: dict, img: dict):
-            for ann in raw_data_info['raw_ann_info']:
-                bbox = ann.get('bbox')
-                if isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(
-                        isinstance(v, (int, float)) for v in bbox) and not all(
-                        math.isfinite(v) for v in bbox):
-                    raise DataError(f"{self.ann_file}: annotation id {ann.get('id')!r} "
-                                    f"(image {img.get('file_name')}) has a non-finite bbox "
-                                    f'{bbox}: fix or remove it')
+            self._check_raw_entries(img, raw_data_info['raw_ann_info'])
             data_info = super().parse_data_info(raw_data_info)
             kept = {}
             for ann in raw_data_info['raw_ann_info']:
                 self._set_aside['anns'] += 1
+                if ann.get('ignore', False):
+                    self._reasons["marked 'ignore' (skipped)"] += 1
+                    continue
                 x1, y1, w, h = ann['bbox']
                 inter_w = max(0, min(x1 + w, img['width']) - max(x1, 0))
                 inter_h = max(0, min(y1 + h, img['height']) - max(y1, 0))
-                if ann.get('ignore', False):
-                    self._reasons["marked 'ignore' (skipped)"] += 1
-                elif inter_w * inter_h == 0:
+                if inter_w * inter_h == 0:
                     self._reasons['with a box outside the image (skipped)'] += 1
                 elif ann['area'] <= 0 or w < 1 or h < 1:
                     self._reasons['with area 0 or a box under 1 pixel (skipped)'] += 1

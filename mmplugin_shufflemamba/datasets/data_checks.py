@@ -99,25 +99,27 @@ class CheckSegLabels(BaseTransform):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
 
-    @staticmethod
-    def _check_wide_label_file(path) -> None:
+    def _check_wide_label_file(self, path) -> None:
         """mmseg's ``LoadAnnotations`` casts label maps to uint8: a 16- or 32-bit file
-        with values above 255 would wrap (261 -> 5) before any check sees it."""
-        if not (_is_local(path) and os.path.isfile(path)):
+        with values above 255 would wrap (261 -> 5) before any check sees it. Each file
+        is read once (per data-loader worker)."""
+        checked = self.__dict__.setdefault('_wide_checked', set())
+        if path in checked or not (_is_local(path) and os.path.isfile(path)):
             return
         from PIL import Image
         try:
             with Image.open(path) as img:
-                if img.mode not in ('I', 'I;16', 'I;16B', 'I;16L', 'F'):
-                    return
-                top = float(np.asarray(img).max())
+                mode = img.mode
+                top = float(np.asarray(img).max()) if mode in (
+                    'I', 'I;16', 'I;16B', 'I;16L', 'F') else 0.0
         except Exception:  # noqa: BLE001  (unreadable: LoadAnnotations reports it)
             return
         if top > 255:
             raise DataError(
-                f"{path}: a label map of mode {img.mode} with values up to {top:g}; mmseg's "
+                f"{path}: a label map of mode {mode} with values up to {top:g}; mmseg's "
                 'LoadAnnotations reads label maps as 8-bit, so values above 255 would wrap '
                 '(e.g. 261 becomes 5): store the class indices (< 256) in an 8-bit PNG')
+        checked.add(path)
 
     def transform(self, results: dict) -> dict:
         seg = results.get('gt_seg_map')
@@ -136,7 +138,8 @@ class CheckSegLabels(BaseTransform):
                 f'{path}: the annotation is {seg.shape[0]}x{seg.shape[1]} (height x width) '
                 f"but the image {results.get('img_path', '')} is {ori[0]}x{ori[1]}; "
                 'every pixel needs its label: fix or re-export one of them')
-        self._check_wide_label_file(path)
+        if seg.dtype == np.uint8:  # what LoadAnnotations made of the file
+            self._check_wide_label_file(path)
         present = (np.flatnonzero(np.bincount(seg.ravel(), minlength=256))
                    if seg.dtype == np.uint8 else np.unique(seg))
         bad = present[((present < 0) | (present >= self.num_classes))

@@ -1,6 +1,7 @@
 import argparse
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
 
@@ -617,6 +618,11 @@ def test_bad_reader_options_and_files_are_named(tmp_path):
     with pytest.raises(CheckpointError, match=r'the file holds weights but also values that '
                        r'are not tensors \(epoch \(int\)\)'):
         load(tmp_path / 'extra.pth')
+    torch.save({'state_dict': sd, 'epoch': 3}, tmp_path / 'noema.pth')
+    with pytest.raises(CheckpointError, match='use_ema=True but .*noema.pth has no EMA '
+                       'weights'):
+        load(tmp_path / 'noema.pth', use_ema=True)
+    load(tmp_path / 'noema.pth', use_ema=0, allow_nonfinite=np.bool_(False))  # 0/1 too
     torch.save({'state_dict': dict(sd, note='x'), 'meta': {}}, tmp_path / 'note.pth')
     with pytest.raises(CheckpointError, match=r"entry 'state_dict' holds weights but also "
                        r"values that are not tensors \(note \(str\)\)"):

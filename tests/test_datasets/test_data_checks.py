@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.logging import MMLogger
-from mmengine.registry import DATASETS, METRICS, DefaultScope
+from mmengine.registry import DATASETS, METRICS, TRANSFORMS, DefaultScope
 
 from mmplugin_shufflemamba.datasets import (DataError, generate_synthetic_ade20k,
                                             generate_synthetic_coco, generate_synthetic_imagenet,
@@ -130,6 +130,10 @@ def test_wide_label_map_does_not_wrap(ade):
     with pytest.raises(DataError, match=f"{path}: a label map of mode I;16 with values "
                        "up to 261; mmseg's LoadAnnotations reads label maps as 8-bit"):
         _load('mmseg', _ade_ds(ade), 0)
+    # a loader that keeps the wide values (nothing wrapped) is not refused
+    check = TRANSFORMS.build(dict(type='CheckSegLabels', num_classes=300))
+    out = check(dict(gt_seg_map=ann.astype(np.int32), seg_map_path=path))
+    assert out['gt_seg_map'].max() == 261
 
 
 def test_zero_label_is_ignored_not_an_error(ade):
@@ -346,7 +350,7 @@ def test_coco_set_aside_counted_in_one_warning_line(coco, warnings_logged):
 def test_coco_duplicate_image_ids_stop_loading(coco):
     content = _edit_json(coco, lambda c: c['images'][1].update(id=c['images'][0]['id']))
     files = [img['file_name'] for img in content['images'][:2]]
-    with pytest.raises(DataError, match=f"1 image ids are used by several images, e.g. id "
+    with pytest.raises(DataError, match=f"1 image id\\(s\\) used by several images, e.g. id "
                        f"{content['images'][0]['id']} by {files[0]}, {files[1]}; COCO image "
                        'ids must be unique'):
         _coco_ds(coco)
@@ -361,26 +365,35 @@ def test_coco_annotations_of_unknown_images_are_counted(coco, warnings_logged):
 
 
 @pytest.mark.parametrize('edit,words', [
-    (lambda c: c['annotations'][0].update(bbox=[1, 2, 3]), 'ValueError'),
-    (lambda c: c['annotations'][0].pop('bbox'), "KeyError: 'bbox'"),
-    (lambda c: c['images'][0].pop('height'), "KeyError: 'height'"),
+    (lambda c: c['annotations'][0].update(bbox=[1, 2, 3]),
+     r'annotation id {ann}: bbox \[1, 2, 3\] is not \[x, y, w, h\] \(4 numbers\)'),
+    (lambda c: c['annotations'][0].pop('bbox'), r'annotation id {ann}: bbox None is not'),
+    (lambda c: c['annotations'][0].pop('area'), r"annotation id {ann} has no \['area'\]"),
+    (lambda c: c['annotations'][0].update(area=float('nan')), 'has a non-finite area nan'),
+    (lambda c: c['images'][0].pop('height'), r"has no \['height'\]: every image entry"),
 ])
 def test_coco_malformed_entries_are_named(coco, edit, words):
     content = _edit_json(coco, edit)
+    ann = content['annotations'][0]
     img_id = (content['images'][0]['id'] if 'height' not in content['images'][0] else
-              content['annotations'][0]['image_id'])
+              ann['image_id'])
     (img, ) = [i for i in content['images'] if i['id'] == img_id]
     with pytest.raises(DataError, match=f"{_coco_json(coco)}: image id {img['id']} "
-                       f"\\({img['file_name']}\\) or one of its annotations is malformed: "
-                       f"{words}"):
+                       f"\\({img['file_name']}\\)" + '.*' + words.format(ann=ann['id'])):
         _coco_ds(coco)
+
+
+def test_coco_config_mistakes_are_not_blamed_on_the_data(coco):
+    """mmdet's own KeyError for a data_prefix without 'img' is not a data problem."""
+    with pytest.raises(KeyError, match="'img'"):
+        _coco_ds(coco, data_prefix=dict(img_path='train2017/'))
 
 
 def test_coco_non_finite_box_and_bad_json(coco):
     content = _edit_json(coco, lambda c: c['annotations'][0]['bbox'].__setitem__(
         2, float('inf')))
-    with pytest.raises(DataError, match=f"annotation id {content['annotations'][0]['id']} "
-                       r'.* has a non-finite bbox \[.*inf'):
+    with pytest.raises(DataError, match=f"annotation id {content['annotations'][0]['id']}"
+                       r' has a non-finite bbox \[.*inf'):
         _coco_ds(coco)
     with open(_coco_json(coco), 'w') as f:
         f.write('{"images": [')
