@@ -1,4 +1,4 @@
-from . import checked_datasets  # noqa: F401  (registers the Checked* datasets, metric)
+from . import checked_coco, checked_datasets  # noqa: F401  (register the Checked* datasets)
 from .data_checks import CheckImageSize, CheckSegLabels, DataError, probe_image_file
 from .generators.ade20k import (SYNTHETIC_CLASSES, ade20k_semantic_map,
                                 generate_synthetic_ade20k, render_sample)

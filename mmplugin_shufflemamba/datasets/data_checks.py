@@ -2,8 +2,8 @@
 the frameworks fail deep inside (``IndexError: Target 199 is out of bounds`` in the loss,
 an OpenCV assertion, ``aAcc: nan`` with exit status 0). The transforms
 :class:`CheckSegLabels` and :class:`CheckImageSize`, and the datasets and metric of
-:mod:`.checked_datasets`, are registered in MMEngine's root registries (configs add
-``'mmplugin_shufflemamba.datasets'`` to ``custom_imports``); see
+:mod:`.checked_datasets` and :mod:`.checked_coco`, are registered in MMEngine's root
+registries (configs add ``'mmplugin_shufflemamba.datasets'`` to ``custom_imports``); see
 docs/training_and_testing.md (data checks).
 """
 import logging
