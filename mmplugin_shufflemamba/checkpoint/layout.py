@@ -222,6 +222,12 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
                          f'{ckpt_format!r}')
     sd = _strip_wrappers(dict(sd))
     if not any(k.startswith('layers.') for k in sd) and 'patch_embed.proj.weight' not in sd:
+        nested = sorted(k[:-len('patch_embed.proj.weight')] for k in sd
+                        if k.endswith('.patch_embed.proj.weight'))
+        if nested:  # e.g. a distillation or semi-supervised model's teacher and student
+            raise CheckpointError(
+                f'the state dict holds the backbone under {nested}, not at the top: give '
+                f"prefix= (init_cfg) to choose, e.g. prefix='{nested[0]}'")
         raise CheckpointError(
             'the state dict has none of the expected ShuffleMamba / Vim keys '
             "('patch_embed.proj.weight', 'layers.N.mixer.*'); first keys: "

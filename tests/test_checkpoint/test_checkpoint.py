@@ -656,3 +656,23 @@ def test_two_copies_of_the_backbone_ask_which(tmp_path):
         load()
     m = load(prefix='module.backbone.')
     assert torch.equal(m.pos_embed, b['pos_embed'])
+
+
+def test_backbones_nested_under_other_models_ask_for_a_prefix(tmp_path):
+    """A semi-supervised / distillation model saves teacher.backbone.* and
+    student.backbone.*: the error lists them and names prefix=."""
+    a = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32).state_dict()
+    sd = dict({'teacher.backbone.' + k: v for k, v in a.items()},
+              **{'student.backbone.' + k: v + 1 for k, v in a.items()})
+    torch.save({'state_dict': sd, 'meta': {}}, tmp_path / 'ts.pth')
+
+    def load(**kw):
+        m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32, init_cfg=dict(
+            type='Pretrained', checkpoint=str(tmp_path / 'ts.pth'), **kw))
+        m.init_weights()
+        return m
+
+    with pytest.raises(CheckpointError, match=r"holds the backbone under \['student.backbone."
+                       r"', 'teacher.backbone.'\], not at the top: give prefix="):
+        load()
+    assert torch.equal(load(prefix='student.backbone.').pos_embed, a['pos_embed'] + 1)
