@@ -17,7 +17,8 @@ itself). See docs/kernels_and_performance.md#deformable-attention-on-the-cpu.
 """
 import torch
 
-from .kernels import _INSTALL, ShapeError, cpu_extension, kernel_dtype
+from .kernels import (_INSTALL, ShapeError, cpu_extension, kernel_dtype,
+                      require_cpu_extension)
 
 __all__ = ['ms_deform_attn', 'ms_deform_attn_cpu', 'ms_deform_attn_ref',
            'has_ms_deform_attn_cpu', 'has_ms_deform_attn_mmcv_cuda',
@@ -164,9 +165,10 @@ def ms_deform_attn_cpu(value: torch.Tensor, spatial_shapes: torch.Tensor,
     the result has ``value.dtype``. CPU tensors only.
     """
     if not has_ms_deform_attn_cpu():
-        raise RuntimeError('the compiled CPU extension (mmplugin_shufflemamba._ext) with the '
-                           'deformable attention kernel is not built; reinstall with `pip '
-                           'install --no-build-isolation .` (-e . for an editable install) '
+        require_cpu_extension('ms_deform_attn_cpu (the compiled deformable attention kernel)',
+                              instead='ms_deform_attn_ref')
+        raise RuntimeError('the compiled CPU extension was built without the deformable '
+                           f"attention kernel: reinstall with `{_INSTALL['cpu_extension']}` "
                            'or use ms_deform_attn_ref.')
     if isinstance(value, torch.Tensor) and value.device.type != 'cpu':
         raise ShapeError(f'ms_deform_attn_cpu needs CPU tensors, got value on {value.device}')

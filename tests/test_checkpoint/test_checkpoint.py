@@ -588,6 +588,14 @@ def test_identical_entries_with_nan_are_one_reading_and_ema_reads_ema(tmp_path):
     assert_features(m.eval(), ema, 'shufflemamba')
 
 
+def load_tiny(path, **init_kw):
+    """A tiny ShuffleMamba initialised from ``path`` through init_cfg (Pretrained)."""
+    m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32, init_cfg=dict(
+        type='Pretrained', checkpoint=str(path), **init_kw))
+    m.init_weights()
+    return m
+
+
 def test_bad_reader_options_and_files_are_named(tmp_path):
     """Options of the wrong type are refused (a string 'no' was read as True), a
     directory is not 'not found', values that are not tensors are named, and the safe
@@ -595,11 +603,7 @@ def test_bad_reader_options_and_files_are_named(tmp_path):
     import os
     m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32)
     sd = m.state_dict()
-
-    def load(path, **kw):
-        b = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32,
-                         init_cfg=dict(type='Pretrained', checkpoint=str(path), **kw))
-        b.init_weights()
+    load = load_tiny
 
     good = tmp_path / 'good.pth'
     torch.save({'model': sd, 'model_ema': sd}, good)
@@ -644,17 +648,10 @@ def test_two_copies_of_the_backbone_ask_which(tmp_path):
     both = dict({'backbone.' + k: v for k, v in a.items()},
                 **{'module.backbone.' + k: v for k, v in b.items()})
     torch.save(both, tmp_path / 'both.pth')
-
-    def load(**kw):
-        m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32, init_cfg=dict(
-            type='Pretrained', checkpoint=str(tmp_path / 'both.pth'), **kw))
-        m.init_weights()
-        return m
-
     with pytest.raises(CheckpointError, match=r"holds the backbone more than once: under "
                        r"'backbone.' and under \['module.backbone.'\]; give prefix="):
-        load()
-    m = load(prefix='module.backbone.')
+        load_tiny(tmp_path / 'both.pth')
+    m = load_tiny(tmp_path / 'both.pth', prefix='module.backbone.')
     assert torch.equal(m.pos_embed, b['pos_embed'])
 
 
@@ -664,15 +661,10 @@ def test_backbones_nested_under_other_models_ask_for_a_prefix(tmp_path):
     a = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32).state_dict()
     sd = dict({'teacher.backbone.' + k: v for k, v in a.items()},
               **{'student.backbone.' + k: v + 1 for k, v in a.items()})
-    torch.save({'state_dict': sd, 'meta': {}}, tmp_path / 'ts.pth')
-
-    def load(**kw):
-        m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32, init_cfg=dict(
-            type='Pretrained', checkpoint=str(tmp_path / 'ts.pth'), **kw))
-        m.init_weights()
-        return m
-
+    path = tmp_path / 'ts.pth'
+    torch.save({'state_dict': sd, 'meta': {}}, path)
     with pytest.raises(CheckpointError, match=r"holds the backbone under \['student.backbone."
                        r"', 'teacher.backbone.'\], not at the top: give prefix="):
-        load()
-    assert torch.equal(load(prefix='student.backbone.').pos_embed, a['pos_embed'] + 1)
+        load_tiny(path)
+    assert torch.equal(load_tiny(path, prefix='student.backbone.').pos_embed,
+                       a['pos_embed'] + 1)
