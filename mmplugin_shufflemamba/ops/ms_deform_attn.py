@@ -167,9 +167,9 @@ def ms_deform_attn_cpu(value: torch.Tensor, spatial_shapes: torch.Tensor,
     if not has_ms_deform_attn_cpu():
         require_cpu_extension('ms_deform_attn_cpu (the compiled deformable attention kernel)',
                               instead='ms_deform_attn_ref')
-        raise RuntimeError('the compiled CPU extension was built without the deformable '
-                           f"attention kernel: reinstall with `{_INSTALL['cpu_extension']}` "
-                           'or use ms_deform_attn_ref.')
+        raise RuntimeError('the deformable attention kernel is not built in the compiled '
+                           'CPU extension (an older build): reinstall with '
+                           f"`{_INSTALL['cpu_extension']}` or use ms_deform_attn_ref.")
     if isinstance(value, torch.Tensor) and value.device.type != 'cpu':
         raise ShapeError(f'ms_deform_attn_cpu needs CPU tensors, got value on {value.device}')
     check_ms_deform_attn_args(value, spatial_shapes, sampling_locations, attention_weights,
