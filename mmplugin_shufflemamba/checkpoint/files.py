@@ -9,7 +9,10 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
+from mmengine import fileio
 from mmengine.logging import print_log
+
+from .safe_load import safe_torch_load
 
 
 class CheckpointError(RuntimeError):
@@ -17,43 +20,22 @@ class CheckpointError(RuntimeError):
 
 
 def nonfinite_tensors(sd: Dict[str, object]) -> Dict[str, str]:
-    """The floating-point tensors of ``sd`` that hold NaN or inf values.
-
-    Returns:
-        dict: name -> ``'NaN'``, ``'inf'`` or ``'NaN and inf'``, in the order of ``sd``.
-    """
+    """``{name: 'NaN' | 'inf' | 'NaN and inf'}`` of the floating-point tensors of ``sd``
+    that are not finite, in the order of ``sd``."""
     bad = {}
     for k, v in sd.items():
-        if not isinstance(v, torch.Tensor) or not (v.is_floating_point() or v.is_complex()) \
-                or v.numel() == 0 or bool(torch.isfinite(v).all()):
-            continue
-        nan, inf = bool(torch.isnan(v).any()), bool(torch.isinf(v).any())
-        bad[k] = 'NaN and inf' if nan and inf else ('NaN' if nan else 'inf')
+        if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex()) \
+                and not bool(torch.isfinite(v).all()):
+            nan, inf = bool(torch.isnan(v).any()), bool(torch.isinf(v).any())
+            bad[k] = 'NaN and inf' if nan and inf else ('NaN' if nan else 'inf')
     return bad
-
-
-def nonfinite_message(bad: Dict[str, str], total: int, source: str = '<checkpoint>',
-                      opt_out: str = 'allow_nonfinite=True') -> str:
-    """The refusal of non-finite weights: how many tensors, a few names, the fix and how
-    to load them anyway (``opt_out``)."""
-    names = ', '.join(f'{k} ({what})' for k, what in list(bad.items())[:5])
-    more = f' and {len(bad) - 5} more' if len(bad) > 5 else ''
-    return (f'{source}: {len(bad)} of {total} tensors hold NaN/inf values: {names}{more}. '
-            'The run that wrote this checkpoint diverged; loading it would train or '
-            'evaluate garbage. Use a checkpoint saved before the divergence (or retrain '
-            'with a lower learning rate / gradient clipping); '
-            f'{opt_out} loads it anyway.')
 
 
 def check_finite(sd: Dict[str, object], source: str = '<checkpoint>',
                  allow_nonfinite: bool = False,
                  opt_out: str = 'allow_nonfinite=True') -> Dict[str, str]:
-    """Refuse a state dict with NaN / inf values (:class:`CheckpointError`, see
-    :func:`nonfinite_message`); with ``allow_nonfinite`` log a warning instead.
-
-    Returns:
-        dict: the non-finite tensors (see :func:`nonfinite_tensors`).
-    """
+    """Refuse a state dict with NaN / inf values (:func:`refuse_nonfinite`); return its
+    :func:`nonfinite_tensors`."""
     bad = nonfinite_tensors(sd)
     refuse_nonfinite(bad, sum(isinstance(v, torch.Tensor) for v in sd.values()), source,
                      allow_nonfinite, opt_out)
@@ -63,11 +45,18 @@ def check_finite(sd: Dict[str, object], source: str = '<checkpoint>',
 def refuse_nonfinite(bad: Dict[str, str], total: int, source: str, allow_nonfinite: bool,
                      opt_out: str, error: type = CheckpointError, origin: str = '',
                      logger='current') -> None:
-    """Raise ``error`` (:func:`nonfinite_message`, then where the file comes from) when
-    ``bad`` names tensors; with ``allow_nonfinite`` log a warning instead."""
+    """Raise ``error`` when ``bad`` names tensors (how many of ``total``, a few names,
+    the fix, ``opt_out`` to load them anyway, where the file comes from); with
+    ``allow_nonfinite`` log a warning instead."""
     if bad and not allow_nonfinite:
-        raise error(nonfinite_message(bad, total, source, opt_out) +
-                    (f' (the file comes from {origin})' if origin else ''))
+        names = ', '.join(f'{k} ({what})' for k, what in list(bad.items())[:5])
+        more = f' and {len(bad) - 5} more' if len(bad) > 5 else ''
+        raise error(
+            f'{source}: {len(bad)} of {total} tensors hold NaN/inf values: {names}{more}. '
+            'The run that wrote this checkpoint diverged; loading it would train or '
+            'evaluate garbage. Use a checkpoint saved before the divergence (or retrain '
+            f'with a lower learning rate / gradient clipping); {opt_out} loads it anyway.'
+            + (f' (the file comes from {origin})' if origin else ''))
     if bad:
         print_log(f'{source}: loading {len(bad)} tensors with NaN/inf values as asked '
                   f'({opt_out}): {list(bad)[:5]}', logger=logger, level=logging.WARNING)
@@ -102,7 +91,6 @@ def check_checkpoint_path(checkpoint) -> str:
 def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     """Read a checkpoint file (local path or any MMEngine-supported URI) with
     ``torch.load(weights_only=True)`` and the allow-list of :mod:`.safe_load`."""
-    from .safe_load import safe_torch_load
     filename = check_checkpoint_path(filename)
     is_local = '://' not in filename
     if is_local and osp.isdir(filename):
@@ -111,10 +99,8 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     if is_local and not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file not found: {filename}')
     try:
-        if is_local:
-            return safe_torch_load(filename, map_location)
-        from mmengine.fileio import get
-        return safe_torch_load(io.BytesIO(get(filename)), map_location)
+        return safe_torch_load(filename if is_local else io.BytesIO(fileio.get(filename)),
+                               map_location)
     except FileNotFoundError:
         raise
     except Exception as e:
@@ -231,12 +217,11 @@ def _refuse_non_tensor_values(ckpt: dict, filename: str) -> None:
             continue
         bad = [f'{k} ({type(v).__name__})' for k, v in obj.items()
                if not isinstance(v, torch.Tensor)]
-        if not bad:  # a clean state dict that was not the one asked for
-            continue
-        raise CheckpointError(
-            f'{filename}: {where} holds weights but also values that are not tensors '
-            f'({", ".join(bad[:5])}{", ..." if len(bad) > 5 else ""}): a state dict maps '
-            'parameter names to tensors; save the weights without those entries.')
+        if bad:  # (a clean state dict here is one that was not asked for)
+            raise CheckpointError(
+                f'{filename}: {where} holds weights but also values that are not tensors '
+                f'({", ".join(bad[:5])}{", ..." if len(bad) > 5 else ""}): a state dict '
+                'maps parameter names to tensors; save the weights without those entries.')
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -273,16 +258,3 @@ def ema_hook_raw_weights(ckpt: dict) -> Optional[Dict[str, torch.Tensor]]:
         return None
     return {k[len('module.'):]: v for k, v in ema.items()
             if k.startswith('module.') and isinstance(v, torch.Tensor)}
-
-
-#: What each entry of a checkpoint holds, for the loader's log line.
-ENTRY_NOTES = {
-    'model': 'raw weights', 'model_ema': 'EMA weights', 'state_dict_ema': 'EMA weights',
-    'ema_state_dict': "raw weights: MMEngine's EMAHook keeps them there",
-}
-
-
-def model_name(ckpt: object) -> str:
-    args = ckpt.get('args') if isinstance(ckpt, dict) else None
-    name = args.get('model') if isinstance(args, dict) else getattr(args, 'model', None)
-    return str(name or '')

@@ -30,11 +30,8 @@ class CheckpointFitError(RuntimeError):
     the report)."""
 
 
-def strip_prefix(sd: Dict[str, Any], prefix: str = 'module.') -> 'OrderedDict[str, Any]':
-    """Drop one leading ``prefix`` from the keys, as MMEngine's ``load_checkpoint``
-    (``revise_keys=[(r'^module.', '')]``) does for DDP-saved state dicts."""
-    return OrderedDict((k[len(prefix):] if k.startswith(prefix) else k, v)
-                       for k, v in sd.items())
+def _strip_module(key: str) -> str:
+    return key[len('module.'):] if key.startswith('module.') else key
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -63,24 +60,20 @@ def _group(keys: Sequence[str], depth: int = 2, limit: int = 6) -> str:
                                        if len(items) > limit else '')
 
 
-def _examples(keys: Sequence[str], limit: int = 4) -> str:
-    return ', '.join(keys[:limit]) + (', ...' if len(keys) > limit else '')
-
-
-def _shape_lines(shapes, limit: int = 4) -> str:
-    return '; '.join(f'{k}: checkpoint {list(a)} vs model {list(b)}'
-                     for k, a, b in shapes[:limit]) + ('; ...' if len(shapes) > limit else '')
+def _examples(items: Sequence[str], limit: int = 4, sep: str = ', ') -> str:
+    return sep.join(items[:limit]) + (f'{sep}...' if len(items) > limit else '')
 
 
 def checkpoint_weights(ckpt: Any) -> Tuple[Dict[str, Any], str]:
     """The state dict MMEngine's runner loads from a checkpoint object (``state_dict``,
-    else the object itself) with ``module.`` stripped, and the entry's name."""
-    if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
-        return strip_prefix(ckpt['state_dict']), 'state_dict'
-    if isinstance(ckpt, dict):
-        return strip_prefix(ckpt), '<whole file>'
-    raise CheckpointFitError(f'the checkpoint holds a {type(ckpt).__name__}, not a '
-                             'checkpoint dict or state dict')
+    else the object itself) with one leading ``module.`` stripped (its ``revise_keys``
+    for DDP-saved state dicts), and the entry's name."""
+    if not isinstance(ckpt, dict):
+        raise CheckpointFitError(f'the checkpoint holds a {type(ckpt).__name__}, not a '
+                                 'checkpoint dict or state dict')
+    entry = 'state_dict' if isinstance(ckpt.get('state_dict'), dict) else '<whole file>'
+    sd = ckpt['state_dict'] if entry == 'state_dict' else ckpt
+    return OrderedDict((_strip_module(k), v) for k, v in sd.items()), entry
 
 
 def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
@@ -121,8 +114,9 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
         lines.append(f'unexpected (not in the model): {len(unexpected)} tensors, in '
                      f'{_group(unexpected)}; e.g. {_examples(unexpected)}')
     if shapes:
+        pairs = [f'{k}: checkpoint {list(a)} vs model {list(b)}' for k, a, b in shapes]
         lines.append(f'shape mismatch: {len(shapes)} tensors, in '
-                     f'{_group([s[0] for s in shapes])}; e.g. {_shape_lines(shapes)}')
+                     f"{_group([s[0] for s in shapes])}; e.g. {_examples(pairs, sep='; ')}")
     if lines and entry != 'state_dict' and any(
             not isinstance(v, torch.Tensor) for v in sd.values()):
         top = sorted(map(str, ckpt))[:8]
@@ -143,13 +137,16 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
     return lines, details
 
 
+def _problem_lines(lines: List[str], details: Dict[str, Any]) -> List[str]:
+    return [f'  - {line}' for line in lines] + (
+        [f"  the file comes from {details['origin']}"] if details.get('origin') else [])
+
+
 def format_fit_error(source: str, target: str, lines: List[str], details: Dict[str, Any],
                      mode: str) -> str:
     what = {'resume': 'resume from', 'test': 'evaluate', 'load': 'load'}.get(mode, mode)
     out = [f'{source} does not fit the model of {target}: refusing to {what} it.']
-    out += [f'  - {line}' for line in lines]
-    if details.get('origin'):
-        out.append(f"  the file comes from {details['origin']}")
+    out += _problem_lines(lines, details)
     diffs = details.get('config_differences')
     if diffs:
         out.append("  its saved config's model differs from this one in:")
@@ -198,9 +195,7 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
         print_log(f'{source}: partial load ({PARTIAL_FLAG}): {not_loaded} model tensors '
                   'keep their initialisation, '
                   f"{len(details['unexpected'])} checkpoint tensors are ignored.\n"
-                  + '\n'.join(f'  - {line}' for line in lines)
-                  + (f"\n  the file comes from {details['origin']}"
-                     if details.get('origin') else ''),
+                  + '\n'.join(_problem_lines(lines, details)),
                   logger=logger, level=logging.WARNING)
     refuse_nonfinite(details['nonfinite'], details['total'], source, allow_nonfinite,
                      NONFINITE_FLAG, CheckpointFitError, details.get('origin'), logger)
@@ -220,7 +215,7 @@ class SkipMismatchedShapesHook(Hook):
         sd = checkpoint['state_dict'] if isinstance(checkpoint.get('state_dict'), dict) \
             else checkpoint
         for k in list(sd):
-            if (k[len('module.'):] if k.startswith('module.') else k) in self.keys:
+            if _strip_module(k) in self.keys:
                 del sd[k]
 
 

@@ -1,8 +1,7 @@
-"""Checkpoint layouts as pure ``state_dict -> state_dict`` conversions: the published
-layouts of the family (ShuffleMamba / VideoMamba cls first, Vim cls in the middle,
-Mamba-Reg registers, mmpretrain's classifier) to this backbone's keys, with the
-position embedding resized and the tokens kept or dropped. The formats are described in
-docs/loading.md ("Checkpoint formats")."""
+"""Pure ``state_dict -> state_dict`` conversions from the family's published layouts
+(ShuffleMamba / VideoMamba cls first, Vim cls in the middle, Mamba-Reg registers,
+mmpretrain's classifier) to this backbone's keys, resizing the position embedding and
+keeping or dropping the tokens (docs/loading.md, "Checkpoint formats")."""
 import math
 import re
 from collections import OrderedDict
@@ -11,7 +10,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from ..models.layers import resize_pos_embed
-from .files import CheckpointError, is_mmengine_checkpoint, model_name, own_meta
+from .files import CheckpointError, is_mmengine_checkpoint, own_meta
 
 CHECKPOINT_FORMATS = ('auto', 'shufflemamba', 'videomamba', 'vim', 'reg', 'mmplugin')
 #: Classification-only modules of the published checkpoints, dropped for the backbone
@@ -29,7 +28,9 @@ def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
     own = own_meta(ckpt)
     if own.get('shufflemamba_format') in CHECKPOINT_FORMATS[1:]:
         return own['shufflemamba_format'], "meta['shufflemamba_format']"
-    name = model_name(ckpt)
+    args = ckpt.get('args') if isinstance(ckpt, dict) else None
+    name = args.get('model') if isinstance(args, dict) else getattr(args, 'model', None)
+    name = str(name or '')
     low = name.lower()
     if 'midclstok' in low or 'middle_cls' in low:
         return 'vim', f'args.model={name!r} (Vim, middle cls token)'
@@ -148,15 +149,14 @@ def detect_format(sd: Dict[str, torch.Tensor], hint: Optional[str] = None) -> st
             return hint
         raise CheckpointError(
             f'cannot tell where the cls token sits: the checkpoint has one cls token '
-            f'{tuple(cls.shape)} and a pos_embed with its position, a layout that ShuffleMamba '
-            '/ VideoMamba (cls first) and Vim (cls in the middle) share, and nothing in the '
-            "file says which it is (official checkpoints name their model in 'args'; this "
-            "project's converted files carry meta['shufflemamba_format']). Pass "
-            "ckpt_format='shufflemamba' (cls first), ckpt_format='videomamba' (VideoMamba's "
-            "image models: cls first, the two directions summed) or ckpt_format='vim' "
-            "(middle), e.g. init_cfg=dict(type='Pretrained', checkpoint=..., ckpt_format="
-            "'shufflemamba'), or convert the file once with tools/convert_checkpoint.py "
-            '--format shufflemamba.')
+            f'{tuple(cls.shape)} with its position in pos_embed, as ShuffleMamba / VideoMamba (cls '
+            'first) and Vim (cls in the middle) have, and nothing in the file says which '
+            "(official checkpoints name their model in 'args', converted ones carry "
+            "meta['shufflemamba_format']). Pass ckpt_format='shufflemamba' (cls first), "
+            "ckpt_format='videomamba' (VideoMamba's image models: cls first, the two "
+            "directions summed) or ckpt_format='vim' (middle), e.g. init_cfg=dict("
+            "type='Pretrained', checkpoint=..., ckpt_format='shufflemamba'), or convert the "
+            'file once with tools/convert_checkpoint.py --format shufflemamba.')
     raise CheckpointError(
         f'cannot tell the checkpoint format: cls_token has shape {tuple(cls.shape)} but '
         "there is no 'pos_embed_cls'. Pass ckpt_format= one of "
@@ -210,7 +210,7 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
         num_registers (int): 0 drops the checkpoint's tokens, R > 0 keeps its R registers.
         patch_resolution (tuple, optional): target (H, W) grid; None keeps the file's.
         interpolate_mode (str): how ``pos_embed`` is resized. Defaults to 'bicubic'.
-        logger: unused.
+        logger: unused (kept for callers that pass the arguments by position).
         with_cls_token (bool): keep a cls-first checkpoint's cls token, in front.
         keep_neck (bool): keep Mamba-Reg's ``neck`` / ``norm_neck`` (``cls_reduce > 1``).
 

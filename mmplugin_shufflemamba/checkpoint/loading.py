@@ -1,20 +1,23 @@
 """Loading ImageNet checkpoints (ShuffleMamba, ShuffleMamba-Reg, Vim, VideoMamba) into
-:class:`ShuffleMamba`: read the file and pick the raw or EMA weights (:mod:`.files`),
-convert them (:mod:`.layout`), load them strictly, refusing NaN / inf weights unless
-``allow_nonfinite``. The formats, how the format of a file is read and what is refused:
-docs/loading.md.
-"""
+:class:`ShuffleMamba`: read the file and pick its raw or EMA weights (:mod:`.files`),
+convert them (:mod:`.layout`) and load them strictly. The formats, how a file's format is
+read and what is refused: docs/loading.md."""
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
 
-from .files import (ENTRY_NOTES, CheckpointError, check_finite, check_flag,
-                    nonfinite_tensors, read_checkpoint, select_state_dict)
+from .files import CheckpointError, check_finite, check_flag, read_checkpoint, select_state_dict
+from .fit import compare_state_dicts
 from .layout import (CLASSIFIER_PREFIXES, convert_to_backbone, detect_format,
                      format_evidence, is_mmpretrain_classifier, mmpretrain_to_official)
 
 
+#: What each entry of a checkpoint holds, for the log line.
+_ENTRY_NOTES = {
+    'model': 'raw weights', 'model_ema': 'EMA weights', 'state_dict_ema': 'EMA weights',
+    'ema_state_dict': "raw weights: MMEngine's EMAHook keeps them there",
+}
 # norm_cfg type -> (its name, what a checkpoint with it holds, the models that use it)
 _NORMS = {'RMSNorm': ('RMSNorm', 'norm weights only, no norm biases',
                       'ShuffleMamba-B, L1 and every Reg model'),
@@ -30,11 +33,13 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
     lines = [f'the checkpoint does not match the {type(model).__name__} backbone:']
     ckpt_norm = summary.get('norm')
     model_norm = 'RMSNorm' if isinstance(model.layers[0].norm, torch.nn.RMSNorm) else 'LN'
-    if ckpt_norm in _NORMS and ckpt_norm != model_norm:
+    norm_fix = (f"norm_cfg=dict(type='{ckpt_norm}', eps=1e-5)"
+                if ckpt_norm in _NORMS and ckpt_norm != model_norm else None)
+    if norm_fix:
         name, holds, who = _NORMS[ckpt_norm]
         lines.append(f'  norm mismatch: the checkpoint was trained with {name} ({holds}) but '
-                     f'the backbone was built with {_NORMS[model_norm][0]}: set norm_cfg='
-                     f"dict(type='{ckpt_norm}', eps=1e-5) in the backbone config (as for {who}).")
+                     f'the backbone was built with {_NORMS[model_norm][0]}: set {norm_fix} '
+                     f'in the backbone config (as for {who}).')
     for what, keys in (('missing', missing), ('unexpected', unexpected)):
         if keys:
             lines.append(f'  {what} in checkpoint ({len(keys)}): {keys[:12]}'
@@ -57,16 +62,15 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
                      if (a['num_layers'], a['embed_dims']) == size), None)
         fixes.append(f"arch='{name}'" if name else
                      f'arch=dict(embed_dims={size[1]}, num_layers={size[0]})')
-    if ckpt_norm in _NORMS and ckpt_norm != model_norm:
-        fixes.append(f"norm_cfg=dict(type='{ckpt_norm}', eps=1e-5)")
+    if norm_fix:
+        fixes.append(norm_fix)
     if any(k.split('.')[0] in _ADAPTER_MODULES for k in unexpected):
         lines.append('  the file holds a ShuffleMambaAdapter (spm / interactions / level_embed '
                      'weights): load it into ShuffleMambaAdapter, or start this backbone '
                      'from the ImageNet checkpoint the adapter was fine-tuned from.')
     lines.append('  Fix: ' + (f"build the backbone with {' and '.join(fixes)} (what the "
-                              'checkpoint was trained with), or load the file made for '
-                              'this model.'
-                              if fixes else 'load the file made for this model.'))
+                              'checkpoint was trained with), or ' if fixes else '')
+                 + 'load the file made for this model.')
     return '\n'.join(lines)
 
 
@@ -129,23 +133,20 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
 def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[str, object],
                        source: str = '<checkpoint>',
                        allow_nonfinite: bool = False) -> Dict[str, object]:
-    """Load converted backbone weights into ``model``, strictly on its backbone part.
-
-    The backbone part is ``model.pretrained_state_dict()``: every key of it with its
-    shape, and nothing else, or a :class:`CheckpointError` with a report and nothing is
-    loaded. A final norm the model does not have is dropped. NaN / inf weights are
-    refused unless ``allow_nonfinite``.
-
-    Returns:
-        dict: ``summary`` with ``loaded`` (key count) and ``dropped`` updated.
-    """
+    """Load converted weights into ``model``: exactly the keys and shapes of
+    ``model.pretrained_state_dict()`` (a final norm the model lacks is dropped), else a
+    :class:`CheckpointError` with a report and nothing loaded; NaN / inf weights are
+    refused unless ``allow_nonfinite``. Returns ``summary`` with ``loaded`` (key count)
+    and ``dropped`` updated."""
     target = model.pretrained_state_dict()
     converted, no_norm = _without_final_norm(converted, target)
     dropped = list(summary.get('dropped', [])) + no_norm
-    missing = sorted(k for k in target if k not in converted)
-    unexpected = sorted(k for k in converted if k not in target)
-    shapes = [(k, converted[k].shape, target[k].shape) for k in sorted(converted)
-              if k in target and converted[k].shape != target[k].shape]
+    odd = [f'{k} ({type(v).__name__})' for k, v in converted.items()
+           if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise CheckpointError(f'{source}: values that are not tensors: {", ".join(odd[:4])}; '
+                              'a state dict maps parameter names to tensors.')
+    missing, unexpected, shapes = map(sorted, compare_state_dicts(converted, target))
     if missing or unexpected or shapes:
         raise CheckpointError(f'{source}: ' + _mismatch_report(
             model, summary, missing, unexpected, shapes))
@@ -204,7 +205,7 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
         raise CheckpointError(f'{source}: {e}') from None
     summary = load_into_backbone(model, converted, summary, source, allow_nonfinite)
     own = len(model.state_dict()) - summary['loaded']
-    note = ENTRY_NOTES.get(entry)
+    note = _ENTRY_NOTES.get(entry)
     print_log(
         f"Loaded {source} (entry '{entry}'" + (f' = {note}' if note else '') +
         f", format '{summary['format']}', depth "
@@ -221,10 +222,9 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
 def _without_final_norm(converted, target):
     """``(converted without norm_f.*, those keys)`` for a target without a final norm
     (``final_norm=False``, the adapter); else ``(a copy of converted, [])``."""
-    if any(k.startswith('norm_f.') for k in target):
-        return dict(converted), []
-    norm = [k for k in converted if k.startswith('norm_f.')]
-    return {k: v for k, v in converted.items() if not k.startswith('norm_f.')}, norm
+    norm = [] if any(k.startswith('norm_f.') for k in target) else [
+        k for k in converted if k.startswith('norm_f.')]
+    return {k: v for k, v in converted.items() if k not in norm}, norm
 
 
 _PUBLISHED_ONLY = ('cls_token', 'pos_embed_cls', 'norm_f.') + CLASSIFIER_PREFIXES
@@ -284,6 +284,5 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
     state_dict.update((prefix + k, v) for k, v in sub.items())
 
 
-__all__ = ['CheckpointError', 'check_finite', 'nonfinite_tensors', 'read_backbone_weights',
-           'load_into_backbone', 'load_pretrained_backbone', 'load_backbone_state',
-           'published_layout_pre_hook']
+__all__ = ['read_backbone_weights', 'load_into_backbone', 'load_pretrained_backbone',
+           'load_backbone_state', 'published_layout_pre_hook']

@@ -31,8 +31,8 @@ if CocoDataset is not None:
                            if getattr(t, 'with_mask', False)), None)  # LoadAnnotations
             self._loads_masks = loader is not None
             self._poly2mask = bool(getattr(loader, 'poly2mask', True))
-            self._set_aside = dict(anns=0, images_total=0)
-            self._reasons = Counter()
+            self._num_anns = self._num_images = 0
+            self._ann_reasons, self._image_reasons = Counter(), Counter()
             self._no_segmentation = []
             try:
                 data_list = super().load_data_list()
@@ -40,7 +40,7 @@ if CocoDataset is not None:
                 if type(e).__name__ != 'JSONDecodeError':
                     raise
                 raise DataError(f'{self.ann_file}: not a valid json file ({e})') from None
-            self._set_aside['images_total'] = len(data_list)
+            self._num_images = len(data_list)
             if self._no_segmentation:
                 raise DataError(
                     f'{self.ann_file}: {len(self._no_segmentation)} annotations have no '
@@ -52,8 +52,8 @@ if CocoDataset is not None:
         @property
         def coco(self):
             """The COCO API object while mmdet's ``load_data_list`` reads the file (it
-            deletes it afterwards); checked when mmdet sets it
-            (:meth:`_check_image_ids`)."""
+            deletes it afterwards), checked whenever it is set (:meth:`_check_image_ids`),
+            whichever ``COCOAPI`` a subclass uses."""
             try:
                 return self.__dict__['_coco_api']
             except KeyError:
@@ -85,9 +85,9 @@ if CocoDataset is not None:
                     "annotations to the wrong image)")
             orphans = sum(1 for ann in dataset.get('annotations', [])
                           if ann.get('image_id') not in counts)
-            if orphans and hasattr(self, '_set_aside'):  # (counted while loading)
-                self._set_aside['anns'] += orphans
-                self._reasons['of an image_id not among the images (skipped)'] += orphans
+            if orphans and hasattr(self, '_ann_reasons'):  # (counted while loading)
+                self._num_anns += orphans
+                self._ann_reasons['of an image_id not among the images (skipped)'] += orphans
 
         def _check_raw_entries(self, img: dict, anns: list) -> None:
             """The fields mmdet's ``parse_data_info`` reads, so that a malformed entry is
@@ -119,27 +119,27 @@ if CocoDataset is not None:
             img = raw_data_info['raw_img_info']
             self._check_raw_entries(img, raw_data_info['raw_ann_info'])
             data_info = super().parse_data_info(raw_data_info)
-            kept = {}
+            kept, reasons = {}, self._ann_reasons
+            self._num_anns += len(raw_data_info['raw_ann_info'])
             for ann in raw_data_info['raw_ann_info']:
-                self._set_aside['anns'] += 1
                 if ann.get('ignore', False):
-                    self._reasons["marked 'ignore' (skipped)"] += 1
+                    reasons["marked 'ignore' (skipped)"] += 1
                     continue
                 x1, y1, w, h = ann['bbox']
                 inter_w = max(0, min(x1 + w, img['width']) - max(x1, 0))
                 inter_h = max(0, min(y1 + h, img['height']) - max(y1, 0))
                 if inter_w * inter_h == 0:
-                    self._reasons['with a box outside the image (skipped)'] += 1
+                    reasons['with a box outside the image (skipped)'] += 1
                 elif ann['area'] <= 0 or w < 1 or h < 1:
-                    self._reasons['with area 0 or a box under 1 pixel (skipped)'] += 1
+                    reasons['with area 0 or a box under 1 pixel (skipped)'] += 1
                 elif ann['category_id'] not in self.cat_ids:
-                    self._reasons['of a category not among the classes (skipped)'] += 1
+                    reasons['of a category not among the classes (skipped)'] += 1
                 else:
                     kept[len(kept)] = ann
             for i, instance in enumerate(data_info['instances']):
                 ann = kept.get(i, {})
                 if instance.get('ignore_flag', 0):
-                    self._reasons['crowd (ignored)'] += 1
+                    reasons['crowd (ignored)'] += 1
                     continue
                 if not self._loads_masks:
                     continue
@@ -148,13 +148,13 @@ if CocoDataset is not None:
                     self._no_segmentation.append(ann.get('id', '?'))
                 elif isinstance(mask, list):
                     if not any(len(p) % 2 == 0 and len(p) >= 6 for p in mask):
-                        self._reasons['whose polygons all have fewer than 3 points (ignored)'] += 1
+                        reasons['whose polygons all have fewer than 3 points (ignored)'] += 1
                 elif not self._poly2mask:
-                    self._reasons['with an RLE mask and poly2mask=False (ignored)'] += 1
+                    reasons['with an RLE mask and poly2mask=False (ignored)'] += 1
                 elif isinstance(mask, dict) and not (
                         mask.get('counts') is not None and mask.get('size') is not None
                         and isinstance(mask['counts'], (list, str))):
-                    self._reasons['with a malformed RLE mask (ignored)'] += 1
+                    reasons['with a malformed RLE mask (ignored)'] += 1
             return data_info
 
         def filter_data(self) -> List[dict]:
@@ -166,10 +166,10 @@ if CocoDataset is not None:
                 kept = {id(d) for d in after}
                 for d in before:
                     if id(d) not in kept:
-                        self._reasons[
-                            'image: without annotations (filter_empty_gt)'
+                        self._image_reasons[
+                            'without annotations (filter_empty_gt)'
                             if filter_empty_gt and d['img_id'] not in ids_in_cat else
-                            'image: smaller than filter_cfg.min_size'] += 1
+                            'smaller than filter_cfg.min_size'] += 1
             if not after:
                 self._report()
                 raise DataError(
@@ -181,17 +181,14 @@ if CocoDataset is not None:
 
         def _report(self) -> None:
             """The one warning line of what was set aside, if anything was."""
-            # Skipped before ignored annotations, crowd last; then the images.
-            reasons = sorted(getattr(self, '_reasons', {}).items(), key=lambda kv: (
-                not kv[0].endswith('(skipped)'), 'crowd' in kv[0], kv[0]))
             parts = []
-            for prefix, total, what in (('', 'anns', 'annotations'),
-                                        ('image: ', 'images_total', 'images')):
-                group = [(k[len(prefix):], v) for k, v in reasons
-                         if k.startswith('image: ') == bool(prefix)]
-                if group:
-                    parts.append(f'{sum(v for _, v in group)} of {self._set_aside[total]} '
-                                 f'{what}: ' + ', '.join(f'{v} {k}' for k, v in group))
+            for reasons, total, what in ((self._ann_reasons, self._num_anns, 'annotations'),
+                                         (self._image_reasons, self._num_images, 'images')):
+                if reasons:  # skipped before ignored annotations, crowd last
+                    group = sorted(reasons.items(), key=lambda kv: (
+                        not kv[0].endswith('(skipped)'), 'crowd' in kv[0], kv[0]))
+                    parts.append(f'{sum(reasons.values())} of {total} {what}: '
+                                 + ', '.join(f'{v} {k}' for k, v in group))
             if parts:
                 mode = 'test' if self.test_mode else 'train'
                 _warn(f'{type(self).__name__} {self.ann_file} ({mode}): set aside '

@@ -117,14 +117,13 @@ if ADE20KDataset is not None:
             super().process(data_batch, data_samples)
 
         def compute_metrics(self, results: list) -> dict:
-            if not self.format_only and results:
-                if sum(float(r[3].sum()) for r in results) == 0:  # no labeled pixel
-                    raise DataError(
-                        f'IoUMetric: none of the {len(results)} evaluated images has a '
-                        f'labeled pixel (every ground-truth value is the ignore index '
-                        f'{self.ignore_index}), so aAcc and mIoU would be nan; check the '
-                        'annotations and reduce_zero_label (with it, 0 in the files means '
-                        'unlabeled)')
+            # results[i][3]: the labeled pixels of image i, per class
+            if not self.format_only and results and sum(float(r[3].sum()) for r in results) == 0:
+                raise DataError(
+                    f'IoUMetric: none of the {len(results)} evaluated images has a labeled '
+                    f'pixel (every ground-truth value is the ignore index {self.ignore_index}), '
+                    'so aAcc and mIoU would be nan; check the annotations and '
+                    'reduce_zero_label (with it, 0 in the files means unlabeled)')
             return super().compute_metrics(results)
 
 

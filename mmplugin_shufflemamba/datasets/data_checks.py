@@ -98,13 +98,13 @@ class CheckSegLabels(BaseTransform):
             raise ValueError(f'num_classes must be an integer >= 1, got {num_classes!r}')
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self._wide_checked = set()  # label files _check_wide_label_file has read
 
     def _check_wide_label_file(self, path) -> None:
         """mmseg's ``LoadAnnotations`` casts label maps to uint8: a 16- or 32-bit file
         with values above 255 would wrap (261 -> 5) before any check sees it. Each file
         is read once (per data-loader worker)."""
-        checked = self.__dict__.setdefault('_wide_checked', set())
-        if path in checked or not (_is_local(path) and os.path.isfile(path)):
+        if path in self._wide_checked or not (_is_local(path) and osp.isfile(path)):
             return
         from PIL import Image
         try:
@@ -119,7 +119,7 @@ class CheckSegLabels(BaseTransform):
                 f"{path}: a label map of mode {mode} with values up to {top:g}; mmseg's "
                 'LoadAnnotations reads label maps as 8-bit, so values above 255 would wrap '
                 '(e.g. 261 becomes 5): store the class indices (< 256) in an 8-bit PNG')
-        checked.add(path)
+        self._wide_checked.add(path)
 
     def transform(self, results: dict) -> dict:
         seg = results.get('gt_seg_map')

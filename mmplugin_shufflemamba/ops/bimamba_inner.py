@@ -104,10 +104,9 @@ class _CUDABackend(_Backend):
         # steps, its chunk states): the forward runs first, and its gated output is the
         # one asked for.
         out, aux = scan_cuda_fwd(u, delta, A, B, C, D, z, bias, True)
-        if not return_out:
-            out = None
+        out = out if return_out else None  # not kept through the backward
         grads = scan_cuda_bwd(u, delta, A, B, C, D, z, bias, True, dout, aux)
-        return grads if out is None else (*grads, out)
+        return (*grads, out) if return_out else grads
 
 
 _TORCH, _CPU = _TorchBackend(), _CPUBackend()
@@ -144,11 +143,6 @@ def _weight_grad(dout: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     if _token_major(dout) and _token_major(t):
         return dout.transpose(1, 2).flatten(0, 1).t() @ t.transpose(1, 2).flatten(0, 1)
     return torch.einsum('bol,bil->oi', dout, t)
-
-
-def _empty_like_strided(t: torch.Tensor) -> torch.Tensor:
-    """An uninitialised tensor with t's sizes and strides (t is dense)."""
-    return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
 
 
 _DIR_PARAMS = 7  # conv weight, conv bias, x_proj weight, dt_proj weight, dt bias, A, D
@@ -219,7 +213,7 @@ class BiMambaInnerFn(torch.autograd.Function):
         # dL/dy, the same for both directions: (B, d_inner, L) in the backend's layout.
         dy = _proj(out_w.t(), dout.transpose(1, 2), cm).mul_(0.5)
 
-        dxz = _empty_like_strided(xz)
+        dxz = torch.empty_like(xz)  # same strides (xz is dense)
         dx, dz = dxz.chunk(2, dim=1)
         grads = []
         y = None  # y_fwd + y_bwd, from the scan backwards
@@ -236,7 +230,7 @@ class BiMambaInnerFn(torch.autograd.Function):
             del yi
             ddelta = ddelta.to(xz.dtype)
             d_dtw = _weight_grad(ddelta, d['dt'])
-            dx_dbl = _empty_like_strided(d['x_dbl'])
+            dx_dbl = torch.empty_like(d['x_dbl'])
             dx_dbl[:, :dt_rank] = _proj(dtw.t(), ddelta, cm)
             dx_dbl[:, dt_rank:dt_rank + d_state] = dB
             dx_dbl[:, dt_rank + d_state:] = dC
@@ -270,27 +264,23 @@ def _mixer_params(mixer, dtype: torch.dtype) -> Sequence[torch.Tensor]:
     params = []
     for suffix in ('', '_b'):
         conv = getattr(mixer, f'conv1d{suffix}')
-        A_log = mixer.A_log if suffix == '' else mixer.A_b_log
+        dt_proj = getattr(mixer, f'dt_proj{suffix}')
         params += [conv.weight.squeeze(1), conv.bias,
                    getattr(mixer, f'x_proj{suffix}').weight.to(dtype),
-                   getattr(mixer, f'dt_proj{suffix}').weight.to(dtype),
-                   getattr(mixer, f'dt_proj{suffix}').bias.float(),
-                   -torch.exp(A_log.float()), getattr(mixer, f'D{suffix}').float()]
+                   dt_proj.weight.to(dtype), dt_proj.bias.float(),
+                   -torch.exp(getattr(mixer, f'A{suffix}_log').float()),
+                   getattr(mixer, f'D{suffix}').float()]
     return params
-
-
-def compute_dtype(hidden: torch.Tensor) -> torch.dtype:
-    """The dtype of the mixer's matmuls: the autocast dtype under autocast."""
-    if torch.is_autocast_enabled(hidden.device.type):
-        return torch.get_autocast_dtype(hidden.device.type)
-    return hidden.dtype
 
 
 def bimamba_inner_fn(mixer, hidden: torch.Tensor, kernel: str = 'auto',
                      backend: _Backend = None) -> torch.Tensor:
     """The mixer's forward through :class:`BiMambaInnerFn`: hidden (B, L, D) ->
     (B, L, D). ``backend`` (default: chosen by :func:`select_backend`) is for tests."""
-    dtype = compute_dtype(hidden)
+    device_type = hidden.device.type
+    dtype = hidden.dtype  # the matmuls' dtype: the autocast dtype under autocast
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
     if backend is None:
         backend = select_backend(kernel, hidden.device, dtype)
     w_in = mixer.in_proj.weight.to(dtype)
@@ -302,7 +292,7 @@ def bimamba_inner_fn(mixer, hidden: torch.Tensor, kernel: str = 'auto',
     else:
         xz = F.linear(h, w_in).transpose(1, 2)
     params = _mixer_params(mixer, dtype)
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
+    with torch.autocast(device_type=device_type, enabled=False):
         return BiMambaInnerFn.apply(xz, *params, mixer.out_proj.weight.to(dtype), backend)
 
 
@@ -317,16 +307,16 @@ def bimamba_inner_ref(mixer, hidden: torch.Tensor, kernel: str = 'auto') -> torc
     for suffix, reverse in (('', False), ('_b', True)):
         conv = getattr(mixer, f'conv1d{suffix}')
         dt_proj = getattr(mixer, f'dt_proj{suffix}')
-        A_log = mixer.A_log if suffix == '' else mixer.A_b_log
         xc = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation='silu',
                            reverse=reverse, kernel=kernel)
         x_dbl = F.linear(xc.transpose(1, 2), getattr(mixer, f'x_proj{suffix}').weight)
         dt, B, C = torch.split(x_dbl, [mixer.dt_rank, mixer.d_state, mixer.d_state], -1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
         ys.append(selective_scan(
-            xc, delta, -torch.exp(A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
-            getattr(mixer, f'D{suffix}').float(), z=z, delta_bias=dt_proj.bias.float(),
-            delta_softplus=True, reverse=reverse, kernel=kernel))
+            xc, delta, -torch.exp(getattr(mixer, f'A{suffix}_log').float()),
+            B.transpose(1, 2), C.transpose(1, 2), getattr(mixer, f'D{suffix}').float(), z=z,
+            delta_bias=dt_proj.bias.float(), delta_softplus=True, reverse=reverse,
+            kernel=kernel))
     y = (ys[0] + ys[1]).to(hidden.dtype).transpose(1, 2)
     return mixer.out_proj(y).mul_(0.5)
 

@@ -10,8 +10,9 @@ from .kernels import (ShapeError, _import_kernel, check_tensors, get_cuda_kernel
                       kernel_dtype, require_cpu_extension, use_cpu_extension)
 
 
-def check_conv_args(x, weight, bias, fn: str = 'causal_conv1d') -> None:
-    """Sizes, dtypes and devices of the conv's arguments; a clear error, not a crash."""
+def check_conv_args(x, weight, bias, activation, fn: str) -> bool:
+    """Sizes, dtypes and devices of the conv's arguments, then the activation (a clear
+    error, not a crash); returns whether the activation is silu."""
     check_tensors(fn, ('bias', ), x=x, weight=weight, bias=bias)
     if x.dim() != 3:
         raise ShapeError(f'{fn}: x must be (batch, dim, seqlen), got shape {tuple(x.shape)}')
@@ -21,6 +22,9 @@ def check_conv_args(x, weight, bias, fn: str = 'causal_conv1d') -> None:
                          f'{tuple(weight.shape)}')
     if bias is not None and tuple(bias.shape) != (dim, ):
         raise ShapeError(f'{fn}: bias must be ({dim},), got {tuple(bias.shape)}')
+    if activation not in (None, 'silu', 'swish'):
+        raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
+    return activation is not None
 
 
 def has_causal_conv1d_cuda() -> bool:
@@ -43,14 +47,8 @@ def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     Returns:
         Tensor: (B, D, L); output t only sees inputs 0..t (t..L-1 when reverse).
     """
-    _check_activation(activation)
-    check_conv_args(x, weight, bias, 'causal_conv1d_ref')
-    return conv_ref(x, weight, bias, activation is not None, reverse)
-
-
-def _check_activation(activation) -> None:
-    if activation not in (None, 'silu', 'swish'):
-        raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
+    silu = check_conv_args(x, weight, bias, activation, 'causal_conv1d_ref')
+    return conv_ref(x, weight, bias, silu, reverse)
 
 
 def conv_ref(x, weight, bias, silu: bool, reverse: bool) -> Tensor:
@@ -170,11 +168,10 @@ def causal_conv1d_cpu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                       activation: Optional[str] = None, reverse: bool = False) -> Tensor:
     """Compiled CPU kernel (same arguments and result as :func:`causal_conv1d_ref`)."""
     require_cpu_extension('the compiled CPU causal conv', "kernel='torch'")
-    _check_activation(activation)
-    check_conv_args(x, weight, bias, 'causal_conv1d_cpu')
+    silu = check_conv_args(x, weight, bias, activation, 'causal_conv1d_cpu')
     if x.device.type != 'cpu':
         raise ShapeError(f'causal_conv1d_cpu needs CPU tensors, got x on {x.device}')
-    return _conv_cpu(x, weight, bias, activation is not None, reverse)
+    return _conv_cpu(x, weight, bias, silu, reverse)
 
 
 def _conv_cpu(x, weight, bias, silu: bool, reverse: bool) -> Tensor:
@@ -188,9 +185,7 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     """Dispatch: causal-conv1d's fused kernel for CUDA tensors (when it imports), the
     compiled CPU kernel for CPU tensors (when built), else :func:`causal_conv1d_ref`
     (the arguments are checked once, here)."""
-    check_conv_args(x, weight, bias, 'causal_conv1d')
-    _check_activation(activation)
-    silu = activation is not None
+    silu = check_conv_args(x, weight, bias, activation, 'causal_conv1d')
     if get_cuda_kernel('causal_conv1d', kernel, x.is_cuda) is not None:
         if reverse:
             return _CausalConv1dCUDA.apply(x.flip(-1), weight, bias, silu).flip(-1)

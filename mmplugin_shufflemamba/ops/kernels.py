@@ -115,18 +115,13 @@ def _cpu_extension_error() -> str:
     return _import_kernel('cpu_extension')[1] or 'not built'
 
 
-def strict_kernels() -> bool:
-    """Whether ``SHUFFLEMAMBA_STRICT_KERNELS`` turns speed-costing fallbacks into errors."""
-    return os.environ.get(STRICT_ENV, '0').strip().lower() not in ('', '0', 'false', 'no')
-
-
 def report_fallback(name: str, err: Optional[str]) -> None:
     """Say once per process that ``name`` is missing and what that costs; raise instead
     under ``SHUFFLEMAMBA_STRICT_KERNELS=1``."""
     msg = (f'{_NAMES[name]} is not available ({err}); falling back to the PyTorch path: '
            f'{_COST[name]}. Install it with `{_INSTALL[name]}`. Set {STRICT_ENV}=1 to make '
            "this an error, or pass kernel='torch' to choose the PyTorch path explicitly.")
-    if strict_kernels():
+    if os.environ.get(STRICT_ENV, '0').strip().lower() not in ('', '0', 'false', 'no'):
         raise RuntimeError(f'{STRICT_ENV}=1: {msg}')
     if name not in _warned:
         _warned.add(name)
@@ -176,11 +171,10 @@ def check_kernel_backend(kernel: str) -> str:
 def get_cuda_kernel(name: str, kernel: str, is_cuda: bool):
     """The fused kernel ``name`` ('selective_scan_cuda' or 'causal_conv1d') to use, or
     None for the PyTorch path (with the once-only fallback report under 'auto')."""
-    check_kernel_backend(kernel)
-    if kernel == 'torch':
+    if check_kernel_backend(kernel) == 'torch' or (kernel == 'auto' and not is_cuda):
         return None
-    if kernel == 'cuda' and not is_cuda:
-        mod, err = _import_kernel(name)
+    mod, err = _import_kernel(name)
+    if not is_cuda:  # kernel='cuda'
         missing = '' if mod is not None else (
             f' (and it cannot be imported here either: {err}; install it on the GPU '
             f'machine with `{_INSTALL[name]}`)')
@@ -188,9 +182,6 @@ def get_cuda_kernel(name: str, kernel: str, is_cuda: bool):
             f"kernel='cuda' was requested for {_NAMES[name]}, but the tensors are on the "
             f"CPU{missing}. Move the model and inputs to a GPU, or use kernel='auto' / "
             "'torch'.")
-    if not is_cuda:
-        return None
-    mod, err = _import_kernel(name)
     if mod is None:
         if kernel == 'cuda':
             raise RuntimeError(
@@ -224,11 +215,9 @@ def kernel_report(device: str = 'cuda') -> Dict[str, str]:
                           f'PyTorch fallback ({err}; install: {_INSTALL[name]})')
     else:
         ext = cpu_extension()
-        desc = ('compiled CPU kernels, code path '
-                f'{ext.get_cpu_path()}' if ext is not None else
-                f'PyTorch fallback ({_cpu_extension_error()}; install: '
-                f"{_INSTALL['cpu_extension']})")
-        report['selective_scan'] = report['causal_conv1d'] = desc
+        report['selective_scan'] = report['causal_conv1d'] = (
+            f'compiled CPU kernels, code path {ext.get_cpu_path()}' if ext is not None else
+            f"PyTorch fallback ({_cpu_extension_error()}; install: {_INSTALL['cpu_extension']})")
     from .ms_deform_attn import ms_deform_attn_backend
     report['ms_deform_attn'] = ms_deform_attn_backend(device)
     return report

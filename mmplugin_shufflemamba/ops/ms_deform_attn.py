@@ -80,9 +80,7 @@ def check_ms_deform_attn_args(value, spatial_shapes, sampling_locations, attenti
             raise ShapeError(f'{fn}: {name} must be a tensor, got {type(t).__name__}')
         if t.device != value.device:
             raise ShapeError(f'{fn}: {name} is on {t.device}, value on {value.device}')
-    for name, t in (('value', value), ('sampling_locations', sampling_locations),
-                    ('attention_weights', attention_weights)):
-        if not t.is_floating_point():
+        if name != 'spatial_shapes' and not t.is_floating_point():
             raise ShapeError(f'{fn}: {name} must be a floating-point tensor, got {t.dtype}')
     if value.dim() != 4:
         raise ShapeError(f'{fn}: value must be (batch, num_keys, num_heads, head_dims), got '

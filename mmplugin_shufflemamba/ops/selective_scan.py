@@ -126,18 +126,16 @@ def scan_torch_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout,
     dt_raw, dt, dA, dBu = _prepare(u_, delta_, A_, B_, db_, delta_softplus)
     hs = _scan_fwd_loop(dA, dBu)
 
-    dz = out = None
+    dz, dy, out = None, dout, None
     if z_ is not None or return_out:
         y = _output(hs, C_, u_, D_)
         if return_out:
             out = (y * F.silu(z_) if z_ is not None else y).to(u.dtype)
-    if z_ is not None:
-        sig = torch.sigmoid(z_)
-        dz = dout * y * sig * (1 + z_ * (1 - sig))
-        dy = dout * z_ * sig
-    else:
-        dy = dout
-    y = None
+        if z_ is not None:
+            sig = torch.sigmoid(z_)
+            dz = dout * y * sig * (1 + z_ * (1 - sig))
+            dy = dout * z_ * sig
+        del y
     dD = (dy * u_).sum((0, 2)) if D_ is not None else None
     du = dy * D_[:, None] if D_ is not None else torch.zeros_like(u_)
     dC = torch.einsum('lbdn,bdl->bnl', hs, dy)

@@ -36,8 +36,6 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     _check_shapes(u, delta, A, B, C, D, z, delta_bias, 'selective_scan_ref')
     if reverse:
         u, delta, B, C, z = _flip_time(u, delta, B, C, z)
-        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias,
-                                  delta_softplus).flip(-1)
     dtype_in = u.dtype
     ct = kernel_dtype(u)
     u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
@@ -56,4 +54,5 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
         y = y + u * D.to(ct)[:, None]
     if z is not None:
         y = y * F.silu(z.to(ct))
-    return y.to(dtype_in)
+    y = y.to(dtype_in)
+    return y.flip(-1) if reverse else y

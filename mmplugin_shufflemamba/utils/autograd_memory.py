@@ -1,10 +1,4 @@
-"""What autograd keeps for the backward of a training forward, in bytes.
-
-:func:`saved_tensor_bytes` counts the distinct storages of the tensors that autograd
-saves while ``fn`` runs (``torch.autograd.graph.saved_tensors_hooks``), leaving out the
-module's parameters (and views of them): the memory a deep model holds per layer
-between its forward and its backward.
-"""
+"""What autograd keeps for the backward of a training forward, in bytes."""
 from typing import Callable, Optional
 
 import torch
@@ -12,12 +6,12 @@ import torch.nn as nn
 
 
 def saved_tensor_bytes(fn: Callable[[], object], module: Optional[nn.Module] = None) -> int:
-    """Bytes of the distinct tensors autograd saves while ``fn()`` runs, parameters and
-    buffers of ``module`` excluded. The result of ``fn`` is dropped afterwards."""
-    skip = set()
-    if module is not None:
-        for t in list(module.parameters()) + list(module.buffers()):
-            skip.add(t.untyped_storage().data_ptr())
+    """Bytes of the distinct storages of the tensors autograd saves while ``fn()`` runs
+    (``torch.autograd.graph.saved_tensors_hooks``), parameters and buffers of ``module``
+    (and views of them) excluded: the memory a deep model holds per layer between its
+    forward and its backward. The result of ``fn`` is dropped."""
+    skip = set() if module is None else {
+        t.untyped_storage().data_ptr() for t in (*module.parameters(), *module.buffers())}
     seen = {}
 
     def pack(t):
@@ -28,6 +22,5 @@ def saved_tensor_bytes(fn: Callable[[], object], module: Optional[nn.Module] = N
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    del out
+        fn()
     return sum(seen.values())

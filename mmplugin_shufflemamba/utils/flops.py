@@ -1,23 +1,18 @@
 """FLOPs of ShuffleMamba models with MMEngine's counter (``FlopAnalyzer``, one
 multiply-add = one flop, elementwise ops not counted), plus handles for the ops it sees
-only as opaque ``prim::PythonOp`` nodes or has no handle for:
-
-- ``BiMambaInnerFn`` (the mixer after ``in_proj``): per direction the causal conv, the
-  ``x_proj`` + ``dt_proj`` linears and the scan, and the shared ``out_proj``;
-- the selective scan (CPU, PyTorch and mamba-ssm's functions): 4 per state element
-  (``dt A``, ``dt u B``, the recurrence and the read-out), 1 per channel element for
-  each of ``dt u``, ``D`` and the ``silu(z)`` gate (:func:`selective_scan_flops`);
-- the depthwise causal convolution: one per tap (:func:`causal_conv1d_flops`);
-- multi-scale deformable attention (mmcv's CUDA function, this package's CPU kernel):
-  4 per sampled value, what MMEngine counts for mmcv's PyTorch path
-  (:func:`deform_attn_flops`);
-- ``aten::rms_norm``: 4 per element with a weight, 3 without.
+only as opaque ``prim::PythonOp`` nodes or has no handle for: ``BiMambaInnerFn`` (per
+direction the causal conv, the ``x_proj`` + ``dt_proj`` linears and the scan, and the
+shared ``out_proj``), the selective scan, the depthwise causal convolution, multi-scale
+deformable attention (mmcv's CUDA function, this package's CPU kernel) and
+``aten::rms_norm`` (4 per element with a weight, 3 without).
 
 :func:`count_flops` reports MMEngine's count (``mmengine``), the count with these handles
 (``total``) and the paper's convention (``paper``: MMEngine's count plus the mixers'
 ``out_proj``, less mmcv's CPU ``grid_sampler``); docs/model_zoo.md#flops explains them.
 """
 import copy
+import functools
+import importlib
 import math
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -40,7 +35,9 @@ HANDLED = ('selective_scan', 'causal_conv1d', 'deform_attn', 'rms_norm', 'bimamb
 # ------------------------------------------------------------------------- formulas
 def selective_scan_flops(batch: int, dim: int, seqlen: int, d_state: int,
                          with_d: bool = True, with_z: bool = True) -> int:
-    """Flops of one selective scan over (batch, dim, seqlen) with ``d_state`` states."""
+    """Flops of one selective scan over (batch, dim, seqlen) with ``d_state`` states: 4
+    per state element (``dt A``, ``dt u B``, the recurrence and the read-out), 1 per
+    channel element for each of ``dt u``, ``D`` and the ``silu(z)`` gate."""
     return batch * dim * seqlen * (4 * d_state + 1 + int(with_d) + int(with_z))
 
 
@@ -52,14 +49,15 @@ def causal_conv1d_flops(batch: int, dim: int, seqlen: int, width: int) -> int:
 def deform_attn_flops(batch: int, num_queries: int, num_heads: int, head_dims: int,
                       num_levels: int, num_points: int) -> int:
     """Flops of the sampling of multi-scale deformable attention (bilinear: 4 per
-    sampled value; the weighted sum over the points is elementwise, not counted)."""
+    sampled value, what MMEngine counts for mmcv's PyTorch path; the weighted sum over
+    the points is elementwise, not counted)."""
     return 4 * batch * num_queries * num_heads * head_dims * num_levels * num_points
 
 
 # ------------------------------------------------------------------------- handles
 def _shape(value) -> Optional[List[int]]:
     from mmengine.analysis.jit_handles import get_shape
-    if value is None or not isinstance(value, torch._C.Value):
+    if not isinstance(value, torch._C.Value):
         return None
     return get_shape(value)
 
@@ -119,10 +117,8 @@ def bimamba_inner_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
 def _deform_attn_flop_jit(locations_arg: int):
     """Handle for a deformable attention function ``(value (bs, keys, heads, head_dims),
     ..., sampling_locations (bs, queries, heads, levels, points, 2), ...)`` whose
-    sampling locations are argument ``locations_arg``: mmcv's
-    ``MultiScaleDeformableAttnFunction(value, shapes, level_start, locations, weights,
-    im2col_step)`` and this package's ``_MSDeformAttnCPU(value, shapes, locations,
-    weights)``."""
+    sampling locations are argument ``locations_arg`` (3 in mmcv's
+    ``MultiScaleDeformableAttnFunction``, 2 in this package's ``_MSDeformAttnCPU``)."""
 
     def handle(inputs: List[Any], outputs: List[Any]) -> Counter:
         args = _python_op_args(inputs, outputs)
@@ -202,20 +198,11 @@ def build_model_for_flops(cfg, device: str = 'cpu') -> Tuple[nn.Module, str]:
 
     from .runtime import _replace_syncbn
     scope = _framework(cfg)
-    if scope == 'mmdet':
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    elif scope == 'mmpretrain':
-        from mmpretrain.registry import MODELS
-        from mmpretrain.utils import register_all_modules
-    else:
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
+    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
     model_cfg = copy.deepcopy(cfg.model)
     _replace_syncbn(model_cfg)
     with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(model_cfg)
+        model = importlib.import_module(f'{scope}.registry').MODELS.build(model_cfg)
     return model.to(device).eval(), scope
 
 
@@ -234,7 +221,6 @@ def model_complexity(cfg, shape: Sequence[int] = (512, 2048),
         shape (tuple): (H, W). Defaults to (512, 2048), the paper's ADE20K shape.
         device (str): Defaults to 'cpu'.
     """
-    import functools
     H, W = (int(shape[0]), int(shape[0])) if len(shape) == 1 else map(int, shape)
     model, scope = build_model_for_flops(cfg, device)
     x = torch.rand(1, 3, H, W, device=device)

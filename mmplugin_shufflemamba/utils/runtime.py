@@ -7,6 +7,7 @@ the gloo process group, lets DDP wrap CPU modules and swaps SyncBN for BN.
 :func:`shutdown_distributed` ends a distributed job without the SIGABRT at exit.
 """
 import gc
+import glob
 import logging
 import os
 import os.path as osp
@@ -15,6 +16,9 @@ from typing import Any, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+from mmengine.logging import print_log
+
+from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
 
 # the threads a gloo process group runs (ProcessGroupGloo workers, TCP event loop)
 _GLOO_THREADS = ('pt_gloo_runloop', 'gloo_tcp_loop')
@@ -42,14 +46,11 @@ def _replace_syncbn(node: Any) -> int:
 
 
 def _import_dynamo_first() -> None:
-    """Import ``torch._dynamo`` before any process group exists.
-
-    DDP imports it lazily at its first construction; imported while a process group
-    exists, it keeps references to it (measured with torch 2.14: the group's refcount
-    goes from 10 to 20), so that ``destroy_process_group`` no longer frees the group and
-    its worker threads live on until the interpreter exits (see
-    :func:`shutdown_distributed`). Imported first, nothing holds the group.
-    """
+    """Import ``torch._dynamo`` before any process group exists: DDP imports it lazily,
+    and imported while a group exists it keeps references to it (measured with torch
+    2.14: the group's refcount goes from 10 to 20), so that ``destroy_process_group``
+    no longer frees the group and its threads live on until the interpreter exits (see
+    :func:`shutdown_distributed`)."""
     try:
         import torch._dynamo  # noqa: F401
     except Exception:  # pragma: no cover - an optional part of torch
@@ -68,7 +69,6 @@ def _cpu_optim_wrapper(cfg) -> None:
     wrapper['type'] = 'OptimWrapper'
     for key in ('dtype', 'loss_scale', 'use_fsdp'):
         wrapper.pop(key, None)
-    from mmengine.logging import print_log
     print_log(f'No CUDA: the config\'s AmpOptimWrapper ({dtype} autocast) is replaced by '
               'the plain OptimWrapper (float32); use tools/train.py --amp for bfloat16 '
               'CPU autocast.', logger='current', level=logging.WARNING)
@@ -97,10 +97,8 @@ def prepare_runtime(cfg, launcher: str) -> None:
                 raise RuntimeError(f"launcher='pytorch' needs ${var}: start the script "
                                    'with torchrun (tools/dist_train.sh does).')
         dist.init_process_group(backend='gloo')
-    wrapper = dict(cfg.get('model_wrapper_cfg', None) or
-                   dict(type='MMDistributedDataParallel'))
-    wrapper['device_ids'] = None
-    cfg.model_wrapper_cfg = wrapper
+    cfg.model_wrapper_cfg = dict(cfg.get('model_wrapper_cfg', None) or
+                                 dict(type='MMDistributedDataParallel'), device_ids=None)
 
 
 class ConfigError(ValueError):
@@ -157,10 +155,9 @@ def load_config(config: str,
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint ``tools/train.py --resume`` (no path) continues from: the file that
-    MMEngine's ``last_checkpoint`` record names, looked up in ``work_dir`` itself first
-    (the record holds an absolute path, which still points to the old place of a moved
-    or copied work dir), then where the record says (``CheckpointHook(out_dir=...)``);
-    None when the work dir has no record."""
+    MMEngine's ``last_checkpoint`` record names, in ``work_dir`` itself first (the
+    record's absolute path still points to the old place of a moved or copied work
+    dir), then where the record says; None without a record."""
     record = osp.join(work_dir, 'last_checkpoint')
     if not osp.isfile(record):
         return None
@@ -192,25 +189,16 @@ def apply_resume(cfg, resume: Optional[str]) -> None:
         cfg.load_from = latest if latest is not None else cfg.get('load_from')
 
 
-def _thread_names() -> List[str]:
-    """Names of this process's threads (Linux; empty elsewhere)."""
-    try:
-        tasks = os.listdir('/proc/self/task')
-    except OSError:
-        return []
+def communication_threads() -> List[str]:
+    """The gloo threads still running in this process (Linux; empty elsewhere)."""
     names = []
-    for t in tasks:
+    for comm in glob.glob('/proc/self/task/*/comm'):
         try:
-            with open(f'/proc/self/task/{t}/comm', encoding='utf-8') as f:
+            with open(comm, encoding='utf-8') as f:
                 names.append(f.read().strip())
         except OSError:  # the thread ended meanwhile
             pass
-    return names
-
-
-def communication_threads() -> List[str]:
-    """The gloo threads still running in this process (Linux; empty elsewhere)."""
-    return [n for n in _thread_names() if n.startswith(_GLOO_THREADS)]
+    return [n for n in names if n.startswith(_GLOO_THREADS)]
 
 
 def shutdown_distributed(timeout: float = 10.0, logger=None) -> bool:
@@ -219,19 +207,16 @@ def shutdown_distributed(timeout: float = 10.0, logger=None) -> bool:
     still reference the group), on the success path only (a barrier would wait for
     ranks that failed). Returns whether no communication thread is left.
 
-    Why: a gloo process group runs worker threads, and a worker drops its reference to
-    a finished collective only after the caller has returned from ``wait()``. If that
-    was the last reference to tensors created in Python (``broadcast_object_list``,
-    ``all_gather_object``, the last validation's result collection), the worker needs
-    the GIL to release them. When the main thread is already finalising the
-    interpreter, Python ends that thread with ``pthread_exit``, whose forced unwinding
-    through the (noexcept) destructor calls ``std::terminate``: "terminate called
-    without an active exception", SIGABRT, and torchrun reports the job as failed
-    (measured: 3 of 49 runs of the 2-process CPU job; a 2-process script that ends with
-    ``broadcast_object_list``: 4 of 40; core dump: ``ProcessGroupGloo::runLoop`` ->
-    ``~AsyncBroadcastWork`` -> ``TensorImpl::decref_pyobject`` -> ``take_gil`` ->
-    ``pthread_exit`` -> ``std::terminate``). Destroying the group while Python is fully
-    alive joins those threads (``~ProcessGroupGloo``) first.
+    Why: a gloo worker thread drops its reference to a finished collective only after
+    the caller has returned from ``wait()``; if that was the last reference to tensors
+    made in Python (``broadcast_object_list``, ``all_gather_object``, the last
+    validation's results), the worker needs the GIL to free them. While the interpreter
+    finalises, Python ends that thread with ``pthread_exit``, whose unwinding through the
+    noexcept destructor calls ``std::terminate``: SIGABRT, a failed torchrun job
+    (measured: 3 of 49 runs of the 2-process CPU job; core dump:
+    ``ProcessGroupGloo::runLoop`` -> ``~AsyncBroadcastWork`` -> ``take_gil`` ->
+    ``pthread_exit``). Destroying the group while Python is fully alive joins those
+    threads (``~ProcessGroupGloo``) first.
     """
     log = logger or logging.getLogger(__name__)
     if not (dist.is_available() and dist.is_initialized()):
@@ -243,11 +228,9 @@ def shutdown_distributed(timeout: float = 10.0, logger=None) -> bool:
         dist.destroy_process_group()
     gc.collect()
     deadline = time.monotonic() + timeout
-    left = communication_threads()
-    while left and time.monotonic() < deadline:
+    while (left := communication_threads()) and time.monotonic() < deadline:
         time.sleep(0.05)
         gc.collect()
-        left = communication_threads()
     if left:
         log.warning(
             'the process group was destroyed but %d communication threads are still '
@@ -264,35 +247,24 @@ def _hook_name(hook: Any) -> str:
 
 
 def add_training_hooks(cfg, finite_check: bool = True) -> List[str]:
-    """The hooks ``tools/train.py`` adds to ``cfg.custom_hooks``; returns their names.
-
-    - ``RNGStateHook`` (exact resumes), always;
-    - ``FiniteLossHook`` (stop at the first NaN / inf loss or gradient norm) unless
-      ``finite_check`` is False (``--no-finite-check``) or the config says
-      ``finite_check = False``; turned off, a ``FiniteLossHook`` of the config's
-      ``custom_hooks`` is removed too (and logged).
-
-    A hook the config already lists is not added twice.
-    """
+    """Add the hooks of ``tools/train.py`` to ``cfg.custom_hooks`` unless listed there;
+    return the names added: ``RNGStateHook`` (exact resumes) and ``FiniteLossHook`` (stop
+    at the first NaN / inf loss or gradient norm), the latter unless ``finite_check`` is
+    False (``--no-finite-check``) or the config says ``finite_check = False``, which also
+    removes the config's own (and logs it)."""
     hooks = list(cfg.get('custom_hooks', None) or [])
     names = [_hook_name(h) for h in hooks]
-    added = []
-    if 'RNGStateHook' not in names:
-        hooks.append(dict(type='RNGStateHook'))
-        added.append('RNGStateHook')
-    on = finite_check and cfg.get('finite_check', True) is not False
-    if not on:
-        if 'FiniteLossHook' in names:
-            hooks = [h for h in hooks if _hook_name(h) != 'FiniteLossHook']
-        from mmengine.logging import print_log
+    wanted = ['RNGStateHook']
+    if finite_check and cfg.get('finite_check', True) is not False:
+        wanted.append('FiniteLossHook')
+    else:
+        hooks = [h for h in hooks if _hook_name(h) != 'FiniteLossHook']
         print_log('The non-finite loss check (FiniteLossHook) is off '
                   f'({"--no-finite-check" if not finite_check else "finite_check=False"}): '
                   'a diverged run goes on and saves NaN weights.', logger='current',
                   level=logging.WARNING)
-    elif 'FiniteLossHook' not in names:
-        hooks.append(dict(type='FiniteLossHook'))
-        added.append('FiniteLossHook')
-    cfg.custom_hooks = hooks
+    added = [n for n in wanted if n not in names]
+    cfg.custom_hooks = hooks + [dict(type=n) for n in added]
     return added
 
 
@@ -300,7 +272,6 @@ def stop_message(error: BaseException, tool: str = '') -> str:
     """What a tool prints when a check stopped it (:class:`CheckpointFitError`,
     ``NonFiniteTrainingError``): the report on rank 0 (or a single process), one line
     on the other ranks of a distributed job (every rank reached the same verdict)."""
-    from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
     prefix = f'{tool}: ' if tool else ''
     rank = int(os.environ.get('RANK', '0') or 0)
     if isinstance(error, NonFiniteTrainingError):  # the hook logged the details
@@ -321,7 +292,5 @@ def log_kernels(device: Optional[str] = None, logger: str = 'current') -> dict:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     report = kernel_report(device)
     lines = ''.join(f'\n    {op}: {desc}' for op, desc in report.items())
-    from mmengine.logging import print_log
-    print_log(f'Kernels for {device} tensors (kernel=auto):{lines}', logger=logger,
-              level=logging.INFO)
+    print_log(f'Kernels for {device} tensors (kernel=auto):{lines}', logger=logger)
     return report

@@ -596,6 +596,18 @@ def load_tiny(path, **init_kw):
     return m
 
 
+def test_non_tensor_values_stop_load_backbone_state_before_anything_loads():
+    from mmplugin_shufflemamba.checkpoint import load_backbone_state
+    m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32, kernel='torch')
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    sd = {k: torch.randn_like(v) for k, v in before.items()}
+    sd['layers.1.mixer.D'] = [1.0] * 64
+    with pytest.raises(CheckpointError, match=r'<mem>: values that are not tensors: '
+                       r'layers.1.mixer.D \(list\)'):
+        load_backbone_state(m, sd, 'model', 'auto', '<mem>')
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+
+
 def test_bad_reader_options_and_files_are_named(tmp_path):
     """Options of the wrong type are refused (a string 'no' was read as True), a
     directory is not 'not found', values that are not tensors are named, and the safe

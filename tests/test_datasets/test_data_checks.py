@@ -356,6 +356,26 @@ def test_coco_duplicate_image_ids_stop_loading(coco):
         _coco_ds(coco)
 
 
+def test_coco_duplicate_image_ids_checked_with_a_subclass_coco_api(coco):
+    # The check sits where mmdet stores the COCO object, not in COCOAPI: a subclass
+    # that sets its own COCOAPI (as mmdet's datasets do) keeps it.
+    from mmdet.datasets.api_wrappers import COCO
+
+    from mmplugin_shufflemamba.datasets.checked_coco import CheckedCocoDataset
+
+    class OwnApi(CheckedCocoDataset):
+        COCOAPI = COCO
+
+    _edit_json(coco, lambda c: c['images'][1].update(id=c['images'][0]['id']))
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmdet'), \
+            pytest.raises(DataError, match='used by several images'):
+        OwnApi(data_root=coco, ann_file='annotations/instances_train2017.json',
+               data_prefix=dict(img='train2017/'), metainfo=synthetic_coco_metainfo(),
+               pipeline=DET_PIPELINE)
+
+
 def test_coco_annotations_of_unknown_images_are_counted(coco, warnings_logged):
     content = _edit_json(coco, lambda c: c['annotations'][0].update(image_id=12345))
     _coco_ds(coco)

@@ -16,8 +16,6 @@ from .scenes import (SyntheticScene, check_writer_args, render_scene, scene_rng,
 
 #: ADE20K label ids (1-based index into ADE20KDataset.METAINFO['classes']) of the classes.
 SYNTHETIC_CLASSES: Dict[str, int] = {'wall': 1, 'building': 2, 'sky': 3, 'tree': 5, 'car': 21}
-#: Label id of the unannotated boundaries (ignored with ``reduce_zero_label``).
-ADE20K_UNLABELED = 0
 # What a key-only stamp of this writer owns (see scenes.write_dataset).
 _LEGACY_FILES = (r'(images/(training|validation)/ADE_(train|val)_\d{8}\.jpg|'
                  r'annotations/(training|validation)/ADE_(train|val)_\d{8}\.png)')
@@ -25,9 +23,9 @@ _LEGACY_FILES = (r'(images/(training|validation)/ADE_(train|val)_\d{8}\.jpg|'
 
 def ade20k_semantic_map(scene: SyntheticScene) -> np.ndarray:
     """The ADE20K annotation of a scene of :func:`~.scenes.render_scene`: uint8 (H, W)
-    map of ADE20K label ids (:data:`SYNTHETIC_CLASSES`), 0 on the rim around every shape.
-    """
-    return semantic_map(scene, SYNTHETIC_CLASSES, rim_label=ADE20K_UNLABELED)
+    map of ADE20K label ids (:data:`SYNTHETIC_CLASSES`), 0 (unlabeled, ignored with
+    ``reduce_zero_label``) on the rim around every shape."""
+    return semantic_map(scene, SYNTHETIC_CLASSES, rim_label=0)
 
 
 def render_sample(rng: np.random.Generator, size: Tuple[int, int] = (128, 128)

@@ -12,8 +12,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .scenes import (SHAPE_CLASSES, SyntheticScene, check_writer_args, render_scene,
-                     scene_rng, write_dataset, write_image)
+from .scenes import (SHAPE_CLASSES, check_writer_args, render_scene, scene_rng, write_dataset,
+                     write_image)
 
 #: Class names in category-id order (category id = index + 1).
 SYNTHETIC_COCO_CLASSES: Tuple[str, ...] = SHAPE_CLASSES
@@ -83,17 +83,6 @@ def mask_to_bbox(mask: np.ndarray) -> List[float]:
     return [float(x0), float(y0), float(xs.max() + 1 - x0), float(ys.max() + 1 - y0)]
 
 
-def _scene_annotations(scene: SyntheticScene, min_area: int) -> List[dict]:
-    anns = []
-    for inst in scene.instances:
-        polygons = mask_to_polygons(inst.mask) if inst.area >= max(min_area, 1) else []
-        if polygons:
-            anns.append(dict(category_id=SYNTHETIC_COCO_CLASSES.index(inst.name) + 1,
-                             segmentation=polygons, area=float(inst.area),
-                             bbox=mask_to_bbox(inst.mask), iscrowd=0))
-    return anns
-
-
 def generate_synthetic_coco(root: str,
                             num_train: int = 200,
                             num_val: int = 40,
@@ -135,8 +124,15 @@ def generate_synthetic_coco(root: str,
                 write_image(osp.join(root, f'{split}2017', file_name), scene.image)
                 images.append(dict(id=image_id, file_name=file_name, height=size[0],
                                    width=size[1]))
-                for ann in _scene_annotations(scene, min_area):
-                    annotations.append(dict(id=len(annotations) + 1, image_id=image_id, **ann))
+                for inst in scene.instances:
+                    # (an empty mask has no polygon, whatever min_area)
+                    polygons = mask_to_polygons(inst.mask) if inst.area >= min_area else []
+                    if polygons:
+                        annotations.append(dict(
+                            id=len(annotations) + 1, image_id=image_id,
+                            category_id=SYNTHETIC_COCO_CLASSES.index(inst.name) + 1,
+                            segmentation=polygons, area=float(inst.area),
+                            bbox=mask_to_bbox(inst.mask), iscrowd=0))
             info = dict(description=f'synthetic shapes, {split}, seed {seed}', version='1.0')
             with open(osp.join(root, 'annotations', f'instances_{split}2017.json'), 'w') as f:
                 json.dump(dict(info=info, licenses=[], images=images, annotations=annotations,

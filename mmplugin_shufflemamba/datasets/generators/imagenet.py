@@ -10,7 +10,8 @@ dominant shape (largest visible area); scenes where no shape dominates clearly
 the split already (the classes are balanced).
 """
 import os.path as osp
-from typing import Dict, List, Optional, Tuple
+from collections import Counter
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -27,10 +28,10 @@ _LEGACY_FILES = (r'((train|val)/(' + '|'.join(SYNTHETIC_IMAGENET_CLASSES) +
 def dominant_class(scene: SyntheticScene, margin: float = 1.5) -> Optional[int]:
     """Label of the class with the largest visible area, or None when it is not at
     least ``margin`` times the visible area of the runner-up class."""
-    areas: Dict[str, int] = {}
+    areas = Counter()
     for inst in scene.instances:
-        areas[inst.name] = areas.get(inst.name, 0) + inst.area
-    ranked = sorted(areas.items(), key=lambda kv: -kv[1])
+        areas[inst.name] += inst.area
+    ranked = areas.most_common(2)
     if (not ranked or ranked[0][1] == 0
             or len(ranked) > 1 and ranked[0][1] < margin * ranked[1][1]):
         return None
@@ -38,7 +39,8 @@ def dominant_class(scene: SyntheticScene, margin: float = 1.5) -> Optional[int]:
 
 
 def _render_split(seed: int, split: str, num: int, size: Tuple[int, int],
-                  margin: float) -> List[Tuple[np.ndarray, int]]:
+                  margin: float) -> List[Tuple[str, np.ndarray, int]]:
+    """``(file path under the split, image, label)`` of the ``num`` images of ``split``."""
     # Balanced: at most ceil(num / C) images per class (a class whose quota is full
     # skips its scenes), so that the majority-class baseline is about 1 / C.
     num_classes = len(SYNTHETIC_IMAGENET_CLASSES)
@@ -51,7 +53,8 @@ def _render_split(seed: int, split: str, num: int, size: Tuple[int, int],
         label = dominant_class(scene, margin)
         if label is not None and counts[label] < quota:
             counts[label] += 1
-            samples.append((scene.image, label))
+            name = f'{SYNTHETIC_IMAGENET_CLASSES[label]}/{split}_{len(samples) + 1:08d}.JPEG'
+            samples.append((name, scene.image, label))
         if index > 40 * num + 200:
             raise RuntimeError(f'margin={margin} rejects almost every scene; lower it')
     return samples
@@ -81,28 +84,23 @@ def generate_synthetic_imagenet(root: str,
             Defaults to False.
     """
     size = check_writer_args(num_train, num_val, size, min_count=1)
-    splits = ('train', 'val')
 
     def plan():
         samples = {split: _render_split(seed, split, num, size, margin)
-                   for split, num in zip(splits, (num_train, num_val))}
-        names = {split: [f'{SYNTHETIC_IMAGENET_CLASSES[label]}/{split}_{i + 1:08d}.JPEG'
-                         for i, (_, label) in enumerate(samples[split])] for split in splits}
+                   for split, num in (('train', num_train), ('val', num_val))}
 
         def write():
-            for split in splits:
-                for rel, (img, _) in zip(names[split], samples[split]):
+            for split, split_samples in samples.items():
+                for rel, img, _ in split_samples:
                     write_image(osp.join(root, split, rel), img)
                 with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
-                    f.writelines(f'{rel} {label}\n'
-                                 for rel, (_, label) in zip(names[split], samples[split]))
+                    f.writelines(f'{rel} {label}\n' for rel, _, label in split_samples)
 
-        files = [f'{split}/{rel}' for split in splits for rel in names[split]]
-        files += [f'meta/{split}.txt' for split in splits]
-        dirs = ['meta'] + [f'{split}/{cls}' for split in splits
+        files = [f'{split}/{rel}' for split in samples for rel, _, _ in samples[split]]
+        files += [f'meta/{split}.txt' for split in samples]
+        dirs = ['meta'] + [f'{split}/{cls}' for split in samples
                            for cls in SYNTHETIC_IMAGENET_CLASSES]
         return files, dirs, write
 
     key = f'{num_train} {num_val} {size[0]}x{size[1]} seed={seed} margin={margin} v1'
-    return write_dataset(root, 'synthetic_imagenet', key, _LEGACY_FILES, overwrite,
-                         plan)
+    return write_dataset(root, 'synthetic_imagenet', key, _LEGACY_FILES, overwrite, plan)

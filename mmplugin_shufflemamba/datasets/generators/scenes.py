@@ -16,6 +16,8 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..data_checks import _examples
+
 #: Classes of the drawn shapes, in the order the renderer samples them.
 SHAPE_CLASSES: Tuple[str, ...] = ('building', 'sky', 'tree', 'car')
 #: Class of the background clutter (not an instance).
@@ -99,8 +101,8 @@ def _remove(root: str, files: List[str]) -> None:
     """Remove ``files`` and the directories they leave empty (never ``root`` itself)."""
     dirs = set()
     for rel in files:
-        os.remove(osp.join(root, *rel.split('/')))
         parts = rel.split('/')
+        os.remove(osp.join(root, *parts))
         dirs.update('/'.join(parts[:i]) for i in range(1, len(parts)))
     for rel in sorted(dirs, key=lambda d: -d.count('/')):  # deepest first
         path = osp.join(root, *rel.split('/'))
@@ -139,16 +141,14 @@ def write_dataset(root: str, name: str, key: str, legacy_pattern: str, overwrite
         owned = set(stamp['files'])
     foreign = [p for p in present if p not in owned]
     if foreign:
-        examples = ', '.join(repr(p) for p in foreign[:3])
-        more = f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''
         why = (f'has {len(foreign)} file(s) that {writer} did not write' if stamp is not None
                else f"is not empty ({len(foreign)} file(s)) and has no stamp '{stamp_name}', so "
                f'{writer} did not write it')
         raise FileExistsError(
-            f'{root} {why}: {examples}{more}. {writer} writes only into an empty directory '
-            'or one it wrote before (it never deletes files it did not write, and the '
-            'frameworks would read them together with the new ones): choose another '
-            'directory or remove those files.')
+            f'{root} {why}: {_examples([repr(p) for p in foreign])}. {writer} writes only '
+            'into an empty directory or one it wrote before (it never deletes files it did '
+            'not write, and the frameworks would read them together with the new ones): '
+            'choose another directory or remove those files.')
     if stamp is not None:
         if stamp['complete'] and stamp['key'] == key and not overwrite:
             return root
@@ -224,7 +224,7 @@ def _texture(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         s = 0.5 + 0.5 * np.sign(np.sin(xx * 0.9 + phase))
         return np.stack([150 + 90 * s, 40 + 20 * s, 40 + 20 * s], -1)
     if name == 'sky':
-        g = (yy / max(h - 1, 1))
+        g = yy / max(h - 1, 1)
         return np.stack([60 + 40 * g, 110 + 50 * g, 200 + 40 * g], -1)
     if name == 'tree':
         n = rng.random((h, w)) > 0.6
@@ -236,8 +236,7 @@ def _texture(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     low = rng.random((h // 16 + 2, w // 16 + 2)).astype(np.float32)
     low = np.kron(low, np.ones((16, 16), np.float32))[:h, :w]
     base = 90 + 80 * low + rng.normal(0, 12, (h, w))
-    tint = rng.uniform(-15, 15, 3)
-    return np.stack([base + tint[0], base + tint[1], base + tint[2]], -1)
+    return base[..., None] + rng.uniform(-15, 15, 3)  # plus a slight tint
 
 
 def _shape_mask(kind: str, h: int, w: int, cy: float, cx: float, r: float,

@@ -7,8 +7,10 @@ import math
 from typing import Dict, Optional
 
 import torch
+from mmengine.dist import all_reduce, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
+from mmengine.runner import EpochBasedTrainLoop, find_latest_checkpoint
 
 GRAD_NORM_KEY = 'train/grad_norm'
 
@@ -116,14 +118,11 @@ class FiniteLossHook(Hook):
         grad_norm = self._grad_norm(runner)
         bad_loss = any(not math.isfinite(v) for v in terms.values())
         bad_grad = grad_norm is not None and not math.isfinite(grad_norm)
-        from mmengine.dist import get_world_size
         world = get_world_size()
         ranks = _ranks_in_trouble(bad_loss or bad_grad, world)
         if not ranks:
             return
-        # The iteration as the log counts it ("Iter(train) [it/N]").
-        where = f'iteration {runner.iter + 1}'
-        from mmengine.runner import EpochBasedTrainLoop
+        where = f'iteration {runner.iter + 1}'  # as the log counts it: Iter(train) [it/N]
         if isinstance(getattr(runner, '_train_loop', None), EpochBasedTrainLoop):
             where += f' (epoch {runner.epoch + 1}, batch {batch_idx + 1})'
         values = ', '.join(f'{k}={_fmt(v)}' for k, v in terms.items()) or \
@@ -138,7 +137,10 @@ class FiniteLossHook(Hook):
         else:
             head = (f'non-finite loss or gradient norm on rank(s) {ranks} at {where} '
                     f'(this rank: {values})')
-        last = _last_checkpoint(runner)
+        try:  # MMEngine's last_checkpoint record, best effort for the message only
+            last = find_latest_checkpoint(runner.work_dir)
+        except Exception:  # pragma: no cover
+            last = None
         msg = (f'Training stopped: {head}. The weights of this iteration are not saved'
                + (f'; the last checkpoint is {last}' if last else '') +
                '. Lower the learning rate, add or tighten gradient clipping '
@@ -153,17 +155,7 @@ def _ranks_in_trouble(bad: bool, world: int) -> list:
     one all-reduce of ``world`` flags; no communication in a single process)."""
     if world == 1:
         return [0] if bad else []
-    from mmengine.dist import all_reduce, get_rank
     flags = torch.zeros(world, dtype=torch.float32)
     flags[get_rank()] = float(bad)
     all_reduce(flags, op='sum')
     return [i for i, f in enumerate(flags.tolist()) if f > 0]
-
-
-def _last_checkpoint(runner) -> Optional[str]:
-    """The latest checkpoint in the work dir (MMEngine's ``last_checkpoint`` file)."""
-    try:
-        from mmengine.runner import find_latest_checkpoint
-        return find_latest_checkpoint(runner.work_dir)
-    except Exception:  # pragma: no cover - best effort for the message only
-        return None

@@ -27,13 +27,11 @@ class CPUAmpOptimWrapper(OptimWrapper):
 
     def __init__(self, dtype: Union[str, torch.dtype] = 'bfloat16', **kwargs):
         super().__init__(**kwargs)
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype) if dtype in ('bfloat16', 'float16') else None
-        if dtype != torch.bfloat16:
+        if dtype not in ('bfloat16', torch.bfloat16):
             raise ValueError(
                 'CPUAmpOptimWrapper autocasts to bfloat16 only (float16 on the CPU would '
                 f'need a loss scaler), got dtype={dtype!r}; use --amp-dtype bfloat16')
-        self.cast_dtype = dtype
+        self.cast_dtype = torch.bfloat16
 
     @contextmanager
     def optim_context(self, model: nn.Module):

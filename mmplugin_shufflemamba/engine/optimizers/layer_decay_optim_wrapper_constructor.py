@@ -29,6 +29,10 @@ def is_marked_no_decay(param: nn.Parameter) -> bool:
     return bool(getattr(param, '_no_weight_decay', False))
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
 def _optimizer_options(optimizer_cfg: dict) -> Optional[Dict[str, inspect.Parameter]]:
     """The keyword arguments of the configured optimizer class (None when unknown)."""
     optimizer = optimizer_cfg.get('type')
@@ -47,9 +51,8 @@ def _optimizer_options(optimizer_cfg: dict) -> Optional[Dict[str, inspect.Parame
 def _check_custom_key_options(name: str, custom_keys: dict, own: Sequence[str],
                               optimizer_cfg: dict, computed: Sequence[str] = ()) -> None:
     """Refuse a custom_keys entry option that nothing reads (a typo such as lr_mul):
-    neither one of ``own`` nor an option of the optimizer's param groups (which the
-    constructors pass on), except the ``computed`` ones; nothing is refused when the
-    optimizer's options cannot be listed."""
+    neither one of ``own`` nor a param-group option of the optimizer (except the
+    ``computed`` ones), unless the optimizer's options cannot be listed."""
     known = _optimizer_options(optimizer_cfg)
     if known is None:
         return
@@ -111,17 +114,16 @@ _GROUP_KEYS = ('params', 'param_name', 'param_names', 'lr', 'initial_lr', 'weigh
 class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor):
     """mmpretrain's layer-wise lr decay, for mmseg / mmdet / mmpretrain models.
 
-    Each trainable parameter gets ``lr = base_lr * lr_mult * layer_decay_rate **
-    (num_layers - 1 - layer_id)`` and weight decay ``base_wd * decay_mult``, or 0 (which
-    ``decay_mult`` cannot change) for a parameter marked ``_no_weight_decay``, of a
-    normalisation module (:data:`NORM_TYPES`) or named ``bias`` / ``*_bias``.
-    ``(layer_id, num_layers)`` is the backbone's ``get_layer_depth(name,
-    prefix='backbone.')`` (a bare backbone's own). Parameters shared by several modules
-    are added once; the groups are one per (layer id, decay or not, custom key), top
-    layer first, each with ``param_names``, ``layer_id`` and ``lr_scale`` (and a custom
-    key's, longest matching key first, ``custom_key``, ``lr_mult``, ``decay_mult`` and
-    options), and one line per layer is logged. Without ``optimizer.weight_decay`` the
-    optimizer's default is the base. See docs/training_and_testing.md for an example.
+    A trainable parameter gets ``lr = base_lr * lr_mult * layer_decay_rate **
+    (num_layers - 1 - layer_id)``, ``(layer_id, num_layers)`` being the backbone's
+    ``get_layer_depth(name, prefix='backbone.')`` (a bare backbone's own), and weight
+    decay ``base_wd * decay_mult`` (``base_wd``: the optimizer's default if not set), or
+    0 whatever ``decay_mult`` if it is marked ``_no_weight_decay``, of a normalisation
+    module (:data:`NORM_TYPES`) or named ``bias`` / ``*_bias``. Shared parameters are
+    added once, in one group per (layer id, decay or not, custom key), top layer first,
+    with ``param_names``, ``layer_id``, ``lr_scale`` and a custom key's (longest match
+    first) ``custom_key``, ``lr_mult``, ``decay_mult`` and options; one line per layer is
+    logged. See docs/training_and_testing.md for an example.
 
     Args:
         optim_wrapper_cfg (dict): with ``optimizer`` (``lr`` required).
@@ -135,7 +137,7 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
         name, cfg = type(self).__name__, self.paramwise_cfg
         if self.base_wd is None:  # the optimizer's default, for decay_mult and the groups
             wd = (_optimizer_options(self.optimizer_cfg) or {}).get('weight_decay')
-            if not wd or isinstance(wd.default, bool) or not isinstance(wd.default, Real):
+            if not wd or not _is_number(wd.default):
                 raise ValueError(f'{name}: set optimizer.weight_decay (no numeric default '
                                  f'for {self.optimizer_cfg["type"]!r}).')
             self.base_wd = wd.default
@@ -149,18 +151,16 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
         if rate is None:
             raise ValueError(f'{name} needs paramwise_cfg=dict(layer_decay_rate=...), got '
                              f'paramwise_cfg={cfg!r}.')
-        if isinstance(rate, bool) or not isinstance(rate, Real):
+        if not _is_number(rate):
             raise TypeError(f'paramwise_cfg.layer_decay_rate must be a number in (0, 1], '
                             f'got {rate!r}')
         if not 0 < rate <= 1:  # also nan
             raise ValueError(f'paramwise_cfg.layer_decay_rate must be in (0, 1], got {rate}'
                              ': layer l gets base_lr * rate ** (num_layers - 1 - l).')
         for key, opts in cfg.get('custom_keys', {}).items():
-            mults = [opts.get(m, 1.) for m in ('lr_mult', 'decay_mult')] \
-                if isinstance(opts, dict) else []
-            if not mults or set(opts) & set(_GROUP_KEYS) or not all(
-                    isinstance(m, Real) and not isinstance(m, bool) and m >= 0
-                    for m in mults):
+            if not isinstance(opts, dict) or set(opts) & set(_GROUP_KEYS) or not all(
+                    _is_number(m) and m >= 0
+                    for m in (opts.get('lr_mult', 1.), opts.get('decay_mult', 1.))):
                 raise ValueError(f'custom_keys[{key!r}] = {opts!r}: a dict with lr_mult / '
                                  'decay_mult >= 0 (not the lr or weight decay this '
                                  'constructor computes) and other group options.')

@@ -166,6 +166,10 @@ class ShuffleMambaEncoder(BaseModule):
             return self.embed_dims
         return self.num_registers * (self.embed_dims // self.cls_reduce)
 
+    def _token_params(self) -> List[nn.Parameter]:
+        return [getattr(self, name) for name in ('pos_embed', 'cls_token', 'pos_embed_cls')
+                if hasattr(self, name)]
+
     def _pretrained_cfg(self) -> bool:
         return isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'
 
@@ -183,22 +187,18 @@ class ShuffleMambaEncoder(BaseModule):
             self._is_init = True
             return
         first = not self._is_init  # MMEngine's init runs once; so does the default
-        if self.init_cfg is None:
-            super().init_weights()
-            if first:
-                self.reset_parameters()
-        else:  # e.g. Kaiming / TruncNormal: applied on top of the default initialisation
-            if first:
-                self.reset_parameters()
-            super().init_weights()
+        if first and self.init_cfg is not None:
+            self.reset_parameters()  # e.g. Kaiming / TruncNormal apply on top of it
+        super().init_weights()
+        if first and self.init_cfg is None:
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """The default initialisation (position embedding, cls / register tokens, block
         biases, ``out_proj`` scale), without MMEngine's logging; an ``init_cfg`` other
         than Pretrained is applied on top of it."""
-        for name in ('pos_embed', 'cls_token', 'pos_embed_cls'):
-            if hasattr(self, name):
-                trunc_normal_(getattr(self, name), std=0.02)
+        for param in self._token_params():
+            trunc_normal_(param, std=0.02)
         if self.cls_reduce > 1:
             trunc_normal_(self.neck.weight, std=0.02)
         for name, m in self.layers.named_modules(prefix='layers'):
@@ -221,9 +221,8 @@ class ShuffleMambaEncoder(BaseModule):
             m.eval()
             for p in m.parameters():
                 p.requires_grad = False
-        for name in ('pos_embed', 'cls_token', 'pos_embed_cls'):
-            if hasattr(self, name):
-                getattr(self, name).requires_grad = False
+        for param in self._token_params():
+            param.requires_grad = False
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -236,12 +235,11 @@ class ShuffleMambaEncoder(BaseModule):
         """
         num_layers = self.num_layers + 2
         name = param_name[len(prefix):]
-        if not param_name.startswith(prefix):
-            return num_layers - 1, num_layers
-        if name.startswith(('patch_embed', 'pos_embed', 'cls_token', 'pos_embed_cls')):
-            return 0, num_layers
-        if name.startswith('layers.'):
-            return int(name.split('.')[1]) + 1, num_layers
+        if param_name.startswith(prefix):
+            if name.startswith(('patch_embed', 'pos_embed', 'cls_token')):  # + pos_embed_cls
+                return 0, num_layers
+            if name.startswith('layers.'):
+                return int(name.split('.')[1]) + 1, num_layers
         return num_layers - 1, num_layers
 
     def check_input(self, x: torch.Tensor, min_size: Optional[int] = None) -> None:

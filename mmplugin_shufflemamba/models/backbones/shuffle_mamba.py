@@ -5,8 +5,8 @@ from typing import Dict, Sequence, Tuple, Union
 import torch
 from mmengine.registry import MODELS
 
+from ..layers.arg_checks import check_bool, check_choice
 from ..layers.token_layout import to_map
-from ..layers.arg_checks import autocast_enabled, check_bool
 from .encoder import ShuffleMambaEncoder
 from .shuffle_mamba_checks import (check_out_cls, reject_args, resolve_out_indices,
                                    token_layout)
@@ -18,14 +18,6 @@ class OutType(str, enum.Enum):
     RESIDUAL = 'residual'
     #: the block's mixer output alone, as the official downstream code
     MIXER = 'mixer'
-
-    @classmethod
-    def parse(cls, value: Union[str, 'OutType']) -> 'OutType':
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f'out_type must be one of {[t.value for t in cls]}, got '
-                             f'{value!r}') from None
 
 
 @MODELS.register_module()
@@ -48,7 +40,6 @@ class ShuffleMamba(ShuffleMambaEncoder):
         shuffle_cls (bool): SLWS moves the cls / register tokens. Defaults to True.
         **kwargs: see :class:`~.encoder.ShuffleMambaEncoder`.
     """
-    OUT_TYPES = tuple(t.value for t in OutType)
 
     def __init__(self, arch: Union[str, dict] = 'b',
                  img_size: Union[int, Sequence[int]] = 224, patch_size: int = 16, *,
@@ -59,7 +50,7 @@ class ShuffleMamba(ShuffleMambaEncoder):
                  **kwargs):
         reject_args('ShuffleMamba', kwargs,
                     {'tokens': 'pass with_cls_token or num_registers'})
-        out_type = OutType.parse(out_type)
+        out_type = OutType(check_choice('out_type', out_type, [t.value for t in OutType]))
         tokens = token_layout(with_cls_token, num_registers)
         final_norm = check_bool('final_norm', final_norm)
         out_cls = check_out_cls(out_cls, tokens, final_norm)
@@ -76,7 +67,7 @@ class ShuffleMamba(ShuffleMambaEncoder):
         classification feature (B, :attr:`cls_feature_dims`); in the weights' dtype
         outside autocast (the residual stream runs in float32 at least)."""
         hidden, grid, _ = self.embed(x)  # checks x
-        out_dtype = (None if autocast_enabled(x.device.type) else
+        out_dtype = (None if torch.is_autocast_enabled(x.device.type) else
                      self.patch_embed.proj.weight.dtype)
         perms = self.draw_permutations(hidden.shape[1], hidden.device)
         residual, final, last = None, None, self.num_layers - 1

@@ -13,7 +13,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers.adapter_modules import InteractionBlock, SpatialPriorModule, TokenUpsample2x
 from ..layers.deform_attn import DeformInputs, MSDeformAttn
-from ..layers.arg_checks import check_bool, check_int, check_map_norm_cfg, check_real
+from ..layers.arg_checks import (check_bool, check_int, check_map_norm_cfg, check_real,
+                                 check_width_ratio)
 from ..layers.bimamba import mark_no_weight_decay
 from ..layers.token_layout import to_map
 from .encoder import ShuffleMambaEncoder
@@ -99,19 +100,13 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
                             ('add_backbone_feature', add_backbone_feature),
                             ('use_extra_extractor', use_extra_extractor)):
             check_bool(name, value)
-        check_real('deform_ratio', deform_ratio, 0.0, low_open=True,
-                   hint='the deformable attention value width / embed_dims')
-        if int(D * deform_ratio) < 1:
-            raise ValueError(f'deform_ratio={deform_ratio} gives no value channels: '
-                             f'int(embed_dims * deform_ratio) = int({D} * {deform_ratio})'
-                             ' = 0; use a larger deform_ratio (0.5 in every config).')
-        check_real('cffn_ratio', cffn_ratio, 0.0, low_open=True,
-                   hint='the ConvFFN hidden width / embed_dims')
-        if with_cffn and int(D * cffn_ratio) < 1:
-            raise ValueError(f'cffn_ratio={cffn_ratio} gives a ConvFFN without hidden '
-                             f'channels: int(embed_dims * cffn_ratio) = int({D} * '
-                             f'{cffn_ratio}) = 0; use a larger cffn_ratio (0.25 in every '
-                             'config) or with_cffn=False.')
+        check_width_ratio('deform_ratio', deform_ratio, D,
+                          width='deformable attention value width',
+                          empty='no value channels', fix=' (0.5 in every config)')
+        check_width_ratio('cffn_ratio', cffn_ratio, D, width='ConvFFN hidden width',
+                          empty='a ConvFFN without hidden channels',
+                          fix=' (0.25 in every config) or with_cffn=False',
+                          need_width=with_cffn)
         check_map_norm_cfg('adapter_norm_cfg', adapter_norm_cfg)
         self.deform_num_heads = deform_num_heads
         self.interaction_indexes = self._check_interaction_indexes(
@@ -129,7 +124,7 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
                 extra_extractor=use_extra_extractor and i == num_groups - 1,
                 with_cp=self.with_cp) for i in range(num_groups)
         ])
-        self.up = TokenUpsample2x(D)  # ConvTranspose2d(D, D, 2, 2)
+        self.up = TokenUpsample2x(D)
         for i in range(1, 5):
             self.add_module(f'norm{i}', mark_no_weight_decay(
                 build_norm_layer(adapter_norm_cfg, D)[1]))
@@ -143,8 +138,7 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
                 raise ValueError(f'the default interaction_indexes split the blocks into '
                                  f'4 groups, but there are only {L}; pass '
                                  'interaction_indexes.')
-            bounds = [i * L // 4 for i in range(5)]
-            return tuple((bounds[i], bounds[i + 1] - 1) for i in range(4))
+            return tuple((i * L // 4, (i + 1) * L // 4 - 1) for i in range(4))
         if isinstance(indexes, (str, bytes)) or not isinstance(indexes, Sequence) \
                 or len(indexes) == 0:
             raise TypeError('interaction_indexes must be a non-empty sequence of '
@@ -260,8 +254,6 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
                                      mode='bilinear', align_corners=False))
                 for lvl, g in zip(levels, group_maps)
             ]
-        outs = []
-        for i, (lvl, s) in enumerate(zip(levels, (4, 8, 16, 32))):
-            lvl = getattr(self, f'norm{i + 1}')(lvl)
-            outs.append(lvl[..., :math.ceil(H / s), :math.ceil(W / s)].contiguous())
-        return tuple(outs)
+        norms = (self.norm1, self.norm2, self.norm3, self.norm4)
+        return tuple(norm(lvl)[..., :math.ceil(H / s), :math.ceil(W / s)].contiguous()
+                     for norm, lvl, s in zip(norms, levels, (4, 8, 16, 32)))

@@ -4,8 +4,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from ..layers.arg_checks import (_is_int, autocast_enabled, check_bool, check_int, check_pair,
-                                 check_rate, check_real)
+from ..layers.arg_checks import (_is_int, check_bool, check_int, check_pair, check_rate,
+                                 check_real)
 from ..layers.token_layout import TokenLayout
 
 
@@ -137,15 +137,9 @@ def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
 
 
 def check_image_input(model, x: torch.Tensor, min_size: Optional[int] = None) -> None:
-    """Check an image batch at ``model``'s entry (shapes and dtypes only).
-
-    Args:
-        model (ShuffleMambaEncoder): the model it is fed to.
-        x (Tensor): (B, in_channels, H, W), B >= 1, the weights' dtype (any floating
-            dtype under ``torch.autocast``); else ``TypeError`` / ``ValueError``.
-        min_size (int, optional): smallest H and W. Defaults to ``patch_size``
-            (a smaller image would be one patch of mostly padding).
-    """
+    """Check the image batch ``x`` fed to ``model``: (B, in_channels, H, W), B >= 1, H
+    and W >= ``min_size`` (default ``patch_size``: a smaller image would be one patch of
+    mostly padding), the weights' dtype (any floating dtype under ``torch.autocast``)."""
     name = type(model).__name__
     if not isinstance(x, torch.Tensor):
         raise TypeError(f'{name} expects a (B, C, H, W) tensor, got '
@@ -179,7 +173,7 @@ def check_image_input(model, x: torch.Tensor, min_size: Optional[int] = None) ->
                 f'{name} takes a floating-point image, got {x.dtype}: convert it '
                 f'(x.to(torch.{dtype_name})) and normalise it before the backbone '
                 '(the data preprocessor does both).')
-        if not autocast_enabled(x.device.type):
+        if not torch.is_autocast_enabled(x.device.type):
             half = next((d for d in (x.dtype, weight_dtype)
                          if d in (torch.float16, torch.bfloat16)), None)
             raise TypeError(

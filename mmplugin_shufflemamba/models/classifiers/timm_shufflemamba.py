@@ -9,17 +9,12 @@ from typing import Any, Dict, Optional, Union
 import torch
 import torch.nn as nn
 from mmengine.model.weight_init import trunc_normal_
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, register_model
 
 from ..backbones.encoder import ShuffleMambaEncoder
 from ..backbones.shuffle_mamba_checks import reject_args, token_layout
 from ..layers.arg_checks import check_int
-
-try:
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    from timm.models import build_model_with_cfg, register_model
-    HAS_TIMM = True
-except ImportError:  # pragma: no cover - timm is a declared dependency
-    HAS_TIMM = False
 
 #: Factory name -> ShuffleMamba arguments of the official ImageNet models
 #: (``models_shuffle.py`` / ``models_reg.py``).
@@ -223,16 +218,16 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
     return model
 
 
-if HAS_TIMM:
-    def _register(name: str):
-        def factory(pretrained: bool = False, **kwargs) -> ShuffleMambaClassifier:
-            return _create(name, pretrained, **kwargs)
-        factory.__name__ = factory.__qualname__ = name
-        factory.__module__ = __name__
-        factory.__doc__ = f'ShuffleMamba classifier {name}: {TIMM_ARCHS[name]}.'
-        return register_model(factory)
+def _register(name: str):
+    def factory(pretrained: bool = False, **kwargs) -> ShuffleMambaClassifier:
+        return _create(name, pretrained, **kwargs)
+    factory.__name__ = factory.__qualname__ = name
+    factory.__module__ = __name__
+    factory.__doc__ = f'ShuffleMamba classifier {name}: {TIMM_ARCHS[name]}.'
+    return register_model(factory)
 
-    for _name in TIMM_ARCHS:
-        globals()[_name] = _register(_name)
+
+for _name in TIMM_ARCHS:
+    globals()[_name] = _register(_name)
 
 __all__ = ['ShuffleMambaClassifier', 'TIMM_ARCHS'] + list(TIMM_ARCHS)

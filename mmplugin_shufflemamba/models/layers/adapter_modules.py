@@ -12,7 +12,8 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 
-from .arg_checks import check_bool, check_int, check_map_norm_cfg, check_rate, check_real
+from .arg_checks import (check_bool, check_int, check_map_norm_cfg, check_rate, check_real,
+                         check_width_ratio)
 from .bimamba import mark_no_weight_decay
 from .deform_attn import MSDeformAttn, Shapes
 
@@ -173,7 +174,6 @@ class Injector(_CrossAttention):
                  with_cp: bool = False):
         super().__init__(embed_dims, num_heads, n_points, n_levels, deform_ratio, with_cp)
         check_real('init_values', init_values, hint="the injector's initial gamma")
-        self.init_values = init_values
         self.gamma = mark_no_weight_decay(
             nn.Parameter(torch.full((embed_dims, ), float(init_values))))
 
@@ -206,14 +206,9 @@ class Extractor(_CrossAttention):
         check_rate('drop_path', drop_path, hint="the ConvFFN branch's drop path rate, "
                    'drop_path_rate of the backbone')
         if with_cffn:
-            check_real('cffn_ratio', cffn_ratio, 0.0, low_open=True,
-                       hint='the ConvFFN hidden width / embed_dims')
-            if int(embed_dims * cffn_ratio) < 1:
-                raise ValueError(
-                    f'cffn_ratio={cffn_ratio} gives a ConvFFN without hidden channels: '
-                    f'int(embed_dims * cffn_ratio) = int({embed_dims} * {cffn_ratio}) = '
-                    '0; use a larger cffn_ratio or with_cffn=False.')
-            self.ffn = ConvFFN(embed_dims, int(embed_dims * cffn_ratio))
+            self.ffn = ConvFFN(embed_dims, check_width_ratio(
+                'cffn_ratio', cffn_ratio, embed_dims, width='ConvFFN hidden width',
+                empty='a ConvFFN without hidden channels', fix=' or with_cffn=False'))
             self.ffn_norm = _adapter_norm(embed_dims)
             self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

@@ -5,11 +5,13 @@ import math
 import numbers
 from typing import Any, Optional, Sequence, Tuple
 
-import torch
+import mmcv.cnn  # noqa: F401 (registers mmcv's norm layers)
+import torch.nn as nn
+from mmengine.registry import MODELS
 
 __all__ = [
-    'check_int', 'check_real', 'check_rate', 'check_bool', 'check_choice',
-    'check_pair', 'check_norm_cfg', 'check_map_norm_cfg', 'autocast_enabled'
+    'check_int', 'check_real', 'check_rate', 'check_width_ratio', 'check_bool',
+    'check_choice', 'check_pair', 'check_norm_cfg', 'check_map_norm_cfg'
 ]
 
 
@@ -70,6 +72,17 @@ def check_rate(name: str, value: Any, hint: str = '') -> float:
                       hint=hint or 'a probability; 0 disables it')
 
 
+def check_width_ratio(name: str, ratio: Any, embed_dims: int, width: str, empty: str,
+                      fix: str = '', need_width: bool = True) -> int:
+    """``ratio`` > 0 of ``embed_dims`` sizing ``width``; with ``need_width``,
+    ``int(embed_dims * ratio)`` (returned) must be >= 1 (else it gives ``empty``)."""
+    check_real(name, ratio, 0.0, low_open=True, hint=f'the {width} / embed_dims')
+    if need_width and int(embed_dims * ratio) < 1:
+        raise ValueError(f'{name}={ratio} gives {empty}: int(embed_dims * {name}) = '
+                         f'int({embed_dims} * {ratio}) = 0; use a larger {name}{fix}.')
+    return int(embed_dims * ratio)
+
+
 def check_bool(name: str, value: Any) -> bool:
     """True / False (or 0 / 1); anything else (a string 'False', None) is an error."""
     if isinstance(value, bool):
@@ -110,9 +123,6 @@ def check_map_norm_cfg(name: str, cfg: Any) -> None:
     (types looked up as it does, in the default scope): a norm over channels, e.g. BN,
     SyncBN, GN with ``num_groups``, IN; not one of 1-d or 3-d inputs or LayerNorm over
     the last axis."""
-    import torch.nn as nn
-    from mmengine.registry import MODELS
-    import mmcv.cnn  # noqa: F401 (registers mmcv's norms)
     fix = "e.g. dict(type='SyncBN', requires_grad=True), BN, GN (num_groups=) or IN"
     check_norm_cfg(name, cfg, fix)
     kind = layer = cfg['type']
@@ -131,12 +141,3 @@ def check_map_norm_cfg(name: str, cfg: Any) -> None:
         raise ValueError(f"{name}: {kind!r} needs num_groups, e.g. dict(type='GN', "
                          'num_groups=32)')
 
-
-def autocast_enabled(device_type: str) -> bool:
-    """Whether ``torch.autocast`` is on for ``device_type`` (``x.device.type``)."""
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # pragma: no cover - torch < 2.4
-        if device_type == 'cpu':
-            return torch.is_autocast_cpu_enabled()
-        return torch.is_autocast_enabled()

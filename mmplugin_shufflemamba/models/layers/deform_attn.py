@@ -24,31 +24,11 @@ def _check_shapes(shapes: Shapes) -> None:
                          f'h, w >= 1, got {list(shapes)}')
 
 
-def deform_reference_points(shapes: Shapes, device=None) -> torch.Tensor:
-    """Pixel centres of the (h, w) ``shapes`` levels, normalised by the level's size:
-    (1, sum(h * w), 1, 2) as (x, y) in [0, 1], levels concatenated in row-major order
-    (the level axis broadcasts over the value levels)."""
-    _check_shapes(shapes)
-    points = []
-    for h, w in shapes:
-        ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
-        xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
-        ref_y, ref_x = torch.meshgrid(ys, xs, indexing='ij')
-        points.append(torch.stack([ref_x.reshape(-1), ref_y.reshape(-1)], -1))
-    return torch.cat(points, 0)[None, :, None]
-
-
-def deform_value_inputs(shapes: Shapes, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``spatial_shapes`` (levels, 2) and ``level_start_index`` (levels, ) tensors."""
-    _check_shapes(shapes)
-    spatial = torch.as_tensor([tuple(s) for s in shapes], dtype=torch.long, device=device)
-    sizes = spatial.prod(1)
-    start = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
-    return spatial, start
-
-
 class DeformInputs(tuple):
-    """(reference_points, spatial_shapes, level_start_index) of one attention direction.
+    """(reference_points, spatial_shapes, level_start_index) of one attention direction:
+    the pixel centres of the query levels as (x, y) in [0, 1] (1, sum(h * w), 1, 2), levels
+    concatenated row-major (the level axis broadcasts over the value levels); the
+    value levels' (levels, 2) shapes and (levels, ) start indices.
 
     Args:
         query_shapes (Sequence[tuple]): (h, w) of the query levels.
@@ -56,8 +36,19 @@ class DeformInputs(tuple):
     """
 
     def __new__(cls, query_shapes: Shapes, value_shapes: Shapes, device=None):
-        return super().__new__(cls, (deform_reference_points(query_shapes, device),
-                                     *deform_value_inputs(value_shapes, device)))
+        _check_shapes(query_shapes)
+        _check_shapes(value_shapes)
+        points = []
+        for h, w in query_shapes:
+            ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
+            xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
+            ref_y, ref_x = torch.meshgrid(ys, xs, indexing='ij')
+            points.append(torch.stack([ref_x.reshape(-1), ref_y.reshape(-1)], -1))
+        spatial = torch.as_tensor([tuple(s) for s in value_shapes], dtype=torch.long,
+                                  device=device)
+        sizes = spatial.prod(1)
+        start = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+        return super().__new__(cls, (torch.cat(points, 0)[None, :, None], spatial, start))
 
 
 class MSDeformAttn(MultiScaleDeformableAttention):
@@ -97,7 +88,6 @@ class MSDeformAttn(MultiScaleDeformableAttention):
                          num_levels=num_levels, num_points=num_points, dropout=0.0,
                          batch_first=True, value_proj_ratio=ratio)
         self.dropout = nn.Identity()
-        self.ratio = ratio
 
     #: CPU sampling, class-wide or per instance: 'auto' (the compiled kernel when
     #: built) or 'torch'; None: ``SHUFFLEMAMBA_MSDA_CPU`` (default 'auto').
@@ -109,20 +99,18 @@ class MSDeformAttn(MultiScaleDeformableAttention):
         """query: (B, Lq, D), value: (B, Lv, D) -> (B, Lq, D) (+ identity)."""
         reference_points, spatial_shapes, level_start_index = deform_inputs
         dtype = self.value_proj.weight.dtype
-        reference_points = reference_points.to(dtype)
-        identity_ = None if identity is None else identity.to(dtype)
+        query, value, reference_points = (t.to(dtype) for t in (query, value, reference_points))
+        identity = None if identity is None else identity.to(dtype)
         with torch.autocast(device_type=query.device.type, enabled=False):
             sample = self._own_sampling(value)
-            if sample is not None:
-                out = self._forward_sampled(query.to(dtype), value.to(dtype),
-                                            reference_points, spatial_shapes, sample)
-                return out if identity_ is None else out + identity_
-            return super().forward(
-                query.to(dtype), value=value.to(dtype),
-                identity=query.new_zeros((), dtype=dtype)
-                if identity_ is None else identity_,
-                reference_points=reference_points, spatial_shapes=spatial_shapes,
-                level_start_index=level_start_index)
+            if sample is None:
+                return super().forward(
+                    query, value=value,
+                    identity=query.new_zeros(()) if identity is None else identity,
+                    reference_points=reference_points, spatial_shapes=spatial_shapes,
+                    level_start_index=level_start_index)
+            out = self._forward_sampled(query, value, reference_points, spatial_shapes, sample)
+            return out if identity is None else out + identity
 
     def _own_sampling(self, value: torch.Tensor) -> Optional[Callable]:
         """The sampling function this module runs itself, or None for mmcv's forward:

@@ -8,6 +8,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from .arg_checks import check_choice
+
 
 def shuffle_probs(shuffle_rate: float, num_layers: int) -> List[float]:
     """Per-block shuffle probabilities ``linspace(0, shuffle_rate, num_layers)``."""
@@ -94,12 +96,9 @@ class LayerShuffle(nn.Module):
 
     def __init__(self, shuffle_rate: float, num_layers: int, draw: str = 'host'):
         super().__init__()
-        if draw not in SHUFFLE_DRAWS:
-            raise ValueError(f'draw (shuffle_draw) must be one of {SHUFFLE_DRAWS}, got '
-                             f'{draw!r}')
+        self.draw = check_choice('draw (shuffle_draw)', draw, SHUFFLE_DRAWS)
         self.shuffle_rate = float(shuffle_rate)
         self.probs = shuffle_probs(shuffle_rate, num_layers)
-        self.draw = draw
 
     def forward(self, num_tokens: int, device: torch.device = None,
                 movable: Optional[torch.Tensor] = None) -> List[Optional[torch.Tensor]]:
