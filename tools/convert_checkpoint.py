@@ -76,7 +76,7 @@ def parse_args(argv=None):
                 f'{osp.join(args.dst, "converted.pth")}')
     if not osp.isdir(osp.dirname(osp.abspath(args.dst))):
         p.error(f'the folder of DST {args.dst} does not exist; create it first '
-                f'(mkdir -p {osp.dirname(args.dst) or "."})')
+                f'(mkdir -p {osp.dirname(args.dst)})')
     if args.to != 'backbone' and (args.num_registers != 0 or args.img_size is not None
                                   or args.patch_size is not None):
         p.error('--num-registers, --img-size and --patch-size apply to --to backbone only '
@@ -145,7 +145,7 @@ def main(argv=None):
     if args.img_size is not None:
         patch = args.patch_size if args.patch_size is not None else int(
             sd.get('patch_embed.proj.weight', torch.empty(0, 0, 16, 16)).shape[-1])
-        if args.img_size < patch or args.img_size % patch:
+        if args.img_size % patch:
             raise SystemExit(f'--img-size {args.img_size} is not a multiple of the patch '
                              f'size {patch} (the backbone refuses such an img_size): give '
                              f'e.g. --img-size {max(patch, args.img_size // patch * patch)}')

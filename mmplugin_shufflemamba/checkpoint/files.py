@@ -5,7 +5,7 @@ import io
 import logging
 import os.path as osp
 import re
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -206,6 +206,12 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
         f"'model', 'model_ema', 'state_dict'; found {sorted(ckpt)[:20]}.")
 
 
+def non_tensor_values(sd: dict) -> List[str]:
+    """``'key (type)'`` of each value of ``sd`` that is not a tensor."""
+    return [f'{k} ({type(v).__name__})' for k, v in sd.items()
+            if not isinstance(v, torch.Tensor)]
+
+
 def _refuse_non_tensor_values(ckpt: dict, filename: str) -> None:
     """A state dict (the file, or its weight entry) with values that are not tensors
     is named as such, not as a file without weights."""
@@ -215,8 +221,7 @@ def _refuse_non_tensor_values(ckpt: dict, filename: str) -> None:
         if not isinstance(obj, dict) or not any(
                 isinstance(v, torch.Tensor) for v in obj.values()):
             continue
-        bad = [f'{k} ({type(v).__name__})' for k, v in obj.items()
-               if not isinstance(v, torch.Tensor)]
+        bad = non_tensor_values(obj)
         if bad:  # (a clean state dict here is one that was not asked for)
             raise CheckpointError(
                 f'{filename}: {where} holds weights but also values that are not tensors '

@@ -7,7 +7,8 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from mmengine.logging import print_log
 
-from .files import CheckpointError, check_finite, check_flag, read_checkpoint, select_state_dict
+from .files import (CheckpointError, check_finite, check_flag, non_tensor_values,
+                    read_checkpoint, select_state_dict)
 from .fit import compare_state_dicts
 from .layout import (CLASSIFIER_PREFIXES, convert_to_backbone, detect_format,
                      format_evidence, is_mmpretrain_classifier, mmpretrain_to_official)
@@ -78,6 +79,11 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
 IN_MEMORY = 'the given state dict'
 
 
+def source_name(checkpoint: Union[str, dict]) -> str:
+    """How the messages name a checkpoint: its path, or :data:`IN_MEMORY`."""
+    return IN_MEMORY if isinstance(checkpoint, dict) else checkpoint
+
+
 def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = None,
                           map_location: str = 'cpu', use_ema: bool = False,
                           ckpt_format: str = 'auto', allow_nonfinite: bool = False,
@@ -108,10 +114,9 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
         except RuntimeError:
             raise ValueError(f"map_location={map_location!r} is not a device (e.g. 'cpu', "
                              "'cuda', 'cuda:0')") from None
-    if isinstance(checkpoint, dict):
-        ckpt, checkpoint = checkpoint, IN_MEMORY
-    else:
-        ckpt = read_checkpoint(checkpoint, map_location)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(
+        checkpoint, map_location)
+    checkpoint = source_name(checkpoint)
     sd, entry = select_state_dict(ckpt, use_ema, checkpoint)
     if prefix:
         p = prefix if prefix.endswith('.') else prefix + '.'
@@ -141,11 +146,6 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[
     target = model.pretrained_state_dict()
     converted, no_norm = _without_final_norm(converted, target)
     dropped = list(summary.get('dropped', [])) + no_norm
-    odd = [f'{k} ({type(v).__name__})' for k, v in converted.items()
-           if not isinstance(v, torch.Tensor)]
-    if odd:
-        raise CheckpointError(f'{source}: values that are not tensors: {", ".join(odd[:4])}; '
-                              'a state dict maps parameter names to tensors.')
     missing, unexpected, shapes = map(sorted, compare_state_dicts(converted, target))
     if missing or unexpected or shapes:
         raise CheckpointError(f'{source}: ' + _mismatch_report(
@@ -160,7 +160,7 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[
     return dict(summary, dropped=dropped, loaded=len(converted))
 
 
-def load_pretrained_backbone(model, checkpoint: str, prefix: Optional[str] = None,
+def load_pretrained_backbone(model, checkpoint: Union[str, dict], prefix: Optional[str] = None,
                              map_location: str = 'cpu', use_ema: bool = False,
                              ckpt_format: str = 'auto', allow_nonfinite: bool = False,
                              **kwargs) -> Dict[str, object]:
@@ -169,7 +169,7 @@ def load_pretrained_backbone(model, checkpoint: str, prefix: Optional[str] = Non
 
     Args:
         model (ShuffleMambaEncoder): the backbone, the adapter or the classifier.
-        checkpoint (str): file path or URI.
+        checkpoint (str | dict): file path or URI, or a checkpoint in memory.
         prefix (str, optional): take only keys under this prefix (e.g. 'backbone.').
         map_location (str): Defaults to 'cpu'.
         use_ema (bool): load the EMA weights instead of the raw ones. Defaults to False.
@@ -183,7 +183,8 @@ def load_pretrained_backbone(model, checkpoint: str, prefix: Optional[str] = Non
         raise TypeError(f'unsupported Pretrained init_cfg keys: {sorted(kwargs)}')
     sd, entry, ckpt_format = read_backbone_weights(checkpoint, prefix, map_location,
                                                    use_ema, ckpt_format, allow_nonfinite)
-    return load_backbone_state(model, sd, entry, ckpt_format, checkpoint, allow_nonfinite)
+    return load_backbone_state(model, sd, entry, ckpt_format, source_name(checkpoint),
+                               allow_nonfinite)
 
 
 def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto'):
@@ -199,6 +200,10 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
                         ) -> Dict[str, object]:
     """Convert a state dict of :func:`read_backbone_weights` (:func:`convert_for`), load
     it (:func:`load_into_backbone`) and log what was used."""
+    odd = non_tensor_values(sd)
+    if odd:
+        raise CheckpointError(f'{source}: values that are not tensors: {", ".join(odd[:4])}; '
+                              'a state dict maps parameter names to tensors.')
     try:
         converted, summary = convert_for(model, sd, ckpt_format)
     except CheckpointError as e:

@@ -12,7 +12,6 @@ deformable attention (mmcv's CUDA function, this package's CPU kernel) and
 """
 import copy
 import functools
-import importlib
 import math
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -194,15 +193,14 @@ def _framework(cfg) -> str:
 def build_model_for_flops(cfg, device: str = 'cpu') -> Tuple[nn.Module, str]:
     """Build ``cfg.model`` (SyncBN as BN, no weights loaded) in its framework's scope,
     in eval mode on ``device``. Returns (model, 'mmseg' | 'mmdet' | 'mmpretrain')."""
-    from mmengine.registry import DefaultScope
+    from mmengine.registry import MODELS, DefaultScope
 
     from .runtime import _replace_syncbn
     scope = _framework(cfg)
-    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
     model_cfg = copy.deepcopy(cfg.model)
     _replace_syncbn(model_cfg)
     with DefaultScope.overwrite_default_scope(scope):
-        model = importlib.import_module(f'{scope}.registry').MODELS.build(model_cfg)
+        model = MODELS.build(model_cfg)  # (MMEngine imports the scope's modules)
     return model.to(device).eval(), scope
 
 

@@ -608,6 +608,16 @@ def test_non_tensor_values_stop_load_backbone_state_before_anything_loads():
     assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
 
 
+def test_a_state_dict_in_memory_is_named_as_such_in_messages():
+    from mmplugin_shufflemamba.checkpoint import load_pretrained_backbone
+    m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32, kernel='torch')
+    sd = dict(m.state_dict())
+    assert load_pretrained_backbone(m, sd)['loaded'] == len(sd)
+    sd['layers.0.mixer.D'] = sd['layers.0.mixer.D'][:3]
+    with pytest.raises(CheckpointError, match='^the given state dict: the checkpoint does not match'):
+        load_pretrained_backbone(m, sd)
+
+
 def test_bad_reader_options_and_files_are_named(tmp_path):
     """Options of the wrong type are refused (a string 'no' was read as True), a
     directory is not 'not found', values that are not tensors are named, and the safe

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.logging import MMLogger
-from mmengine.registry import DATASETS, METRICS, TRANSFORMS, DefaultScope
+from mmengine.registry import DATASETS, METRICS, DefaultScope
 
 from mmplugin_shufflemamba.datasets import (DataError, generate_synthetic_ade20k,
                                             generate_synthetic_coco, generate_synthetic_imagenet,
@@ -131,7 +131,8 @@ def test_wide_label_map_does_not_wrap(ade):
                        "up to 261; mmseg's LoadAnnotations reads label maps as 8-bit"):
         _load('mmseg', _ade_ds(ade), 0)
     # a loader that keeps the wide values (nothing wrapped) is not refused
-    check = TRANSFORMS.build(dict(type='CheckSegLabels', num_classes=300))
+    from mmplugin_shufflemamba.datasets import CheckSegLabels
+    check = CheckSegLabels(num_classes=300)
     out = check(dict(gt_seg_map=ann.astype(np.int32), seg_map_path=path))
     assert out['gt_seg_map'].max() == 261
 
@@ -367,20 +368,15 @@ def test_coco_duplicate_image_ids_checked_with_a_subclass_coco_api(coco):
         COCOAPI = COCO
 
     _edit_json(coco, lambda c: c['images'][1].update(id=c['images'][0]['id']))
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope('mmdet'), \
-            pytest.raises(DataError, match='used by several images'):
-        OwnApi(data_root=coco, ann_file='annotations/instances_train2017.json',
-               data_prefix=dict(img='train2017/'), metainfo=synthetic_coco_metainfo(),
-               pipeline=DET_PIPELINE)
+    with pytest.raises(DataError, match='used by several images'):
+        _coco_ds(coco, type=OwnApi)
 
 
 def test_coco_annotations_of_unknown_images_are_counted(coco, warnings_logged):
     content = _edit_json(coco, lambda c: c['annotations'][0].update(image_id=12345))
     _coco_ds(coco)
     (line, ) = [m for m in warnings_logged if 'CheckedCocoDataset' in m]
-    assert f"1 of an image_id not among the images (skipped)" in line
+    assert "1 of an image_id not among the images (skipped)" in line
     assert f"of {len(content['annotations'])} annotations" in line
 
 

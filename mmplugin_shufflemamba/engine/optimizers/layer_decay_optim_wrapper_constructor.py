@@ -76,6 +76,9 @@ class ShuffleMambaOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
         # Non-empty: without paramwise_cfg MMEngine passes model.parameters() as they are.
         super().__init__(optim_wrapper_cfg, paramwise_cfg or dict(custom_keys={}))
+
+    def _validate_cfg(self) -> None:
+        super()._validate_cfg()
         name = type(self).__name__
         decay = [k for k in ('layer_decay_rate', 'decay_rate') if k in self.paramwise_cfg]
         if decay:

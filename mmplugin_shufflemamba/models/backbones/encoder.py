@@ -186,12 +186,9 @@ class ShuffleMambaEncoder(BaseModule):
                                              if k != 'type'})
             self._is_init = True
             return
-        first = not self._is_init  # MMEngine's init runs once; so does the default
-        if first and self.init_cfg is not None:
-            self.reset_parameters()  # e.g. Kaiming / TruncNormal apply on top of it
+        if not self._is_init:  # MMEngine's init runs once; so does the default
+            self.reset_parameters()  # an init_cfg (e.g. Kaiming) applies on top of it
         super().init_weights()
-        if first and self.init_cfg is None:
-            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """The default initialisation (position embedding, cls / register tokens, block

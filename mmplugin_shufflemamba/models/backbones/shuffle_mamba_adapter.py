@@ -13,7 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers.adapter_modules import InteractionBlock, SpatialPriorModule, TokenUpsample2x
 from ..layers.deform_attn import DeformInputs, MSDeformAttn
-from ..layers.arg_checks import (check_bool, check_int, check_map_norm_cfg, check_real,
+from ..layers.arg_checks import (check_bool, check_int, check_real,
                                  check_width_ratio)
 from ..layers.bimamba import mark_no_weight_decay
 from ..layers.token_layout import to_map
@@ -107,7 +107,6 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
                           empty='a ConvFFN without hidden channels',
                           fix=' (0.25 in every config) or with_cffn=False',
                           need_width=with_cffn)
-        check_map_norm_cfg('adapter_norm_cfg', adapter_norm_cfg)
         self.deform_num_heads = deform_num_heads
         self.interaction_indexes = self._check_interaction_indexes(
             interaction_indexes, add_backbone_feature)

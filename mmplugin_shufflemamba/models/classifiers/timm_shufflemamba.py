@@ -151,11 +151,11 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         from mmengine.logging import print_log
 
         from ...checkpoint import load_backbone_state, read_backbone_weights
-        from ...checkpoint.loading import IN_MEMORY
+        from ...checkpoint.loading import source_name
         sd, entry, fmt = read_backbone_weights(checkpoint, use_ema=use_ema,
                                                ckpt_format=ckpt_format,
                                                allow_nonfinite=allow_nonfinite)
-        checkpoint = IN_MEMORY if isinstance(checkpoint, dict) else checkpoint
+        checkpoint = source_name(checkpoint)
         summary = load_backbone_state(self, sd, entry, fmt, checkpoint, allow_nonfinite)
         head = {k[len('head.'):]: v for k, v in sd.items() if k.startswith('head.')}
         own = self.head.state_dict()
@@ -180,7 +180,13 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
         architecture=name, license='apache-2.0')
     overlay, cache_dir, device, dtype = (kwargs.pop(k, None) for k in (
         'pretrained_cfg_overlay', 'cache_dir', 'device', 'dtype'))
-    if pretrained and not (overlay and (overlay.get('file') or overlay.get('state_dict'))):
+    # The overlay's file or state dict is read by this package's loader (timm's resets
+    # custom_load when an overlay gives weights, and its generic loader drops heads of
+    # another num_classes than pretrained_cfg's and fails on resized pos_embed and the
+    # other layouts).
+    weights = next((overlay[k] for k in ('file', 'state_dict')
+                    if overlay and overlay.get(k)), None)
+    if pretrained and weights is None:
         raise RuntimeError(
             f'{name}: no ShuffleMamba ImageNet weights were ever released, so '
             'pretrained=True needs your own checkpoint: '
@@ -194,12 +200,6 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
         if kwargs.get(key) not in (None, False, 'token'):
             raise ValueError(f'{name}: {key}={kwargs[key]!r} is not supported: {why}.')
         kwargs.pop(key, None)
-    # The overlay's file or state dict is read by this package's loader (timm's resets
-    # custom_load when an overlay gives weights, and its generic loader drops heads of
-    # another num_classes than pretrained_cfg's and fails on resized pos_embed and the
-    # other layouts).
-    weights = next((overlay[k] for k in ('file', 'state_dict')
-                    if overlay and overlay.get(k) is not None), None)
     load_kw = {k: kwargs.pop(k) for k in ('ckpt_format', 'use_ema') if k in kwargs}
     if load_kw and not (pretrained and weights is not None):
         raise ValueError(f'{name}: {sorted(load_kw)} apply to the weights of '
