@@ -92,6 +92,12 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     """Read a checkpoint file (local path or any MMEngine-supported URI) with
     ``torch.load(weights_only=True)`` and the allow-list of :mod:`.safe_load`."""
     filename = check_checkpoint_path(filename)
+    if isinstance(map_location, str):
+        try:
+            torch.device(map_location)
+        except RuntimeError:
+            raise ValueError(f"map_location={map_location!r} is not a device (e.g. 'cpu', "
+                             "'cuda', 'cuda:0')") from None
     is_local = '://' not in filename
     if is_local and osp.isdir(filename):
         raise CheckpointError(f'{filename} is a directory, not a checkpoint file: give the '

@@ -5,7 +5,7 @@ keeping or dropping the tokens (docs/loading.md, "Checkpoint formats")."""
 import math
 import re
 from collections import OrderedDict
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -57,6 +57,13 @@ def format_hint(ckpt: object) -> Optional[str]:
     return format_evidence(ckpt)[0]
 
 
+def _backbone_prefixes(sd: Dict[str, torch.Tensor]) -> List[str]:
+    """The key prefixes under which ``sd`` holds a backbone of this family (its patch
+    embedding), e.g. ``['student.backbone.', 'teacher.backbone.']``; '' for the top."""
+    key = 'patch_embed.proj.weight'
+    return sorted(k[:-len(key)] for k in sd if k == key or k.endswith('.' + key))
+
+
 def _strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Remove DDP/EMA/compile prefixes and keep only ``backbone.*`` of a whole model,
     in any nesting (e.g. ``module.backbone.*`` beside ``module.decode_head.*``)."""
@@ -64,8 +71,9 @@ def _strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         before = sd
         if any(k.startswith('backbone.') for k in sd) and \
                 any(not k.startswith('backbone.') for k in sd):
-            copies = sorted({k.split('.backbone.')[0] + '.backbone.' for k in sd
-                             if '.backbone.' in k and not k.startswith('backbone.')})
+            # another copy of this family's backbone (not e.g. a ResNet teacher's)
+            copies = [p or '(the top level)' for p in _backbone_prefixes(sd)
+                      if not p.startswith('backbone.')]
             if copies:
                 raise CheckpointError(
                     f"the state dict holds the backbone more than once: under 'backbone.' "
@@ -222,8 +230,7 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
                          f'{ckpt_format!r}')
     sd = _strip_wrappers(dict(sd))
     if not any(k.startswith('layers.') for k in sd) and 'patch_embed.proj.weight' not in sd:
-        nested = sorted(k[:-len('patch_embed.proj.weight')] for k in sd
-                        if k.endswith('.patch_embed.proj.weight'))
+        nested = _backbone_prefixes(sd)
         if nested:  # e.g. a distillation or semi-supervised model's teacher and student
             raise CheckpointError(
                 f'the state dict holds the backbone under {nested}, not at the top: give '

@@ -637,6 +637,9 @@ def test_bad_reader_options_and_files_are_named(tmp_path):
                           "map_location='gpu' is not a device")]:
         with pytest.raises(exc, match=msg):
             load(good, **kw)
+    from mmplugin_shufflemamba.checkpoint import read_checkpoint
+    with pytest.raises(ValueError, match="map_location='gpu' is not a device"):
+        read_checkpoint(str(good), 'gpu')  # the file reader itself, not only the loader
     (tmp_path / 'dir.pth').mkdir()
     with pytest.raises(CheckpointError, match='dir.pth is a directory, not a checkpoint'):
         load(tmp_path / 'dir.pth')
@@ -675,6 +678,22 @@ def test_two_copies_of_the_backbone_ask_which(tmp_path):
         load_tiny(tmp_path / 'both.pth')
     m = load_tiny(tmp_path / 'both.pth', prefix='module.backbone.')
     assert torch.equal(m.pos_embed, b['pos_embed'])
+
+
+def test_another_models_backbone_beside_ours_is_not_a_second_copy(tmp_path):
+    """A distiller whose teacher is another network (teacher.backbone.* of a ResNet)
+    keeps 'backbone.' unambiguous; a second copy of this family (here at the top level)
+    is still refused and named."""
+    a = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32).state_dict()
+    resnet = {'distiller.teacher.backbone.conv1.weight': torch.zeros(8, 3, 7, 7),
+              'distiller.teacher.backbone.layer1.0.bn1.weight': torch.ones(8)}
+    sd = dict({'backbone.' + k: v for k, v in a.items()}, **resnet)
+    torch.save({'state_dict': sd, 'meta': {}}, tmp_path / 'kd.pth')
+    assert torch.equal(load_tiny(tmp_path / 'kd.pth').pos_embed, a['pos_embed'])
+    torch.save(dict(sd, **{k: v + 1 for k, v in a.items()}), tmp_path / 'top.pth')
+    with pytest.raises(CheckpointError, match=r"more than once: under 'backbone.' and under "
+                       r"\['\(the top level\)'\]; give prefix="):
+        load_tiny(tmp_path / 'top.pth')
 
 
 def test_backbones_nested_under_other_models_ask_for_a_prefix(tmp_path):

@@ -283,9 +283,7 @@ class ShuffleMambaEncoder(BaseModule):
         runs; with ``shuffle_cls=False`` only the patch tokens move. Frozen blocks
         (``frozen_stages``) run as in eval: they do not shuffle."""
         movable = self.tokens.movable(num_tokens - self.tokens.num_extra, self.shuffle_cls)
-        perms = self.layer_shuffle(num_tokens, device, movable)
-        frozen = max(self.frozen_stages, 0)
-        return [None] * frozen + list(perms[frozen:])
+        return self.layer_shuffle(num_tokens, device, movable, max(self.frozen_stages, 0))
 
     def forward_blocks(self, hidden: torch.Tensor, residual: Optional[torch.Tensor],
                        perms: Sequence[Optional[torch.Tensor]], start: int = 0,

@@ -101,21 +101,25 @@ class LayerShuffle(nn.Module):
         self.probs = shuffle_probs(shuffle_rate, num_layers)
 
     def forward(self, num_tokens: int, device: torch.device = None,
-                movable: Optional[torch.Tensor] = None) -> List[Optional[torch.Tensor]]:
+                movable: Optional[torch.Tensor] = None,
+                skip: int = 0) -> List[Optional[torch.Tensor]]:
         """A permutation or None per block (all None in eval) of ``num_tokens`` tokens
-        on ``device``; only the ``movable`` positions move (default: all)."""
+        on ``device``; only the ``movable`` positions move (default: all). The first
+        ``skip`` blocks (frozen ones) draw nothing: None."""
         if not self.training:
             return [None] * len(self.probs)
+        probs = self.probs[skip:]
         if self.draw == 'device':
-            return [None if p <= 0.0 else
-                    sample_permutation_on_device(p, num_tokens, device, movable)
-                    for p in self.probs]
-        perms = [sample_permutation(p, num_tokens, device) for p in self.probs]
-        if movable is not None and movable.numel() < num_tokens:
-            movable = movable.to(device)
-            perms = [None if perm is None else restrict_permutation(perm, movable)
-                     for perm in perms]
-        return perms
+            perms = [None if p <= 0.0 else
+                     sample_permutation_on_device(p, num_tokens, device, movable)
+                     for p in probs]
+        else:
+            perms = [sample_permutation(p, num_tokens, device) for p in probs]
+            if movable is not None and movable.numel() < num_tokens:
+                movable = movable.to(device)
+                perms = [None if perm is None else restrict_permutation(perm, movable)
+                         for perm in perms]
+        return [None] * (len(self.probs) - len(probs)) + perms
 
     def extra_repr(self) -> str:
         return (f'shuffle_rate={self.shuffle_rate}, num_layers={len(self.probs)}, '

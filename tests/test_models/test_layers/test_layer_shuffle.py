@@ -148,7 +148,7 @@ def test_with_cp_same_outputs_and_grads():
 
 # ---------------------------------------------------------------- on-device draw
 from mmplugin_shufflemamba.models.layers.layer_shuffle import (  # noqa: E402
-    restrict_permutation, sample_permutation_on_device)
+    SHUFFLE_DRAWS, restrict_permutation, sample_permutation_on_device)
 
 
 def test_device_draw_is_a_permutation_with_the_right_frequency():
@@ -191,6 +191,25 @@ def test_layer_shuffle_device_mode():
     assert ls(7) == [None] * 4
     with pytest.raises(ValueError, match="draw \\(shuffle_draw\\) must be one of"):
         LayerShuffle(0.5, 4, draw='gpu')
+
+
+@pytest.mark.parametrize('draw', SHUFFLE_DRAWS)
+def test_skipped_blocks_draw_nothing(draw):
+    """Frozen blocks (skip=k) get None and consume no random numbers: the blocks after
+    them draw exactly what a stack of the remaining blocks with the same schedule draws."""
+    ls = LayerShuffle(1.0, 5, draw=draw).train()
+    torch.manual_seed(3)
+    skipped = ls(11, torch.device('cpu'), torch.arange(1, 11), skip=2)
+    assert skipped[:2] == [None, None]
+    tail = LayerShuffle(1.0, 5, draw=draw).train()
+    tail.probs = tail.probs[2:]
+    torch.manual_seed(3)
+    expected = tail(11, torch.device('cpu'), torch.arange(1, 11))
+    drawn = [p for p in skipped[2:] if p is not None]
+    assert len(skipped) == 5 and drawn and [p is None for p in skipped[2:]] == [
+        p is None for p in expected]
+    assert all(torch.equal(a, b) for a, b in zip(drawn, [p for p in expected if p is not None]))
+    assert all(int(p[0]) == 0 for p in drawn)  # position 0 is not movable
 
 
 def test_device_mode_shuffled_call_is_exact():
