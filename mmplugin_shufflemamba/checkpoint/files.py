@@ -78,6 +78,10 @@ def check_checkpoint_path(checkpoint) -> str:
             'model.backbone.init_cfg.checkpoint to an ImageNet ShuffleMamba checkpoint, '
             'or drop init_cfg to train from scratch.')
     checkpoint = str(checkpoint)
+    if checkpoint.startswith('file://'):
+        checkpoint = checkpoint[len('file://'):]
+    if '://' not in checkpoint:
+        checkpoint = osp.expanduser(checkpoint)
     if _PLACEHOLDER.search(checkpoint) and not osp.exists(checkpoint):
         raise CheckpointError(
             f'init_cfg.checkpoint={checkpoint!r} is the documented placeholder, not a '
@@ -104,9 +108,17 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
                               'file in it (e.g. a work dir\'s iter_*.pth or epoch_*.pth)')
     if is_local and not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file not found: {filename}')
+    if not is_local:
+        try:
+            data = io.BytesIO(fileio.get(filename))
+        except Exception as e:
+            why = (f"MMEngine's fileio has no backend for {filename.split('://')[0]}://"
+                   if isinstance(e, KeyError) else f'{type(e).__name__}: {e}')
+            raise CheckpointError(f'could not fetch {filename}: {why} '
+                                  '(download it and give the local path, or set up '
+                                  "access to that storage for MMEngine's fileio)") from e
     try:
-        return safe_torch_load(filename if is_local else io.BytesIO(fileio.get(filename)),
-                               map_location)
+        return safe_torch_load(filename if is_local else data, map_location)
     except FileNotFoundError:
         raise
     except Exception as e:

@@ -57,7 +57,7 @@ def format_hint(ckpt: object) -> Optional[str]:
     return format_evidence(ckpt)[0]
 
 
-def _backbone_prefixes(sd: Dict[str, torch.Tensor]) -> List[str]:
+def backbone_prefixes(sd: Dict[str, torch.Tensor]) -> List[str]:
     """The key prefixes under which ``sd`` holds a backbone of this family (its patch
     embedding), e.g. ``['student.backbone.', 'teacher.backbone.']``; '' for the top."""
     key = 'patch_embed.proj.weight'
@@ -72,7 +72,7 @@ def _strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         if any(k.startswith('backbone.') for k in sd) and \
                 any(not k.startswith('backbone.') for k in sd):
             # another copy of this family's backbone (not e.g. a ResNet teacher's)
-            copies = [p or '(the top level)' for p in _backbone_prefixes(sd)
+            copies = [p or '(the top level)' for p in backbone_prefixes(sd)
                       if not p.startswith('backbone.')]
             if copies:
                 raise CheckpointError(
@@ -230,7 +230,7 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
                          f'{ckpt_format!r}')
     sd = _strip_wrappers(dict(sd))
     if not any(k.startswith('layers.') for k in sd) and 'patch_embed.proj.weight' not in sd:
-        nested = _backbone_prefixes(sd)
+        nested = backbone_prefixes(sd)
         if nested:  # e.g. a distillation or semi-supervised model's teacher and student
             raise CheckpointError(
                 f'the state dict holds the backbone under {nested}, not at the top: give '

@@ -10,8 +10,9 @@ from mmengine.logging import print_log
 from .files import (CheckpointError, check_finite, check_flag, non_tensor_values,
                     read_checkpoint, select_state_dict)
 from .fit import compare_state_dicts
-from .layout import (CLASSIFIER_PREFIXES, convert_to_backbone, detect_format,
-                     format_evidence, is_mmpretrain_classifier, mmpretrain_to_official)
+from .layout import (CLASSIFIER_PREFIXES, backbone_prefixes, convert_to_backbone,
+                     detect_format, format_evidence, is_mmpretrain_classifier,
+                     mmpretrain_to_official)
 
 
 #: What each entry of a checkpoint holds, for the log line.
@@ -54,7 +55,9 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
         f"{summary['checkpoint_tokens']} cls/register token(s), grid {summary['grid']}, "
         f"format '{summary['format']}'",
         f'  model:      depth {model.num_layers}, width {model.embed_dims}, patch '
-        f'{model.patch_size}, norm {model_norm}, {model.num_registers} register(s)']
+        f'{model.patch_size}, norm {model_norm}, ' + (
+            'cls token first' if getattr(model, 'with_cls_token', False) else
+            f'{model.num_registers} register(s)')]
     fixes = []
     size = (summary['depth'], summary['embed_dims'])
     if size != (model.num_layers, model.embed_dims):
@@ -114,9 +117,12 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
     sd, entry = select_state_dict(ckpt, use_ema, checkpoint)
     if prefix:
         p = prefix if prefix.endswith('.') else prefix + '.'
-        sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+        sd_all, sd = sd, {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
         if not sd:
-            raise CheckpointError(f"{checkpoint} has no keys under prefix '{p}'.")
+            held = [k or '(the top level)' for k in backbone_prefixes(sd_all)]
+            raise CheckpointError(f"{checkpoint} has no keys under prefix '{p}'" + (
+                f"; it holds the backbone under {held}: give one of those." if held
+                else '.'))
     elif is_mmpretrain_classifier(sd):
         sd = mmpretrain_to_official(sd)
     check_finite(sd, f"{checkpoint} (entry '{entry}')", allow_nonfinite, opt_out)
@@ -231,13 +237,18 @@ def _without_final_norm(converted, target):
 _PUBLISHED_ONLY = ('cls_token', 'pos_embed_cls', 'norm_f.') + CLASSIFIER_PREFIXES
 
 
-def _is_published_layout(sub: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]) -> bool:
-    """Whether ``sub`` is a checkpoint of this patch embedding with tokens, a classifier,
-    a final norm or a position grid the module ``own`` does not have."""
+def _is_published_layout(sub: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor],
+                         hint: Optional[str] = None) -> bool:
+    """Whether ``sub`` is a checkpoint of this patch embedding in a published layout:
+    the file says so (``hint``, e.g. Vim's middle cls token, which has the shapes of a
+    cls-first module's own layout), or it has tokens, a classifier, a final norm or a
+    position grid the module ``own`` does not have."""
     pe = sub.get('patch_embed.proj.weight')
     if pe is None or 'pos_embed' not in sub or \
             pe.shape != own['patch_embed.proj.weight'].shape:
         return False  # another model: the loader's own key report says so
+    if hint not in (None, 'mmplugin'):
+        return True
     if set(sub) <= set(own) and all(sub[k].shape == own[k].shape for k in sub):
         return False  # the module's own layout
     return sub['pos_embed'].shape != own['pos_embed'].shape or any(
@@ -253,26 +264,26 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
     docs/loading.md, "Through MMEngine and load_state_dict"."""
     keys = [k for k in state_dict if k.startswith(prefix)]
     sub = {k[len(prefix):]: state_dict[k] for k in keys}
-    whole = not prefix and bool(sub) and not all(
+    own = module.state_dict()
+    whole = not prefix and not set(sub) <= set(own) and not all(
         isinstance(v, torch.Tensor) for v in sub.values())
     hint = None
     if whole:  # a whole training checkpoint passed as it is: its raw weights
+        hint = format_evidence(sub)[0]
         try:
-            hint = format_evidence(sub)[0]
-            sub, _ = select_state_dict(sub)
-        except CheckpointError:
-            return
-    own = module.state_dict()
-    if _is_published_layout(sub, own):
+            sub, _ = select_state_dict(sub, filename='the checkpoint')
+        except CheckpointError as e:
+            raise CheckpointError(f'loading into {type(module).__name__}: {e}') from None
+    if _is_published_layout(sub, own, hint):
         fmt = 'auto' if hint is None else detect_format(sub, hint)
         try:
             converted, summary = convert_for(module, sub, fmt)
         except CheckpointError as e:
             raise CheckpointError(
-                f'loading a published checkpoint into {type(module).__name__}: {e} (with '
-                "this package's loader, init_cfg=dict(type='Pretrained', checkpoint=..., "
-                "ckpt_format=...) or tools/convert_checkpoint.py --format, the format can "
-                'be given)') from None
+                f'loading a published checkpoint into {type(module).__name__}: {e}' + (
+                    '' if hint else " (with this package's loader, init_cfg=dict(type="
+                    "'Pretrained', checkpoint=..., ckpt_format=...) or tools/"
+                    'convert_checkpoint.py --format, the format can be given)')) from None
         sub, no_norm = _without_final_norm(converted, own)
         print_log(f"{type(module).__name__}: read a '{summary['format']}' checkpoint "
                   f"(pos_embed {summary['grid']} -> {summary['target_grid']}, cls/register "

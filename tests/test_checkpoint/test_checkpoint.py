@@ -263,6 +263,10 @@ def test_norm_mismatch_names_the_norm_cfg_to_set(tmp_path):
         backbone(src_ln, norm_cfg=dict(type='RMSNorm'))
     assert ("trained with LayerNorm (norm weights and biases) but the backbone was built "
             "with RMSNorm: set norm_cfg=dict(type='LN', eps=1e-5)") in str(e.value)
+    assert 'patch 16, norm RMSNorm, 0 register(s)' in str(e.value)
+    with pytest.raises(CheckpointError) as e:
+        backbone(src_ln, norm_cfg=dict(type='RMSNorm'), with_cls_token=True)
+    assert 'patch 16, norm RMSNorm, cls token first' in str(e.value)  # the model's tokens
 
 
 def test_register_count_mismatch(tmp_path):
@@ -618,7 +622,7 @@ def test_a_state_dict_in_memory_is_named_as_such_in_messages():
         load_pretrained_backbone(m, sd)
 
 
-def test_bad_reader_options_and_files_are_named(tmp_path):
+def test_bad_reader_options_and_files_are_named(tmp_path, monkeypatch):
     """Options of the wrong type are refused (a string 'no' was read as True), a
     directory is not 'not found', values that are not tensors are named, and the safe
     loader's refusal says which global it refused."""
@@ -640,6 +644,12 @@ def test_bad_reader_options_and_files_are_named(tmp_path):
     from mmplugin_shufflemamba.checkpoint import read_checkpoint
     with pytest.raises(ValueError, match="map_location='gpu' is not a device"):
         read_checkpoint(str(good), 'gpu')  # the file reader itself, not only the loader
+    monkeypatch.setenv('HOME', str(tmp_path))
+    assert torch.equal(load('~/good.pth').pos_embed, sd['pos_embed'])  # as MMEngine's
+    assert torch.equal(load(f'file://{good}').pos_embed, sd['pos_embed'])
+    with pytest.raises(CheckpointError, match=r"could not fetch nosuch://x.pth: MMEngine's "
+                       r'fileio has no backend for nosuch://'):
+        load('nosuch://x.pth')
     (tmp_path / 'dir.pth').mkdir()
     with pytest.raises(CheckpointError, match='dir.pth is a directory, not a checkpoint'):
         load(tmp_path / 'dir.pth')
@@ -677,6 +687,9 @@ def test_two_copies_of_the_backbone_ask_which(tmp_path):
                        r"'backbone.' and under \['module.backbone.'\]; give prefix="):
         load_tiny(tmp_path / 'both.pth')
     m = load_tiny(tmp_path / 'both.pth', prefix='module.backbone.')
+    with pytest.raises(CheckpointError, match=r"no keys under prefix 'decode_head.'; it holds "
+                       r"the backbone under \['backbone.', 'module.backbone.'\]: give one"):
+        load_tiny(tmp_path / 'both.pth', prefix='decode_head')
     assert torch.equal(m.pos_embed, b['pos_embed'])
 
 

@@ -84,6 +84,35 @@ def test_one_cls_token_without_evidence_asks_for_the_format():
         target().load_state_dict(published(), strict=True)
 
 
+def test_a_training_file_naming_vim_is_read_as_vim_even_with_the_modules_shapes():
+    """A Vim file has the shapes of a cls-first module's own layout (cls_token (1, 1, D),
+    pos_embed (1, N + 1, D)): its args.model decides, not the shapes."""
+    sd = {k: v for k, v in published().items() if not k.startswith('head.')}
+    ckpt = dict(model=sd, model_ema=None,
+                args=argparse.Namespace(model='vim_tiny_patch16_224_bimambav2_midclstok'))
+    with pytest.raises(CheckpointError, match="a 'vim' checkpoint's cls token sits in the "
+                       'middle of the sequence; with_cls_token=True puts it first'):
+        target(img_size=64, with_cls_token=True).load_state_dict(ckpt, strict=True)
+    via_hook = target(img_size=64, num_registers=1)
+    via_hook.load_state_dict(ckpt, strict=True)
+    via_plugin = target(img_size=64, num_registers=1)
+    load_pretrained_backbone(via_plugin, ckpt)
+    ours = via_plugin.state_dict()
+    for k, v in via_hook.state_dict().items():
+        torch.testing.assert_close(v, ours[k], rtol=0, atol=0, msg=k)
+    # the patch positions around Vim's middle token (grid 4x4: at 8) are kept in order
+    torch.testing.assert_close(via_hook.pos_embed[0], torch.cat(
+        [sd['pos_embed'][0, :8], sd['pos_embed'][0, 9:]]), rtol=0, atol=0)
+
+
+def test_a_training_file_that_reads_two_ways_says_so_through_load_state_dict():
+    a, b = published(seed=1), published(seed=2)
+    ckpt = dict(model=a, state_dict=b, args=argparse.Namespace(model='mambar_base_patch16_224'))
+    with pytest.raises(CheckpointError, match='^loading into ShuffleMamba: the checkpoint holds '
+                       'two different sets of weights'):
+        target().load_state_dict(ckpt, strict=True)
+
+
 def test_another_width_is_left_to_the_loaders_report():
     sd = published()
     sd = {k: v for k, v in sd.items() if not k.startswith('head.')}

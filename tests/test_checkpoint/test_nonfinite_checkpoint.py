@@ -151,3 +151,11 @@ def test_timm_classifier_load_pretrained_refuses_nan(tmp_path):
     model.load_pretrained(path, allow_nonfinite=True)
     assert sum(not bool(torch.isfinite(v).all()) for v in model.state_dict().values()
                if v.is_floating_point()) == 1
+    import timm  # the refusal's "allow_nonfinite=True" works through create_model too
+    kw = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), num_classes=10,
+              arch=dict(embed_dims=32, num_layers=3), img_size=64)
+    with pytest.raises(CheckpointError, match='allow_nonfinite=True loads it anyway'):
+        timm.create_model('shufflemamba_m_patch16_224', **kw)
+    model = timm.create_model('shufflemamba_m_patch16_224', allow_nonfinite=True, **kw)
+    assert sum(not bool(torch.isfinite(v).all()) for v in model.state_dict().values()
+               if v.is_floating_point()) == 1
