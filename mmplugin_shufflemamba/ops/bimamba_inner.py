@@ -258,18 +258,24 @@ class BiMambaInnerFn(torch.autograd.Function):
         return (dxz, *grads, d_out_w.to(out_w.dtype), None)
 
 
+def _state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of A, D and the dt bias for compute ``dtype``: float32 (mamba-ssm's),
+    float64 for a float64 model."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _mixer_params(mixer, dtype: torch.dtype) -> Sequence[torch.Tensor]:
     """The function's parameter arguments from a BiMambaMixer: matmul weights in the
-    compute dtype, A = -exp(A_log), D and the dt bias in float32."""
-    params = []
+    compute dtype, A = -exp(A_log), D and the dt bias in :func:`_state_dtype`."""
+    params, sdt = [], _state_dtype(dtype)
     for suffix in ('', '_b'):
         conv = getattr(mixer, f'conv1d{suffix}')
         dt_proj = getattr(mixer, f'dt_proj{suffix}')
         params += [conv.weight.squeeze(1), conv.bias,
                    getattr(mixer, f'x_proj{suffix}').weight.to(dtype),
-                   dt_proj.weight.to(dtype), dt_proj.bias.float(),
-                   -torch.exp(getattr(mixer, f'A{suffix}_log').float()),
-                   getattr(mixer, f'D{suffix}').float()]
+                   dt_proj.weight.to(dtype), dt_proj.bias.to(sdt),
+                   -torch.exp(getattr(mixer, f'A{suffix}_log').to(sdt)),
+                   getattr(mixer, f'D{suffix}').to(sdt)]
     return params
 
 
@@ -303,7 +309,7 @@ def bimamba_inner_ref(mixer, hidden: torch.Tensor, kernel: str = 'auto') -> torc
     w_x, w_z = mixer.in_proj.weight.chunk(2, dim=0)
     x = F.linear(hidden, w_x).transpose(1, 2)
     z = F.linear(hidden, w_z).transpose(1, 2)
-    ys = []
+    ys, sdt = [], _state_dtype(hidden.dtype)
     for suffix, reverse in (('', False), ('_b', True)):
         conv = getattr(mixer, f'conv1d{suffix}')
         dt_proj = getattr(mixer, f'dt_proj{suffix}')
@@ -313,9 +319,9 @@ def bimamba_inner_ref(mixer, hidden: torch.Tensor, kernel: str = 'auto') -> torc
         dt, B, C = torch.split(x_dbl, [mixer.dt_rank, mixer.d_state, mixer.d_state], -1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
         ys.append(selective_scan(
-            xc, delta, -torch.exp(getattr(mixer, f'A{suffix}_log').float()),
-            B.transpose(1, 2), C.transpose(1, 2), getattr(mixer, f'D{suffix}').float(), z=z,
-            delta_bias=dt_proj.bias.float(), delta_softplus=True, reverse=reverse,
+            xc, delta, -torch.exp(getattr(mixer, f'A{suffix}_log').to(sdt)),
+            B.transpose(1, 2), C.transpose(1, 2), getattr(mixer, f'D{suffix}').to(sdt), z=z,
+            delta_bias=dt_proj.bias.to(sdt), delta_softplus=True, reverse=reverse,
             kernel=kernel))
     y = (ys[0] + ys[1]).to(hidden.dtype).transpose(1, 2)
     return mixer.out_proj(y).mul_(0.5)

@@ -98,7 +98,7 @@ class ShuffleMambaEncoder(BaseModule):
                              'num_registers=R adds them): leave shuffle_cls at True')
         self.with_cp = check_bool('with_cp', with_cp)
         self.cls_reduce = check_cls_reduce(cls_reduce, self.tokens, D)
-        check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate, shuffle_rate)
+        check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate)
         self.in_channels = check_int('in_channels', in_channels, 1,
                                      hint='image channels, 3 for RGB')
         self.interpolate_mode = check_choice('interpolate_mode', interpolate_mode,
@@ -110,7 +110,7 @@ class ShuffleMambaEncoder(BaseModule):
         self.patch_resolution = (self.img_size[0] // self.patch_size,
                                  self.img_size[1] // self.patch_size)
         self.drop_path_rate = drop_path_rate
-        self.shuffle_rate = shuffle_rate
+        self.layer_shuffle = LayerShuffle(shuffle_rate, self.num_layers, shuffle_draw)
 
         self.patch_embed = PatchEmbed(in_channels, D, self.patch_size)
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
@@ -134,7 +134,6 @@ class ShuffleMambaEncoder(BaseModule):
             for i in range(self.num_layers)
         ])
         self.drop_path = DropPath(drop_path_rate)
-        self.layer_shuffle = LayerShuffle(shuffle_rate, self.num_layers, shuffle_draw)
         # Published ImageNet layouts load through load_state_dict / MMEngine as they are.
         from ...checkpoint.loading import published_layout_pre_hook
         self.register_load_state_dict_pre_hook(published_layout_pre_hook)
@@ -275,6 +274,15 @@ class ShuffleMambaEncoder(BaseModule):
                 x = self.tokens.insert(x, regs.to(x.dtype))
         patch_pos, _ = self.tokens.positions(grid[0] * grid[1])
         return x, grid, patch_pos.to(x.device)
+
+    @property
+    def shuffle_rate(self) -> float:
+        """SLWS's ``P`` (:class:`LayerShuffle`); setting it sets the schedule."""
+        return self.layer_shuffle.shuffle_rate
+
+    @shuffle_rate.setter
+    def shuffle_rate(self, value: float) -> None:
+        self.layer_shuffle.shuffle_rate = value
 
     def draw_permutations(self, num_tokens: int, device: Optional[torch.device] = None
                           ) -> List[Optional[torch.Tensor]]:

@@ -13,8 +13,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers.adapter_modules import InteractionBlock, SpatialPriorModule, TokenUpsample2x
 from ..layers.deform_attn import DeformInputs, MSDeformAttn
-from ..layers.arg_checks import (check_bool, check_int, check_real,
-                                 check_width_ratio)
+from ..layers.arg_checks import (check_bool, check_int, check_real, check_width_ratio,
+                                 is_int)
 from ..layers.bimamba import mark_no_weight_decay
 from ..layers.token_layout import to_map
 from .encoder import ShuffleMambaEncoder
@@ -145,7 +145,7 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
         groups = []
         for g in indexes:
             if isinstance(g, (str, bytes)) or not isinstance(g, Sequence) or len(g) != 2 \
-                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in g):
+                    or not all(map(is_int, g)):
                 raise ValueError('interaction_indexes must be inclusive [first, last] '
                                  f'pairs of block indices, got {list(indexes)}')
             groups.append((int(g[0]), int(g[1])))

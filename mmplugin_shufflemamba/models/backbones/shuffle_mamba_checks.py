@@ -4,8 +4,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from ..layers.arg_checks import (_is_int, check_bool, check_int, check_pair, check_rate,
-                                 check_real)
+from ..layers.arg_checks import (check_bool, check_int, check_pair, check_rate, check_real,
+                                 is_int)
 from ..layers.token_layout import TokenLayout
 
 
@@ -51,9 +51,9 @@ def check_cls_reduce(cls_reduce, tokens: TokenLayout, embed_dims: int) -> int:
     return cls_reduce
 
 
-def check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
-                     shuffle_rate) -> None:
-    """What the blocks get: mixer sizes and the stochastic rates."""
+def check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate) -> None:
+    """What the blocks get: mixer sizes and the stochastic rates (SLWS's is checked by
+    :class:`LayerShuffle`)."""
     check_int('d_state', d_state, 1, hint='the SSM state size, 16 in every model')
     check_int('d_conv', d_conv, 1, hint='the causal conv width, 4 in every model')
     check_real('expand', expand, 1.0,
@@ -63,8 +63,6 @@ def check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate,
     check_rate('drop_path_rate', drop_path_rate,
                hint='the stochastic depth of the last block, a probability; '
                '0 disables it')
-    check_real('shuffle_rate', shuffle_rate, 0.0, 1.0,
-               hint='the shuffle probability of the last block; 0 disables it')
 
 
 #: What the frameworks pass to a backbone that these models do not take.
@@ -111,7 +109,7 @@ def check_patch_grid(patch_size, img_size) -> Tuple[int, Tuple[int, int]]:
 def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
                         ) -> Tuple[int, ...]:
     """``out_indices`` (negatives count from the end) as a tuple of block indices."""
-    if _is_int(out_indices):
+    if is_int(out_indices):
         out_indices = [out_indices]
     is_seq = isinstance(out_indices, Sequence) and not isinstance(out_indices, str)
     if not is_seq or (len(out_indices) == 0 and not allow_empty):
@@ -121,7 +119,7 @@ def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
                          is_seq and not allow_empty else ''))
     result = []
     for idx in out_indices:
-        if not _is_int(idx):
+        if not is_int(idx):
             raise TypeError(f'out_indices entries must be ints, got {idx!r}')
         idx = int(idx)
         if not -num_layers <= idx < num_layers:
@@ -139,7 +137,7 @@ def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
 def check_image_input(model, x: torch.Tensor, min_size: Optional[int] = None) -> None:
     """Check the image batch ``x`` fed to ``model``: (B, in_channels, H, W), B >= 1, H
     and W >= ``min_size`` (default ``patch_size``: a smaller image would be one patch of
-    mostly padding), the weights' dtype (any floating dtype under ``torch.autocast``)."""
+    mostly padding), the weights' dtype (float32 or half under ``torch.autocast``)."""
     name = type(model).__name__
     if not isinstance(x, torch.Tensor):
         raise TypeError(f'{name} expects a (B, C, H, W) tensor, got '
@@ -181,3 +179,7 @@ def check_image_input(model, x: torch.Tensor, min_size: Optional[int] = None) ->
                 f'cast the input to {dtype_name} (x.to(torch.{dtype_name}))' + (
                     f" or run under torch.autocast(device_type='{x.device.type}', "
                     f'dtype={half}) (mixed precision).' if half is not None else '.'))
+        if x.dtype == torch.float64:  # autocast leaves float64 as it is
+            raise TypeError(
+                f'{name} got a float64 image under torch.autocast, which casts float32 '
+                f'but not float64 inputs: cast the image to float32 (x.float()).')

@@ -19,14 +19,15 @@ def _hint(hint: str) -> str:
     return f' ({hint})' if hint else ''
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer (numpy integers too), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_int(name: str, value: Any, min_value: Optional[int] = None,
               max_value: Optional[int] = None, hint: str = '') -> int:
     """``value`` as an int, which must lie in ``[min_value, max_value]``."""
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(f'{name} must be an int, got {value!r} '
                         f'({type(value).__name__}){_hint(hint)}')
     value = int(value)
@@ -87,7 +88,7 @@ def check_bool(name: str, value: Any) -> bool:
     """True / False (or 0 / 1); anything else (a string 'False', None) is an error."""
     if isinstance(value, bool):
         return value
-    if _is_int(value) and value in (0, 1):
+    if is_int(value) and value in (0, 1):
         return bool(value)
     raise TypeError(f'{name} must be True or False, got {value!r} '
                     f'({type(value).__name__})')
@@ -102,7 +103,7 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
 
 def check_pair(name: str, value: Any, min_value: int = 1, hint: str = '') -> Tuple[int, int]:
     """An int or a pair of ints (each ``>= min_value``) as a pair."""
-    if _is_int(value):
+    if is_int(value):
         value = (value, value)
     elif isinstance(value, (str, bytes)) or not isinstance(value, Sequence) \
             or len(value) != 2:

@@ -8,13 +8,14 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .arg_checks import check_choice
+from .arg_checks import check_choice, check_real
 
 
 def shuffle_probs(shuffle_rate: float, num_layers: int) -> List[float]:
     """Per-block shuffle probabilities ``linspace(0, shuffle_rate, num_layers)``."""
-    if not 0.0 <= shuffle_rate <= 1.0:
-        raise ValueError(f'shuffle_rate must be in [0, 1], got {shuffle_rate}')
+    shuffle_rate = check_real('shuffle_rate', shuffle_rate, 0.0, 1.0,
+                              hint='the shuffle probability of the last block; 0 '
+                              'disables it')
     return [float(p) for p in torch.linspace(0, shuffle_rate, num_layers)]
 
 
@@ -87,7 +88,8 @@ class LayerShuffle(nn.Module):
     """Draws the per-block permutations of SLWS for a stack of blocks.
 
     Args:
-        shuffle_rate (float): the probability ``P`` of the last block.
+        shuffle_rate (float): the probability ``P`` of the last block; setting the
+            attribute later (e.g. from a hook) sets the schedule.
         num_layers (int): number of blocks.
         draw (str): 'host' (decided on the CPU; None for a block that does not
             shuffle) or 'device' (a permutation, maybe the identity, for every block
@@ -97,8 +99,17 @@ class LayerShuffle(nn.Module):
     def __init__(self, shuffle_rate: float, num_layers: int, draw: str = 'host'):
         super().__init__()
         self.draw = check_choice('draw (shuffle_draw)', draw, SHUFFLE_DRAWS)
-        self.shuffle_rate = float(shuffle_rate)
-        self.probs = shuffle_probs(shuffle_rate, num_layers)
+        self.num_layers = num_layers
+        self.shuffle_rate = shuffle_rate
+
+    @property
+    def shuffle_rate(self) -> float:
+        return self._shuffle_rate
+
+    @shuffle_rate.setter
+    def shuffle_rate(self, value: float) -> None:
+        self.probs = shuffle_probs(value, self.num_layers)
+        self._shuffle_rate = float(value)
 
     def forward(self, num_tokens: int, device: torch.device = None,
                 movable: Optional[torch.Tensor] = None,
@@ -122,7 +133,7 @@ class LayerShuffle(nn.Module):
         return [None] * (len(self.probs) - len(probs)) + perms
 
     def extra_repr(self) -> str:
-        return (f'shuffle_rate={self.shuffle_rate}, num_layers={len(self.probs)}, '
+        return (f'shuffle_rate={self.shuffle_rate}, num_layers={self.num_layers}, '
                 f'draw={self.draw!r}')
 
 

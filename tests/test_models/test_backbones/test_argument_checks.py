@@ -186,6 +186,10 @@ def test_adapter_valid_edge_values():
     with torch.no_grad():
         outs = m(torch.randn(1, 3, 32, 32))
     assert [tuple(o.shape[-2:]) for o in outs] == [(8, 8), (4, 4), (2, 2), (1, 1)]
+    import numpy as np  # numpy integers (e.g. from np.linspace-built groups) are integers
+    m = tiny_adapter(interaction_indexes=[[np.int64(0), 1], [2, np.int32(3)]],
+                     add_backbone_feature=False)
+    assert m.interaction_indexes == ((0, 1), (2, 3))
     # with_cffn=False: the ConvFFN ratio is not used, any positive value passes.
     assert not tiny_adapter(with_cffn=False, cffn_ratio=0.01).interactions[0].extractor \
         .with_cffn

@@ -103,6 +103,15 @@ def test_integer_image(name):
             m(torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8))
 
 
+@pytest.mark.parametrize('name', sorted(BUILDERS))
+def test_float64_image_under_autocast(name):
+    m = BUILDERS[name]().eval()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        with pytest.raises(TypeError, match=f'{name} got a float64 image under torch.autocast'
+                           r'.*cast the image to float32 \(x.float\(\)\)'):
+            m(torch.randn(1, 3, 32, 32, dtype=torch.float64))
+
+
 def test_low_precision_model_with_fp32_input():
     m = tiny().to(torch.bfloat16).eval()
     with pytest.raises(TypeError, match='weights are torch.bfloat16 but the input is '

@@ -219,3 +219,17 @@ def test_device_mode_shuffled_call_is_exact():
     ident = sample_permutation_on_device(0.0, 9, None)
     out, _ = shuffled_call(fn, ident, x, None)
     assert torch.equal(out, x * 2)
+
+
+def test_setting_shuffle_rate_sets_the_schedule():
+    """A hook may schedule P: the backbone's shuffle_rate is LayerShuffle's, and setting
+    it redraws the per-block probabilities (checked as at build time)."""
+    m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=4), img_size=32, shuffle_rate=1.0)
+    m.shuffle_rate = 0.0
+    assert m.layer_shuffle.probs == [0.0] * 4 and 'shuffle_rate=0.0' in repr(m.layer_shuffle)
+    assert m.train().draw_permutations(5) == [None] * 4
+    m.shuffle_rate = 0.3
+    assert m.shuffle_rate == 0.3 and m.layer_shuffle.probs == pytest.approx([0, 0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match=r'shuffle_rate must be in \[0, 1\], got 1.5'):
+        m.shuffle_rate = 1.5
+    assert m.shuffle_rate == 0.3
