@@ -1,7 +1,7 @@
 # ShuffleMamba-Reg-L2 + UperNet on ADE20K (paper Table 3: 376M parameters, 1373 GFLOPs,
 # 49.4 mIoU single-scale / 50.1 multi-scale): the L1 recipe (lr 3e-5) with the deeper
-# large backbone, depth 48 / width 1024, drop path 0.3 and four levels from blocks
-# 11/23/35/47.
+# large backbone, depth 48 / width 1024, drop path 0.3, gradients clipped at norm 5 (the
+# official Reg-L2 config) and four levels from blocks 11/23/35/47.
 #
 # ShuffleMamba-Reg-L2 was pretrained with RMSNorm and 16 register tokens, which the
 # paper discards for segmentation (num_registers=0: dropped at load with their position
@@ -17,3 +17,5 @@ model = dict(
         drop_path_rate=0.3,
         num_registers=0,
         out_indices=(11, 23, 35, 47)))
+
+optim_wrapper = dict(clip_grad=dict(max_norm=5.0))

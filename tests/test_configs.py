@@ -224,3 +224,33 @@ def test_changed_class_count_must_reach_the_label_checks():
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
     assert 'tools/train.py: train_dataloader.dataset.pipeline' in run.stderr
+
+
+def test_a_dense_config_without_weights_warns_that_it_trains_from_random_weights():
+    """The zoo configs leave init_cfg to the user: tools/train.py says so when nothing
+    gives the backbone weights; not with init_cfg, load_from or resume, nor for ImageNet
+    pretraining (random weights by design)."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    from mmplugin_shufflemamba.utils import warn_random_backbone
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    for name in ['configs/upernet_shufflemamba_b.py', ADAPTER_CONFIGS[0]]:
+        cfg = Config.fromfile(osp.join(ROOT, name))
+        logger.addHandler(handler)
+        try:
+            assert warn_random_backbone(cfg)
+        finally:
+            logger.removeHandler(handler)
+        assert any('has no init_cfg: it trains from random weights' in line
+                   for line in lines), lines
+        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint='x.pth')
+        assert not warn_random_backbone(cfg)
+        cfg.model.backbone.init_cfg, cfg.load_from = None, 'work_dirs/iter_100.pth'
+        assert not warn_random_backbone(cfg)
+    pretrain = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain',
+                                        'shufflemamba-b_8xb256-300e_in1k.py'))
+    assert not warn_random_backbone(pretrain)

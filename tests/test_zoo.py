@@ -56,12 +56,12 @@ ZOO = {
         base='./upernet_shufflemamba_b.py',
         ckpt=dict(name='mambar_base_patch16_224', fmt='reg', registers=12)),
     'upernet_shufflemamba_l1.py': dict(
-        arch='l1', depth=40, dims=1024, norm='RMSNorm', lr=3e-5, drop_path=0.2,
+        arch='l1', depth=40, dims=1024, norm='RMSNorm', lr=3e-5, drop_path=0.2, clip=3.0,
         out_indices=(9, 19, 29, 39), params=320, gflops=1168, miou=(48.8, 49.9),
         base='./upernet_shufflemamba_b.py',
         ckpt=dict(name='mambar_large_patch16_224_40', fmt='shufflemamba', registers=0)),
     'upernet_shufflemamba_reg-l2.py': dict(
-        arch='l2', depth=48, dims=1024, norm='RMSNorm', lr=3e-5, drop_path=0.3,
+        arch='l2', depth=48, dims=1024, norm='RMSNorm', lr=3e-5, drop_path=0.3, clip=5.0,
         out_indices=(11, 23, 35, 47), params=376, gflops=1373, miou=(49.4, 50.1),
         base='./upernet_shufflemamba_l1.py',
         ckpt=dict(name='mambar_large_patch16_224', fmt='reg', registers=16)),
@@ -137,6 +137,9 @@ def test_zoo_config_follows_the_paper_recipe(name):
     # no layer decay in the official runs: MMEngine's constructor reading the no-decay mark
     assert cfg.optim_wrapper.constructor == 'ShuffleMambaOptimWrapperConstructor'
     assert 'paramwise_cfg' not in cfg.optim_wrapper
+    # gradient clipping only in the official large configs (L1: 3.0, Reg-L2: 5.0)
+    clip = cfg.optim_wrapper.get('clip_grad')
+    assert (clip and dict(clip)) == (row.get('clip') and dict(max_norm=row['clip']))
     warmup, poly = cfg.param_scheduler
     assert (warmup.type, warmup.begin, warmup.end, warmup.by_epoch) == (
         'LinearLR', 0, 1500, False)

@@ -4,7 +4,7 @@ from ..checkpoint.fit import CheckpointFitError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
 from .runtime import (ConfigError, add_training_hooks, apply_resume, check_label_classes,
                       latest_checkpoint, load_config, log_kernels, prepare_runtime,
-                      shutdown_distributed, stop_message)
+                      shutdown_distributed, stop_message, warn_random_backbone)
 
 #: the errors with which the tools' checks stop a run (printed without a traceback)
 STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, ConfigError)
@@ -12,5 +12,5 @@ STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, Conf
 __all__ = [
     'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume', 'check_label_classes',
     'latest_checkpoint', 'load_config', 'log_kernels', 'prepare_runtime',
-    'shutdown_distributed', 'stop_message'
+    'shutdown_distributed', 'stop_message', 'warn_random_backbone'
 ]

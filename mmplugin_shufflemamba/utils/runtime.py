@@ -189,6 +189,28 @@ def apply_resume(cfg, resume: Optional[str]) -> None:
         cfg.load_from = latest if latest is not None else cfg.get('load_from')
 
 
+def warn_random_backbone(cfg) -> bool:
+    """Log a warning (and return True) when a dense-prediction config trains its
+    ShuffleMamba backbone from random weights: no ``init_cfg`` on the backbone and no
+    ``load_from`` / resume (the zoo configs leave the checkpoint to the user, and the
+    paper's results fine-tune from ImageNet weights). ImageNet pretraining starts from
+    random weights by design and is not warned about."""
+    model = cfg.get('model') or {}
+    backbone = model.get('backbone') if isinstance(model, dict) else None
+    if not isinstance(backbone, dict) or cfg.get('load_from') or cfg.get('resume') or \
+            str(model.get('type', '')).split('.')[-1] == 'ImageClassifier':
+        return False
+    kind = str(backbone.get('type', '')).split('.')[-1]
+    if kind not in ('ShuffleMamba', 'ShuffleMambaAdapter') or backbone.get('init_cfg'):
+        return False
+    print_log(f'model.backbone ({kind}) has no init_cfg: it trains from random weights. '
+              "The paper's results fine-tune from an ImageNet checkpoint: set "
+              "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) "
+              '(docs/loading.md), or ignore this for a run from scratch.',
+              logger='current', level=logging.WARNING)
+    return True
+
+
 def communication_threads() -> List[str]:
     """The gloo threads still running in this process (Linux; empty elsewhere)."""
     names = []

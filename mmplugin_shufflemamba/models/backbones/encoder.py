@@ -79,6 +79,11 @@ class ShuffleMambaEncoder(BaseModule):
                  with_cp: bool = False, frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
+        if isinstance(init_cfg, dict) and 'type' not in init_cfg:
+            raise ValueError(
+                f'init_cfg={init_cfg!r} has no type: for pretrained weights give '
+                "init_cfg=dict(type='Pretrained', checkpoint=...) (on the command line "
+                'add model.backbone.init_cfg.type=Pretrained).')
         if self._pretrained_cfg():
             # A placeholder path fails when the model is built, not after the data.
             from ...checkpoint import check_checkpoint_path

@@ -47,6 +47,9 @@ def tiny_adapter(**kw):
     (dict(shuffle_rate=1.5), ValueError, r'shuffle_rate must be in \[0, 1\], got 1.5'),
     (dict(shuffle_rate=-0.1), ValueError, r'shuffle_rate must be in \[0, 1\]'),
     (dict(shuffle_rate=None), TypeError, 'shuffle_rate must be a number'),
+    # what --cfg-options model.backbone.init_cfg.checkpoint=... alone makes
+    (dict(init_cfg=dict(checkpoint='x.pth')), ValueError,
+     r"has no type: for pretrained weights give init_cfg=dict\(type='Pretrained'"),
     # patches and the position embedding grid
     (dict(patch_size=0), ValueError, 'patch_size must be >= 1, got 0'),
     (dict(patch_size=-16), ValueError, 'patch_size must be >= 1, got -16'),
