@@ -230,21 +230,13 @@ def test_a_dense_config_without_weights_warns_that_it_trains_from_random_weights
     """The zoo configs leave init_cfg to the user: tools/train.py says so when nothing
     gives the backbone weights; not with init_cfg, load_from or resume, nor for ImageNet
     pretraining (random weights by design)."""
-    import logging
-
-    from mmengine.logging import MMLogger
     from mmplugin_shufflemamba.utils import warn_random_backbone
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
+
+    from helpers.logs import captured_log
     for name in ['configs/upernet_shufflemamba_b.py', ADAPTER_CONFIGS[0]]:
         cfg = Config.fromfile(osp.join(ROOT, name))
-        logger.addHandler(handler)
-        try:
+        with captured_log() as lines:
             assert warn_random_backbone(cfg)
-        finally:
-            logger.removeHandler(handler)
         assert any('has no init_cfg: it trains from random weights' in line
                    for line in lines), lines
         cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint='x.pth')

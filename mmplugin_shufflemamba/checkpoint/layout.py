@@ -30,15 +30,18 @@ def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
         return own['shufflemamba_format'], "meta['shufflemamba_format']"
     args = ckpt.get('args') if isinstance(ckpt, dict) else None
     name = args.get('model') if isinstance(args, dict) else getattr(args, 'model', None)
+    where = 'args.model'
+    if not name and isinstance(ckpt, dict) and isinstance(ckpt.get('arch'), str):
+        name, where = ckpt['arch'], 'arch'  # timm's train.py names the model there too
     name = str(name or '')
     low = name.lower()
     if 'midclstok' in low or 'middle_cls' in low:
-        return 'vim', f'args.model={name!r} (Vim, middle cls token)'
+        return 'vim', f'{where}={name!r} (Vim, middle cls token)'
     if low.startswith('videomamba'):
-        return 'videomamba', (f'args.model={name!r} (VideoMamba: cls first, the two '
+        return 'videomamba', (f'{where}={name!r} (VideoMamba: cls first, the two '
                               'directions summed, not averaged)')
     if low.startswith(('mambar', 'shufflemamba', 'shuffle_mamba')):
-        return 'shufflemamba', f'args.model={name!r} (cls token first)'
+        return 'shufflemamba', f'{where}={name!r} (cls token first)'
     if is_mmengine_checkpoint(ckpt):
         cfg_text = ckpt['meta'].get('cfg') if isinstance(ckpt.get('meta'), dict) else None
         if isinstance(cfg_text, str) and _CFG_CLS_FIRST.search(cfg_text) and \
@@ -46,7 +49,7 @@ def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
             return 'shufflemamba', ("MMEngine meta: the config's ShuffleMamba backbone "
                                     'has with_cls_token=True (cls first)')
         return 'mmplugin', "MMEngine 'meta' (a model trained in this framework)"
-    return None, (f'args.model={name!r} is not a known factory name' if name
+    return None, (f'{where}={name!r} is not a known factory name' if name
                   else 'no args.model, no MMEngine meta, no shufflemamba_format marker')
 
 

@@ -2,6 +2,7 @@
 :class:`ShuffleMamba`: read the file and pick its raw or EMA weights (:mod:`.files`),
 convert them (:mod:`.layout`) and load them strictly. The formats, how a file's format is
 read and what is refused: docs/loading.md."""
+import logging
 from typing import Dict, Optional, Tuple, Union
 
 import torch
@@ -126,12 +127,21 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
     elif is_mmpretrain_classifier(sd):
         sd = mmpretrain_to_official(sd)
     check_finite(sd, f"{checkpoint} (entry '{entry}')", allow_nonfinite, opt_out)
+    hint, evidence = format_evidence(ckpt)
     if ckpt_format == 'auto':
-        hint, evidence = format_evidence(ckpt)
         try:
             ckpt_format = detect_format(sd, hint)
         except CheckpointError as e:
             raise CheckpointError(f'{checkpoint}: {e} [evidence: {evidence}]') from None
+    elif hint in ('shufflemamba', 'vim', 'videomamba'):
+        try:
+            said = detect_format(sd, hint)
+        except CheckpointError:
+            said = ckpt_format  # the file's own reading fails: nothing to override
+        if said != ckpt_format:
+            print_log(f"ckpt_format='{ckpt_format}' overrides what {checkpoint} says of "
+                      f"itself ({evidence}: format '{said}'); leave ckpt_format at 'auto' "
+                      'to read it as it says.', logger='current', level=logging.WARNING)
     return sd, entry, ckpt_format
 
 

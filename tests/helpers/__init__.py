@@ -13,4 +13,5 @@ imports with no path edits in the test files.
 - :mod:`helpers.tools_convert`: ``tools/convert_checkpoint.py``'s ``main``.
 - :mod:`helpers.configs`: shrinking the dense configs and building them in their scope.
 - :mod:`helpers.dist`: running the training / test tools in subprocesses.
+- :mod:`helpers.logs`: the messages the current MMEngine logger emits in a block.
 """

@@ -374,6 +374,25 @@ def test_official_layout_without_evidence_is_an_error(tmp_path, args):
     assert_features(m, sd, 'vim')
 
 
+def test_a_format_given_against_the_files_own_word_is_warned_about(tmp_path):
+    from helpers.logs import captured_log
+    sd = make_official_state_dict(seed=4)
+    torch.save(dict(model=sd, model_ema=None, args=argparse.Namespace(
+        model='mambar_base_patch16_224')), tmp_path / 'o.pth')
+    with captured_log() as lines:
+        m = backbone()
+        assert load_pretrained_backbone(m, str(tmp_path / 'o.pth'),
+                                        ckpt_format='vim')['format'] == 'vim'
+    assert any("ckpt_format='vim' overrides what" in line and
+               "args.model='mambar_base_patch16_224'" in line and
+               "format 'shufflemamba'" in line for line in lines), lines
+    assert_features(m, sd, 'vim')  # the given format is what loads
+    with captured_log() as lines:
+        load_pretrained_backbone(backbone(), str(tmp_path / 'o.pth'),
+                                 ckpt_format='shufflemamba')
+    assert not any('overrides' in line for line in lines)
+
+
 def test_converted_files_carry_their_marker(tmp_path):
     from helpers.tools_convert import convert_main
     src = tmp_path / 'bare.pth'

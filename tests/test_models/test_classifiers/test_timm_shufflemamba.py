@@ -407,6 +407,10 @@ def test_pretrained_ema_and_timm_script_checkpoints(tmp_path):
     m.load_pretrained(str(path), use_ema=True)
     assert torch.equal(m.cls_token, ema.cls_token)
     assert torch.equal(m.head.weight, ema.head.weight)
+    # saved without args (CheckpointSaver with args=None): its 'arch' names the model
+    torch.save({'epoch': 9, 'arch': PLAIN, 'state_dict': raw.state_dict()}, path)
+    assert m.load_pretrained(str(path))['format'] == 'shufflemamba'
+    assert torch.equal(m.cls_token, raw.cls_token)
 
 
 def test_pretrained_from_an_mmpretrain_classifier(tmp_path):
