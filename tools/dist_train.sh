@@ -5,8 +5,10 @@
 # file system; node 0 writes the checkpoints).
 # On a machine without CUDA, GPUS is the number of CPU processes (gloo backend).
 set -e
+USAGE="usage: $0 CONFIG GPUS [train.py args]"
+case "${1-}" in -h|--help) echo "$USAGE"; exit 0 ;; esac
 if [ $# -lt 2 ]; then
-  echo "usage: $0 CONFIG GPUS [train.py args]" >&2; exit 2
+  echo "$USAGE" >&2; exit 2
 fi
 CONFIG=$1
 GPUS=$2
@@ -18,6 +20,7 @@ PYTHON=${PYTHON:-python}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/pythonpath.sh"
 require_count GPUS "$GPUS"
+require_file "config file" "$CONFIG"
 
 "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

@@ -5,7 +5,12 @@
 # - The checkout goes on PYTHONPATH only when "$PYTHON" cannot import
 #   mmplugin_shufflemamba (looked up outside the current directory), so that an
 #   installed build, with its compiled kernels, is the one used.
+# - is_count VALUE: whether VALUE is a positive integer (a process count).
 # - require_count NAME VALUE: stop unless VALUE is a positive integer.
+# - require_name NAME VALUE: stop if VALUE is empty or looks like an option (-x): a
+#   positional argument (the slurm partition, the job name) left out or misplaced.
+# - require_file WHAT PATH: stop unless PATH is an existing file, so that a mistyped
+#   path stops here, not in every rank after torchrun or srun has started them.
 if [ "${PYTHON_RUNS_ELSEWHERE:-0}" != "1" ] \
     && ! torch_error="$("$PYTHON" -c "import torch" 2>&1)"; then
   echo "$(basename "$0"): '$PYTHON' cannot import torch ($(printf %s "$torch_error" |
@@ -18,12 +23,38 @@ sys.exit(importlib.util.find_spec('mmplugin_shufflemamba') is None)" 2>/dev/null
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
-require_count() {
-  case "$2" in
-    ''|*[!0-9]*) ;;
-    *) [ "$((10#$2))" -gt 0 ] && return 0 ;;
+is_count() {
+  case "$1" in
+    ''|*[!0-9]*) return 1 ;;
   esac
+  [ "$((10#$1))" -gt 0 ]
+}
+
+require_count() {
+  is_count "$2" && return 0
   echo "$(basename "$0"): $1 must be a positive integer (processes per node: GPUs," \
        "or CPU processes without CUDA), got '$2'" >&2
+  exit 2
+}
+
+require_name() {
+  case "$2" in
+    '') echo "$(basename "$0"): $1 is empty" >&2 ;;
+    -*) echo "$(basename "$0"): $1 '$2' looks like an option: the positional arguments" \
+             "come first (see $(basename "$0") --help); srun options go in SRUN_ARGS" >&2 ;;
+    *) return 0 ;;
+  esac
+  exit 2
+}
+
+require_file() {
+  local path="${2/#\~/$HOME}" where=""  # a quoted ~/..., as the Python tools read it
+  [ -f "$path" ] && return 0
+  case "$path" in /*) ;; *) where=" (relative to $PWD)" ;; esac
+  if [ -d "$path" ]; then
+    echo "$(basename "$0"): $1 '$2' is a directory, not a file" >&2
+  else
+    echo "$(basename "$0"): $1 '$2' does not exist$where" >&2
+  fi
   exit 2
 }

@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Usage: [GPUS=8] tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args]
-set -x
+# srun options of your own: SRUN_ARGS="--time=04:00:00 ...".
+USAGE="usage: [GPUS=8] [GPUS_PER_NODE=8] [SRUN_ARGS=...] $0"
+USAGE+=" PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args]"
+case "${1-}" in -h|--help) echo "$USAGE"; exit 0 ;; esac
+if [ $# -lt 4 ]; then
+  [ $# -eq 3 ] && echo "$(basename "$0"): CHECKPOINT is missing" >&2
+  echo "$USAGE" >&2; exit 2
+fi
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
@@ -13,15 +20,20 @@ PYTHON=${PYTHON:-python}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON_RUNS_ELSEWHERE=1  # srun runs it on the compute nodes
 source "$ROOT/tools/pythonpath.sh"
+require_name PARTITION "$PARTITION"
+require_name JOB_NAME "$JOB_NAME"
 require_count GPUS "$GPUS"
 require_count GPUS_PER_NODE "$GPUS_PER_NODE"
+require_file "config file" "$CONFIG"
+require_file checkpoint "$CHECKPOINT"
 
-srun -p ${PARTITION} \
-    --job-name=${JOB_NAME} \
-    --gres=gpu:${GPUS_PER_NODE} \
-    --ntasks=${GPUS} \
-    --ntasks-per-node=${GPUS_PER_NODE} \
-    --cpus-per-task=${CPUS_PER_TASK} \
+set -x
+srun -p "$PARTITION" \
+    --job-name="$JOB_NAME" \
+    --gres=gpu:"$GPUS_PER_NODE" \
+    --ntasks="$GPUS" \
+    --ntasks-per-node="$GPUS_PER_NODE" \
+    --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS} \
-    "$PYTHON" -u "$ROOT/tools/test.py" ${CONFIG} ${CHECKPOINT} --launcher="slurm" "${@:5}"
+    "$PYTHON" -u "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher="slurm" "${@:5}"

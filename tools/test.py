@@ -29,7 +29,7 @@ import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
 from mmplugin_shufflemamba.utils import (STOP_ERRORS, ConfigError, load_config, log_kernels,
                                          prepare_runtime, shutdown_distributed, stop_message)
-from mmplugin_shufflemamba.utils.cli import existing_file
+from mmplugin_shufflemamba.utils.cli import existing_file, key_value
 
 
 def parse_args(argv=None):
@@ -51,8 +51,8 @@ def parse_args(argv=None):
     parser.add_argument('--allow-nonfinite-checkpoint', action='store_true',
                         help='load a checkpoint whose weights hold NaN / inf (default: '
                         'stop with a report)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings in the config')
+    parser.add_argument('--cfg-options', nargs='+', type=key_value, action=DictAction,
+                        metavar='KEY=VALUE', help='override settings in the config')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)

@@ -37,8 +37,9 @@ from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import amp_optim_
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
 from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, apply_resume,
                                          load_config, log_kernels, prepare_runtime,
-                                         shutdown_distributed, stop_message)
-from mmplugin_shufflemamba.utils.cli import existing_file
+                                         shutdown_distributed, stop_message,
+                                         warn_random_backbone)
+from mmplugin_shufflemamba.utils.cli import existing_file, key_value
 
 
 def parse_args():
@@ -66,7 +67,8 @@ def parse_args():
     parser.add_argument('--no-finite-check', action='store_true',
                         help='do not stop at the first NaN / inf loss or gradient norm '
                         '(FiniteLossHook; also: finite_check = False in the config)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', type=key_value, action=DictAction,
+                        metavar='KEY=VALUE',
                         help='override settings, e.g. train_cfg.max_iters=10')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
@@ -94,6 +96,7 @@ def train(args) -> None:
                                                   cfg.get('default_scope'))
     add_training_hooks(cfg, finite_check=not args.no_finite_check)
     apply_resume(cfg, args.resume)
+    warn_random_backbone(cfg)
     prepare_runtime(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     log_kernels()

@@ -43,3 +43,17 @@ def existing_file(what: str, allow_uri: bool = False, keep=()):
         return path
 
     return parse
+
+
+def key_value(text: str) -> str:
+    """argparse ``type`` of the items of ``--cfg-options`` (with MMEngine's ``DictAction``,
+    which raises a bare ValueError / AssertionError on a malformed item): ``KEY=VALUE``,
+    the brackets of a list or tuple value balanced."""
+    key, eq, value = text.partition('=')
+    if not eq or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not KEY=VALUE (e.g. train_cfg.max_iters=10; a list: KEY=[a,b])')
+    if ',' in value and (value.count('[') != value.count(']')
+                         or value.count('(') != value.count(')')):
+        raise argparse.ArgumentTypeError(f'{text!r}: unbalanced brackets in the value')
+    return text

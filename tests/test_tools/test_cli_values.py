@@ -104,10 +104,13 @@ def test_convert_checkpoint_honours_zero_registers():
     (['cfg.py', '--num-workers', '-1'], 'argument --num-workers: must be an integer >= 0'),
     (['cfg.py', '--device', ''], 'argument --device: must not be empty'),
 ])
-def test_benchmark_bad_values(capsys, argv, words):
+def test_benchmark_bad_values(capsys, tmp_path, argv, words):
     bench = load_tool('analysis', 'benchmark.py')
+    cfg = tmp_path / 'cfg.py'  # the config must exist (checked at parsing)
+    cfg.write_text('x = 1\n')
+    argv = [str(cfg) if a == 'cfg.py' else a for a in argv]
     assert words in _usage_error(capsys, bench.parse_args, argv)
-    args = bench.parse_args(['cfg.py', '--warmup', '0', '--num-workers', '0'])
+    args = bench.parse_args([str(cfg), '--warmup', '0', '--num-workers', '0'])
     assert (args.warmup, args.num_workers) == (0, 0)  # 0 honoured
 
 
@@ -124,10 +127,41 @@ def test_benchmark_cpu_kernels_bad_values(capsys, argv, words):
     assert words in _usage_error(capsys, kernels.main, argv)
 
 
-def test_get_flops_bad_shape(capsys):
+def test_get_flops_bad_shape(capsys, tmp_path):
     flops = load_tool('analysis', 'get_flops.py')
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text('x = 1\n')
     assert 'argument --shape: must be an integer >= 1 (pixels), got 0' in _usage_error(
-        capsys, flops.parse_args, ['cfg.py', '--shape', '0', '512'])
+        capsys, flops.parse_args, [str(cfg), '--shape', '0', '512'])
+
+
+@pytest.mark.parametrize('tool, argv, words', [
+    ('get_flops.py', ['nowhere.py'], "argument config: config file 'nowhere.py' does not "
+     'exist'),
+    ('benchmark.py', ['nowhere.py'], "argument config: config file 'nowhere.py' does not "
+     'exist'),
+    ('benchmark.py', ['CONFIG', 'nowhere.pth'],
+     "argument checkpoint: checkpoint 'nowhere.pth' does not exist"),
+    ('plot_logs.py', ['no/such/work_dir'], "argument runs: no such log file or directory: "
+     "'no/such/work_dir' (give a work dir, a <timestamp> run dir or a vis_data/*.json "
+     'file)'),
+    ('plot_logs.py', ['DIR'], 'argument runs: DIR: no vis_data/scalars.json below it'),
+    ('plot_logs.py', ['CONFIG'], 'argument runs: CONFIG:1: not a json line'),
+])
+def test_analysis_tools_name_a_missing_input(capsys, monkeypatch, tmp_path, tool, argv,
+                                             words):
+    """A missing config, checkpoint or log directory is a one-line usage error naming
+    the argument, before any model is built (not a traceback from deep inside)."""
+    config = tmp_path / 'config.py'
+    config.write_text('x = 1\n')
+    names = dict(CONFIG=str(config), DIR=str(tmp_path))
+    argv = [names.get(a, a) for a in argv]
+    for name, path in names.items():
+        words = words.replace(name, path)
+    mod = load_tool('analysis', tool)
+    if tool == 'benchmark.py':  # the inputs are checked before anything is built
+        monkeypatch.setattr(mod, 'run', lambda args: pytest.fail('ran before the check'))
+    assert words in _usage_error(capsys, mod.main, argv)
 
 
 @pytest.mark.parametrize('argv, words', [

@@ -22,14 +22,16 @@ import time
 import torch
 from mmengine.config import DictAction
 
-from mmplugin_shufflemamba.utils.cli import int_at_least
+from mmplugin_shufflemamba.utils.cli import existing_file, int_at_least, key_value
 
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', nargs='?', help='checkpoint file (optional)')
+    parser.add_argument('config', type=existing_file('config file'), help='config file')
+    parser.add_argument('checkpoint', nargs='?',
+                        type=existing_file('checkpoint', allow_uri=True),
+                        help='checkpoint file or URL (optional)')
     parser.add_argument('--device', default=None,
                         help="'cuda' or 'cpu' (default: cuda when available)")
     parser.add_argument('--num-iters', type=int_at_least(1, 'timed iterations'), default=20,
@@ -39,7 +41,8 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=int_at_least(1), default=1)
     parser.add_argument('--num-workers', type=int_at_least(0), default=2,
                         help='data loader workers, >= 0 (0: load in the main process)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', type=key_value, action=DictAction,
+                        metavar='KEY=VALUE',
                         help='override settings, e.g. test_dataloader.dataset.data_root=..')
     parser.add_argument('--json', help='write the figures to this file')
     args = parser.parse_args(argv)

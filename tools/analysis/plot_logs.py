@@ -33,7 +33,8 @@ def find_scalars(path: str) -> str:
     if osp.isfile(path):
         return path
     if not osp.isdir(path):
-        raise FileNotFoundError(f'no such log file or directory: {path}')
+        raise FileNotFoundError(f'no such log file or directory: {path!r} (give a work dir, '
+                                'a <timestamp> run dir or a vis_data/*.json file)')
     for pattern in ('vis_data/scalars.json', '*/vis_data/scalars.json', 'scalars.json'):
         found = sorted(glob.glob(osp.join(path, pattern)))
         if found:
@@ -127,8 +128,11 @@ def main(argv=None) -> List[str]:
     if not args.out_dir.strip():
         parser.error('argument --out-dir: must not be empty')
 
-    files = [find_scalars(r) for r in args.runs]
-    runs = [load_scalars(f) for f in files]
+    try:  # a missing run or a file that is not a json log: one line, no traceback
+        files = [find_scalars(r) for r in args.runs]
+        runs = [load_scalars(f) for f in files]
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(f'argument runs: {e}')
     names = args.legend or [osp.basename(osp.dirname(osp.dirname(f))) or f for f in files]
     if len(names) != len(runs):
         parser.error(f'--legend needs {len(runs)} names')
