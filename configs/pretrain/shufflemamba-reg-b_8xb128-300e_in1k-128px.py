@@ -8,9 +8,12 @@
 #   2. shufflemamba-reg-b_8xb128-100e_in1k-224px.py: 224 px from this checkpoint;
 #   3. shufflemamba-reg-b_8xb64-20e_in1k-224px-ft.py: a 20-epoch 224 px fine-tune.
 # The script's defaults where run_reg.sh sets nothing: 5 warmup epochs from 1e-6,
-# cosine to 1e-5, AdamW betas (0.9, 0.999), no gradient clipping. No EMA in stages 1-2
-# (so that stage 2 starts from the raw weights, as the official --finetune); stage 3
-# keeps one (the paper reports EMA accuracy).
+# cosine to 1e-5, AdamW betas (0.9, 0.999), no gradient clipping. Two exceptions, both
+# settings of the script's defaults that run_reg.sh does not switch off: main_reg.py
+# mixes (Mixup 0.8 / CutMix 1.0) and keeps an EMA in every stage; these stages do not
+# mix (to follow the script there: model = dict(train_cfg=dict(augments=[dict(
+# type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))), and only stage 3 keeps
+# an EMA (stage 2 starts from the raw weights, as the official --finetune reads them).
 # Registers: 12 tokens spread through the patches, reduced by the neck (768 -> 192 each,
 # cls_reduce 4) and norm_neck before the head (2304 inputs), RMSNorm, as
 # mambar_base_patch16_224 of models_reg.py.
