@@ -47,14 +47,15 @@ model = dict(
         norm_cfg=dict(type='SyncBN', requires_grad=True)))
 
 # Layer-wise lr decay 0.9 over the blocks (the adapter's own modules and the heads at
-# the full lr); no weight decay on what the backbone marks _no_weight_decay (embeddings,
-# tokens, A_log, D, the level embeddings, the injector gammas), on norms and on biases.
+# the full lr); no weight decay on the 1-D parameters (norms, D, the injector gammas) and
+# the biases only, as the official detection constructor decides (no_decay='flat': it
+# decays A_log, pos_embed and the level embeddings; 'marked', the default, would not).
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='ShuffleMambaLayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=0.9))
+    paramwise_cfg=dict(layer_decay_rate=0.9, no_decay='flat'))
 
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs)

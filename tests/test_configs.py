@@ -153,6 +153,7 @@ def test_adapter_configs_match_official_recipe(name):
         assert (opt.optimizer.lr, opt.optimizer.weight_decay) == (1e-4, 0.05)
         assert opt.constructor == 'ShuffleMambaLayerDecayOptimWrapperConstructor'
         assert opt.paramwise_cfg.layer_decay_rate == 0.9
+        assert opt.paramwise_cfg.no_decay == 'flat'  # the official constructor's rule
         assert cfg.train_cfg.max_epochs == 12
         steps = [s for s in cfg.param_scheduler if s.type == 'MultiStepLR']
         assert steps and list(steps[0].milestones) == [8, 11]

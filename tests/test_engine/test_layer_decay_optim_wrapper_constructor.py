@@ -244,6 +244,30 @@ def test_adapter_like_params_are_top_and_not_decayed():
         assert groups[name]['weight_decay'] == WD, name
 
 
+def test_flat_rule_decays_what_the_official_detection_constructor_decays():
+    """no_decay='flat': no weight decay for the 1-D parameters and biases only (the
+    official MyLayerDecayOptimizerConstructor), marks ignored: A_log, pos_embed and the
+    level embedding are decayed; D, the norms and the biases are not; the lrs stay."""
+    model = Model(num_registers=2)
+    model.backbone.level_embed = nn.Parameter(torch.zeros(3, 32))
+    model.backbone.level_embed._no_weight_decay = True
+    marked = build(model)
+    groups = by_name(build(model, no_decay='flat'), model)
+    for name, p in model.named_parameters():
+        flat = p.ndim == 1 or name.endswith('.bias')
+        assert groups[name]['weight_decay'] == (0.0 if flat else WD), name
+        assert groups[name]['lr'] == pytest.approx(by_name(marked, model)[name]['lr']), name
+    for name in ('backbone.layers.1.mixer.A_log', 'backbone.pos_embed',
+                 'backbone.pos_embed_cls', 'backbone.level_embed'):
+        assert groups[name]['weight_decay'] == WD, name
+    for name in ('backbone.layers.1.mixer.D', 'backbone.layers.1.norm.weight',
+                 'backbone.layers.1.mixer.dt_proj.bias', 'head.bn.weight'):
+        assert groups[name]['weight_decay'] == 0.0, name
+    with pytest.raises(ValueError, match=r"paramwise_cfg.no_decay must be one of \('marked', "
+                       r"'flat'\), got 'official'"):
+        ShuffleMambaLayerDecayOptimWrapperConstructor(**cfg(no_decay='official'))
+
+
 def test_frozen_params_excluded():
     model = Model(frozen_stages=1)
     model.head.fc.bias.requires_grad_(False)

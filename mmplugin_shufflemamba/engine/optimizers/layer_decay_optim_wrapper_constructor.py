@@ -108,7 +108,9 @@ class ShuffleMambaOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 _DEFAULT_PARAMWISE_KEYS = ('custom_keys', 'bias_lr_mult', 'bias_decay_mult', 'norm_decay_mult',
                            'dwconv_decay_mult', 'flat_decay_mult', 'dcn_offset_lr_mult',
                            'bypass_duplicate')
-_PARAMWISE_KEYS = ('layer_decay_rate', 'custom_keys', 'bypass_duplicate')
+_PARAMWISE_KEYS = ('layer_decay_rate', 'no_decay', 'custom_keys', 'bypass_duplicate')
+#: what ``paramwise_cfg.no_decay`` selects: which parameters get no weight decay
+NO_DECAY_RULES = ('marked', 'flat')
 _GROUP_KEYS = ('params', 'param_name', 'param_names', 'lr', 'initial_lr', 'weight_decay',
                'lr_scale', 'layer_id', 'custom_key')
 
@@ -122,7 +124,10 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
     ``get_layer_depth(name, prefix='backbone.')`` (a bare backbone's own), and weight
     decay ``base_wd * decay_mult`` (``base_wd``: the optimizer's default if not set), or
     0 whatever ``decay_mult`` if it is marked ``_no_weight_decay``, of a normalisation
-    module (:data:`NORM_TYPES`) or named ``bias`` / ``*_bias``. Shared parameters are
+    module (:data:`NORM_TYPES`) or named ``bias`` / ``*_bias`` (``no_decay='marked'``,
+    the default); with ``no_decay='flat'`` 0 for the 1-D parameters and biases only, as
+    the official detection constructor decides (so ``A_log``, ``pos_embed`` and the
+    adapter's ``level_embed`` are decayed). Shared parameters are
     added once, in one group per (layer id, decay or not, custom key), top layer first,
     with ``param_names``, ``layer_id``, ``lr_scale`` and a custom key's (longest match
     first) ``custom_key``, ``lr_mult``, ``decay_mult`` and options; one line per layer is
@@ -131,7 +136,7 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
     Args:
         optim_wrapper_cfg (dict): with ``optimizer`` (``lr`` required).
         paramwise_cfg (dict): ``layer_decay_rate`` in (0, 1] (1: no decay), optional
-            ``custom_keys`` ``{substring: dict(lr_mult=.., decay_mult=..,
+            ``no_decay`` ('marked' or 'flat', see above), ``custom_keys`` ``{substring: dict(lr_mult=.., decay_mult=..,
             requires_grad=.., **group_options)}`` and ``bypass_duplicate`` (accepted;
             shared tensors are always added once). Other keys are errors.
     """
@@ -148,8 +153,12 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
         for key in (k for k in cfg if k not in _PARAMWISE_KEYS):
             raise ValueError(
                 f'Unknown paramwise_cfg key {key!r} for {name}; it takes '
-                f'{list(_PARAMWISE_KEYS)}. Norms, biases and parameters marked '
-                '_no_weight_decay are never decayed; multipliers go in custom_keys.')
+                f'{list(_PARAMWISE_KEYS)}. no_decay chooses the parameters without '
+                'weight decay; multipliers go in custom_keys.')
+        if cfg.get('no_decay', 'marked') not in NO_DECAY_RULES:
+            raise ValueError(f"paramwise_cfg.no_decay must be one of {NO_DECAY_RULES}, got "
+                             f"{cfg['no_decay']!r}: 'marked' (marked, norm and bias "
+                             "parameters) or 'flat' (1-D parameters and biases).")
         rate = cfg.get('layer_decay_rate')
         if rate is None:
             raise ValueError(f'{name} needs paramwise_cfg=dict(layer_decay_rate=...), got '
@@ -205,6 +214,7 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
         norms = {id(p) for m in module.modules() if isinstance(m, NORM_TYPES)
                  for p in m.parameters(recurse=False)}
         custom_keys = self.paramwise_cfg.get('custom_keys', {})
+        flat = self.paramwise_cfg.get('no_decay', 'marked') == 'flat'
         sorted_keys = sorted(sorted(custom_keys), key=len, reverse=True)
         groups: Dict[tuple, dict] = {}
         seen, scales = set(), {}
@@ -225,8 +235,9 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
                              lr_scale=group['lr_scale'] * lr_mult)
                 group['lr'] = self.base_lr * group['lr_scale']
             leaf = name.rsplit('.', 1)[-1]
-            no_decay = (is_marked_no_decay(param) or id(param) in norms or leaf == 'bias'
-                        or leaf.endswith('_bias'))
+            no_decay = leaf == 'bias' or (
+                param.ndim <= 1 if flat else
+                is_marked_no_decay(param) or id(param) in norms or leaf.endswith('_bias'))
             if no_decay:
                 group['weight_decay'] = 0.0
             merged = groups.setdefault((group['layer_id'], no_decay, key),
@@ -241,8 +252,9 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
     def _log_summary(self, groups: Dict[tuple, dict], scales: Dict[int, float]) -> None:
         rate = self.paramwise_cfg['layer_decay_rate']
         print_log(f'{type(self).__name__}: layer_decay_rate={rate}, base lr '
-                  f'{self.base_lr:g}, weight decay {self.base_wd:g}, {len(groups)} param '
-                  'groups', logger='current')
+                  f'{self.base_lr:g}, weight decay {self.base_wd:g} (none on the '
+                  f"{self.paramwise_cfg.get('no_decay', 'marked')} rule's parameters), "
+                  f'{len(groups)} param groups', logger='current')
         for layer_id in sorted({k[0] for k in groups}):
             layer = {k: g for k, g in groups.items() if k[0] == layer_id}
             count = {nd: sum(len(g['params']) for k, g in layer.items() if k[1] == nd)
