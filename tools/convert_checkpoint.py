@@ -53,6 +53,9 @@ def parse_args(argv=None):
                      help='convert the raw weights (the default)')
     p.add_argument('--num-registers', type=int_at_least(0), default=0,
                    help='registers to keep (0 drops cls/register tokens)')
+    p.add_argument('--keep-neck', action='store_true',
+                   help="with --num-registers R > 0: keep Mamba-Reg's classification "
+                   'neck / norm_neck, for a backbone built with cls_reduce > 1')
     p.add_argument('--img-size', type=int_at_least(1, 'an image size in pixels'),
                    default=None,
                    help='resize pos_embed to this resolution (default: keep the grid)')
@@ -81,6 +84,9 @@ def parse_args(argv=None):
                                   or args.patch_size is not None):
         p.error('--num-registers, --img-size and --patch-size apply to --to backbone only '
                 '(a classifier keeps its tokens; the loader resizes the position embedding)')
+    if args.keep_neck and not args.num_registers:
+        p.error('--keep-neck keeps the neck that reduces the register tokens: give '
+                "--num-registers R (the backbone's) too")
     if args.patch_size is not None and args.img_size is None:
         p.error('--patch-size is used with --img-size only (the patch size that divides '
                 'the new resolution into the position grid); give --img-size too')
@@ -150,7 +156,8 @@ def main(argv=None):
                              f'size {patch} (the backbone refuses such an img_size): give '
                              f'e.g. --img-size {max(patch, args.img_size // patch * patch)}')
         grid = (args.img_size // patch, args.img_size // patch)
-    converted, summary = convert_to_backbone(sd, fmt, args.num_registers, grid)
+    converted, summary = convert_to_backbone(sd, fmt, args.num_registers, grid,
+                                             keep_neck=args.keep_neck)
     meta = dict(shufflemamba_format='mmplugin', weights='ema' if args.use_ema else 'raw',
                 source=args.src, entry=entry, source_format=summary['format'],
                 **{k: v for k, v in summary.items() if k not in ('dropped', 'format')},

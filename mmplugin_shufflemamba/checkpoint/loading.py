@@ -69,6 +69,11 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
                      f'arch=dict(embed_dims={size[1]}, num_layers={size[0]})')
     if norm_fix:
         fixes.append(norm_fix)
+    if 'neck.weight' in missing:
+        lines.append('  the checkpoint has no classification neck (neck / norm_neck) for '
+                     f'cls_reduce={getattr(model, "cls_reduce", 1)}: load the Mamba-Reg file '
+                     'itself, or convert it with tools/convert_checkpoint.py '
+                     '--num-registers R --keep-neck.')
     if any(k.split('.')[0] in _ADAPTER_MODULES for k in unexpected):
         lines.append('  the file holds a ShuffleMambaAdapter (spm / interactions / level_embed '
                      'weights): load it into ShuffleMambaAdapter, or start this backbone '

@@ -411,6 +411,23 @@ def test_converted_files_carry_their_marker(tmp_path):
         load_pretrained_backbone(m, str(dst), use_ema=True)
 
 
+def test_converted_register_file_keeps_its_neck_when_asked(tmp_path):
+    """A backbone with cls_reduce > 1 needs Mamba-Reg's neck: --keep-neck keeps it; a
+    file converted without it is refused with that fix."""
+    from helpers.tools_convert import convert_main
+    src = tmp_path / 'reg.pth'
+    model, _ = official_checkpoint(src, 'reg', rms_norm=True)
+    reg = dict(num_registers=3, cls_reduce=4, norm_cfg=dict(type='RMSNorm'))
+    convert_main([str(src), str(tmp_path / 'no_neck.pth'), '--num-registers', '3'])
+    with pytest.raises(CheckpointError, match='no classification neck .*--keep-neck'):
+        backbone(tmp_path / 'no_neck.pth', **reg)
+    convert_main([str(src), str(tmp_path / 'neck.pth'), '--num-registers', '3',
+                  '--keep-neck'])
+    m = backbone(tmp_path / 'neck.pth', **reg)
+    assert torch.equal(m.neck.weight, model['neck.weight'])
+    assert torch.equal(m.norm_neck.weight, model['norm_neck.weight'])
+
+
 def test_converted_ema_weights(tmp_path):
     from helpers.tools_convert import convert_main
     src = tmp_path / 'o.pth'
