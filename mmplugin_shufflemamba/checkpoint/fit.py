@@ -108,7 +108,8 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
                           for k, v in nonfinite_tensors(ema).items()})
     lines = []
     if missing:
-        lines.append(f'missing in the checkpoint: {len(missing)} of {len(model_sd)} model '
+        counted = len(relevant_missing(model_sd))  # the same keys as ``missing``
+        lines.append(f'missing in the checkpoint: {len(missing)} of {counted} model '
                      f'tensors, in {_group(missing)}; e.g. {_examples(missing)}')
     if unexpected:
         lines.append(f'unexpected (not in the model): {len(unexpected)} tensors, in '
