@@ -1,11 +1,11 @@
 """ImageNet-1K pretraining configs (configs/pretrain) and the pretraining quickstart.
 
 Every config is checked against the recipe kept here (the paper's for the plain rows,
-the official run_reg.sh stages for the Reg rows), builds shrunk in mmpretrain's scope and
-runs a training step and a prediction; the optimizer's parameter groups follow the
-official no-decay rule; and what a pretraining run saves (MMEngine checkpoint, EMA and
-raw weights, mmpretrain layout) loads into every dense config's backbone without
-conversion.
+the official run_reg.sh stages for the Reg rows, the paper's Table 5 / 6 ablation rows
+and Table 2's 256 px test rows), builds shrunk in mmpretrain's scope and runs a training
+step and a prediction; the optimizer's parameter groups follow the official no-decay
+rule; and what a pretraining run saves (MMEngine checkpoint, EMA and raw weights,
+mmpretrain layout) loads into every dense config's backbone without conversion.
 """
 import copy
 import glob
@@ -30,15 +30,18 @@ QUICKSTART = osp.join(ROOT, 'configs', 'quickstart',
 RMS, LN = 'RMSNorm', 'LN'
 _B = dict(arch='b', norm=RMS, tokens=('cls', ), img=224, batch=256, lr=1e-3,
           betas=(0.9, 0.95), wd=0.1, epochs=300, warmup=20, min_lr=5e-6, warmup_lr=5e-7,
-          drop_path=0.5, ssr=0.5, ema=1e-4, clip=3.0, mix=True, smooth=0.1,
-          sampler='DefaultSampler', init=None)
-_REG_B1 = dict(_B, tokens=('reg', 12, 4), img=128, batch=128, lr=1e-3, betas=(0.9, 0.999),
-               wd=0.05, warmup=5, min_lr=1e-5, warmup_lr=1e-6, drop_path=0.1, ssr=0.1,
-               ema=None, clip=None, mix=False, smooth=0.0, sampler='RepeatAugSampler')
-_REG_B2 = dict(_REG_B1, img=224, lr=4e-4, epochs=100, drop_path=0.4,
+          drop_path=0.5, ssr=0.5, schedule='linear', shuffle_cls=True, ema=1e-4, clip=3.0,
+          mix=True, smooth=0.1, sampler='DefaultSampler', init=None, test_img=224,
+          crop_ratio=0.875)
+_REG_B1 = dict(_B, tokens=('reg', 12, 4), img=128, test_img=128, batch=128, lr=1e-3,
+               betas=(0.9, 0.999), wd=0.05, warmup=5, min_lr=1e-5, warmup_lr=1e-6,
+               drop_path=0.1, ssr=0.1, ema=None, clip=None, mix=False, smooth=0.0,
+               sampler='RepeatAugSampler')
+_REG_B2 = dict(_REG_B1, img=224, test_img=224, lr=4e-4, epochs=100, drop_path=0.4,
                init='reg-b_8xb128-300e_in1k-128px')
 _REG_B3 = dict(_REG_B2, batch=64, lr=1e-5, wd=0.1, epochs=20, ema=1e-4, smooth=0.1,
-               sampler='DefaultSampler', init='reg-b_8xb128-100e_in1k-224px')
+               sampler='DefaultSampler', init='reg-b_8xb128-100e_in1k-224px',
+               crop_ratio=1.0)
 
 
 def _l2(row, init):
@@ -46,16 +49,16 @@ def _l2(row, init):
                 init=init and init.replace('reg-b', 'reg-l2'))
 
 
+_M = dict(_B, arch='m', norm=LN)
+_L1 = dict(_B, arch='l1', batch=128, epochs=200, drop_path=0.6)
+
 # Recipe per config; `dense` lists the dense configs its checkpoint is for.
 PRETRAIN = {
     'shufflemamba-b_8xb256-300e_in1k.py': dict(
         _B, dense=['upernet_shufflemamba_b.py', 'upernet_shufflemamba_b-slws.py']),
     'shufflemamba-m_8xb256-300e_in1k.py': dict(
-        _B, arch='m', norm=LN,
-        dense=['upernet_shufflemamba_m.py', 'mask-rcnn_shufflemamba_adapter-m.py']),
-    'shufflemamba-l1_8xb128-200e_in1k.py': dict(
-        _B, arch='l1', batch=128, epochs=200, drop_path=0.6,
-        dense=['upernet_shufflemamba_l1.py']),
+        _M, dense=['upernet_shufflemamba_m.py', 'mask-rcnn_shufflemamba_adapter-m.py']),
+    'shufflemamba-l1_8xb128-200e_in1k.py': dict(_L1, dense=['upernet_shufflemamba_l1.py']),
     'shufflemamba-reg-b_8xb128-300e_in1k-128px.py': dict(_REG_B1, dense=[]),
     'shufflemamba-reg-b_8xb128-100e_in1k-224px.py': dict(_REG_B2, dense=[]),
     'shufflemamba-reg-b_8xb64-20e_in1k-224px-ft.py': dict(
@@ -69,6 +72,46 @@ PRETRAIN = {
         _l2(_REG_B3, _REG_B3['init']),
         dense=['upernet_shufflemamba_reg-l2.py', 'mask-rcnn_shufflemamba_reg-adapter-l2.py']),
 }
+
+# The paper's rows that vary one of the configs above: `base` is the config each
+# inherits and must equal but for the row's knob (SLWS for Tables 5 and 6, the test
+# pipeline for Table 2's 256 px rows); `top1` the paper's figure(s) (docs/pretraining.md).
+_M_BASE = 'shufflemamba-m_8xb256-300e_in1k.py'
+_REG_B3_NAME = 'shufflemamba-reg-b_8xb64-20e_in1k-224px-ft.py'
+_REG_L23_NAME = 'shufflemamba-reg-l2_8xb64-20e_in1k-224px-ft.py'
+VARIANTS = {
+    # Table 5, probability assignment (ShuffleMamba-M; P = 0.5 is the M config, 82.7).
+    'shufflemamba-m_8xb256-300e_in1k-p0.4.py': dict(_M, ssr=0.4, base=_M_BASE, top1=82.3),
+    'shufflemamba-m_8xb256-300e_in1k-p0.6.py': dict(_M, ssr=0.6, base=_M_BASE, top1=82.4),
+    'shufflemamba-m_8xb256-300e_in1k-p0.7.py': dict(_M, ssr=0.7, base=_M_BASE, top1=82.4),
+    'shufflemamba-m_8xb256-300e_in1k-const-p0.0.py': dict(
+        _M, ssr=0.0, schedule='constant', base=_M_BASE, top1=81.8),
+    'shufflemamba-m_8xb256-300e_in1k-const-p0.1.py': dict(
+        _M, ssr=0.1, schedule='constant', base=_M_BASE, top1=81.5),
+    'shufflemamba-m_8xb256-300e_in1k-const-p0.4.py': dict(
+        _M, ssr=0.4, schedule='constant', base=_M_BASE, top1=81.1),
+    # Table 6, the [CLS] token kept out of the shuffle (with it: 82.7 / 82.6 / 82.9).
+    'shufflemamba-m_8xb256-300e_in1k-no-cls-shuffle.py': dict(
+        _M, shuffle_cls=False, base=_M_BASE, top1=82.6),
+    'shufflemamba-b_8xb256-300e_in1k-no-cls-shuffle.py': dict(
+        _B, shuffle_cls=False, base='shufflemamba-b_8xb256-300e_in1k.py', top1=82.6),
+    'shufflemamba-l1_8xb128-200e_in1k-no-cls-shuffle.py': dict(
+        _L1, shuffle_cls=False, base='shufflemamba-l1_8xb128-200e_in1k.py', top1=82.8),
+    # Table 2, "256x256 Test": the 224 px models tested at 256 px, each at its own crop
+    # ratio (plain rows 0.875, Reg stage 3 1.0); top-1 as printed (plain rows: the
+    # table's two rows, the second with EMA).
+    'shufflemamba-m_8xb256-300e_in1k-test-256px.py': dict(
+        _M, test_img=256, base=_M_BASE, top1=(82.8, 83.0)),
+    'shufflemamba-b_8xb256-300e_in1k-test-256px.py': dict(
+        _B, test_img=256, base='shufflemamba-b_8xb256-300e_in1k.py', top1=(82.9, 83.0)),
+    'shufflemamba-l1_8xb128-200e_in1k-test-256px.py': dict(
+        _L1, test_img=256, base='shufflemamba-l1_8xb128-200e_in1k.py', top1=(83.1, 83.2)),
+    'shufflemamba-reg-b_8xb64-20e_in1k-224px-ft-test-256px.py': dict(
+        _REG_B3, test_img=256, base=_REG_B3_NAME, top1=83.2),
+    'shufflemamba-reg-l2_8xb64-20e_in1k-224px-ft-test-256px.py': dict(
+        _l2(_REG_B3, _REG_B3['init']), test_img=256, base=_REG_L23_NAME, top1=83.6),
+}
+PRETRAIN.update({name: dict(row, dense=[]) for name, row in VARIANTS.items()})
 DENSE = {d: name for name, row in PRETRAIN.items() for d in row['dense']}
 
 
@@ -109,8 +152,12 @@ def test_pretrain_config_follows_the_recipe(name):
     assert 'mmplugin_shufflemamba' in cfg.custom_imports['imports']
     assert bb.arch == row['arch'] and bb.norm_cfg == dict(type=row['norm'], eps=1e-5)
     assert bb.img_size == row['img'] and bb.patch_size == 16
-    assert bb.out_cls and tuple(bb.out_indices) == () and bb.shuffle_cls
+    assert bb.out_cls and tuple(bb.out_indices) == ()
+    assert bb.get('shuffle_cls', True) == row['shuffle_cls']
     assert bb.drop_path_rate == row['drop_path'] and bb.shuffle_rate == row['ssr']
+    assert bb.get('shuffle_schedule', 'linear') == row['schedule']
+    # a 256 px test reads the 224 px position embedding, resized bicubically
+    assert bb.get('interpolate_mode', 'bicubic') == 'bicubic'
     dims = dict(m=576, b=768, l1=1024, l2=1024)[row['arch']]
     if row['tokens'][0] == 'cls':
         assert bb.with_cls_token and bb.get('num_registers', 0) == 0
@@ -146,17 +193,83 @@ def test_pretrain_config_follows_the_recipe(name):
     assert cfg.train_cfg.max_epochs == row['epochs']
     ema = [h for h in cfg.get('custom_hooks', []) if h.type == 'EMAHook']
     assert [h.momentum for h in ema] == ([row['ema']] if row['ema'] else [])
-    # The train and test pipelines crop at the model's resolution.
+    # The train pipeline crops at the model's resolution, the test pipeline at the
+    # row's test size after resizing the short side to test size / crop ratio.
     crops = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomResizedCrop']
     assert crops[0].scale == row['img']
-    tests = [t for t in cfg.val_dataloader.dataset.pipeline if t.type == 'CenterCrop']
-    assert tests[0].crop_size == row['img']
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        resize, crop = [t for t in loader.dataset.pipeline
+                        if t.type in ('ResizeEdge', 'CenterCrop')]
+        assert crop.type == 'CenterCrop' and crop.crop_size == row['test_img']
+        assert resize.edge == 'short' and resize.interpolation == 'bicubic'
+        assert resize.scale == int(row['test_img'] / row['crop_ratio'])
     if row['init']:
         for part in (bb.init_cfg, head.init_cfg):
             assert part.type == 'Pretrained' and row['init'] in part.checkpoint
         assert head.init_cfg.prefix == 'head'
     else:
         assert bb.get('init_cfg') is None
+
+
+def _without(cfg, backbone_keys=(), pipeline=False):
+    """``cfg`` as a dict less the named backbone keys (and the test pipeline)."""
+    d = cfg.to_dict()
+    for k in backbone_keys:
+        d['model']['backbone'].pop(k, None)
+    if pipeline:
+        for k in ('test_pipeline', 'test_size'):
+            d.pop(k, None)
+        for loader in ('val_dataloader', 'test_dataloader'):
+            d[loader]['dataset'].pop('pipeline')
+    return d
+
+
+@pytest.mark.parametrize('name', sorted(VARIANTS))
+def test_paper_row_variant_changes_only_its_knob(name):
+    """An ablation row differs from its base config in SLWS alone, a 256 px test row in
+    the test pipeline alone (same model, same weights: img_size stays 224)."""
+    row = VARIANTS[name]
+    cfg, base = load(name), load(row['base'])
+    test_only = row['test_img'] != row['img']
+    keys = () if test_only else ('shuffle_rate', 'shuffle_schedule', 'shuffle_cls')
+    assert _without(cfg, keys, test_only) == _without(base, keys, test_only)
+    if test_only:
+        assert cfg.val_dataloader.dataset.pipeline != base.val_dataloader.dataset.pipeline
+    else:
+        assert cfg.model.backbone != base.model.backbone
+
+
+def test_every_pretrain_config_is_in_the_docs():
+    with open(osp.join(ROOT, 'docs', 'pretraining.md')) as f:
+        doc = f.read()
+    for name in PRETRAIN:
+        assert f'../configs/pretrain/{name})' in doc, name
+    for name, row in VARIANTS.items():
+        top1 = row['top1'] if isinstance(row['top1'], tuple) else (row['top1'], )
+        line = next(x for x in doc.splitlines() if f'/{name})' in x)
+        assert ' / '.join(f'{a:.1f}' for a in top1) in line, (name, line)
+
+
+@pytest.mark.parametrize('name', sorted(n for n, r in VARIANTS.items()
+                                        if r['test_img'] != r['img']))
+def test_256px_test_config_predicts_at_256_with_the_224_position_embedding(name):
+    """The 256 px test rows keep the model built at 224 px (its 14x14 position grid);
+    a 256 px image runs on the 16x16 grid, the position embedding resized bicubically
+    in the forward."""
+    cfg = shrink(load(name))
+    assert cfg.model.backbone.img_size == 224
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = models().build(cfg.model)
+        model.init_weights()
+        model.eval()
+        assert model.backbone.patch_resolution == (14, 14)
+        x = torch.randn(1, 3, 256, 256)
+        tokens, grid, _ = model.backbone.embed(x)
+        assert grid == (16, 16)
+        assert tokens.shape[1] == 256 + model.backbone.tokens.num_extra
+        with torch.no_grad():
+            scores = model(x, mode='tensor')
+        assert scores.shape == (1, 1000) and torch.isfinite(scores).all()
 
 
 @pytest.mark.parametrize('name', sorted(PRETRAIN) + ['quickstart'])

@@ -454,6 +454,15 @@ def test_flops_tool_on_a_pretraining_config():
     assert res['by_operator']['linear'] > 0
 
 
+def test_flops_of_a_register_model():
+    """Registers spread through the sequence: the FLOPs trace (sizes are tensors under
+    torch.jit.trace) places them as the forward does; 16 patches + 2 registers."""
+    m = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=64, num_registers=2,
+                     kernel='torch').eval()
+    res = count_flops(m, (torch.randn(1, 3, 64, 64), ))
+    assert res['by_operator']['selective_scan'] == 4 * selective_scan_flops(1, 64, 18, 16)
+
+
 @pytest.mark.slow
 def test_b_gflops_match_the_paper_at_512x2048(tmp_path):
     out = tmp_path / 'b.json'

@@ -81,8 +81,9 @@ def parse_args(argv=None):
         p.error(f'the folder of DST {args.dst} does not exist; create it first '
                 f'(mkdir -p {osp.dirname(args.dst)})')
     if args.to != 'backbone' and (args.num_registers != 0 or args.img_size is not None
-                                  or args.patch_size is not None):
-        p.error('--num-registers, --img-size and --patch-size apply to --to backbone only '
+                                  or args.patch_size is not None or args.keep_neck):
+        p.error('--num-registers, --keep-neck, --img-size and --patch-size apply to --to '
+                'backbone only '
                 '(a classifier keeps its tokens; the loader resizes the position embedding)')
     if args.keep_neck and not args.num_registers:
         p.error('--keep-neck keeps the neck that reduces the register tokens: give '

@@ -6,7 +6,8 @@
 #   mmplugin_shufflemamba (looked up outside the current directory), so that an
 #   installed build, with its compiled kernels, is the one used.
 # - is_count VALUE: whether VALUE is a positive integer (a process count).
-# - require_count NAME VALUE: stop unless VALUE is a positive integer.
+# - require_count NAME VALUE [WHAT]: stop unless VALUE is a positive integer (WHAT it
+#   counts; default: processes per node).
 # - require_name NAME VALUE: stop if VALUE is empty or looks like an option (-x): a
 #   positional argument (the slurm partition, the job name) left out or misplaced.
 # - require_file WHAT PATH: stop unless PATH is an existing file, so that a mistyped
@@ -32,8 +33,8 @@ is_count() {
 
 require_count() {
   is_count "$2" && return 0
-  echo "$(basename "$0"): $1 must be a positive integer (processes per node: GPUs," \
-       "or CPU processes without CUDA), got '$2'" >&2
+  echo "$(basename "$0"): $1 must be a positive integer (${3:-processes per node: GPUs," \
+       "or CPU processes without CUDA}), got '$2'" >&2
   exit 2
 }
 
@@ -48,7 +49,7 @@ require_name() {
 }
 
 require_file() {
-  local path="${2/#\~/$HOME}" where=""  # a quoted ~/..., as the Python tools read it
+  local path="${2/#\~\//$HOME/}" where=""  # a quoted ~/..., as the Python tools read it
   [ -f "$path" ] && return 0
   case "$path" in /*) ;; *) where=" (relative to $PWD)" ;; esac
   if [ -d "$path" ]; then

@@ -5,6 +5,7 @@ import io
 import logging
 import os.path as osp
 import re
+import urllib.parse
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -78,8 +79,9 @@ def check_checkpoint_path(checkpoint) -> str:
             'model.backbone.init_cfg.checkpoint to an ImageNet ShuffleMamba checkpoint, '
             'or drop init_cfg to train from scratch.')
     checkpoint = str(checkpoint)
-    if checkpoint.startswith('file://'):
-        checkpoint = checkpoint[len('file://'):]
+    url = urllib.parse.urlparse(checkpoint)
+    if url.scheme == 'file' and url.netloc in ('', 'localhost'):  # a local file URI
+        checkpoint = urllib.parse.unquote(url.path)
     if '://' not in checkpoint:
         checkpoint = osp.expanduser(checkpoint)
     if _PLACEHOLDER.search(checkpoint) and not osp.exists(checkpoint):
@@ -224,6 +226,12 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
         f"'model', 'model_ema', 'state_dict'; found {sorted(ckpt)[:20]}.")
 
 
+#: the entries of a checkpoint file that hold weights, and with them those a training
+#: checkpoint has (what tells a whole checkpoint from a state dict)
+WEIGHT_ENTRIES = ('model', 'model_ema', 'state_dict', 'state_dict_ema', 'module')
+CHECKPOINT_ENTRIES = WEIGHT_ENTRIES + ('meta', 'args')
+
+
 def non_tensor_values(sd: dict) -> List[str]:
     """``'key (type)'`` of each value of ``sd`` that is not a tensor."""
     return [f'{k} ({type(v).__name__})' for k, v in sd.items()
@@ -233,8 +241,7 @@ def non_tensor_values(sd: dict) -> List[str]:
 def _refuse_non_tensor_values(ckpt: dict, filename: str) -> None:
     """A state dict (the file, or its weight entry) with values that are not tensors
     is named as such, not as a file without weights."""
-    entries = [('the file', ckpt)] + [(f'entry {k!r}', ckpt.get(k)) for k in (
-        'model', 'model_ema', 'state_dict', 'state_dict_ema', 'module')]
+    entries = [('the file', ckpt)] + [(f'entry {k!r}', ckpt.get(k)) for k in WEIGHT_ENTRIES]
     for where, obj in entries:
         if not isinstance(obj, dict) or not any(
                 isinstance(v, torch.Tensor) for v in obj.values()):

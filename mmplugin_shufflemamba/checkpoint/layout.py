@@ -61,10 +61,13 @@ def format_hint(ckpt: object) -> Optional[str]:
 
 
 def backbone_prefixes(sd: Dict[str, torch.Tensor]) -> List[str]:
-    """The key prefixes under which ``sd`` holds a backbone of this family (its patch
-    embedding), e.g. ``['student.backbone.', 'teacher.backbone.']``; '' for the top."""
+    """The key prefixes under which ``sd`` holds a backbone of this family (a patch
+    embedding and Mamba mixers: not a ViT's), e.g. ``['student.backbone.',
+    'teacher.backbone.']``; '' for the top."""
     key = 'patch_embed.proj.weight'
-    return sorted(k[:-len(key)] for k in sd if k == key or k.endswith('.' + key))
+    found = [k[:-len(key)] for k in sd if k == key or k.endswith('.' + key)]
+    return sorted(p for p in found if any(
+        k.startswith(p + 'layers.') and '.mixer.' in k for k in sd))
 
 
 def _strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

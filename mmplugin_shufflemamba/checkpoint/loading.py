@@ -3,13 +3,14 @@
 convert them (:mod:`.layout`) and load them strictly. The formats, how a file's format is
 read and what is refused: docs/loading.md."""
 import logging
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
 
-from .files import (CheckpointError, check_finite, check_flag, non_tensor_values,
-                    read_checkpoint, select_state_dict)
+from .files import (CHECKPOINT_ENTRIES, CheckpointError, check_finite, check_flag,
+                    non_tensor_values, nonfinite_tensors, read_checkpoint,
+                    select_state_dict)
 from .fit import compare_state_dicts
 from .layout import (CLASSIFIER_PREFIXES, backbone_prefixes, convert_to_backbone,
                      detect_format, format_evidence, is_mmpretrain_classifier,
@@ -143,7 +144,8 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
             said = detect_format(sd, hint)
         except CheckpointError:
             said = ckpt_format  # the file's own reading fails: nothing to override
-        if said != ckpt_format:
+        if said != ckpt_format and {said, ckpt_format} != {'shufflemamba', 'mmplugin'}:
+            # (this project's one-token layout is cls first: the same reading)
             print_log(f"ckpt_format='{ckpt_format}' overrides what {checkpoint} says of "
                       f"itself ({evidence}: format '{said}'); leave ckpt_format at 'auto' "
                       'to read it as it says.', logger='current', level=logging.WARNING)
@@ -151,14 +153,15 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
 
 
 def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[str, object],
-                       source: str = '<checkpoint>',
-                       allow_nonfinite: bool = False) -> Dict[str, object]:
+                       source: str = '<checkpoint>', allow_nonfinite: bool = False,
+                       reported: Sequence[str] = ()) -> Dict[str, object]:
     """Load converted weights into ``model``: exactly the keys and shapes of
     ``model.pretrained_state_dict()`` (a final norm the model lacks is dropped), else a
     :class:`CheckpointError` with a report and nothing loaded; NaN / inf weights are
-    refused unless ``allow_nonfinite`` (whose warning :func:`read_backbone_weights`
-    logs, under the file's key names). Returns ``summary`` with ``loaded`` (key count)
-    and ``dropped`` updated."""
+    refused, or with ``allow_nonfinite`` logged, except the keys ``reported`` already
+    (what :func:`read_backbone_weights` logged under the file's names; the conversion
+    may add some, e.g. an fp16 ``out_proj`` doubled to inf). Returns ``summary`` with
+    ``loaded`` (key count) and ``dropped`` updated."""
     target = model.pretrained_state_dict()
     converted, no_norm = _without_final_norm(converted, target)
     dropped = list(summary.get('dropped', [])) + no_norm
@@ -166,8 +169,9 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[
     if missing or unexpected or shapes:
         raise CheckpointError(f'{source}: ' + _mismatch_report(
             model, summary, missing, unexpected, shapes))
-    if not allow_nonfinite:  # also what the conversion made (fp16 out_proj * 2: inf)
-        check_finite(converted, source)
+    reported = set(reported)
+    check_finite({k: v for k, v in converted.items() if k not in reported}, source,
+                 allow_nonfinite)
     result = model.load_state_dict(converted, strict=False)
     own = set(model.state_dict()) - set(target)
     # Anything load_state_dict left out beyond the model's own (non-pretrained) keys
@@ -225,7 +229,9 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
         converted, summary = convert_for(model, sd, ckpt_format)
     except CheckpointError as e:
         raise CheckpointError(f'{source}: {e}') from None
-    summary = load_into_backbone(model, converted, summary, source, allow_nonfinite)
+    reported = list(nonfinite_tensors(sd)) if allow_nonfinite else []  # logged when read
+    summary = load_into_backbone(model, converted, summary, source, allow_nonfinite,
+                                 reported)
     own = len(model.state_dict()) - summary['loaded']
     note = _ENTRY_NOTES.get(entry)
     print_log(
@@ -255,17 +261,20 @@ _PUBLISHED_ONLY = ('cls_token', 'pos_embed_cls', 'norm_f.') + CLASSIFIER_PREFIXE
 def _is_published_layout(sub: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor],
                          hint: Optional[str] = None) -> bool:
     """Whether ``sub`` is a checkpoint of this patch embedding in a published layout:
-    the file says so (``hint``, e.g. Vim's middle cls token, which has the shapes of a
-    cls-first module's own layout), or it has tokens, a classifier, a final norm or a
-    position grid the module ``own`` does not have."""
+    the file says its tokens or mixer read otherwise than the module's own shapes would
+    (``hint`` 'vim': the cls token in the middle; 'videomamba': summed directions), or it
+    has tokens, a classifier, a final norm or a position grid the module ``own`` does not
+    have."""
     pe = sub.get('patch_embed.proj.weight')
     if pe is None or 'pos_embed' not in sub or \
             pe.shape != own['patch_embed.proj.weight'].shape:
         return False  # another model: the loader's own key report says so
-    if hint not in (None, 'mmplugin'):
+    if hint in ('vim', 'videomamba'):
         return True
-    if set(sub) <= set(own) and all(sub[k].shape == own[k].shape for k in sub):
-        return False  # the module's own layout
+    if set(sub) <= set(own) and all(
+            getattr(v, 'shape', None) == getattr(own[k], 'shape', None)
+            for k, v in sub.items()):
+        return False  # the module's own layout (a non-tensor extra state included)
     return sub['pos_embed'].shape != own['pos_embed'].shape or any(
         k.startswith(_PUBLISHED_ONLY) and k not in own for k in sub)
 
@@ -280,8 +289,8 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
     keys = [k for k in state_dict if k.startswith(prefix)]
     sub = {k[len(prefix):]: state_dict[k] for k in keys}
     own = module.state_dict()
-    whole = not prefix and not set(sub) <= set(own) and not all(
-        isinstance(v, torch.Tensor) for v in sub.values())
+    whole = not prefix and any(k in sub and not isinstance(sub[k], torch.Tensor)
+                               for k in CHECKPOINT_ENTRIES)
     hint = None
     if whole:  # a whole training checkpoint passed as it is: its raw weights
         hint = format_evidence(sub)[0]

@@ -117,8 +117,8 @@ def select_backend(kernel: str, device: torch.device, dtype: torch.dtype) -> _Ba
     """The backend the mixer runs for tensors on ``device`` (see :mod:`.kernels` for
     ``kernel`` and the once-only fallback reports)."""
     is_cuda = device.type == 'cuda'
-    if get_cuda_kernel('selective_scan_cuda', kernel, is_cuda) is not None:
-        fused_conv = get_cuda_kernel('causal_conv1d', kernel, is_cuda) is not None
+    if get_cuda_kernel('selective_scan_cuda', kernel, is_cuda, dtype) is not None:
+        fused_conv = get_cuda_kernel('causal_conv1d', kernel, is_cuda, dtype) is not None
         return _CUDA[fused_conv]
     if use_cpu_extension(kernel, is_cuda):
         return _CPU

@@ -186,7 +186,7 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     compiled CPU kernel for CPU tensors (when built), else :func:`causal_conv1d_ref`
     (the arguments are checked once, here)."""
     silu = check_conv_args(x, weight, bias, activation, 'causal_conv1d')
-    if get_cuda_kernel('causal_conv1d', kernel, x.is_cuda) is not None:
+    if get_cuda_kernel('causal_conv1d', kernel, x.is_cuda, x.dtype) is not None:
         if reverse:
             return _CausalConv1dCUDA.apply(x.flip(-1), weight, bias, silu).flip(-1)
         return _CausalConv1dCUDA.apply(x, weight, bias, silu)

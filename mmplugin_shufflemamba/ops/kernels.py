@@ -168,10 +168,20 @@ def check_kernel_backend(kernel: str) -> str:
     return kernel
 
 
-def get_cuda_kernel(name: str, kernel: str, is_cuda: bool):
+def get_cuda_kernel(name: str, kernel: str, is_cuda: bool,
+                    dtype: Optional[torch.dtype] = None):
     """The fused kernel ``name`` ('selective_scan_cuda' or 'causal_conv1d') to use, or
-    None for the PyTorch path (with the once-only fallback report under 'auto')."""
+    None for the PyTorch path (with the once-only fallback report under 'auto'). The
+    kernels take float32 / float16 / bfloat16: a float64 ``dtype`` runs the PyTorch path
+    under 'auto' and is an error under 'cuda'."""
     if check_kernel_backend(kernel) == 'torch' or (kernel == 'auto' and not is_cuda):
+        return None
+    if dtype == torch.float64 and is_cuda:
+        if kernel == 'cuda':
+            raise RuntimeError(
+                f"kernel='cuda' was requested for float64 tensors, but {_NAMES[name]} takes "
+                "float32, float16 and bfloat16 only: use kernel='auto' (the PyTorch path "
+                'computes float64) or cast the model to float32.')
         return None
     mod, err = _import_kernel(name)
     if not is_cuda:  # kernel='cuda'

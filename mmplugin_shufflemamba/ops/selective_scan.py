@@ -298,7 +298,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         Other arguments: see :func:`selective_scan_ref`.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    if get_cuda_kernel('selective_scan_cuda', kernel, u.is_cuda) is not None:
+    if get_cuda_kernel('selective_scan_cuda', kernel, u.is_cuda, u.dtype) is not None:
         if reverse:
             u, delta, B, C, z = _flip_time(u, delta, B, C, z)
         dtype = u.dtype if u.dtype in (torch.float16, torch.bfloat16) else torch.float32

@@ -53,7 +53,7 @@ def key_value(text: str) -> str:
     if not eq or not key.strip():
         raise argparse.ArgumentTypeError(
             f'{text!r} is not KEY=VALUE (e.g. train_cfg.max_iters=10; a list: KEY=[a,b])')
-    if ',' in value and (value.count('[') != value.count(']')
-                         or value.count('(') != value.count(')')):
+    if (',' in value or value.startswith(('[', '('))) and (
+            value.count('[') != value.count(']') or value.count('(') != value.count(')')):
         raise argparse.ArgumentTypeError(f'{text!r}: unbalanced brackets in the value')
     return text

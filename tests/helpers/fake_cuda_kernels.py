@@ -32,6 +32,7 @@ class FakeScanModule:
     def _check(u, delta, A, B, C, D, z, bias):
         batch, dim, length = u.shape
         assert u.stride(-1) == 1 and delta.stride(-1) == 1, 'u/delta need unit L stride'
+        assert u.dtype in (torch.float32, torch.float16, torch.bfloat16), u.dtype
         assert delta.shape == u.shape and delta.dtype == u.dtype and A.dtype == torch.float32
         assert A.shape[0] == dim and A.shape[1] <= 256
         for t in (B, C):
@@ -84,6 +85,7 @@ def _conv_fwd_op(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor],
                  silu: bool) -> torch.Tensor:
     assert x.stride(2) == 1 or x.stride(1) == 1
     assert 2 <= w.shape[1] <= 4 and (b is None or b.dtype == w.dtype)
+    assert x.dtype in (torch.float32, torch.float16, torch.bfloat16), x.dtype
     out = causal_conv1d_ref(x, w.to(x.dtype), None if b is None else b.to(x.dtype),
                             'silu' if silu else None)
     return _like(x, out)

@@ -682,7 +682,8 @@ def test_bad_reader_options_and_files_are_named(tmp_path, monkeypatch):
         read_checkpoint(str(good), 'gpu')  # the file reader itself, not only the loader
     monkeypatch.setenv('HOME', str(tmp_path))
     assert torch.equal(load('~/good.pth').pos_embed, sd['pos_embed'])  # as MMEngine's
-    assert torch.equal(load(f'file://{good}').pos_embed, sd['pos_embed'])
+    for uri in (f'file://{good}', f'file://localhost{good}', f'FILE://{good}'):
+        assert torch.equal(load(uri).pos_embed, sd['pos_embed']), uri
     with pytest.raises(CheckpointError, match=r"could not fetch nosuch://x.pth: MMEngine's "
                        r'fileio has no backend for nosuch://'):
         load('nosuch://x.pth')
@@ -735,7 +736,10 @@ def test_another_models_backbone_beside_ours_is_not_a_second_copy(tmp_path):
     is still refused and named."""
     a = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32).state_dict()
     resnet = {'distiller.teacher.backbone.conv1.weight': torch.zeros(8, 3, 7, 7),
-              'distiller.teacher.backbone.layer1.0.bn1.weight': torch.ones(8)}
+              'distiller.teacher.backbone.layer1.0.bn1.weight': torch.ones(8),
+              # a ViT has a patch embedding too, but no Mamba mixers
+              'vit.patch_embed.proj.weight': torch.zeros(8, 3, 16, 16),
+              'vit.blocks.0.attn.qkv.weight': torch.zeros(24, 8)}
     sd = dict({'backbone.' + k: v for k, v in a.items()}, **resnet)
     torch.save({'state_dict': sd, 'meta': {}}, tmp_path / 'kd.pth')
     assert torch.equal(load_tiny(tmp_path / 'kd.pth').pos_embed, a['pos_embed'])

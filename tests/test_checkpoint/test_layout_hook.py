@@ -113,6 +113,45 @@ def test_a_training_file_that_reads_two_ways_says_so_through_load_state_dict():
         target().load_state_dict(ckpt, strict=True)
 
 
+def test_a_classifier_reads_its_own_training_file_whole_with_its_head(tmp_path):
+    """The official layout is the timm classifier's own: a training file naming a
+    cls-first model loads as it is, head included (not converted to a backbone)."""
+    import timm
+    kw = dict(arch=ARCH, img_size=64, num_classes=10)
+    src = timm.create_model('shufflemamba_m_patch16_224', **kw)
+    ckpt = dict(model=src.state_dict(), model_ema=None,
+                args=argparse.Namespace(model='shufflemamba_m_patch16_224'))
+    torch.save(ckpt, tmp_path / 'clf.pth')
+    for load in (lambda m: m.load_state_dict(ckpt, strict=True),
+                 lambda m: load_checkpoint(m, str(tmp_path / 'clf.pth'), strict=True)):
+        enable_mmengine_checkpoints()
+        m = timm.create_model('shufflemamba_m_patch16_224', **kw)
+        load(m)
+        for k, v in src.state_dict().items():
+            assert torch.equal(m.state_dict()[k], v), k
+
+
+def test_a_state_dict_with_stray_values_is_left_to_torch_and_extra_state_loads():
+    """Only a dict with a checkpoint's entries (model, state_dict, meta, args, ...) is
+    read as a whole checkpoint: a stray non-tensor value is torch's unexpected key
+    (strictness stays the caller's), and a non-tensor extra state loads as it is."""
+    m = target()
+    result = m.load_state_dict(dict(m.state_dict(), note='x'), strict=False)
+    assert result.unexpected_keys == ['note']
+
+    class WithExtra(ShuffleMamba):
+
+        def get_extra_state(self):
+            return {'steps': 3}
+
+        def set_extra_state(self, state):
+            self.loaded_extra = state
+
+    m = WithExtra(arch=ARCH, img_size=64, kernel='torch')
+    m.load_state_dict(m.state_dict(), strict=True)
+    assert m.loaded_extra == {'steps': 3}
+
+
 def test_another_width_is_left_to_the_loaders_report():
     sd = published()
     sd = {k: v for k, v in sd.items() if not k.startswith('head.')}

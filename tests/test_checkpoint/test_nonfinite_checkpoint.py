@@ -159,3 +159,22 @@ def test_timm_classifier_load_pretrained_refuses_nan(tmp_path):
     model = timm.create_model('shufflemamba_m_patch16_224', allow_nonfinite=True, **kw)
     assert sum(not bool(torch.isfinite(v).all()) for v in model.state_dict().values()
                if v.is_floating_point()) == 1
+
+
+def test_what_the_conversion_makes_non_finite_is_refused_or_warned_about(tmp_path):
+    """A VideoMamba file's out_proj doubles in the conversion: a finite fp16 value near
+    the fp16 maximum becomes inf. Refused like a file's NaN; with allow_nonfinite the
+    warning names it (the file itself held no NaN / inf to warn about when read)."""
+    from helpers.logs import captured_log
+    sd = {k: v.half() for k, v in make_official_state_dict(seed=1).items()}
+    sd['layers.1.mixer.out_proj.weight'][0, 0] = 40000.0
+    path = str(tmp_path / 'videomamba.pth')
+    torch.save(dict(model=sd, args=argparse.Namespace(model='videomamba_middle')), path)
+    with pytest.raises(CheckpointError, match=r'layers.1.mixer.out_proj.weight \(inf\)'):
+        load_pretrained_backbone(backbone(), path)
+    m = backbone()
+    with captured_log() as lines:
+        load_pretrained_backbone(m, path, allow_nonfinite=True)
+    assert sum("loading 1 tensors with NaN/inf values as asked (allow_nonfinite=True): "
+               "['layers.1.mixer.out_proj.weight']" in line for line in lines) == 1, lines
+    assert torch.isinf(m.layers[1].mixer.out_proj.weight[0, 0])

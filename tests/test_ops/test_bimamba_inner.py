@@ -292,6 +292,20 @@ def test_strict_switch_makes_the_fallback_an_error(no_cuda_kernels, monkeypatch)
         select_backend('auto', torch.device('cuda'), torch.float32)
 
 
+def test_float64_runs_the_pytorch_path_on_cuda(fake_cuda_kernels):
+    """The fused kernels take float32 / half only: float64 CUDA tensors run the PyTorch
+    path under 'auto' (no fallback warning: nothing is missing) and are an error under
+    'cuda'; float32 still gets the kernels."""
+    cuda = torch.device('cuda')
+    assert select_backend('auto', cuda, torch.float32) is bimamba_inner._CUDA[True]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert select_backend('auto', cuda, torch.float64) is bimamba_inner._TORCH
+    with pytest.raises(RuntimeError, match="kernel='cuda' was requested for float64 tensors"
+                       ".*takes float32, float16 and bfloat16 only"):
+        select_backend('cuda', cuda, torch.float64)
+
+
 def test_kernel_cuda_asked_explicitly_names_the_import_error(no_cuda_kernels):
     with pytest.raises(RuntimeError, match="kernel='cuda'.*No module named"):
         kernels.get_cuda_kernel('selective_scan_cuda', 'cuda', True)

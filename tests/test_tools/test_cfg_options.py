@@ -25,6 +25,7 @@ def _argv(tool, tmp_path, options):
      'a list: KEY=[a,b])'),
     ('=3', "argument --cfg-options: '=3' is not KEY=VALUE"),
     ('a=[1,2', "argument --cfg-options: 'a=[1,2': unbalanced brackets in the value"),
+    ('a=[[1]', "argument --cfg-options: 'a=[[1]': unbalanced brackets in the value"),
 ])
 def test_malformed_cfg_options_are_usage_errors(capsys, monkeypatch, tmp_path, tool, item,
                                                 words):

@@ -81,8 +81,11 @@ def test_quickstart_honours_small_values():
     (['a', 'no/such/folder/b.pth'], 'the folder of DST no/such/folder/b.pth does not exist; '
      'create it first (mkdir -p no/such/folder)'),
     (['a', '.'], 'DST . is a directory; give the output file name'),
-    (['a', 'b', '--to', 'official', '--img-size', '224'], '--num-registers, --img-size and '
-     '--patch-size apply to --to backbone only'),
+    (['a', 'b', '--to', 'official', '--img-size', '224'], '--num-registers, --keep-neck, '
+     '--img-size and --patch-size apply to --to backbone only'),
+    (['a', 'b', '--keep-neck'], '--keep-neck keeps the neck that reduces the register tokens: '
+     'give --num-registers R'),
+    (['a', 'b', '--to', 'official', '--keep-neck'], 'apply to --to backbone only'),
     (['a', 'b', '--to', 'mmpretrain', '--num-registers', '1'], 'apply to --to backbone only'),
 ])
 def test_convert_checkpoint_bad_values(capsys, argv, words):

@@ -64,6 +64,17 @@ def test_slurm_usage(launch, script, args):
     assert 'SRUN_ARGS' in err
 
 
+@pytest.mark.parametrize('script', ['slurm_train.sh', 'slurm_test.sh'])
+def test_slurm_counts_say_what_they_count(launch, script):
+    args = ['PART', 'JOB', 'my config.py', 'my ckpt.pth'][:4 if 'test' in script else 3]
+    for env, words in (('GPUS', 'GPUS must be a positive integer (the total number of '
+                                'tasks, one per GPU)'),
+                       ('GPUS_PER_NODE', 'GPUS_PER_NODE must be a positive integer (tasks, '
+                                         'one per GPU, on each node)')):
+        rc, _, err, argv = launch(script, *args, **{env: '4x'})
+        assert (rc, argv) == (2, None) and words in err, err
+
+
 def test_slurm_test_names_the_missing_checkpoint(launch):
     rc, _, err, argv = launch('slurm_test.sh', 'PART', 'JOB', 'my config.py')
     assert (rc, argv) == (2, None)

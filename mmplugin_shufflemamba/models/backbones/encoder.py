@@ -29,7 +29,8 @@ class ShuffleMambaEncoder(BaseModule):
 
     In training, block ``l`` shuffles the tokens (hidden state and residual, one
     permutation per batch, inverted after the block) with probability
-    ``linspace(0, shuffle_rate, num_layers)[l]``; in eval it is the plain Vim.
+    ``linspace(0, shuffle_rate, num_layers)[l]`` (``shuffle_schedule='constant'``:
+    ``shuffle_rate`` for every block but the first); in eval it is the plain Vim.
 
     Args:
         arch (str | dict): a name of :data:`~..archs.ARCHS` or
@@ -51,6 +52,10 @@ class ShuffleMambaEncoder(BaseModule):
         shuffle_cls (bool): whether SLWS moves the extra tokens. Defaults to True.
         shuffle_draw (str): 'host' or 'device' (docs/backbone.md#slws).
             Defaults to 'host'.
+        shuffle_schedule (str): SLWS's per-block probabilities: 'linear'
+            (``linspace(0, shuffle_rate, num_layers)``, the paper's) or 'constant'
+            (``[0] + [shuffle_rate] * (num_layers - 1)``, the paper's Table 5
+            ablation). Defaults to 'linear'.
         final_norm (bool): build ``norm_f``. Defaults to True.
         norm_cfg (dict): 'LN' or 'RMSNorm'. Defaults to ``dict(type='LN', eps=1e-5)``.
         interpolate_mode (str): position-embedding resize mode. Defaults to 'bicubic'.
@@ -74,12 +79,13 @@ class ShuffleMambaEncoder(BaseModule):
                  expand: int = 2, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  shuffle_rate: float = 0.0, tokens: Optional[TokenLayout] = None,
                  cls_reduce: int = 1, shuffle_cls: bool = True, shuffle_draw: str = 'host',
-                 final_norm: bool = True, norm_cfg: dict = dict(type='LN', eps=1e-5),
+                 shuffle_schedule: str = 'linear', final_norm: bool = True,
+                 norm_cfg: dict = dict(type='LN', eps=1e-5),
                  interpolate_mode: str = 'bicubic', kernel: str = 'auto',
                  with_cp: bool = False, frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
-        if isinstance(init_cfg, dict) and 'type' not in init_cfg:
+        if isinstance(init_cfg, dict) and init_cfg and 'type' not in init_cfg:
             raise ValueError(
                 f'init_cfg={init_cfg!r} has no type: for pretrained weights give '
                 "init_cfg=dict(type='Pretrained', checkpoint=...) (on the command line "
@@ -115,7 +121,8 @@ class ShuffleMambaEncoder(BaseModule):
         self.patch_resolution = (self.img_size[0] // self.patch_size,
                                  self.img_size[1] // self.patch_size)
         self.drop_path_rate = drop_path_rate
-        self.layer_shuffle = LayerShuffle(shuffle_rate, self.num_layers, shuffle_draw)
+        self.layer_shuffle = LayerShuffle(shuffle_rate, self.num_layers, shuffle_draw,
+                                          schedule=shuffle_schedule)
 
         self.patch_embed = PatchEmbed(in_channels, D, self.patch_size)
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]

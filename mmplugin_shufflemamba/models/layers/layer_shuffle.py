@@ -1,7 +1,8 @@
 """Stochastic layer-wise shuffle (SLWS): in training, block ``l`` of ``L`` shuffles its
 token sequence with probability ``linspace(0, P, L)[l]`` (one permutation per forward,
 shared by the batch, applied to the block input and residual and inverted after the
-block); never in eval. The 'host' and 'device' draws: docs/backbone.md#slws.
+block); never in eval. The paper's Table 5 ablation also has a 'constant' schedule,
+``[0] + [P] * (L - 1)``. The 'host' and 'device' draws: docs/backbone.md#slws.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -11,11 +12,22 @@ import torch.nn as nn
 from .arg_checks import check_choice, check_real
 
 
-def shuffle_probs(shuffle_rate: float, num_layers: int) -> List[float]:
-    """Per-block shuffle probabilities ``linspace(0, shuffle_rate, num_layers)``."""
+#: How the probabilities grow with depth: 'linear' (the paper's layer-dependent SLWS)
+#: or 'constant' (the paper's Table 5 ablation, every block but the first).
+SHUFFLE_SCHEDULES = ('linear', 'constant')
+
+
+def shuffle_probs(shuffle_rate: float, num_layers: int,
+                  schedule: str = 'linear') -> List[float]:
+    """Per-block shuffle probabilities: 'linear' ``linspace(0, shuffle_rate,
+    num_layers)`` (the default) or 'constant' ``[0] + [shuffle_rate] * (num_layers -
+    1)`` (the official code's commented alternative: the first block never shuffles)."""
     shuffle_rate = check_real('shuffle_rate', shuffle_rate, 0.0, 1.0,
                               hint='the shuffle probability of the last block; 0 '
                               'disables it')
+    schedule = check_choice('shuffle_schedule', schedule, SHUFFLE_SCHEDULES)
+    if schedule == 'constant':
+        return [0.0] + [shuffle_rate] * (num_layers - 1)
     return [float(p) for p in torch.linspace(0, shuffle_rate, num_layers)]
 
 
@@ -89,18 +101,23 @@ class LayerShuffle(nn.Module):
 
     Args:
         shuffle_rate (float): the probability ``P`` of the last block; setting the
-            attribute later (e.g. from a hook) sets the schedule.
+            attribute later (e.g. from a hook) recomputes ``probs`` with the same
+            schedule.
         num_layers (int): number of blocks.
         draw (str): 'host' (decided on the CPU; None for a block that does not
             shuffle) or 'device' (a permutation, maybe the identity, for every block
             with ``p_l > 0``). Defaults to 'host'.
+        schedule (str): 'linear' (``linspace(0, P, L)``) or 'constant'
+            (``[0] + [P] * (L - 1)``), see :func:`shuffle_probs`. Defaults to 'linear'.
     """
 
-    def __init__(self, shuffle_rate: float, num_layers: int, draw: str = 'host'):
+    def __init__(self, shuffle_rate: float, num_layers: int, draw: str = 'host',
+                 schedule: str = 'linear'):
         super().__init__()
         self.draw = check_choice('draw (shuffle_draw)', draw, SHUFFLE_DRAWS)
         self.num_layers = num_layers
-        self.shuffle_rate = shuffle_rate
+        self._schedule = schedule
+        self.shuffle_rate = shuffle_rate  # (checks the rate and the schedule)
 
     @property
     def shuffle_rate(self) -> float:
@@ -108,8 +125,18 @@ class LayerShuffle(nn.Module):
 
     @shuffle_rate.setter
     def shuffle_rate(self, value: float) -> None:
-        self.probs = shuffle_probs(value, self.num_layers)
+        self.probs = shuffle_probs(value, self.num_layers, self._schedule)
         self._shuffle_rate = float(value)
+
+    @property
+    def schedule(self) -> str:
+        """'linear' or 'constant'; setting it recomputes ``probs`` with the same P."""
+        return self._schedule
+
+    @schedule.setter
+    def schedule(self, value: str) -> None:
+        self.probs = shuffle_probs(self._shuffle_rate, self.num_layers, value)
+        self._schedule = value
 
     def forward(self, num_tokens: int, device: torch.device = None,
                 movable: Optional[torch.Tensor] = None,
@@ -134,11 +161,11 @@ class LayerShuffle(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'shuffle_rate={self.shuffle_rate}, num_layers={self.num_layers}, '
-                f'draw={self.draw!r}')
+                f'draw={self.draw!r}, schedule={self.schedule!r}')
 
 
 __all__: Sequence[str] = [
     'shuffle_probs', 'sample_permutation', 'sample_permutation_on_device',
     'restrict_permutation', 'inverse_permutation', 'permute_tokens', 'shuffled_call',
-    'LayerShuffle', 'SHUFFLE_DRAWS'
+    'LayerShuffle', 'SHUFFLE_DRAWS', 'SHUFFLE_SCHEDULES'
 ]

@@ -19,6 +19,8 @@ def _positions(kind: str, num_extra: int, num_patches: int
                ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """(patch positions, extra-token positions, token order or None); cached, and
     computed afresh under ``torch.compile`` (dynamo traces it into constants)."""
+    if isinstance(num_patches, torch.Tensor):  # a size under torch.jit.trace (FLOPs)
+        num_patches = int(num_patches)
     if torch.compiler.is_compiling():
         return _compute_positions(kind, num_extra, num_patches)
     return _cached_positions(kind, num_extra, num_patches)

@@ -189,6 +189,7 @@ def test_adapter_valid_edge_values():
     with torch.no_grad():
         outs = m(torch.randn(1, 3, 32, 32))
     assert [tuple(o.shape[-2:]) for o in outs] == [(8, 8), (4, 4), (2, 2), (1, 1)]
+    ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32, init_cfg={})  # none
     import numpy as np  # numpy integers (e.g. from np.linspace-built groups) are integers
     m = tiny_adapter(interaction_indexes=[[np.int64(0), 1], [2, np.int32(3)]],
                      add_backbone_feature=False)

@@ -99,8 +99,9 @@ def test_shuffle_changes_real_mamba_in_training_only():
     assert all(p is None for p in model.layer_shuffle(64))
 
 
-def test_per_block_frequencies_match_schedule():
-    layer = LayerShuffle(0.8, 5).train()
+@pytest.mark.parametrize('schedule', ['linear', 'constant'])
+def test_per_block_frequencies_match_schedule(schedule):
+    layer = LayerShuffle(0.8, 5, schedule=schedule).train()
     n = 3000
     counts = torch.zeros(5)
     torch.manual_seed(1)
@@ -233,3 +234,59 @@ def test_setting_shuffle_rate_sets_the_schedule():
     with pytest.raises(ValueError, match=r'shuffle_rate must be in \[0, 1\], got 1.5'):
         m.shuffle_rate = 1.5
     assert m.shuffle_rate == 0.3
+
+
+# ---------------------------------------------------------------- schedules (Table 5)
+from mmplugin_shufflemamba.models.layers.layer_shuffle import SHUFFLE_SCHEDULES  # noqa: E402
+
+
+def test_constant_schedule_skips_only_the_first_block():
+    """The paper's 'Constant' rows: every block but the input one at P (the official
+    code's commented ``[0.] + [shuffle_rate] * (depth - 1)``)."""
+    assert SHUFFLE_SCHEDULES == ('linear', 'constant')
+    assert shuffle_probs(0.4, 5, 'constant') == [0.0, 0.4, 0.4, 0.4, 0.4]
+    assert shuffle_probs(0.1, 32, 'constant') == [0.0] + [0.1] * 31
+    assert shuffle_probs(0.0, 4, 'constant') == [0.0] * 4  # Table 5's "Constant 0"
+    assert shuffle_probs(0.3, 1, 'constant') == [0.0]
+    ls = LayerShuffle(0.4, 5, schedule='constant')
+    assert ls.schedule == 'constant' and ls.probs == [0.0, 0.4, 0.4, 0.4, 0.4]
+    assert "schedule='constant'" in repr(ls)
+    m = tiny(shuffle_rate=0.1, shuffle_schedule='constant')
+    assert m.layer_shuffle.probs == [0.0, 0.1, 0.1, 0.1, 0.1]
+    assert m.train().draw_permutations(65)[0] is None  # the first block never moves
+    with pytest.raises(ValueError, match="shuffle_schedule must be one of"):
+        shuffle_probs(0.5, 4, 'cosine')
+    with pytest.raises(ValueError, match="shuffle_schedule must be one of"):
+        tiny(shuffle_rate=0.5, shuffle_schedule='Constant')
+    with pytest.raises(ValueError, match="shuffle_schedule must be one of"):
+        LayerShuffle(0.5, 4, schedule='const')
+
+
+@pytest.mark.parametrize('rate,layers', [(0.5, 32), (0.6, 24), (0.1, 48), (1.0, 5),
+                                         (0.0, 3), (0.7, 1)])
+def test_linear_default_is_bit_identical(rate, layers):
+    """The default schedule is exactly the float32 linspace it always was."""
+    want = [float(p) for p in torch.linspace(0, rate, layers)]
+    assert shuffle_probs(rate, layers) == want
+    assert shuffle_probs(rate, layers, 'linear') == want
+    assert LayerShuffle(rate, layers).probs == want
+    assert LayerShuffle(rate, layers).schedule == 'linear'
+    m = ShuffleMamba(arch=dict(embed_dims=16, num_layers=layers), img_size=32,
+                     shuffle_rate=rate)
+    assert m.layer_shuffle.probs == want
+
+
+def test_setting_shuffle_rate_keeps_the_schedule():
+    ls = LayerShuffle(0.4, 5, schedule='constant')
+    ls.shuffle_rate = 0.1
+    assert ls.schedule == 'constant' and ls.probs == [0.0, 0.1, 0.1, 0.1, 0.1]
+    m = tiny(shuffle_rate=0.4, shuffle_schedule='constant')
+    m.shuffle_rate = 0.7
+    assert m.layer_shuffle.schedule == 'constant'
+    assert m.layer_shuffle.probs == [0.0, 0.7, 0.7, 0.7, 0.7]
+    # and the other way round: a new schedule keeps P
+    ls.schedule = 'linear'
+    assert ls.shuffle_rate == 0.1 and ls.probs == shuffle_probs(0.1, 5)
+    with pytest.raises(ValueError, match='shuffle_schedule must be one of'):
+        ls.schedule = 'step'
+    assert ls.schedule == 'linear' and ls.probs == shuffle_probs(0.1, 5)
