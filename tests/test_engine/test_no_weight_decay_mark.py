@@ -36,10 +36,6 @@ MARKED = re.compile(
     r'|interactions\.\d+\.injector\.gamma'
     r'|interactions\.\d+\.(injector|extractor|extra_extractors\.\d+)'
     r'\.(query_norm|feat_norm|ffn_norm)\.(weight|bias))$')
-# The norm modules of the Mask R-CNN models that are not marked (by type: the adapter's
-# spatial prior module, the FPN's SyncBN).
-OTHER_NORMS = re.compile(r'(backbone\.spm\.(stem\.[147]|conv[234]\.1)|neck\..*\.bn)\.'
-                         r'(weight|bias)$')
 
 
 def _expected(cfg, model, name, param):
@@ -52,8 +48,9 @@ def _expected(cfg, model, name, param):
         no_decay = param.ndim <= 1 or name.split('.')[-1] in ('pos_embed', 'cls_token',
                                                                'pos_embed_cls')
         return lr, 0.0 if no_decay else wd
-    # Mask R-CNN: layer decay over the blocks; no decay on the marked parameters, every
-    # norm and every bias.
+    # Mask R-CNN: layer decay over the blocks; no decay on the 1-D parameters and the
+    # biases only (the official detection constructor's rule: A_log, pos_embed and the
+    # level embeddings are decayed).
     assert cfg.model.type == 'MaskRCNN'
     top = model.backbone.num_layers + 1
     rel = name[len('backbone.'):] if name.startswith('backbone.') else ''
@@ -63,7 +60,7 @@ def _expected(cfg, model, name, param):
         layer = int(rel.split('.')[1]) + 1
     else:
         layer = top
-    no_decay = MARKED.search(name) or OTHER_NORMS.search(name) or name.endswith('.bias')
+    no_decay = param.ndim <= 1 or name.endswith('.bias')
     return lr * cfg.optim_wrapper.paramwise_cfg.layer_decay_rate**(top - layer), \
         0.0 if no_decay else wd
 
