@@ -10,6 +10,8 @@
 #   counts; default: processes per node).
 # - require_name NAME VALUE: stop if VALUE is empty or looks like an option (-x): a
 #   positional argument (the slurm partition, the job name) left out or misplaced.
+# - slurm_run TOOL [ARGS...]: tools/TOOL with ARGS on $GPUS tasks of $PARTITION (the
+#   Slurm scripts' srun call; $SRUN_ARGS split into words).
 # - require_file WHAT PATH: stop unless PATH is an existing file, so that a mistyped
 #   path stops here, not in every rank after torchrun or srun has started them.
 if [ "${PYTHON_RUNS_ELSEWHERE:-0}" != "1" ] \
@@ -58,4 +60,17 @@ require_file() {
     echo "$(basename "$0"): $1 '$2' does not exist$where" >&2
   fi
   exit 2
+}
+
+slurm_run() {
+  set -x
+  srun -p "$PARTITION" \
+      --job-name="$JOB_NAME" \
+      --gres=gpu:"$GPUS_PER_NODE" \
+      --ntasks="$GPUS" \
+      --ntasks-per-node="$GPUS_PER_NODE" \
+      --cpus-per-task="$CPUS_PER_TASK" \
+      --kill-on-bad-exit=1 \
+      ${SRUN_ARGS} \
+      "$PYTHON" -u "$ROOT/tools/$1" "${@:2}"
 }

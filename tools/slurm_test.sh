@@ -27,13 +27,4 @@ require_count GPUS_PER_NODE "$GPUS_PER_NODE" "tasks, one per GPU, on each node"
 require_file "config file" "$CONFIG"
 require_file checkpoint "$CHECKPOINT"
 
-set -x
-srun -p "$PARTITION" \
-    --job-name="$JOB_NAME" \
-    --gres=gpu:"$GPUS_PER_NODE" \
-    --ntasks="$GPUS" \
-    --ntasks-per-node="$GPUS_PER_NODE" \
-    --cpus-per-task="$CPUS_PER_TASK" \
-    --kill-on-bad-exit=1 \
-    ${SRUN_ARGS} \
-    "$PYTHON" -u "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher="slurm" "${@:5}"
+slurm_run test.py "$CONFIG" "$CHECKPOINT" --launcher="slurm" "${@:5}"

@@ -24,13 +24,4 @@ require_count GPUS "$GPUS" "the total number of tasks, one per GPU"
 require_count GPUS_PER_NODE "$GPUS_PER_NODE" "tasks, one per GPU, on each node"
 require_file "config file" "$CONFIG"
 
-set -x
-srun -p "$PARTITION" \
-    --job-name="$JOB_NAME" \
-    --gres=gpu:"$GPUS_PER_NODE" \
-    --ntasks="$GPUS" \
-    --ntasks-per-node="$GPUS_PER_NODE" \
-    --cpus-per-task="$CPUS_PER_TASK" \
-    --kill-on-bad-exit=1 \
-    ${SRUN_ARGS} \
-    "$PYTHON" -u "$ROOT/tools/train.py" "$CONFIG" --launcher="slurm" "${@:4}"
+slurm_run train.py "$CONFIG" --launcher="slurm" "${@:4}"

@@ -116,8 +116,12 @@ class LayerShuffle(nn.Module):
         super().__init__()
         self.draw = check_choice('draw (shuffle_draw)', draw, SHUFFLE_DRAWS)
         self.num_layers = num_layers
-        self._schedule = schedule
-        self.shuffle_rate = shuffle_rate  # (checks the rate and the schedule)
+        self._set(shuffle_rate, schedule)
+
+    def _set(self, shuffle_rate: float, schedule: str) -> None:
+        """``probs`` for this rate and schedule (both checked by :func:`shuffle_probs`)."""
+        self.probs = shuffle_probs(shuffle_rate, self.num_layers, schedule)
+        self._shuffle_rate, self._schedule = float(shuffle_rate), schedule
 
     @property
     def shuffle_rate(self) -> float:
@@ -125,8 +129,7 @@ class LayerShuffle(nn.Module):
 
     @shuffle_rate.setter
     def shuffle_rate(self, value: float) -> None:
-        self.probs = shuffle_probs(value, self.num_layers, self._schedule)
-        self._shuffle_rate = float(value)
+        self._set(value, self._schedule)
 
     @property
     def schedule(self) -> str:
@@ -135,8 +138,7 @@ class LayerShuffle(nn.Module):
 
     @schedule.setter
     def schedule(self, value: str) -> None:
-        self.probs = shuffle_probs(self._shuffle_rate, self.num_layers, value)
-        self._schedule = value
+        self._set(self._shuffle_rate, value)
 
     def forward(self, num_tokens: int, device: torch.device = None,
                 movable: Optional[torch.Tensor] = None,
