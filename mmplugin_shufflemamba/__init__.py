@@ -2,8 +2,8 @@
 
 Importing the package registers the backbones in MMEngine's root ``MODELS`` registry,
 which mmsegmentation's and mmdetection's registries fall back to, and changes nothing
-else in the process (:mod:`mmplugin_shufflemamba.compat` is the opt-in for MMEngine's
-checkpoint loading).
+else in the process beyond importing timm and mmpretrain
+(:mod:`mmplugin_shufflemamba.compat` is the opt-in for MMEngine's checkpoint loading).
 """
 from .engine import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403

@@ -32,31 +32,34 @@ def nonfinite_tensors(sd: Dict[str, object]) -> Dict[str, str]:
     return bad
 
 
+DIVERGED = ('The run that wrote this checkpoint diverged; loading it would train or '
+            'evaluate garbage. Use a checkpoint saved before the divergence (or retrain '
+            'with a lower learning rate / gradient clipping)')
+
+
 def check_finite(sd: Dict[str, object], source: str = '<checkpoint>',
-                 allow_nonfinite: bool = False,
-                 opt_out: str = 'allow_nonfinite=True') -> Dict[str, str]:
+                 allow_nonfinite: bool = False, opt_out: str = 'allow_nonfinite=True',
+                 cause: str = DIVERGED) -> Dict[str, str]:
     """Refuse a state dict with NaN / inf values (:func:`refuse_nonfinite`); return its
     :func:`nonfinite_tensors`."""
     bad = nonfinite_tensors(sd)
     refuse_nonfinite(bad, sum(isinstance(v, torch.Tensor) for v in sd.values()), source,
-                     allow_nonfinite, opt_out)
+                     allow_nonfinite, opt_out, cause=cause)
     return bad
 
 
 def refuse_nonfinite(bad: Dict[str, str], total: int, source: str, allow_nonfinite: bool,
                      opt_out: str, error: type = CheckpointError, origin: str = '',
-                     logger='current') -> None:
+                     logger='current', cause: str = DIVERGED) -> None:
     """Raise ``error`` when ``bad`` names tensors (how many of ``total``, a few names,
-    the fix, ``opt_out`` to load them anyway, where the file comes from); with
-    ``allow_nonfinite`` log a warning instead."""
+    ``cause``: why and the fix, ``opt_out`` to load them anyway, where the file comes
+    from); with ``allow_nonfinite`` log a warning instead."""
     if bad and not allow_nonfinite:
         names = ', '.join(f'{k} ({what})' for k, what in list(bad.items())[:5])
         more = f' and {len(bad) - 5} more' if len(bad) > 5 else ''
         raise error(
             f'{source}: {len(bad)} of {total} tensors hold NaN/inf values: {names}{more}. '
-            'The run that wrote this checkpoint diverged; loading it would train or '
-            'evaluate garbage. Use a checkpoint saved before the divergence (or retrain '
-            f'with a lower learning rate / gradient clipping); {opt_out} loads it anyway.'
+            f'{cause}; {opt_out} loads it anyway.'
             + (f' (the file comes from {origin})' if origin else ''))
     if bad:
         print_log(f'{source}: loading {len(bad)} tensors with NaN/inf values as asked '

@@ -3,14 +3,14 @@
 convert them (:mod:`.layout`) and load them strictly. The formats, how a file's format is
 read and what is refused: docs/loading.md."""
 import logging
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
 
 from .files import (CHECKPOINT_ENTRIES, CheckpointError, check_finite, check_flag,
                     non_tensor_values, nonfinite_tensors, read_checkpoint,
-                    select_state_dict)
+                    refuse_nonfinite, select_state_dict)
 from .fit import compare_state_dicts
 from .layout import (CLASSIFIER_PREFIXES, backbone_prefixes, convert_to_backbone,
                      detect_format, format_evidence, is_mmpretrain_classifier,
@@ -27,6 +27,12 @@ _NORMS = {'RMSNorm': ('RMSNorm', 'norm weights only, no norm biases',
                       'ShuffleMamba-B, L1 and every Reg model'),
           'LN': ('LayerNorm', 'norm weights and biases', 'ShuffleMamba-M')}
 #: Top-level modules of ShuffleMambaAdapter that the plain backbone does not have.
+#: Why a tensor finite in the file is not after the conversion, and the fix.
+_CONVERSION_MADE = (
+    "The file's values are finite: the conversion to this model's layout made them "
+    "overflow (VideoMamba's out_proj doubles, past the fp16 maximum in an fp16 file). "
+    'Cast the checkpoint to float32 first, e.g. '
+    '{k: v.float() for k, v in state_dict.items()}')
 _ADAPTER_MODULES = ('spm', 'interactions', 'level_embed', 'up', 'norm1', 'norm2', 'norm3',
                     'norm4')
 
@@ -154,14 +160,15 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
 
 def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[str, object],
                        source: str = '<checkpoint>', allow_nonfinite: bool = False,
-                       reported: Sequence[str] = ()) -> Dict[str, object]:
+                       original: Optional[Dict[str, object]] = None) -> Dict[str, object]:
     """Load converted weights into ``model``: exactly the keys and shapes of
     ``model.pretrained_state_dict()`` (a final norm the model lacks is dropped), else a
-    :class:`CheckpointError` with a report and nothing loaded; NaN / inf weights are
-    refused, or with ``allow_nonfinite`` logged, except the keys ``reported`` already
-    (what :func:`read_backbone_weights` logged under the file's names; the conversion
-    may add some, e.g. an fp16 ``out_proj`` doubled to inf). Returns ``summary`` with
-    ``loaded`` (key count) and ``dropped`` updated."""
+    :class:`CheckpointError` with a report and nothing loaded. NaN / inf weights are
+    refused, or with ``allow_nonfinite`` logged. ``original`` is the state dict before
+    the conversion: its own NaN / inf were logged when it was read
+    (:func:`read_backbone_weights`), and what the conversion made non-finite (an fp16
+    VideoMamba ``out_proj`` doubled past the fp16 maximum) is refused saying so. Returns
+    ``summary`` with ``loaded`` (key count) and ``dropped`` updated."""
     target = model.pretrained_state_dict()
     converted, no_norm = _without_final_norm(converted, target)
     dropped = list(summary.get('dropped', [])) + no_norm
@@ -169,9 +176,15 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[
     if missing or unexpected or shapes:
         raise CheckpointError(f'{source}: ' + _mismatch_report(
             model, summary, missing, unexpected, shapes))
-    reported = set(reported)
-    check_finite({k: v for k, v in converted.items() if k not in reported}, source,
-                 allow_nonfinite)
+    bad, total = nonfinite_tensors(converted), len(converted)
+    in_file = nonfinite_tensors(original) if original is not None else {}
+    made = {k: v for k, v in bad.items()
+            if original is not None and k in original and k not in in_file}
+    if not (allow_nonfinite and original is not None):
+        refuse_nonfinite({k: v for k, v in bad.items() if k not in made}, total, source,
+                         allow_nonfinite, 'allow_nonfinite=True')
+    refuse_nonfinite(made, total, source, allow_nonfinite, 'allow_nonfinite=True',
+                     cause=_CONVERSION_MADE)
     result = model.load_state_dict(converted, strict=False)
     own = set(model.state_dict()) - set(target)
     # Anything load_state_dict left out beyond the model's own (non-pretrained) keys
@@ -229,9 +242,7 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
         converted, summary = convert_for(model, sd, ckpt_format)
     except CheckpointError as e:
         raise CheckpointError(f'{source}: {e}') from None
-    reported = list(nonfinite_tensors(sd)) if allow_nonfinite else []  # logged when read
-    summary = load_into_backbone(model, converted, summary, source, allow_nonfinite,
-                                 reported)
+    summary = load_into_backbone(model, converted, summary, source, allow_nonfinite, sd)
     own = len(model.state_dict()) - summary['loaded']
     note = _ENTRY_NOTES.get(entry)
     print_log(
