@@ -316,7 +316,8 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
         except CheckpointError as e:
             raise CheckpointError(
                 f'loading a published checkpoint into {type(module).__name__}: {e}' + (
-                    '' if hint else " (with this package's loader, init_cfg=dict(type="
+                    '' if hint or 'ckpt_format' in str(e) else
+                    " (with this package's loader, init_cfg=dict(type="
                     "'Pretrained', checkpoint=..., ckpt_format=...) or tools/"
                     'convert_checkpoint.py --format, the format can be given)')) from None
         sub, no_norm = _without_final_norm(converted, own)
