@@ -1,7 +1,7 @@
 """Evaluate a checkpoint with the framework's own metrics (mIoU, box/mask AP).
 
     python tools/test.py CONFIG CHECKPOINT [--tta] [--work-dir DIR] [--show-dir DIR]
-        [--allow-partial-load] [--allow-nonfinite-checkpoint]
+        [--out PATH] [--allow-partial-load] [--allow-nonfinite-checkpoint]
     tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
 
 The checkpoint must fit the config's model: before evaluating, every rank compares its
@@ -10,6 +10,12 @@ keys and shapes with the model and refuses NaN / inf weights; otherwise the tool
 module, and the experiment the file came from). ``--allow-partial-load`` evaluates
 anyway with what fits (and lists what was not loaded); ``--allow-nonfinite-checkpoint``
 loads NaN / inf weights.
+
+``--out``: the predictions, as mmseg's, mmdet's and mmpretrain's own test tools write
+them: for a segmentation config a directory of label PNGs (``IoUMetric``'s
+``output_dir``), otherwise a ``.pkl`` file (mmdet's ``DumpDetResults``, MMEngine's
+``DumpResults``). ``--show-dir``: the test images with their predictions painted on
+(mmseg's: under DIR/vis_data; mmdet's: under the work dir's DIR, by image name).
 
 ``--tta``: multi-scale + flip testing (the paper's "MS" mIoU) with the framework's
 test-time-augmentation model: the config's ``tta_model`` (mmseg's ``SegTTAModel``,
@@ -41,6 +47,8 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--show-dir', help='directory where painted predictions '
                         'are saved (mmseg/mmdet visualization hook)')
+    parser.add_argument('--out', help='save the predictions: a directory of label PNGs '
+                        '(segmentation configs) or a .pkl file (detection, classification)')
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation (multi-scale + flip) with the "
                         "config's tta_model and tta_pipeline")
@@ -106,24 +114,58 @@ def enable_tta(cfg) -> int:
     return views
 
 
+def output_metric(cfg, out: str):
+    """``--out``: for mmseg, set ``cfg``'s ``IoUMetric`` to write label PNGs into the
+    directory ``out`` and return None; otherwise return the metric that dumps the
+    predictions to the pickle file ``out`` (added to the runner's test evaluator), as
+    mmseg's, mmdet's and mmpretrain's own test tools do."""
+    if cfg.get('default_scope') == 'mmseg':
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [
+            cfg.test_evaluator]
+        for evaluator in evaluators:
+            evaluator.update(output_dir=out, keep_results=True)
+        return None
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ConfigError(f'--out {out}: the predictions of a {cfg.get("default_scope")} '
+                          'config are saved as a pickle file: give a .pkl path')
+    if cfg.get('default_scope') == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out)
+    from mmengine.evaluator import DumpResults
+    return DumpResults(out_file_path=out)
+
+
+def show_predictions(cfg, show_dir: str) -> None:
+    """``--show-dir``: the visualization hook paints every test image, as the
+    frameworks' own test tools set it (mmdet's hook names its files by image; mmseg's
+    writes through the visualizer into ``show_dir``)."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ConfigError('--show-dir needs a visualization hook in default_hooks, as '
+                          "mmseg's and mmdet's default runtimes define")
+    hook.update(draw=True, interval=1, show=False)
+    if cfg.get('default_scope') == 'mmdet':
+        hook['test_out_dir'] = show_dir
+    else:
+        cfg.visualizer.setdefault('vis_backends', [dict(type='LocalVisBackend')])
+        cfg.visualizer['save_dir'] = show_dir
+
+
 def test(args):
     # (parse_args checked that the config and the checkpoint exist: existing_file)
     cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)
     cfg.load_from = args.checkpoint
     if args.show_dir:
-        hooks = cfg.default_hooks
-        if 'visualization' in hooks:
-            hooks.visualization.draw = True
-            hooks.visualization.interval = 1
-            hooks.visualization['show'] = False
-            cfg.visualizer.setdefault('vis_backends', [dict(type='LocalVisBackend')])
-            cfg.visualizer['save_dir'] = args.show_dir
+        show_predictions(cfg, args.show_dir)
+    dump = output_metric(cfg, args.out) if args.out else None
     if args.tta:
         views = enable_tta(cfg)
         print(f"Test-time augmentation: {cfg.model.type} over {views} views per image "
               '(tta_pipeline)', flush=True)
     prepare_runtime(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
+    if dump is not None:
+        runner.test_evaluator.metrics.append(dump)
     log_kernels()
     # On every rank, before anything is evaluated: the checkpoint must fit the model.
     check_runner_checkpoint(runner, allow_partial=args.allow_partial_load,

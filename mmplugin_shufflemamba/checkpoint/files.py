@@ -20,6 +20,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded as asked (the message says why and how)."""
 
 
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint path that names no file (a ``FileNotFoundError`` too)."""
+
+
 def nonfinite_tensors(sd: Dict[str, object]) -> Dict[str, str]:
     """``{name: 'NaN' | 'inf' | 'NaN and inf'}`` of the floating-point tensors of ``sd``
     that are not finite, in the order of ``sd``."""
@@ -112,7 +116,7 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
         raise CheckpointError(f'{filename} is a directory, not a checkpoint file: give the '
                               'file in it (e.g. a work dir\'s iter_*.pth or epoch_*.pth)')
     if is_local and not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file not found: {filename}')
+        raise CheckpointNotFoundError(f'checkpoint file not found: {filename}')
     if not is_local:
         try:
             data = io.BytesIO(fileio.get(filename))

@@ -1,13 +1,16 @@
 """Running the tools: configs, runtime set-up, kernel report, stop messages."""
 from ..checkpoint.files import CheckpointError
 from ..checkpoint.fit import CheckpointFitError
+from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
 from .runtime import (ConfigError, add_training_hooks, apply_resume, check_label_classes,
                       latest_checkpoint, load_config, log_kernels, prepare_runtime,
                       shutdown_distributed, stop_message, warn_random_backbone)
 
-#: the errors with which the tools' checks stop a run (printed without a traceback)
-STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, ConfigError)
+#: the errors with which the tools' checks stop a run (printed without a traceback): a
+#: checkpoint that does not fit or is not there, a diverged run, a config or data problem
+STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, ConfigError,
+               DataError)
 
 __all__ = [
     'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume', 'check_label_classes',

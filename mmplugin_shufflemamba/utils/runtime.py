@@ -97,6 +97,8 @@ def prepare_runtime(cfg, launcher: str) -> None:
                 raise RuntimeError(f"launcher='pytorch' needs ${var}: start the script "
                                    'with torchrun (tools/dist_train.sh does).')
         dist.init_process_group(backend='gloo')
+    # what the run uses, in the config the runner dumps (the configs say 'nccl')
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     cfg.model_wrapper_cfg = dict(cfg.get('model_wrapper_cfg', None) or
                                  dict(type='MMDistributedDataParallel'), device_ids=None)
 

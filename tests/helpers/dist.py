@@ -19,10 +19,11 @@ def overrides(data_root, iters):
     return tiny_overrides(data_root, iters, warmup=2)
 
 
-def run_test_tool(config, ckpt, tmp_path, env, cfg_options):
-    """Run tools/test.py on a checkpoint in ``tmp_path``; return its log (exit 0 checked)."""
+def run_test_tool(config, ckpt, tmp_path, env, cfg_options, args=()):
+    """Run tools/test.py (with ``args``) on a checkpoint in ``tmp_path``; return its log
+    (exit 0 checked)."""
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config, ckpt, '--work-dir',
-           str(tmp_path / 'test'), '--cfg-options'] + cfg_options
+           str(tmp_path / 'test'), *args, '--cfg-options'] + cfg_options
     run = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
                          timeout=600)
     log = run.stdout + run.stderr

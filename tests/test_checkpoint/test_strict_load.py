@@ -220,6 +220,25 @@ def test_test_tool_partial_load_when_asked(trained):
     assert 'mIoU: ' in log
 
 
+def test_missing_data_and_pretrained_file_stop_without_traceback(trained):
+    """A wrong data root or Pretrained path is a usage error: the tool names it and
+    exits 1, no traceback (as for a checkpoint that does not fit)."""
+    base = trained['base']
+    opts = data_options(trained['data_root'])
+    rc, log, err = run('train.py', [CONFIG, '--work-dir', base / 'nodata', '--cfg-options']
+                       + [o for o in opts if 'data_root' not in o] +
+                       [f'{k}.dataset.data_root={base / "nowhere"}'
+                        for k in ('train_dataloader', 'val_dataloader')], base)
+    assert rc == 1 and 'Traceback' not in log, log[-4000:]
+    assert 'tools/train.py: ' in err and str(base / 'nowhere') in err, err[-2000:]
+    rc, log, err = run('train.py', [CONFIG, '--work-dir', base / 'noinit', '--cfg-options']
+                       + opts + ['model.backbone.init_cfg.type=Pretrained',
+                                 f'model.backbone.init_cfg.checkpoint={base / "no.pth"}'],
+                       base)
+    assert rc == 1 and 'Traceback' not in log, log[-4000:]
+    assert f'checkpoint file not found: {base / "no.pth"}' in err, err[-2000:]
+
+
 def test_resume_refuses_before_training(trained):
     work = trained['base'] / 'r96'
     rc, log, err = run('train.py', [CONFIG, '--work-dir', work, '--resume', trained['ckpt'],

@@ -24,7 +24,7 @@ PNG = b'\x89PNG\r\n\x1a\n'
 
 def test_plot_logs_from_a_json_log(tmp_path):
     """Training lines (loss, lr) and validation lines (segmentation and detection
-    metrics) of an MMEngine scalars file; a work dir is searched for the newest run."""
+    metrics) of an MMEngine scalars file; a work dir is searched for its runs."""
     run = tmp_path / 'work' / '20260101_000000' / 'vis_data'
     run.mkdir(parents=True)
     lines = [dict(lr=1e-3 * (1 - i / 10), loss=2.0 / (i + 1), iter=i + 1, step=i + 1)
@@ -45,6 +45,28 @@ def test_plot_logs_from_a_json_log(tmp_path):
     with pytest.raises(SystemExit):
         plot_logs.main([str(run / 'scalars.json'), '--keys', 'no_such_key', '--out-dir',
                         str(out)])
+
+
+def test_plot_logs_joins_a_resumed_work_dirs_runs(tmp_path):
+    """A run stopped after iteration 6 (validated at 5) and resumed from iteration 4's
+    checkpoint: the work dir's curve is the first run up to 4 and the resumed run from
+    5 on; a test run written into the same work dir adds nothing."""
+    def write(stamp, lines):
+        run = tmp_path / 'work' / stamp / 'vis_data'
+        run.mkdir(parents=True)
+        (run / 'scalars.json').write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
+    first = [dict(lr=0.1, loss=10.0 + i, iter=i, step=i) for i in range(1, 7)]
+    write('20260101_000000', first + [{'mIoU': 1.0, 'step': 5}])
+    write('20260101_010000', [dict(lr=0.1, loss=20.0 + i, iter=i, step=i)
+                              for i in range(5, 11)] + [{'mIoU': 2.0, 'step': 10}])
+    write('20260101_020000', [{'mIoU': 2.0, 'step': 10}])
+    files = plot_logs.find_scalars(str(tmp_path / 'work'))
+    assert len(files) == 3
+    series = plot_logs.join_runs([plot_logs.load_scalars(f) for f in files])
+    assert series['loss'] == [(float(i), 10.0 + i) for i in range(1, 5)] + [
+        (float(i), 20.0 + i) for i in range(5, 11)]
+    assert series['mIoU'] == [(10.0, 2.0)]
+    assert plot_logs.main([str(tmp_path / 'work'), '--out-dir', str(tmp_path / 'p')])
 
 
 def test_plot_logs_epoch_based_validation_at_the_epochs_last_iteration(tmp_path):

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
 
@@ -60,9 +61,19 @@ def test_dist_train_then_test(tmp_path):
     assert 'Iter(train) [4/4]' in log, log[-3000:]
     ckpt = osp.join(work, 'iter_4.pth')
     assert osp.isfile(ckpt), os.listdir(work)
+    with open(osp.join(work, osp.basename(CONFIG))) as f:  # the config the run dumped
+        assert "dist_cfg=dict(backend='gloo')" in f.read()  # what it ran on
 
-    log = run_test_tool(CONFIG, ckpt, tmp_path, env, overrides(data_root, 4))
+    out = tmp_path / 'pred'
+    log = run_test_tool(CONFIG, ckpt, tmp_path, env, overrides(data_root, 4),
+                        ['--out', str(out), '--show-dir', str(tmp_path / 'vis')])
     m = re.search(r'mIoU: ([0-9.]+)', log)
     assert m, log[-3000:]
     assert 0.0 <= float(m.group(1)) <= 100.0
+    # --out: IoUMetric's label PNGs, one per validation image, of the image's size
+    pngs = sorted(out.glob('*.png'))
+    assert len(pngs) == 4, sorted(out.iterdir())
+    assert Image.open(pngs[0]).size == (64, 64)
+    painted = list((tmp_path / 'vis').rglob('*.png'))  # --show-dir
+    assert len(painted) == 4, painted
     assert 'Load checkpoint from' in log or 'load checkpoint from' in log.lower()

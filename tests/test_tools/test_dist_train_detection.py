@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import mmengine
 import pytest
 
 from mmplugin_shufflemamba.datasets import generate_synthetic_coco
@@ -53,9 +54,17 @@ def test_dist_train_mask_rcnn_then_test(tmp_path):
     ckpt = osp.join(work, 'iter_4.pth')
     assert osp.isfile(ckpt), os.listdir(work)
 
-    log = run_test_tool(CONFIG, ckpt, tmp_path, env, overrides(data_root, 4))
+    out = tmp_path / 'pred.pkl'
+    log = run_test_tool(CONFIG, ckpt, tmp_path, env, overrides(data_root, 4),
+                        ['--out', str(out), '--show-dir', 'vis'])
     for task in ('bbox', 'segm'):
         for key in ('mAP', 'mAP_50', 'mAP_75'):
             m = re.search(rf'coco/{task}_{key}: (-?[0-9.]+)', log)
             assert m, (task, key, log[-3000:])
             assert 0.0 <= float(m.group(1)) <= 1.0, (task, key, m.group(1))
+    # --out: mmdet's DumpDetResults pickle, one prediction per validation image;
+    # --show-dir: mmdet's hook paints each image under the work dir, by image name
+    preds = mmengine.load(str(out))
+    assert len(preds) == 4 and all('pred_instances' in p for p in preds), preds[:1]
+    painted = sorted(p.name for p in (tmp_path / 'test').rglob('vis/*'))
+    assert painted == sorted(osp.basename(p['img_path']) for p in preds), painted

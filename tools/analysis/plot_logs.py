@@ -3,7 +3,8 @@
     python tools/analysis/plot_logs.py RUN [RUN ...] [--keys loss lr mIoU ...]
         [--out-dir DIR] [--legend NAME ...] [--title TEXT]
 
-RUN is a work dir (its newest ``<timestamp>/vis_data/scalars.json`` is used), a
+RUN is a work dir (its ``<timestamp>/vis_data/scalars.json`` runs joined: a resumed run
+continues the curve from its first iteration; see :func:`join_runs`), a
 ``<timestamp>`` run dir, or a json scalars file itself (``vis_data/scalars.json`` or
 ``vis_data/<timestamp>.json``: one json object per line, training lines with ``iter``
 / ``step``, validation lines with the metrics and ``step``). Several runs are drawn in
@@ -28,21 +29,38 @@ DEFAULT_KEYS = ('loss', 'lr', 'mIoU', 'mAcc', 'aAcc', 'coco/bbox_mAP', 'coco/bbo
                 'coco/bbox_mAP_75', 'coco/segm_mAP', 'coco/segm_mAP_50', 'coco/segm_mAP_75')
 
 
-def find_scalars(path: str) -> str:
-    """The scalars json file of a work dir, run dir or file."""
+def find_scalars(path: str) -> List[str]:
+    """The scalars json files of a work dir (its runs, oldest first), a run dir or a
+    file."""
     if osp.isfile(path):
-        return path
+        return [path]
     if not osp.isdir(path):
         raise FileNotFoundError(f'no such log file or directory: {path!r} (give a work dir, '
                                 'a <timestamp> run dir or a vis_data/*.json file)')
-    for pattern in ('vis_data/scalars.json', '*/vis_data/scalars.json', 'scalars.json'):
-        found = sorted(glob.glob(osp.join(path, pattern)))
+    for pattern in ('vis_data/scalars.json', 'scalars.json', '*/vis_data/scalars.json'):
+        found = sorted(glob.glob(osp.join(path, pattern)))  # timestamped dirs sort by time
         if found:
-            return found[-1]  # the newest run: timestamped dirs sort by time
+            return found
     found = sorted(glob.glob(osp.join(path, '*', 'vis_data', '*.json')))
     if found:
-        return found[-1]
+        return found[-1:]
     raise FileNotFoundError(f'{path}: no vis_data/scalars.json below it')
+
+
+def join_runs(runs: List[Dict[str, List[Tuple[float, float]]]]
+              ) -> Dict[str, List[Tuple[float, float]]]:
+    """One curve per key from a work dir's runs, oldest first: a later run that trained
+    (a resume, or a restart) replaces the points from its first training iteration on;
+    runs that did not train (tools/test.py writing into the work dir) are left out
+    unless nothing trained."""
+    trained = [r for r in runs if 'lr' in r] or runs[-1:]  # MMEngine logs lr when training
+    joined: Dict[str, List[Tuple[float, float]]] = {}
+    for run in trained:
+        start = min(x for points in run.values() for x, _ in points)
+        joined = {k: [p for p in v if p[0] < start] for k, v in joined.items()}
+        for key, points in run.items():
+            joined[key] = joined.get(key, []) + points
+    return {k: v for k, v in joined.items() if v}
 
 
 def load_scalars(path: str) -> Dict[str, List[Tuple[float, float]]]:
@@ -130,10 +148,11 @@ def main(argv=None) -> List[str]:
 
     try:  # a missing run or a file that is not a json log: one line, no traceback
         files = [find_scalars(r) for r in args.runs]
-        runs = [load_scalars(f) for f in files]
+        runs = [join_runs([load_scalars(f) for f in fs]) for fs in files]
     except (FileNotFoundError, ValueError) as e:
         parser.error(f'argument runs: {e}')
-    names = args.legend or [osp.basename(osp.dirname(osp.dirname(f))) or f for f in files]
+    names = args.legend or [osp.basename(osp.dirname(osp.dirname(fs[-1]))) or fs[-1]
+                            for fs in files]
     if len(names) != len(runs):
         parser.error(f'--legend needs {len(runs)} names')
     present = set().union(*[set(r) for r in runs])
