@@ -107,4 +107,6 @@ custom_hooks = [
     dict(type='RNGStateHook'),  # exact resumes
 ]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
-randomness = dict(seed=0)
+# A seed per rank (seed + rank), as the official script's: every GPU draws its own
+# layer shuffles, drop paths and Mixup / CutMix (the data order stays shared).
+randomness = dict(seed=0, diff_rank_seed=True)

@@ -1,12 +1,15 @@
 """Resume a training run exactly where it stopped: the torch random number generators
-(drop path, ShuffleMamba's layer shuffle), which MMEngine's checkpoints do not hold.
-``tools/train.py`` adds it to every training run; see docs/training_and_testing.md (how the
-training hooks and data checks work).
+(drop path, ShuffleMamba's layer shuffle) of every rank, which MMEngine's checkpoints do
+not hold. ``tools/train.py`` adds it to every training run; see
+docs/training_and_testing.md (how the training hooks and data checks work).
 """
+import logging
 from typing import Optional
 
 import torch
-from mmengine.hooks import Hook
+from mmengine import dist
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
 KEY = 'rng_state'
@@ -29,24 +32,82 @@ def _set_state(state: dict) -> None:
             torch.cuda.set_rng_state(cuda[min(torch.cuda.current_device(), len(cuda) - 1)])
 
 
+def _own_state(saved: dict) -> dict:
+    """This rank's state from a checkpoint's: each rank's own (``'ranks'``, one per
+    rank of the run that saved it); with another number of ranks, rank r takes saved
+    rank r mod n, said once (the runs' draws then differ from the uninterrupted one's).
+    A checkpoint of one state (older ones) gives it to every rank."""
+    states = saved.get('ranks')
+    if states is None:
+        return saved
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if len(states) != world:
+        print_log(f'RNGStateHook: the checkpoint holds the generator states of '
+                  f'{len(states)} ranks, this run has {world}: rank r continues saved '
+                  f'rank r mod {len(states)}, so the resume is not exact.',
+                  logger='current', level=logging.WARNING)
+    return states[rank % len(states)]
+
+
+def _checkpoint_due(runner, by_epoch: bool) -> bool:
+    """Whether the runner's CheckpointHook saves at the end of this iteration (or epoch,
+    ``by_epoch``): its own rule (interval from ``save_begin``, or the last one)."""
+    for hook in runner.hooks:
+        if isinstance(hook, CheckpointHook) and hook.by_epoch == by_epoch:
+            if by_epoch:
+                return bool(hook.every_n_epochs(runner, hook.interval, hook.save_begin) or
+                            (hook.save_last and hook.is_last_train_epoch(runner)))
+            return bool(hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or
+                        (hook.save_last and hook.is_last_train_iter(runner)))
+    return False
+
+
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Save torch's generator states in checkpoints and restore them on resume."""
+    """Save every rank's torch generator states in checkpoints and restore each rank's
+    own on resume (ranks draw differently with ``randomness.diff_rank_seed``, and a
+    detector's sampling consumes draws by the data). Only rank 0 writes a checkpoint:
+    the ranks' states are gathered, on every rank, just before the CheckpointHook saves
+    (and before a best checkpoint of a validation)."""
 
-    priority = 'VERY_HIGH'
+    priority = 'VERY_HIGH'  # before the CheckpointHook (VERY_LOW) at the same point
 
     def __init__(self) -> None:
         self._pending: Optional[dict] = None
         self._before_val: Optional[dict] = None
+        self._gathered: Optional[tuple] = None  # (runner.iter, a state per rank)
+
+    def _gather(self, runner, state: Optional[dict] = None) -> None:
+        if dist.get_world_size() > 1:  # a collective: every rank calls it
+            self._gathered = (runner.iter, dist.all_gather_object(state or _get_state()))
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        if _checkpoint_due(runner, by_epoch=False):
+            self._gather(runner)
+
+    def after_train_epoch(self, runner) -> None:
+        if _checkpoint_due(runner, by_epoch=True):
+            self._gather(runner)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if self._before_val is not None:  # a best checkpoint may follow
+            self._gather(runner, self._before_val)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint[KEY] = _get_state()
+        # rank 0 only (Runner.save_checkpoint is master_only)
+        if self._gathered is not None and self._gathered[0] == runner.iter:
+            states = self._gathered[1]
+        else:  # one process, or a checkpoint nothing announced: this rank's state (as
+            # it was before a validation, which the training continues from)
+            states = [self._before_val or _get_state()]
+        checkpoint[KEY] = dict(ranks=states)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get(KEY)
         # Only a resume continues the generator (load_from starts a new run).
         if state is not None and getattr(runner, '_resume', False):
-            self._pending = state
+            self._pending = _own_state(state)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         if self._pending is not None:
