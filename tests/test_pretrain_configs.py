@@ -195,6 +195,7 @@ def test_pretrain_config_follows_the_recipe(name):
     assert [h.momentum for h in ema] == ([row['ema']] if row['ema'] else [])
     # the official scripts' seed per rank: args.seed (0) + rank
     assert cfg.randomness.seed == 0 and cfg.randomness.diff_rank_seed
+    assert cfg.train_dataloader.sampler.seed == 0  # the data order: one, fixed
     # The train pipeline crops at the model's resolution, the test pipeline at the
     # row's test size after resizing the short side to test size / crop ratio.
     crops = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomResizedCrop']

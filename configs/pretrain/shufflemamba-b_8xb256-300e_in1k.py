@@ -69,7 +69,8 @@ data_preprocessor = dict(num_classes=num_classes)
 # CheckedImageNet: mmpretrain's ImageNet that names a bad annotation line, a label
 # outside the classes or an unreadable image.
 train_dataloader = dict(
-    batch_size=batch_size, num_workers=12, dataset=dict(type='CheckedImageNet'))
+    batch_size=batch_size, num_workers=12, dataset=dict(type='CheckedImageNet'),
+    sampler=dict(seed=0))  # one data order on every rank (see randomness below)
 val_dataloader = dict(
     batch_size=batch_size, num_workers=12, dataset=dict(type='CheckedImageNet'))
 test_dataloader = val_dataloader
@@ -108,5 +109,6 @@ custom_hooks = [
 ]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
 # A seed per rank (seed + rank), as the official script's: every GPU draws its own
-# layer shuffles, drop paths and Mixup / CutMix (the data order stays shared).
+# layer shuffles, drop paths and Mixup / CutMix. The sampler keeps seed 0 (with
+# diff_rank_seed MMEngine would give it a random seed per run, shared by the ranks).
 randomness = dict(seed=0, diff_rank_seed=True)

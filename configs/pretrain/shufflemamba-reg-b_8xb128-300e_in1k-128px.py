@@ -66,7 +66,7 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=batch_size,
-    sampler=dict(_delete_=True, type='RepeatAugSampler', shuffle=True),
+    sampler=dict(_delete_=True, type='RepeatAugSampler', shuffle=True, seed=0),
     dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=batch_size, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
