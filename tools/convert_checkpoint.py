@@ -3,7 +3,8 @@ to this project's ShuffleMamba layout and print what was found.
 
     python tools/convert_checkpoint.py SRC DST [--format auto|shufflemamba|vim|reg|...]
         [--use-ema] [--num-registers R] [--img-size 224]
-    python tools/convert_checkpoint.py SRC DST --to official|mmpretrain [--use-ema]
+    python tools/convert_checkpoint.py SRC DST --to official
+    python tools/convert_checkpoint.py SRC DST --to mmpretrain [--use-ema]
 
 ``--to official`` / ``--to mmpretrain`` convert a whole classifier (backbone with its
 cls token or registers, Reg neck, ``head``) between the official / timm layout
@@ -14,7 +15,9 @@ and mmpretrain's ``ImageClassifier`` layout (``backbone.*``, ``head.fc.*``; what
 or timm checkpoint with mmpretrain's ``Accuracy``.
 
 The raw weights are converted by default (``model`` of an official checkpoint, as the
-official downstream code loads them); ``--use-ema`` converts the EMA weights. A
+official downstream code loads them); ``--use-ema`` converts the EMA weights.
+``--to official`` keeps both, as the official layout does: the raw weights in ``model``,
+the source's EMA weights (if it has any) in ``model_ema``. A
 checkpoint that does not say where its cls token sits (a bare state dict with a
 (1, 1, D) cls token) needs ``--format shufflemamba`` (cls first) or ``--format vim``.
 
@@ -33,8 +36,8 @@ import torch
 from mmplugin_shufflemamba.models.archs import ARCHS
 from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS
 from mmplugin_shufflemamba.checkpoint import (CHECKPOINT_FORMATS, CheckpointError,
-                                                convert_to_backbone, describe_state_dict,
-                                                official_to_mmpretrain,
+                                                NoEMAWeightsError, convert_to_backbone,
+                                                describe_state_dict, official_to_mmpretrain,
                                                 read_backbone_weights)
 from mmplugin_shufflemamba.utils.cli import int_at_least
 
@@ -85,6 +88,10 @@ def parse_args(argv=None):
         p.error('--num-registers, --keep-neck, --img-size and --patch-size apply to --to '
                 'backbone only '
                 '(a classifier keeps its tokens; the loader resizes the position embedding)')
+    if args.to == 'official' and args.use_ema:
+        p.error("--to official keeps both weights, as the official layout does: the raw "
+                "ones in 'model' and the EMA ones in 'model_ema' (read them with "
+                'use_ema=True); drop --use-ema')
     if args.keep_neck and not args.num_registers:
         p.error('--keep-neck keeps the neck that reduces the register tokens: give '
                 "--num-registers R (the backbone's) too")
@@ -128,10 +135,19 @@ def convert_classifier(args, sd, entry, fmt):
                 source=args.src, entry=entry)
     if args.to == 'official':
         name = timm_name(sd, fmt)
-        torch.save(dict(model=sd, model_ema=None, args=argparse.Namespace(model=name),
+        try:  # the source's EMA weights too, where it has them
+            ema, ema_entry, _ = read_backbone_weights(
+                args.src, use_ema=True, ckpt_format=fmt, allow_nonfinite=args.allow_nonfinite,
+                opt_out='--allow-nonfinite')
+        except NoEMAWeightsError:
+            ema, ema_entry = None, None
+        meta.update(weights='raw' + (' and ema' if ema is not None else ''),
+                    ema_entry=ema_entry)
+        torch.save(dict(model=sd, model_ema=ema, args=argparse.Namespace(model=name),
                         meta=meta), args.dst)
         print(f'converted {args.src} -> {args.dst} (official / timm layout, '
-              f'args.model={name!r}, {len(sd)} tensors)')
+              f'args.model={name!r}, {len(sd)} tensors; model_ema: '
+              f"{'the EMA weights of ' + repr(ema_entry) if ema is not None else 'none'})")
     else:
         torch.save(dict(state_dict=official_to_mmpretrain(sd), meta=meta), args.dst)
         print(f'converted {args.src} -> {args.dst} (mmpretrain ImageClassifier layout, '

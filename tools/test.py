@@ -155,6 +155,9 @@ def test(args):
     # (parse_args checked that the config and the checkpoint exist: existing_file)
     cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)
     cfg.load_from = args.checkpoint
+    # Nothing of the training: its data need not exist (mmseg 1.2.2's visualization
+    # hook reads runner.iter, which would build the training loop and data loader).
+    cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = cfg.param_scheduler = None
     if args.show_dir:
         show_predictions(cfg, args.show_dir)
     dump = output_metric(cfg, args.out) if args.out else None

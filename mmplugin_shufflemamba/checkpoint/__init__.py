@@ -6,14 +6,16 @@ from .fit import (CheckpointFitError, check_checkpoint_fit, check_runner_checkpo
                   checkpoint_to_load)
 from .loading import (load_backbone_state, load_into_backbone, load_pretrained_backbone,
                       published_layout_pre_hook, read_backbone_weights)
-from .files import (CheckpointError, check_checkpoint_path, check_finite, nonfinite_tensors,
-                    read_checkpoint, select_state_dict)
+from .files import (CheckpointError, CheckpointNotFoundError, NoEMAWeightsError,
+                    check_checkpoint_path, check_finite, nonfinite_tensors, read_checkpoint,
+                    select_state_dict)
 from .layout import (CHECKPOINT_FORMATS, convert_to_backbone, describe_state_dict,
                      detect_format, format_hint, is_mmpretrain_classifier,
                      mmpretrain_to_official, official_to_mmpretrain)
 
 __all__ = [
-    'CHECKPOINT_FORMATS', 'CheckpointError', 'CheckpointFitError', 'check_checkpoint_fit',
+    'CHECKPOINT_FORMATS', 'CheckpointError', 'CheckpointFitError', 'CheckpointNotFoundError',
+    'NoEMAWeightsError', 'check_checkpoint_fit',
     'check_runner_checkpoint', 'checkpoint_to_load', 'check_checkpoint_path', 'check_finite',
     'convert_to_backbone', 'describe_state_dict', 'detect_format', 'format_hint',
     'is_mmpretrain_classifier', 'load_backbone_state', 'load_into_backbone',

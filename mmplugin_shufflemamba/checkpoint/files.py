@@ -24,6 +24,10 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A checkpoint path that names no file (a ``FileNotFoundError`` too)."""
 
 
+class NoEMAWeightsError(CheckpointError):
+    """``use_ema=True`` for a checkpoint without EMA weights."""
+
+
 def nonfinite_tensors(sd: Dict[str, object]) -> Dict[str, str]:
     """``{name: 'NaN' | 'inf' | 'NaN and inf'}`` of the floating-point tensors of ``sd``
     that are not finite, in the order of ``sd``."""
@@ -193,7 +197,7 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
                               'checkpoint dict or state dict.')
 
     def no_ema(why):
-        return CheckpointError(f'use_ema=True but {filename} has no EMA weights ({why}); '
+        return NoEMAWeightsError(f'use_ema=True but {filename} has no EMA weights ({why}); '
                                'load the raw weights (use_ema=False, the default).')
 
     if _is_state_dict(ckpt):

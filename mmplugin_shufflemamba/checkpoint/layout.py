@@ -70,7 +70,7 @@ def backbone_prefixes(sd: Dict[str, torch.Tensor]) -> List[str]:
         k.startswith(p + 'layers.') and '.mixer.' in k for k in sd))
 
 
-def _strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Remove DDP/EMA/compile prefixes and keep only ``backbone.*`` of a whole model,
     in any nesting (e.g. ``module.backbone.*`` beside ``module.decode_head.*``)."""
     while True:
@@ -152,7 +152,7 @@ def detect_format(sd: Dict[str, torch.Tensor], hint: Optional[str] = None) -> st
     """The checkpoint format from keys and shapes, with ``hint`` (:func:`format_hint`)
     deciding what shapes cannot: a (1, 1, D) ``cls_token`` without ``pos_embed_cls``
     (cls first or in the middle) is a :class:`CheckpointError` without one."""
-    sd = _strip_wrappers(dict(sd))
+    sd = strip_wrappers(dict(sd))
     if 'pos_embed_cls' in sd:
         return 'mmplugin' if hint == 'mmplugin' else 'reg'
     cls = sd.get('cls_token')
@@ -169,8 +169,10 @@ def detect_format(sd: Dict[str, torch.Tensor], hint: Optional[str] = None) -> st
             "meta['shufflemamba_format']). Pass ckpt_format='shufflemamba' (cls first), "
             "ckpt_format='videomamba' (VideoMamba's image models: cls first, the two "
             "directions summed) or ckpt_format='vim' (middle), e.g. init_cfg=dict("
-            "type='Pretrained', checkpoint=..., ckpt_format='shufflemamba'), or convert the "
-            'file once with tools/convert_checkpoint.py --format shufflemamba.')
+            "type='Pretrained', checkpoint=..., ckpt_format='shufflemamba') or, in timm, "
+            "create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...), "
+            "ckpt_format='shufflemamba'), or convert the file once with "
+            'tools/convert_checkpoint.py --format shufflemamba.')
     raise CheckpointError(
         f'cannot tell the checkpoint format: cls_token has shape {tuple(cls.shape)} but '
         "there is no 'pos_embed_cls'. Pass ckpt_format= one of "
@@ -234,7 +236,7 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
     if ckpt_format not in CHECKPOINT_FORMATS:
         raise ValueError(f'ckpt_format must be one of {CHECKPOINT_FORMATS}, got '
                          f'{ckpt_format!r}')
-    sd = _strip_wrappers(dict(sd))
+    sd = strip_wrappers(dict(sd))
     if not any(k.startswith('layers.') for k in sd) and 'patch_embed.proj.weight' not in sd:
         nested = backbone_prefixes(sd)
         if nested:  # e.g. a distillation or semi-supervised model's teacher and student
@@ -313,7 +315,10 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
         out['pos_embed_cls'] = reg_pos
     if summed:
         for k in [k for k in out if k.endswith('mixer.out_proj.weight')]:
-            out[k] = out[k] * 2
+            doubled = out[k] * 2
+            if not bool(torch.isfinite(doubled).all()) and bool(torch.isfinite(out[k]).all()):
+                doubled = out[k].float() * 2  # past the fp16 maximum: exact in float32
+            out[k] = doubled
     summary = dict(
         format='videomamba' if summed else fmt,
         **{k: v for k, v in describe_state_dict(sd).items()

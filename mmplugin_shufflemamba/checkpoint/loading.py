@@ -14,7 +14,7 @@ from .files import (CHECKPOINT_ENTRIES, CheckpointError, check_finite, check_fla
 from .fit import compare_state_dicts
 from .layout import (CLASSIFIER_PREFIXES, backbone_prefixes, convert_to_backbone,
                      detect_format, format_evidence, is_mmpretrain_classifier,
-                     mmpretrain_to_official)
+                     mmpretrain_to_official, strip_wrappers)
 
 
 #: What each entry of a checkpoint holds, for the log line.
@@ -26,13 +26,13 @@ _ENTRY_NOTES = {
 _NORMS = {'RMSNorm': ('RMSNorm', 'norm weights only, no norm biases',
                       'ShuffleMamba-B, L1 and every Reg model'),
           'LN': ('LayerNorm', 'norm weights and biases', 'ShuffleMamba-M')}
-#: Top-level modules of ShuffleMambaAdapter that the plain backbone does not have.
 #: Why a tensor finite in the file is not after the conversion, and the fix.
 _CONVERSION_MADE = (
     "The file's values are finite: the conversion to this model's layout made them "
-    "overflow (VideoMamba's out_proj doubles, past the fp16 maximum in an fp16 file). "
-    'Cast the checkpoint to float32 first, e.g. '
+    'overflow (in half precision, e.g. a position embedding resized past the fp16 '
+    'maximum). Cast the checkpoint to float32 first, e.g. '
     '{k: v.float() for k, v in state_dict.items()}')
+#: Top-level modules of ShuffleMambaAdapter that the plain backbone does not have.
 _ADAPTER_MODULES = ('spm', 'interactions', 'level_embed', 'up', 'norm1', 'norm2', 'norm3',
                     'norm4')
 
@@ -166,8 +166,8 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[
     :class:`CheckpointError` with a report and nothing loaded. NaN / inf weights are
     refused, or with ``allow_nonfinite`` logged. ``original`` is the state dict before
     the conversion: its own NaN / inf were logged when it was read
-    (:func:`read_backbone_weights`), and what the conversion made non-finite (an fp16
-    VideoMamba ``out_proj`` doubled past the fp16 maximum) is refused saying so. Returns
+    (:func:`read_backbone_weights`), and what the conversion made non-finite (a half
+    precision value resized past its maximum) is refused saying so. Returns
     ``summary`` with ``loaded`` (key count) and ``dropped`` updated."""
     target = model.pretrained_state_dict()
     converted, no_norm = _without_final_norm(converted, target)
@@ -177,6 +177,7 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[
         raise CheckpointError(f'{source}: ' + _mismatch_report(
             model, summary, missing, unexpected, shapes))
     bad, total = nonfinite_tensors(converted), len(converted)
+    original = strip_wrappers(dict(original)) if original is not None else None
     in_file = nonfinite_tensors(original) if original is not None else {}
     made = {k: v for k, v in bad.items()
             if original is not None and k in original and k not in in_file}

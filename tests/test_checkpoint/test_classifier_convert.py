@@ -9,7 +9,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
 
 import mmplugin_shufflemamba  # noqa: F401
-from mmplugin_shufflemamba.checkpoint import CheckpointError
+from mmplugin_shufflemamba.checkpoint import CheckpointError, official_to_mmpretrain
 
 from helpers.tools_convert import convert_main
 
@@ -102,3 +102,33 @@ def test_output_that_is_the_source_is_refused(tmp_path, dst, capsys):
         convert_main([str(out), str(src) if dst == 'link' else str(out)])
     assert 'is the source checkpoint' in capsys.readouterr().err
     assert src.read_bytes() == before
+
+
+def test_to_official_keeps_the_raw_and_the_ema_weights(tmp_path):
+    """The official layout holds both: ``model`` the raw weights, ``model_ema`` the EMA
+    ones, each loading as such (use_ema); a source without EMA gives model_ema=None;
+    --use-ema has nothing to choose."""
+    torch.manual_seed(0)
+    name = 'shufflemamba_b_patch16_224'
+    raw, ema = (timm.create_model(name, num_classes=5, **TINY).state_dict() for _ in 'ab')
+    # an MMEngine checkpoint as EMAHook leaves it: the EMA weights in 'state_dict', the
+    # raw ones as the averaged model's 'module.' entries of 'ema_state_dict'
+    src = str(tmp_path / 'mmpretrain.pth')
+    torch.save(dict(state_dict=official_to_mmpretrain(ema), meta=dict(epoch=1),
+                    ema_state_dict={'module.' + k: v for k, v in
+                                    official_to_mmpretrain(raw).items()}), src)
+    dst = str(tmp_path / 'official.pth')
+    convert_main([src, dst, '--to', 'official', '--format', 'shufflemamba'])
+    saved = torch.load(dst, map_location='cpu', weights_only=False)
+    for entry, want in (('model', raw), ('model_ema', ema)):
+        assert all(torch.equal(saved[entry][k], v) for k, v in want.items()), entry
+    for use_ema, want in ((False, raw), (True, ema)):
+        model = timm.create_model(name, num_classes=5, pretrained=True, use_ema=use_ema,
+                                  pretrained_cfg_overlay=dict(file=dst), **TINY)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in want.items())
+    with pytest.raises(SystemExit):
+        convert_main([src, str(tmp_path / 'x.pth'), '--to', 'official', '--use-ema'])
+    no_ema = str(tmp_path / 'no_ema.pth')
+    torch.save(dict(model=raw, model_ema=None, args=argparse.Namespace(model=name)), no_ema)
+    convert_main([no_ema, dst, '--to', 'official'])
+    assert torch.load(dst, map_location='cpu', weights_only=False)['model_ema'] is None

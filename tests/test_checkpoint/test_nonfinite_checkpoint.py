@@ -161,30 +161,48 @@ def test_timm_classifier_load_pretrained_refuses_nan(tmp_path):
                if v.is_floating_point()) == 1
 
 
-def test_what_the_conversion_makes_non_finite_is_refused_or_warned_about(tmp_path):
+def test_videomamba_out_proj_doubles_exactly_past_the_fp16_maximum(tmp_path):
     """A VideoMamba file's out_proj doubles in the conversion: a finite fp16 value near
-    the fp16 maximum becomes inf. Refused like a file's NaN; with allow_nonfinite the
-    warning names it (the file itself held no NaN / inf to warn about when read)."""
-    from helpers.logs import captured_log
+    the fp16 maximum is doubled in float32, exactly, not made inf."""
     sd = {k: v.half() for k, v in make_official_state_dict(seed=1).items()}
     sd['layers.1.mixer.out_proj.weight'][0, 0] = 40000.0
     path = str(tmp_path / 'videomamba.pth')
     torch.save(dict(model=sd, args=argparse.Namespace(model='videomamba_middle')), path)
-    with pytest.raises(CheckpointError, match=r'layers.1.mixer.out_proj.weight \(inf\)'
-                       r".*The file's values are finite: the conversion .* made them "
-                       r'overflow.*Cast the checkpoint to float32') as e:
-        load_pretrained_backbone(backbone(), path)
-    assert 'diverged' not in str(e.value)
-    # the fix the refusal names loads it, finite
-    torch.save(dict(model={k: v.float() for k, v in sd.items()},
-                    args=argparse.Namespace(model='videomamba_middle')), path)
     m = backbone()
     load_pretrained_backbone(m, path)
     assert m.layers[1].mixer.out_proj.weight[0, 0] == 80000.0
-    torch.save(dict(model=sd, args=argparse.Namespace(model='videomamba_middle')), path)
-    m = backbone()
+    ref = sd['layers.0.mixer.out_proj.weight'].float() * 2
+    assert torch.equal(m.layers[0].mixer.out_proj.weight, ref)
+
+
+def at96():
+    return ShuffleMamba(arch=dict(embed_dims=32, num_layers=3), img_size=96, patch_size=16,
+                        out_indices=(0, 1, 2))
+
+
+@pytest.mark.parametrize('prefix', ['', 'module.'])
+def test_what_the_conversion_makes_non_finite_is_refused_or_warned_about(tmp_path, prefix):
+    """An fp16 position embedding resized to another grid (bicubic overshoots) past the
+    fp16 maximum: finite in the file, inf after the conversion. Refused saying so, also
+    when the file's keys carry a wrapper prefix; with allow_nonfinite the warning names
+    it (the file itself held no NaN / inf to warn about when read)."""
+    from helpers.logs import captured_log
+    sd = {k: v.half() for k, v in make_official_state_dict(seed=1).items()}
+    pos = sd['pos_embed']
+    checker = (torch.arange(pos.shape[1] - 1) % 2 * 2 - 1).to(pos.dtype) * 65000
+    sd['pos_embed'] = torch.cat([pos[:, :1], checker[None, :, None].expand(
+        1, -1, pos.shape[2])], dim=1)
+    sd = {prefix + k: v for k, v in sd.items()}
+    path = str(tmp_path / 'fp16.pth')
+    torch.save(dict(model=sd, args=argparse.Namespace(model='shufflemamba_middle')), path)
+    with pytest.raises(CheckpointError, match=r'pos_embed \(inf\)'
+                       r".*The file's values are finite: the conversion .* made them "
+                       r'overflow.*Cast the checkpoint to float32') as e:
+        load_pretrained_backbone(at96(), path)
+    assert 'diverged' not in str(e.value)
+    m = at96()
     with captured_log() as lines:
         load_pretrained_backbone(m, path, allow_nonfinite=True)
     assert sum("loading 1 tensors with NaN/inf values as asked (allow_nonfinite=True): "
-               "['layers.1.mixer.out_proj.weight']" in line for line in lines) == 1, lines
-    assert torch.isinf(m.layers[1].mixer.out_proj.weight[0, 0])
+               "['pos_embed']" in line for line in lines) == 1, lines
+    assert not bool(torch.isfinite(m.pos_embed).all())

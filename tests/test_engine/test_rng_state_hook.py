@@ -1,10 +1,14 @@
 """RNGStateHook with two ranks (gloo, two processes): each rank resumes its own
 generator, although only rank 0 writes the checkpoint."""
+import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 from mmengine.hooks import CheckpointHook
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
 
+from mmplugin_shufflemamba.checkpoint.safe_load import enable_mmengine_checkpoints
 from mmplugin_shufflemamba.engine.hooks.rng_state_hook import KEY, RNGStateHook
 
 from helpers.dist import free_port
@@ -92,3 +96,55 @@ def test_load_from_does_not_continue_the_generator():
     hook.after_load_checkpoint(runner, checkpoint)
     hook.before_train_iter(runner, 0)
     assert not torch.equal(_draws(), expected)
+
+
+class _Noisy(BaseModel):
+    """A model that draws from torch's generator in training, as drop path and the
+    layer shuffle do."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(4))
+
+    def forward(self, x, mode='loss'):
+        if mode == 'loss':
+            return dict(loss=((self.w - torch.rand(4)) ** 2).sum())
+        return [x]
+
+
+class _Data(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return dict(x=torch.tensor(float(i)))
+
+
+def _train(work, by_epoch, hook=True, resume=None):
+    enable_mmengine_checkpoints()  # (as the tools do: MMEngine's loader reads its files)
+    train_cfg = dict(by_epoch=True, max_epochs=3) if by_epoch else dict(
+        by_epoch=False, max_iters=6)
+    runner = Runner(
+        model=_Noisy(), work_dir=str(work), experiment_name=f'{work.name}_{by_epoch}',
+        train_dataloader=dict(dataset=_Data(), batch_size=2, num_workers=0,
+                              sampler=dict(type='DefaultSampler', shuffle=True, seed=0)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)), train_cfg=train_cfg,
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
+                                           by_epoch=by_epoch)),
+        custom_hooks=[dict(type='RNGStateHook')] if hook else [],
+        randomness=dict(seed=0), resume=resume is not None, load_from=resume,
+        log_level='ERROR')
+    runner.train()
+    return runner.model.w.detach().clone()
+
+
+@pytest.mark.parametrize('by_epoch', [True, False])
+def test_resume_continues_the_generator_in_both_loops(tmp_path, by_epoch):
+    """Epoch-based (the pretraining configs: resumed at an epoch start, where the
+    epoch's data loader iterator draws a seed) and iteration-based runs resumed from
+    their checkpoint end as the uninterrupted run; without the hook they do not."""
+    full = _train(tmp_path / 'full', by_epoch)
+    ckpt = str(tmp_path / 'full' / ('epoch_2.pth' if by_epoch else 'iter_2.pth'))
+    assert torch.equal(_train(tmp_path / 'resumed', by_epoch, resume=ckpt), full)
+    assert not torch.equal(_train(tmp_path / 'control', by_epoch, hook=False, resume=ckpt),
+                           full)

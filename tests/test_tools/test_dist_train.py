@@ -64,8 +64,9 @@ def test_dist_train_then_test(tmp_path):
     with open(osp.join(work, osp.basename(CONFIG))) as f:  # the config the run dumped
         assert "dist_cfg=dict(backend='gloo')" in f.read()  # what it ran on
 
-    out = tmp_path / 'pred'
-    log = run_test_tool(CONFIG, ckpt, tmp_path, env, overrides(data_root, 4),
+    out = tmp_path / 'pred'  # (the training data need not exist for a test)
+    log = run_test_tool(CONFIG, ckpt, tmp_path, env, overrides(data_root, 4) +
+                        [f'train_dataloader.dataset.data_root={tmp_path / "nowhere"}'],
                         ['--out', str(out), '--show-dir', str(tmp_path / 'vis')])
     m = re.search(r'mIoU: ([0-9.]+)', log)
     assert m, log[-3000:]

@@ -11,6 +11,7 @@ from mmengine import dist
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
 KEY = 'rng_state'
 
@@ -47,6 +48,26 @@ def _own_state(saved: dict) -> dict:
                   f'rank r mod {len(states)}, so the resume is not exact.',
                   logger='current', level=logging.WARNING)
     return states[rank % len(states)]
+
+
+class _RestoreBeforeFetch:
+    """An iteration-based loop's data iterator that calls ``restore`` just before the
+    fetch of batch ``skip`` (0-based: the first one after the ``skip`` it replays)."""
+
+    def __init__(self, iterator, skip: int, restore) -> None:
+        self._iterator, self._skip, self._restore = iterator, skip, restore
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._skip == 0:
+            self._restore()
+        self._skip -= 1
+        return next(self._iterator)
+
+    def __getattr__(self, name):
+        return getattr(self._iterator, name)
 
 
 def _checkpoint_due(runner, by_epoch: bool) -> bool:
@@ -109,7 +130,26 @@ class RNGStateHook(Hook):
         if state is not None and getattr(runner, '_resume', False):
             self._pending = _own_state(state)
 
+    def before_train_epoch(self, runner) -> None:
+        # The saved state was taken before the next batch was fetched; fetching may
+        # make a data loader iterator, which draws a seed. An epoch-based loop makes
+        # the epoch's after this hook: restore now. An iteration-based loop replays the
+        # batches it trained on first (making iterators as it crosses epochs of the
+        # data): restore just before it fetches the first new one.
+        if self._pending is None:
+            return
+        loop = runner.train_loop
+        if isinstance(loop, EpochBasedTrainLoop):
+            self._restore()
+        elif isinstance(loop, IterBasedTrainLoop):
+            loop.dataloader_iterator = _RestoreBeforeFetch(loop.dataloader_iterator,
+                                                           loop.iter, self._restore)
+
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self._pending is not None:  # another kind of loop
+            self._restore()
+
+    def _restore(self) -> None:
         if self._pending is not None:
             _set_state(self._pending)
             self._pending = None

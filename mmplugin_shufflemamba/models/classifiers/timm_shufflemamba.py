@@ -174,7 +174,9 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
 def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassifier:
     pretrained_cfg = kwargs.pop('pretrained_cfg', None) or dict(
         url='', file=None, num_classes=1000, input_size=(3, 224, 224), pool_size=None,
-        crop_pct=0.875, interpolation='bicubic', fixed_input_size=False,
+        # the recipes' test crops: 0.875 (DeiT's), 1.0 for Mamba-Reg's last stage
+        crop_pct=1.0 if TIMM_ARCHS[name].get('num_registers') else 0.875,
+        interpolation='bicubic', fixed_input_size=False,
         mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
         first_conv='patch_embed.proj', classifier='head', custom_load=True,
         architecture=name, license='apache-2.0')
@@ -191,7 +193,8 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
             f'{name}: no ShuffleMamba ImageNet weights were ever released, so '
             'pretrained=True needs your own checkpoint: '
             "pretrained_cfg_overlay=dict(file='PATH') (any layout this package reads), "
-            "or checkpoint_path='PATH' for a file of exactly this model. Pretrain one "
+            "or checkpoint_path='PATH' for a file of exactly this model (timm's loader, "
+            'which takes the EMA weights of a file that has them). Pretrain one '
             'with configs/pretrain (see README).')
     for key, why in (('features_only', 'use the mmseg / mmdet backbones ShuffleMamba '
                       '(out_indices) or ShuffleMambaAdapter for feature maps'),

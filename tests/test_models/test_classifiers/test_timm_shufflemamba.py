@@ -133,6 +133,29 @@ def test_state_dict_is_the_official_layout(name, fmt, rms):
         {k: tuple(v.shape) for k, v in official.items()}
 
 
+@pytest.mark.parametrize('name,config', [
+    ('shufflemamba_m_patch16_224', 'shufflemamba-m_8xb256-300e_in1k.py'),
+    ('shufflemamba_b_patch16_224', 'shufflemamba-b_8xb256-300e_in1k.py'),
+    ('shufflemamba_l1_patch16_224', 'shufflemamba-l1_8xb128-200e_in1k.py'),
+    ('shufflemamba_reg_b_patch16_224', 'shufflemamba-reg-b_8xb64-20e_in1k-224px-ft.py'),
+    ('shufflemamba_reg_l2_patch16_224', 'shufflemamba-reg-l2_8xb64-20e_in1k-224px-ft.py'),
+])
+def test_pretrained_cfg_evaluates_as_the_recipe(name, config):
+    """timm's eval transform (resolve_data_config) crops as the row's pretraining
+    config tests: short side to 224 / crop_pct, then the 224 centre crop."""
+    import os.path as osp
+    from mmengine.config import Config
+    root = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+    cfg = Config.fromfile(osp.join(root, 'configs', 'pretrain', config))
+    resize, crop = [t for t in cfg.test_dataloader.dataset.pipeline
+                    if t.type in ('ResizeEdge', 'CenterCrop')]
+    model = timm.create_model(name, arch=dict(embed_dims=32, num_layers=2))
+    data = timm.data.resolve_data_config({}, model=model)
+    assert data['input_size'] == (3, crop.crop_size, crop.crop_size)
+    assert int(crop.crop_size / data['crop_pct']) == resize.scale
+    assert data['interpolation'] == resize.interpolation == 'bicubic'
+
+
 def test_create_model_kwargs_reach_the_model():
     m = timm.create_model(PLAIN, embed_dims=D, num_layers=4, img_size=64, num_classes=7,
                           drop_path_rate=0.3, shuffle_rate=0.4, in_chans=1, kernel='torch')
