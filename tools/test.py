@@ -137,12 +137,15 @@ def output_metric(cfg, out: str):
 
 def show_predictions(cfg, show_dir: str) -> None:
     """``--show-dir``: the visualization hook paints every test image, as the
-    frameworks' own test tools set it (mmdet's hook names its files by image; mmseg's
-    writes through the visualizer into ``show_dir``)."""
+    frameworks' own test tools set it (mmdet's and mmpretrain's hooks name their files
+    by image; mmseg's writes through the visualizer into ``show_dir``)."""
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise ConfigError('--show-dir needs a visualization hook in default_hooks, as '
                           "mmseg's and mmdet's default runtimes define")
+    if cfg.get('default_scope') == 'mmpretrain':  # its hook: enable / out_dir
+        hook.update(enable=True, interval=1, show=False, out_dir=show_dir)
+        return
     hook.update(draw=True, interval=1, show=False)
     if cfg.get('default_scope') == 'mmdet':
         hook['test_out_dir'] = show_dir

@@ -11,6 +11,7 @@ import glob
 import logging
 import os
 import os.path as osp
+import re
 import time
 from typing import Any, List, Optional, Sequence
 
@@ -18,6 +19,7 @@ import torch
 import torch.distributed as dist
 from mmengine.logging import print_log
 
+from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
 
 # the threads a gloo process group runs (ProcessGroupGloo workers, TCP event loop)
@@ -98,7 +100,7 @@ def prepare_runtime(cfg, launcher: str) -> None:
                                    'with torchrun (tools/dist_train.sh does).')
         dist.init_process_group(backend='gloo')
     # what the run uses, in the config the runner dumps (the configs say 'nccl')
-    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    cfg.merge_from_dict({'env_cfg.dist_cfg.backend': 'gloo'})
     cfg.model_wrapper_cfg = dict(cfg.get('model_wrapper_cfg', None) or
                                  dict(type='MMDistributedDataParallel'), device_ids=None)
 
@@ -292,18 +294,37 @@ def add_training_hooks(cfg, finite_check: bool = True) -> List[str]:
     return added
 
 
+def _reason(error: BaseException) -> str:
+    """The error's message; of one re-raised from a DataLoader worker ("Caught DataError
+    in DataLoader worker process 0. Original Traceback ..."), the worker's message
+    without its traceback."""
+    text = str(error)
+    if text.startswith('Caught ') and 'Original Traceback' in text:
+        ends = [m.end() for m in re.finditer(
+            rf'^(?:[\w.]+\.)?{type(error).__name__}: ', text, re.M)]
+        if ends:
+            return text[ends[-1]:].strip()
+    return text
+
+
 def stop_message(error: BaseException, tool: str = '') -> str:
     """What a tool prints when a check stopped it (:class:`CheckpointFitError`,
-    ``NonFiniteTrainingError``): the report on rank 0 (or a single process), one line
-    on the other ranks of a distributed job (every rank reached the same verdict)."""
+    ``NonFiniteTrainingError``, a data or config error): the report on rank 0 (or a
+    single process), one line on the other ranks of a distributed job (every rank
+    reached the same verdict); a data error, which one rank meets in its share of the
+    data, in full on every rank."""
     prefix = f'{tool}: ' if tool else ''
     rank = int(os.environ.get('RANK', '0') or 0)
     if isinstance(error, NonFiniteTrainingError):  # the hook logged the details
         first = str(error).split('. ')[0]
         return f'{prefix}{first}.' if rank == 0 else f'[rank {rank}] {prefix}stopped.'
+    reason = _reason(error)
+    if isinstance(error, DataError):
+        return (f'[rank {rank}] ' if os.environ.get('WORLD_SIZE', '1') != '1' else '') + \
+            f'{prefix}{reason}'
     if rank != 0:
-        return f'[rank {rank}] {prefix}stopped: {str(error).splitlines()[0]}'
-    return f'{prefix}{error}'
+        return f'[rank {rank}] {prefix}stopped: {reason.splitlines()[0]}'
+    return f'{prefix}{reason}'
 
 
 def log_kernels(device: Optional[str] = None, logger: str = 'current') -> dict:

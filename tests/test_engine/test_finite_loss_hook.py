@@ -228,6 +228,26 @@ def test_stop_message_is_the_first_sentence():
         'loss_main=nan.'
 
 
+def test_stop_message_of_a_data_error_from_a_loader_worker(monkeypatch):
+    """A DataError raised in a DataLoader worker reaches the tool wrapped in the worker's
+    traceback: the message is the worker's reason, without the traceback, in full on
+    the rank that met it (a data error is one rank's, not every rank's verdict)."""
+    from torch._utils import ExceptionWrapper
+    from mmplugin_shufflemamba.datasets.data_checks import DataError
+    reason = 'a.png: label values {199} outside [0, 150) and not the ignore index 255'
+    try:
+        raise DataError(reason)
+    except DataError:
+        wrapped = ExceptionWrapper(where='in DataLoader worker process 0')
+    with pytest.raises(DataError) as e:
+        wrapped.reraise()
+    assert 'Original Traceback' in str(e.value)
+    assert stop_message(e.value, 'tools/train.py') == f'tools/train.py: {reason}'
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    assert stop_message(e.value, 'tools/train.py') == f'[rank 1] tools/train.py: {reason}'
+
+
 # --------------------------------------------------------------- tools/train.py's hooks
 def names(cfg):
     return [h['type'] if isinstance(h, dict) else type(h).__name__ for h in cfg.custom_hooks]

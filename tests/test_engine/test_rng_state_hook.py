@@ -1,5 +1,8 @@
 """RNGStateHook with two ranks (gloo, two processes): each rank resumes its own
 generator, although only rank 0 writes the checkpoint."""
+import random
+
+import numpy as np
 import pytest
 import torch
 import torch.distributed as torch_dist
@@ -100,7 +103,7 @@ def test_load_from_does_not_continue_the_generator():
 
 class _Noisy(BaseModel):
     """A model that draws from torch's generator in training, as drop path and the
-    layer shuffle do."""
+    layer shuffle do, and from numpy's and Python's, as mmpretrain's Mixup / CutMix."""
 
     def __init__(self):
         super().__init__()
@@ -108,7 +111,8 @@ class _Noisy(BaseModel):
 
     def forward(self, x, mode='loss'):
         if mode == 'loss':
-            return dict(loss=((self.w - torch.rand(4)) ** 2).sum())
+            noise = torch.rand(4) + np.random.rand() + random.random()
+            return dict(loss=((self.w - noise) ** 2).sum())
         return [x]
 
 

@@ -67,6 +67,12 @@ def test_plot_logs_joins_a_resumed_work_dirs_runs(tmp_path):
         (float(i), 20.0 + i) for i in range(5, 11)]
     assert series['mIoU'] == [(10.0, 2.0)]
     assert plot_logs.main([str(tmp_path / 'work'), '--out-dir', str(tmp_path / 'p')])
+    empty = tmp_path / 'empty' / '20260101_000000' / 'vis_data'
+    empty.mkdir(parents=True)
+    (empty / 'scalars.json').write_text('')
+    assert plot_logs.join_runs([plot_logs.load_scalars(str(empty / 'scalars.json'))]) == {}
+    with pytest.raises(SystemExit):  # "none of the usual keys", no traceback
+        plot_logs.main([str(tmp_path / 'empty'), '--out-dir', str(tmp_path / 'p')])
 
 
 def test_plot_logs_epoch_based_validation_at_the_epochs_last_iteration(tmp_path):

@@ -56,7 +56,9 @@ def join_runs(runs: List[Dict[str, List[Tuple[float, float]]]]
     trained = [r for r in runs if 'lr' in r] or runs[-1:]  # MMEngine logs lr when training
     joined: Dict[str, List[Tuple[float, float]]] = {}
     for run in trained:
-        start = min(x for points in run.values() for x, _ in points)
+        start = min((x for points in run.values() for x, _ in points), default=None)
+        if start is None:  # an empty log
+            continue
         joined = {k: [p for p in v if p[0] < start] for k, v in joined.items()}
         for key, points in run.items():
             joined[key] = joined.get(key, []) + points

@@ -1,11 +1,14 @@
-"""Resume a training run exactly where it stopped: the torch random number generators
-(drop path, ShuffleMamba's layer shuffle) of every rank, which MMEngine's checkpoints do
-not hold. ``tools/train.py`` adds it to every training run; see
+"""Resume a training run exactly where it stopped: the random number generators of
+every rank (torch's: drop path, ShuffleMamba's layer shuffle; numpy's and Python's:
+mmpretrain's Mixup / CutMix, transforms run in the main process), which MMEngine's
+checkpoints do not hold. ``tools/train.py`` adds it to every training run; see
 docs/training_and_testing.md (how the training hooks and data checks work).
 """
 import logging
+import random
 from typing import Optional
 
+import numpy as np
 import torch
 from mmengine import dist
 from mmengine.hooks import CheckpointHook, Hook
@@ -17,20 +20,34 @@ KEY = 'rng_state'
 
 
 def _get_state() -> dict:
-    state = {'torch': torch.get_rng_state()}
+    """torch's CPU generator state, the current CUDA device's (the one this rank draws
+    on), numpy's and Python's, as tensors and numbers (the safe ``torch.load`` reads
+    them)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {'torch': torch.get_rng_state(),
+             'numpy': dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                           has_gauss=int(has_gauss), cached=float(cached)),
+             'python': dict(version=version, internal=torch.tensor(internal), gauss=gauss)}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+        state['cuda'] = torch.cuda.get_rng_state()
     return state
 
 
 def _set_state(state: dict) -> None:
     torch.set_rng_state(state['torch'])
+    if 'numpy' in state:  # (older checkpoints hold torch's only)
+        s = state['numpy']
+        np.random.set_state(('MT19937', s['keys'].numpy().astype(np.uint32), s['pos'],
+                             s['has_gauss'], s['cached']))
+    if 'python' in state:
+        s = state['python']
+        random.setstate((s['version'], tuple(s['internal'].tolist()), s['gauss']))
     cuda = state.get('cuda')
     if cuda is not None and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        else:  # another number of GPUs: the current device's generator only
-            torch.cuda.set_rng_state(cuda[min(torch.cuda.current_device(), len(cuda) - 1)])
+        if isinstance(cuda, (list, tuple)):  # an older checkpoint: every device's state
+            cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)]
+        torch.cuda.set_rng_state(cuda)
 
 
 def _own_state(saved: dict) -> dict:
@@ -39,9 +56,14 @@ def _own_state(saved: dict) -> dict:
     rank r mod n, said once (the runs' draws then differ from the uninterrupted one's).
     A checkpoint of one state (older ones) gives it to every rank."""
     states = saved.get('ranks')
-    if states is None:
-        return saved
     rank, world = dist.get_rank(), dist.get_world_size()
+    if states is None:  # an older checkpoint: one state
+        if world > 1:
+            print_log('RNGStateHook: the checkpoint holds one generator state (an older '
+                      'version saved rank 0\'s only): every rank continues it, so ranks '
+                      'that drew differently (randomness.diff_rank_seed) now draw alike.',
+                      logger='current', level=logging.WARNING)
+        return saved
     if len(states) != world:
         print_log(f'RNGStateHook: the checkpoint holds the generator states of '
                   f'{len(states)} ranks, this run has {world}: rank r continues saved '
@@ -73,14 +95,15 @@ class _RestoreBeforeFetch:
 def _checkpoint_due(runner, by_epoch: bool) -> bool:
     """Whether the runner's CheckpointHook saves at the end of this iteration (or epoch,
     ``by_epoch``): its own rule (interval from ``save_begin``, or the last one)."""
-    for hook in runner.hooks:
-        if isinstance(hook, CheckpointHook) and hook.by_epoch == by_epoch:
-            if by_epoch:
-                return bool(hook.every_n_epochs(runner, hook.interval, hook.save_begin) or
-                            (hook.save_last and hook.is_last_train_epoch(runner)))
-            return bool(hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or
-                        (hook.save_last and hook.is_last_train_iter(runner)))
-    return False
+    def due(hook) -> bool:
+        if by_epoch:
+            return bool(hook.every_n_epochs(runner, hook.interval, hook.save_begin) or
+                        (hook.save_last and hook.is_last_train_epoch(runner)))
+        return bool(hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or
+                    (hook.save_last and hook.is_last_train_iter(runner)))
+
+    return any(due(hook) for hook in runner.hooks
+               if isinstance(hook, CheckpointHook) and hook.by_epoch == by_epoch)
 
 
 @HOOKS.register_module()
