@@ -141,6 +141,8 @@ def convert_classifier(args, sd, entry, fmt):
                 opt_out='--allow-nonfinite')
         except NoEMAWeightsError:
             ema, ema_entry = None, None
+        if ema_entry == entry:  # one set of weights (e.g. a converted file): no pair
+            ema, ema_entry = None, None
         meta.update(weights='raw' + (' and ema' if ema is not None else ''),
                     ema_entry=ema_entry)
         torch.save(dict(model=sd, model_ema=ema, args=argparse.Namespace(model=name),

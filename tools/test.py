@@ -15,7 +15,8 @@ loads NaN / inf weights.
 them: for a segmentation config a directory of label PNGs (``IoUMetric``'s
 ``output_dir``), otherwise a ``.pkl`` file (mmdet's ``DumpDetResults``, MMEngine's
 ``DumpResults``). ``--show-dir``: the test images with their predictions painted on
-(mmseg's: under DIR/vis_data; mmdet's: under the work dir's DIR, by image name).
+(mmseg's: under DIR/vis_data; mmdet's: under the work dir's DIR; mmpretrain's: under
+DIR; both by image name).
 
 ``--tta``: multi-scale + flip testing (the paper's "MS" mIoU) with the framework's
 test-time-augmentation model: the config's ``tta_model`` (mmseg's ``SegTTAModel``,
@@ -142,7 +143,7 @@ def show_predictions(cfg, show_dir: str) -> None:
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise ConfigError('--show-dir needs a visualization hook in default_hooks, as '
-                          "mmseg's and mmdet's default runtimes define")
+                          "mmseg's, mmdet's and mmpretrain's default runtimes define")
     if cfg.get('default_scope') == 'mmpretrain':  # its hook: enable / out_dir
         hook.update(enable=True, interval=1, show=False, out_dir=show_dir)
         return

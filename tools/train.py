@@ -7,9 +7,11 @@
 
 --amp: on GPUs MMEngine's AmpOptimWrapper (float16 with dynamic loss scaling by default,
 or bfloat16); without CUDA bfloat16 CPU autocast (CPUAmpOptimWrapper; float16 is refused
-with an explanation). --resume continues a run exactly: weights, optimizer, schedulers,
-iteration, and (RNGStateHook) torch's generator, so that a resumed run ends where an
-uninterrupted one does.
+with an explanation). --resume continues a run: weights, optimizer, schedulers,
+iteration, the seed it was trained with (where the config fixes none) and
+(RNGStateHook) every rank's torch, numpy and Python generators, so that a resumed run
+ends where an uninterrupted one does; docs/training_and_testing.md says where it cannot
+(data workers kept across epochs).
 
 Loading is strict: before training, every rank compares the checkpoint of --resume or of
 the config's ``load_from`` with the model (keys and shapes) and refuses NaN / inf
@@ -37,7 +39,7 @@ from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import amp_optim_
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
 from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, apply_resume,
                                          load_config, log_kernels, prepare_runtime,
-                                         shutdown_distributed, stop_message,
+                                         resume_seed, shutdown_distributed, stop_message,
                                          warn_random_backbone)
 from mmplugin_shufflemamba.utils.cli import existing_file, key_value
 
@@ -96,6 +98,7 @@ def train(args) -> None:
                                                   cfg.get('default_scope'))
     add_training_hooks(cfg, finite_check=not args.no_finite_check)
     apply_resume(cfg, args.resume)
+    resume_seed(cfg)
     warn_random_backbone(cfg)
     prepare_runtime(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)

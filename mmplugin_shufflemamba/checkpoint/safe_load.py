@@ -52,9 +52,18 @@ def checkpoint_safe_globals():
         ser.add_safe_globals(before + [g for g in now if g not in added and g not in before])
 
 
-def safe_torch_load(filename, map_location=None):
-    """``torch.load(weights_only=True)`` that accepts MMEngine / official checkpoints."""
+def safe_torch_load(filename, map_location=None, mmap: bool = False):
+    """``torch.load(weights_only=True)`` that accepts MMEngine / official checkpoints;
+    ``mmap`` maps a file's tensors instead of reading them (a file of torch's zip
+    format; others are read)."""
     with checkpoint_safe_globals():
+        if mmap:
+            try:
+                return torch.load(filename, map_location=map_location, weights_only=True,
+                                  mmap=True)
+            except RuntimeError as e:
+                if 'mmap' not in str(e):
+                    raise
         return torch.load(filename, map_location=map_location, weights_only=True)
 
 

@@ -5,7 +5,8 @@ from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
 from .runtime import (ConfigError, add_training_hooks, apply_resume, check_label_classes,
                       latest_checkpoint, load_config, log_kernels, prepare_runtime,
-                      shutdown_distributed, stop_message, warn_random_backbone)
+                      resume_seed, shutdown_distributed, stop_message,
+                      warn_random_backbone)
 
 #: the errors with which the tools' checks stop a run (printed without a traceback): a
 #: checkpoint that does not fit or is not there, a diverged run, a config or data problem
@@ -14,6 +15,6 @@ STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, Conf
 
 __all__ = [
     'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume', 'check_label_classes',
-    'latest_checkpoint', 'load_config', 'log_kernels', 'prepare_runtime',
+    'latest_checkpoint', 'load_config', 'log_kernels', 'prepare_runtime', 'resume_seed',
     'shutdown_distributed', 'stop_message', 'warn_random_backbone'
 ]

@@ -193,6 +193,29 @@ def apply_resume(cfg, resume: Optional[str]) -> None:
         cfg.load_from = latest if latest is not None else cfg.get('load_from')
 
 
+def resume_seed(cfg) -> Optional[int]:
+    """For a resume from a local file where the config fixes no seed: set
+    ``cfg.randomness.seed`` to the seed the run was trained with (its ``meta['seed']``)
+    and return it. MMEngine restores that seed only after it built the data loaders,
+    whose sampler order and workers' seeds it decides: the resumed run would see
+    another data order than the uninterrupted one."""
+    randomness = cfg.get('randomness') or {}
+    path = cfg.get('load_from')
+    if not cfg.get('resume') or randomness.get('seed') is not None or not path \
+            or not osp.isfile(str(path)):
+        return None
+    from ..checkpoint.safe_load import safe_torch_load
+    meta = safe_torch_load(str(path), 'cpu', mmap=True).get('meta')
+    seed = meta.get('seed') if isinstance(meta, dict) else None
+    if isinstance(seed, int):
+        cfg.randomness = dict(randomness, seed=seed)
+        print_log(f"Resuming with the seed the run was trained with ({seed}, meta['seed'] "
+                  f'of {path}; the config sets none), so the data order is its own.',
+                  logger='current')
+        return seed
+    return None
+
+
 def warn_random_backbone(cfg) -> bool:
     """Log a warning (and return True) when a dense-prediction config trains its
     ShuffleMamba backbone from random weights: no ``init_cfg`` on the backbone and no

@@ -92,10 +92,10 @@ def test_train_amp_float16_without_gpu_is_a_clear_error():
     assert run.returncode == 2 and 'needs a GPU' in run.stderr, run.stderr[-2000:]
 
 
-def train(work, data_root, iters, ckpt_interval, extra=(), env=None):
+def train(work, data_root, iters, ckpt_interval, extra=(), env=None, options=()):
     opts = tiny_overrides(data_root, iters) + [
         f'default_hooks.checkpoint.interval={ckpt_interval}',
-        'default_hooks.checkpoint.max_keep_ckpts=-1']
+        'default_hooks.checkpoint.max_keep_ckpts=-1', *options]
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), CONFIG, '--work-dir',
            str(work)] + list(extra) + ['--cfg-options'] + opts
     env = dict(os.environ, OMP_NUM_THREADS='1', **(env or {}))
@@ -159,6 +159,25 @@ def test_resume_ends_like_an_uninterrupted_run(data_root, tmp_path, amp):
     c = load(control / 'iter_6.pth')
     assert any(not torch.equal(a['state_dict'][k], c['state_dict'][k])
                for k in a['state_dict']), 'the generator state made no difference'
+
+
+@pytest.mark.slow
+def test_resume_without_a_seed_in_the_config_keeps_the_data_order(data_root, tmp_path):
+    """A config without randomness.seed (the zoo configs): MMEngine draws one, and
+    restores it on resume only after it built the sampler; tools/train.py resumes with
+    the checkpoint's seed, so the resumed run trains on the same batches."""
+    options = ['randomness.seed=None']
+    full = tmp_path / 'full'
+    train(full, data_root, 4, 2, options=options)
+    resumed = tmp_path / 'resumed'
+    resumed.mkdir()
+    shutil.copy(full / 'iter_2.pth', resumed / 'iter_2.pth')
+    log = train(resumed, data_root, 4, 2, ['--resume', str(resumed / 'iter_2.pth')],
+                options=options)
+    seed = load(full / 'iter_2.pth')['meta']['seed']
+    assert f'Resuming with the seed the run was trained with ({seed}' in log, log[-3000:]
+    assert_same_tree(load(full / 'iter_4.pth')['state_dict'],
+                     load(resumed / 'iter_4.pth')['state_dict'], 'state_dict')
 
 
 def test_cpu_amp_refuses_detectors(monkeypatch, tmp_path):

@@ -67,12 +67,14 @@ def test_dist_pretrain_then_finetune(tmp_path):
 
     out = str(tmp_path / 'pred.pkl')
     log = run_test_tool(PRETRAIN, ckpt, tmp_path, env, pretrain_overrides(in1k, 4),
-                        ['--out', out])
+                        ['--out', out, '--show-dir', str(tmp_path / 'vis')])
     m = re.search(r'accuracy/top1: ([0-9.]+)', log)
     assert m, log[-3000:]
     assert 0.0 <= float(m.group(1)) <= 100.0
     preds = mmengine.load(out)  # --out: MMEngine's DumpResults (a pickle)
     assert len(preds) == 8 and preds[0]['pred_score'].shape == (4,), preds[:1]
+    painted = list((tmp_path / 'vis').rglob('*.png'))  # --show-dir: mmpretrain's hook
+    assert len(painted) == 8, painted
 
     # Fine-tune the segmentation config from the classifier's checkpoint, as is: the
     # cls token is dropped and the 8x8 position grid resized to 16x16 (128 px, patch 8).

@@ -73,11 +73,13 @@ def _own_state(saved: dict) -> dict:
 
 
 class _RestoreBeforeFetch:
-    """An iteration-based loop's data iterator that calls ``restore`` just before the
-    fetch of batch ``skip`` (0-based: the first one after the ``skip`` it replays)."""
+    """Stands in for an iteration-based loop's data iterator until the fetch of batch
+    ``loop.iter`` (the first one after those it replays): calls ``restore`` just
+    before it and gives the loop its iterator back."""
 
-    def __init__(self, iterator, skip: int, restore) -> None:
-        self._iterator, self._skip, self._restore = iterator, skip, restore
+    def __init__(self, loop, restore) -> None:
+        self._loop, self._iterator = loop, loop.dataloader_iterator
+        self._skip, self._restore = loop.iter, restore
 
     def __iter__(self):
         return self
@@ -85,11 +87,9 @@ class _RestoreBeforeFetch:
     def __next__(self):
         if self._skip == 0:
             self._restore()
+            self._loop.dataloader_iterator = self._iterator
         self._skip -= 1
         return next(self._iterator)
-
-    def __getattr__(self, name):
-        return getattr(self._iterator, name)
 
 
 def _checkpoint_due(runner, by_epoch: bool) -> bool:
@@ -122,8 +122,8 @@ class RNGStateHook(Hook):
         self._gathered: Optional[tuple] = None  # (runner.iter, a state per rank)
 
     def _gather(self, runner, state: Optional[dict] = None) -> None:
-        if dist.get_world_size() > 1:  # a collective: every rank calls it
-            self._gathered = (runner.iter, dist.all_gather_object(state or _get_state()))
+        # a collective where there are ranks: every rank calls it, at the same point
+        self._gathered = (runner.iter, dist.all_gather_object(state or _get_state()))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
@@ -142,8 +142,8 @@ class RNGStateHook(Hook):
         # rank 0 only (Runner.save_checkpoint is master_only)
         if self._gathered is not None and self._gathered[0] == runner.iter:
             states = self._gathered[1]
-        else:  # one process, or a checkpoint nothing announced: this rank's state (as
-            # it was before a validation, which the training continues from)
+        else:  # a checkpoint nothing announced: this rank's state (as it was before a
+            # validation, which the training continues from)
             states = [self._before_val or _get_state()]
         checkpoint[KEY] = dict(ranks=states)
 
@@ -165,8 +165,7 @@ class RNGStateHook(Hook):
         if isinstance(loop, EpochBasedTrainLoop):
             self._restore()
         elif isinstance(loop, IterBasedTrainLoop):
-            loop.dataloader_iterator = _RestoreBeforeFetch(loop.dataloader_iterator,
-                                                           loop.iter, self._restore)
+            loop.dataloader_iterator = _RestoreBeforeFetch(loop, self._restore)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         if self._pending is not None:  # another kind of loop
