@@ -112,7 +112,9 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
         lines.append(f'missing in the checkpoint: {len(missing)} of {counted} model '
                      f'tensors, in {_group(missing)}; e.g. {_examples(missing)}')
     if unexpected:
-        lines.append(f'unexpected (not in the model): {len(unexpected)} tensors, in '
+        kind = 'tensors' if all(isinstance(sd[k], torch.Tensor) for k in unexpected) \
+            else 'entries'
+        lines.append(f'unexpected (not in the model): {len(unexpected)} {kind}, in '
                      f'{_group(unexpected)}; e.g. {_examples(unexpected)}')
     if shapes:
         pairs = [f'{k}: checkpoint {list(a)} vs model {list(b)}' for k, a, b in shapes]
