@@ -31,7 +31,7 @@ RMS, LN = 'RMSNorm', 'LN'
 _B = dict(arch='b', norm=RMS, tokens=('cls', ), img=224, batch=256, lr=1e-3,
           betas=(0.9, 0.95), wd=0.1, epochs=300, warmup=20, min_lr=5e-6, warmup_lr=5e-7,
           drop_path=0.5, ssr=0.5, schedule='linear', shuffle_cls=True, ema=1e-4, clip=3.0,
-          mix=True, smooth=0.1, sampler='DefaultSampler', init=None, test_img=224,
+          mix=True, smooth=0.1, sampler='RepeatAugSampler', init=None, test_img=224,
           crop_ratio=0.875)
 _REG_B1 = dict(_B, tokens=('reg', 12, 4), img=128, test_img=128, batch=128, lr=1e-3,
                betas=(0.9, 0.999), wd=0.05, warmup=5, min_lr=1e-5, warmup_lr=1e-6,
@@ -39,7 +39,7 @@ _REG_B1 = dict(_B, tokens=('reg', 12, 4), img=128, test_img=128, batch=128, lr=1
                sampler='RepeatAugSampler')
 _REG_B2 = dict(_REG_B1, img=224, test_img=224, lr=4e-4, epochs=100, drop_path=0.4,
                init='reg-b_8xb128-300e_in1k-128px')
-_REG_B3 = dict(_REG_B2, batch=64, lr=1e-5, wd=0.1, epochs=20, ema=1e-4, smooth=0.1,
+_REG_B3 = dict(_REG_B2, batch=64, lr=1e-5, wd=0.1, epochs=20, ema=4e-5, smooth=0.1,
                sampler='DefaultSampler', init='reg-b_8xb128-100e_in1k-224px',
                crop_ratio=1.0)
 
