@@ -38,7 +38,8 @@ from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS
 from mmplugin_shufflemamba.checkpoint import (CHECKPOINT_FORMATS, CheckpointError,
                                                 NoEMAWeightsError, convert_to_backbone,
                                                 describe_state_dict, official_to_mmpretrain,
-                                                read_backbone_weights)
+                                                read_backbone_weights, read_named,
+                                                recorded_grid)
 from mmplugin_shufflemamba.utils.cli import int_at_least
 
 
@@ -160,10 +161,11 @@ def convert_classifier(args, sd, entry, fmt):
 
 def main(argv=None):
     args = parse_args(argv)
-    sd, entry, fmt = read_backbone_weights(args.src, use_ema=args.use_ema,
+    ckpt, _ = read_named(args.src)
+    sd, entry, fmt = read_backbone_weights(ckpt, use_ema=args.use_ema,
                                            ckpt_format=args.format,
                                            allow_nonfinite=args.allow_nonfinite,
-                                           opt_out='--allow-nonfinite')
+                                           opt_out='--allow-nonfinite', source=args.src)
     if args.to != 'backbone':
         return convert_classifier(args, sd, entry, fmt)
     grid = None
@@ -176,7 +178,8 @@ def main(argv=None):
                              f'e.g. --img-size {max(patch, args.img_size // patch * patch)}')
         grid = (args.img_size // patch, args.img_size // patch)
     converted, summary = convert_to_backbone(sd, fmt, args.num_registers, grid,
-                                             keep_neck=args.keep_neck)
+                                             keep_neck=args.keep_neck,
+                                             source_grid=recorded_grid(ckpt))
     meta = dict(shufflemamba_format='mmplugin', weights='ema' if args.use_ema else 'raw',
                 source=args.src, entry=entry, source_format=summary['format'],
                 **{k: v for k, v in summary.items() if k not in ('dropped', 'format')},

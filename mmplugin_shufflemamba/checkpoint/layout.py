@@ -11,6 +11,7 @@ import torch
 
 from ..models.layers import resize_pos_embed
 from .files import CheckpointError, is_mmengine_checkpoint, own_meta
+from .saved_config import saved_config_value
 
 CHECKPOINT_FORMATS = ('auto', 'shufflemamba', 'videomamba', 'vim', 'reg', 'mmplugin')
 #: Classification-only modules of the published checkpoints, dropped for the backbone
@@ -51,6 +52,41 @@ def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
         return 'mmplugin', "MMEngine 'meta' (a model trained in this framework)"
     return None, (f'{where}={name!r} is not a known factory name' if name
                   else 'no args.model, no MMEngine meta, no shufflemamba_format marker')
+
+
+def _pair(value) -> Optional[Tuple[int, int]]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    return None
+
+
+#: The backbones whose saved config gives their position grid (img_size / patch_size,
+#: defaults 224 / 16).
+_GRID_BACKBONES = ('ShuffleMamba', 'ShuffleMambaAdapter')
+
+
+def recorded_grid(ckpt: object) -> Optional[Tuple[int, int]]:
+    """The (H, W) grid of the position embedding a file in this project's layout was
+    saved with, where the file says: the conversion marker's ``target_grid``
+    (tools/convert_checkpoint.py), else the backbone's ``img_size`` / ``patch_size`` in
+    an MMEngine checkpoint's saved config; None otherwise."""
+    own = own_meta(ckpt)
+    if own:
+        return _pair(own.get('target_grid'))
+    if not is_mmengine_checkpoint(ckpt) or not isinstance(ckpt['meta'].get('cfg'), str):
+        return None
+    model = saved_config_value(ckpt['meta']['cfg'], 'model')
+    backbone = model.get('backbone') if isinstance(model, dict) else None
+    if not isinstance(backbone, dict) or \
+            str(backbone.get('type', '')).split('.')[-1] not in _GRID_BACKBONES:
+        return None
+    img, patch = _pair(backbone.get('img_size', 224)), _pair(backbone.get('patch_size', 16))
+    if img is None or patch is None or not all(patch):
+        return None
+    return img[0] // patch[0], img[1] // patch[1]
 
 
 def format_hint(ckpt: object) -> Optional[str]:
@@ -180,10 +216,14 @@ def detect_format(sd: Dict[str, torch.Tensor], hint: Optional[str] = None) -> st
 
 
 def _source_grid(num: int, fmt: str, patch_resolution: Optional[Tuple[int, int]],
-                 has_cls_token: bool = False) -> Tuple[int, int]:
-    """The (H, W) patch grid of a checkpoint's ``num`` patch positions: the model's own
-    grid for this project's layout (what its state_dict holds) when the count matches,
-    else a square grid (the published ImageNet layouts)."""
+                 has_cls_token: bool = False,
+                 recorded: Optional[Tuple[int, int]] = None) -> Tuple[int, int]:
+    """The (H, W) patch grid of a checkpoint's ``num`` patch positions: the grid the file
+    records (:func:`recorded_grid`) when the count matches, else the model's own grid for
+    this project's layout (what its state_dict holds) when the count matches, else a
+    square grid (the published ImageNet layouts)."""
+    if recorded is not None and recorded[0] * recorded[1] == num:
+        return tuple(recorded)
     if (fmt == 'mmplugin' and patch_resolution is not None
             and patch_resolution[0] * patch_resolution[1] == num):
         return tuple(patch_resolution)
@@ -214,7 +254,8 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
                         num_registers: int = 0,
                         patch_resolution: Optional[Tuple[int, int]] = None,
                         interpolate_mode: str = 'bicubic', logger=None,
-                        with_cls_token: bool = False, keep_neck: bool = False
+                        with_cls_token: bool = False, keep_neck: bool = False,
+                        source_grid: Optional[Tuple[int, int]] = None
                         ) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
     """Map a checkpoint state dict to :class:`ShuffleMamba`'s key layout.
 
@@ -229,6 +270,8 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
         logger: unused (kept for callers that pass the arguments by position).
         with_cls_token (bool): keep a cls-first checkpoint's cls token, in front.
         keep_neck (bool): keep Mamba-Reg's ``neck`` / ``norm_neck`` (``cls_reduce > 1``).
+        source_grid (tuple, optional): the (H, W) grid of the file's ``pos_embed`` where
+            the file records it (:func:`recorded_grid`); None infers it from the count.
 
     Returns:
         tuple: (converted state dict, summary dict).
@@ -304,7 +347,8 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
                f'backbone with num_registers={ckpt_regs} instead' if ckpt_regs else
                'checkpoint has no cls token: build the backbone with '
                'with_cls_token=False') + '.')
-    src_grid = _source_grid(patch_pos.shape[1], fmt, patch_resolution, 'cls_token' in sd)
+    src_grid = _source_grid(patch_pos.shape[1], fmt, patch_resolution, 'cls_token' in sd,
+                            source_grid)
     dst_grid = tuple(patch_resolution) if patch_resolution is not None else src_grid
     out['pos_embed'] = resize_pos_embed(patch_pos, src_grid, dst_grid, interpolate_mode)
     if with_cls_token:

@@ -14,7 +14,7 @@ from .files import (CHECKPOINT_ENTRIES, CheckpointError, check_finite, check_fla
 from .fit import compare_state_dicts
 from .layout import (CLASSIFIER_PREFIXES, backbone_prefixes, convert_to_backbone,
                      detect_format, format_evidence, is_mmpretrain_classifier,
-                     mmpretrain_to_official, strip_wrappers)
+                     mmpretrain_to_official, recorded_grid, strip_wrappers)
 
 
 #: What each entry of a checkpoint holds, for the log line.
@@ -103,7 +103,8 @@ def source_name(checkpoint: Union[str, dict]) -> str:
 def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = None,
                           map_location: str = 'cpu', use_ema: bool = False,
                           ckpt_format: str = 'auto', allow_nonfinite: bool = False,
-                          opt_out: str = 'allow_nonfinite=True'
+                          opt_out: str = 'allow_nonfinite=True',
+                          source: Optional[str] = None
                           ) -> Tuple[Dict[str, torch.Tensor], str, str]:
     """Read a checkpoint file, pick the state dict to convert and settle its format.
 
@@ -117,6 +118,8 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
             (:func:`format_evidence`, :func:`detect_format`). Defaults to 'auto'.
         allow_nonfinite (bool): warn on NaN / inf weights instead of refusing them.
         opt_out (str): how the user asks for ``allow_nonfinite`` (named in the refusal).
+        source (str, optional): how the messages name the checkpoint (a checkpoint
+            already read from that file); defaults to its path, or :data:`IN_MEMORY`.
 
     Returns:
         tuple: (state dict, name of the entry used, format to convert with).
@@ -126,7 +129,7 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
         raise TypeError(f"prefix must be a key prefix such as 'backbone.', got {prefix!r}")
     ckpt = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(
         checkpoint, map_location)
-    checkpoint = source_name(checkpoint)
+    checkpoint = source or source_name(checkpoint)
     sd, entry = select_state_dict(ckpt, use_ema, checkpoint)
     if prefix:
         p = prefix if prefix.endswith('.') else prefix + '.'
@@ -216,31 +219,45 @@ def load_pretrained_backbone(model, checkpoint: Union[str, dict], prefix: Option
     """
     if kwargs:
         raise TypeError(f'unsupported Pretrained init_cfg keys: {sorted(kwargs)}')
-    sd, entry, ckpt_format = read_backbone_weights(checkpoint, prefix, map_location,
-                                                   use_ema, ckpt_format, allow_nonfinite)
-    return load_backbone_state(model, sd, entry, ckpt_format, source_name(checkpoint),
-                               allow_nonfinite)
+    ckpt, source = read_named(checkpoint, map_location)
+    sd, entry, ckpt_format = read_backbone_weights(ckpt, prefix, map_location, use_ema,
+                                                   ckpt_format, allow_nonfinite,
+                                                   source=source)
+    return load_backbone_state(model, sd, entry, ckpt_format, source, allow_nonfinite,
+                               recorded_grid(ckpt))
 
 
-def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto'):
+def read_named(checkpoint: Union[str, dict], map_location: str = 'cpu'
+               ) -> Tuple[object, str]:
+    """``(the checkpoint object, how the messages name it)``: a file is read
+    (:func:`read_checkpoint`), a checkpoint in memory taken as it is."""
+    if isinstance(checkpoint, dict):
+        return checkpoint, source_name(checkpoint)
+    return read_checkpoint(checkpoint, map_location), checkpoint
+
+
+def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
+                source_grid: Optional[Tuple[int, int]] = None):
     """:func:`convert_to_backbone` to ``model``'s tokens, position grid and neck."""
     return convert_to_backbone(
         sd, ckpt_format, model.num_registers, model.patch_resolution,
         model.interpolate_mode, with_cls_token=getattr(model, 'with_cls_token', False),
-        keep_neck=getattr(model, 'cls_reduce', 1) > 1)
+        keep_neck=getattr(model, 'cls_reduce', 1) > 1, source_grid=source_grid)
 
 
 def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_format: str,
-                        source: str = '<checkpoint>', allow_nonfinite: bool = False
+                        source: str = '<checkpoint>', allow_nonfinite: bool = False,
+                        source_grid: Optional[Tuple[int, int]] = None
                         ) -> Dict[str, object]:
-    """Convert a state dict of :func:`read_backbone_weights` (:func:`convert_for`), load
-    it (:func:`load_into_backbone`) and log what was used."""
+    """Convert a state dict of :func:`read_backbone_weights` (:func:`convert_for`; the
+    grid the file records, :func:`recorded_grid`, as ``source_grid``), load it
+    (:func:`load_into_backbone`) and log what was used."""
     odd = non_tensor_values(sd)
     if odd:
         raise CheckpointError(f'{source}: values that are not tensors: {", ".join(odd[:4])}; '
                               'a state dict maps parameter names to tensors.')
     try:
-        converted, summary = convert_for(model, sd, ckpt_format)
+        converted, summary = convert_for(model, sd, ckpt_format, source_grid)
     except CheckpointError as e:
         raise CheckpointError(f'{source}: {e}') from None
     summary = load_into_backbone(model, converted, summary, source, allow_nonfinite, sd)
@@ -303,17 +320,18 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
     own = module.state_dict()
     whole = not prefix and any(k in sub and not isinstance(sub[k], torch.Tensor)
                                for k in CHECKPOINT_ENTRIES)
-    hint = None
+    hint = grid = None
     if whole:  # a whole training checkpoint passed as it is: its raw weights
-        hint = format_evidence(sub)[0]
+        hint, grid = format_evidence(sub)[0], recorded_grid(sub)
         try:
             sub, _ = select_state_dict(sub, filename='the checkpoint')
         except CheckpointError as e:
             raise CheckpointError(f'loading into {type(module).__name__}: {e}') from None
-    if _is_published_layout(sub, own, hint):
+    regrid = grid is not None and tuple(grid) != tuple(module.patch_resolution)
+    if regrid or _is_published_layout(sub, own, hint):
         fmt = 'auto' if hint is None else detect_format(sub, hint)
         try:
-            converted, summary = convert_for(module, sub, fmt)
+            converted, summary = convert_for(module, sub, fmt, grid)
         except CheckpointError as e:
             raise CheckpointError(
                 f'loading a published checkpoint into {type(module).__name__}: {e}' + (
@@ -333,5 +351,5 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
     state_dict.update((prefix + k, v) for k, v in sub.items())
 
 
-__all__ = ['read_backbone_weights', 'load_into_backbone', 'load_pretrained_backbone',
-           'load_backbone_state', 'published_layout_pre_hook']
+__all__ = ['read_backbone_weights', 'read_named', 'load_into_backbone',
+           'load_pretrained_backbone', 'load_backbone_state', 'published_layout_pre_hook']

@@ -151,12 +151,15 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         from mmengine.logging import print_log
 
         from ...checkpoint import load_backbone_state, read_backbone_weights
-        from ...checkpoint.loading import source_name
-        sd, entry, fmt = read_backbone_weights(checkpoint, use_ema=use_ema,
+        from ...checkpoint.layout import recorded_grid
+        from ...checkpoint.loading import read_named
+        ckpt, checkpoint = read_named(checkpoint)
+        sd, entry, fmt = read_backbone_weights(ckpt, use_ema=use_ema,
                                                ckpt_format=ckpt_format,
-                                               allow_nonfinite=allow_nonfinite)
-        checkpoint = source_name(checkpoint)
-        summary = load_backbone_state(self, sd, entry, fmt, checkpoint, allow_nonfinite)
+                                               allow_nonfinite=allow_nonfinite,
+                                               source=checkpoint)
+        summary = load_backbone_state(self, sd, entry, fmt, checkpoint, allow_nonfinite,
+                                      recorded_grid(ckpt))
         head = {k[len('head.'):]: v for k, v in sd.items() if k.startswith('head.')}
         own = self.head.state_dict()
         if head and own and all(k in head and head[k].shape == v.shape
