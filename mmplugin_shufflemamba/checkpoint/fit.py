@@ -13,6 +13,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 from .files import ema_hook_raw_weights, nonfinite_tensors, refuse_nonfinite
+from .layout import backbone_prefixes
 from .saved_config import checkpoint_origin, model_config_differences, saved_config_value
 
 #: the tools' switches that relax the check (named in the messages)
@@ -120,15 +121,21 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
         pairs = [f'{k}: checkpoint {list(a)} vs model {list(b)}' for k, a, b in shapes]
         lines.append(f'shape mismatch: {len(shapes)} tensors, in '
                      f"{_group([s[0] for s in shapes])}; e.g. {_examples(pairs, sep='; ')}")
+    init_cfg = ("model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...), not "
+                'load_from')
     if lines and entry != 'state_dict' and any(
             not isinstance(v, torch.Tensor) for v in sd.values()):
         top = sorted(map(str, ckpt))[:8]
         lines.insert(0, f"the file has no 'state_dict' entry (entries: {top}); an ImageNet "
-                     'backbone checkpoint loads through model.backbone.init_cfg='
-                     "dict(type='Pretrained', checkpoint=...), not load_from, and a "
+                     f'backbone checkpoint loads through {init_cfg}, and a '
                      'classifier in the official / timm layout evaluates with a '
                      'configs/pretrain config once converted: tools/convert_checkpoint.py '
                      'SRC DST --to mmpretrain')
+    elif lines and any(k.startswith('backbone.') for k in model_sd) and '' in \
+            backbone_prefixes({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}):
+        lines.insert(0, "the file holds a backbone alone (its 'patch_embed.*' and "
+                     "'layers.*' keys at the top, not under 'backbone.'): an ImageNet or "
+                     f'converted backbone checkpoint loads through {init_cfg}')
     details = dict(missing=missing, unexpected=unexpected, shapes=shapes,
                    nonfinite=nonfinite, notes=notes, origin=checkpoint_origin(ckpt),
                    entry=entry, total=sum(isinstance(v, torch.Tensor) for v in sd.values()))

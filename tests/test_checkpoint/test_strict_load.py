@@ -122,6 +122,36 @@ def test_imagenet_checkpoint_as_load_from_says_where_it_belongs():
         check_checkpoint_fit(Toy(), dict(model=OrderedDict(w=torch.zeros(1)), epoch=3))
 
 
+def test_a_backbone_file_as_load_from_says_where_it_belongs():
+    """A converted backbone file (or a bare ImageNet state dict) given as load_from: its
+    keys sit at the top, the model's under 'backbone.'."""
+    from mmplugin_shufflemamba.models.backbones import ShuffleMamba
+    backbone = ShuffleMamba(arch=dict(embed_dims=16, num_layers=1), img_size=32)
+
+    class Segmentor(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.backbone = ShuffleMamba(arch=dict(embed_dims=16, num_layers=1),
+                                         img_size=32)
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            return inputs
+
+    for ckpt in (dict(state_dict=backbone.state_dict(),
+                      meta=dict(shufflemamba_format='mmplugin')),
+                 backbone.state_dict()):
+        with pytest.raises(CheckpointFitError,
+                           match=r"(?s)holds a backbone alone.*'backbone\.'.*"
+                           r'model\.backbone\.init_cfg=.*not load_from'):
+            check_checkpoint_fit(Segmentor(), ckpt)
+    # Control: another backbone's keys at the top get no such line.
+    toy = Toy().state_dict()
+    with pytest.raises(CheckpointFitError) as info:
+        check_checkpoint_fit(Toy(), {k[len('backbone.'):]: v for k, v in toy.items()
+                                     if k.startswith('backbone.')})
+    assert 'backbone alone' not in str(info.value)
+
+
 def test_saved_config_parsing_executes_nothing():
     text = ("model = dict(type='X', depth=-2, dims=[1, 2], t=(3, 4), f=foo(1))\n"
             "import os\nwork_dir = os.getcwd()\n")
