@@ -32,6 +32,11 @@ _CONVERSION_MADE = (
     'overflow (in half precision, e.g. a position embedding resized past the fp16 '
     'maximum). Cast the checkpoint to float32 first, e.g. '
     '{k: v.float() for k, v in state_dict.items()}')
+#: Why a tensor finite after the conversion is not in the model's own dtype, and the fix.
+_PAST_MODEL_DTYPE = (
+    "The weights are finite: they exceed the range of the model's own dtype (e.g. "
+    "VideoMamba's doubled out_proj past the float16 maximum in a float16 model). Load "
+    'into the model in float32 and cast it afterwards')
 #: Top-level modules of ShuffleMambaAdapter that the plain backbone does not have.
 _ADAPTER_MODULES = ('spm', 'interactions', 'level_embed', 'up', 'norm1', 'norm2', 'norm3',
                     'norm4')
@@ -189,6 +194,11 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[
                          allow_nonfinite, 'allow_nonfinite=True')
     refuse_nonfinite(made, total, source, allow_nonfinite, 'allow_nonfinite=True',
                      cause=_CONVERSION_MADE)
+    narrower = {k: v.to(target[k].dtype) for k, v in converted.items()
+                if k not in bad and v.is_floating_point() and target[k].is_floating_point()
+                and v.dtype != target[k].dtype}
+    refuse_nonfinite(nonfinite_tensors(narrower), total, source, allow_nonfinite,
+                     'allow_nonfinite=True', cause=_PAST_MODEL_DTYPE)
     result = model.load_state_dict(converted, strict=False)
     own = set(model.state_dict()) - set(target)
     # Anything load_state_dict left out beyond the model's own (non-pretrained) keys

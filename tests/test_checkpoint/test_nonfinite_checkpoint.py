@@ -175,6 +175,22 @@ def test_videomamba_out_proj_doubles_exactly_past_the_fp16_maximum(tmp_path):
     assert torch.equal(m.layers[0].mixer.out_proj.weight, ref)
 
 
+def test_a_weight_past_the_models_dtype_is_refused_with_the_cast_to_make(tmp_path):
+    """The same file into a float16 model: the doubled 80000 does not fit float16. Refused
+    (not loaded as inf), naming the fix; the float32 load above is the control."""
+    sd = {k: v.half() for k, v in make_official_state_dict(seed=1).items()}
+    sd['layers.1.mixer.out_proj.weight'][0, 0] = 40000.0
+    path = str(tmp_path / 'videomamba.pth')
+    torch.save(dict(model=sd, args=argparse.Namespace(model='videomamba_middle')), path)
+    m = backbone().half()
+    with pytest.raises(CheckpointError, match=r'layers\.1\.mixer\.out_proj\.weight \(inf\)'
+                       r".*exceed the range of the model's own dtype.*in float32 and cast"):
+        load_pretrained_backbone(m, path)
+    m = backbone().half()
+    load_pretrained_backbone(m, path, allow_nonfinite=True)  # as asked: loaded, logged
+    assert torch.isinf(m.layers[1].mixer.out_proj.weight[0, 0])
+
+
 def at96():
     return ShuffleMamba(arch=dict(embed_dims=32, num_layers=3), img_size=96, patch_size=16,
                         out_indices=(0, 1, 2))

@@ -139,7 +139,8 @@ class ShuffleMambaEncoder(BaseModule):
 
         # Official schedule: block i gets ([0] + linspace(0, rate, L))[i]; the final
         # add before norm_f gets the full rate.
-        dpr = [0.0] + [float(x) for x in torch.linspace(0, drop_path_rate, self.num_layers)]
+        dpr = [0.0] + [float(x) for x in torch.linspace(0, drop_path_rate, self.num_layers,
+                                                        device='cpu')]
         mixer_cfg = dict(d_state=d_state, d_conv=d_conv, expand=expand, kernel=kernel)
         self.layers = nn.ModuleList([
             MambaBlock(D, mixer_cfg=mixer_cfg, norm_cfg=norm_cfg, drop_path=dpr[i])

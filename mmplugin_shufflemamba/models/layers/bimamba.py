@@ -27,7 +27,10 @@ def build_token_norm(norm_cfg: dict, num_features: int) -> nn.Module:
     norm_type = cfg.pop('type', 'LN')
     eps = cfg.pop('eps', 1e-5)
     if cfg:
-        raise ValueError(f'unsupported norm_cfg keys {sorted(cfg)} in {norm_cfg}')
+        raise ValueError(f'unsupported norm_cfg keys {sorted(cfg)} in {norm_cfg}: it takes '
+                         "'type' and 'eps' only")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f'norm_cfg eps must be a number > 0, got {eps!r} in {norm_cfg}')
     if norm_type in ('LN', 'LayerNorm'):
         return mark_no_weight_decay(nn.LayerNorm(num_features, eps=eps))
     if norm_type == 'RMSNorm':  # weight only, as in the Mamba-Reg checkpoints

@@ -28,7 +28,8 @@ def shuffle_probs(shuffle_rate: float, num_layers: int,
     schedule = check_choice('shuffle_schedule', schedule, SHUFFLE_SCHEDULES)
     if schedule == 'constant':
         return [0.0] + [shuffle_rate] * (num_layers - 1)
-    return [float(p) for p in torch.linspace(0, shuffle_rate, num_layers)]
+    # (on the CPU whatever the default device, e.g. a model built under 'meta')
+    return [float(p) for p in torch.linspace(0, shuffle_rate, num_layers, device='cpu')]
 
 
 def sample_permutation(prob: float, num_tokens: int, device: torch.device = None,

@@ -331,3 +331,33 @@ def test_a_second_init_weights_changes_nothing():
             m.pos_embed.fill_(1.0)
         m.init_weights()
         assert torch.all(m.pos_embed == 1.0), init_cfg
+
+
+def test_norm_cfg_eps_and_keys_are_checked():
+    for eps in (-1, 0, 'small', None, True):
+        with pytest.raises(ValueError, match=r"norm_cfg eps must be a number > 0, got"):
+            tiny(norm_cfg=dict(type='LN', eps=eps))
+    with pytest.raises(ValueError, match=r"unsupported norm_cfg keys \['requires_grad'\].*"
+                       r"'type' and 'eps' only"):
+        tiny(norm_cfg=dict(type='LN', requires_grad=True))
+    assert tiny(norm_cfg=dict(type='RMSNorm', eps=1e-6)).norm_f.eps == 1e-6
+
+
+def test_builds_on_the_meta_device_with_the_cpu_schedules():
+    """A deferred-initialisation build (parameters on 'meta'): the SLWS and drop-path
+    schedules are the CPU-built ones, and the model materialises and runs."""
+    from mmplugin_shufflemamba import ShuffleMambaAdapter
+    cfg = dict(arch=dict(embed_dims=32, num_layers=4), img_size=64, patch_size=16,
+               drop_path_rate=0.2, shuffle_rate=0.5)
+    ref = ShuffleMamba(**cfg)
+    with torch.device('meta'):
+        m = ShuffleMamba(**cfg)
+        ShuffleMambaAdapter(arch=dict(embed_dims=48, num_layers=4), img_size=64,
+                            interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]],
+                            deform_num_heads=4, drop_path_rate=0.1, shuffle_rate=0.5)
+    assert m.pos_embed.is_meta
+    assert m.layer_shuffle.probs == ref.layer_shuffle.probs
+    assert [repr(b.drop_path) for b in m.layers] == [repr(b.drop_path) for b in ref.layers]
+    m.to_empty(device='cpu')
+    m.init_weights()
+    assert m(torch.randn(1, 3, 64, 64))[0].shape == (1, 32, 4, 4)
