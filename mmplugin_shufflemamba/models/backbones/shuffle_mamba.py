@@ -72,7 +72,9 @@ class ShuffleMamba(ShuffleMambaEncoder):
         perms = self.draw_permutations(hidden.shape[1], hidden.device)
         residual, final, last = None, None, self.num_layers - 1
         feats: Dict[int, torch.Tensor] = {}
-        for i in range(self.num_layers):
+        # The blocks after the deepest out index change no output: not run.
+        stop = self.num_layers if self.out_cls else max(self.out_indices) + 1
+        for i in range(stop):
             hidden, residual = self.forward_blocks(hidden, residual, perms, i, i + 1)
             if i == last and self.final_norm and (i in self.out_indices or self.out_cls):
                 final = self.final_tokens(hidden, residual)  # one drop-path draw

@@ -361,3 +361,23 @@ def test_builds_on_the_meta_device_with_the_cpu_schedules():
     m.to_empty(device='cpu')
     m.init_weights()
     assert m(torch.randn(1, 3, 64, 64))[0].shape == (1, 32, 4, 4)
+
+
+def test_blocks_after_the_deepest_out_index_are_not_run():
+    m = tiny(out_indices=(1, 0)).eval()
+    ran = []
+    for i, block in enumerate(m.layers):
+        block.register_forward_hook(lambda *_, i=i: ran.append(i))
+    x = torch.randn(1, 3, 64, 64)
+    outs = m(x)
+    assert ran == [0, 1]
+    full = tiny(out_indices=(1, 0, 3)).eval()
+    full.load_state_dict(m.state_dict())
+    ref = full(x)
+    torch.testing.assert_close(outs, ref[:2], rtol=0, atol=0)  # the same features
+    ran.clear()
+    cls = tiny(out_indices=(0, ), with_cls_token=True, out_cls=True).eval()
+    for i, block in enumerate(cls.layers):
+        block.register_forward_hook(lambda *_, i=i: ran.append(i))
+    cls(x)
+    assert ran == [0, 1, 2, 3]  # the classification feature needs every block
