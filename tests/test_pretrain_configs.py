@@ -210,8 +210,11 @@ def test_pretrain_config_follows_the_recipe(name):
         for part in (bb.init_cfg, head.init_cfg):
             assert part.type == 'Pretrained' and row['init'] in part.checkpoint
         assert head.init_cfg.prefix == 'head'
-    else:
-        assert bb.get('init_cfg') is None
+        assert set(bb.init_cfg) == {'type', 'checkpoint'}  # nothing of stage 1's init
+    else:  # from scratch, as the official model file of the row
+        assert bb.init_cfg == dict(type='ShuffleMambaOfficialInit',
+                                   model='reg' if row['tokens'][0] == 'reg' else
+                                   'shufflemamba')
 
 
 def _without(cfg, backbone_keys=(), pipeline=False):

@@ -56,7 +56,10 @@ model = dict(
         out_cls=True,
         out_indices=(),
         drop_path_rate=0.5,
-        shuffle_rate=0.5),
+        shuffle_rate=0.5,
+        # From scratch as the official model (models_shuffle.py): every Linear
+        # truncated-normal with zero bias (dt_proj's included), the cls token zero.
+        init_cfg=dict(type='ShuffleMambaOfficialInit', model='shufflemamba')),
     neck=None,
     head=dict(
         type='LinearClsHead',

@@ -15,7 +15,8 @@ model = dict(
     backbone=dict(
         img_size=img_size,
         drop_path_rate=0.4,
-        init_cfg=dict(type='Pretrained', checkpoint=stage1_checkpoint)),
+        # _delete_: not merged into stage 1's ShuffleMambaOfficialInit
+        init_cfg=dict(_delete_=True, type='Pretrained', checkpoint=stage1_checkpoint)),
     # _delete_: not merged into the base's TruncNormal init (PretrainedInit takes only
     # checkpoint / prefix / map_location).
     head=dict(init_cfg=dict(_delete_=True, type='Pretrained', checkpoint=stage1_checkpoint,

@@ -35,7 +35,9 @@ model = dict(
         num_registers=num_registers,
         cls_reduce=cls_reduce,
         drop_path_rate=0.1,
-        shuffle_rate=0.1),
+        shuffle_rate=0.1,
+        # From scratch as the official model (models_reg.py): Mamba's mixer init.
+        init_cfg=dict(type='ShuffleMambaOfficialInit', model='reg')),
     head=dict(
         in_channels=num_registers * embed_dims // cls_reduce,
         loss=dict(_delete_=True, type='CrossEntropyLoss', loss_weight=1.0)),

@@ -15,7 +15,8 @@ stage2_checkpoint = 'work_dirs/shufflemamba-reg-b_8xb128-100e_in1k-224px/epoch_1
 bgr_mean = [103.53, 116.28, 123.675]
 
 model = dict(
-    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=stage2_checkpoint)),
+    backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained',
+                                checkpoint=stage2_checkpoint)),
     head=dict(
         loss=dict(_delete_=True, type='LabelSmoothLoss', label_smooth_val=0.1,
                   mode='original'),

@@ -5,7 +5,9 @@
 # schedule; the backbone is the segmentation quickstart's (width 96, 6 blocks, patch 8,
 # LayerNorm), so that its checkpoint fine-tunes there (the 8x8 position grid is resized
 # to 16x16 at load). The recipe's Mixup / CutMix / RandAugment / random erasing are
-# left out: on 800 tiny images and 400 iterations they only slow learning down.
+# left out: on 800 tiny images and 400 iterations they only slow learning down, and so
+# is the official initialisation (ShuffleMambaOfficialInit), which reaches top-1 33.5
+# here against 98.5 with the backbone's default one.
 _base_ = ['../pretrain/shufflemamba-b_8xb256-300e_in1k.py']
 
 data_root = 'data/synthetic_imagenet'
@@ -23,7 +25,8 @@ model = dict(
         patch_size=8,
         norm_cfg=dict(type='LN', eps=1e-5),
         drop_path_rate=0.1,
-        shuffle_rate=0.5),
+        shuffle_rate=0.5,
+        init_cfg=None),  # the default init (see the header)
     head=dict(num_classes=len(classes), in_channels=embed_dims),
     train_cfg=None)
 data_preprocessor = dict(num_classes=len(classes))

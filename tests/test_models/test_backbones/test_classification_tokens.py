@@ -387,6 +387,53 @@ def test_reset_parameters_initialises_the_tokens():
     assert m.cls_token.abs().sum() > 0 and m.pos_embed[:, 0].abs().sum() > 0
 
 
+def _std(t):
+    return float(t.detach().float().std())
+
+
+def test_official_init_follows_the_official_models():
+    """ShuffleMambaOfficialInit: models_shuffle.py's (cls token): segm_init_weights on
+    every Linear (std 0.02, zero biases, dt_proj's included), the cls token zero, then
+    Mamba's out_proj rescale; models_reg.py's (registers): Mamba's mixer init (dt_proj
+    bias = softplus^-1(dt), dt in [1e-3, 0.1]); both: LeCun-normal patch embedding. The
+    default init (no init_cfg) is the control: Mamba's mixers, torch's patch embedding."""
+    torch.manual_seed(0)
+    L, W = 4, 64
+
+    def build(init=None, **kw):
+        m = ShuffleMamba(arch=dict(embed_dims=W, num_layers=L), img_size=32,
+                         kernel='torch', init_cfg=init, **kw)
+        m.init_weights()
+        return m
+
+    plain = build(dict(type='ShuffleMambaOfficialInit', model='shufflemamba'),
+                  with_cls_token=True)
+    reg = build(dict(type='ShuffleMambaOfficialInit', model='reg'), num_registers=4)
+    default = build(with_cls_token=True)
+    mixer = plain.layers[1].mixer
+    assert not mixer.dt_proj.bias.any() and not mixer.dt_proj_b.bias.any()
+    assert not plain.cls_token.any() and _std(plain.pos_embed) > 0.012
+    for lin in (mixer.in_proj, mixer.x_proj, mixer.dt_proj, mixer.x_proj_b):
+        assert 0.017 < _std(lin.weight) < 0.023, lin
+    for m in (reg, default):
+        dt = torch.nn.functional.softplus(m.layers[1].mixer.dt_proj.bias.detach())
+        assert 0.99e-3 <= float(dt.min()) and float(dt.max()) <= 0.1 + 1e-6
+        assert float(dt.std()) > 0
+    assert _std(default.layers[1].mixer.in_proj.weight) > 0.05  # torch's kaiming-uniform
+    assert 0.012 < _std(reg.cls_token) < 0.03 and 0.012 < _std(reg.pos_embed_cls) < 0.03
+    fan_in = 3 * 16 * 16
+    for m in (plain, reg):
+        assert abs(_std(m.patch_embed.proj.weight) * fan_in ** 0.5 - 1) < 0.1
+        assert not m.patch_embed.proj.bias.any()
+    # torch's default (kaiming-uniform, a=sqrt(5)): std 1 / sqrt(3 fan_in)
+    assert abs(_std(default.patch_embed.proj.weight) * (3 * fan_in) ** 0.5 - 1) < 0.1
+    for m in (plain, reg, default):  # kaiming-uniform / sqrt(L): std 1 / sqrt(3 fan_in L)
+        w = m.layers[2].mixer.out_proj.weight
+        assert abs(_std(w) * (3 * w.shape[1] * L) ** 0.5 - 1) < 0.1
+    with pytest.raises(ValueError, match=r"model \(ShuffleMambaOfficialInit\) must be one of"):
+        build(dict(type='ShuffleMambaOfficialInit', model='vim'), with_cls_token=True)
+
+
 # ------------------------------------------------------------------- bad arguments
 @pytest.mark.parametrize('kw,exc,msg', [
     (dict(with_cls_token=True, num_registers=2), ValueError, 'pick one'),

@@ -1,0 +1,85 @@
+"""The official models' from-scratch initialisation, as an MMEngine initializer for the
+ImageNet pretraining configs: ``init_cfg=dict(type='ShuffleMambaOfficialInit',
+model='shufflemamba' | 'reg')`` (docs/backbone.md, "Initialisation")."""
+import math
+
+import torch
+import torch.nn as nn
+from mmengine.model.weight_init import BaseInit, trunc_normal_
+from mmengine.registry import WEIGHT_INITIALIZERS
+from timm.layers import lecun_normal_
+
+from ..layers.arg_checks import check_choice
+
+#: The official model files whose initialisation each choice follows.
+OFFICIAL_MODELS = ('shufflemamba', 'reg')
+
+
+def _linear_default(module: nn.Module) -> None:
+    """``segm_init_weights`` of the official files on one module."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def official_init(encoder: nn.Module, model: str = 'shufflemamba') -> None:
+    """Initialise a :class:`~.encoder.ShuffleMambaEncoder` (the backbone, the adapter's
+    core, the timm classifier) as the official model does from scratch.
+
+    ``'shufflemamba'`` (``models_shuffle.py``, the plain rows): every Linear
+    truncated-normal (std 0.02) with a zero bias, Mamba's ``dt_proj`` bias included, so
+    dt starts at softplus(0); the cls token zero. ``'reg'`` (``models_reg.py``, the Reg
+    rows): the mixers keep Mamba's initialisation, the registers, their positions and
+    ``neck`` truncated-normal. Both: LeCun-normal patch embedding with zero bias,
+    position embedding truncated-normal, the other block biases zero, ``out_proj``
+    Kaiming-uniform divided by sqrt(number of blocks).
+    """
+    check_choice('model (ShuffleMambaOfficialInit)', model, OFFICIAL_MODELS)
+    if not hasattr(encoder, 'patch_embed') or not hasattr(encoder, 'layers'):
+        raise TypeError('ShuffleMambaOfficialInit initialises a ShuffleMamba backbone; '
+                        f'it was given a {type(encoder).__name__} (set it as the '
+                        "backbone's init_cfg)")
+    lecun_normal_(encoder.patch_embed.proj.weight)
+    if encoder.patch_embed.proj.bias is not None:
+        nn.init.zeros_(encoder.patch_embed.proj.bias)
+    for name in ('pos_embed', 'cls_token', 'pos_embed_cls'):
+        if hasattr(encoder, name):
+            trunc_normal_(getattr(encoder, name), std=0.02)
+    if getattr(encoder, 'neck', None) is not None:
+        _linear_default(encoder.neck)
+    if model == 'shufflemamba':
+        if hasattr(encoder, 'cls_token'):
+            nn.init.zeros_(encoder.cls_token)
+        encoder.layers.apply(_linear_default)
+    for name, m in encoder.layers.named_modules():
+        if isinstance(m, nn.Linear) and m.bias is not None and \
+                not getattr(m.bias, '_no_reinit', False):
+            nn.init.zeros_(m.bias)
+        if name.endswith('mixer.out_proj'):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
+            with torch.no_grad():
+                m.weight /= math.sqrt(len(encoder.layers))
+
+
+@WEIGHT_INITIALIZERS.register_module(name='ShuffleMambaOfficialInit')
+class ShuffleMambaOfficialInit(BaseInit):
+    """MMEngine initializer for :func:`official_init`.
+
+    Args:
+        model (str): 'shufflemamba' (``models_shuffle.py``, cls token) or 'reg'
+            (``models_reg.py``, registers). Defaults to 'shufflemamba'.
+    """
+
+    def __init__(self, model: str = 'shufflemamba', **kwargs):
+        super().__init__(**kwargs)
+        self.model = check_choice('model (ShuffleMambaOfficialInit)', model, OFFICIAL_MODELS)
+
+    def __call__(self, module: nn.Module) -> None:
+        official_init(module, self.model)
+
+    def _get_init_info(self) -> str:
+        return f'{self.__class__.__name__}: model={self.model}'
+
+
+__all__ = ['OFFICIAL_MODELS', 'ShuffleMambaOfficialInit', 'official_init']
