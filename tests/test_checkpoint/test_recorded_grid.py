@@ -46,7 +46,8 @@ def mmengine_checkpoint(path, model, img_size):
 def test_converted_square_file_into_a_rectangular_grid_of_the_same_count(tmp_path):
     official = tmp_path / 'official.pth'
     sd = make_official_state_dict(depth=DEPTH, dim=DIM, grid=16, registers=0)
-    torch.save(dict(model=sd, args=argparse.Namespace(model='shufflemamba_middle_patch16_224')), official)
+    args = argparse.Namespace(model='shufflemamba_middle_patch16_224')
+    torch.save(dict(model=sd, args=args), official)
     converted = tmp_path / 'converted.pth'
     convert_main([str(official), str(converted)])
     assert recorded_grid(torch.load(converted)) == (16, 16)
