@@ -23,6 +23,20 @@ from .shuffle_mamba_checks import (check_cls_reduce, check_frozen_stages, check_
                                    check_mixer_args, check_patch_grid)
 
 
+def reset_block_init(layers: nn.ModuleList) -> None:
+    """Mamba's block initialisation (the official models' ``_init_weights``): zero Linear
+    biases but ``dt_proj``'s (``_no_reinit``), ``out_proj`` Kaiming-uniform divided by
+    sqrt(number of blocks), GPT-2 style."""
+    for name, m in layers.named_modules():
+        if isinstance(m, nn.Linear) and m.bias is not None and \
+                not getattr(m.bias, '_no_reinit', False):
+            nn.init.zeros_(m.bias)
+        if name.endswith('mixer.out_proj'):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
+            with torch.no_grad():
+                m.weight /= math.sqrt(len(layers))
+
+
 class ShuffleMambaEncoder(BaseModule):
     """Embedding, blocks with SLWS and final norm of a ShuffleMamba (Vim) model, with
     the official checkpoints' parameter names (arguments in docs/backbone.md).
@@ -210,15 +224,7 @@ class ShuffleMambaEncoder(BaseModule):
             trunc_normal_(param, std=0.02)
         if self.cls_reduce > 1:
             trunc_normal_(self.neck.weight, std=0.02)
-        for name, m in self.layers.named_modules(prefix='layers'):
-            if isinstance(m, nn.Linear) and m.bias is not None and \
-                    not getattr(m.bias, '_no_reinit', False):
-                nn.init.zeros_(m.bias)
-            if name.endswith('mixer.out_proj'):
-                # GPT-2 style rescale of the residual projections.
-                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
-                with torch.no_grad():
-                    m.weight /= math.sqrt(self.num_layers)
+        reset_block_init(self.layers)
 
     def _freeze_stages(self) -> None:
         if check_frozen_stages(self.frozen_stages, self.num_layers) < 0:

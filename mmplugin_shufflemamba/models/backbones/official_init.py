@@ -1,15 +1,13 @@
 """The official models' from-scratch initialisation, as an MMEngine initializer for the
 ImageNet pretraining configs: ``init_cfg=dict(type='ShuffleMambaOfficialInit',
 model='shufflemamba' | 'reg')`` (docs/backbone.md, "Initialisation")."""
-import math
-
-import torch
 import torch.nn as nn
 from mmengine.model.weight_init import BaseInit, trunc_normal_
 from mmengine.registry import WEIGHT_INITIALIZERS
 from timm.layers import lecun_normal_
 
 from ..layers.arg_checks import check_choice
+from .encoder import reset_block_init
 
 #: The official model files whose initialisation each choice follows.
 OFFICIAL_MODELS = ('shufflemamba', 'reg')
@@ -52,14 +50,7 @@ def official_init(encoder: nn.Module, model: str = 'shufflemamba') -> None:
         if hasattr(encoder, 'cls_token'):
             nn.init.zeros_(encoder.cls_token)
         encoder.layers.apply(_linear_default)
-    for name, m in encoder.layers.named_modules():
-        if isinstance(m, nn.Linear) and m.bias is not None and \
-                not getattr(m.bias, '_no_reinit', False):
-            nn.init.zeros_(m.bias)
-        if name.endswith('mixer.out_proj'):
-            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
-            with torch.no_grad():
-                m.weight /= math.sqrt(len(encoder.layers))
+    reset_block_init(encoder.layers)
 
 
 @WEIGHT_INITIALIZERS.register_module(name='ShuffleMambaOfficialInit')
