@@ -12,7 +12,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from .files import ema_hook_raw_weights, nonfinite_tensors, refuse_nonfinite
+from .files import ema_hook_raw_weights, nonfinite_tensors, read_checkpoint, refuse_nonfinite
 from .layout import backbone_prefixes
 from .saved_config import checkpoint_origin, model_config_differences, saved_config_value
 
@@ -179,7 +179,9 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
 
     Args:
         model (nn.Module): the model (wrappers are unwrapped, see :func:`unwrap_model`).
-        checkpoint: a file path / URI (read by MMEngine, on the CPU) or a read checkpoint.
+        checkpoint: a file path (:func:`read_checkpoint`: a missing or unreadable file
+            is a :class:`CheckpointError`), a URI (read by MMEngine, on the CPU) or
+            a read checkpoint.
         source (str): how to name the file in messages.
         mode (str): ``'load'`` (``load_from``), ``'resume'`` or ``'test'``.
         allow_partial (bool): warn instead of raising on mismatched keys.
@@ -192,9 +194,12 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
         dict: the details of :func:`fit_report` (empty lists when it fits).
     """
     if isinstance(checkpoint, str):
-        from mmengine.runner.checkpoint import _load_checkpoint
         source = source if source != '<checkpoint>' else checkpoint
-        checkpoint = _load_checkpoint(checkpoint, map_location='cpu')
+        if '://' in checkpoint:  # MMEngine's schemes (open-mmlab://, http://, ...)
+            from mmengine.runner.checkpoint import _load_checkpoint
+            checkpoint = _load_checkpoint(checkpoint, map_location='cpu')
+        else:  # a missing, unreadable or unsafe file: a CheckpointError naming it
+            checkpoint = read_checkpoint(checkpoint)
     model_sd = unwrap_model(model).state_dict()
     lines, details = fit_report(model_sd, checkpoint, mode, model_cfg)
     if lines:

@@ -152,6 +152,27 @@ def test_a_backbone_file_as_load_from_says_where_it_belongs():
     assert 'backbone alone' not in str(info.value)
 
 
+def test_a_file_that_is_not_a_checkpoint_stops_with_its_name(tmp_path):
+    """tools/test.py / load_from on a text file, an empty file, a pickled list, a
+    truncated file or a missing one: a CheckpointError naming the file (the tools print
+    it without a traceback), not the reader's KeyError / EOFError."""
+    import pickle
+    from mmplugin_shufflemamba.checkpoint import CheckpointError, CheckpointNotFoundError
+    text, empty, lst, cut = (tmp_path / n for n in ('a.txt', 'e.pth', 'l.pth', 'c.pth'))
+    text.write_text('not a checkpoint\n')
+    empty.write_bytes(b'')
+    lst.write_bytes(pickle.dumps([1, 2, 3]))
+    torch.save(ckpt_of(Toy()), cut)
+    cut.write_bytes(cut.read_bytes()[:200])
+    for path in (text, empty, lst, cut):
+        with pytest.raises(CheckpointError, match=re.escape(str(path))):
+            check_checkpoint_fit(Toy(), str(path))
+    with pytest.raises(CheckpointNotFoundError, match='not found: .*missing.pth'):
+        check_checkpoint_fit(Toy(), str(tmp_path / 'missing.pth'))
+    torch.save(ckpt_of(Toy()), tmp_path / 'ok.pth')  # control: a real file is read
+    assert check_checkpoint_fit(Toy(), str(tmp_path / 'ok.pth'))['missing'] == []
+
+
 def test_saved_config_parsing_executes_nothing():
     text = ("model = dict(type='X', depth=-2, dims=[1, 2], t=(3, 4), f=foo(1))\n"
             "import os\nwork_dir = os.getcwd()\n")
