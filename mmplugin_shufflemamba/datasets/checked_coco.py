@@ -8,7 +8,7 @@ from typing import List
 from mmengine.registry import DATASETS
 
 from .checked_datasets import DataCheckMixin
-from .data_checks import DataError, _examples, _warn
+from .data_checks import DataError, _examples, _warn, require_path
 
 try:
     from mmdet.datasets import CocoDataset
@@ -34,6 +34,7 @@ if CocoDataset is not None:
             self._num_anns = self._num_images = 0
             self._ann_reasons, self._image_reasons = Counter(), Counter()
             self._no_segmentation = []
+            require_path(self.ann_file, 'file', self.data_root, 'ann_file')
             try:
                 data_list = super().load_data_list()
             except ValueError as e:  # json.JSONDecodeError

@@ -8,7 +8,8 @@ import numpy as np
 from mmengine.fileio import list_dir_or_file
 from mmengine.registry import DATASETS, METRICS
 
-from .data_checks import DataError, _examples, _is_local, _values, _warn, probe_image_file
+from .data_checks import (DataError, _examples, _is_local, _values, _warn, probe_image_file,
+                          require_path)
 
 
 class DataCheckMixin:
@@ -63,9 +64,8 @@ if ADE20KDataset is not None:
         def load_data_list(self) -> List[dict]:
             img_dir = self.data_prefix.get('img_path', '')
             ann_dir = self.data_prefix.get('seg_map_path')
-            if not self.ann_file and _is_local(img_dir) and not osp.isdir(img_dir):
-                raise DataError(f'{img_dir}: no such directory; check data_root '
-                                f'({self.data_root!r}) and data_prefix')
+            if not self.ann_file:
+                require_path(img_dir, 'directory', self.data_root)
             data_list = super().load_data_list()
             if not data_list:
                 raise DataError(
@@ -152,6 +152,10 @@ class _ClassificationChecks(DataCheckMixin):
         return None
 
     def load_data_list(self) -> List[dict]:
+        if self.ann_file:
+            require_path(self.ann_file, 'file', self.data_root, 'ann_file')
+        else:
+            require_path(self.img_prefix, 'directory', self.data_root)
         try:
             data_list = super().load_data_list()
         except ValueError:

@@ -36,6 +36,14 @@ def _is_local(path) -> bool:
     return isinstance(path, (str, os.PathLike)) and '://' not in str(path)
 
 
+def require_path(path, what: str, data_root, check: str = 'data_prefix') -> None:
+    """:class:`DataError` when a local ``path`` (a ``what``: 'directory', 'file') does not
+    exist, naming the settings to check."""
+    if path and _is_local(path) and not osp.exists(path):
+        raise DataError(f'{path}: no such {what}; check data_root ({data_root!r}) and '
+                        f'{check}')
+
+
 def probe_image_file(path: str) -> Optional[str]:
     """What is wrong with the image (or annotation map) file ``path`` in words, or None
     when it decodes.

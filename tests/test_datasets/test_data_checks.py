@@ -508,6 +508,22 @@ def test_cls_label_out_of_range(in1k):
         'labels or metainfo classes')
 
 
+def test_missing_coco_and_imagenet_files_are_named(tmp_path):
+    """As the ADE20K data root above: a missing COCO annotation file, ImageNet list file
+    or ImageNet image folder is a DataError naming it and the settings to check."""
+    root = str(tmp_path / 'nope')
+    with pytest.raises(DataError, match=r"nope/annotations/instances_train2017\.json: no "
+                       f"such file; check data_root \\({root!r}\\) and ann_file"):
+        _coco_ds(root)
+    with pytest.raises(DataError, match=r"nope/meta/train\.txt: no such file; check "
+                       f"data_root \\({root!r}\\) and ann_file"):
+        _cls_ds(root)
+    with pytest.raises(DataError, match=r"nope/val: no such directory; check data_root "
+                       f"\\({root!r}\\) and data_prefix"):
+        _build('mmpretrain', dict(type='CheckedImageNet', data_root=root, data_prefix='val',
+                                  pipeline=[]))
+
+
 def test_cls_bad_line(in1k):
     path = _rewrite_meta(in1k, lambda lines: lines[:2] + ['sky/x.JPEG two'] + lines[2:])
     with pytest.raises(DataError, match=f"^{path}:3: label 'two' is not an integer$"):
