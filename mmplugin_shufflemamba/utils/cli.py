@@ -45,6 +45,33 @@ def existing_file(what: str, allow_uri: bool = False, keep=()):
     return parse
 
 
+def device(text: str) -> str:
+    """argparse ``type``: a device of this machine ('cpu', 'cuda', 'cuda:1')."""
+    import torch
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ('cpu', 'cuda'):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'cpu', 'cuda' or 'cuda:N'")
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f'{text!r}: CUDA is not available on this machine')
+    return text
+
+
+def output_file(text: str) -> str:
+    """argparse ``type``: a file to write, in a directory that exists."""
+    path = osp.abspath(osp.expanduser(non_empty(text)))
+    if osp.isdir(path):
+        raise argparse.ArgumentTypeError(f'{text!r} is a directory, not a file')
+    folder = osp.dirname(path)
+    if not osp.isdir(folder):
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: the directory {folder} does not exist (create it first: '
+            f'mkdir -p {folder})')
+    return text
+
+
 def key_value(text: str) -> str:
     """argparse ``type`` of the items of ``--cfg-options`` (with MMEngine's ``DictAction``,
     which raises a bare ValueError / AssertionError on a malformed item): ``KEY=VALUE``,

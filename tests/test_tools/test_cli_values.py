@@ -105,7 +105,10 @@ def test_convert_checkpoint_honours_zero_registers():
     (['cfg.py', '--batch-size', '0'], 'argument --batch-size: must be an integer >= 1'),
     (['cfg.py', '--warmup', '-1'], 'argument --warmup: must be an integer >= 0, got -1'),
     (['cfg.py', '--num-workers', '-1'], 'argument --num-workers: must be an integer >= 0'),
-    (['cfg.py', '--device', ''], 'argument --device: must not be empty'),
+    (['cfg.py', '--device', ''], "argument --device: '' is not 'cpu', 'cuda' or 'cuda:N'"),
+    (['cfg.py', '--device', 'gpu'], "argument --device: 'gpu' is not 'cpu', 'cuda'"),
+    (['cfg.py', '--json', 'no/dir/x.json'], "argument --json: 'no/dir/x.json': the "
+     'directory'),
 ])
 def test_benchmark_bad_values(capsys, tmp_path, argv, words):
     bench = load_tool('analysis', 'benchmark.py')
@@ -185,6 +188,29 @@ def test_plot_logs_empty_out_dir(capsys, tmp_path):
     plot = load_tool('analysis', 'plot_logs.py')
     assert 'argument --out-dir: must not be empty' in _usage_error(
         capsys, plot.main, [str(tmp_path), '--out-dir', ''])
+    (tmp_path / 'a_file').write_text('x')
+    assert f"argument --out-dir: {tmp_path / 'a_file'} is a file, not a directory" in \
+        _usage_error(capsys, plot.main, [str(tmp_path), '--out-dir',
+                                         str(tmp_path / 'a_file' / 'sub')])
+
+
+def test_devices_and_output_files_are_checked_when_parsed(capsys, tmp_path, monkeypatch):
+    """--device and --json of the analysis tools: a device this machine lacks, a word
+    that is no device, a file in a missing directory: usage errors, not tracebacks."""
+    import torch
+    flops = load_tool('analysis', 'get_flops.py')
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text('x = 1\n')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert "argument --device: 'cuda:1': CUDA is not available on this machine" in \
+        _usage_error(capsys, flops.parse_args, [str(cfg), '--device', 'cuda:1'])
+    missing = tmp_path / 'nodir'
+    assert f'the directory {missing} does not exist (create it first: mkdir -p {missing})' \
+        in _usage_error(capsys, flops.parse_args, [str(cfg), '--json', str(missing / 'x')])
+    assert 'is a directory, not a file' in _usage_error(
+        capsys, flops.parse_args, [str(cfg), '--json', str(tmp_path)])
+    args = flops.parse_args([str(cfg), '--device', 'cpu', '--json', str(tmp_path / 'f.json')])
+    assert (args.device, args.json) == ('cpu', str(tmp_path / 'f.json'))
 
 
 def test_quickstart_refuses_a_foreign_data_root(tmp_path):

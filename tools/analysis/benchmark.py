@@ -22,7 +22,8 @@ import time
 import torch
 from mmengine.config import DictAction
 
-from mmplugin_shufflemamba.utils.cli import existing_file, int_at_least, key_value
+from mmplugin_shufflemamba.utils.cli import (device as device_arg, existing_file,
+                                             int_at_least, key_value, output_file)
 
 
 
@@ -32,7 +33,7 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', nargs='?',
                         type=existing_file('checkpoint', allow_uri=True),
                         help='checkpoint file or URL (optional)')
-    parser.add_argument('--device', default=None,
+    parser.add_argument('--device', type=device_arg, default=None,
                         help="'cuda' or 'cpu' (default: cuda when available)")
     parser.add_argument('--num-iters', type=int_at_least(1, 'timed iterations'), default=20,
                         help='timed iterations, >= 1')
@@ -44,11 +45,8 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', type=key_value, action=DictAction,
                         metavar='KEY=VALUE',
                         help='override settings, e.g. test_dataloader.dataset.data_root=..')
-    parser.add_argument('--json', help='write the figures to this file')
-    args = parser.parse_args(argv)
-    if args.device is not None and not args.device.strip():
-        parser.error("argument --device: must not be empty ('cpu', 'cuda' or 'cuda:N')")
-    return args
+    parser.add_argument('--json', type=output_file, help='write the figures to this file')
+    return parser.parse_args(argv)
 
 
 def _rss_bytes() -> int:
@@ -105,8 +103,6 @@ def run(args) -> dict:
 
     device = args.device if args.device is not None else (
         'cuda' if torch.cuda.is_available() else 'cpu')
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise SystemExit('--device cuda: CUDA is not available on this machine')
     cfg = load_config(args.config, 'none', None, args.cfg_options)
     cfg.test_dataloader.batch_size = args.batch_size
     cfg.test_dataloader.num_workers = args.num_workers

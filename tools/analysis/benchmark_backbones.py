@@ -44,6 +44,7 @@ import torch
 import mmplugin_shufflemamba  # noqa: F401
 from mmplugin_shufflemamba import ShuffleMamba, ShuffleMambaAdapter
 from mmplugin_shufflemamba.ops.kernels import kernel_report
+from mmplugin_shufflemamba.utils.cli import device as device_arg
 from mmplugin_shufflemamba.ops import (has_selective_scan_cpu, has_selective_scan_cuda,
                                        selective_scan, selective_scan_cpu,
                                        selective_scan_ref, selective_scan_torch)
@@ -406,7 +407,8 @@ def main():
     p.add_argument('--slws-reps', type=int, default=7)
     p.add_argument('--slws-size', type=int, default=512,
                    help='image size of the SLWS overhead measurement')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--device', type=device_arg,
+                   default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--skip-memory', action='store_true')
     p.add_argument('--max-vit-tokens', type=int, default=4096,
                    help='skip ViT-B above this many tokens (quadratic attention memory)')

@@ -22,7 +22,8 @@ from mmengine.config import Config, DictAction
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.utils.flops import HANDLED, model_complexity
-from mmplugin_shufflemamba.utils.cli import existing_file, int_at_least, key_value
+from mmplugin_shufflemamba.utils.cli import (device as device_arg, existing_file,
+                                             int_at_least, key_value, output_file)
 
 
 
@@ -32,10 +33,11 @@ def parse_args(argv=None):
     p.add_argument('config', type=existing_file('config file'), help='config file')
     p.add_argument('--shape', type=int_at_least(1, 'pixels'), nargs='+', default=[512, 2048],
                    help='input H W (or one size for a square); default 512 2048')
-    p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
+    p.add_argument('--device', type=device_arg, default='cpu',
+                   help="'cpu' (default) or 'cuda'")
     p.add_argument('--cfg-options', nargs='+', type=key_value, action=DictAction,
                    metavar='KEY=VALUE', help='override settings in the config')
-    p.add_argument('--json', help='also write the figures to this file')
+    p.add_argument('--json', type=output_file, help='also write the figures to this file')
     args = p.parse_args(argv)
     if len(args.shape) not in (1, 2):
         p.error('--shape takes H W or one size')

@@ -147,6 +147,11 @@ def main(argv=None) -> List[str]:
     args = parser.parse_args(argv)
     if not args.out_dir.strip():
         parser.error('argument --out-dir: must not be empty')
+    existing = osp.abspath(args.out_dir)
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing):
+        parser.error(f'argument --out-dir: {existing} is a file, not a directory')
 
     try:  # a missing run or a file that is not a json log: one line, no traceback
         files = [find_scalars(r) for r in args.runs]
