@@ -35,8 +35,8 @@ is_count() {
 
 require_count() {
   is_count "$2" && return 0
-  echo "$(basename "$0"): $1 must be a positive integer (${3:-processes per node: GPUs," \
-       "or CPU processes without CUDA}), got '$2'" >&2
+  local what="${3:-processes per node: GPUs, or CPU processes without CUDA}"
+  echo "$(basename "$0"): $1 must be a positive integer ($what), got '$2'" >&2
   exit 2
 }
 

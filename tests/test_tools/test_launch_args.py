@@ -75,6 +75,15 @@ def test_slurm_counts_say_what_they_count(launch, script):
         assert (rc, argv) == (2, None) and words in err, err
 
 
+def test_dist_gpus_count_message_reads_as_one_line(launch, tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text('x = 1\n')
+    rc, _, err, argv = launch('dist_train.sh', str(cfg), 'x')
+    assert (rc, argv) == (2, None)
+    assert err.strip() == ("dist_train.sh: GPUS must be a positive integer (processes per "
+                           "node: GPUs, or CPU processes without CUDA), got 'x'")
+
+
 def test_slurm_test_names_the_missing_checkpoint(launch):
     rc, _, err, argv = launch('slurm_test.sh', 'PART', 'JOB', 'my config.py')
     assert (rc, argv) == (2, None)
