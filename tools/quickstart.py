@@ -16,12 +16,13 @@ scratch for the same number of iterations (``--finetune-iters``) and report both
 import argparse
 import os
 import os.path as osp
+import sys
 import time
 
 import numpy as np
 from mmengine.config import DictAction
 
-from mmplugin_shufflemamba.utils.cli import int_at_least, non_empty
+from mmplugin_shufflemamba.utils.cli import existing_file, int_at_least, non_empty
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
                       'quickstart')
@@ -30,16 +31,16 @@ TASKS = {
         config=osp.join(CONFIG_DIR,
                         'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py'),
         data_root='data/synthetic_ade20k', work_dir='work_dirs/quickstart',
-        num_train=240, num_val=48),
+        num_train=240, num_val=48, scope='mmseg'),
     'detection': dict(
         config=osp.join(
             CONFIG_DIR, 'mask-rcnn_shufflemamba-adapter-tiny_1xb8-400it_synthetic-coco-128x128.py'),
         data_root='data/synthetic_coco', work_dir='work_dirs/quickstart_detection',
-        num_train=400, num_val=50),
+        num_train=400, num_val=50, scope='mmdet'),
     'pretrain': dict(
         config=osp.join(CONFIG_DIR, 'shufflemamba-tiny_1xb32-400it_synthetic-in1k-64px.py'),
         data_root='data/synthetic_imagenet', work_dir='work_dirs/quickstart_pretrain',
-        num_train=800, num_val=200),
+        num_train=800, num_val=200, scope='mmpretrain'),
 }
 
 
@@ -50,7 +51,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     iters = int_at_least(1, 'a training run needs at least one iteration')
     p.add_argument('--task', choices=sorted(TASKS), default='segmentation')
-    p.add_argument('--config', type=non_empty, default=None,
+    p.add_argument('--config', type=existing_file('config file'), default=None,
                    help='default: the task\'s quickstart config')
     p.add_argument('--data-root', type=non_empty, default=None)
     p.add_argument('--work-dir', type=non_empty, default=None)
@@ -72,8 +73,20 @@ def parse_args(argv=None):
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                    help='override config settings, e.g. optim_wrapper.optimizer.lr=1e-4')
     args = p.parse_args(argv)
-    for key, value in TASKS[args.task].items():
-        if getattr(args, key) is None:
+    task = TASKS[args.task]
+    if args.config is not None:  # the task's data, metric and loop: check they fit
+        from mmengine.config import Config
+        cfg = Config.fromfile(args.config)
+        if cfg.get('default_scope') != task['scope']:
+            p.error(f"argument --config: {args.config} is a {cfg.get('default_scope')} "
+                    f"config; --task {args.task} runs {task['scope']} ones (give the "
+                    'matching --task)')
+        if args.max_iters is not None and \
+                cfg.get('train_cfg', {}).get('type') != 'IterBasedTrainLoop':
+            p.error(f'argument --max-iters: {args.config} trains by epoch; --max-iters '
+                    'shortens an iteration-based config (IterBasedTrainLoop)')
+    for key, value in task.items():
+        if key != 'scope' and getattr(args, key) is None:
             setattr(args, key, value)
     return args
 
@@ -281,12 +294,13 @@ def main(argv=None):
     args = parse_args(argv)
     t0 = time.time()
     import mmplugin_shufflemamba  # noqa: F401
-    if args.task == 'detection':
-        main_detection(args, t0)
-    elif args.task == 'pretrain':
-        main_pretrain(args, t0)
-    else:
-        main_segmentation(args, t0)
+    from mmplugin_shufflemamba.utils import STOP_ERRORS, stop_message
+    run = dict(detection=main_detection, pretrain=main_pretrain).get(args.task,
+                                                                     main_segmentation)
+    try:
+        run(args, t0)
+    except STOP_ERRORS as e:  # a data or checkpoint check stopped it: no traceback
+        sys.exit(stop_message(e, 'tools/quickstart.py'))
 
 
 if __name__ == '__main__':

@@ -44,9 +44,18 @@ def test_quickstart_max_iters_0_is_refused_command():
     (['--num-overlays', '-1'], 'argument --num-overlays: must be an integer >= 0, got -1'),
     (['--work-dir', ''], 'argument --work-dir: must not be empty'),
     (['--data-root', ' '], 'argument --data-root: must not be empty'),
+    (['--config', 'nowhere.py'], "argument --config: config file 'nowhere.py' does not "
+     'exist'),
+    (['--task', 'detection', '--config', 'SEG'], 'is a mmseg config; --task detection runs '
+     'mmdet ones (give the matching --task)'),
+    (['--task', 'detection', '--config', 'configs/mask-rcnn_shufflemamba_adapter-m.py',
+      '--max-iters', '1'], 'argument --max-iters: configs/mask-rcnn_shufflemamba_adapter-m.py '
+     'trains by epoch; --max-iters shortens an iteration-based config'),
 ])
-def test_quickstart_bad_values(capsys, argv, words):
+def test_quickstart_bad_values(capsys, monkeypatch, argv, words):
+    monkeypatch.chdir(ROOT)
     qs = load_tool('quickstart.py')
+    argv = [qs.TASKS['segmentation']['config'] if a == 'SEG' else a for a in argv]
     assert words in _usage_error(capsys, qs.parse_args, argv)
 
 
@@ -277,3 +286,16 @@ def test_train_resume_values_and_home_paths(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, 'argv', ['test.py', '~/config.py', '~/ckpt.pth'])
     args = load_tool('test.py').parse_args()
     assert (args.config, args.checkpoint) == (str(config), str(ckpt))
+
+
+def test_quickstart_stops_on_a_data_check_without_a_traceback(monkeypatch):
+    from mmplugin_shufflemamba.datasets import DataError
+    qs = load_tool('quickstart.py')
+
+    def stopped(args, t0):
+        raise DataError('data/x.png: empty file')
+
+    monkeypatch.setattr(qs, 'main_segmentation', stopped)
+    with pytest.raises(SystemExit) as e:
+        qs.main([])
+    assert str(e.value.code).startswith('tools/quickstart.py: data/x.png: empty file')
