@@ -213,7 +213,7 @@ def test_pretrain_config_follows_the_recipe(name):
         assert set(bb.init_cfg) == {'type', 'checkpoint'}  # nothing of stage 1's init
     else:  # from scratch, as the official model file of the row
         assert bb.init_cfg == dict(type='ShuffleMambaOfficialInit',
-                                   model='reg' if row['tokens'][0] == 'reg' else
+                                   official='reg' if row['tokens'][0] == 'reg' else
                                    'shufflemamba')
 
 
@@ -408,3 +408,30 @@ def test_head_pretrained_init_takes_only_what_mmengine_accepts(name):
         kwargs = {k: v for k, v in init.items() if k != 'type'}
         assert set(kwargs) <= {'checkpoint', 'prefix', 'map_location'}, sorted(kwargs)
         PretrainedInit(**kwargs)
+
+
+def test_pretrained_over_the_base_official_init(tmp_path):
+    """A config on a pretraining base that asks for Pretrained weights (as
+    --cfg-options init_cfg.type=Pretrained init_cfg.checkpoint=X merges them: the
+    base's 'official' key stays) loads them, saying the key is not used."""
+    import torch
+    from helpers.logs import captured_log
+    from mmplugin_shufflemamba import ShuffleMamba
+    cfg = load('shufflemamba-m_8xb256-300e_in1k.py')
+    bb = cfg.model.backbone
+    bb.arch, bb.img_size = dict(embed_dims=32, num_layers=2), 32
+    kw = {k: v for k, v in bb.items() if k not in ('type', 'init_cfg')}
+    src = ShuffleMamba(**kw)
+    src.init_weights()
+    torch.save(src.state_dict(), tmp_path / 'w.pth')
+    cfg.merge_from_dict({'model.backbone.init_cfg.type': 'Pretrained',
+                         'model.backbone.init_cfg.checkpoint': str(tmp_path / 'w.pth'),
+                         'model.backbone.init_cfg.ckpt_format': 'shufflemamba'})
+    assert cfg.model.backbone.init_cfg.official == 'shufflemamba'
+    m = ShuffleMamba(**kw, init_cfg=cfg.model.backbone.init_cfg.to_dict())
+    with captured_log() as log:
+        m.init_weights()
+    assert any("'official='shufflemamba'' belongs to the base config's" in line
+               for line in log)
+    for k, v in src.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k

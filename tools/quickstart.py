@@ -77,14 +77,15 @@ def parse_args(argv=None):
     if args.config is not None:  # the task's data, metric and loop: check they fit
         from mmengine.config import Config
         cfg = Config.fromfile(args.config)
-        if cfg.get('default_scope') != task['scope']:
-            p.error(f"argument --config: {args.config} is a {cfg.get('default_scope')} "
-                    f"config; --task {args.task} runs {task['scope']} ones (give the "
-                    'matching --task)')
-        if args.max_iters is not None and \
-                cfg.get('train_cfg', {}).get('type') != 'IterBasedTrainLoop':
-            p.error(f'argument --max-iters: {args.config} trains by epoch; --max-iters '
-                    'shortens an iteration-based config (IterBasedTrainLoop)')
+        scope = cfg.get('default_scope')
+        if scope != task['scope']:
+            p.error(f'argument --config: {args.config} is ' + (
+                f'a {scope} config' if scope else 'a config without default_scope') +
+                f"; --task {args.task} runs {task['scope']} ones (give the matching "
+                '--task)')
+        if cfg.get('train_cfg', {}).get('type') != 'IterBasedTrainLoop':
+            p.error(f'argument --config: {args.config} does not train by iteration; the '
+                    'quickstart runs iteration-based configs (IterBasedTrainLoop)')
     for key, value in task.items():
         if key != 'scope' and getattr(args, key) is None:
             setattr(args, key, value)

@@ -59,7 +59,7 @@ model = dict(
         shuffle_rate=0.5,
         # From scratch as the official model (models_shuffle.py): every Linear
         # truncated-normal with zero bias (dt_proj's included), the cls token zero.
-        init_cfg=dict(type='ShuffleMambaOfficialInit', model='shufflemamba')),
+        init_cfg=dict(type='ShuffleMambaOfficialInit', official='shufflemamba')),
     neck=None,
     head=dict(
         type='LinearClsHead',

@@ -37,7 +37,7 @@ model = dict(
         drop_path_rate=0.1,
         shuffle_rate=0.1,
         # From scratch as the official model (models_reg.py): Mamba's mixer init.
-        init_cfg=dict(type='ShuffleMambaOfficialInit', model='reg')),
+        init_cfg=dict(type='ShuffleMambaOfficialInit', official='reg')),
     head=dict(
         in_channels=num_registers * embed_dims // cls_reduce,
         loss=dict(_delete_=True, type='CrossEntropyLoss', loss_weight=1.0)),

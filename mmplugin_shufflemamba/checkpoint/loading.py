@@ -34,9 +34,10 @@ _CONVERSION_MADE = (
     '{k: v.float() for k, v in state_dict.items()}')
 #: Why a tensor finite after the conversion is not in the model's own dtype, and the fix.
 _PAST_MODEL_DTYPE = (
-    "The weights are finite: they exceed the range of the model's own dtype (e.g. "
-    "VideoMamba's doubled out_proj past the float16 maximum in a float16 model). Load "
-    'into the model in float32 and cast it afterwards')
+    "They would be: in float32 these weights are finite, but they exceed the range of the "
+    "model's own dtype (e.g. VideoMamba's doubled out_proj past the float16 maximum in a "
+    'float16 model). Keep the model in float32 (bfloat16, or float16 through autocast, '
+    'hold them)')
 #: Top-level modules of ShuffleMambaAdapter that the plain backbone does not have.
 _ADAPTER_MODULES = ('spm', 'interactions', 'level_embed', 'up', 'norm1', 'norm2', 'norm3',
                     'norm4')

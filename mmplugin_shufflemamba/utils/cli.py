@@ -56,6 +56,10 @@ def device(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not 'cpu', 'cuda' or 'cuda:N'")
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f'{text!r}: CUDA is not available on this machine')
+    if dev.type == 'cuda' and dev.index is not None and \
+            dev.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)')
     return text
 
 
@@ -69,7 +73,7 @@ def output_file(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f'{text!r}: the directory {folder} does not exist (create it first: '
             f'mkdir -p {folder})')
-    return text
+    return path
 
 
 def key_value(text: str) -> str:

@@ -49,8 +49,10 @@ def test_quickstart_max_iters_0_is_refused_command():
     (['--task', 'detection', '--config', 'SEG'], 'is a mmseg config; --task detection runs '
      'mmdet ones (give the matching --task)'),
     (['--task', 'detection', '--config', 'configs/mask-rcnn_shufflemamba_adapter-m.py',
-      '--max-iters', '1'], 'argument --max-iters: configs/mask-rcnn_shufflemamba_adapter-m.py '
-     'trains by epoch; --max-iters shortens an iteration-based config'),
+      '--max-iters', '1'], 'argument --config: configs/mask-rcnn_shufflemamba_adapter-m.py '
+     'does not train by iteration; the quickstart runs iteration-based configs'),
+    (['--task', 'pretrain', '--config', 'configs/pretrain/shufflemamba-b_8xb256-300e_in1k.py'],
+     'does not train by iteration'),
 ])
 def test_quickstart_bad_values(capsys, monkeypatch, argv, words):
     monkeypatch.chdir(ROOT)
@@ -220,6 +222,13 @@ def test_devices_and_output_files_are_checked_when_parsed(capsys, tmp_path, monk
         capsys, flops.parse_args, [str(cfg), '--json', str(tmp_path)])
     args = flops.parse_args([str(cfg), '--device', 'cpu', '--json', str(tmp_path / 'f.json')])
     assert (args.device, args.json) == ('cpu', str(tmp_path / 'f.json'))
+    monkeypatch.setenv('HOME', str(tmp_path))
+    assert flops.parse_args([str(cfg), '--json', '~/g.json']).json == str(tmp_path / 'g.json')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    assert "argument --device: 'cuda:1': this machine has 1 CUDA device(s)" in \
+        _usage_error(capsys, flops.parse_args, [str(cfg), '--device', 'cuda:1'])
+    assert flops.parse_args([str(cfg), '--device', 'cuda:0']).device == 'cuda:0'
 
 
 def test_quickstart_refuses_a_foreign_data_root(tmp_path):

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
@@ -208,8 +209,13 @@ class ShuffleMambaEncoder(BaseModule):
     def init_weights(self) -> None:
         if self._pretrained_cfg():
             from ...checkpoint import load_pretrained_backbone
-            load_pretrained_backbone(self, **{k: v for k, v in self.init_cfg.items()
-                                             if k != 'type'})
+            kwargs = {k: v for k, v in self.init_cfg.items() if k != 'type'}
+            if 'official' in kwargs:  # merged in from a pretraining base config
+                print_log(f"init_cfg: 'official={kwargs.pop('official')!r}' belongs to the "
+                          "base config's ShuffleMambaOfficialInit, not to Pretrained: "
+                          'not used (init_cfg=dict(_delete_=True, ...) leaves it out)',
+                          logger='current')
+            load_pretrained_backbone(self, **kwargs)
             self._is_init = True
             return
         if not self._is_init:  # MMEngine's init runs once; so does the default

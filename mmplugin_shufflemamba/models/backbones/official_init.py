@@ -1,6 +1,6 @@
 """The official models' from-scratch initialisation, as an MMEngine initializer for the
 ImageNet pretraining configs: ``init_cfg=dict(type='ShuffleMambaOfficialInit',
-model='shufflemamba' | 'reg')`` (docs/backbone.md, "Initialisation")."""
+official='shufflemamba' | 'reg')`` (docs/backbone.md, "Initialisation")."""
 import torch.nn as nn
 from mmengine.model.weight_init import BaseInit, trunc_normal_
 from mmengine.registry import WEIGHT_INITIALIZERS
@@ -21,7 +21,7 @@ def _linear_default(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def official_init(encoder: nn.Module, model: str = 'shufflemamba') -> None:
+def official_init(encoder: nn.Module, official: str = 'shufflemamba') -> None:
     """Initialise a :class:`~.encoder.ShuffleMambaEncoder` (the backbone, the adapter's
     core, the timm classifier) as the official model does from scratch.
 
@@ -33,7 +33,7 @@ def official_init(encoder: nn.Module, model: str = 'shufflemamba') -> None:
     position embedding truncated-normal, the other block biases zero, ``out_proj``
     Kaiming-uniform divided by sqrt(number of blocks).
     """
-    check_choice('model (ShuffleMambaOfficialInit)', model, OFFICIAL_MODELS)
+    check_choice('official (ShuffleMambaOfficialInit)', official, OFFICIAL_MODELS)
     if not hasattr(encoder, 'patch_embed') or not hasattr(encoder, 'layers'):
         raise TypeError('ShuffleMambaOfficialInit initialises a ShuffleMamba backbone; '
                         f'it was given a {type(encoder).__name__} (set it as the '
@@ -46,7 +46,7 @@ def official_init(encoder: nn.Module, model: str = 'shufflemamba') -> None:
             trunc_normal_(getattr(encoder, name), std=0.02)
     if getattr(encoder, 'neck', None) is not None:
         _linear_default(encoder.neck)
-    if model == 'shufflemamba':
+    if official == 'shufflemamba':
         if hasattr(encoder, 'cls_token'):
             nn.init.zeros_(encoder.cls_token)
         encoder.layers.apply(_linear_default)
@@ -58,19 +58,20 @@ class ShuffleMambaOfficialInit(BaseInit):
     """MMEngine initializer for :func:`official_init`.
 
     Args:
-        model (str): 'shufflemamba' (``models_shuffle.py``, cls token) or 'reg'
+        official (str): 'shufflemamba' (``models_shuffle.py``, cls token) or 'reg'
             (``models_reg.py``, registers). Defaults to 'shufflemamba'.
     """
 
-    def __init__(self, model: str = 'shufflemamba', **kwargs):
+    def __init__(self, official: str = 'shufflemamba', **kwargs):
         super().__init__(**kwargs)
-        self.model = check_choice('model (ShuffleMambaOfficialInit)', model, OFFICIAL_MODELS)
+        self.official = check_choice('official (ShuffleMambaOfficialInit)', official,
+                                     OFFICIAL_MODELS)
 
     def __call__(self, module: nn.Module) -> None:
-        official_init(module, self.model)
+        official_init(module, self.official)
 
     def _get_init_info(self) -> str:
-        return f'{self.__class__.__name__}: model={self.model}'
+        return f'{self.__class__.__name__}: official={self.official}'
 
 
 __all__ = ['OFFICIAL_MODELS', 'ShuffleMambaOfficialInit', 'official_init']

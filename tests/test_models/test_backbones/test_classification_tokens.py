@@ -406,9 +406,9 @@ def test_official_init_follows_the_official_models():
         m.init_weights()
         return m
 
-    plain = build(dict(type='ShuffleMambaOfficialInit', model='shufflemamba'),
+    plain = build(dict(type='ShuffleMambaOfficialInit', official='shufflemamba'),
                   with_cls_token=True)
-    reg = build(dict(type='ShuffleMambaOfficialInit', model='reg'), num_registers=4)
+    reg = build(dict(type='ShuffleMambaOfficialInit', official='reg'), num_registers=4)
     default = build(with_cls_token=True)
     mixer = plain.layers[1].mixer
     assert not mixer.dt_proj.bias.any() and not mixer.dt_proj_b.bias.any()
@@ -430,8 +430,8 @@ def test_official_init_follows_the_official_models():
     for m in (plain, reg, default):  # kaiming-uniform / sqrt(L): std 1 / sqrt(3 fan_in L)
         w = m.layers[2].mixer.out_proj.weight
         assert abs(_std(w) * (3 * w.shape[1] * L) ** 0.5 - 1) < 0.1
-    with pytest.raises(ValueError, match=r"model \(ShuffleMambaOfficialInit\) must be one of"):
-        build(dict(type='ShuffleMambaOfficialInit', model='vim'), with_cls_token=True)
+    with pytest.raises(ValueError, match=r"official \(ShuffleMambaOfficialInit\) must be one of"):
+        build(dict(type='ShuffleMambaOfficialInit', official='vim'), with_cls_token=True)
 
 
 # ------------------------------------------------------------------- bad arguments
