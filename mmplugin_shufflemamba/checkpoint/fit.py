@@ -131,8 +131,8 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
                      'classifier in the official / timm layout evaluates with a '
                      'configs/pretrain config once converted: tools/convert_checkpoint.py '
                      'SRC DST --to mmpretrain')
-    elif lines and any(k.startswith('backbone.') for k in model_sd) and '' in \
-            backbone_prefixes({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}):
+    elif lines and any(k.startswith('backbone.') for k in model_sd) and \
+            '' in backbone_prefixes(sd):
         lines.insert(0, "the file holds a backbone alone (its 'patch_embed.*' and "
                      "'layers.*' keys at the top, not under 'backbone.'): an ImageNet or "
                      f'converted backbone checkpoint loads through {init_cfg}')

@@ -41,9 +41,8 @@ def official_init(encoder: nn.Module, official: str = 'shufflemamba') -> None:
     lecun_normal_(encoder.patch_embed.proj.weight)
     if encoder.patch_embed.proj.bias is not None:
         nn.init.zeros_(encoder.patch_embed.proj.bias)
-    for name in ('pos_embed', 'cls_token', 'pos_embed_cls'):
-        if hasattr(encoder, name):
-            trunc_normal_(getattr(encoder, name), std=0.02)
+    for param in encoder._token_params():
+        trunc_normal_(param, std=0.02)
     if getattr(encoder, 'neck', None) is not None:
         _linear_default(encoder.neck)
     if official == 'shufflemamba':
