@@ -38,8 +38,7 @@ from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS
 from mmplugin_shufflemamba.checkpoint import (CHECKPOINT_FORMATS, CheckpointError,
                                                 NoEMAWeightsError, convert_to_backbone,
                                                 describe_state_dict, official_to_mmpretrain,
-                                                read_backbone_weights, read_named,
-                                                recorded_grid)
+                                                read_backbone_weights, read_weights)
 from mmplugin_shufflemamba.utils.cli import int_at_least
 
 
@@ -122,7 +121,20 @@ def timm_name(sd, fmt) -> str:
     return f"shufflemamba_custom_d{info['depth']}_w{info['embed_dims']}"
 
 
-def convert_classifier(args, sd, entry, fmt):
+def ema_pair(args, entry, fmt):
+    """The source's EMA weights beside the raw ones read from ``entry``:
+    ``(state dict, entry)``, or ``(None, None)`` where it has none."""
+    try:
+        ema, ema_entry, _ = read_backbone_weights(
+            args.src, use_ema=True, ckpt_format=fmt, allow_nonfinite=args.allow_nonfinite,
+            opt_out='--allow-nonfinite')
+    except NoEMAWeightsError:
+        return None, None
+    return (None, None) if ema_entry == entry else (ema, ema_entry)
+
+
+def convert_classifier(args, w):
+    sd, entry, fmt = w.state_dict, w.entry, w.format
     if fmt not in ('shufflemamba', 'reg'):
         raise CheckpointError(
             f"{args.src}: a '{fmt}' checkpoint is not a ShuffleMamba classifier layout "
@@ -132,20 +144,15 @@ def convert_classifier(args, sd, entry, fmt):
     if not any(k.startswith('head.') for k in sd):
         raise CheckpointError(f'{args.src} has no classifier head (head.*): it is a '
                               'backbone checkpoint; use --to backbone.')
-    meta = dict(shufflemamba_format=fmt, weights='ema' if args.use_ema else 'raw',
-                source=args.src, entry=entry)
+    meta = dict(shufflemamba_format=fmt, weights=w.weights, source=args.src, entry=entry)
     if args.to == 'official':
         name = timm_name(sd, fmt)
-        try:  # the source's EMA weights too, where it has them
-            ema, ema_entry, _ = read_backbone_weights(
-                args.src, use_ema=True, ckpt_format=fmt, allow_nonfinite=args.allow_nonfinite,
-                opt_out='--allow-nonfinite')
-        except NoEMAWeightsError:
-            ema, ema_entry = None, None
-        if ema_entry == entry:  # one set of weights (e.g. a converted file): no pair
-            ema, ema_entry = None, None
-        meta.update(weights='raw' + (' and ema' if ema is not None else ''),
-                    ema_entry=ema_entry)
+        if w.weights == 'ema':  # in both entries (timm's loader prefers 'model_ema')
+            ema, ema_entry = sd, entry
+        else:
+            ema, ema_entry = ema_pair(args, entry, fmt)
+        meta.update(weights='raw and ema' if ema is not None and w.weights == 'raw' else
+                    w.weights, ema_entry=ema_entry)
         torch.save(dict(model=sd, model_ema=ema, args=argparse.Namespace(model=name),
                         meta=meta), args.dst)
         print(f'converted {args.src} -> {args.dst} (official / timm layout, '
@@ -161,13 +168,11 @@ def convert_classifier(args, sd, entry, fmt):
 
 def main(argv=None):
     args = parse_args(argv)
-    ckpt, _ = read_named(args.src)
-    sd, entry, fmt = read_backbone_weights(ckpt, use_ema=args.use_ema,
-                                           ckpt_format=args.format,
-                                           allow_nonfinite=args.allow_nonfinite,
-                                           opt_out='--allow-nonfinite', source=args.src)
+    w = read_weights(args.src, use_ema=args.use_ema, ckpt_format=args.format,
+                     allow_nonfinite=args.allow_nonfinite, opt_out='--allow-nonfinite')
+    sd, entry, fmt = w.state_dict, w.entry, w.format
     if args.to != 'backbone':
-        return convert_classifier(args, sd, entry, fmt)
+        return convert_classifier(args, w)
     grid = None
     if args.img_size is not None:
         patch = args.patch_size if args.patch_size is not None else int(
@@ -179,8 +184,8 @@ def main(argv=None):
         grid = (args.img_size // patch, args.img_size // patch)
     converted, summary = convert_to_backbone(sd, fmt, args.num_registers, grid,
                                              keep_neck=args.keep_neck,
-                                             source_grid=recorded_grid(ckpt))
-    meta = dict(shufflemamba_format='mmplugin', weights='ema' if args.use_ema else 'raw',
+                                             source_grid=w.grid)
+    meta = dict(shufflemamba_format='mmplugin', weights=w.weights,
                 source=args.src, entry=entry, source_format=summary['format'],
                 **{k: v for k, v in summary.items() if k not in ('dropped', 'format')},
                 dropped=summary['dropped'])

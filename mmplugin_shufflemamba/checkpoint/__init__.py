@@ -5,7 +5,7 @@ strict fit check of a runner checkpoint (:mod:`.fit`, :mod:`.saved_config`)."""
 from .fit import (CheckpointFitError, check_checkpoint_fit, check_runner_checkpoint,
                   checkpoint_to_load)
 from .loading import (load_backbone_state, load_into_backbone, load_pretrained_backbone,
-                      published_layout_pre_hook, read_backbone_weights, read_named)
+                      published_layout_pre_hook, read_backbone_weights, read_weights)
 from .files import (CheckpointError, CheckpointNotFoundError, NoEMAWeightsError,
                     check_checkpoint_path, check_finite, nonfinite_tensors, read_checkpoint,
                     select_state_dict)
@@ -21,4 +21,4 @@ __all__ = [
     'is_mmpretrain_classifier', 'load_backbone_state', 'load_into_backbone',
     'load_pretrained_backbone', 'mmpretrain_to_official', 'nonfinite_tensors',
     'official_to_mmpretrain', 'published_layout_pre_hook', 'read_backbone_weights',
-    'read_checkpoint', 'read_named', 'recorded_grid', 'select_state_dict']
+    'read_checkpoint', 'read_weights', 'recorded_grid', 'select_state_dict']

@@ -133,9 +133,9 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
                      'SRC DST --to mmpretrain')
     elif lines and any(k.startswith('backbone.') for k in model_sd) and \
             '' in backbone_prefixes(sd):
-        lines.insert(0, "the file holds a backbone alone (its 'patch_embed.*' and "
-                     "'layers.*' keys at the top, not under 'backbone.'): an ImageNet or "
-                     f'converted backbone checkpoint loads through {init_cfg}')
+        lines.insert(0, "the file holds a backbone at its top level ('patch_embed.*' and "
+                     "'layers.*', not under 'backbone.'), as an ImageNet classifier or a "
+                     f'converted backbone file does: it loads through {init_cfg}')
     details = dict(missing=missing, unexpected=unexpected, shapes=shapes,
                    nonfinite=nonfinite, notes=notes, origin=checkpoint_origin(ckpt),
                    entry=entry, total=sum(isinstance(v, torch.Tensor) for v in sd.values()))
@@ -200,8 +200,10 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
             checkpoint = _load_checkpoint(checkpoint, map_location='cpu')
         else:  # a missing, unreadable or unsafe file: a CheckpointError naming it
             checkpoint = read_checkpoint(checkpoint)
-    model_sd = unwrap_model(model).state_dict()
-    lines, details = fit_report(model_sd, checkpoint, mode, model_cfg)
+    model = unwrap_model(model)
+    if mode != 'resume':  # what the backbones read of it (a resume keeps the layout)
+        checkpoint = as_loaded(model, checkpoint, quiet=True)
+    lines, details = fit_report(model.state_dict(), checkpoint, mode, model_cfg)
     if lines:
         message = format_fit_error(source, target, lines, details, mode)
         if not allow_partial:
@@ -215,6 +217,32 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
     refuse_nonfinite(details['nonfinite'], details['total'], source, allow_nonfinite,
                      NONFINITE_FLAG, CheckpointFitError, details.get('origin'), logger)
     return details
+
+
+def as_loaded(model: torch.nn.Module, ckpt: Any, quiet: bool = False) -> Any:
+    """``ckpt`` with the state dict MMEngine's runner loads (:func:`checkpoint_weights`)
+    as ``model``'s backbones read it: :func:`~.loading.read_model_layout`, resized from
+    the grid the file records. ``ckpt`` is not changed."""
+    from .loading import read_model_layout
+    sd, entry = checkpoint_weights(ckpt)
+    sd = read_model_layout(model, sd, ckpt, quiet)
+    return dict(ckpt, state_dict=sd) if entry == 'state_dict' else sd
+
+
+class BackboneLayoutHook(Hook):
+    """Before MMEngine loads a checkpoint (``load_from``, ``tools/test.py``), read its
+    backbones' weights as the fit check did (:func:`as_loaded`): MMEngine passes the
+    model the state dict alone, so a position grid the file records would be lost."""
+
+    priority = 'VERY_HIGH'  # before EMAHook takes its copy
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        loaded = as_loaded(unwrap_model(runner.model), checkpoint)
+        if isinstance(checkpoint.get('state_dict'), dict):
+            checkpoint['state_dict'] = loaded['state_dict']
+        else:
+            checkpoint.clear()
+            checkpoint.update(loaded)
 
 
 class SkipMismatchedShapesHook(Hook):
@@ -275,6 +303,8 @@ def check_runner_checkpoint(runner, allow_partial: bool = False, allow_nonfinite
                                    allow_partial=allow_partial,
                                    allow_nonfinite=allow_nonfinite, target=target,
                                    model_cfg=model_cfg)
+    if (mode or how) != 'resume':
+        runner.register_hook(BackboneLayoutHook())
     if details['shapes']:  # allowed partial load: MMEngine loads the rest
         runner.register_hook(SkipMismatchedShapesHook(k for k, _, _ in details['shapes']))
     return details

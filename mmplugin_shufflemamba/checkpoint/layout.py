@@ -68,22 +68,26 @@ def _pair(value) -> Optional[Tuple[int, int]]:
 _GRID_BACKBONES = ('ShuffleMamba', 'ShuffleMambaAdapter')
 
 
-def recorded_grid(ckpt: object) -> Optional[Tuple[int, int]]:
+def recorded_grid(ckpt: object, prefix: Optional[str] = None) -> Optional[Tuple[int, int]]:
     """The (H, W) grid of the position embedding a file in this project's layout was
     saved with, where the file says: the conversion marker's ``target_grid``
-    (tools/convert_checkpoint.py), else the backbone's ``img_size`` / ``patch_size`` in
-    an MMEngine checkpoint's saved config; None otherwise."""
+    (tools/convert_checkpoint.py), else the ``img_size`` / ``patch_size`` of the backbone
+    at ``prefix`` (default ``'backbone.'``: ``model.backbone``; ``'student.backbone.'``:
+    ``model.student.backbone``) in an MMEngine checkpoint's saved config; None
+    otherwise."""
     own = own_meta(ckpt)
     if own:
         return _pair(own.get('target_grid'))
     if not is_mmengine_checkpoint(ckpt) or not isinstance(ckpt['meta'].get('cfg'), str):
         return None
-    model = saved_config_value(ckpt['meta']['cfg'], 'model')
-    backbone = model.get('backbone') if isinstance(model, dict) else None
-    if not isinstance(backbone, dict) or \
-            str(backbone.get('type', '')).split('.')[-1] not in _GRID_BACKBONES:
+    path = (prefix or 'backbone.').strip('.').split('.')
+    node = saved_config_value(ckpt['meta']['cfg'], 'model')
+    for part in path[1:] if path[0] == 'module' else path:  # (a DDP-saved key)
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or \
+            str(node.get('type', '')).split('.')[-1] not in _GRID_BACKBONES:
         return None
-    img, patch = _pair(backbone.get('img_size', 224)), _pair(backbone.get('patch_size', 16))
+    img, patch = _pair(node.get('img_size', 224)), _pair(node.get('patch_size', 16))
     if img is None or patch is None or not all(patch):
         return None
     return img[0] // patch[0], img[1] // patch[1]

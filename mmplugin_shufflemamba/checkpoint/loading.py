@@ -3,13 +3,13 @@
 convert them (:mod:`.layout`) and load them strictly. The formats, how a file's format is
 read and what is refused: docs/loading.md."""
 import logging
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
 
 from .files import (CHECKPOINT_ENTRIES, CheckpointError, check_finite, check_flag,
-                    non_tensor_values, nonfinite_tensors, read_checkpoint,
+                    non_tensor_values, nonfinite_tensors, own_meta, read_checkpoint,
                     refuse_nonfinite, select_state_dict)
 from .fit import compare_state_dicts
 from .layout import (CLASSIFIER_PREFIXES, backbone_prefixes, convert_to_backbone,
@@ -230,21 +230,38 @@ def load_pretrained_backbone(model, checkpoint: Union[str, dict], prefix: Option
     """
     if kwargs:
         raise TypeError(f'unsupported Pretrained init_cfg keys: {sorted(kwargs)}')
-    ckpt, source = read_named(checkpoint, map_location)
-    sd, entry, ckpt_format = read_backbone_weights(ckpt, prefix, map_location, use_ema,
-                                                   ckpt_format, allow_nonfinite,
-                                                   source=source)
-    return load_backbone_state(model, sd, entry, ckpt_format, source, allow_nonfinite,
-                               recorded_grid(ckpt))
+    w = read_weights(checkpoint, prefix, map_location, use_ema, ckpt_format, allow_nonfinite)
+    return load_backbone_state(model, w.state_dict, w.entry, w.format, w.source,
+                               allow_nonfinite, w.grid)
 
 
-def read_named(checkpoint: Union[str, dict], map_location: str = 'cpu'
-               ) -> Tuple[object, str]:
-    """``(the checkpoint object, how the messages name it)``: a file is read
-    (:func:`read_checkpoint`), a checkpoint in memory taken as it is."""
+class BackboneWeights(NamedTuple):
+    """What :func:`read_weights` read: the state dict to convert, its entry, its format,
+    how the messages name the file, the grid the file records (or None) and which
+    weights they are ('ema', also for a file converted from EMA weights, or 'raw')."""
+    state_dict: Dict[str, torch.Tensor]
+    entry: str
+    format: str
+    source: str
+    grid: Optional[Tuple[int, int]]
+    weights: str
+
+
+def read_weights(checkpoint: Union[str, dict], prefix: Optional[str] = None,
+                 map_location: str = 'cpu', use_ema: bool = False,
+                 ckpt_format: str = 'auto', allow_nonfinite: bool = False,
+                 opt_out: str = 'allow_nonfinite=True') -> BackboneWeights:
+    """:func:`read_backbone_weights` of a file or a checkpoint in memory, with the name
+    the messages give it and the grid it records for the backbone at ``prefix``
+    (:func:`recorded_grid`)."""
     if isinstance(checkpoint, dict):
-        return checkpoint, source_name(checkpoint)
-    return read_checkpoint(checkpoint, map_location), checkpoint
+        ckpt, source = checkpoint, source_name(checkpoint)
+    else:
+        ckpt, source = read_checkpoint(checkpoint, map_location), checkpoint
+    sd, entry, fmt = read_backbone_weights(ckpt, prefix, map_location, use_ema, ckpt_format,
+                                           allow_nonfinite, opt_out, source=source)
+    weights = 'ema' if use_ema or own_meta(ckpt).get('weights') == 'ema' else 'raw'
+    return BackboneWeights(sd, entry, fmt, source, recorded_grid(ckpt, prefix), weights)
 
 
 def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
@@ -326,19 +343,28 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
     passes untouched; strictness stays the caller's. A one-token file whose cls position
     nothing tells is a :class:`CheckpointError` asking for the format. See
     docs/loading.md, "Through MMEngine and load_state_dict"."""
+    read_layout(module, state_dict, prefix)
+
+
+def read_layout(module, state_dict, prefix: str, grid: Optional[Tuple[int, int]] = None,
+                quiet: bool = False) -> None:
+    """:func:`published_layout_pre_hook`, in place on ``state_dict``'s keys under
+    ``prefix``, whose position embedding the file records on ``grid`` (a whole
+    checkpoint says it itself)."""
     keys = [k for k in state_dict if k.startswith(prefix)]
     sub = {k[len(prefix):]: state_dict[k] for k in keys}
     own = module.state_dict()
     whole = not prefix and any(k in sub and not isinstance(sub[k], torch.Tensor)
                                for k in CHECKPOINT_ENTRIES)
-    hint = grid = None
+    hint = None
     if whole:  # a whole training checkpoint passed as it is: its raw weights
         hint, grid = format_evidence(sub)[0], recorded_grid(sub)
         try:
             sub, _ = select_state_dict(sub, filename='the checkpoint')
         except CheckpointError as e:
             raise CheckpointError(f'loading into {type(module).__name__}: {e}') from None
-    regrid = grid is not None and tuple(grid) != tuple(module.patch_resolution)
+    regrid = grid is not None and tuple(grid) != tuple(module.patch_resolution) and \
+        'pos_embed' in sub
     if regrid or _is_published_layout(sub, own, hint):
         fmt = 'auto' if hint is None else detect_format(sub, hint)
         try:
@@ -351,10 +377,12 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
                     "'Pretrained', checkpoint=..., ckpt_format=...) or tools/"
                     'convert_checkpoint.py --format, the format can be given)')) from None
         sub, no_norm = _without_final_norm(converted, own)
-        print_log(f"{type(module).__name__}: read a '{summary['format']}' checkpoint "
-                  f"(pos_embed {summary['grid']} -> {summary['target_grid']}, cls/register "
-                  f"tokens {summary['checkpoint_tokens']} -> {summary['kept_tokens']}, "
-                  f"dropped {list(summary['dropped']) + no_norm})", logger='current')
+        if not quiet:
+            print_log(f"{type(module).__name__}: read a '{summary['format']}' checkpoint "
+                      f"(pos_embed {summary['grid']} -> {summary['target_grid']}, "
+                      f"cls/register tokens {summary['checkpoint_tokens']} -> "
+                      f"{summary['kept_tokens']}, dropped {list(summary['dropped']) + no_norm})",
+                      logger='current')
     elif not whole:
         return
     for k in keys:
@@ -362,5 +390,23 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
     state_dict.update((prefix + k, v) for k, v in sub.items())
 
 
-__all__ = ['read_backbone_weights', 'read_named', 'load_into_backbone',
-           'load_pretrained_backbone', 'load_backbone_state', 'published_layout_pre_hook']
+def read_model_layout(model, sd: Dict[str, object], ckpt: object = None,
+                      quiet: bool = False) -> Dict[str, object]:
+    """``sd``, a whole model's state dict, as ``model``'s backbones of this family read
+    it when it is loaded (:func:`published_layout_pre_hook`), each position embedding
+    resized from the grid ``ckpt`` records for that backbone (:func:`recorded_grid`):
+    MMEngine's runner loads a checkpoint's state dict without the rest of the file. A
+    new dict; ``sd`` is not changed."""
+    from ..models.backbones.encoder import ShuffleMambaEncoder
+    out = dict(sd)
+    for name, module in model.named_modules():
+        prefix = name + '.'
+        if name and isinstance(module, ShuffleMambaEncoder) and \
+                any(k.startswith(prefix) for k in out):
+            read_layout(module, out, prefix, recorded_grid(ckpt, prefix), quiet)
+    return out
+
+
+__all__ = ['BackboneWeights', 'read_backbone_weights', 'read_weights', 'load_into_backbone',
+           'load_pretrained_backbone', 'load_backbone_state', 'published_layout_pre_hook',
+           'read_layout', 'read_model_layout']

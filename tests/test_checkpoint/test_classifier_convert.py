@@ -132,3 +132,40 @@ def test_to_official_keeps_the_raw_and_the_ema_weights(tmp_path):
     torch.save(dict(model=raw, model_ema=None, args=argparse.Namespace(model=name)), no_ema)
     convert_main([no_ema, dst, '--to', 'official'])
     assert torch.load(dst, map_location='cpu', weights_only=False)['model_ema'] is None
+
+
+def test_ema_weights_keep_their_label_through_conversions(tmp_path):
+    """Weights read with --use-ema stay labelled 'ema' through every later conversion
+    (which reads the converted file's one set without --use-ema); an official / timm
+    file made from them holds them in both entries."""
+    name = 'shufflemamba_b_patch16_224'
+    torch.manual_seed(0)
+    raw = timm.create_model(name, num_classes=5, **TINY).state_dict()
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in raw.items()}
+    src = str(tmp_path / 'official.pth')
+    torch.save(dict(model=raw, model_ema=ema, args=argparse.Namespace(model=name)), src)
+
+    def load(path):
+        return torch.load(path, map_location='cpu', weights_only=False)
+
+    mm = str(tmp_path / 'ema_mmpretrain.pth')
+    assert convert_main([src, mm, '--to', 'mmpretrain', '--use-ema'])['weights'] == 'ema'
+    official = str(tmp_path / 'ema_official.pth')
+    assert convert_main([mm, official, '--to', 'official'])['weights'] == 'ema'
+    saved = load(official)
+    for entry in ('model', 'model_ema'):
+        torch.testing.assert_close(saved[entry]['pos_embed'], ema['pos_embed'])
+    again = str(tmp_path / 'again.pth')
+    assert convert_main([official, again, '--to', 'mmpretrain'])['weights'] == 'ema'
+    bb = str(tmp_path / 'backbone.pth')
+    convert_main([official, bb])
+    assert load(bb)['meta']['weights'] == 'ema'
+    torch.testing.assert_close(load(bb)['state_dict']['layers.0.mixer.A_log'],
+                               ema['layers.0.mixer.A_log'])
+
+    # Control: the raw weights with their EMA pair.
+    pair = str(tmp_path / 'pair.pth')
+    assert convert_main([src, pair, '--to', 'official'])['weights'] == 'raw and ema'
+    saved = load(pair)
+    torch.testing.assert_close(saved['model']['pos_embed'], raw['pos_embed'])
+    torch.testing.assert_close(saved['model_ema']['pos_embed'], ema['pos_embed'])

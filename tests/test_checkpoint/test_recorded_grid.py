@@ -104,3 +104,54 @@ def test_saved_config_grid_defaults_and_other_backbones():
     assert recorded_grid(ckpt(dict(type='ShuffleMamba', img_size=96, patch_size=8))) == \
         (12, 12)
     assert recorded_grid(ckpt(dict(type='ResNet', depth=50))) is None
+
+
+def test_the_grid_of_the_backbone_at_a_prefix():
+    text = Config(dict(model=dict(
+        type='Distiller', backbone=dict(type='ResNet'),
+        student=dict(type='ImageClassifier', backbone=dict(
+            type='ShuffleMamba', img_size=(128, 512), patch_size=16))))).pretty_text
+    ckpt = dict(meta=dict(cfg=text), state_dict={})
+    assert recorded_grid(ckpt, 'student.backbone.') == (8, 32)
+    assert recorded_grid(ckpt, 'module.student.backbone') == (8, 32)
+    assert recorded_grid(ckpt) is None  # model.backbone is a ResNet
+    assert recorded_grid(ckpt, 'teacher.backbone.') is None
+
+
+class Segmentor(torch.nn.Module):
+
+    def __init__(self, img_size):
+        super().__init__()
+        self.backbone = backbone(img_size)
+        self.head = torch.nn.Linear(DIM, 2)
+
+
+def test_the_runner_loads_a_whole_checkpoint_from_its_recorded_grid(tmp_path):
+    """MMEngine's runner hands the model the state dict alone: the fit check and the
+    load (load_from, tools/test.py) read it from the grid the file records."""
+    from mmengine.runner.checkpoint import load_state_dict
+
+    from mmplugin_shufflemamba.checkpoint import check_checkpoint_fit
+    from mmplugin_shufflemamba.checkpoint.fit import BackboneLayoutHook
+
+    rect = Segmentor((128, 512))
+    with torch.no_grad():
+        rect.backbone.pos_embed.normal_()
+    ckpt = mmengine_checkpoint(tmp_path / 'seg.pth', rect.backbone, (128, 512))
+    ckpt['state_dict'].update({'head.' + k: v for k, v in rect.head.state_dict().items()})
+    for img_size, grid in ((256, (16, 16)), (384, (24, 24))):
+        model = Segmentor(img_size)
+        check_checkpoint_fit(model, ckpt)  # (384: 576 positions, not 256)
+
+        class Runner:
+            pass
+        runner = Runner()
+        runner.model = model
+        loaded = dict(ckpt, state_dict=dict(ckpt['state_dict']))
+        BackboneLayoutHook().after_load_checkpoint(runner, loaded)
+        load_state_dict(model, loaded['state_dict'], strict=True)
+        torch.testing.assert_close(model.backbone.pos_embed.detach(), grid_resize(
+            rect.backbone.pos_embed.detach(), (8, 32), grid))
+        torch.testing.assert_close(model.head.weight, rect.head.weight, rtol=0, atol=0)
+    assert set(ckpt['state_dict']) == set(loaded['state_dict'])
+    assert ckpt['state_dict']['backbone.pos_embed'].shape[1] == 256  # not changed

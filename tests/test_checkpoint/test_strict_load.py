@@ -137,11 +137,13 @@ def test_a_backbone_file_as_load_from_says_where_it_belongs():
         def forward(self, inputs, data_samples=None, mode='tensor'):
             return inputs
 
+    classifier = dict(backbone.state_dict(), **{'head.weight': torch.zeros(5, 16)})
     for ckpt in (dict(state_dict=backbone.state_dict(),
                       meta=dict(shufflemamba_format='mmplugin')),
-                 backbone.state_dict()):
+                 backbone.state_dict(), dict(state_dict=classifier, meta=dict(iter=1))):
         with pytest.raises(CheckpointFitError,
-                           match=r"(?s)holds a backbone alone.*'backbone\.'.*"
+                           match=r"(?s)holds a backbone at its top level.*'backbone\.'.*"
+                           r'ImageNet classifier or a converted backbone file.*'
                            r'model\.backbone\.init_cfg=.*not load_from'):
             check_checkpoint_fit(Segmentor(), ckpt)
     # Control: another backbone's keys at the top get no such line.
@@ -149,7 +151,7 @@ def test_a_backbone_file_as_load_from_says_where_it_belongs():
     with pytest.raises(CheckpointFitError) as info:
         check_checkpoint_fit(Toy(), {k[len('backbone.'):]: v for k, v in toy.items()
                                      if k.startswith('backbone.')})
-    assert 'backbone alone' not in str(info.value)
+    assert 'top level' not in str(info.value)
 
 
 def test_a_file_that_is_not_a_checkpoint_stops_with_its_name(tmp_path):
@@ -351,6 +353,23 @@ def test_fitting_and_allowed_nan_checkpoints_load(trained, tmp_path):
                                    '--work-dir', tmp_path / 't'] + opts, trained['base'])
     assert rc == 0 and 'NaN/inf values as asked (--allow-nonfinite-checkpoint)' in log, \
         log[-4000:]
+
+
+def test_load_from_at_another_grid_reads_the_files_grid(trained, tmp_path):
+    """The checkpoint's backbone was trained on a 16x16 grid (128 px, patch 8): a config
+    on an 8x32 grid (the same 256 positions) or a 12x12 one loads it resized from 16x16,
+    as its saved config records, in tools/test.py and as tools/train.py's load_from."""
+    opts = tiny_overrides(trained['data_root'], 2)
+    rc, log, _ = run('test.py', [CONFIG, trained['ckpt'], '--work-dir', tmp_path / 't',
+                                 '--cfg-options', 'model.backbone.img_size=[64,256]'] + opts,
+                     trained['base'])
+    assert rc == 0 and 'mIoU: ' in log, log[-4000:]
+    assert "read a 'mmplugin' checkpoint (pos_embed (16, 16) -> (8, 32)" in log, log[-4000:]
+    rc, log, _ = run('train.py', [CONFIG, '--work-dir', tmp_path / 'l', '--cfg-options',
+                                  f"load_from={trained['ckpt']}",
+                                  'model.backbone.img_size=96'] + opts, trained['base'])
+    assert rc == 0 and 'Iter(train) [2/2]' in log, log[-4000:]
+    assert "read a 'mmplugin' checkpoint (pos_embed (16, 16) -> (12, 12)" in log, log[-4000:]
 
 
 def nan_run(trained, work, extra=()):

@@ -150,16 +150,12 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         NaN / inf weights are refused unless ``allow_nonfinite``."""
         from mmengine.logging import print_log
 
-        from ...checkpoint import load_backbone_state, read_backbone_weights
-        from ...checkpoint.layout import recorded_grid
-        from ...checkpoint.loading import read_named
-        ckpt, checkpoint = read_named(checkpoint)
-        sd, entry, fmt = read_backbone_weights(ckpt, use_ema=use_ema,
-                                               ckpt_format=ckpt_format,
-                                               allow_nonfinite=allow_nonfinite,
-                                               source=checkpoint)
-        summary = load_backbone_state(self, sd, entry, fmt, checkpoint, allow_nonfinite,
-                                      recorded_grid(ckpt))
+        from ...checkpoint import load_backbone_state, read_weights
+        w = read_weights(checkpoint, use_ema=use_ema, ckpt_format=ckpt_format,
+                         allow_nonfinite=allow_nonfinite)
+        sd, checkpoint = w.state_dict, w.source
+        summary = load_backbone_state(self, sd, w.entry, w.format, w.source, allow_nonfinite,
+                                      w.grid)
         head = {k[len('head.'):]: v for k, v in sd.items() if k.startswith('head.')}
         own = self.head.state_dict()
         if head and own and all(k in head and head[k].shape == v.shape
