@@ -36,18 +36,18 @@ import torch
 from mmplugin_shufflemamba.models.archs import ARCHS
 from mmplugin_shufflemamba.models.classifiers import TIMM_ARCHS
 from mmplugin_shufflemamba.checkpoint import (CHECKPOINT_FORMATS, CheckpointError,
-                                                NoEMAWeightsError, convert_to_backbone,
-                                                describe_state_dict, official_to_mmpretrain,
-                                                read_backbone_weights, read_weights)
-from mmplugin_shufflemamba.utils.cli import int_at_least
-
+                                              NoEMAWeightsError, convert_to_backbone,
+                                              describe_state_dict, official_to_mmpretrain,
+                                              read_backbone_weights, read_weights)
+from mmplugin_shufflemamba.utils.cli import int_at_least, output_file
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('src', help='source checkpoint')
-    p.add_argument('dst', help='output file (a dict with a "state_dict" entry)')
+    p.add_argument('dst', type=output_file,
+                   help='output file (a dict with a "state_dict" entry)')
     p.add_argument('--format', default='auto', choices=CHECKPOINT_FORMATS)
     ema = p.add_mutually_exclusive_group()
     ema.add_argument('--use-ema', dest='use_ema', action='store_true', default=False,
@@ -77,12 +77,6 @@ def parse_args(argv=None):
         p.error(f'DST {args.dst} is the source checkpoint: the conversion keeps only the '
                 'weights (no optimizer, EMA or args) and would overwrite it; give another '
                 'output file')
-    if osp.isdir(args.dst):
-        p.error(f'DST {args.dst} is a directory; give the output file name, e.g. '
-                f'{osp.join(args.dst, "converted.pth")}')
-    if not osp.isdir(osp.dirname(osp.abspath(args.dst))):
-        p.error(f'the folder of DST {args.dst} does not exist; create it first '
-                f'(mkdir -p {osp.dirname(args.dst)})')
     if args.to != 'backbone' and (args.num_registers != 0 or args.img_size is not None
                                   or args.patch_size is not None or args.keep_neck):
         p.error('--num-registers, --keep-neck, --img-size and --patch-size apply to --to '

@@ -11,7 +11,9 @@
 # - require_name NAME VALUE: stop if VALUE is empty or looks like an option (-x): a
 #   positional argument (the slurm partition, the job name) left out or misplaced.
 # - slurm_run TOOL [ARGS...]: tools/TOOL with ARGS on $GPUS tasks of $PARTITION (the
-#   Slurm scripts' srun call; $SRUN_ARGS split into words).
+#   Slurm scripts' srun call; $SRUN_ARGS split into words), once GPUS, GPUS_PER_NODE and
+#   CPUS_PER_TASK are checked: a job smaller than a node asks for its GPUS alone, a
+#   larger one must fill its nodes (GPUS a multiple of GPUS_PER_NODE).
 # - require_file WHAT PATH: stop unless PATH is an existing file, so that a mistyped
 #   path stops here, not in every rank after torchrun or srun has started them.
 if [ "${PYTHON_RUNS_ELSEWHERE:-0}" != "1" ] \
@@ -63,6 +65,21 @@ require_file() {
 }
 
 slurm_run() {
+  require_count GPUS "$GPUS" "the total number of tasks, one per GPU"
+  require_count GPUS_PER_NODE "$GPUS_PER_NODE" "tasks, one per GPU, on each node"
+  require_count CPUS_PER_TASK "$CPUS_PER_TASK" "CPU cores per task, for its data workers"
+  GPUS=$((10#$GPUS)) GPUS_PER_NODE=$((10#$GPUS_PER_NODE))
+  if [ "$GPUS" -lt "$GPUS_PER_NODE" ]; then
+    echo "$(basename "$0"): GPUS=$GPUS: one node with $GPUS GPUs" \
+         "(not GPUS_PER_NODE=$GPUS_PER_NODE)" >&2
+    GPUS_PER_NODE=$GPUS
+  elif [ $((GPUS % GPUS_PER_NODE)) -ne 0 ]; then
+    echo "$(basename "$0"): GPUS=$GPUS is not a multiple of GPUS_PER_NODE=$GPUS_PER_NODE:" \
+         "each node holds $GPUS_PER_NODE GPUs (--gres) and the last would use" \
+         "$((GPUS % GPUS_PER_NODE)) of them; use GPUS=$((GPUS / GPUS_PER_NODE *" \
+         "GPUS_PER_NODE + GPUS_PER_NODE)) or a GPUS_PER_NODE that divides $GPUS" >&2
+    exit 2
+  fi
   set -x
   srun -p "$PARTITION" \
       --job-name="$JOB_NAME" \

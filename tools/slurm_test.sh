@@ -22,8 +22,6 @@ PYTHON_RUNS_ELSEWHERE=1  # srun runs it on the compute nodes
 source "$ROOT/tools/pythonpath.sh"
 require_name PARTITION "$PARTITION"
 require_name JOB_NAME "$JOB_NAME"
-require_count GPUS "$GPUS" "the total number of tasks, one per GPU"
-require_count GPUS_PER_NODE "$GPUS_PER_NODE" "tasks, one per GPU, on each node"
 require_file "config file" "$CONFIG"
 require_file checkpoint "$CHECKPOINT"
 

@@ -1,11 +1,13 @@
 """Checkpoints: reading files and choosing raw / EMA weights (:mod:`.files`, with the
 ``torch.load`` allow-list in :mod:`.safe_load`), layout conversion from the published
-layouts (:mod:`.layout`), loading into the backbones (:mod:`.loading`) and the tools'
+layouts (:mod:`.layout`), loading into the backbones (:mod:`.loading`; through
+``load_state_dict``, :mod:`.pre_hook`) and the tools'
 strict fit check of a runner checkpoint (:mod:`.fit`, :mod:`.saved_config`)."""
 from .fit import (CheckpointFitError, check_checkpoint_fit, check_runner_checkpoint,
                   checkpoint_to_load)
 from .loading import (load_backbone_state, load_into_backbone, load_pretrained_backbone,
-                      published_layout_pre_hook, read_backbone_weights, read_weights)
+                      read_backbone_weights, read_weights)
+from .pre_hook import published_layout_pre_hook
 from .files import (CheckpointError, CheckpointNotFoundError, NoEMAWeightsError,
                     check_checkpoint_path, check_finite, nonfinite_tensors, read_checkpoint,
                     select_state_dict)

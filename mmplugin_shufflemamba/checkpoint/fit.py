@@ -223,7 +223,7 @@ def as_loaded(model: torch.nn.Module, ckpt: Any, quiet: bool = False) -> Any:
     """``ckpt`` with the state dict MMEngine's runner loads (:func:`checkpoint_weights`)
     as ``model``'s backbones read it: :func:`~.loading.read_model_layout`, resized from
     the grid the file records. ``ckpt`` is not changed."""
-    from .loading import read_model_layout
+    from .pre_hook import read_model_layout
     sd, entry = checkpoint_weights(ckpt)
     sd = read_model_layout(model, sd, ckpt, quiet)
     return dict(ckpt, state_dict=sd) if entry == 'state_dict' else sd

@@ -8,11 +8,11 @@ from typing import Dict, NamedTuple, Optional, Tuple, Union
 import torch
 from mmengine.logging import print_log
 
-from .files import (CHECKPOINT_ENTRIES, CheckpointError, check_finite, check_flag,
+from .files import (CheckpointError, check_finite, check_flag,
                     non_tensor_values, nonfinite_tensors, own_meta, read_checkpoint,
                     refuse_nonfinite, select_state_dict)
 from .fit import compare_state_dicts
-from .layout import (CLASSIFIER_PREFIXES, backbone_prefixes, convert_to_backbone,
+from .layout import (backbone_prefixes, convert_to_backbone,
                      detect_format, format_evidence, is_mmpretrain_classifier,
                      mmpretrain_to_official, recorded_grid, strip_wrappers)
 
@@ -179,7 +179,7 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[
     precision value resized past its maximum) is refused saying so. Returns
     ``summary`` with ``loaded`` (key count) and ``dropped`` updated."""
     target = model.pretrained_state_dict()
-    converted, no_norm = _without_final_norm(converted, target)
+    converted, no_norm = without_final_norm(converted, target)
     dropped = list(summary.get('dropped', [])) + no_norm
     missing, unexpected, shapes = map(sorted, compare_state_dicts(converted, target))
     if missing or unexpected or shapes:
@@ -304,7 +304,7 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
     return dict(summary, entry=entry)
 
 
-def _without_final_norm(converted, target):
+def without_final_norm(converted, target):
     """``(converted without norm_f.*, those keys)`` for a target without a final norm
     (``final_norm=False``, the adapter); else ``(a copy of converted, [])``."""
     norm = [] if any(k.startswith('norm_f.') for k in target) else [
@@ -312,101 +312,5 @@ def _without_final_norm(converted, target):
     return {k: v for k, v in converted.items() if k not in norm}, norm
 
 
-_PUBLISHED_ONLY = ('cls_token', 'pos_embed_cls', 'norm_f.') + CLASSIFIER_PREFIXES
-
-
-def _is_published_layout(sub: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor],
-                         hint: Optional[str] = None) -> bool:
-    """Whether ``sub`` is a checkpoint of this patch embedding in a published layout:
-    the file says its tokens or mixer read otherwise than the module's own shapes would
-    (``hint`` 'vim': the cls token in the middle; 'videomamba': summed directions), or it
-    has tokens, a classifier, a final norm or a position grid the module ``own`` does not
-    have."""
-    pe = sub.get('patch_embed.proj.weight')
-    if pe is None or 'pos_embed' not in sub or \
-            pe.shape != own['patch_embed.proj.weight'].shape:
-        return False  # another model: the loader's own key report says so
-    if hint in ('vim', 'videomamba'):
-        return True
-    if set(sub) <= set(own) and all(
-            getattr(v, 'shape', None) == getattr(own[k], 'shape', None)
-            for k, v in sub.items()):
-        return False  # the module's own layout (a non-tensor extra state included)
-    return sub['pos_embed'].shape != own['pos_embed'].shape or any(
-        k.startswith(_PUBLISHED_ONLY) and k not in own for k in sub)
-
-
-def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
-    """``load_state_dict`` pre-hook of the backbones: an ImageNet checkpoint of the
-    family in a published layout (or a whole training checkpoint: its raw weights) is
-    converted to the module's keys (:func:`convert_to_backbone`); the module's own layout
-    passes untouched; strictness stays the caller's. A one-token file whose cls position
-    nothing tells is a :class:`CheckpointError` asking for the format. See
-    docs/loading.md, "Through MMEngine and load_state_dict"."""
-    read_layout(module, state_dict, prefix)
-
-
-def read_layout(module, state_dict, prefix: str, grid: Optional[Tuple[int, int]] = None,
-                quiet: bool = False) -> None:
-    """:func:`published_layout_pre_hook`, in place on ``state_dict``'s keys under
-    ``prefix``, whose position embedding the file records on ``grid`` (a whole
-    checkpoint says it itself)."""
-    keys = [k for k in state_dict if k.startswith(prefix)]
-    sub = {k[len(prefix):]: state_dict[k] for k in keys}
-    own = module.state_dict()
-    whole = not prefix and any(k in sub and not isinstance(sub[k], torch.Tensor)
-                               for k in CHECKPOINT_ENTRIES)
-    hint = None
-    if whole:  # a whole training checkpoint passed as it is: its raw weights
-        hint, grid = format_evidence(sub)[0], recorded_grid(sub)
-        try:
-            sub, _ = select_state_dict(sub, filename='the checkpoint')
-        except CheckpointError as e:
-            raise CheckpointError(f'loading into {type(module).__name__}: {e}') from None
-    regrid = grid is not None and tuple(grid) != tuple(module.patch_resolution) and \
-        'pos_embed' in sub
-    if regrid or _is_published_layout(sub, own, hint):
-        fmt = 'auto' if hint is None else detect_format(sub, hint)
-        try:
-            converted, summary = convert_for(module, sub, fmt, grid)
-        except CheckpointError as e:
-            raise CheckpointError(
-                f'loading a published checkpoint into {type(module).__name__}: {e}' + (
-                    '' if hint or 'ckpt_format' in str(e) else
-                    " (with this package's loader, init_cfg=dict(type="
-                    "'Pretrained', checkpoint=..., ckpt_format=...) or tools/"
-                    'convert_checkpoint.py --format, the format can be given)')) from None
-        sub, no_norm = _without_final_norm(converted, own)
-        if not quiet:
-            print_log(f"{type(module).__name__}: read a '{summary['format']}' checkpoint "
-                      f"(pos_embed {summary['grid']} -> {summary['target_grid']}, "
-                      f"cls/register tokens {summary['checkpoint_tokens']} -> "
-                      f"{summary['kept_tokens']}, dropped {list(summary['dropped']) + no_norm})",
-                      logger='current')
-    elif not whole:
-        return
-    for k in keys:
-        del state_dict[k]
-    state_dict.update((prefix + k, v) for k, v in sub.items())
-
-
-def read_model_layout(model, sd: Dict[str, object], ckpt: object = None,
-                      quiet: bool = False) -> Dict[str, object]:
-    """``sd``, a whole model's state dict, as ``model``'s backbones of this family read
-    it when it is loaded (:func:`published_layout_pre_hook`), each position embedding
-    resized from the grid ``ckpt`` records for that backbone (:func:`recorded_grid`):
-    MMEngine's runner loads a checkpoint's state dict without the rest of the file. A
-    new dict; ``sd`` is not changed."""
-    from ..models.backbones.encoder import ShuffleMambaEncoder
-    out = dict(sd)
-    for name, module in model.named_modules():
-        prefix = name + '.'
-        if name and isinstance(module, ShuffleMambaEncoder) and \
-                any(k.startswith(prefix) for k in out):
-            read_layout(module, out, prefix, recorded_grid(ckpt, prefix), quiet)
-    return out
-
-
 __all__ = ['BackboneWeights', 'read_backbone_weights', 'read_weights', 'load_into_backbone',
-           'load_pretrained_backbone', 'load_backbone_state', 'published_layout_pre_hook',
-           'read_layout', 'read_model_layout']
+           'load_pretrained_backbone', 'load_backbone_state', 'convert_for']

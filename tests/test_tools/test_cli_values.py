@@ -89,9 +89,9 @@ def test_quickstart_honours_small_values():
      '--patch-size 16: the position grid would be empty'),
     (['a', 'b', '--img-size', '50', '--patch-size', '16'], '--img-size 50 is not a '
      'multiple of --patch-size 16'),
-    (['a', 'no/such/folder/b.pth'], 'the folder of DST no/such/folder/b.pth does not exist; '
-     'create it first (mkdir -p no/such/folder)'),
-    (['a', '.'], 'DST . is a directory; give the output file name'),
+    (['a', 'no/such/folder/b.pth'], "argument dst: 'no/such/folder/b.pth': the directory "
+     f"{os.path.abspath('no/such/folder')} does not exist (create it first: mkdir -p "),
+    (['a', '.'], "argument dst: '.' is a directory, not a file"),
     (['a', 'b', '--to', 'official', '--img-size', '224'], '--num-registers, --keep-neck, '
      '--img-size and --patch-size apply to --to backbone only'),
     (['a', 'b', '--keep-neck'], '--keep-neck keeps the neck that reduces the register tokens: '

@@ -75,6 +75,28 @@ def test_slurm_counts_say_what_they_count(launch, script):
         assert (rc, argv) == (2, None) and words in err, err
 
 
+@pytest.mark.parametrize('script', ['slurm_train.sh', 'slurm_test.sh'])
+def test_slurm_jobs_fill_their_nodes(launch, script):
+    args = ['PART', 'JOB', 'my config.py', 'my ckpt.pth'][:4 if 'test' in script else 3]
+    rc, _, err, argv = launch(script, *args, CPUS_PER_TASK='0')
+    assert (rc, argv) == (2, None)
+    assert 'CPUS_PER_TASK must be a positive integer (CPU cores per task' in err, err
+    rc, _, err, argv = launch(script, *args, GPUS='12')
+    assert (rc, argv) == (2, None)
+    assert (f'{script}: GPUS=12 is not a multiple of GPUS_PER_NODE=8: each node holds 8 '
+            'GPUs (--gres) and the last would use 4 of them; use GPUS=16 or a '
+            'GPUS_PER_NODE that divides 12') in err, err
+    rc, _, err, argv = launch(script, *args, GPUS='2')
+    assert rc == 0, err
+    assert '--gres=gpu:2' in argv and '--ntasks-per-node=2' in argv, argv
+    assert 'GPUS=2: one node with 2 GPUs (not GPUS_PER_NODE=8)' in err
+    rc, _, err, argv = launch(script, *args, GPUS='012', GPUS_PER_NODE='4',
+                              CPUS_PER_TASK='10')
+    assert rc == 0, err
+    assert {'--gres=gpu:4', '--ntasks=12', '--ntasks-per-node=4',
+            '--cpus-per-task=10'} <= set(argv), argv
+
+
 def test_dist_gpus_count_message_reads_as_one_line(launch, tmp_path):
     cfg = tmp_path / 'cfg.py'
     cfg.write_text('x = 1\n')

@@ -163,7 +163,7 @@ class ShuffleMambaEncoder(BaseModule):
         ])
         self.drop_path = DropPath(drop_path_rate)
         # Published ImageNet layouts load through load_state_dict / MMEngine as they are.
-        from ...checkpoint.loading import published_layout_pre_hook
+        from ...checkpoint.pre_hook import published_layout_pre_hook
         self.register_load_state_dict_pre_hook(published_layout_pre_hook)
         self.norm_f = build_token_norm(norm_cfg, D) if self.final_norm else nn.Identity()
         if self.cls_reduce > 1:
