@@ -188,7 +188,7 @@ def train_and_test(args, generate):
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from mmplugin_shufflemamba.utils import prepare_runtime
+    from mmplugin_shufflemamba.utils import merge_cfg_options, prepare_runtime
     try:
         generate(args.data_root, args.num_train, args.num_val)
     except FileExistsError as e:  # a --data-root with files the writer did not write
@@ -203,8 +203,7 @@ def train_and_test(args, generate):
                 args.data_root, cfg.val_dataloader.dataset.ann_file)
     if args.max_iters is not None:
         shorten_schedule(cfg, args.max_iters)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options, osp.basename(args.config))
     prepare_runtime(cfg, 'none')
     runner = Runner.from_cfg(cfg)
     runner.train()

@@ -3,9 +3,9 @@ from ..checkpoint.files import CheckpointError
 from ..checkpoint.fit import CheckpointFitError
 from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
-from .runtime import (ConfigError, add_training_hooks, apply_resume, check_label_classes,
-                      latest_checkpoint, load_config, log_kernels, prepare_runtime,
-                      resume_seed, shutdown_distributed, stop_message,
+from .config import ConfigError, check_label_classes, load_config, merge_cfg_options
+from .runtime import (add_training_hooks, apply_resume, latest_checkpoint, log_kernels,
+                      prepare_runtime, resume_seed, shutdown_distributed, stop_message,
                       warn_random_backbone)
 
 #: the errors with which the tools' checks stop a run (printed without a traceback): a
@@ -15,6 +15,7 @@ STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, Conf
 
 __all__ = [
     'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume', 'check_label_classes',
-    'latest_checkpoint', 'load_config', 'log_kernels', 'prepare_runtime', 'resume_seed',
+    'latest_checkpoint', 'load_config', 'log_kernels', 'merge_cfg_options', 'prepare_runtime',
+    'resume_seed',
     'shutdown_distributed', 'stop_message', 'warn_random_backbone'
 ]

@@ -13,7 +13,7 @@ import os
 import os.path as osp
 import re
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -21,22 +21,10 @@ from mmengine.logging import print_log
 
 from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
+from .config import ConfigError, _typed_nodes
 
 # the threads a gloo process group runs (ProcessGroupGloo workers, TCP event loop)
 _GLOO_THREADS = ('pt_gloo_runloop', 'gloo_tcp_loop')
-
-
-def _typed_nodes(node: Any, types: Sequence[str], path: str = ''):
-    """``(path, dict)`` of every ``dict(type=t, ...)`` with ``t`` in ``types`` inside a
-    (nested) config, e.g. ``('train_dataloader.dataset.pipeline[2]', {...})``."""
-    if isinstance(node, dict):
-        if node.get('type') in types:
-            yield path, node
-        for key, value in node.items():
-            yield from _typed_nodes(value, types, f'{path}.{key}' if path else str(key))
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _typed_nodes(value, types, f'{path}[{i}]')
 
 
 def _replace_syncbn(node: Any) -> int:
@@ -103,58 +91,6 @@ def prepare_runtime(cfg, launcher: str) -> None:
     cfg.merge_from_dict({'env_cfg.dist_cfg.backend': 'gloo'})
     cfg.model_wrapper_cfg = dict(cfg.get('model_wrapper_cfg', None) or
                                  dict(type='MMDistributedDataParallel'), device_ids=None)
-
-
-class ConfigError(ValueError):
-    """A config whose parts disagree (the message names them and the fix)."""
-
-
-def check_label_classes(cfg) -> None:
-    """Every ``CheckSegLabels`` of the pipelines checks the classes the segmentor's heads
-    predict: a ``--cfg-options model.decode_head.num_classes=N`` that leaves a pipeline's
-    check at another count would let labels through that the loss cannot take (or
-    refuse valid ones). A :class:`ConfigError` naming both otherwise."""
-    model = cfg.get('model') or {}
-    heads = []
-    for name in ('decode_head', 'auxiliary_head'):
-        value = model.get(name)
-        many = isinstance(value, (list, tuple))
-        heads += [(f'model.{name}' + (f'[{i}]' if many else ''), head)
-                  for i, head in enumerate(value if many else [value])
-                  if isinstance(head, dict) and 'num_classes' in head]
-    loaders = {k: cfg.get(k) for k in ('train_dataloader', 'val_dataloader',
-                                       'test_dataloader')}
-    checks = list(_typed_nodes(loaders, ('CheckSegLabels', )))
-    for head, head_cfg in heads:
-        for where, check in checks:
-            if check.get('num_classes') != head_cfg['num_classes']:
-                raise ConfigError(
-                    f"{where} checks labels against num_classes={check.get('num_classes')} "
-                    f"but {head}.num_classes={head_cfg['num_classes']}: set both to the "
-                    'number of classes of the data (with --cfg-options, the heads and every '
-                    'CheckSegLabels of the pipelines).')
-
-
-def load_config(config: str,
-                launcher: str = 'none',
-                work_dir: Optional[str] = None,
-                cfg_options: Optional[dict] = None):
-    """Read a config for ``tools/train.py`` / ``tools/test.py``: apply overrides, choose
-    the work dir (``./work_dirs/<config name>`` by default) and adapt it to this
-    machine with :func:`prepare_runtime` (called by the tools after their own edits)."""
-    from mmengine.config import Config
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config file not found: {config}')
-    cfg = Config.fromfile(config)
-    cfg.launcher = launcher
-    if cfg_options is not None:
-        cfg.merge_from_dict(cfg_options)
-    check_label_classes(cfg)
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
-    return cfg
 
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:

@@ -1,11 +1,14 @@
 """``--cfg-options`` items that MMEngine's DictAction cannot read (no '=', unbalanced
 brackets) are a usage error of every tool that takes them (exit status 2, the KEY=VALUE
-form named), not a ValueError / AssertionError traceback from inside argparse."""
+form named), not a ValueError / AssertionError traceback from inside argparse; an item
+that would change nothing (a variable of the file, a name nothing reads, a misspelt key)
+is a ConfigError."""
+import os.path as osp
 import sys
 
 import pytest
 
-from helpers.tools import load_tool
+from helpers.tools import ROOT, load_tool
 
 TOOLS = [('train.py', ), ('test.py', ), ('analysis', 'get_flops.py'),
          ('analysis', 'benchmark.py')]
@@ -44,3 +47,46 @@ def test_well_formed_cfg_options_pass(monkeypatch, tmp_path, tool):
     args = load_tool(*tool).parse_args()
     assert args.cfg_options == dict(a=1, **{'b.c': [1, (2, 3)]}, d=['x', 'y'], e='',
                                     f='p=q')
+
+
+CONFIG = osp.join(ROOT, 'configs', 'upernet_shufflemamba_b.py')
+
+
+@pytest.mark.parametrize('key, value, words', [
+    ('data_root', 'elsewhere', "--cfg-options data_root: 'data_root' is a variable of "
+     'upernet_shufflemamba_b.py, already put where the file uses it when the file was '
+     'read, so this would change nothing. Set the settings that use it instead (its value '
+     'is at train_dataloader.dataset.data_root, val_dataloader.dataset.data_root, '
+     'test_dataloader.dataset.data_root).'),
+    ('train_pipeline', [], 'is at train_dataloader.dataset.pipeline)'),
+    ('norm_cfg.type', 'BN', "'norm_cfg' is a variable of upernet_shufflemamba_b.py"),
+    ('fp16', dict(loss_scale=512.), "--cfg-options fp16: upernet_shufflemamba_b.py has no "
+     "'fp16' and nothing reads it."),
+    ('randomnes.seed', 1, "has no 'randomnes' and nothing reads it; did you mean "
+     "'randomness'?"),
+    ('model.backbone.shufle_rate', 0.2, "--cfg-options model.backbone.shufle_rate: "
+     "model.backbone has no 'shufle_rate'; did you mean 'shuffle_rate'?"),
+    ('train_cfg.max_iter', 10, "train_cfg has no 'max_iter'; did you mean 'max_iters'?"),
+    ('default_hooks.checkpoint.intervl', 10, "did you mean 'interval'?"),
+])
+def test_cfg_options_that_would_change_nothing_are_refused(key, value, words):
+    from mmplugin_shufflemamba.utils import ConfigError, load_config
+    with pytest.raises(ConfigError) as e:
+        load_config(CONFIG, cfg_options={key: value})
+    assert words in str(e.value)
+
+
+def test_cfg_options_that_set_or_add_settings_apply():
+    from mmplugin_shufflemamba.utils import load_config
+    cfg = load_config(CONFIG, cfg_options={
+        'train_cfg.max_iters': 10, 'param_scheduler.1.end': 10, 'load_from': 'a.pth',
+        'randomness.seed': 3, 'model.backbone.drop_path_rate': 0.2,
+        'model.backbone.frozen_stages': 2,  # a new key of a known backbone argument
+        'model.backbone.init_cfg.prefix': 'backbone.',  # new inside an existing dict
+        'train_dataloader.dataset.pipeline.4.crop_size': [256, 256],
+        'find_unused_parameters': True})
+    assert cfg.train_cfg.max_iters == 10 and cfg.param_scheduler[1].end == 10
+    assert cfg.model.backbone.frozen_stages == 2 and cfg.randomness.seed == 3
+    assert cfg.model.backbone.init_cfg.prefix == 'backbone.'
+    assert cfg.train_dataloader.dataset.pipeline[4].crop_size == [256, 256]
+    assert cfg.load_from == 'a.pth' and cfg.find_unused_parameters is True

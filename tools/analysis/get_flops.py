@@ -17,14 +17,15 @@ The counting lives in :mod:`mmplugin_shufflemamba.utils.flops`.
 """
 import argparse
 import json
+import os.path as osp
 
 from mmengine.config import Config, DictAction
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
+from mmplugin_shufflemamba.utils import ConfigError, merge_cfg_options
 from mmplugin_shufflemamba.utils.flops import HANDLED, model_complexity
 from mmplugin_shufflemamba.utils.cli import (device as device_arg, existing_file,
                                              int_at_least, key_value, output_file)
-
 
 
 def parse_args(argv=None):
@@ -47,8 +48,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    try:
+        merge_cfg_options(cfg, args.cfg_options, osp.basename(args.config))
+    except ConfigError as e:
+        raise SystemExit(f'get_flops.py: {e}') from None
     res = model_complexity(cfg, args.shape, args.device)
     H, W = res['shape']
     line = '=' * 60

@@ -1,0 +1,138 @@
+"""Reading a config for the tools: ``--cfg-options`` checked and merged, the work dir,
+the checks of parts that must agree."""
+import os.path as osp
+from typing import Any, List, Optional, Sequence
+
+
+def _typed_nodes(node: Any, types: Sequence[str], path: str = ''):
+    """``(path, dict)`` of every ``dict(type=t, ...)`` with ``t`` in ``types`` inside a
+    (nested) config, e.g. ``('train_dataloader.dataset.pipeline[2]', {...})``."""
+    if isinstance(node, dict):
+        if node.get('type') in types:
+            yield path, node
+        for key, value in node.items():
+            yield from _typed_nodes(value, types, f'{path}.{key}' if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _typed_nodes(value, types, f'{path}[{i}]')
+
+
+class ConfigError(ValueError):
+    """A config whose parts disagree (the message names them and the fix)."""
+
+
+def check_label_classes(cfg) -> None:
+    """Every ``CheckSegLabels`` of the pipelines checks the classes the segmentor's heads
+    predict: a ``--cfg-options model.decode_head.num_classes=N`` that leaves a pipeline's
+    check at another count would let labels through that the loss cannot take (or
+    refuse valid ones). A :class:`ConfigError` naming both otherwise."""
+    model = cfg.get('model') or {}
+    heads = []
+    for name in ('decode_head', 'auxiliary_head'):
+        value = model.get(name)
+        many = isinstance(value, (list, tuple))
+        heads += [(f'model.{name}' + (f'[{i}]' if many else ''), head)
+                  for i, head in enumerate(value if many else [value])
+                  if isinstance(head, dict) and 'num_classes' in head]
+    loaders = {k: cfg.get(k) for k in ('train_dataloader', 'val_dataloader',
+                                       'test_dataloader')}
+    checks = list(_typed_nodes(loaders, ('CheckSegLabels', )))
+    for head, head_cfg in heads:
+        for where, check in checks:
+            if check.get('num_classes') != head_cfg['num_classes']:
+                raise ConfigError(
+                    f"{where} checks labels against num_classes={check.get('num_classes')} "
+                    f"but {head}.num_classes={head_cfg['num_classes']}: set both to the "
+                    'number of classes of the data (with --cfg-options, the heads and every '
+                    'CheckSegLabels of the pipelines).')
+
+
+#: the top-level keys MMEngine's runner, mmseg / mmdet / mmpretrain and these tools read
+#: when they run; every other top-level name of a config is a variable of the file,
+#: already put where the file uses it (``crop_size``, ``data_root``, ``train_pipeline``)
+_RUNTIME_KEYS = frozenset((
+    'model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_dataloader',
+    'train_cfg', 'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper', 'param_scheduler',
+    'val_evaluator', 'test_evaluator', 'default_hooks', 'custom_hooks', 'data_preprocessor',
+    'load_from', 'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
+    'default_scope', 'randomness', 'experiment_name', 'model_wrapper_cfg', 'sync_bn',
+    'find_unused_parameters', 'activation_checkpointing', 'efficient_conv_bn_eval',
+    'compile', 'custom_imports', 'tta_model', 'tta_pipeline', 'finite_check'))
+
+
+def _paths_of(node: Any, value: Any, path: str = '', limit: int = 4) -> List[str]:
+    """Where ``value`` appears in a (nested) config, e.g. ``['train_dataloader.dataset.
+    data_root', ...]`` (at most ``limit``)."""
+    if path and node == value and type(node) is type(value):
+        return [path]
+    items = node.items() if isinstance(node, dict) else enumerate(node) \
+        if isinstance(node, (list, tuple)) else ()
+    found = []
+    for key, sub in items:
+        found += _paths_of(sub, value, f'{path}.{key}' if path else str(key), limit)
+    return found[:limit]
+
+
+def merge_cfg_options(cfg, options: Optional[dict], config: str = 'the config') -> None:
+    """``cfg.merge_from_dict(options)`` (``--cfg-options``) once no key would change
+    nothing: a :class:`ConfigError` for a top-level variable of the file (its value was
+    put where the file uses it when the file was read; the message names those places),
+    a top-level name nothing reads, and a key one letter away from the config's own
+    (``model.backbone.shufle_rate``). A key new to the config is added, as MMEngine
+    adds it."""
+    for key in options or {}:
+        parts = key.split('.')
+        where = f'--cfg-options {key}'
+        if parts[0] not in _RUNTIME_KEYS:
+            if parts[0] in cfg:
+                places = _paths_of({k: v for k, v in cfg.items() if k in _RUNTIME_KEYS},
+                                   cfg[parts[0]])
+                raise ConfigError(
+                    f"{where}: '{parts[0]}' is a variable of {config}, already put where "
+                    'the file uses it when the file was read, so this would change '
+                    'nothing. Set the settings that use it instead' + (
+                        f" (its value is at {', '.join(places)})" if places else '') + '.')
+            raise ConfigError(f"{where}: {config} has no '{parts[0]}' and nothing reads it" +
+                              _did_you_mean(parts[0], set(cfg) | _RUNTIME_KEYS) + '.')
+        node = cfg.get(parts[0])
+        for depth, part in enumerate(parts[1:], 1):
+            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict) or part in node:
+                node = node.get(part) if isinstance(node, dict) else None
+                continue
+            close = _did_you_mean(part, [k for k in node if isinstance(k, str)])
+            if close:
+                raise ConfigError(
+                    f"{where}: {'.'.join(parts[:depth])} has no '{part}'{close}")
+            break
+    if options:
+        cfg.merge_from_dict(options)
+
+
+def _did_you_mean(name: str, names) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
+    return f"; did you mean '{close[0]}'?" if close else ''
+
+
+def load_config(config: str,
+                launcher: str = 'none',
+                work_dir: Optional[str] = None,
+                cfg_options: Optional[dict] = None):
+    """Read a config for ``tools/train.py`` / ``tools/test.py``: apply overrides, choose
+    the work dir (``./work_dirs/<config name>`` by default) and adapt it to this
+    machine with :func:`prepare_runtime` (called by the tools after their own edits)."""
+    from mmengine.config import Config
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    merge_cfg_options(cfg, cfg_options, osp.basename(config))
+    check_label_classes(cfg)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    return cfg
