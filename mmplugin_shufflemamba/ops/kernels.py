@@ -10,6 +10,8 @@ docs/kernels_and_performance.md#kernels (why ``selective_scan_cuda`` is imported
 directly rather than ``mamba_ssm.ops``).
 """
 import os
+import os.path as osp
+import sys
 import warnings
 from types import SimpleNamespace
 from typing import Dict, Optional, Tuple
@@ -125,7 +127,21 @@ def report_fallback(name: str, err: Optional[str]) -> None:
         raise RuntimeError(f'{STRICT_ENV}=1: {msg}')
     if name not in _warned:
         _warned.add(name)
-        warnings.warn(msg, KernelFallbackWarning, stacklevel=3)
+        warnings.warn(msg, KernelFallbackWarning, stacklevel=_caller_level())
+
+
+#: the package's and torch's own files: a warning points past them, at the user's call
+_INNER_FILES = (osp.dirname(osp.dirname(osp.abspath(__file__))),
+                osp.dirname(osp.abspath(torch.__file__)))
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside this package and torch (a model's
+    forward goes through ``nn.Module.__call__``), counted from our caller."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_INNER_FILES):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def cpu_paths():

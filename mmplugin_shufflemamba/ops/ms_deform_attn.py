@@ -104,7 +104,7 @@ def check_ms_deform_attn_args(value, spatial_shapes, sampling_locations, attenti
         raise ShapeError(f'{fn}: attention_weights must have shape {want[:5]}, got '
                          f'{tuple(attention_weights.shape)}')
     sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
-    if min(sizes) <= 0:
+    if min(min(hw) for hw in spatial_shapes.tolist()) <= 0:
         raise ShapeError(f'{fn}: spatial_shapes must be positive, got '
                          f'{spatial_shapes.tolist()}')
     if sum(sizes) != num_keys:

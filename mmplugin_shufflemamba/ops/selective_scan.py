@@ -73,6 +73,8 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias, fn='selective_scan'):
 def _scan_fwd_loop(dA: Tensor, dBu: Tensor) -> Tensor:
     """h[t] = dA[t] * h[t-1] + dBu[t]; all (L, B, D, N). Returns all h."""
     hs = torch.empty_like(dBu)
+    if not len(hs):  # an empty sequence
+        return hs
     # h[-1] = 0 decays like any state: 0 * dA[0] is NaN where dA[0] is NaN or inf, as in
     # the sequential reference and the compiled kernel.
     torch.addcmul(dBu[0], dA[0], torch.zeros_like(dA[0]), out=hs[0])
@@ -85,6 +87,8 @@ def _scan_bwd_loop(dA: Tensor, dh_direct: Tensor) -> Tensor:
     """g[t] = dh_direct[t] + dA[t+1] * g[t+1] (reverse-time adjoint recurrence)."""
     gs = torch.empty_like(dh_direct)
     last = dh_direct.shape[0] - 1
+    if last < 0:  # an empty sequence
+        return gs
     gs[last] = dh_direct[last]
     for t in range(last - 1, -1, -1):
         torch.addcmul(dh_direct[t], dA[t + 1], gs[t + 1], out=gs[t])

@@ -49,7 +49,7 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
         dt = delta[:, :, t, None]  # (B, D, 1)
         h = torch.exp(dt * A) * h + dt * B[:, None, :, t] * u[:, :, t, None]
         ys.append((h * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, dim=-1)
+    y = torch.stack(ys, dim=-1) if ys else u.new_zeros(u.shape)  # (an empty sequence)
     if D is not None:
         y = y + u * D.to(ct)[:, None]
     if z is not None:

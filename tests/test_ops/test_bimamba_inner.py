@@ -326,6 +326,24 @@ def test_missing_cpu_extension_warns_once(monkeypatch):
         select_backend('auto', torch.device('cpu'), torch.float32)
 
 
+def test_the_fallback_warning_points_at_the_users_call(monkeypatch):
+    """Past the package's and torch's frames (a model's forward goes through
+    nn.Module.__call__): the line of this file that ran the model or the op."""
+    from mmplugin_shufflemamba.models.layers.bimamba import BiMambaMixer
+    from mmplugin_shufflemamba.ops import selective_scan
+    monkeypatch.setattr(kernels, 'cpu_extension', lambda: None)
+    monkeypatch.delenv(kernels.STRICT_ENV, raising=False)
+    mixer = BiMambaMixer(8)
+    for call in (lambda: mixer(torch.randn(1, 5, 8)),
+                 lambda: selective_scan(torch.randn(1, 2, 3), torch.randn(1, 2, 3),
+                                        -torch.rand(2, 4), torch.randn(1, 4, 3),
+                                        torch.randn(1, 4, 3))):
+        monkeypatch.setattr(kernels, '_warned', set())
+        with pytest.warns(kernels.KernelFallbackWarning) as rec:
+            call()
+        assert rec[0].filename == __file__, rec[0].filename
+
+
 def test_kernel_report_names_each_op(no_cuda_kernels):
     cuda = kernels.kernel_report('cuda')
     assert set(cuda) == {'selective_scan', 'causal_conv1d', 'ms_deform_attn'}

@@ -203,6 +203,9 @@ def test_bad_arguments_raise_clear_errors():
     fails('spatial_shapes must', value, shapes.float(), loc, attn)
     fails('spatial_shapes must be positive', value[:, :16], torch.tensor([[4, 4], [0, 3]]),
           loc, attn)
+    # (-2) * (-3) is 6 keys, but no level has a negative side: refused as such
+    fails('spatial_shapes must be positive', value[:, :22], torch.tensor([[4, 4], [-2, -3]]),
+          loc, attn)
     fails('floating-point', value.long(), shapes, loc, attn)
     # a tensor on another device (meta stands in for CUDA here)
     fails('needs CPU tensors', value.to('meta'), shapes.to('meta'), loc.to('meta'),

@@ -392,3 +392,17 @@ def test_cpu_backward_output_for_degenerate_sizes(shape):
         out = scan_cpu_bwd(*args, True, reverse, dout, return_out=True)[-1]
         assert out.shape == (batch, dim, seqlen)
         torch.testing.assert_close(out, scan_cpu_fwd(*args, True, reverse))
+
+
+@pytest.mark.parametrize('fn', [selective_scan_ref, selective_scan_torch, selective_scan_cpu,
+                                selective_scan])
+@pytest.mark.parametrize('reverse', [False, True])
+def test_an_empty_sequence_gives_an_empty_output(fn, reverse):
+    """Every implementation alike: length 0 in, length 0 out, zero gradients."""
+    args = make_inputs(seqlen=0)
+    u = args['u'].requires_grad_()
+    out = fn(**dict(args, u=u), delta_softplus=True, reverse=reverse)
+    assert out.shape == (2, 6, 0) and out.dtype == u.dtype
+    if out.requires_grad:
+        out.sum().backward()
+        assert u.grad.shape == u.shape
