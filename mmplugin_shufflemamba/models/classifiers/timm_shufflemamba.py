@@ -13,8 +13,9 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, register_model
 
 from ..backbones.encoder import ShuffleMambaEncoder
+from ..backbones.official_init import official_init
 from ..backbones.shuffle_mamba_checks import reject_args, token_layout
-from ..layers.arg_checks import check_int
+from ..layers.arg_checks import check_choice, check_int
 
 #: Factory name -> ShuffleMamba arguments of the official ImageNet models
 #: (``models_shuffle.py`` / ``models_reg.py``).
@@ -48,6 +49,10 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         cls_reduce (int): the registers' reduction (Reg models). Defaults to 1.
         shuffle_cls (bool): whether SLWS moves the classification tokens.
             Defaults to True.
+        weight_init (str): 'official': as the official model from scratch
+            (:func:`~..backbones.official_init.official_init`, ``models_shuffle.py`` with
+            a cls token, ``models_reg.py`` with registers); 'default': the backbone's
+            own (docs/backbone.md, "Initialisation"). Defaults to 'official'.
         **kwargs: the encoder's arguments, see
             :class:`~..backbones.encoder.ShuffleMambaEncoder`, except ``init_cfg``
             (use :meth:`load_pretrained`) and ``final_norm`` (always built).
@@ -68,7 +73,7 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
                  with_cls_token: bool = False, num_registers: int = 0, cls_reduce: int = 1,
-                 shuffle_cls: bool = True, **kwargs):
+                 shuffle_cls: bool = True, weight_init: str = 'official', **kwargs):
         reject_args('ShuffleMambaClassifier', kwargs, self.DENSE_ONLY_ARGS)
         check_int('num_classes', num_classes, 0, hint='0 gives no head (features only)')
         check_int('in_chans', in_chans, 1, hint='image channels, 3 for RGB')
@@ -81,7 +86,10 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
                          **kwargs)
         self.num_features = self.cls_feature_dims
         self._build_head(num_classes, init=False)
+        check_choice('weight_init', weight_init, ('official', 'default'))
         self.reset_parameters()
+        if weight_init == 'official':
+            official_init(self, 'reg' if num_registers else 'shufflemamba')
         self._init_head()
 
     def _build_head(self, num_classes: int, init: bool = True) -> None:

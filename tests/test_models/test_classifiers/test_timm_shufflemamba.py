@@ -183,6 +183,26 @@ def test_create_model_kwargs_reach_the_model():
         ShuffleMambaClassifier(arch='b', embed_dims=D, num_layers=2)
 
 
+def test_they_start_from_the_official_initialisation():
+    """As the official models from scratch: models_shuffle.py's (dt_proj bias zero, cls
+    token zero) for the plain names, models_reg.py's (Mamba's dt_proj init) for Reg,
+    both with a zero patch-embedding bias; weight_init='default' is the backbone's."""
+    plain = timm.create_model(PLAIN, embed_dims=D, num_layers=2, img_size=32)
+    reg = timm.create_model(REG, embed_dims=D, num_layers=2, img_size=32, num_registers=3,
+                            cls_reduce=2)
+    default = timm.create_model(PLAIN, embed_dims=D, num_layers=2, img_size=32,
+                                weight_init='default')
+    assert not plain.layers[0].mixer.dt_proj.bias.any() and not plain.cls_token.any()
+    assert reg.layers[0].mixer.dt_proj.bias.abs().min() > 0 and reg.cls_token.std() > 0.01
+    for m in (plain, reg):
+        assert not m.patch_embed.proj.bias.any()
+    assert default.patch_embed.proj.bias.abs().min() > 0
+    assert default.layers[0].mixer.dt_proj.bias.abs().min() > 0
+    with pytest.raises(ValueError, match=r"weight_init must be one of \('official', "
+                       r"'default'\), got 'jax'"):
+        timm.create_model(PLAIN, embed_dims=D, num_layers=2, weight_init='jax')
+
+
 # ------------------------------------------------------------------ forward interface
 @pytest.mark.parametrize('name', [PLAIN, REG])
 def test_forward_is_head_of_features(name):
