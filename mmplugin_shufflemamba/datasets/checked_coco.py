@@ -115,6 +115,12 @@ if CocoDataset is not None:
                                     'bbox, area and category_id')
                 if isinstance(ann['area'], float) and not math.isfinite(ann['area']):
                     raise DataError(f"{what} has a non-finite area {ann['area']}")
+                cats = self.coco.cats
+                if ann['category_id'] not in cats:
+                    raise DataError(
+                        f"{what} has category_id {ann['category_id']!r}, which the file's "
+                        f'categories do not list (ids {_examples(sorted(cats, key=str))}); '
+                        'fix the annotation or add its category')
 
         def parse_data_info(self, raw_data_info: dict):
             img = raw_data_info['raw_img_info']

@@ -387,6 +387,9 @@ def test_coco_annotations_of_unknown_images_are_counted(coco, warnings_logged):
     (lambda c: c['annotations'][0].pop('area'), r"annotation id {ann} has no \['area'\]"),
     (lambda c: c['annotations'][0].update(area=float('nan')), 'has a non-finite area nan'),
     (lambda c: c['images'][0].pop('height'), r"has no \['height'\]: every image entry"),
+    (lambda c: c['annotations'][0].update(category_id=99),
+     r"annotation id {ann} has category_id 99, which the file's categories do not list "
+     r'\(ids 1, 2, 3 and 1 more\); fix the annotation or add its category'),
 ])
 def test_coco_malformed_entries_are_named(coco, edit, words):
     content = _edit_json(coco, edit)
