@@ -227,6 +227,37 @@ def test_changed_class_count_must_reach_the_label_checks():
     assert 'tools/train.py: train_dataloader.dataset.pipeline' in run.stderr
 
 
+def test_the_modules_after_the_backbone_must_take_its_width(tmp_path):
+    """Another arch or embed_dims by --cfg-options, the neck or heads left at the old
+    width: refused before anything is built, naming the setting and its value (the
+    first forward would stop in torch's convolution). get_flops.py says the same."""
+    import subprocess
+    import sys
+    from mmplugin_shufflemamba.utils import ConfigError, load_config
+    seg = osp.join(ROOT, 'configs', 'upernet_shufflemamba_b.py')
+    det = osp.join(ROOT, 'configs', 'mask-rcnn_shufflemamba_adapter-m.py')
+    with pytest.raises(ConfigError) as e:
+        load_config(seg, cfg_options={'model.backbone.arch': 'm'})
+    assert str(e.value) == (
+        "model.decode_head.in_channels=[768, 768, 768, 768] but the backbone's maps have "
+        '576 channels (its embed_dims): set model.decode_head.in_channels=[576] * 4.')
+    with pytest.raises(ConfigError, match=r'model\.auxiliary_head\.in_channels=768 but .* '
+                       r'set model\.auxiliary_head\.in_channels=576\.'):
+        load_config(seg, cfg_options={'model.backbone.arch': 'm',
+                                      'model.decode_head.in_channels': [576] * 4})
+    with pytest.raises(ConfigError, match=r'model\.neck\.in_channels=\[576, 576, 576, 576\]'
+                       r" but the backbone's maps have 32 channels"):
+        load_config(det, cfg_options={'model.backbone.embed_dims': 32})
+    cfg = load_config(det, cfg_options={'model.backbone.embed_dims': 32,
+                                        'model.neck.in_channels': [32] * 4})
+    assert cfg.model.neck.in_channels == [32] * 4
+    run = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'get_flops.py'),
+                          det, '--cfg-options', 'model.backbone.embed_dims=32'],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
+    assert 'get_flops.py: model.neck.in_channels=' in run.stderr
+
+
 def test_a_dense_config_without_weights_warns_that_it_trains_from_random_weights():
     """The zoo configs leave init_cfg to the user: tools/train.py says so when nothing
     gives the backbone weights; not with init_cfg, load_from or resume, nor for ImageNet

@@ -188,7 +188,7 @@ def train_and_test(args, generate):
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from mmplugin_shufflemamba.utils import merge_cfg_options, prepare_runtime
+    from mmplugin_shufflemamba.utils import check_config, merge_cfg_options, prepare_runtime
     try:
         generate(args.data_root, args.num_train, args.num_val)
     except FileExistsError as e:  # a --data-root with files the writer did not write
@@ -204,6 +204,7 @@ def train_and_test(args, generate):
     if args.max_iters is not None:
         shorten_schedule(cfg, args.max_iters)
     merge_cfg_options(cfg, args.cfg_options, osp.basename(args.config))
+    check_config(cfg)
     prepare_runtime(cfg, 'none')
     runner = Runner.from_cfg(cfg)
     runner.train()

@@ -47,6 +47,47 @@ def check_label_classes(cfg) -> None:
                     'CheckSegLabels of the pipelines).')
 
 
+def check_backbone_channels(cfg) -> None:
+    """The modules that take a ShuffleMamba backbone's maps (the neck, else the decode
+    and auxiliary heads) expect its width: a ``--cfg-options model.backbone.arch=m`` or
+    ``embed_dims=...`` that leaves them at another count would stop at the first forward
+    with torch's channel error. A :class:`ConfigError` naming both otherwise."""
+    from ..models.archs import resolve_arch
+    model = cfg.get('model') or {}
+    backbone = model.get('backbone')
+    if not isinstance(backbone, dict) or str(backbone.get('type', '')).split('.')[-1] not in \
+            ('ShuffleMamba', 'ShuffleMambaAdapter'):
+        return
+    try:
+        width = resolve_arch(backbone.get('arch', 'b'), backbone.get('embed_dims'),
+                             backbone.get('num_layers'))['embed_dims']
+    except (KeyError, TypeError, ValueError):
+        return  # the backbone names its own bad arguments when it is built
+    takers = ['neck'] if isinstance(model.get('neck'), dict) else \
+        ['decode_head', 'auxiliary_head']
+    for name in takers:
+        value = model.get(name)
+        for i, head in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+            channels = head.get('in_channels') if isinstance(head, dict) else None
+            counts = channels if isinstance(channels, (list, tuple)) else [channels]
+            if channels is None or all(c == width for c in counts):
+                continue
+            where = f'model.{name}' + (f'[{i}]' if isinstance(value, (list, tuple)) else '')
+            want = f'[{width}] * {len(counts)}' if isinstance(channels, (list, tuple)) \
+                else str(width)
+            raise ConfigError(
+                f"{where}.in_channels={list(channels) if counts is channels else channels} "
+                f"but the backbone's maps have {width} channels (its embed_dims): set "
+                f'{where}.in_channels={want}.')
+
+
+def check_config(cfg) -> None:
+    """The checks of parts that must agree: :func:`check_label_classes`,
+    :func:`check_backbone_channels`."""
+    check_label_classes(cfg)
+    check_backbone_channels(cfg)
+
+
 #: the top-level keys MMEngine's runner, mmseg / mmdet / mmpretrain and these tools read
 #: when they run; every other top-level name of a config is a variable of the file,
 #: already put where the file uses it (``crop_size``, ``data_root``, ``train_pipeline``)
@@ -130,7 +171,7 @@ def load_config(config: str,
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     merge_cfg_options(cfg, cfg_options, osp.basename(config))
-    check_label_classes(cfg)
+    check_config(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:

@@ -22,7 +22,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
-from mmplugin_shufflemamba.utils import ConfigError, merge_cfg_options
+from mmplugin_shufflemamba.utils import ConfigError, check_config, merge_cfg_options
 from mmplugin_shufflemamba.utils.flops import HANDLED, model_complexity
 from mmplugin_shufflemamba.utils.cli import (device as device_arg, existing_file,
                                              int_at_least, key_value, output_file)
@@ -50,6 +50,7 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     try:
         merge_cfg_options(cfg, args.cfg_options, osp.basename(args.config))
+        check_config(cfg)
     except ConfigError as e:
         raise SystemExit(f'get_flops.py: {e}') from None
     res = model_complexity(cfg, args.shape, args.device)
