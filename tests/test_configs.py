@@ -251,6 +251,21 @@ def test_the_modules_after_the_backbone_must_take_its_width(tmp_path):
     cfg = load_config(det, cfg_options={'model.backbone.embed_dims': 32,
                                         'model.neck.in_channels': [32] * 4})
     assert cfg.model.neck.in_channels == [32] * 4
+    # a list of necks: the first takes the maps, the heads take the last one's
+    neck = dict(type='MultiLevelNeck', in_channels=[768] * 4, out_channels=256)
+    heads = {'model.decode_head.in_channels': [256] * 4, 'model.auxiliary_head.in_channels': 256}
+    load_config(seg, cfg_options={'model.neck': [neck], **heads})
+    with pytest.raises(ConfigError, match=r'model\.neck\[0\]\.in_channels=\[576, 576, 576, '
+                       r"576\] but the backbone's maps have 768"):
+        load_config(seg, cfg_options={'model.neck': [dict(neck, in_channels=[576] * 4)],
+                                      **heads})
+    # out_cls: the classification feature (here 12 registers of 768 reduced by 4) goes on
+    from mmengine.config import Config
+    from mmplugin_shufflemamba.utils import check_backbone_channels
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain',
+                                   'shufflemamba-reg-b_8xb128-300e_in1k-128px.py'))
+    cfg.model.neck = dict(type='LinearNeck', in_channels=2304, out_channels=2304)
+    check_backbone_channels(cfg)
     run = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'get_flops.py'),
                           det, '--cfg-options', 'model.backbone.embed_dims=32'],
                          capture_output=True, text=True, timeout=300)

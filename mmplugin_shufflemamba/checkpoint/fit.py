@@ -238,11 +238,17 @@ class BackboneLayoutHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         loaded = as_loaded(unwrap_model(runner.model), checkpoint)
-        if isinstance(checkpoint.get('state_dict'), dict):
-            checkpoint['state_dict'] = loaded['state_dict']
+        entry = isinstance(checkpoint.get('state_dict'), dict)
+        sd = loaded['state_dict'] if entry else loaded
+        metadata = getattr(checkpoint['state_dict'] if entry else checkpoint, '_metadata',
+                           None)
+        if metadata is not None:  # (the modules' state versions, for load_state_dict)
+            sd._metadata = metadata
+        if entry:
+            checkpoint['state_dict'] = sd
         else:
             checkpoint.clear()
-            checkpoint.update(loaded)
+            checkpoint.update(sd)
 
 
 class SkipMismatchedShapesHook(Hook):

@@ -3,6 +3,7 @@ the family in a published layout, or a whole training checkpoint, as
 :func:`~.loading.load_pretrained_backbone` does, and :func:`read_model_layout` reads a
 whole model's state dict so for MMEngine's runner (docs/loading.md, "Through MMEngine
 and load_state_dict")."""
+from collections import OrderedDict
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -47,16 +48,16 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
 
 
 def read_layout(module, state_dict, prefix: str, grid: Optional[Tuple[int, int]] = None,
-                quiet: bool = False) -> None:
+                quiet: bool = False, hint: Optional[str] = None) -> None:
     """:func:`published_layout_pre_hook`, in place on ``state_dict``'s keys under
-    ``prefix``, whose position embedding the file records on ``grid`` (a whole
-    checkpoint says it itself)."""
+    ``prefix``, whose position embedding the file records on ``grid`` and whose format
+    the file says is ``hint`` (:func:`~.layout.format_hint`; a whole checkpoint says
+    both itself)."""
     keys = [k for k in state_dict if k.startswith(prefix)]
     sub = {k[len(prefix):]: state_dict[k] for k in keys}
     own = module.state_dict()
     whole = not prefix and any(k in sub and not isinstance(sub[k], torch.Tensor)
                                for k in CHECKPOINT_ENTRIES)
-    hint = None
     if whole:  # a whole training checkpoint passed as it is: its raw weights
         hint, grid = format_evidence(sub)[0], recorded_grid(sub)
         try:
@@ -98,12 +99,13 @@ def read_model_layout(model, sd: Dict[str, object], ckpt: object = None,
     MMEngine's runner loads a checkpoint's state dict without the rest of the file. A
     new dict; ``sd`` is not changed."""
     from ..models.backbones.encoder import ShuffleMambaEncoder
-    out = dict(sd)
+    out = OrderedDict(sd)
+    hint = format_evidence(ckpt)[0] if ckpt is not None else None
     for name, module in model.named_modules():
         prefix = name + '.'
         if name and isinstance(module, ShuffleMambaEncoder) and \
                 any(k.startswith(prefix) for k in out):
-            read_layout(module, out, prefix, recorded_grid(ckpt, prefix), quiet)
+            read_layout(module, out, prefix, recorded_grid(ckpt, prefix), quiet, hint)
     return out
 
 

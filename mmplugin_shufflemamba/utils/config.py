@@ -56,23 +56,26 @@ def check_backbone_channels(cfg) -> None:
     model = cfg.get('model') or {}
     backbone = model.get('backbone')
     if not isinstance(backbone, dict) or str(backbone.get('type', '')).split('.')[-1] not in \
-            ('ShuffleMamba', 'ShuffleMambaAdapter'):
-        return
+            ('ShuffleMamba', 'ShuffleMambaAdapter') or backbone.get('out_cls'):
+        return  # (with out_cls, the classification feature has its own width)
     try:
         width = resolve_arch(backbone.get('arch', 'b'), backbone.get('embed_dims'),
                              backbone.get('num_layers'))['embed_dims']
     except (KeyError, TypeError, ValueError):
         return  # the backbone names its own bad arguments when it is built
-    takers = ['neck'] if isinstance(model.get('neck'), dict) else \
-        ['decode_head', 'auxiliary_head']
+    neck = model.get('neck')
+    takers = ['decode_head', 'auxiliary_head'] if not neck else ['neck']
     for name in takers:
         value = model.get(name)
-        for i, head in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+        many = isinstance(value, (list, tuple))
+        # a list of necks is applied in turn: the first takes the maps
+        heads = value[:1] if many and name == 'neck' else value if many else [value]
+        for i, head in enumerate(heads):
             channels = head.get('in_channels') if isinstance(head, dict) else None
             counts = channels if isinstance(channels, (list, tuple)) else [channels]
             if channels is None or all(c == width for c in counts):
                 continue
-            where = f'model.{name}' + (f'[{i}]' if isinstance(value, (list, tuple)) else '')
+            where = f'model.{name}' + (f'[{i}]' if many else '')
             want = f'[{width}] * {len(counts)}' if isinstance(channels, (list, tuple)) \
                 else str(width)
             raise ConfigError(
@@ -102,8 +105,11 @@ _RUNTIME_KEYS = frozenset((
 
 
 def _paths_of(node: Any, value: Any, path: str = '', limit: int = 4) -> List[str]:
-    """Where ``value`` appears in a (nested) config, e.g. ``['train_dataloader.dataset.
-    data_root', ...]`` (at most ``limit``)."""
+    """Where ``value``, a string or a container, appears in a (nested) config, e.g.
+    ``['train_dataloader.dataset.data_root', ...]`` (at most ``limit``; none for other
+    values, whose equal copies may well be other settings)."""
+    if not value or not isinstance(value, (str, dict, list, tuple)):
+        return []
     if path and node == value and type(node) is type(value):
         return [path]
     items = node.items() if isinstance(node, dict) else enumerate(node) \
@@ -153,9 +159,20 @@ def merge_cfg_options(cfg, options: Optional[dict], config: str = 'the config') 
 
 
 def _did_you_mean(name: str, names) -> str:
-    import difflib
-    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
+    close = [n for n in sorted(names) if _one_edit_apart(name, n)]
     return f"; did you mean '{close[0]}'?" if close else ''
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """One letter added, left out, replaced, or two neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and
+                                  a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
 
 
 def load_config(config: str,

@@ -3,7 +3,9 @@
 grid, also when its position count equals the model's on another grid (16x16 and 8x32
 are both 256 positions)."""
 import argparse
+from collections import OrderedDict
 
+import pytest
 import torch
 import torch.nn.functional as F
 from helpers.official_reference import make_official_state_dict
@@ -16,11 +18,11 @@ from mmplugin_shufflemamba.models.backbones import ShuffleMamba
 DIM, DEPTH = 32, 2
 
 
-def backbone(img_size, checkpoint=None):
+def backbone(img_size, checkpoint=None, **kw):
     init_cfg = None if checkpoint is None else dict(type='Pretrained',
                                                     checkpoint=checkpoint)
     m = ShuffleMamba(arch=dict(embed_dims=DIM, num_layers=DEPTH), img_size=img_size,
-                     out_indices=(DEPTH - 1, ), init_cfg=init_cfg)
+                     out_indices=(DEPTH - 1, ), init_cfg=init_cfg, **kw)
     m.init_weights()
     return m
 
@@ -32,10 +34,10 @@ def grid_resize(pos, src, dst):
     return out.permute(0, 2, 3, 1).reshape(1, dst[0] * dst[1], -1)
 
 
-def mmengine_checkpoint(path, model, img_size):
+def mmengine_checkpoint(path, model, img_size, **kw):
     cfg = Config(dict(model=dict(type='EncoderDecoder', backbone=dict(
         type='ShuffleMamba', arch=dict(embed_dims=DIM, num_layers=DEPTH),
-        img_size=img_size))))
+        img_size=img_size, **kw))))
     ckpt = dict(meta=dict(cfg=cfg.pretty_text, iter=1),
                 state_dict={'backbone.' + k: v for k, v in model.state_dict().items()},
                 message_hub=dict(log_scalars={}))
@@ -120,38 +122,48 @@ def test_the_grid_of_the_backbone_at_a_prefix():
 
 class Segmentor(torch.nn.Module):
 
-    def __init__(self, img_size):
+    def __init__(self, img_size, **kw):
         super().__init__()
-        self.backbone = backbone(img_size)
+        self.backbone = backbone(img_size, **kw)
         self.head = torch.nn.Linear(DIM, 2)
 
 
-def test_the_runner_loads_a_whole_checkpoint_from_its_recorded_grid(tmp_path):
+@pytest.mark.parametrize('tokens', [{}, dict(with_cls_token=True)])
+def test_the_runner_loads_a_whole_checkpoint_from_its_recorded_grid(tmp_path, tokens):
     """MMEngine's runner hands the model the state dict alone: the fit check and the
-    load (load_from, tools/test.py) read it from the grid the file records."""
+    load (load_from, tools/test.py) read it from the grid the file records (a cls token
+    in front, as its saved config says)."""
     from mmengine.runner.checkpoint import load_state_dict
 
     from mmplugin_shufflemamba.checkpoint import check_checkpoint_fit
     from mmplugin_shufflemamba.checkpoint.fit import BackboneLayoutHook
 
-    rect = Segmentor((128, 512))
+    rect = Segmentor((128, 512), **tokens)
     with torch.no_grad():
         rect.backbone.pos_embed.normal_()
-    ckpt = mmengine_checkpoint(tmp_path / 'seg.pth', rect.backbone, (128, 512))
+    ckpt = mmengine_checkpoint(tmp_path / 'seg.pth', rect.backbone, (128, 512), **tokens)
     ckpt['state_dict'].update({'head.' + k: v for k, v in rect.head.state_dict().items()})
+    ckpt['state_dict'] = OrderedDict(ckpt['state_dict'])  # as torch.load gives it
+    ckpt['state_dict']._metadata = {'': dict(version=1)}
+    cls = 1 if tokens else 0
     for img_size, grid in ((256, (16, 16)), (384, (24, 24))):
-        model = Segmentor(img_size)
+        model = Segmentor(img_size, **tokens)
         check_checkpoint_fit(model, ckpt)  # (384: 576 positions, not 256)
 
         class Runner:
             pass
         runner = Runner()
         runner.model = model
-        loaded = dict(ckpt, state_dict=dict(ckpt['state_dict']))
+        sd = OrderedDict(ckpt['state_dict'])
+        sd._metadata = ckpt['state_dict']._metadata
+        loaded = dict(ckpt, state_dict=sd)
         BackboneLayoutHook().after_load_checkpoint(runner, loaded)
+        assert loaded['state_dict']._metadata == {'': dict(version=1)}
         load_state_dict(model, loaded['state_dict'], strict=True)
-        torch.testing.assert_close(model.backbone.pos_embed.detach(), grid_resize(
-            rect.backbone.pos_embed.detach(), (8, 32), grid))
+        pos = rect.backbone.pos_embed.detach()
+        torch.testing.assert_close(model.backbone.pos_embed.detach()[:, cls:], grid_resize(
+            pos[:, cls:], (8, 32), grid))
+        torch.testing.assert_close(model.backbone.pos_embed.detach()[:, :cls], pos[:, :cls])
         torch.testing.assert_close(model.head.weight, rect.head.weight, rtol=0, atol=0)
     assert set(ckpt['state_dict']) == set(loaded['state_dict'])
-    assert ckpt['state_dict']['backbone.pos_embed'].shape[1] == 256  # not changed
+    assert ckpt['state_dict']['backbone.pos_embed'].shape[1] == 256 + cls  # not changed

@@ -67,6 +67,13 @@ CONFIG = osp.join(ROOT, 'configs', 'upernet_shufflemamba_b.py')
     ('model.backbone.shufle_rate', 0.2, "--cfg-options model.backbone.shufle_rate: "
      "model.backbone has no 'shufle_rate'; did you mean 'shuffle_rate'?"),
     ('train_cfg.max_iter', 10, "train_cfg has no 'max_iter'; did you mean 'max_iters'?"),
+    ('model.backbone.shuffle_rat', 0.2, "did you mean 'shuffle_rate'?"),
+    ('model.backbone.shufle_rate', 0.2, "did you mean 'shuffle_rate'?"),
+    ('model.backbone.shuffel_rate', 0.2, "did you mean 'shuffle_rate'?"),  # swapped
+    ('model.backbone.shuffle_ratf', 0.2, "did you mean 'shuffle_rate'?"),
+    ('num_classes', 10, "'num_classes' is a variable of upernet_shufflemamba_b.py, already put "
+     'where the file uses it when the file was read, so this would change nothing. Set '
+     'the settings that use it instead.'),  # (a number: its copies may be other settings)
     ('default_hooks.checkpoint.intervl', 10, "did you mean 'interval'?"),
 ])
 def test_cfg_options_that_would_change_nothing_are_refused(key, value, words):
@@ -84,9 +91,16 @@ def test_cfg_options_that_set_or_add_settings_apply():
         'model.backbone.frozen_stages': 2,  # a new key of a known backbone argument
         'model.backbone.init_cfg.prefix': 'backbone.',  # new inside an existing dict
         'train_dataloader.dataset.pipeline.4.crop_size': [256, 256],
-        'find_unused_parameters': True})
+        'find_unused_parameters': True,
+        # arguments the config leaves at their defaults, near a key it has
+        'model.decode_head.ignore_index': 255,  # (in_index)
+        'model.decode_head.loss_decode.class_weight': [1.0] * 150,  # (loss_weight)
+        'model.decode_head.out_channels': 150,  # (channels)
+        'model.backbone.shuffle_draw': 'device'})  # (shuffle_rate)
     assert cfg.train_cfg.max_iters == 10 and cfg.param_scheduler[1].end == 10
     assert cfg.model.backbone.frozen_stages == 2 and cfg.randomness.seed == 3
     assert cfg.model.backbone.init_cfg.prefix == 'backbone.'
     assert cfg.train_dataloader.dataset.pipeline[4].crop_size == [256, 256]
     assert cfg.load_from == 'a.pth' and cfg.find_unused_parameters is True
+    assert cfg.model.backbone.shuffle_draw == 'device'
+    assert cfg.model.decode_head.ignore_index == 255

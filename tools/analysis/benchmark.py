@@ -155,7 +155,11 @@ def run(args) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    res = run(args)
+    from mmplugin_shufflemamba.utils import STOP_ERRORS, stop_message
+    try:
+        res = run(args)
+    except STOP_ERRORS as e:  # a config, data or checkpoint check: no traceback
+        sys.exit(stop_message(e, 'tools/analysis/benchmark.py'))
     where = res.get('gpu', f"{res['threads']} threads")
     print(f"{res['config']} on {res['device']} ({where}), batch {res['batch_size']}, "
           f"{res['iters']} timed iterations")
