@@ -10,10 +10,11 @@
 #   counts; default: processes per node).
 # - require_name NAME VALUE: stop if VALUE is empty or looks like an option (-x): a
 #   positional argument (the slurm partition, the job name) left out or misplaced.
+# - slurm_counts: stop unless GPUS, GPUS_PER_NODE and CPUS_PER_TASK are positive
+#   integers and a job past one node fills its nodes (GPUS a multiple of GPUS_PER_NODE);
+#   a job smaller than a node asks for its GPUS alone (GPUS_PER_NODE=GPUS).
 # - slurm_run TOOL [ARGS...]: tools/TOOL with ARGS on $GPUS tasks of $PARTITION (the
-#   Slurm scripts' srun call; $SRUN_ARGS split into words), once GPUS, GPUS_PER_NODE and
-#   CPUS_PER_TASK are checked: a job smaller than a node asks for its GPUS alone, a
-#   larger one must fill its nodes (GPUS a multiple of GPUS_PER_NODE).
+#   Slurm scripts' srun call; $SRUN_ARGS split into words).
 # - require_file WHAT PATH: stop unless PATH is an existing file, so that a mistyped
 #   path stops here, not in every rank after torchrun or srun has started them.
 if [ "${PYTHON_RUNS_ELSEWHERE:-0}" != "1" ] \
@@ -64,7 +65,7 @@ require_file() {
   exit 2
 }
 
-slurm_run() {
+slurm_counts() {
   require_count GPUS "$GPUS" "the total number of tasks, one per GPU"
   require_count GPUS_PER_NODE "$GPUS_PER_NODE" "tasks, one per GPU, on each node"
   require_count CPUS_PER_TASK "$CPUS_PER_TASK" "CPU cores per task, for its data workers"
@@ -80,6 +81,9 @@ slurm_run() {
          "GPUS_PER_NODE + GPUS_PER_NODE)) or a GPUS_PER_NODE that divides $GPUS" >&2
     exit 2
   fi
+}
+
+slurm_run() {
   set -x
   srun -p "$PARTITION" \
       --job-name="$JOB_NAME" \

@@ -20,6 +20,7 @@ PYTHON_RUNS_ELSEWHERE=1  # srun runs it on the compute nodes
 source "$ROOT/tools/pythonpath.sh"
 require_name PARTITION "$PARTITION"
 require_name JOB_NAME "$JOB_NAME"
+slurm_counts
 require_file "config file" "$CONFIG"
 
 slurm_run train.py "$CONFIG" --launcher="slurm" "${@:4}"
