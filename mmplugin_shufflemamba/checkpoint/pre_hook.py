@@ -1,8 +1,8 @@
 """Loading through ``load_state_dict``: the backbones' pre-hook reads a checkpoint of
 the family in a published layout, or a whole training checkpoint, as
-:func:`~.loading.load_pretrained_backbone` does, and :func:`read_model_layout` reads a
-whole model's state dict so for MMEngine's runner (docs/loading.md, "Through MMEngine
-and load_state_dict")."""
+:func:`~.loading.load_pretrained_backbone` does; :func:`read_model_layout` does the same
+for a whole model's state dict, for MMEngine's runner (docs/loading.md, "Through
+MMEngine and load_state_dict")."""
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple
 
@@ -11,7 +11,7 @@ from mmengine.logging import print_log
 
 from .files import CHECKPOINT_ENTRIES, CheckpointError, select_state_dict
 from .layout import CLASSIFIER_PREFIXES, detect_format, format_evidence, recorded_grid
-from .loading import without_final_norm, convert_for
+from .loading import convert_for, without_final_norm
 
 _PUBLISHED_ONLY = ('cls_token', 'pos_embed_cls', 'norm_f.') + CLASSIFIER_PREFIXES
 
