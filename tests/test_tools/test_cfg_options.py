@@ -104,3 +104,12 @@ def test_cfg_options_that_set_or_add_settings_apply():
     assert cfg.load_from == 'a.pth' and cfg.find_unused_parameters is True
     assert cfg.model.backbone.shuffle_draw == 'device'
     assert cfg.model.decode_head.ignore_index == 255
+
+
+@pytest.mark.parametrize('tool', [('analysis', 'get_flops.py'), ('analysis', 'benchmark.py')],
+                         ids=lambda t: t[-1])
+def test_analysis_tools_stop_on_a_refused_item_without_a_traceback(capsys, tool):
+    with pytest.raises(SystemExit) as e:
+        load_tool(*tool).main([CONFIG, '--cfg-options', 'fp16=1'])
+    assert f"{tool[-1]}: --cfg-options fp16: upernet_shufflemamba_b.py has no 'fp16'" in \
+        str(e.value.code)
