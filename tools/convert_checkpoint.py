@@ -115,16 +115,17 @@ def timm_name(sd, fmt) -> str:
     return f"shufflemamba_custom_d{info['depth']}_w{info['embed_dims']}"
 
 
-def ema_pair(args, entry, fmt):
-    """The source's EMA weights beside the raw ones read from ``entry``:
+def ema_pair(args, w):
+    """The source's EMA weights beside the raw ones of ``w`` (:func:`read_weights`):
     ``(state dict, entry)``, or ``(None, None)`` where it has none."""
     try:
         ema, ema_entry, _ = read_backbone_weights(
-            args.src, use_ema=True, ckpt_format=fmt, allow_nonfinite=args.allow_nonfinite,
-            opt_out='--allow-nonfinite')
+            w.checkpoint, use_ema=True, ckpt_format=w.format,
+            allow_nonfinite=args.allow_nonfinite, opt_out='--allow-nonfinite',
+            source=args.src)
     except NoEMAWeightsError:
         return None, None
-    return (None, None) if ema_entry == entry else (ema, ema_entry)
+    return (None, None) if ema_entry == w.entry else (ema, ema_entry)
 
 
 def convert_classifier(args, w):
@@ -144,7 +145,7 @@ def convert_classifier(args, w):
         if w.weights == 'ema':  # in both entries (timm's loader prefers 'model_ema')
             ema, ema_entry = sd, entry
         else:
-            ema, ema_entry = ema_pair(args, entry, fmt)
+            ema, ema_entry = ema_pair(args, w)
         meta.update(weights='raw and ema' if ema is not None and w.weights == 'raw' else
                     w.weights, ema_entry=ema_entry)
         torch.save(dict(model=sd, model_ema=ema, args=argparse.Namespace(model=name),

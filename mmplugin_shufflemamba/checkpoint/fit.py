@@ -238,17 +238,13 @@ class BackboneLayoutHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         loaded = as_loaded(unwrap_model(runner.model), checkpoint)
-        entry = isinstance(checkpoint.get('state_dict'), dict)
-        sd = loaded['state_dict'] if entry else loaded
-        metadata = getattr(checkpoint['state_dict'] if entry else checkpoint, '_metadata',
-                           None)
-        if metadata is not None:  # (the modules' state versions, for load_state_dict)
-            sd._metadata = metadata
-        if entry:
+        if isinstance(checkpoint.get('state_dict'), dict):
+            sd = loaded['state_dict']  # with the modules' state versions, for loading
+            sd._metadata = getattr(checkpoint['state_dict'], '_metadata', None)
             checkpoint['state_dict'] = sd
-        else:
+        else:  # a bare state dict: replaced in place (its own _metadata stays)
             checkpoint.clear()
-            checkpoint.update(sd)
+            checkpoint.update(loaded)
 
 
 class SkipMismatchedShapesHook(Hook):

@@ -237,14 +237,16 @@ def load_pretrained_backbone(model, checkpoint: Union[str, dict], prefix: Option
 
 class BackboneWeights(NamedTuple):
     """What :func:`read_weights` read: the state dict to convert, its entry, its format,
-    how the messages name the file, the grid the file records (or None) and which
-    weights they are ('ema', also for a file converted from EMA weights, or 'raw')."""
+    how the messages name the file, the grid the file records (or None), which weights
+    they are ('ema', also for a file converted from EMA weights, or 'raw') and the
+    checkpoint object read."""
     state_dict: Dict[str, torch.Tensor]
     entry: str
     format: str
     source: str
     grid: Optional[Tuple[int, int]]
     weights: str
+    checkpoint: object
 
 
 def read_weights(checkpoint: Union[str, dict], prefix: Optional[str] = None,
@@ -261,7 +263,8 @@ def read_weights(checkpoint: Union[str, dict], prefix: Optional[str] = None,
     sd, entry, fmt = read_backbone_weights(ckpt, prefix, map_location, use_ema, ckpt_format,
                                            allow_nonfinite, opt_out, source=source)
     weights = 'ema' if use_ema or own_meta(ckpt).get('weights') == 'ema' else 'raw'
-    return BackboneWeights(sd, entry, fmt, source, recorded_grid(ckpt, prefix), weights)
+    return BackboneWeights(sd, entry, fmt, source, recorded_grid(ckpt, prefix), weights,
+                           ckpt)
 
 
 def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',

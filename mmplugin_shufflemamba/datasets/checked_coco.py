@@ -99,6 +99,7 @@ if CocoDataset is not None:
             if missing:
                 raise DataError(f'{where} has no {missing}: every image entry needs id, '
                                 'file_name, height and width')
+            cats = self.coco.cats
             for ann in anns:
                 if ann.get('ignore', False):
                     continue
@@ -115,7 +116,6 @@ if CocoDataset is not None:
                                     'bbox, area and category_id')
                 if isinstance(ann['area'], float) and not math.isfinite(ann['area']):
                     raise DataError(f"{what} has a non-finite area {ann['area']}")
-                cats = self.coco.cats
                 if ann['category_id'] not in cats:
                     raise DataError(
                         f"{what} has category_id {ann['category_id']!r}, which the file's "

@@ -1,7 +1,7 @@
 """Reading a config for the tools: ``--cfg-options`` checked and merged, the work dir,
 the checks of parts that must agree."""
 import os.path as osp
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 
 def _typed_nodes(node: Any, types: Sequence[str], path: str = ''):
@@ -27,13 +27,8 @@ def check_label_classes(cfg) -> None:
     check at another count would let labels through that the loss cannot take (or
     refuse valid ones). A :class:`ConfigError` naming both otherwise."""
     model = cfg.get('model') or {}
-    heads = []
-    for name in ('decode_head', 'auxiliary_head'):
-        value = model.get(name)
-        many = isinstance(value, (list, tuple))
-        heads += [(f'model.{name}' + (f'[{i}]' if many else ''), head)
-                  for i, head in enumerate(value if many else [value])
-                  if isinstance(head, dict) and 'num_classes' in head]
+    heads = [(where, head) for name in ('decode_head', 'auxiliary_head')
+             for where, head in _module_cfgs(model, name) if 'num_classes' in head]
     loaders = {k: cfg.get(k) for k in ('train_dataloader', 'val_dataloader',
                                        'test_dataloader')}
     checks = list(_typed_nodes(loaders, ('CheckSegLabels', )))
@@ -63,25 +58,28 @@ def check_backbone_channels(cfg) -> None:
                              backbone.get('num_layers'))['embed_dims']
     except (KeyError, TypeError, ValueError):
         return  # the backbone names its own bad arguments when it is built
-    neck = model.get('neck')
-    takers = ['decode_head', 'auxiliary_head'] if not neck else ['neck']
-    for name in takers:
-        value = model.get(name)
-        many = isinstance(value, (list, tuple))
-        # a list of necks is applied in turn: the first takes the maps
-        heads = value[:1] if many and name == 'neck' else value if many else [value]
-        for i, head in enumerate(heads):
-            channels = head.get('in_channels') if isinstance(head, dict) else None
-            counts = channels if isinstance(channels, (list, tuple)) else [channels]
-            if channels is None or all(c == width for c in counts):
-                continue
-            where = f'model.{name}' + (f'[{i}]' if many else '')
-            want = f'[{width}] * {len(counts)}' if isinstance(channels, (list, tuple)) \
-                else str(width)
-            raise ConfigError(
-                f"{where}.in_channels={list(channels) if counts is channels else channels} "
-                f"but the backbone's maps have {width} channels (its embed_dims): set "
-                f'{where}.in_channels={want}.')
+    # (a list of necks is applied in turn: the first takes the maps)
+    takers = _module_cfgs(model, 'neck')[:1] if model.get('neck') else \
+        _module_cfgs(model, 'decode_head') + _module_cfgs(model, 'auxiliary_head')
+    for where, head in takers:
+        channels = head.get('in_channels')
+        counts = channels if isinstance(channels, (list, tuple)) else [channels]
+        if channels is None or all(c == width for c in counts):
+            continue
+        want = f'[{width}] * {len(counts)}' if counts is channels else str(width)
+        raise ConfigError(
+            f"{where}.in_channels={list(channels) if counts is channels else channels} "
+            f"but the backbone's maps have {width} channels (its embed_dims): set "
+            f'{where}.in_channels={want}.')
+
+
+def _module_cfgs(model: dict, name: str) -> List[Tuple[str, dict]]:
+    """``(path, config)`` of ``model[name]``: one dict (``'model.neck'``) or each dict of
+    a list (``'model.decode_head[1]'``)."""
+    value = model.get(name)
+    if isinstance(value, (list, tuple)):
+        return [(f'model.{name}[{i}]', v) for i, v in enumerate(value) if isinstance(v, dict)]
+    return [(f'model.{name}', value)] if isinstance(value, dict) else []
 
 
 def check_config(cfg) -> None:

@@ -17,12 +17,12 @@ The counting lives in :mod:`mmplugin_shufflemamba.utils.flops`.
 """
 import argparse
 import json
-import os.path as osp
+import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
-from mmplugin_shufflemamba.utils import ConfigError, check_config, merge_cfg_options
+from mmplugin_shufflemamba.utils import STOP_ERRORS, load_config, stop_message
 from mmplugin_shufflemamba.utils.flops import HANDLED, model_complexity
 from mmplugin_shufflemamba.utils.cli import (device as device_arg, existing_file,
                                              int_at_least, key_value, output_file)
@@ -47,12 +47,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
     try:
-        merge_cfg_options(cfg, args.cfg_options, osp.basename(args.config))
-        check_config(cfg)
-    except ConfigError as e:
-        raise SystemExit(f'get_flops.py: {e}') from None
+        cfg = load_config(args.config, cfg_options=args.cfg_options)
+    except STOP_ERRORS as e:
+        sys.exit(stop_message(e, 'tools/analysis/get_flops.py'))
     res = model_complexity(cfg, args.shape, args.device)
     H, W = res['shape']
     line = '=' * 60

@@ -162,8 +162,8 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         w = read_weights(checkpoint, use_ema=use_ema, ckpt_format=ckpt_format,
                          allow_nonfinite=allow_nonfinite)
         sd, checkpoint = w.state_dict, w.source
-        summary = load_backbone_state(self, sd, w.entry, w.format, w.source, allow_nonfinite,
-                                      w.grid)
+        summary = load_backbone_state(self, sd, w.entry, w.format, checkpoint,
+                                      allow_nonfinite, w.grid)
         head = {k[len('head.'):]: v for k, v in sd.items() if k.startswith('head.')}
         own = self.head.state_dict()
         if head and own and all(k in head and head[k].shape == v.shape
