@@ -43,19 +43,55 @@ _ADAPTER_MODULES = ('spm', 'interactions', 'level_embed', 'up', 'norm1', 'norm2'
                     'norm4')
 
 
+def _model_norm(model) -> str:
+    return 'RMSNorm' if isinstance(model.layers[0].norm, torch.nn.RMSNorm) else 'LN'
+
+
+def norm_mismatch(model, ckpt_norm: Optional[str]) -> Optional[Tuple[str, str]]:
+    """``(report line, norm_cfg fix)`` when a checkpoint trained with ``ckpt_norm``
+    ('RMSNorm' / 'LN') does not fit ``model``'s norms, else None: loaded anyway, RMSNorm
+    weights would sit in LayerNorms with their initial biases (REFERENCE: the official
+    downstream code's silent failure)."""
+    model_norm = _model_norm(model)
+    if ckpt_norm not in _NORMS or ckpt_norm == model_norm:
+        return None
+    fix = f"norm_cfg=dict(type='{ckpt_norm}', eps=1e-5)"
+    name, holds, who = _NORMS[ckpt_norm]
+    return (f'norm mismatch: the checkpoint was trained with {name} ({holds}) but the '
+            f'backbone was built with {_NORMS[model_norm][0]}: set {fix} in the backbone '
+            f'config (as for {who}).', fix)
+
+
+def _argument_fixes(model, shapes) -> list:
+    """``name=value`` for each backbone argument that the checkpoint's mismatched shapes
+    give otherwise than the model's (patch size, input channels, d_state, expand,
+    d_conv, cls_reduce)."""
+    by_key = {k: (tuple(a), tuple(b)) for k, a, b in shapes}
+    readers = (  # (argument, key, value from the tensor's shape)
+        ('patch_size', 'patch_embed.proj.weight', lambda s: s[-1]),
+        ('in_chans' if hasattr(model, 'num_classes') else 'in_channels',
+         'patch_embed.proj.weight', lambda s: s[1]),
+        ('d_state', 'layers.0.mixer.A_log', lambda s: s[1]),
+        ('d_conv', 'layers.0.mixer.conv1d.weight', lambda s: s[-1]),
+        ('cls_reduce', 'neck.weight', lambda s: s[1] // s[0]))
+    fixes = [f'{arg}={read(by_key[k][0])}' for arg, k, read in readers
+             if k in by_key and read(by_key[k][0]) != read(by_key[k][1])]
+    a_log, pe = by_key.get('layers.0.mixer.A_log'), by_key.get('patch_embed.proj.weight')
+    if a_log:  # d_inner = expand * width
+        expand = a_log[0][0] / (pe[0][0] if pe else model.embed_dims)
+        if expand != a_log[1][0] / model.embed_dims and expand.is_integer():
+            fixes.append(f'expand={int(expand)}')
+    return fixes
+
+
 def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
     """The report of :func:`load_into_backbone`, led by the norm_cfg to set when the
-    checkpoint's and the model's norms disagree."""
+    checkpoint's and the model's norms disagree, and ending with the arguments to set."""
     lines = [f'the checkpoint does not match the {type(model).__name__} backbone:']
-    ckpt_norm = summary.get('norm')
-    model_norm = 'RMSNorm' if isinstance(model.layers[0].norm, torch.nn.RMSNorm) else 'LN'
-    norm_fix = (f"norm_cfg=dict(type='{ckpt_norm}', eps=1e-5)"
-                if ckpt_norm in _NORMS and ckpt_norm != model_norm else None)
-    if norm_fix:
-        name, holds, who = _NORMS[ckpt_norm]
-        lines.append(f'  norm mismatch: the checkpoint was trained with {name} ({holds}) but '
-                     f'the backbone was built with {_NORMS[model_norm][0]}: set {norm_fix} '
-                     f'in the backbone config (as for {who}).')
+    ckpt_norm, model_norm = summary.get('norm'), _model_norm(model)
+    norm = norm_mismatch(model, ckpt_norm)
+    if norm:
+        lines.append('  ' + norm[0])
     for what, keys in (('missing', missing), ('unexpected', unexpected)):
         if keys:
             lines.append(f'  {what} in checkpoint ({len(keys)}): {keys[:12]}'
@@ -80,8 +116,9 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
                      if (a['num_layers'], a['embed_dims']) == size), None)
         fixes.append(f"arch='{name}'" if name else
                      f'arch=dict(embed_dims={size[1]}, num_layers={size[0]})')
-    if norm_fix:
-        fixes.append(norm_fix)
+    if norm:
+        fixes.append(norm[1])
+    fixes += _argument_fixes(model, shapes)
     if 'neck.weight' in missing:
         lines.append('  the checkpoint has no classification neck (neck / norm_neck) for '
                      f'cls_reduce={getattr(model, "cls_reduce", 1)}: load the Mamba-Reg file '
@@ -269,7 +306,21 @@ def read_weights(checkpoint: Union[str, dict], prefix: Optional[str] = None,
 
 def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
                 source_grid: Optional[Tuple[int, int]] = None):
-    """:func:`convert_to_backbone` to ``model``'s tokens, position grid and neck."""
+    """:func:`convert_to_backbone` to ``model``'s tokens, position grid and neck. A
+    model that returns its classification feature (``out_cls``) without the neck that
+    reduces the file's registers is refused: its feature would not be the file's."""
+    neck, reduce = sd.get('neck.weight'), getattr(model, 'cls_reduce', 1)
+    if getattr(model, 'out_cls', False) and reduce == 1 and \
+            isinstance(neck, torch.Tensor) and neck.dim() == 2:
+        r = neck.shape[1] // max(neck.shape[0], 1)
+        raise CheckpointError(
+            f'the checkpoint reduces its registers with a classification neck (neck / '
+            f'norm_neck, cls_reduce={r}) that {type(model).__name__} (cls_reduce=1) does '
+            "not have, so its classification feature would not be the file's: build it "
+            f'with cls_reduce={r}' + (', or without out_cls for the dense features alone'
+                                      if 'out_cls' in vars(model) else '') +
+            ' (the registers unreduced: a file converted by tools/convert_checkpoint.py '
+            'without --keep-neck).')
     return convert_to_backbone(
         sd, ckpt_format, model.num_registers, model.patch_resolution,
         model.interpolate_mode, with_cls_token=getattr(model, 'with_cls_token', False),
@@ -315,5 +366,5 @@ def without_final_norm(converted, target):
     return {k: v for k, v in converted.items() if k not in norm}, norm
 
 
-__all__ = ['BackboneWeights', 'read_backbone_weights', 'read_weights', 'load_into_backbone',
+__all__ = ['BackboneWeights', 'norm_mismatch', 'read_backbone_weights', 'read_weights', 'load_into_backbone',
            'load_pretrained_backbone', 'load_backbone_state', 'convert_for']

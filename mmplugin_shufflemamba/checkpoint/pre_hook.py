@@ -11,7 +11,7 @@ from mmengine.logging import print_log
 
 from .files import CHECKPOINT_ENTRIES, CheckpointError, select_state_dict
 from .layout import CLASSIFIER_PREFIXES, detect_format, format_evidence, recorded_grid
-from .loading import convert_for, without_final_norm
+from .loading import convert_for, norm_mismatch, without_final_norm
 
 _PUBLISHED_ONLY = ('cls_token', 'pos_embed_cls', 'norm_f.') + CLASSIFIER_PREFIXES
 
@@ -41,7 +41,8 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
     """``load_state_dict`` pre-hook of the backbones: an ImageNet checkpoint of the
     family in a published layout (or a whole training checkpoint: its raw weights) is
     converted to the module's keys (:func:`convert_to_backbone`); the module's own layout
-    passes untouched; strictness stays the caller's. A one-token file whose cls position
+    passes untouched; strictness stays the caller's, but a file of the other norm type
+    is refused either way. A one-token file whose cls position
     nothing tells is a :class:`CheckpointError` asking for the format. See
     docs/loading.md, "Through MMEngine and load_state_dict"."""
     read_layout(module, state_dict, prefix)
@@ -77,6 +78,10 @@ def read_layout(module, state_dict, prefix: str, grid: Optional[Tuple[int, int]]
                     " (with this package's loader, init_cfg=dict(type="
                     "'Pretrained', checkpoint=..., ckpt_format=...) or tools/"
                     'convert_checkpoint.py --format, the format can be given)')) from None
+        norm = norm_mismatch(module, summary.get('norm'))
+        if norm:  # whatever ``strict`` says: non-strict, the wrong norms would only log keys
+            raise CheckpointError(f'loading a published checkpoint into '
+                                  f'{type(module).__name__}: {norm[0]}')
         sub, no_norm = without_final_norm(converted, own)
         if not quiet:
             print_log(f"{type(module).__name__}: read a '{summary['format']}' checkpoint "

@@ -762,3 +762,33 @@ def test_backbones_nested_under_other_models_ask_for_a_prefix(tmp_path):
         load_tiny(path)
     assert torch.equal(load_tiny(path, prefix='student.backbone.').pos_embed,
                        a['pos_embed'] + 1)
+
+
+def test_a_model_reading_its_cls_feature_without_the_files_neck_is_refused(tmp_path):
+    """A Reg file's neck reduces its registers: a model returning the classification
+    feature without it (cls_reduce=1) would not return the file's feature. Dense
+    models drop the neck as before."""
+    src = tmp_path / 'reg.pth'
+    official_checkpoint(src, 'reg', rms_norm=True)
+    reg = dict(num_registers=3, norm_cfg=dict(type='RMSNorm'))
+    with pytest.raises(CheckpointError) as e:
+        backbone(src, out_cls=True, **reg)
+    assert 'classification neck (neck / norm_neck, cls_reduce=4)' in str(e.value)
+    assert 'build it with cls_reduce=4, or without out_cls' in str(e.value)
+    assert backbone(src, out_cls=True, cls_reduce=4, **reg).neck.weight.shape == (8, 32)
+    assert not hasattr(backbone(src, **reg), 'neck')  # dense features: dropped
+
+
+@pytest.mark.parametrize('arg,fix', [
+    (dict(d_state=8), 'd_state=16'), (dict(expand=1), 'expand=2'),
+    (dict(d_conv=3), 'd_conv=4'), (dict(patch_size=8, img_size=32), 'patch_size=16'),
+    (dict(num_registers=3, cls_reduce=2, norm_cfg=dict(type='RMSNorm')), 'cls_reduce=4')])
+def test_a_mixer_or_patch_mismatch_names_the_argument_to_set(tmp_path, arg, fix):
+    """The checkpoint's shapes give the backbone arguments it was trained with."""
+    src = tmp_path / 'ckpt.pth'
+    fmt = 'reg' if 'cls_reduce' in arg else 'shufflemamba'
+    official_checkpoint(src, fmt, rms_norm=fmt == 'reg')
+    with pytest.raises(CheckpointError) as e:
+        backbone(src, out_cls='cls_reduce' in arg, **arg)
+    assert f'Fix: build the backbone with {fix} (what the checkpoint was trained' \
+        in str(e.value)

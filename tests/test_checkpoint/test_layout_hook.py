@@ -224,3 +224,24 @@ def test_allow_list_entries_added_during_a_read_are_kept():
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(before)
+
+
+@pytest.mark.parametrize('file_norm,model_norm,fix', [
+    ('LN', 'RMSNorm', "norm_cfg=dict(type='LN', eps=1e-5)"),
+    ('RMSNorm', 'LN', "norm_cfg=dict(type='RMSNorm', eps=1e-5)")])
+def test_a_published_file_of_the_other_norm_is_refused_even_non_strict(
+        tmp_path, file_norm, model_norm, fix):
+    """Non-strict loading (MMEngine's load_checkpoint default, PretrainedInit) would
+    only log the norm biases as missing or unexpected and leave LayerNorms with their
+    initial biases: the pre-hook refuses it with the norm_cfg to set."""
+    enable_mmengine_checkpoints()
+    torch.manual_seed(0)
+    src = ShuffleMamba(arch=ARCH, img_size=64, with_cls_token=True, kernel='torch',
+                       norm_cfg=dict(type=file_norm))
+    path = str(tmp_path / 'checkpoint.pth')
+    torch.save(dict(model=src.state_dict(), model_ema=None,
+                    args=argparse.Namespace(model='mambar_tiny_patch16_224')), path)
+    with pytest.raises(CheckpointError, match=r'norm mismatch.*set ' + fix.replace(
+            '(', r'\(').replace(')', r'\)')):
+        load_checkpoint(target(norm_cfg=dict(type=model_norm)), path, strict=False)
+    load_checkpoint(target(norm_cfg=dict(type=file_norm)), path, strict=False)

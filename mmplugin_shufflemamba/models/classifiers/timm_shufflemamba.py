@@ -60,6 +60,9 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
 
     #: the head is loaded separately by :meth:`load_pretrained`
     NOT_PRETRAINED = ('head', )
+    #: a classifier always reads its classification feature (as ``ShuffleMamba``'s
+    #: ``out_cls=True``)
+    out_cls = True
     #: arguments of the dense backbone, and what a classifier does instead
     DENSE_ONLY_ARGS = {
         'out_indices': 'a classifier returns logits (forward_features gives the tokens)',
