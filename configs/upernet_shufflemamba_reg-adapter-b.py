@@ -2,7 +2,7 @@
 # parameters, 49.3 mIoU single-scale): 160k iterations, 8 GPUs x 2 images, 512x512,
 # AdamW lr 6e-5 wd 0.01 (no layer decay), poly with 1500-iteration warmup, drop path
 # 0.2, four adapter levels (strides 4-32) into UPerHead, FCN auxiliary head on the
-# last level, sliding-window test 512/341.
+# third level (stride 16, as ViT-Adapter's UperNet), sliding-window test 512/341.
 #
 # ShuffleMamba-Reg-B was pretrained with RMSNorm and 12 register tokens (dropped at
 # load): its official training checkpoint loads with only init_cfg.checkpoint set.
@@ -32,4 +32,4 @@ model = dict(
         adapter_norm_cfg=dict(type='SyncBN', requires_grad=True),
         with_cp=False),
     decode_head=dict(in_channels=[embed_dims] * 4, in_index=[0, 1, 2, 3]),
-    auxiliary_head=dict(in_channels=embed_dims, in_index=3))
+    auxiliary_head=dict(in_channels=embed_dims, in_index=2))

@@ -366,5 +366,6 @@ def without_final_norm(converted, target):
     return {k: v for k, v in converted.items() if k not in norm}, norm
 
 
-__all__ = ['BackboneWeights', 'norm_mismatch', 'read_backbone_weights', 'read_weights', 'load_into_backbone',
-           'load_pretrained_backbone', 'load_backbone_state', 'convert_for']
+__all__ = ['BackboneWeights', 'norm_mismatch', 'read_backbone_weights', 'read_weights',
+           'load_into_backbone', 'load_pretrained_backbone', 'load_backbone_state',
+           'convert_for']

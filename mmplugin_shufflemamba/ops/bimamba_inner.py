@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .causal_conv1d import (causal_conv1d, conv_cpu_bwd, conv_cpu_fwd, conv_cuda_bwd,
                             conv_cuda_fwd, conv_ref, conv_ref_bwd)
-from .kernels import get_cuda_kernel, use_cpu_extension
+from .kernels import autocast_dtype, autocast_off, get_cuda_kernel, use_cpu_extension
 from .selective_scan import (scan_cpu_bwd, scan_cpu_fwd, scan_torch_bwd, scan_torch_fwd,
                              selective_scan)
 from .selective_scan_cuda import scan_cuda_bwd, scan_cuda_fwd
@@ -283,10 +283,8 @@ def bimamba_inner_fn(mixer, hidden: torch.Tensor, kernel: str = 'auto',
                      backend: _Backend = None) -> torch.Tensor:
     """The mixer's forward through :class:`BiMambaInnerFn`: hidden (B, L, D) ->
     (B, L, D). ``backend`` (default: chosen by :func:`select_backend`) is for tests."""
-    device_type = hidden.device.type
-    dtype = hidden.dtype  # the matmuls' dtype: the autocast dtype under autocast
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
+    # the matmuls' dtype: the autocast dtype under autocast
+    dtype = autocast_dtype(hidden.device) or hidden.dtype
     if backend is None:
         backend = select_backend(kernel, hidden.device, dtype)
     w_in = mixer.in_proj.weight.to(dtype)
@@ -298,7 +296,7 @@ def bimamba_inner_fn(mixer, hidden: torch.Tensor, kernel: str = 'auto',
     else:
         xz = F.linear(h, w_in).transpose(1, 2)
     params = _mixer_params(mixer, dtype)
-    with torch.autocast(device_type=device_type, enabled=False):
+    with autocast_off(hidden.device):
         return BiMambaInnerFn.apply(xz, *params, mixer.out_proj.weight.to(dtype), backend)
 
 

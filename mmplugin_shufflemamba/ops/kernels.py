@@ -9,6 +9,7 @@ saying why not) or ``'torch'`` (the pure-PyTorch path, silently). See
 docs/kernels_and_performance.md#kernels (why ``selective_scan_cuda`` is imported
 directly rather than ``mamba_ssm.ops``).
 """
+import contextlib
 import os
 import os.path as osp
 import sys
@@ -247,3 +248,20 @@ def kernel_report(device: str = 'cuda') -> Dict[str, str]:
     from .ms_deform_attn import ms_deform_attn_backend
     report['ms_deform_attn'] = ms_deform_attn_backend(device)
     return report
+
+
+def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """The dtype autocast runs ``device``'s matmuls in, or None where it is off (or
+    where there is no autocast: the meta device, for shape inference)."""
+    try:
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+    except RuntimeError:  # 'unknown device type for autocast'
+        pass
+    return None
+
+
+def autocast_off(device: torch.device):
+    """A context that turns autocast off for ``device`` (nothing where it is off)."""
+    return torch.autocast(device_type=device.type, enabled=False) \
+        if autocast_dtype(device) is not None else contextlib.nullcontext()

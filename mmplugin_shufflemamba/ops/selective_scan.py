@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import library
-from .kernels import (ShapeError, check_tensors, cpu_extension, get_cuda_kernel,
+from .kernels import (ShapeError, autocast_off, check_tensors, cpu_extension, get_cuda_kernel,
                       kernel_dtype, require_cpu_extension, use_cpu_extension)
 from .selective_scan_cuda import _SelectiveScanCUDA
 
@@ -200,7 +200,7 @@ def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     """:func:`selective_scan_torch` on checked arguments."""
     if reverse:
         u, delta, B, C, z = _flip_time(u, delta, B, C, z)
-    with torch.autocast(device_type=u.device.type, enabled=False):
+    with autocast_off(u.device):
         out = _SelectiveScanTorch.apply(u, delta, A, B, C, D, z, delta_bias,
                                         bool(delta_softplus))
     return out.flip(-1) if reverse else out

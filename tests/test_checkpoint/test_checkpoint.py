@@ -654,7 +654,8 @@ def test_a_state_dict_in_memory_is_named_as_such_in_messages():
     sd = dict(m.state_dict())
     assert load_pretrained_backbone(m, sd)['loaded'] == len(sd)
     sd['layers.0.mixer.D'] = sd['layers.0.mixer.D'][:3]
-    with pytest.raises(CheckpointError, match='^the given state dict: the checkpoint does not match'):
+    with pytest.raises(CheckpointError,
+                       match='^the given state dict: the checkpoint does not match'):
         load_pretrained_backbone(m, sd)
 
 

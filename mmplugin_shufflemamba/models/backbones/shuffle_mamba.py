@@ -5,6 +5,7 @@ from typing import Dict, Sequence, Tuple, Union
 import torch
 from mmengine.registry import MODELS
 
+from ...ops.kernels import autocast_dtype
 from ..layers.arg_checks import check_bool, check_choice
 from ..layers.token_layout import to_map
 from .encoder import ShuffleMambaEncoder
@@ -67,7 +68,7 @@ class ShuffleMamba(ShuffleMambaEncoder):
         classification feature (B, :attr:`cls_feature_dims`); in the weights' dtype
         outside autocast (the residual stream runs in float32 at least)."""
         hidden, grid, _ = self.embed(x)  # checks x
-        out_dtype = (None if torch.is_autocast_enabled(x.device.type) else
+        out_dtype = (None if autocast_dtype(x.device) else
                      self.patch_embed.proj.weight.dtype)
         perms = self.draw_permutations(hidden.shape[1], hidden.device)
         residual, final, last = None, None, self.num_layers - 1

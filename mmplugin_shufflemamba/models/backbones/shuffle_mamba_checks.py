@@ -4,6 +4,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
+from ...ops.kernels import autocast_dtype
 from ..layers.arg_checks import (check_bool, check_int, check_pair, check_rate, check_real,
                                  is_int)
 from ..layers.token_layout import TokenLayout
@@ -171,7 +172,7 @@ def check_image_input(model, x: torch.Tensor, min_size: Optional[int] = None) ->
                 f'{name} takes a floating-point image, got {x.dtype}: convert it '
                 f'(x.to(torch.{dtype_name})) and normalise it before the backbone '
                 '(the data preprocessor does both).')
-        if not torch.is_autocast_enabled(x.device.type):
+        if autocast_dtype(x.device) is None:
             half = next((d for d in (x.dtype, weight_dtype)
                          if d in (torch.float16, torch.bfloat16)), None)
             raise TypeError(

@@ -9,7 +9,7 @@ import torch.nn as nn
 from mmcv.ops import MultiScaleDeformableAttention
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
-from ...ops.kernels import report_fallback
+from ...ops.kernels import autocast_off, report_fallback
 from ...ops.ms_deform_attn import (has_ms_deform_attn_cpu, has_ms_deform_attn_mmcv_cuda,
                                    ms_deform_attn_cpu)
 from .arg_checks import check_int, check_real
@@ -101,7 +101,7 @@ class MSDeformAttn(MultiScaleDeformableAttention):
         dtype = self.value_proj.weight.dtype
         query, value, reference_points = (t.to(dtype) for t in (query, value, reference_points))
         identity = None if identity is None else identity.to(dtype)
-        with torch.autocast(device_type=query.device.type, enabled=False):
+        with autocast_off(query.device):
             sample = self._own_sampling(value)
             if sample is None:
                 return super().forward(

@@ -358,9 +358,13 @@ def test_builds_on_the_meta_device_with_the_cpu_schedules():
     assert m.pos_embed.is_meta
     assert m.layer_shuffle.probs == ref.layer_shuffle.probs
     assert [repr(b.drop_path) for b in m.layers] == [repr(b.drop_path) for b in ref.layers]
+    # shape inference on 'meta' (no autocast there), in train mode too (SLWS draws)
+    assert m(torch.empty(2, 3, 64, 96, device='meta'))[0].shape == (2, 32, 4, 6)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert m.train()(torch.empty(1, 3, 64, 64, device='meta'))[0].is_meta
     m.to_empty(device='cpu')
     m.init_weights()
-    assert m(torch.randn(1, 3, 64, 64))[0].shape == (1, 32, 4, 4)
+    assert m.eval()(torch.randn(1, 3, 64, 64))[0].shape == (1, 32, 4, 4)
 
 
 def test_blocks_after_the_deepest_out_index_are_not_run():
