@@ -113,6 +113,9 @@ test_pipeline = [
 # 8 GPUs x 2 images = batch 16.
 train_dataloader = dict(
     batch_size=2, dataset=dict(type='CheckedADE20KDataset', pipeline=train_pipeline))
+# The learning rates are for 8 GPUs x 2 images: tools/train.py --auto-scale-lr rescales
+# them to another total batch (MMEngine's linear rule).
+auto_scale_lr = dict(enable=False, base_batch_size=16)
 val_dataloader = dict(
     batch_size=1, dataset=dict(type='CheckedADE20KDataset', pipeline=test_pipeline))
 val_evaluator = dict(type='CheckedIoUMetric', iou_metrics=['mIoU'])

@@ -265,8 +265,20 @@ def test_the_modules_after_the_backbone_must_take_its_width(tmp_path):
     from mmplugin_shufflemamba.utils import check_backbone_channels
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain',
                                    'shufflemamba-reg-b_8xb128-300e_in1k-128px.py'))
-    cfg.model.neck = dict(type='LinearNeck', in_channels=2304, out_channels=2304)
-    check_backbone_channels(cfg)
+    check_backbone_channels(cfg)  # the head takes 2304 = 12 x 768 // 4
+    cfg.model.backbone.cls_reduce = 2
+    with pytest.raises(ConfigError, match=r"model\.head\.in_channels=2304 but the backbone's "
+                       r'classification feature has 4608 channels \(12 registers x '
+                       r'embed_dims // cls_reduce\): set model\.head\.in_channels=4608\.'):
+        check_backbone_channels(cfg)
+    cfg.model.neck = dict(type='LinearNeck', in_channels=4608, out_channels=2304)
+    check_backbone_channels(cfg)  # (a neck between them: its own widths)
+    pretrain = osp.join(ROOT, 'configs', 'pretrain', 'shufflemamba-b_8xb256-300e_in1k.py')
+    with pytest.raises(ConfigError, match=r"model\.head\.in_channels=768 but the backbone's "
+                       r'classification feature \(its cls token\) has 576 channels'):
+        load_config(pretrain, cfg_options={'model.backbone.arch': 'm'})
+    load_config(pretrain, cfg_options={'model.backbone.arch': 'm',
+                                       'model.head.in_channels': 576})
     run = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'get_flops.py'),
                           det, '--cfg-options', 'model.backbone.embed_dims=32'],
                          capture_output=True, text=True, timeout=300)

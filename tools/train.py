@@ -1,7 +1,7 @@
 """Train a segmentor or detector with MMEngine's Runner.
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp [--amp-dtype float16|bfloat16]]
-        [--resume [CKPT]] [--allow-partial-load] [--allow-nonfinite-checkpoint]
+        [--resume [CKPT]] [--auto-scale-lr] [--allow-partial-load] [--allow-nonfinite-checkpoint]
         [--no-finite-check] [--cfg-options KEY=VALUE ...]
     tools/dist_train.sh CONFIG GPUS [args]       # torchrun, multi-GPU / multi-node
 
@@ -38,7 +38,7 @@ import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import amp_optim_wrapper_cfg
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
 from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, apply_resume,
-                                         load_config, log_kernels, prepare_runtime,
+                                         enable_auto_scale_lr, load_config, log_kernels, prepare_runtime,
                                          resume_seed, shutdown_distributed, stop_message,
                                          warn_random_backbone)
 from mmplugin_shufflemamba.utils.cli import existing_file, key_value
@@ -59,6 +59,10 @@ def parse_args():
     parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], default=None,
                         help='autocast dtype with --amp (default: float16 with dynamic '
                         'loss scaling on GPUs, bfloat16 on the CPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help="scale the learning rates by the run's total batch (GPUs x "
+                        'batch_size) over auto_scale_lr.base_batch_size, the batch the '
+                        "config's rates are for (MMEngine's linear scaling rule)")
     parser.add_argument('--allow-partial-load', action='store_true',
                         help='load a checkpoint (--resume, load_from) that does not fit '
                         'the model: what fits is loaded, the rest keeps its '
@@ -96,6 +100,8 @@ def train(args) -> None:
         dtype = args.amp_dtype or ('float16' if cuda else 'bfloat16')
         cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, dtype, cuda,
                                                   cfg.get('default_scope'))
+    if args.auto_scale_lr:
+        enable_auto_scale_lr(cfg)
     add_training_hooks(cfg, finite_check=not args.no_finite_check)
     apply_resume(cfg, args.resume)
     resume_seed(cfg)

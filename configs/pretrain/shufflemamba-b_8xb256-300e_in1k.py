@@ -105,7 +105,8 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
-# lr 1e-3 is for a total batch of 2048; with --auto-scale-lr MMEngine rescales it.
+# lr 1e-3 is for a total batch of 2048; tools/train.py --auto-scale-lr rescales it to
+# another total batch (MMEngine's linear rule).
 auto_scale_lr = dict(base_batch_size=2048)
 
 # EMA 0.9999 per iteration, as timm's ModelEma in the official script.

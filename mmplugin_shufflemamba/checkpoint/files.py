@@ -137,15 +137,19 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     except Exception as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         msg = lines[0] if lines else type(e).__name__
-        if 'Unsupported global' in str(e) or 'weights_only' in str(e):
-            # torch's first line is generic; the line naming the refused global is not
-            msg = next((line for line in lines if 'GLOBAL' in line.upper()
-                        and line != msg), msg).rstrip('.')
+        # torch's first line is generic: the one naming what the unpickler met is not
+        said = [line.split('WeightsUnpickler error:')[-1].strip() for line in lines]
+        msg = next((line for line in said if line.startswith(
+            ('Unsupported', 'Trying to', 'Can only'))), msg)
+        msg = msg.split(' Please use `torch.serialization')[0].rstrip('.')
+        if msg.startswith(('Unsupported global', 'Trying to load unsupported GLOBAL',
+                           'Can only')):  # a pickle with an object the allow-list lacks
             raise CheckpointError(
                 f'{filename}: refused by the safe loader (torch.load weights_only=True): '
                 f'{msg}. If you trust this file, load it with torch.load(..., '
                 "weights_only=False), keep only the 'model' / 'model_ema' state dicts "
                 'and save those.') from e
+        # (e.g. 'Unsupported operand': not a pickle torch.save writes, nothing reads it)
         raise CheckpointError(
             f'{filename} is not a readable PyTorch checkpoint (truncated, corrupted or '
             f'not a checkpoint at all): {type(e).__name__}: {msg}') from e

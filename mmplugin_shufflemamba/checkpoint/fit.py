@@ -12,7 +12,8 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from .files import ema_hook_raw_weights, nonfinite_tensors, read_checkpoint, refuse_nonfinite
+from .files import (CheckpointError, ema_hook_raw_weights, nonfinite_tensors, read_checkpoint,
+                    refuse_nonfinite)
 from .layout import backbone_prefixes
 from .saved_config import checkpoint_origin, model_config_differences, saved_config_value
 
@@ -201,9 +202,17 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
         else:  # a missing, unreadable or unsafe file: a CheckpointError naming it
             checkpoint = read_checkpoint(checkpoint)
     model = unwrap_model(model)
+    unread = None
     if mode != 'resume':  # what the backbones read of it (a resume keeps the layout)
-        checkpoint = as_loaded(model, checkpoint, quiet=True)
+        try:
+            checkpoint = as_loaded(model, checkpoint, quiet=True)
+        except CheckpointError as e:  # e.g. another kind of model: the whole report
+            unread = e
     lines, details = fit_report(model.state_dict(), checkpoint, mode, model_cfg)
+    if unread is not None:
+        if not lines:
+            raise unread
+        details['notes'].append(f'its backbone could not be read as this one: {unread}')
     if lines:
         message = format_fit_error(source, target, lines, details, mode)
         if not allow_partial:
@@ -214,6 +223,25 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
                   f"{len(details['unexpected'])} checkpoint tensors are ignored.\n"
                   + '\n'.join(_problem_lines(lines, details)),
                   logger=logger, level=logging.WARNING)
+    if mode == 'load' and isinstance(checkpoint, dict) and \
+            ema_hook_raw_weights(checkpoint) is not None:
+        print_log(f"{source}: load_from loads its 'state_dict', which EMAHook saved as the "
+                  "EMA weights (the raw ones are its 'ema_state_dict'), as MMEngine does. "
+                  "The raw weights, which the official fine-tuning starts from, are what "
+                  "init_cfg=dict(type='Pretrained', ...) and tools/convert_checkpoint.py "
+                  'read by default.', logger=logger)
+    if mode == 'resume':
+        meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+        state = [k for k in ('meta.epoch', 'meta.iter') if not isinstance(meta, dict)
+                 or k[5:] not in meta] + [k for k in ('message_hub', ) if k not in checkpoint]
+        if state:  # weights alone (a converted or published file): MMEngine needs these
+            raise CheckpointFitError(
+                f'{source} holds weights but no training state to resume (no '
+                f"{' / '.join(state)}): --resume continues a run from a checkpoint its "
+                "runner saved (the work dir's iter_*.pth / epoch_*.pth). To start a run "
+                f'from these weights give them as load_from (--cfg-options '
+                f"load_from={source}) or, for an ImageNet backbone, as "
+                "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...).")
     refuse_nonfinite(details['nonfinite'], details['total'], source, allow_nonfinite,
                      NONFINITE_FLAG, CheckpointFitError, details.get('origin'), logger)
     return details

@@ -170,8 +170,8 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
     allow_nonfinite = check_flag('allow_nonfinite', allow_nonfinite)
     if prefix is not None and not isinstance(prefix, str):
         raise TypeError(f"prefix must be a key prefix such as 'backbone.', got {prefix!r}")
-    ckpt = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(
-        checkpoint, map_location)
+    ckpt = checkpoint if isinstance(checkpoint, dict) or source else read_checkpoint(
+        checkpoint, map_location)  # (with a source: already read, whatever it holds)
     checkpoint = source or source_name(checkpoint)
     sd, entry = select_state_dict(ckpt, use_ema, checkpoint)
     if prefix:

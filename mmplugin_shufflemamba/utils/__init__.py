@@ -4,7 +4,7 @@ from ..checkpoint.fit import CheckpointFitError
 from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
 from .config import (ConfigError, check_backbone_channels, check_config, check_label_classes,
-                     load_config, merge_cfg_options)
+                     enable_auto_scale_lr, load_config, merge_cfg_options)
 from .runtime import (add_training_hooks, apply_resume, latest_checkpoint, log_kernels,
                       prepare_runtime, resume_seed, shutdown_distributed, stop_message,
                       warn_random_backbone)
@@ -16,7 +16,7 @@ STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, Conf
 
 __all__ = [
     'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume',
-    'check_backbone_channels', 'check_config', 'check_label_classes',
+    'check_backbone_channels', 'check_config', 'check_label_classes', 'enable_auto_scale_lr',
     'latest_checkpoint', 'load_config', 'log_kernels', 'merge_cfg_options', 'prepare_runtime',
     'resume_seed',
     'shutdown_distributed', 'stop_message', 'warn_random_backbone'

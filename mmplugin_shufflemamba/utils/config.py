@@ -43,24 +43,39 @@ def check_label_classes(cfg) -> None:
 
 
 def check_backbone_channels(cfg) -> None:
-    """The modules that take a ShuffleMamba backbone's maps (the neck, else the decode
-    and auxiliary heads) expect its width: a ``--cfg-options model.backbone.arch=m`` or
-    ``embed_dims=...`` that leaves them at another count would stop at the first forward
-    with torch's channel error. A :class:`ConfigError` naming both otherwise."""
+    """The modules that take a ShuffleMamba backbone's output (the neck, else the decode
+    and auxiliary heads; with ``out_cls``, a classifier's head) expect its width: a
+    ``--cfg-options model.backbone.arch=m`` or ``embed_dims=...`` that leaves them at
+    another count would stop at the first forward with torch's shape error. A
+    :class:`ConfigError` naming both otherwise."""
     from ..models.archs import resolve_arch
     model = cfg.get('model') or {}
     backbone = model.get('backbone')
     if not isinstance(backbone, dict) or str(backbone.get('type', '')).split('.')[-1] not in \
-            ('ShuffleMamba', 'ShuffleMambaAdapter') or backbone.get('out_cls'):
-        return  # (with out_cls, the classification feature has its own width)
+            ('ShuffleMamba', 'ShuffleMambaAdapter'):
+        return
     try:
         width = resolve_arch(backbone.get('arch', 'b'), backbone.get('embed_dims'),
                              backbone.get('num_layers'))['embed_dims']
+        registers = int(backbone.get('num_registers') or 0)
+        reduce = int(backbone.get('cls_reduce') or 1)
     except (KeyError, TypeError, ValueError):
         return  # the backbone names its own bad arguments when it is built
-    # (a list of necks is applied in turn: the first takes the maps)
-    takers = _module_cfgs(model, 'neck')[:1] if model.get('neck') else \
-        _module_cfgs(model, 'decode_head') + _module_cfgs(model, 'auxiliary_head')
+    what = f"the backbone's maps have {width} channels (its embed_dims)"
+    if backbone.get('out_cls'):  # the head takes the classification feature
+        if model.get('neck'):
+            return
+        takers = _module_cfgs(model, 'head')
+        if registers:
+            width = registers * (width // reduce)
+            what = (f"the backbone's classification feature has {width} channels "
+                    f'({registers} registers x embed_dims // cls_reduce)')
+        else:
+            what = (f"the backbone's classification feature (its cls token) has {width} "
+                    'channels (its embed_dims)')
+    else:  # (a list of necks is applied in turn: the first takes the maps)
+        takers = _module_cfgs(model, 'neck')[:1] if model.get('neck') else \
+            _module_cfgs(model, 'decode_head') + _module_cfgs(model, 'auxiliary_head')
     for where, head in takers:
         channels = head.get('in_channels')
         counts = channels if isinstance(channels, (list, tuple)) else [channels]
@@ -69,8 +84,21 @@ def check_backbone_channels(cfg) -> None:
         want = f'[{width}] * {len(counts)}' if counts is channels else str(width)
         raise ConfigError(
             f"{where}.in_channels={list(channels) if counts is channels else channels} "
-            f"but the backbone's maps have {width} channels (its embed_dims): set "
-            f'{where}.in_channels={want}.')
+            f'but {what}: set {where}.in_channels={want}.')
+
+
+def enable_auto_scale_lr(cfg) -> None:
+    """``--auto-scale-lr``: MMEngine's linear scaling of the learning rates by the run's
+    total batch (processes x ``train_dataloader.batch_size``) over
+    ``auto_scale_lr.base_batch_size``, the batch the config's rates are for. A
+    :class:`ConfigError` where the config does not say that batch."""
+    scale = cfg.get('auto_scale_lr')
+    if not isinstance(scale, dict) or not scale.get('base_batch_size'):
+        raise ConfigError(
+            "--auto-scale-lr scales the learning rate by the run's total batch over "
+            'auto_scale_lr.base_batch_size, which this config does not set: add '
+            'auto_scale_lr = dict(base_batch_size=N), N the total batch its lr is for.')
+    scale['enable'] = True
 
 
 def _module_cfgs(model: dict, name: str) -> List[Tuple[str, dict]]:
@@ -191,4 +219,7 @@ def load_config(config: str,
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    if osp.exists(cfg.work_dir) and not osp.isdir(cfg.work_dir):
+        raise ConfigError(f'the work dir {cfg.work_dir} is a file: give a directory '
+                          '(new or existing) with --work-dir')
     return cfg

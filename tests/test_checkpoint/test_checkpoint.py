@@ -793,3 +793,22 @@ def test_a_mixer_or_patch_mismatch_names_the_argument_to_set(tmp_path, arg, fix)
         backbone(src, out_cls='cls_reduce' in arg, **arg)
     assert f'Fix: build the backbone with {fix} (what the checkpoint was trained' \
         in str(e.value)
+
+
+def test_files_that_are_not_checkpoints_say_so(tmp_path):
+    """A tensor saved alone is named for what it holds; a plain pickle or a text file
+    is not a PyTorch checkpoint (the unsafe loader cannot read it either), not a file
+    the safe loader refused."""
+    import pickle
+    torch.save(torch.randn(3), tmp_path / 'tensor.pth')
+    with pytest.raises(CheckpointError,
+                       match='tensor.pth holds a Tensor, not a checkpoint dict'):
+        backbone(tmp_path / 'tensor.pth')
+    with open(tmp_path / 'plain.pkl', 'wb') as f:
+        pickle.dump(dict(model={'w': 1}), f)
+    (tmp_path / 'notes.pth').write_text('not a checkpoint\n')
+    for name in ('plain.pkl', 'notes.pth'):
+        with pytest.raises(CheckpointError) as e:
+            backbone(tmp_path / name)
+        assert f'{name} is not a readable PyTorch checkpoint' in str(e.value)
+        assert 'Unsupported operand' in str(e.value) and 'safe loader' not in str(e.value)

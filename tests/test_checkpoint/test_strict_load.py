@@ -90,6 +90,62 @@ def test_mismatch_report_is_short_and_names_the_origin():
     assert len(msg.splitlines()) < 12
 
 
+def test_resume_from_weights_alone_names_load_from():
+    """A file of weights that fit (converted, published) has no training state: MMEngine's
+    resume would stop in a KeyError; the check names load_from / init_cfg instead."""
+    model = Toy()
+    state = dict(meta=dict(epoch=1, iter=4), message_hub={}, state_dict=model.state_dict())
+    check_checkpoint_fit(model, state, mode='resume')
+    for drop in ('meta', 'message_hub'):
+        ckpt = {k: v for k, v in state.items() if k != drop}
+        with pytest.raises(CheckpointFitError, match=r'holds weights but no training state '
+                           r'to resume \(no (meta\.epoch / meta\.iter|message_hub)\).*'
+                           'load_from'):
+            check_checkpoint_fit(model, ckpt, source='w.pth', mode='resume')
+        check_checkpoint_fit(model, ckpt, mode='load')
+    with pytest.raises(CheckpointFitError, match='no training state'):
+        check_checkpoint_fit(model, model.state_dict(), mode='resume')
+
+
+def test_another_kind_of_model_gets_the_whole_report():
+    """A segmentor's checkpoint given to a classifier: its backbone cannot be read as the
+    classifier's (no cls token), and the report is the whole model's (the file's heads
+    unexpected, the classifier's missing), not a fix for the backbone alone."""
+    from mmpretrain.models import ImageClassifier
+
+    from mmplugin_shufflemamba import ShuffleMamba
+    arch = dict(embed_dims=32, num_layers=2)
+    clf = ImageClassifier(
+        backbone=dict(type='ShuffleMamba', arch=arch, img_size=64, with_cls_token=True,
+                      out_cls=True, out_indices=(), kernel='torch'),
+        head=dict(type='LinearClsHead', num_classes=4, in_channels=32))
+    seg = {f'backbone.{k}': v for k, v in
+           ShuffleMamba(arch=arch, img_size=64, kernel='torch').state_dict().items()}
+    seg['decode_head.conv_seg.weight'] = torch.zeros(4, 32, 1, 1)
+    with pytest.raises(CheckpointFitError) as e:
+        check_checkpoint_fit(clf, dict(meta=dict(iter=2), state_dict=seg), source='seg.pth',
+                             target='pretrain.py', mode='test')
+    msg = str(e.value)
+    assert msg.startswith('seg.pth does not fit the model of pretrain.py: refusing to '
+                          'evaluate it.'), msg
+    assert 'missing in the checkpoint' in msg and 'head.fc' in msg, msg
+    assert 'unexpected (not in the model): 1 tensors, in decode_head' in msg, msg
+    assert 'note: its backbone could not be read as this one' in msg
+    assert 'with_cls_token=True' in msg  # (the backbone's own reason, kept as a note)
+
+
+def test_load_from_an_ema_hook_file_says_which_weights_it_loads():
+    from helpers.logs import captured_log
+    model = Toy()
+    raw = {f'module.{k}': v for k, v in model.state_dict().items()}
+    with captured_log() as lines:
+        check_checkpoint_fit(model, ckpt_of(model, ema_state_dict=raw), source='e.pth')
+        check_checkpoint_fit(model, ckpt_of(model, ema_state_dict=raw), mode='test')
+        check_checkpoint_fit(model, ckpt_of(model))
+    said = [line for line in lines if 'EMAHook saved as the EMA weights' in line]
+    assert len(said) == 1 and said[0].startswith("e.pth: load_from loads its 'state_dict'")
+
+
 def test_partial_load_when_allowed():
     details = check_checkpoint_fit(Toy(8), ckpt_of(Toy(4)), allow_partial=True)
     # conv weight / bias, BN weight / bias / running mean / var, head weight

@@ -113,3 +113,28 @@ def test_analysis_tools_stop_on_a_refused_item_without_a_traceback(capsys, tool)
         load_tool(*tool).main([CONFIG, '--cfg-options', 'fp16=1'])
     assert f"{tool[-1]}: --cfg-options fp16: upernet_shufflemamba_b.py has no 'fp16'" in \
         str(e.value.code)
+
+
+def test_a_work_dir_that_is_a_file_is_refused(tmp_path):
+    from mmplugin_shufflemamba.utils import ConfigError, load_config
+    (tmp_path / 'log.txt').write_text('x')
+    with pytest.raises(ConfigError, match=r'the work dir .*log\.txt is a file: give a '
+                       'directory'):
+        load_config(CONFIG, work_dir=str(tmp_path / 'log.txt'))
+    assert load_config(CONFIG, work_dir=str(tmp_path)).work_dir == str(tmp_path)
+
+
+def test_auto_scale_lr_needs_the_configs_base_batch():
+    """--auto-scale-lr turns on MMEngine's scaling where the config says the batch its
+    rates are for (the zoo and pretraining configs), else names what to add."""
+    from mmplugin_shufflemamba.utils import ConfigError, enable_auto_scale_lr, load_config
+    for name in ('upernet_shufflemamba_m.py', 'mask-rcnn_shufflemamba_adapter-m.py',
+                 'pretrain/shufflemamba-b_8xb256-300e_in1k.py'):
+        cfg = load_config(osp.join(ROOT, 'configs', name))
+        assert not cfg.auto_scale_lr.get('enable')
+        enable_auto_scale_lr(cfg)
+        assert cfg.auto_scale_lr.enable and cfg.auto_scale_lr.base_batch_size in (16, 2048)
+    cfg = load_config(osp.join(ROOT, 'configs', 'quickstart',
+                               'shufflemamba-tiny_1xb32-400it_synthetic-in1k-64px.py'))
+    with pytest.raises(ConfigError, match=r'add auto_scale_lr = dict\(base_batch_size=N\)'):
+        enable_auto_scale_lr(cfg)
