@@ -124,7 +124,8 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
                      f'cls_reduce={getattr(model, "cls_reduce", 1)}: load the Mamba-Reg file '
                      'itself, or convert it with tools/convert_checkpoint.py '
                      '--num-registers R --keep-neck.')
-    if any(k.split('.')[0] in _ADAPTER_MODULES for k in unexpected):
+    if any(k.split('.')[0] in _ADAPTER_MODULES for k in unexpected) and \
+            not hasattr(model, 'interactions'):
         lines.append('  the file holds a ShuffleMambaAdapter (spm / interactions / level_embed '
                      'weights): load it into ShuffleMambaAdapter, or start this backbone '
                      'from the ImageNet checkpoint the adapter was fine-tuned from.')
@@ -208,14 +209,17 @@ def load_into_backbone(model, converted: Dict[str, torch.Tensor], summary: Dict[
                        source: str = '<checkpoint>', allow_nonfinite: bool = False,
                        original: Optional[Dict[str, object]] = None) -> Dict[str, object]:
     """Load converted weights into ``model``: exactly the keys and shapes of
-    ``model.pretrained_state_dict()`` (a final norm the model lacks is dropped), else a
+    ``model.pretrained_state_dict()`` (a final norm the model lacks is dropped), or of its
+    whole state dict where the weights hold more of it (an adapter's own modules), else a
     :class:`CheckpointError` with a report and nothing loaded. NaN / inf weights are
     refused, or with ``allow_nonfinite`` logged. ``original`` is the state dict before
     the conversion: its own NaN / inf were logged when it was read
     (:func:`read_backbone_weights`), and what the conversion made non-finite (a half
     precision value resized past its maximum) is refused saying so. Returns
     ``summary`` with ``loaded`` (key count) and ``dropped`` updated."""
-    target = model.pretrained_state_dict()
+    target, whole = model.pretrained_state_dict(), model.state_dict()
+    if any(k in whole and k not in target for k in converted):
+        target = whole  # the model's own modules too (an adapter fine-tuned before): all
     converted, no_norm = without_final_norm(converted, target)
     dropped = list(summary.get('dropped', [])) + no_norm
     missing, unexpected, shapes = map(sorted, compare_state_dicts(converted, target))

@@ -42,9 +42,9 @@ def published_layout_pre_hook(module, state_dict, prefix, *args) -> None:
     family in a published layout (or a whole training checkpoint: its raw weights) is
     converted to the module's keys (:func:`convert_to_backbone`); the module's own layout
     passes untouched; strictness stays the caller's, but a file of the other norm type
-    is refused either way. A one-token file whose cls position
-    nothing tells is a :class:`CheckpointError` asking for the format. See
-    docs/loading.md, "Through MMEngine and load_state_dict"."""
+    is refused either way. A one-token file whose cls position nothing tells is a
+    :class:`CheckpointError` asking for the format. See docs/loading.md, "Through
+    MMEngine and load_state_dict"."""
     read_layout(module, state_dict, prefix)
 
 

@@ -235,6 +235,30 @@ def test_adapter_checkpoint_into_the_plain_backbone_says_so(tmp_path):
         backbone(path, arch=dict(embed_dims=32, num_layers=4), out_indices=(3, ))
 
 
+def test_an_adapter_file_loads_whole_into_the_adapter(tmp_path):
+    """A detector's or segmentor's ShuffleMambaAdapter (backbone.* keys) given as the
+    adapter's pretrained weights: its own modules load too, exactly."""
+    from mmplugin_shufflemamba import ShuffleMambaAdapter
+    cfg = dict(arch=dict(embed_dims=32, num_layers=4), img_size=64,
+               interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], deform_num_heads=4,
+               kernel='torch')
+    src = ShuffleMambaAdapter(**cfg)
+    for prm in src.parameters():
+        torch.nn.init.normal_(prm, std=0.05)
+    path = tmp_path / 'detector.pth'
+    torch.save(dict(meta=dict(iter=1), state_dict={
+        f'backbone.{k}': v for k, v in src.state_dict().items()}), path)
+    dst = ShuffleMambaAdapter(**cfg, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    dst.init_weights()
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    sd = {k: v for k, v in src.state_dict().items() if not k.startswith('spm.stem.0')}
+    with pytest.raises(CheckpointError) as e:  # part of the adapter: strict, no hint
+        load_pretrained_backbone(ShuffleMambaAdapter(**cfg), sd)
+    assert 'missing in checkpoint' in str(e.value) and 'spm.stem.0' in str(e.value)
+    assert 'the file holds a ShuffleMambaAdapter' not in str(e.value)
+
+
 def test_missing_and_unexpected_keys(tmp_path):
     sd = make_official_state_dict()
     del sd['layers.1.mixer.D_b']

@@ -206,7 +206,9 @@ class ShuffleMambaEncoder(BaseModule):
         return {k: v for k, v in self.state_dict().items()
                 if k.split('.')[0] not in self.NOT_PRETRAINED}
 
-    def init_weights(self) -> None:
+    def init_weights(self) -> Optional[Dict[str, object]]:
+        """Load the ``Pretrained`` checkpoint (returns the loader's summary), else the
+        default initialisation with any other ``init_cfg`` on top."""
         if self._pretrained_cfg():
             from ...checkpoint import load_pretrained_backbone
             kwargs = {k: v for k, v in self.init_cfg.items() if k != 'type'}
@@ -215,9 +217,9 @@ class ShuffleMambaEncoder(BaseModule):
                           "base config's ShuffleMambaOfficialInit, not to Pretrained: "
                           'not used (init_cfg=dict(_delete_=True, ...) leaves it out)',
                           logger='current')
-            load_pretrained_backbone(self, **kwargs)
+            summary = load_pretrained_backbone(self, **kwargs)
             self._is_init = True
-            return
+            return summary
         if not self._is_init:  # MMEngine's init runs once; so does the default
             self.reset_parameters()  # an init_cfg (e.g. Kaiming) applies on top of it
         super().init_weights()

@@ -190,8 +190,9 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
             nn.init.constant_(block.injector.gamma, self.init_values)
 
     def init_weights(self) -> None:
-        super().init_weights()  # the backbone part (plain or pretrained)
-        if self._pretrained_cfg():  # (otherwise reset_parameters did it)
+        summary = super().init_weights()  # the backbone part (plain or pretrained)
+        # (otherwise reset_parameters did it; an adapter's own file loaded it all)
+        if summary is not None and summary['loaded'] < len(self.state_dict()):
             self.init_adapter_weights()
 
     def reset_parameters(self) -> None:
