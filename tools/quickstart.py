@@ -186,9 +186,9 @@ def shorten_schedule(cfg, max_iters):
 
 def train_and_test(args, generate):
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
-    from mmplugin_shufflemamba.utils import check_config, merge_cfg_options, prepare_runtime
+    from mmplugin_shufflemamba.utils import (build_runner, check_config, merge_cfg_options,
+                                             prepare_runtime)
     try:
         generate(args.data_root, args.num_train, args.num_val)
     except FileExistsError as e:  # a --data-root with files the writer did not write
@@ -206,7 +206,7 @@ def train_and_test(args, generate):
     merge_cfg_options(cfg, args.cfg_options, osp.basename(args.config))
     check_config(cfg)
     prepare_runtime(cfg, 'none')
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     metrics = runner.test()
     ckpt = osp.join(args.work_dir, f'iter_{cfg.train_cfg.max_iters}.pth')

@@ -30,12 +30,12 @@ import os
 import sys
 
 from mmengine.config import DictAction
-from mmengine.runner import Runner
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
-from mmplugin_shufflemamba.utils import (STOP_ERRORS, ConfigError, load_config, log_kernels,
-                                         prepare_runtime, shutdown_distributed, stop_message)
+from mmplugin_shufflemamba.utils import (STOP_ERRORS, ConfigError, build_runner, load_config,
+                                         log_kernels, prepare_runtime, shutdown_distributed,
+                                         stop_message)
 from mmplugin_shufflemamba.utils.cli import existing_file, key_value
 
 
@@ -170,7 +170,7 @@ def test(args):
         print(f"Test-time augmentation: {cfg.model.type} over {views} views per image "
               '(tta_pipeline)', flush=True)
     prepare_runtime(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     if dump is not None:
         runner.test_evaluator.metrics.append(dump)
     log_kernels()

@@ -30,7 +30,6 @@ import os
 import sys
 
 from mmengine.config import DictAction
-from mmengine.runner import Runner
 
 import torch
 
@@ -38,7 +37,7 @@ import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import amp_optim_wrapper_cfg
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
 from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, apply_resume,
-                                         enable_auto_scale_lr, load_config, log_kernels, prepare_runtime,
+                                         build_runner, enable_auto_scale_lr, load_config, log_kernels, prepare_runtime,
                                          resume_seed, shutdown_distributed, stop_message,
                                          warn_random_backbone)
 from mmplugin_shufflemamba.utils.cli import existing_file, key_value
@@ -107,7 +106,7 @@ def train(args) -> None:
     resume_seed(cfg)
     warn_random_backbone(cfg)
     prepare_runtime(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     log_kernels()
     # On every rank, before anything trains: the checkpoint must fit the model.
     check_runner_checkpoint(runner, allow_partial=args.allow_partial_load,

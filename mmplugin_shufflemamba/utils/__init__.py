@@ -5,9 +5,9 @@ from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
 from .config import (ConfigError, check_backbone_channels, check_config, check_label_classes,
                      enable_auto_scale_lr, load_config, merge_cfg_options)
-from .runtime import (add_training_hooks, apply_resume, latest_checkpoint, log_kernels,
-                      prepare_runtime, resume_seed, shutdown_distributed, stop_message,
-                      warn_random_backbone)
+from .runtime import (add_training_hooks, apply_resume, build_runner, latest_checkpoint,
+                      log_kernels, prepare_runtime, resume_seed, shutdown_distributed,
+                      stop_message, warn_random_backbone)
 
 #: the errors with which the tools' checks stop a run (printed without a traceback): a
 #: checkpoint that does not fit or is not there, a diverged run, a config or data problem
@@ -15,7 +15,7 @@ STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, Conf
                DataError)
 
 __all__ = [
-    'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume',
+    'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume', 'build_runner',
     'check_backbone_channels', 'check_config', 'check_label_classes', 'enable_auto_scale_lr',
     'latest_checkpoint', 'load_config', 'log_kernels', 'merge_cfg_options', 'prepare_runtime',
     'resume_seed',

@@ -93,6 +93,29 @@ def prepare_runtime(cfg, launcher: str) -> None:
                                  dict(type='MMDistributedDataParallel'), device_ids=None)
 
 
+#: this package's argument checks: what they raise is a refused setting, named with the fix
+_ARGUMENT_CHECKS = ('arg_checks.py', 'shuffle_mamba_checks.py', 'archs.py')
+
+
+def build_runner(cfg):
+    """MMEngine's ``Runner.from_cfg``. A setting that this package's argument checks
+    refuse (``--cfg-options model.backbone.shuffle_rate=2``) is a :class:`ConfigError`
+    with their message, for the tools to stop with, not a traceback."""
+    from mmengine.runner import Runner
+    try:
+        return Runner.from_cfg(cfg)
+    except (ValueError, TypeError, KeyError) as e:
+        tb = e.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        raised_in = osp.abspath(tb.tb_frame.f_code.co_filename)
+        if not (raised_in.startswith(osp.dirname(osp.dirname(osp.abspath(__file__))))
+                and osp.basename(raised_in) in _ARGUMENT_CHECKS):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise ConfigError(f'the config does not build: {msg}') from e
+
+
 def latest_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint ``tools/train.py --resume`` (no path) continues from: the file that
     MMEngine's ``last_checkpoint`` record names, in ``work_dir`` itself first (the

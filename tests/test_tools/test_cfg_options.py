@@ -138,3 +138,22 @@ def test_auto_scale_lr_needs_the_configs_base_batch():
                                'shufflemamba-tiny_1xb32-400it_synthetic-in1k-64px.py'))
     with pytest.raises(ConfigError, match=r'add auto_scale_lr = dict\(base_batch_size=N\)'):
         enable_auto_scale_lr(cfg)
+
+
+def test_a_setting_the_backbone_refuses_stops_the_tools_without_a_traceback(tmp_path):
+    """build_runner: what the package's argument checks raise becomes a ConfigError (the
+    tools print it and exit 1); any other build error keeps its type and traceback."""
+    from mmplugin_shufflemamba.utils import ConfigError, build_runner, load_config
+    quick = osp.join(ROOT, 'configs', 'quickstart',
+                     'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
+    for key, value, words in [
+            ('model.backbone.shuffle_rate', 2, 'shuffle_rate must be in [0, 1], got 2'),
+            ('model.backbone.arch', 'zz', "Unknown ShuffleMamba arch 'zz'; choose one of")]:
+        cfg = load_config(quick, work_dir=str(tmp_path), cfg_options={key: value})
+        with pytest.raises(ConfigError) as e:
+            build_runner(cfg)
+        assert str(e.value).startswith('the config does not build: ' + words), str(e.value)
+    cfg = load_config(quick, work_dir=str(tmp_path),
+                      cfg_options={'model.backbone.type': 'NoSuchBackbone'})
+    with pytest.raises(KeyError, match='NoSuchBackbone'):
+        build_runner(cfg)
