@@ -37,8 +37,9 @@ import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import amp_optim_wrapper_cfg
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
 from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, apply_resume,
-                                         build_runner, enable_auto_scale_lr, load_config, log_kernels, prepare_runtime,
-                                         resume_seed, shutdown_distributed, stop_message,
+                                         build_runner, enable_auto_scale_lr, load_config,
+                                         log_kernels, prepare_runtime, resume_seed,
+                                         shutdown_distributed, stop_message,
                                          warn_random_backbone)
 from mmplugin_shufflemamba.utils.cli import existing_file, key_value
 

@@ -83,6 +83,7 @@ test_evaluator = val_evaluator
 
 optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05),
                      clip_grad=dict(max_norm=5.0))
+auto_scale_lr = dict(enable=False, base_batch_size=8)  # the lr is for 1 x 8 images
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=50,

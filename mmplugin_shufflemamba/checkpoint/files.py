@@ -6,6 +6,7 @@ import logging
 import os.path as osp
 import re
 import urllib.parse
+import zipfile
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -105,6 +106,24 @@ def check_checkpoint_path(checkpoint) -> str:
     return checkpoint
 
 
+#: how torch.save's legacy (non-zip) format begins its pickle: its magic number
+_TORCH_LEGACY_MAGIC = (0x1950a86a20f9469cfc6c).to_bytes(10, 'little')
+
+
+def _saved_by_torch(src) -> bool:
+    """Whether ``src`` (a path or a binary buffer) is in one of ``torch.save``'s formats
+    (a zip archive, or the legacy pickle with torch's magic number), whatever it holds:
+    a file the safe loader refused rather than no checkpoint at all."""
+    if hasattr(src, 'seek'):
+        src.seek(0)
+        head = src.read(64)
+        src.seek(0)
+    else:
+        with open(src, 'rb') as f:
+            head = f.read(64)
+    return zipfile.is_zipfile(src) or _TORCH_LEGACY_MAGIC in head
+
+
 def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     """Read a checkpoint file (local path or any MMEngine-supported URI) with
     ``torch.load(weights_only=True)`` and the allow-list of :mod:`.safe_load`."""
@@ -142,14 +161,16 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
         msg = next((line for line in said if line.startswith(
             ('Unsupported', 'Trying to', 'Can only'))), msg)
         msg = msg.split(' Please use `torch.serialization')[0].rstrip('.')
-        if msg.startswith(('Unsupported global', 'Trying to load unsupported GLOBAL',
-                           'Can only')):  # a pickle with an object the allow-list lacks
+        if 'Weights only load failed' in str(e) and _saved_by_torch(
+                filename if is_local else data):
+            if msg.startswith('Unsupported operand'):
+                msg += (' (a pickle protocol the safe loader does not read, e.g. '
+                        'torch.save(..., pickle_protocol=4))')
             raise CheckpointError(
                 f'{filename}: refused by the safe loader (torch.load weights_only=True): '
                 f'{msg}. If you trust this file, load it with torch.load(..., '
                 "weights_only=False), keep only the 'model' / 'model_ema' state dicts "
                 'and save those.') from e
-        # (e.g. 'Unsupported operand': not a pickle torch.save writes, nothing reads it)
         raise CheckpointError(
             f'{filename} is not a readable PyTorch checkpoint (truncated, corrupted or '
             f'not a checkpoint at all): {type(e).__name__}: {msg}') from e

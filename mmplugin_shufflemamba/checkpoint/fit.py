@@ -210,7 +210,7 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
             unread = e
     lines, details = fit_report(model.state_dict(), checkpoint, mode, model_cfg)
     if unread is not None:
-        if not lines:
+        if not lines or allow_partial:  # (a partial load would stop on it too)
             raise unread
         details['notes'].append(f'its backbone could not be read as this one: {unread}')
     if lines:
@@ -223,8 +223,7 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
                   f"{len(details['unexpected'])} checkpoint tensors are ignored.\n"
                   + '\n'.join(_problem_lines(lines, details)),
                   logger=logger, level=logging.WARNING)
-    if mode == 'load' and isinstance(checkpoint, dict) and \
-            ema_hook_raw_weights(checkpoint) is not None:
+    if mode == 'load' and isinstance(checkpoint, dict) and ema_hook_raw_weights(checkpoint):
         print_log(f"{source}: load_from loads its 'state_dict', which EMAHook saved as the "
                   "EMA weights (the raw ones are its 'ema_state_dict'), as MMEngine does. "
                   "The raw weights, which the official fine-tuning starts from, are what "

@@ -172,6 +172,14 @@ def official_to_mmpretrain(sd: Dict[str, torch.Tensor]) -> 'OrderedDict[str, tor
                         else 'backbone.' + k, v) for k, v in sd.items())
 
 
+def norm_type(sd: Dict[str, torch.Tensor]) -> Optional[str]:
+    """'RMSNorm' (norm weights, no biases) or 'LN' for a (stripped) state dict with
+    blocks; None for one without block norms (e.g. embeddings alone)."""
+    if 'layers.0.norm.weight' not in sd:
+        return None
+    return 'LN' if 'layers.0.norm.bias' in sd else 'RMSNorm'
+
+
 def describe_state_dict(sd: Dict[str, torch.Tensor]) -> Dict[str, object]:
     """Depth, width, registers, grid and norm type of a (stripped) state dict."""
     layer_ids = {int(k.split('.')[1]) for k in sd if k.startswith('layers.')
@@ -182,8 +190,7 @@ def describe_state_dict(sd: Dict[str, torch.Tensor]) -> Dict[str, object]:
         embed_dims=int(pe.shape[0]) if pe is not None else None,
         patch_size=int(pe.shape[-1]) if pe is not None else None,
         in_channels=int(pe.shape[1]) if pe is not None else None,
-        norm='RMSNorm' if ('layers.0.norm.weight' in sd and 'layers.0.norm.bias' not in sd)
-        else 'LN',
+        norm=norm_type(sd),
         registers=int(cls.shape[1]) if cls is not None else 0,
         pos_tokens=int(sd['pos_embed'].shape[1]) if 'pos_embed' in sd else None)
 

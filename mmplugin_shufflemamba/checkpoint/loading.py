@@ -171,8 +171,8 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
     allow_nonfinite = check_flag('allow_nonfinite', allow_nonfinite)
     if prefix is not None and not isinstance(prefix, str):
         raise TypeError(f"prefix must be a key prefix such as 'backbone.', got {prefix!r}")
-    ckpt = checkpoint if isinstance(checkpoint, dict) or source else read_checkpoint(
-        checkpoint, map_location)  # (with a source: already read, whatever it holds)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(
+        checkpoint, map_location)
     checkpoint = source or source_name(checkpoint)
     sd, entry = select_state_dict(ckpt, use_ema, checkpoint)
     if prefix:
@@ -300,7 +300,9 @@ def read_weights(checkpoint: Union[str, dict], prefix: Optional[str] = None,
     if isinstance(checkpoint, dict):
         ckpt, source = checkpoint, source_name(checkpoint)
     else:
-        ckpt, source = read_checkpoint(checkpoint, map_location), checkpoint
+        ckpt, source = read_checkpoint(checkpoint, map_location), str(checkpoint)
+        if not isinstance(ckpt, dict):  # (e.g. a tensor saved alone)
+            select_state_dict(ckpt, filename=source)  # the error naming what it holds
     sd, entry, fmt = read_backbone_weights(ckpt, prefix, map_location, use_ema, ckpt_format,
                                            allow_nonfinite, opt_out, source=source)
     weights = 'ema' if use_ema or own_meta(ckpt).get('weights') == 'ema' else 'raw'
@@ -311,10 +313,15 @@ def read_weights(checkpoint: Union[str, dict], prefix: Optional[str] = None,
 def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
                 source_grid: Optional[Tuple[int, int]] = None):
     """:func:`convert_to_backbone` to ``model``'s tokens, position grid and neck. A
-    model that returns its classification feature (``out_cls``) without the neck that
-    reduces the file's registers is refused: its feature would not be the file's."""
-    neck, reduce = sd.get('neck.weight'), getattr(model, 'cls_reduce', 1)
-    if getattr(model, 'out_cls', False) and reduce == 1 and \
+    model that returns its registers' classification feature (``out_cls``) without the
+    neck that reduces the file's is refused: its feature would not be the file's."""
+    reduce = getattr(model, 'cls_reduce', 1)
+    converted, summary = convert_to_backbone(
+        sd, ckpt_format, model.num_registers, model.patch_resolution,
+        model.interpolate_mode, with_cls_token=getattr(model, 'with_cls_token', False),
+        keep_neck=reduce > 1, source_grid=source_grid)
+    neck = sd.get('neck.weight')
+    if getattr(model, 'out_cls', False) and model.num_registers and reduce == 1 and \
             isinstance(neck, torch.Tensor) and neck.dim() == 2:
         r = neck.shape[1] // max(neck.shape[0], 1)
         raise CheckpointError(
@@ -324,11 +331,8 @@ def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
             f'with cls_reduce={r}' + (', or without out_cls for the dense features alone'
                                       if 'out_cls' in vars(model) else '') +
             ' (the registers unreduced: a file converted by tools/convert_checkpoint.py '
-            'without --keep-neck).')
-    return convert_to_backbone(
-        sd, ckpt_format, model.num_registers, model.patch_resolution,
-        model.interpolate_mode, with_cls_token=getattr(model, 'with_cls_token', False),
-        keep_neck=getattr(model, 'cls_reduce', 1) > 1, source_grid=source_grid)
+            f'--num-registers {model.num_registers} without --keep-neck).')
+    return converted, summary
 
 
 def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_format: str,

@@ -10,7 +10,8 @@ import torch
 from mmengine.logging import print_log
 
 from .files import CHECKPOINT_ENTRIES, CheckpointError, select_state_dict
-from .layout import CLASSIFIER_PREFIXES, detect_format, format_evidence, recorded_grid
+from .layout import (CLASSIFIER_PREFIXES, detect_format, format_evidence, norm_type,
+                     recorded_grid)
 from .loading import convert_for, norm_mismatch, without_final_norm
 
 _PUBLISHED_ONLY = ('cls_token', 'pos_embed_cls', 'norm_f.') + CLASSIFIER_PREFIXES
@@ -65,6 +66,11 @@ def read_layout(module, state_dict, prefix: str, grid: Optional[Tuple[int, int]]
             sub, _ = select_state_dict(sub, filename='the checkpoint')
         except CheckpointError as e:
             raise CheckpointError(f'loading into {type(module).__name__}: {e}') from None
+    pe = sub.get('patch_embed.proj.weight')
+    norm = norm_mismatch(module, norm_type(sub)) if getattr(
+        pe, 'shape', None) == own['patch_embed.proj.weight'].shape else None
+    if norm:  # whatever ``strict`` says: non-strict, the wrong norms would only log keys
+        raise CheckpointError(f'loading into {type(module).__name__}: {norm[0]}')
     regrid = grid is not None and tuple(grid) != tuple(module.patch_resolution) and \
         'pos_embed' in sub
     if regrid or _is_published_layout(sub, own, hint):
@@ -78,10 +84,6 @@ def read_layout(module, state_dict, prefix: str, grid: Optional[Tuple[int, int]]
                     " (with this package's loader, init_cfg=dict(type="
                     "'Pretrained', checkpoint=..., ckpt_format=...) or tools/"
                     'convert_checkpoint.py --format, the format can be given)')) from None
-        norm = norm_mismatch(module, summary.get('norm'))
-        if norm:  # whatever ``strict`` says: non-strict, the wrong norms would only log keys
-            raise CheckpointError(f'loading a published checkpoint into '
-                                  f'{type(module).__name__}: {norm[0]}')
         sub, no_norm = without_final_norm(converted, own)
         if not quiet:
             print_log(f"{type(module).__name__}: read a '{summary['format']}' checkpoint "

@@ -802,6 +802,10 @@ def test_a_model_reading_its_cls_feature_without_the_files_neck_is_refused(tmp_p
     assert 'build it with cls_reduce=4, or without out_cls' in str(e.value)
     assert backbone(src, out_cls=True, cls_reduce=4, **reg).neck.weight.shape == (8, 32)
     assert not hasattr(backbone(src, **reg), 'neck')  # dense features: dropped
+    # tokens that do not fit the file are named first (the neck is not the fix there)
+    with pytest.raises(CheckpointError, match='num_registers=3') as e:
+        backbone(src, out_cls=True, norm_cfg=dict(type='RMSNorm'), with_cls_token=True)
+    assert 'cls_reduce' not in str(e.value)
 
 
 @pytest.mark.parametrize('arg,fix', [
@@ -836,3 +840,11 @@ def test_files_that_are_not_checkpoints_say_so(tmp_path):
             backbone(tmp_path / name)
         assert f'{name} is not a readable PyTorch checkpoint' in str(e.value)
         assert 'Unsupported operand' in str(e.value) and 'safe loader' not in str(e.value)
+    # a checkpoint torch.save wrote with a protocol the safe loader does not read
+    official_checkpoint(tmp_path / 'ok.pth')
+    torch.save(torch.load(tmp_path / 'ok.pth', weights_only=False), tmp_path / 'p4.pth',
+               pickle_protocol=4)
+    with pytest.raises(CheckpointError, match=r'p4\.pth: refused by the safe loader .*'
+                       r'Unsupported operand 149 \(a pickle protocol the safe loader does '
+                       r'not read.*weights_only=False'):
+        backbone(tmp_path / 'p4.pth')

@@ -245,3 +245,13 @@ def test_a_published_file_of_the_other_norm_is_refused_even_non_strict(
             '(', r'\(').replace(')', r'\)')):
         load_checkpoint(target(norm_cfg=dict(type=model_norm)), path, strict=False)
     load_checkpoint(target(norm_cfg=dict(type=file_norm)), path, strict=False)
+    # the module's own layout too (a converted file, a segmentor's backbone) ...
+    own = ShuffleMamba(arch=ARCH, img_size=64, kernel='torch', norm_cfg=dict(type=file_norm))
+    with pytest.raises(CheckpointError, match='norm mismatch'):
+        target(img_size=64, norm_cfg=dict(type=model_norm)).load_state_dict(
+            own.state_dict(), strict=False)
+    # ... but a state dict without block norms says nothing of them: it loads
+    part = {k: v for k, v in own.state_dict().items() if k.startswith('patch_embed.')}
+    result = target(img_size=64, norm_cfg=dict(type=model_norm)).load_state_dict(
+        part, strict=False)
+    assert not result.unexpected_keys and 'layers.0.norm.weight' in result.missing_keys

@@ -16,7 +16,8 @@ from mmengine.model import BaseModel, BaseTTAModel
 
 from mmplugin_shufflemamba.compat import safe_torch_load
 from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
-from mmplugin_shufflemamba.checkpoint import CheckpointFitError, check_checkpoint_fit
+from mmplugin_shufflemamba.checkpoint import (CheckpointError, CheckpointFitError,
+                                              check_checkpoint_fit)
 from mmplugin_shufflemamba.checkpoint.fit import (checkpoint_to_load,
                                                         model_config_differences,
                                                         saved_config_value)
@@ -132,6 +133,10 @@ def test_another_kind_of_model_gets_the_whole_report():
     assert 'unexpected (not in the model): 1 tensors, in decode_head' in msg, msg
     assert 'note: its backbone could not be read as this one' in msg
     assert 'with_cls_token=True' in msg  # (the backbone's own reason, kept as a note)
+    # a partial load cannot get past it either: its reason, not a partial-load warning
+    with pytest.raises(CheckpointError, match='with_cls_token=True'):
+        check_checkpoint_fit(clf, dict(meta=dict(iter=2), state_dict=seg), mode='test',
+                             allow_partial=True)
 
 
 def test_load_from_an_ema_hook_file_says_which_weights_it_loads():

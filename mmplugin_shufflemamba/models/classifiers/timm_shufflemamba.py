@@ -213,7 +213,8 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
         if kwargs.get(key) not in (None, False, 'token'):
             raise ValueError(f'{name}: {key}={kwargs[key]!r} is not supported: {why}.')
         kwargs.pop(key, None)
-    load_kw = {k: kwargs.pop(k) for k in ('ckpt_format', 'use_ema', 'allow_nonfinite') if k in kwargs}
+    load_kw = {k: kwargs.pop(k) for k in ('ckpt_format', 'use_ema', 'allow_nonfinite')
+               if k in kwargs}
     if load_kw and not (pretrained and weights is not None):
         raise ValueError(f'{name}: {sorted(load_kw)} apply to the weights of '
                          "pretrained=True, pretrained_cfg_overlay=dict(file='PATH') or "
