@@ -173,11 +173,14 @@ def official_to_mmpretrain(sd: Dict[str, torch.Tensor]) -> 'OrderedDict[str, tor
 
 
 def norm_type(sd: Dict[str, torch.Tensor]) -> Optional[str]:
-    """'RMSNorm' (norm weights, no biases) or 'LN' for a (stripped) state dict with
-    blocks; None for one without block norms (e.g. embeddings alone)."""
-    if 'layers.0.norm.weight' not in sd:
+    """'RMSNorm' (block norm weights, no biases) or 'LN' for a (stripped) state dict with
+    blocks, from any of its blocks; None for one without block norms (e.g. embeddings
+    alone)."""
+    norms = [k for k in sd if k.startswith('layers.') and k.endswith('.norm.weight')
+             and k.count('.') == 3]
+    if not norms:
         return None
-    return 'LN' if 'layers.0.norm.bias' in sd else 'RMSNorm'
+    return 'LN' if any(k[:-len('weight')] + 'bias' in sd for k in norms) else 'RMSNorm'
 
 
 def describe_state_dict(sd: Dict[str, torch.Tensor]) -> Dict[str, object]:

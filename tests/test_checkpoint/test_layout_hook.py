@@ -250,6 +250,10 @@ def test_a_published_file_of_the_other_norm_is_refused_even_non_strict(
     with pytest.raises(CheckpointError, match='norm mismatch'):
         target(img_size=64, norm_cfg=dict(type=model_norm)).load_state_dict(
             own.state_dict(), strict=False)
+    later = {k: v for k, v in own.state_dict().items() if not k.startswith('layers.0.')}
+    with pytest.raises(CheckpointError, match='norm mismatch'):  # (any block tells)
+        target(img_size=64, norm_cfg=dict(type=model_norm)).load_state_dict(
+            later, strict=False)
     # ... but a state dict without block norms says nothing of them: it loads
     part = {k: v for k, v in own.state_dict().items() if k.startswith('patch_embed.')}
     result = target(img_size=64, norm_cfg=dict(type=model_norm)).load_state_dict(
