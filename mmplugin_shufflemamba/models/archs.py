@@ -2,7 +2,8 @@
 ImageNet checkpoints of the family (``PUBLISHED_WEIGHTS``)."""
 from typing import Dict, Optional, Union
 
-from .layers.arg_checks import check_int
+from .layers.arg_checks import (ArgumentKeyError, ArgumentTypeError, ArgumentValueError,
+                                check_int)
 
 #: name -> (embed_dims, num_layers, aliases)
 _SIZES = {
@@ -27,29 +28,29 @@ def resolve_arch(arch: Union[str, dict], embed_dims: Optional[int] = None,
     overrides = dict(embed_dims=embed_dims, num_layers=num_layers)
     if isinstance(arch, str):
         if arch.lower() not in ARCHS:
-            raise KeyError(f'Unknown ShuffleMamba arch {arch!r}; choose one of '
-                           f'{sorted(ARCHS)} or pass a dict with '
-                           "'embed_dims' and 'num_layers'.")
+            raise ArgumentKeyError(f'Unknown ShuffleMamba arch {arch!r}; choose one of '
+                                   f'{sorted(ARCHS)} or pass a dict with '
+                                   "'embed_dims' and 'num_layers'.")
         settings = dict(ARCHS[arch.lower()])
     elif isinstance(arch, dict):
         settings = dict(arch)
         unknown = set(settings) - set(overrides)
         if unknown:
-            raise ValueError(f'arch has unknown keys {sorted(unknown)}: an arch dict '
-                             "holds 'embed_dims' and 'num_layers' only (pass the "
-                             'other settings as arguments of the backbone).')
+            raise ArgumentValueError(f'arch has unknown keys {sorted(unknown)}: an arch dict '
+                                     "holds 'embed_dims' and 'num_layers' only (pass the "
+                                     'other settings as arguments of the backbone).')
     else:
-        raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}')
+        raise ArgumentTypeError(f'arch must be a str or dict, got {type(arch).__name__}')
     settings.update({k: v for k, v in overrides.items() if v is not None})
     missing = set(overrides) - set(settings)
     if missing:
-        raise ValueError(f'arch is missing {sorted(missing)}: {settings}')
+        raise ArgumentValueError(f'arch is missing {sorted(missing)}: {settings}')
     resolved = {}
     for name in overrides:
         resolved[name] = check_int(name, settings[name])
         if resolved[name] <= 0:
-            raise ValueError(f'{name} must be positive, got {resolved[name]} (arch '
-                             f'settings {settings})')
+            raise ArgumentValueError(f'{name} must be positive, got {resolved[name]} (arch '
+                                     f'settings {settings})')
     return resolved
 
 

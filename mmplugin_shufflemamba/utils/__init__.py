@@ -3,6 +3,7 @@ from ..checkpoint.files import CheckpointError
 from ..checkpoint.fit import CheckpointFitError
 from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
+from ..models.layers.arg_checks import ArgumentError
 from .config import (ConfigError, check_backbone_channels, check_config, check_label_classes,
                      enable_auto_scale_lr, load_config, merge_cfg_options)
 from .runtime import (add_training_hooks, apply_resume, build_runner, latest_checkpoint,
@@ -10,9 +11,10 @@ from .runtime import (add_training_hooks, apply_resume, build_runner, latest_che
                       stop_message, warn_random_backbone)
 
 #: the errors with which the tools' checks stop a run (printed without a traceback): a
-#: checkpoint that does not fit or is not there, a diverged run, a config or data problem
+#: checkpoint that does not fit or is not there, a diverged run, a config or data problem,
+#: a setting the modules or the optimizer constructors refuse when the runner builds them
 STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, ConfigError,
-               DataError)
+               DataError, ArgumentError)
 
 __all__ = [
     'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume', 'build_runner',

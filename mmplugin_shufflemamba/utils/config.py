@@ -110,11 +110,46 @@ def _module_cfgs(model: dict, name: str) -> List[Tuple[str, dict]]:
     return [(f'model.{name}', value)] if isinstance(value, dict) else []
 
 
+#: the optimizer settings torch checks only when the runner builds the optimizer, after
+#: the model (its messages do not say where the value comes from): name -> lowest value
+_OPTIMIZER_VALUES = dict(lr=0., weight_decay=0., momentum=0., eps=0., alpha=0.)
+
+
+def check_run_values(cfg) -> None:
+    """The values that only the optimizer and the dataloaders read, when the run starts
+    (``--cfg-options optim_wrapper.optimizer.lr=abc``, ``train_dataloader.batch_size=0``):
+    an :class:`~..models.layers.arg_checks.ArgumentError` naming the config key, before
+    anything is built, rather than torch's message from deep inside the run."""
+    from ..models.layers.arg_checks import ArgumentTypeError, check_int, check_real
+    wrapper = cfg.get('optim_wrapper')
+    optimizer = wrapper.get('optimizer') if isinstance(wrapper, dict) else None
+    optimizer = optimizer if isinstance(optimizer, dict) else {}
+    for key, low in _OPTIMIZER_VALUES.items():
+        if key in optimizer:
+            check_real(f'optim_wrapper.optimizer.{key}', optimizer[key], low)
+    betas = optimizer.get('betas')
+    if betas is not None and (not isinstance(betas, (list, tuple)) or len(betas) != 2):
+        raise ArgumentTypeError('optim_wrapper.optimizer.betas must be a pair (beta1, '
+                                f'beta2), got {betas!r}')
+    for i, beta in enumerate(betas or ()):
+        check_real(f'optim_wrapper.optimizer.betas[{i}]', beta, 0., 1., high_open=True)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        if not isinstance(loader, dict):
+            continue
+        if loader.get('batch_size') is not None:
+            check_int(f'{name}.batch_size', loader['batch_size'], 1)
+        if 'num_workers' in loader:
+            check_int(f'{name}.num_workers', loader['num_workers'], 0)
+
+
 def check_config(cfg) -> None:
-    """The checks of parts that must agree: :func:`check_label_classes`,
-    :func:`check_backbone_channels`."""
+    """The checks of parts that must agree and of the values the run reads only when it
+    starts: :func:`check_label_classes`, :func:`check_backbone_channels`,
+    :func:`check_run_values`."""
     check_label_classes(cfg)
     check_backbone_channels(cfg)
+    check_run_values(cfg)
 
 
 #: the top-level keys MMEngine's runner, mmseg / mmdet / mmpretrain and these tools read

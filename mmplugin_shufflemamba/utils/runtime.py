@@ -21,6 +21,7 @@ from mmengine.logging import print_log
 
 from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
+from ..models.layers.arg_checks import ArgumentError
 from .config import ConfigError, _typed_nodes
 
 # the threads a gloo process group runs (ProcessGroupGloo workers, TCP event loop)
@@ -93,27 +94,16 @@ def prepare_runtime(cfg, launcher: str) -> None:
                                  dict(type='MMDistributedDataParallel'), device_ids=None)
 
 
-#: this package's argument checks: what they raise is a refused setting, named with the fix
-_ARGUMENT_CHECKS = ('arg_checks.py', 'shuffle_mamba_checks.py', 'archs.py')
-
-
 def build_runner(cfg):
-    """MMEngine's ``Runner.from_cfg``. A setting that this package's argument checks
-    refuse (``--cfg-options model.backbone.shuffle_rate=2``) is a :class:`ConfigError`
-    with their message, for the tools to stop with, not a traceback."""
+    """MMEngine's ``Runner.from_cfg``. A setting that this package refuses
+    (``--cfg-options model.backbone.shuffle_rate=2``: an :class:`ArgumentError`) is a
+    :class:`ConfigError` with its message, for the tools to stop with, not a traceback;
+    other build errors keep theirs."""
     from mmengine.runner import Runner
     try:
         return Runner.from_cfg(cfg)
-    except (ValueError, TypeError, KeyError) as e:
-        tb = e.__traceback__
-        while tb.tb_next is not None:
-            tb = tb.tb_next
-        raised_in = osp.abspath(tb.tb_frame.f_code.co_filename)
-        if not (raised_in.startswith(osp.dirname(osp.dirname(osp.abspath(__file__))))
-                and osp.basename(raised_in) in _ARGUMENT_CHECKS):
-            raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        raise ConfigError(f'the config does not build: {msg}') from e
+    except ArgumentError as e:
+        raise ConfigError(f'the config does not build: {e}') from e
 
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:

@@ -340,8 +340,12 @@ def test_rate_one_keeps_lr():
 
 @pytest.mark.parametrize('rate', [0, 0.0, -0.1, 1.1, float('nan')])
 def test_bad_rate(rate):
-    with pytest.raises(ValueError, match='layer_decay_rate'):
+    """A refused setting is an ArgumentError: the tools stop with its message when the
+    runner builds the optimizer (after the model), without a traceback."""
+    from mmplugin_shufflemamba.utils import STOP_ERRORS
+    with pytest.raises(ValueError, match='layer_decay_rate') as e:
         ShuffleMambaLayerDecayOptimWrapperConstructor(**cfg(layer_decay_rate=rate))
+    assert isinstance(e.value, STOP_ERRORS)
 
 
 def test_bad_cfg():

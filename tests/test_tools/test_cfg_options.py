@@ -157,3 +157,49 @@ def test_a_setting_the_backbone_refuses_stops_the_tools_without_a_traceback(tmp_
                       cfg_options={'model.backbone.type': 'NoSuchBackbone'})
     with pytest.raises(KeyError, match='NoSuchBackbone'):
         build_runner(cfg)
+
+
+def test_an_adapter_setting_it_refuses_stops_the_tools_too(tmp_path):
+    """The adapter's own checks (not only the shared validators) raise ArgumentError:
+    build_runner stops with their message."""
+    from mmplugin_shufflemamba.utils import ConfigError, build_runner, load_config
+    quick = osp.join(ROOT, 'configs', 'quickstart',
+                     'mask-rcnn_shufflemamba-adapter-tiny_1xb8-400it_synthetic-coco-128x128.py')
+    cfg = load_config(quick, work_dir=str(tmp_path),
+                      cfg_options={'model.backbone.interaction_indexes': [[0, 1], [3, 3]]})
+    with pytest.raises(ConfigError, match='the config does not build: interaction_indexes'):
+        build_runner(cfg)
+
+
+@pytest.mark.parametrize('key, value, words', [
+    ('optim_wrapper.optimizer.lr', 'abc',
+     "optim_wrapper.optimizer.lr must be a number, got 'abc' (str)"),
+    ('optim_wrapper.optimizer.weight_decay', -0.1,
+     'optim_wrapper.optimizer.weight_decay must be >= 0'),
+    ('optim_wrapper.optimizer.betas', 0.9, 'optim_wrapper.optimizer.betas must be a pair'),
+    ('optim_wrapper.optimizer.betas', [0.9, 1.5],
+     'optim_wrapper.optimizer.betas[1] must be in [0, 1), got 1.5'),
+    ('train_dataloader.batch_size', 0, 'train_dataloader.batch_size must be >= 1, got 0'),
+    ('val_dataloader.num_workers', -1, 'val_dataloader.num_workers must be >= 0, got -1'),
+])
+def test_values_only_the_run_reads_are_checked_with_the_config(tmp_path, key, value, words):
+    """What torch checks only when the runner builds the optimizer or a dataloader is
+    refused when the config is read, naming the config key; the error is one the tools
+    stop with, without a traceback."""
+    from mmplugin_shufflemamba.utils import STOP_ERRORS, load_config
+    quick = osp.join(ROOT, 'configs', 'quickstart',
+                     'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
+    with pytest.raises(STOP_ERRORS) as e:
+        load_config(quick, work_dir=str(tmp_path), cfg_options={key: value})
+    assert str(e.value).startswith(words), str(e.value)
+
+
+def test_train_stops_on_a_refused_optimizer_value_without_a_traceback(tmp_path, monkeypatch):
+    quick = osp.join(ROOT, 'configs', 'quickstart',
+                     'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
+    monkeypatch.setattr(sys, 'argv', ['train.py', quick, '--work-dir', str(tmp_path),
+                                      '--cfg-options', 'optim_wrapper.optimizer.lr=abc'])
+    with pytest.raises(SystemExit) as e:
+        load_tool('train.py').main()
+    assert str(e.value.code) == ("tools/train.py: optim_wrapper.optimizer.lr must be a "
+                                 "number, got 'abc' (str)")

@@ -12,6 +12,8 @@ import torch.nn as nn
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
+from ...models.layers.arg_checks import ArgumentValueError
+
 
 @OPTIM_WRAPPERS.register_module()
 class CPUAmpOptimWrapper(OptimWrapper):
@@ -28,7 +30,7 @@ class CPUAmpOptimWrapper(OptimWrapper):
     def __init__(self, dtype: Union[str, torch.dtype] = 'bfloat16', **kwargs):
         super().__init__(**kwargs)
         if dtype not in ('bfloat16', torch.bfloat16):
-            raise ValueError(
+            raise ArgumentValueError(
                 'CPUAmpOptimWrapper autocasts to bfloat16 only (float16 on the CPU would '
                 f'need a loss scaler), got dtype={dtype!r}; use --amp-dtype bfloat16')
         self.cast_dtype = torch.bfloat16
@@ -48,14 +50,14 @@ def amp_optim_wrapper_cfg(optim_wrapper: dict, dtype: str, cuda: bool,
     (mmcv's CPU ``nms`` takes float32 only), a :class:`ConfigError` then.
     """
     if dtype not in ('float16', 'bfloat16'):
-        raise ValueError(f"--amp-dtype must be 'float16' or 'bfloat16', got {dtype!r}")
+        raise ArgumentValueError(f"--amp-dtype must be 'float16' or 'bfloat16', got {dtype!r}")
     cfg = dict(optim_wrapper)
     if cuda:
         cfg.update(type='AmpOptimWrapper', dtype=dtype)
         cfg.setdefault('loss_scale', 'dynamic')
         return cfg
     if dtype != 'bfloat16':
-        raise ValueError(
+        raise ArgumentValueError(
             '--amp on a machine without CUDA trains in bfloat16 (CPU autocast): float16 '
             'needs a GPU (its loss scaler is CUDA\'s). Use --amp-dtype bfloat16, or no '
             '--amp.')

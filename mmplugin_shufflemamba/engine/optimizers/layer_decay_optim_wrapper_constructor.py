@@ -16,6 +16,8 @@ from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm, _InstanceNorm
 from mmpretrain.engine.optimizers.layer_decay_optim_wrapper_constructor import \
     LearningRateDecayOptimWrapperConstructor
 
+from ...models.layers.arg_checks import ArgumentTypeError, ArgumentValueError
+
 try:  # mmcv's own SyncBN ('MMSyncBN') is no _BatchNorm
     from mmcv.ops import SyncBatchNorm as _MMCVSyncBN
 except ImportError:  # pragma: no cover - mmcv built without ops
@@ -61,9 +63,9 @@ def _check_custom_key_options(name: str, custom_keys: dict, own: Sequence[str],
         unknown = sorted(o for o in (opts if isinstance(opts, dict) else {})
                          if o not in own and o not in options)
         if unknown:
-            raise ValueError(f'{name}: custom_keys[{key!r}] has {unknown}, which nothing '
-                             f'reads: it takes {list(own)} and the param-group options of '
-                             f"{optimizer_cfg.get('type')!r} ({options}).")
+            raise ArgumentValueError(f'{name}: custom_keys[{key!r}] has {unknown}, which nothing '
+                                     f'reads: it takes {list(own)} and the param-group options of '
+                                     f"{optimizer_cfg.get('type')!r} ({options}).")
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -82,13 +84,14 @@ class ShuffleMambaOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         name = type(self).__name__
         decay = [k for k in ('layer_decay_rate', 'decay_rate') if k in self.paramwise_cfg]
         if decay:
-            raise ValueError(f"{name} has no layer-wise lr decay: use constructor="
-                             "'ShuffleMambaLayerDecayOptimWrapperConstructor' with "
-                             f'paramwise_cfg.layer_decay_rate (got {decay[0]}).')
+            raise ArgumentValueError(f"{name} has no layer-wise lr decay: use constructor="
+                                     "'ShuffleMambaLayerDecayOptimWrapperConstructor' with "
+                                     f'paramwise_cfg.layer_decay_rate (got {decay[0]}).')
         for key in self.paramwise_cfg:  # MMEngine ignores the keys it does not know
             if key not in _DEFAULT_PARAMWISE_KEYS:
-                raise ValueError(f'Unknown paramwise_cfg key {key!r} for {name} (MMEngine '
-                                 f"would ignore it); it takes {list(_DEFAULT_PARAMWISE_KEYS)}.")
+                raise ArgumentValueError(
+                    f'Unknown paramwise_cfg key {key!r} for {name} (MMEngine would ignore '
+                    f'it); it takes {list(_DEFAULT_PARAMWISE_KEYS)}.')
         # MMEngine copies a custom key's entries into its param groups
         _check_custom_key_options(name, self.paramwise_cfg.get('custom_keys'),
                                   ('lr_mult', 'decay_mult'), self.optimizer_cfg)
@@ -136,9 +139,10 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
     Args:
         optim_wrapper_cfg (dict): with ``optimizer`` (``lr`` required).
         paramwise_cfg (dict): ``layer_decay_rate`` in (0, 1] (1: no decay), optional
-            ``no_decay`` ('marked' or 'flat', see above), ``custom_keys`` ``{substring: dict(lr_mult=.., decay_mult=..,
-            requires_grad=.., **group_options)}`` and ``bypass_duplicate`` (accepted;
-            shared tensors are always added once). Other keys are errors.
+            ``no_decay`` ('marked' or 'flat', see above), ``custom_keys``
+            ``{substring: dict(lr_mult=.., decay_mult=.., requires_grad=.., **group_options)}``
+            and ``bypass_duplicate`` (accepted; shared tensors are always added once).
+            Other keys are errors.
     """
 
     def _validate_cfg(self) -> None:
@@ -146,41 +150,41 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
         if self.base_wd is None:  # the optimizer's default, for decay_mult and the groups
             wd = (_optimizer_options(self.optimizer_cfg) or {}).get('weight_decay')
             if not wd or not _is_number(wd.default):
-                raise ValueError(f'{name}: set optimizer.weight_decay (no numeric default '
-                                 f'for {self.optimizer_cfg["type"]!r}).')
+                raise ArgumentValueError(f'{name}: set optimizer.weight_decay (no numeric default '
+                                         f'for {self.optimizer_cfg["type"]!r}).')
             self.base_wd = wd.default
         super()._validate_cfg()
         for key in (k for k in cfg if k not in _PARAMWISE_KEYS):
-            raise ValueError(
+            raise ArgumentValueError(
                 f'Unknown paramwise_cfg key {key!r} for {name}; it takes '
                 f'{list(_PARAMWISE_KEYS)}. no_decay chooses the parameters without '
                 'weight decay; multipliers go in custom_keys.')
         if cfg.get('no_decay', 'marked') not in NO_DECAY_RULES:
-            raise ValueError(f"paramwise_cfg.no_decay must be one of {NO_DECAY_RULES}, got "
-                             f"{cfg['no_decay']!r}: 'marked' (marked, norm and bias "
-                             "parameters) or 'flat' (1-D parameters and biases).")
+            raise ArgumentValueError(f"paramwise_cfg.no_decay must be one of {NO_DECAY_RULES}, got "
+                                     f"{cfg['no_decay']!r}: 'marked' (marked, norm and bias "
+                                     "parameters) or 'flat' (1-D parameters and biases).")
         rate = cfg.get('layer_decay_rate')
         if rate is None:
-            raise ValueError(f'{name} needs paramwise_cfg=dict(layer_decay_rate=...), got '
-                             f'paramwise_cfg={cfg!r}.')
+            raise ArgumentValueError(f'{name} needs paramwise_cfg=dict(layer_decay_rate=...), got '
+                                     f'paramwise_cfg={cfg!r}.')
         if not _is_number(rate):
-            raise TypeError(f'paramwise_cfg.layer_decay_rate must be a number in (0, 1], '
-                            f'got {rate!r}')
+            raise ArgumentTypeError(f'paramwise_cfg.layer_decay_rate must be a number in (0, 1], '
+                                    f'got {rate!r}')
         if not 0 < rate <= 1:  # also nan
-            raise ValueError(f'paramwise_cfg.layer_decay_rate must be in (0, 1], got {rate}'
-                             ': layer l gets base_lr * rate ** (num_layers - 1 - l).')
+            raise ArgumentValueError(f'paramwise_cfg.layer_decay_rate must be in (0, 1], got {rate}'
+                                     ': layer l gets base_lr * rate ** (num_layers - 1 - l).')
         for key, opts in cfg.get('custom_keys', {}).items():
             if not isinstance(opts, dict) or set(opts) & set(_GROUP_KEYS) or not all(
                     _is_number(m) and m >= 0
                     for m in (opts.get('lr_mult', 1.), opts.get('decay_mult', 1.))):
-                raise ValueError(f'custom_keys[{key!r}] = {opts!r}: a dict with lr_mult / '
-                                 'decay_mult >= 0 (not the lr or weight decay this '
-                                 'constructor computes) and other group options.')
+                raise ArgumentValueError(f'custom_keys[{key!r}] = {opts!r}: a dict with lr_mult / '
+                                         'decay_mult >= 0 (not the lr or weight decay this '
+                                         'constructor computes) and other group options.')
         _check_custom_key_options(name, cfg.get('custom_keys'),
                                   ('lr_mult', 'decay_mult', 'requires_grad'),
                                   self.optimizer_cfg, computed=_GROUP_KEYS)
         if self.base_lr is None:
-            raise ValueError(f'{name} needs optimizer.lr in the config.')
+            raise ArgumentValueError(f'{name} needs optimizer.lr in the config.')
 
     @staticmethod
     def _get_layer_depth(model: nn.Module) -> Callable:
@@ -191,7 +195,7 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
             return model.get_layer_depth
         what = (f'its backbone ({type(backbone).__name__}) has no get_layer_depth'
                 if backbone is not None else 'it has no `backbone` attribute')
-        raise TypeError(
+        raise ArgumentTypeError(
             f'ShuffleMambaLayerDecayOptimWrapperConstructor cannot build layer-wise lr '
             f'decay for {type(model).__name__}: {what}. Use a backbone that defines '
             '`get_layer_depth(param_name, prefix)` (ShuffleMamba, ShuffleMambaAdapter) '

@@ -15,7 +15,8 @@ from mmengine.model.weight_init import trunc_normal_
 from ..archs import ARCHS, resolve_arch
 from ..layers import (LayerShuffle, MambaBlock, PatchEmbed, build_token_norm,
                       resize_pos_embed, shuffled_call)
-from ..layers.arg_checks import check_bool, check_choice, check_int, check_norm_cfg
+from ..layers.arg_checks import (ArgumentTypeError, ArgumentValueError, check_bool,
+                                 check_choice, check_int, check_norm_cfg)
 from ..layers.bimamba import mark_no_weight_decay
 from ..layers.layer_shuffle import SHUFFLE_DRAWS
 from ..layers.pos_embed import INTERPOLATE_MODES
@@ -101,7 +102,7 @@ class ShuffleMambaEncoder(BaseModule):
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
         if isinstance(init_cfg, dict) and init_cfg and 'type' not in init_cfg:
-            raise ValueError(
+            raise ArgumentValueError(
                 f'init_cfg={init_cfg!r} has no type: for pretrained weights give '
                 "init_cfg=dict(type='Pretrained', checkpoint=...) (on the command line "
                 'add model.backbone.init_cfg.type=Pretrained).')
@@ -115,13 +116,13 @@ class ShuffleMambaEncoder(BaseModule):
         #: where the cls / register tokens sit (embedding, SLWS, outputs, loading).
         self.tokens = TokenLayout() if tokens is None else tokens
         if not isinstance(self.tokens, TokenLayout):
-            raise TypeError(f'tokens must be a TokenLayout, got {tokens!r}')
+            raise ArgumentTypeError(f'tokens must be a TokenLayout, got {tokens!r}')
         self.final_norm = check_bool('final_norm', final_norm)
         self.shuffle_cls = check_bool('shuffle_cls', shuffle_cls)
         if not self.shuffle_cls and not self.tokens.num_extra:
-            raise ValueError('shuffle_cls=False keeps the cls / register tokens in place, '
-                             'but this model has none (with_cls_token=True or '
-                             'num_registers=R adds them): leave shuffle_cls at True')
+            raise ArgumentValueError('shuffle_cls=False keeps the cls / register tokens in place, '
+                                     'but this model has none (with_cls_token=True or '
+                                     'num_registers=R adds them): leave shuffle_cls at True')
         self.with_cp = check_bool('with_cp', with_cp)
         self.cls_reduce = check_cls_reduce(cls_reduce, self.tokens, D)
         check_mixer_args(d_state, d_conv, expand, drop_rate, drop_path_rate)

@@ -6,7 +6,7 @@ from mmengine.model.weight_init import BaseInit, trunc_normal_
 from mmengine.registry import WEIGHT_INITIALIZERS
 from timm.layers import lecun_normal_
 
-from ..layers.arg_checks import check_choice
+from ..layers.arg_checks import ArgumentTypeError, check_choice
 from .encoder import reset_block_init
 
 #: The official model files whose initialisation each choice follows.
@@ -35,9 +35,9 @@ def official_init(encoder: nn.Module, official: str = 'shufflemamba') -> None:
     """
     check_choice('official (ShuffleMambaOfficialInit)', official, OFFICIAL_MODELS)
     if not hasattr(encoder, 'patch_embed') or not hasattr(encoder, 'layers'):
-        raise TypeError('ShuffleMambaOfficialInit initialises a ShuffleMamba backbone; '
-                        f'it was given a {type(encoder).__name__} (set it as the '
-                        "backbone's init_cfg)")
+        raise ArgumentTypeError('ShuffleMambaOfficialInit initialises a ShuffleMamba backbone; '
+                                f'it was given a {type(encoder).__name__} (set it as the '
+                                "backbone's init_cfg)")
     lecun_normal_(encoder.patch_embed.proj.weight)
     if encoder.patch_embed.proj.bias is not None:
         nn.init.zeros_(encoder.patch_embed.proj.bias)

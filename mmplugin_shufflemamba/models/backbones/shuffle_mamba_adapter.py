@@ -13,8 +13,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers.adapter_modules import InteractionBlock, SpatialPriorModule, TokenUpsample2x
 from ..layers.deform_attn import DeformInputs, MSDeformAttn
-from ..layers.arg_checks import (check_bool, check_int, check_real, check_width_ratio,
-                                 is_int)
+from ..layers.arg_checks import (ArgumentTypeError, ArgumentValueError, check_bool,
+                                 check_int, check_real, check_width_ratio, is_int)
 from ..layers.bimamba import mark_no_weight_decay
 from ..layers.token_layout import to_map
 from .encoder import ShuffleMambaEncoder
@@ -82,7 +82,7 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
         reject_args('ShuffleMambaAdapter', kwargs, self.DENSE_ONLY_ARGS)
         super().__init__(final_norm=False, **kwargs)
         if self.patch_size != 16:
-            raise ValueError(
+            raise ArgumentValueError(
                 f'ShuffleMambaAdapter needs patch_size=16 (its levels are at strides 4, '
                 f'8, 16 and 32 around the stride-16 tokens), got {self.patch_size}.')
         D = self.embed_dims
@@ -134,38 +134,38 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
         L = self.num_layers
         if indexes is None:
             if L < 4:
-                raise ValueError(f'the default interaction_indexes split the blocks into '
-                                 f'4 groups, but there are only {L}; pass '
-                                 'interaction_indexes.')
+                raise ArgumentValueError(f'the default interaction_indexes split the blocks into '
+                                         f'4 groups, but there are only {L}; pass '
+                                         'interaction_indexes.')
             return tuple((i * L // 4, (i + 1) * L // 4 - 1) for i in range(4))
         if isinstance(indexes, (str, bytes)) or not isinstance(indexes, Sequence) \
                 or len(indexes) == 0:
-            raise TypeError('interaction_indexes must be a non-empty sequence of '
-                            f'inclusive [first, last] block index pairs, got {indexes!r}')
+            raise ArgumentTypeError('interaction_indexes must be a non-empty sequence of '
+                                    f'inclusive [first, last] block index pairs, got {indexes!r}')
         groups = []
         for g in indexes:
             if isinstance(g, (str, bytes)) or not isinstance(g, Sequence) or len(g) != 2 \
                     or not all(map(is_int, g)):
-                raise ValueError('interaction_indexes must be inclusive [first, last] '
-                                 f'pairs of block indices, got {list(indexes)}')
+                raise ArgumentValueError('interaction_indexes must be inclusive [first, last] '
+                                         f'pairs of block indices, got {list(indexes)}')
             groups.append((int(g[0]), int(g[1])))
         expected = 0
         for first, last in groups:
             if first != expected or last < first:
-                raise ValueError(
+                raise ArgumentValueError(
                     f'interaction_indexes {list(map(list, groups))} must be consecutive, '
                     f'non-empty [first, last] groups that run every one of the {L} '
                     f'blocks once, starting at 0 (e.g. [[0, {L // 4 - 1}], ...]); a '
                     f'group starting at {first} was found where {expected} was expected.')
             expected = last + 1
         if expected != L:
-            raise ValueError(f'interaction_indexes {list(map(list, groups))} end at '
-                             f'block {expected - 1}, but the backbone has {L} blocks '
-                             f'(last index {L - 1}).')
+            raise ArgumentValueError(f'interaction_indexes {list(map(list, groups))} end at '
+                                     f'block {expected - 1}, but the backbone has {L} blocks '
+                                     f'(last index {L - 1}).')
         if add_backbone_feature and len(groups) != 4:
-            raise ValueError('add_backbone_feature adds each group\'s tokens to one of '
-                             'the four output levels, so it needs exactly 4 interaction '
-                             f'groups, got {len(groups)}.')
+            raise ArgumentValueError('add_backbone_feature adds each group\'s tokens to one of '
+                                     'the four output levels, so it needs exactly 4 interaction '
+                                     f'groups, got {len(groups)}.')
         return tuple(groups)
 
     def init_adapter_weights(self) -> None:

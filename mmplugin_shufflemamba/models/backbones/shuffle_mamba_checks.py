@@ -5,8 +5,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from ...ops.kernels import autocast_dtype
-from ..layers.arg_checks import (check_bool, check_int, check_pair, check_rate, check_real,
-                                 is_int)
+from ..layers.arg_checks import (ArgumentTypeError, ArgumentValueError, check_bool,
+                                 check_int, check_pair, check_rate, check_real, is_int)
 from ..layers.token_layout import TokenLayout
 
 
@@ -16,7 +16,7 @@ def token_layout(with_cls_token, num_registers) -> TokenLayout:
     check_int('num_registers', num_registers, 0,
               hint='register tokens (Mamba-Reg); 0 for none')
     if with_cls_token and num_registers > 0:
-        raise ValueError(
+        raise ArgumentValueError(
             'with_cls_token=True and num_registers > 0 are two layouts of the '
             'classification tokens: one cls token in front (plain ShuffleMamba '
             'classifiers) or registers (Mamba-Reg); pick one.')
@@ -27,28 +27,28 @@ def check_out_cls(out_cls, tokens: TokenLayout, final_norm: bool) -> bool:
     """``out_cls`` needs classification tokens and the final norm."""
     out_cls = check_bool('out_cls', out_cls)
     if out_cls and not tokens.num_extra:
-        raise ValueError(
+        raise ArgumentValueError(
             'out_cls=True returns the classification tokens, and the backbone has '
             'none: set with_cls_token=True (plain models: one cls token in front) '
             'or num_registers=R (Reg models).')
     if out_cls and not final_norm:
-        raise ValueError('out_cls=True reads the classification tokens after norm_f: '
-                         'set final_norm=True.')
+        raise ArgumentValueError('out_cls=True reads the classification tokens after norm_f: '
+                                 'set final_norm=True.')
     return out_cls
 
 
 def check_cls_reduce(cls_reduce, tokens: TokenLayout, embed_dims: int) -> int:
     """``cls_reduce`` reduces registers, by a divisor of ``embed_dims``."""
     if not isinstance(cls_reduce, int) or isinstance(cls_reduce, bool) or cls_reduce < 1:
-        raise ValueError(f'cls_reduce must be an int >= 1, got {cls_reduce!r}')
+        raise ArgumentValueError(f'cls_reduce must be an int >= 1, got {cls_reduce!r}')
     if cls_reduce > 1:
         if tokens.kind != 'registers':
-            raise ValueError(
+            raise ArgumentValueError(
                 f'cls_reduce={cls_reduce} reduces register tokens (Mamba-Reg) and the '
                 'backbone has none: set num_registers, or cls_reduce=1.')
         if embed_dims % cls_reduce:
-            raise ValueError(f'cls_reduce={cls_reduce} must divide embed_dims='
-                             f'{embed_dims}.')
+            raise ArgumentValueError(f'cls_reduce={cls_reduce} must divide embed_dims='
+                                     f'{embed_dims}.')
     return cls_reduce
 
 
@@ -80,7 +80,7 @@ def reject_args(owner: str, kwargs: dict, reasons: Dict[str, str]) -> None:
     argument)."""
     for name, why in {**FRAMEWORK_ARGS, **reasons}.items():
         if name in kwargs:
-            raise TypeError(f'{owner} does not take {name!r}: {why}. Remove it.')
+            raise ArgumentTypeError(f'{owner} does not take {name!r}: {why}. Remove it.')
 
 
 def check_frozen_stages(frozen_stages, num_layers: int) -> int:
@@ -89,7 +89,7 @@ def check_frozen_stages(frozen_stages, num_layers: int) -> int:
         'frozen_stages', frozen_stages, -1,
         hint='-1 freezes nothing, k the embeddings and the first k blocks')
     if frozen_stages > num_layers:
-        raise ValueError(f'frozen_stages={frozen_stages} exceeds num_layers={num_layers}')
+        raise ArgumentValueError(f'frozen_stages={frozen_stages} exceeds num_layers={num_layers}')
     return frozen_stages
 
 
@@ -99,11 +99,11 @@ def check_patch_grid(patch_size, img_size) -> Tuple[int, Tuple[int, int]]:
     img_size = check_pair('img_size', img_size, 1,
                           hint='the resolution of the position embedding')
     if min(img_size) < patch_size:
-        raise ValueError(f'img_size {img_size} must be at least patch_size={patch_size} '
-                         'on each side (the position embedding needs one patch or more).')
+        raise ArgumentValueError(f'img_size {img_size} must be at least patch_size={patch_size} '
+                                 'on each side (the position embedding needs one patch or more).')
     if img_size[0] % patch_size or img_size[1] % patch_size:
-        raise ValueError(f'img_size {img_size} must be a multiple of patch_size '
-                         f'{patch_size}')
+        raise ArgumentValueError(f'img_size {img_size} must be a multiple of patch_size '
+                                 f'{patch_size}')
     return patch_size, img_size
 
 
@@ -114,24 +114,24 @@ def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
         out_indices = [out_indices]
     is_seq = isinstance(out_indices, Sequence) and not isinstance(out_indices, str)
     if not is_seq or (len(out_indices) == 0 and not allow_empty):
-        raise TypeError('out_indices must be an int or a non-empty sequence of '
-                        f'ints, got {out_indices!r}' +
-                        (' (an empty one only with out_cls=True)' if
+        raise ArgumentTypeError('out_indices must be an int or a non-empty sequence of '
+                                f'ints, got {out_indices!r}' +
+                                (' (an empty one only with out_cls=True)' if
                          is_seq and not allow_empty else ''))
     result = []
     for idx in out_indices:
         if not is_int(idx):
-            raise TypeError(f'out_indices entries must be ints, got {idx!r}')
+            raise ArgumentTypeError(f'out_indices entries must be ints, got {idx!r}')
         idx = int(idx)
         if not -num_layers <= idx < num_layers:
-            raise ValueError(
+            raise ArgumentValueError(
                 f'out_indices entry {idx} is out of range for {num_layers} '
                 f'blocks: use 0..{num_layers - 1} or negative values down '
                 f'to -{num_layers}.')
         result.append(idx % num_layers)
     if len(set(result)) != len(result):
-        raise ValueError(f'out_indices has duplicates after resolving negative '
-                         f'values: {list(out_indices)} -> {result}')
+        raise ArgumentValueError(f'out_indices has duplicates after resolving negative '
+                                 f'values: {list(out_indices)} -> {result}')
     return tuple(result)
 
 

@@ -15,7 +15,7 @@ from timm.models import build_model_with_cfg, register_model
 from ..backbones.encoder import ShuffleMambaEncoder
 from ..backbones.official_init import official_init
 from ..backbones.shuffle_mamba_checks import reject_args, token_layout
-from ..layers.arg_checks import check_choice, check_int
+from ..layers.arg_checks import ArgumentValueError, check_choice, check_int
 
 #: Factory name -> ShuffleMamba arguments of the official ImageNet models
 #: (``models_shuffle.py`` / ``models_reg.py``).
@@ -82,8 +82,9 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         check_int('in_chans', in_chans, 1, hint='image channels, 3 for RGB')
         tokens = token_layout(with_cls_token, num_registers)
         if not tokens.num_extra:
-            raise ValueError('a classifier needs classification tokens: with_cls_token=True '
-                             '(plain models) or num_registers=R (Reg models).')
+            raise ArgumentValueError('a classifier needs classification tokens: '
+                                     'with_cls_token=True (plain models) or num_registers=R '
+                                     '(Reg models).')
         super().__init__(in_channels=in_chans, drop_rate=drop_rate, tokens=tokens,
                          cls_reduce=cls_reduce, shuffle_cls=shuffle_cls, final_norm=True,
                          **kwargs)
@@ -135,8 +136,8 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         if global_pool not in (None, 'token'):
-            raise ValueError("ShuffleMamba classifiers pool their classification tokens "
-                             "(global_pool='token'); other pooling is not supported.")
+            raise ArgumentValueError("ShuffleMamba classifiers pool their classification tokens "
+                                     "(global_pool='token'); other pooling is not supported.")
         self._build_head(check_int('num_classes', num_classes, 0,
                                    hint='0 gives no head (features only)'))
 
@@ -211,14 +212,14 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> ShuffleMambaClassi
                      ('global_pool', "the classifiers pool their cls / register tokens "
                       "(global_pool='token' only)")):
         if kwargs.get(key) not in (None, False, 'token'):
-            raise ValueError(f'{name}: {key}={kwargs[key]!r} is not supported: {why}.')
+            raise ArgumentValueError(f'{name}: {key}={kwargs[key]!r} is not supported: {why}.')
         kwargs.pop(key, None)
     load_kw = {k: kwargs.pop(k) for k in ('ckpt_format', 'use_ema', 'allow_nonfinite')
                if k in kwargs}
     if load_kw and not (pretrained and weights is not None):
-        raise ValueError(f'{name}: {sorted(load_kw)} apply to the weights of '
-                         "pretrained=True, pretrained_cfg_overlay=dict(file='PATH') or "
-                         'dict(state_dict=...).')
+        raise ArgumentValueError(f'{name}: {sorted(load_kw)} apply to the weights of '
+                                 "pretrained=True, pretrained_cfg_overlay=dict(file='PATH') or "
+                                 'dict(state_dict=...).')
     if overlay and 'state_dict' in overlay:  # (timm would keep a deep copy of it)
         overlay = {k: v for k, v in overlay.items() if k != 'state_dict'}
     model = build_model_with_cfg(ShuffleMambaClassifier, name, False,

@@ -1,6 +1,8 @@
-"""Argument validators shared by the backbones and their layers: messages name the
-argument, the value and what it accepts; ``TypeError`` for a value of the wrong kind,
-``ValueError`` for one out of range."""
+"""Argument validators shared by the backbones, their layers and the optimizer
+constructors: messages name the argument, the value and what it accepts. What they
+refuse is an :class:`ArgumentError`: an :class:`ArgumentTypeError` (also a ``TypeError``)
+for a value of the wrong kind, an :class:`ArgumentValueError` (also a ``ValueError``)
+for one out of range; the tools stop with its message, without a traceback."""
 import math
 import numbers
 from typing import Any, Optional, Sequence, Tuple
@@ -10,9 +12,28 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 __all__ = [
-    'check_int', 'check_real', 'check_rate', 'check_width_ratio', 'check_bool',
+    'ArgumentError', 'ArgumentValueError', 'ArgumentTypeError', 'ArgumentKeyError', 'check_int', 'check_real', 'check_rate', 'check_width_ratio', 'check_bool',
     'check_choice', 'check_pair', 'check_norm_cfg', 'check_map_norm_cfg'
 ]
+
+
+class ArgumentError(Exception):
+    """A setting (a constructor's argument, a config value) this package refuses; the
+    message names it, the value and the fix."""
+
+
+class ArgumentValueError(ArgumentError, ValueError):
+    """A value out of range, or settings that contradict each other."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """A value of the wrong kind, or an argument the class does not take."""
+
+
+class ArgumentKeyError(ArgumentError, KeyError):
+    """A name that is not among the known ones (an arch)."""
+
+    __str__ = Exception.__str__  # the message, not KeyError's repr of it
 
 
 def _hint(hint: str) -> str:
@@ -28,14 +49,14 @@ def check_int(name: str, value: Any, min_value: Optional[int] = None,
               max_value: Optional[int] = None, hint: str = '') -> int:
     """``value`` as an int, which must lie in ``[min_value, max_value]``."""
     if not is_int(value):
-        raise TypeError(f'{name} must be an int, got {value!r} '
-                        f'({type(value).__name__}){_hint(hint)}')
+        raise ArgumentTypeError(f'{name} must be an int, got {value!r} '
+                                f'({type(value).__name__}){_hint(hint)}')
     value = int(value)
     low_ok = min_value is None or value >= min_value
     if not low_ok or (max_value is not None and value > max_value):
         rng = (f'in [{min_value}, {max_value}]' if None not in (min_value, max_value) else
                f'>= {min_value}' if not low_ok else f'<= {max_value}')
-        raise ValueError(f'{name} must be {rng}, got {value}{_hint(hint)}')
+        raise ArgumentValueError(f'{name} must be {rng}, got {value}{_hint(hint)}')
     return value
 
 
@@ -45,8 +66,8 @@ def check_real(name: str, value: Any, low: Optional[float] = None,
     """``value`` as a finite float in the interval given by ``low`` / ``high``
     (closed ends unless ``low_open`` / ``high_open``; None: unbounded)."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f'{name} must be a number, got {value!r} '
-                        f'({type(value).__name__}){_hint(hint)}')
+        raise ArgumentTypeError(f'{name} must be a number, got {value!r} '
+                                f'({type(value).__name__}){_hint(hint)}')
     value = float(value)
     ok = math.isfinite(value)
     if low is not None:
@@ -63,7 +84,7 @@ def check_real(name: str, value: Any, low: Optional[float] = None,
             rng = f'{"<" if high_open else "<="} {high:g}'
         else:
             rng = 'finite'
-        raise ValueError(f'{name} must be {rng}, got {value!r}{_hint(hint)}')
+        raise ArgumentValueError(f'{name} must be {rng}, got {value!r}{_hint(hint)}')
     return value
 
 
@@ -79,8 +100,8 @@ def check_width_ratio(name: str, ratio: Any, embed_dims: int, width: str, empty:
     ``int(embed_dims * ratio)`` (returned) must be >= 1 (else it gives ``empty``)."""
     check_real(name, ratio, 0.0, low_open=True, hint=f'the {width} / embed_dims')
     if need_width and int(embed_dims * ratio) < 1:
-        raise ValueError(f'{name}={ratio} gives {empty}: int(embed_dims * {name}) = '
-                         f'int({embed_dims} * {ratio}) = 0; use a larger {name}{fix}.')
+        raise ArgumentValueError(f'{name}={ratio} gives {empty}: int(embed_dims * {name}) = '
+                                 f'int({embed_dims} * {ratio}) = 0; use a larger {name}{fix}.')
     return int(embed_dims * ratio)
 
 
@@ -90,14 +111,14 @@ def check_bool(name: str, value: Any) -> bool:
         return value
     if is_int(value) and value in (0, 1):
         return bool(value)
-    raise TypeError(f'{name} must be True or False, got {value!r} '
-                    f'({type(value).__name__})')
+    raise ArgumentTypeError(f'{name} must be True or False, got {value!r} '
+                            f'({type(value).__name__})')
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """``value``, which must be one of ``choices``."""
     if value not in tuple(choices):
-        raise ValueError(f'{name} must be one of {tuple(choices)}, got {value!r}')
+        raise ArgumentValueError(f'{name} must be one of {tuple(choices)}, got {value!r}')
     return value
 
 
@@ -107,8 +128,8 @@ def check_pair(name: str, value: Any, min_value: int = 1, hint: str = '') -> Tup
         value = (value, value)
     elif isinstance(value, (str, bytes)) or not isinstance(value, Sequence) \
             or len(value) != 2:
-        raise TypeError(f'{name} must be an int or a pair of ints (h, w), got '
-                        f'{value!r}{_hint(hint)}')
+        raise ArgumentTypeError(f'{name} must be an int or a pair of ints (h, w), got '
+                                f'{value!r}{_hint(hint)}')
     return (check_int(f'{name}[0]', value[0], min_value, hint=hint),
             check_int(f'{name}[1]', value[1], min_value, hint=hint))
 
@@ -116,7 +137,7 @@ def check_pair(name: str, value: Any, min_value: int = 1, hint: str = '') -> Tup
 def check_norm_cfg(name: str, cfg: Any, types: str) -> None:
     """A norm config: a dict with a 'type'."""
     if not isinstance(cfg, dict) or 'type' not in cfg:
-        raise TypeError(f"{name} must be a dict with a 'type' ({types}), got {cfg!r}")
+        raise ArgumentTypeError(f"{name} must be a dict with a 'type' ({types}), got {cfg!r}")
 
 
 def check_map_norm_cfg(name: str, cfg: Any) -> None:
@@ -131,14 +152,14 @@ def check_map_norm_cfg(name: str, cfg: Any) -> None:
         with MODELS.switch_scope_and_registry(None) as registry:
             layer = registry.get(kind)
         if layer is None:
-            raise ValueError(f'{name} type {kind!r} is not a registered norm layer; use '
-                             f'{fix}')
+            raise ArgumentValueError(f'{name} type {kind!r} is not a registered norm layer; use '
+                                     f'{fix}')
     if layer in (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm3d, nn.InstanceNorm1d,
                  nn.InstanceNorm3d):
-        raise ValueError(f'{name} type {kind!r} ({layer.__name__}) does not normalise the '
-                         f'channels of a (B, C, H, W) feature map; use {fix}')
+        raise ArgumentValueError(f'{name} type {kind!r} ({layer.__name__}) does not normalise the '
+                                 f'channels of a (B, C, H, W) feature map; use {fix}')
     if isinstance(layer, type) and issubclass(layer, nn.GroupNorm) and \
             'num_groups' not in cfg:
-        raise ValueError(f"{name}: {kind!r} needs num_groups, e.g. dict(type='GN', "
-                         'num_groups=32)')
+        raise ArgumentValueError(f"{name}: {kind!r} needs num_groups, e.g. dict(type='GN', "
+                                 'num_groups=32)')
 

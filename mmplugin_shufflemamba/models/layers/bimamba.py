@@ -8,7 +8,7 @@ from mmcv.cnn.bricks import DropPath
 
 from ...ops import check_kernel_backend
 from ...ops.bimamba_inner import bimamba_inner_fn
-from .arg_checks import check_bool, check_int, check_rate, check_real
+from .arg_checks import ArgumentValueError, check_bool, check_int, check_rate, check_real
 
 
 def mark_no_weight_decay(obj):
@@ -27,15 +27,15 @@ def build_token_norm(norm_cfg: dict, num_features: int) -> nn.Module:
     norm_type = cfg.pop('type', 'LN')
     eps = cfg.pop('eps', 1e-5)
     if cfg:
-        raise ValueError(f'unsupported norm_cfg keys {sorted(cfg)} in {norm_cfg}: it takes '
-                         "'type' and 'eps' only")
+        raise ArgumentValueError(f'unsupported norm_cfg keys {sorted(cfg)} in {norm_cfg}: it takes '
+                                 "'type' and 'eps' only")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f'norm_cfg eps must be a number > 0, got {eps!r} in {norm_cfg}')
+        raise ArgumentValueError(f'norm_cfg eps must be a number > 0, got {eps!r} in {norm_cfg}')
     if norm_type in ('LN', 'LayerNorm'):
         return mark_no_weight_decay(nn.LayerNorm(num_features, eps=eps))
     if norm_type == 'RMSNorm':  # weight only, as in the Mamba-Reg checkpoints
         return mark_no_weight_decay(nn.RMSNorm(num_features, eps=eps))
-    raise ValueError(f"norm_cfg type must be 'LN' or 'RMSNorm', got {norm_type!r}")
+    raise ArgumentValueError(f"norm_cfg type must be 'LN' or 'RMSNorm', got {norm_type!r}")
 
 
 class BiMambaMixer(nn.Module):
@@ -65,8 +65,8 @@ class BiMambaMixer(nn.Module):
         expand = check_real('expand', expand, 0.0, low_open=True)
         self.d_inner = int(expand * embed_dims)
         if self.d_inner < 1:
-            raise ValueError(f'expand * embed_dims must be >= 1, got {expand} * '
-                             f'{embed_dims}')
+            raise ArgumentValueError(f'expand * embed_dims must be >= 1, got {expand} * '
+                                     f'{embed_dims}')
         if dt_rank == 'auto':
             self.dt_rank = math.ceil(embed_dims / 16)
         else:

@@ -12,7 +12,7 @@ from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 from ...ops.kernels import autocast_off, report_fallback
 from ...ops.ms_deform_attn import (has_ms_deform_attn_cpu, has_ms_deform_attn_mmcv_cuda,
                                    ms_deform_attn_cpu)
-from .arg_checks import check_int, check_real
+from .arg_checks import ArgumentValueError, check_int, check_real
 
 Shapes = Sequence[Tuple[int, int]]
 
@@ -79,7 +79,7 @@ class MSDeformAttn(MultiScaleDeformableAttention):
                    hint='the value projection width / embed_dims')
         value_dims = int(embed_dims * ratio)
         if value_dims <= 0 or value_dims % num_heads:
-            raise ValueError(
+            raise ArgumentValueError(
                 f'deform_num_heads={num_heads} must divide the deformable attention\'s '
                 f'value width int(embed_dims * deform_ratio) = int({embed_dims} * '
                 f'{ratio}) = {value_dims}; choose another deform_num_heads or '
@@ -127,8 +127,8 @@ class MSDeformAttn(MultiScaleDeformableAttention):
             return None
         choice = self.cpu_kernel or os.environ.get('SHUFFLEMAMBA_MSDA_CPU') or 'auto'
         if choice not in ('auto', 'torch'):
-            raise ValueError("MSDeformAttn.cpu_kernel / SHUFFLEMAMBA_MSDA_CPU must be "
-                             f"'auto' or 'torch', got {choice!r}")
+            raise ArgumentValueError("MSDeformAttn.cpu_kernel / SHUFFLEMAMBA_MSDA_CPU must be "
+                                     f"'auto' or 'torch', got {choice!r}")
         return ms_deform_attn_cpu if choice == 'auto' and has_ms_deform_attn_cpu() else None
 
     def _forward_sampled(self, query: torch.Tensor, value: torch.Tensor,
