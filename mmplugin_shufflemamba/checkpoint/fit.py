@@ -263,7 +263,18 @@ class BackboneLayoutHook(Hook):
 
     priority = 'VERY_HIGH'  # before EMAHook takes its copy
 
+    def __init__(self, test: bool = False) -> None:
+        #: ``tools/test.py``: an EMA hook evaluates the file's EMA weights only if it has
+        self.test = test
+
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.test and 'ema_state_dict' not in checkpoint:
+            for hook in runner.hooks:  # mmpretrain's EMAHook would say it tests EMA weights
+                if getattr(hook, 'evaluate_on_ema', False):
+                    hook.evaluate_on_ema = False
+                    print_log(f'{runner._load_from} has no EMA weights (no '
+                              f"'ema_state_dict'): {type(hook).__name__} does not swap, "
+                              "the test evaluates the file's weights.", logger='current')
         loaded = as_loaded(unwrap_model(runner.model), checkpoint)
         if isinstance(checkpoint.get('state_dict'), dict):
             sd = loaded['state_dict']  # with the modules' state versions, for loading
@@ -333,7 +344,7 @@ def check_runner_checkpoint(runner, allow_partial: bool = False, allow_nonfinite
                                    allow_nonfinite=allow_nonfinite, target=target,
                                    model_cfg=model_cfg)
     if (mode or how) != 'resume':
-        runner.register_hook(BackboneLayoutHook())
+        runner.register_hook(BackboneLayoutHook(test=mode == 'test'))
     if details['shapes']:  # allowed partial load: MMEngine loads the rest
         runner.register_hook(SkipMismatchedShapesHook(k for k, _, _ in details['shapes']))
     return details

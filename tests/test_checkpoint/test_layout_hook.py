@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from mmengine.runner import load_checkpoint
 
+from helpers.logs import captured_log
 from mmplugin_shufflemamba import ShuffleMamba
 from mmplugin_shufflemamba.checkpoint import CheckpointError, load_pretrained_backbone
 from mmplugin_shufflemamba.checkpoint.safe_load import enable_mmengine_checkpoints
@@ -259,3 +260,26 @@ def test_a_published_file_of_the_other_norm_is_refused_even_non_strict(
     result = target(img_size=64, norm_cfg=dict(type=model_norm)).load_state_dict(
         part, strict=False)
     assert not result.unexpected_keys and 'layers.0.norm.weight' in result.missing_keys
+
+
+@pytest.mark.parametrize('has_ema', [False, True])
+def test_testing_a_file_without_ema_weights_does_not_claim_to_test_ema(has_ema):
+    """tools/test.py under a config with mmpretrain's EMAHook: a file without EMA weights
+    is evaluated as it is, and the hook does not log 'Start testing on EMA model'."""
+    from types import SimpleNamespace
+
+    from mmpretrain.engine.hooks import EMAHook
+
+    from mmplugin_shufflemamba.checkpoint.fit import BackboneLayoutHook
+    model = target(img_size=64)
+    ema = EMAHook(momentum=0.01)
+    runner = SimpleNamespace(model=model, hooks=[ema], _load_from='weights.pth')
+    checkpoint = dict(state_dict=dict(model.state_dict()))
+    if has_ema:
+        checkpoint['ema_state_dict'] = {'module.' + k: v for k, v in model.state_dict().items()}
+    with captured_log() as lines:
+        BackboneLayoutHook(test=True).after_load_checkpoint(runner, checkpoint)
+        BackboneLayoutHook().after_load_checkpoint(runner, dict(checkpoint))  # training
+    assert ema.evaluate_on_ema is has_ema
+    noted = "weights.pth has no EMA weights (no 'ema_state_dict'): EMAHook does not swap"
+    assert sum(noted in line for line in lines) == (0 if has_ema else 1), lines
