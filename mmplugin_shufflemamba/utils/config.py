@@ -49,6 +49,7 @@ def check_backbone_channels(cfg) -> None:
     another count would stop at the first forward with torch's shape error. A
     :class:`ConfigError` naming both otherwise."""
     from ..models.archs import resolve_arch
+    from ..models.layers.token_layout import TokenLayout
     model = cfg.get('model') or {}
     backbone = model.get('backbone')
     if not isinstance(backbone, dict) or str(backbone.get('type', '')).split('.')[-1] not in \
@@ -57,7 +58,7 @@ def check_backbone_channels(cfg) -> None:
     try:
         width = resolve_arch(backbone.get('arch', 'b'), backbone.get('embed_dims'),
                              backbone.get('num_layers'))['embed_dims']
-        registers = int(backbone.get('num_registers') or 0)
+        registers = TokenLayout.from_args(False, int(backbone.get('num_registers') or 0))
         reduce = int(backbone.get('cls_reduce') or 1)
     except (KeyError, TypeError, ValueError):
         return  # the backbone names its own bad arguments when it is built
@@ -66,10 +67,10 @@ def check_backbone_channels(cfg) -> None:
         if model.get('neck'):
             return
         takers = _module_cfgs(model, 'head')
-        if registers:
-            width = registers * (width // reduce)
+        if registers.num_extra:
+            width = registers.cls_feature_dims(width, reduce)
             what = (f"the backbone's classification feature has {width} channels "
-                    f'({registers} registers x embed_dims // cls_reduce)')
+                    f'({registers.num_extra} registers x embed_dims // cls_reduce)')
         else:
             what = (f"the backbone's classification feature (its cls token) has {width} "
                     'channels (its embed_dims)')

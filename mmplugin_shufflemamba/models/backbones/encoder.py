@@ -190,9 +190,7 @@ class ShuffleMambaEncoder(BaseModule):
     @property
     def cls_feature_dims(self) -> int:
         """Width of the classification feature (:meth:`cls_feature`)."""
-        if self.with_cls_token:
-            return self.embed_dims
-        return self.num_registers * (self.embed_dims // self.cls_reduce)
+        return self.tokens.cls_feature_dims(self.embed_dims, self.cls_reduce)
 
     def _token_params(self) -> List[nn.Parameter]:
         return [getattr(self, name) for name in ('pos_embed', 'cls_token', 'pos_embed_cls')

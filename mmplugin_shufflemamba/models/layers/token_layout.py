@@ -98,6 +98,14 @@ class TokenLayout:
             return seq[:, :1]
         return seq.index_select(1, self.positions(num_patches)[1].to(seq.device))
 
+    def cls_feature_dims(self, embed_dims: int, cls_reduce: int = 1) -> int:
+        """Width of the classification feature: a front cls token's ``embed_dims``; the
+        R registers (or Vim's middle token) each reduced to ``embed_dims // cls_reduce``
+        and concatenated; 0 without extra tokens."""
+        if self.kind == 'front':
+            return embed_dims
+        return self.num_extra * (embed_dims // cls_reduce)
+
     def __repr__(self) -> str:
         return f'TokenLayout({self.kind!r}, {self.num_extra})'
 
