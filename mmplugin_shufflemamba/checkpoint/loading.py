@@ -43,16 +43,17 @@ _ADAPTER_MODULES = ('spm', 'interactions', 'level_embed', 'up', 'norm1', 'norm2'
                     'norm4')
 
 
-def _model_norm(model) -> str:
+def norm_of(model) -> str:
+    """The norm type of ``model``'s blocks: 'RMSNorm' or 'LN'."""
     return 'RMSNorm' if isinstance(model.layers[0].norm, torch.nn.RMSNorm) else 'LN'
 
 
-def norm_mismatch(model, ckpt_norm: Optional[str]) -> Optional[Tuple[str, str]]:
+def norm_mismatch(model_norm: str, ckpt_norm: Optional[str]) -> Optional[Tuple[str, str]]:
     """``(report line, norm_cfg fix)`` when a checkpoint trained with ``ckpt_norm``
-    ('RMSNorm' / 'LN') does not fit ``model``'s norms, else None: loaded anyway, RMSNorm
-    weights would sit in LayerNorms with their initial biases (REFERENCE: the official
-    downstream code's silent failure)."""
-    model_norm = _model_norm(model)
+    ('RMSNorm' / 'LN') does not fit a model whose norms are ``model_norm``
+    (:func:`norm_of`), else None: loaded anyway, RMSNorm weights would sit in LayerNorms
+    with their initial biases (REFERENCE: the official downstream code's silent
+    failure)."""
     if ckpt_norm not in _NORMS or ckpt_norm == model_norm:
         return None
     fix = f"norm_cfg=dict(type='{ckpt_norm}', eps=1e-5)"
@@ -88,8 +89,8 @@ def _mismatch_report(model, summary, missing, unexpected, shapes) -> str:
     """The report of :func:`load_into_backbone`, led by the norm_cfg to set when the
     checkpoint's and the model's norms disagree, and ending with the arguments to set."""
     lines = [f'the checkpoint does not match the {type(model).__name__} backbone:']
-    ckpt_norm, model_norm = summary.get('norm'), _model_norm(model)
-    norm = norm_mismatch(model, ckpt_norm)
+    ckpt_norm, model_norm = summary.get('norm'), norm_of(model)
+    norm = norm_mismatch(model_norm, ckpt_norm)
     if norm:
         lines.append('  ' + norm[0])
     for what, keys in (('missing', missing), ('unexpected', unexpected)):
@@ -374,6 +375,6 @@ def without_final_norm(converted, target):
     return {k: v for k, v in converted.items() if k not in norm}, norm
 
 
-__all__ = ['BackboneWeights', 'norm_mismatch', 'read_backbone_weights', 'read_weights',
-           'load_into_backbone', 'load_pretrained_backbone', 'load_backbone_state',
-           'convert_for']
+__all__ = ['BackboneWeights', 'norm_mismatch', 'norm_of', 'read_backbone_weights',
+           'read_weights', 'load_into_backbone', 'load_pretrained_backbone',
+           'load_backbone_state', 'convert_for']

@@ -12,7 +12,7 @@ from mmengine.logging import print_log
 from .files import CHECKPOINT_ENTRIES, CheckpointError, select_state_dict
 from .layout import (CLASSIFIER_PREFIXES, detect_format, format_evidence, norm_type,
                      recorded_grid)
-from .loading import convert_for, norm_mismatch, without_final_norm
+from .loading import convert_for, norm_mismatch, norm_of, without_final_norm
 
 _PUBLISHED_ONLY = ('cls_token', 'pos_embed_cls', 'norm_f.') + CLASSIFIER_PREFIXES
 
@@ -67,7 +67,7 @@ def read_layout(module, state_dict, prefix: str, grid: Optional[Tuple[int, int]]
         except CheckpointError as e:
             raise CheckpointError(f'loading into {type(module).__name__}: {e}') from None
     pe = sub.get('patch_embed.proj.weight')
-    norm = norm_mismatch(module, norm_type(sub)) if getattr(
+    norm = norm_mismatch(norm_of(module), norm_type(sub)) if getattr(
         pe, 'shape', None) == own['patch_embed.proj.weight'].shape else None
     if norm:  # whatever ``strict`` says: non-strict, the wrong norms would only log keys
         raise CheckpointError(f'loading into {type(module).__name__}: {norm[0]}')
