@@ -124,6 +124,34 @@ def _saved_by_torch(src) -> bool:
     return zipfile.is_zipfile(src) or _TORCH_LEGACY_MAGIC in head
 
 
+def _torch_file_kind(src) -> Tuple[bool, Optional[int]]:
+    """``(TorchScript archive?, pickle protocol of the object pickle or None)`` of a
+    ``torch.save`` / ``torch.jit.save`` file (a path or a binary buffer)."""
+    head, script = b'', False
+    try:
+        if zipfile.is_zipfile(src):
+            with zipfile.ZipFile(src) as archive:
+                names = archive.namelist()
+                script = any(n.endswith('/constants.pkl') for n in names) and any(
+                    '/code/' in n for n in names)
+                pickled = next((n for n in names if n.endswith('/data.pkl')), None)
+                if pickled is not None:
+                    with archive.open(pickled) as f:
+                        head = f.read(2)
+        elif hasattr(src, 'read'):
+            src.seek(0)
+            head = src.read(2)
+        else:
+            with open(src, 'rb') as f:
+                head = f.read(2)
+    except (OSError, zipfile.BadZipFile, RuntimeError):
+        pass
+    finally:
+        if hasattr(src, 'seek'):
+            src.seek(0)
+    return script, head[1] if len(head) == 2 and head[0] == 0x80 else None
+
+
 def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
     """Read a checkpoint file (local path or any MMEngine-supported URI) with
     ``torch.load(weights_only=True)`` and the allow-list of :mod:`.safe_load`."""
@@ -161,11 +189,18 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
         msg = next((line for line in said if line.startswith(
             ('Unsupported', 'Trying to', 'Can only'))), msg)
         msg = msg.split(' Please use `torch.serialization')[0].rstrip('.')
-        if 'Weights only load failed' in str(e) and _saved_by_torch(
-                filename if is_local else data):
+        src = filename if is_local else data
+        script, protocol = _torch_file_kind(src)
+        if script:
+            raise CheckpointError(
+                f'{filename} is a TorchScript archive (torch.jit.save), a compiled program '
+                "rather than a checkpoint: save the model's weights with "
+                'torch.save(model.state_dict(), path) and give that file.') from e
+        if 'Weights only load failed' in str(e) and _saved_by_torch(src) and not (
+                msg.startswith('Unsupported operand') and (protocol or 0) < 4):
             if msg.startswith('Unsupported operand'):
-                msg += (' (a pickle protocol the safe loader does not read, e.g. '
-                        'torch.save(..., pickle_protocol=4))')
+                msg += (f' (pickle protocol {protocol}, which the safe loader does not '
+                        'read: torch.save(..., pickle_protocol=4) or higher)')
             raise CheckpointError(
                 f'{filename}: refused by the safe loader (torch.load weights_only=True): '
                 f'{msg}. If you trust this file, load it with torch.load(..., '

@@ -845,6 +845,24 @@ def test_files_that_are_not_checkpoints_say_so(tmp_path):
     torch.save(torch.load(tmp_path / 'ok.pth', weights_only=False), tmp_path / 'p4.pth',
                pickle_protocol=4)
     with pytest.raises(CheckpointError, match=r'p4\.pth: refused by the safe loader .*'
-                       r'Unsupported operand 149 \(a pickle protocol the safe loader does '
-                       r'not read.*weights_only=False'):
+                       r'Unsupported operand 149 \(pickle protocol 4, which the safe loader '
+                       r'does not read.*weights_only=False'):
         backbone(tmp_path / 'p4.pth')
+    # a damaged pickle in a genuine torch zip (protocol 2) is no protocol matter
+    import zipfile
+    with zipfile.ZipFile(tmp_path / 'ok.pth') as src, \
+            zipfile.ZipFile(tmp_path / 'damaged.pth', 'w') as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith('/data.pkl'):
+                data = data[:2] + b'\x95' + data[3:]
+            dst.writestr(item, data)
+    with pytest.raises(CheckpointError) as e:
+        backbone(tmp_path / 'damaged.pth')
+    assert 'damaged.pth is not a readable PyTorch checkpoint (truncated, corrupted' in \
+        str(e.value) and 'protocol' not in str(e.value), str(e.value)
+    # a TorchScript archive is named as such
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / 'scripted.pt'))
+    with pytest.raises(CheckpointError, match=r'scripted\.pt is a TorchScript archive '
+                       r'\(torch\.jit\.save\).*torch\.save\(model\.state_dict\(\), path\)'):
+        backbone(tmp_path / 'scripted.pt')
