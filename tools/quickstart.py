@@ -74,6 +74,7 @@ def parse_args(argv=None):
                    help='override config settings, e.g. optim_wrapper.optimizer.lr=1e-4')
     args = p.parse_args(argv)
     task = TASKS[args.task]
+    args.cfg = None  # --config as read here, for train_and_test
     if args.config is not None:  # the task's data, metric and loop: check they fit
         from mmengine.config import Config
         cfg = Config.fromfile(args.config)
@@ -86,6 +87,7 @@ def parse_args(argv=None):
         if cfg.get('train_cfg', {}).get('type') != 'IterBasedTrainLoop':
             p.error(f'argument --config: {args.config} does not train by iteration; the '
                     'quickstart runs iteration-based configs (IterBasedTrainLoop)')
+        args.cfg = cfg
     for key, value in task.items():
         if key != 'scope' and getattr(args, key) is None:
             setattr(args, key, value)
@@ -193,7 +195,7 @@ def train_and_test(args, generate):
         generate(args.data_root, args.num_train, args.num_val)
     except FileExistsError as e:  # a --data-root with files the writer did not write
         raise SystemExit(f'quickstart --data-root: {e}') from None
-    cfg = Config.fromfile(args.config)
+    cfg = getattr(args, 'cfg', None) or Config.fromfile(args.config)
     cfg.work_dir = args.work_dir
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = args.data_root
