@@ -1,5 +1,6 @@
 # Vim-T + UperNet on ADE20K, from the published ImageNet weights of Vim-T
-# (model 'vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2'; not a row of the paper: a starting point from public weights,
+# (model 'vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2';
+# not a row of the paper: a starting point from public weights,
 # with the recipe of upernet_shufflemamba_b.py). RMSNorm blocks, width 192.
 # Vim's cls token sits in the middle of the sequence (position N // 2); it is dropped
 # at load (num_registers=0), as the paper drops the classification tokens.

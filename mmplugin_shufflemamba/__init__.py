@@ -9,5 +9,5 @@ from .engine import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .version import __version__
 
-__all__ = ['__version__', 'ShuffleMamba', 'ShuffleMambaAdapter',
+__all__ = ['__version__', 'ShuffleMamba', 'ShuffleMambaAdapter',  # noqa: F405
            'ShuffleMambaLayerDecayOptimWrapperConstructor']

@@ -322,7 +322,7 @@ def test_no_weight_decay_follows_the_official_optimizer():
         assert len(decay) == len(names)
         for n, p in model.named_parameters():
             no_decay = p.ndim <= 1 or n.split('.')[-1] in ('pos_embed', 'cls_token',
-                                                            'pos_embed_cls')
+                                                           'pos_embed_cls')
             want = 0.0 if no_decay else cfg.optim_wrapper.optimizer.weight_decay
             assert decay[n] == pytest.approx(want), n
 

@@ -44,8 +44,6 @@ TASKS = {
 }
 
 
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,8 +187,8 @@ def shorten_schedule(cfg, max_iters):
 def train_and_test(args, generate):
     from mmengine.config import Config
 
-    from mmplugin_shufflemamba.utils import (build_runner, check_config, merge_cfg_options,
-                                             prepare_runtime)
+    from mmplugin_shufflemamba.utils import (build_runner, check_config, check_run_values,
+                                             merge_cfg_options, prepare_runtime)
     try:
         generate(args.data_root, args.num_train, args.num_val)
     except FileExistsError as e:  # a --data-root with files the writer did not write
@@ -207,6 +205,7 @@ def train_and_test(args, generate):
         shorten_schedule(cfg, args.max_iters)
     merge_cfg_options(cfg, args.cfg_options, osp.basename(args.config))
     check_config(cfg)
+    check_run_values(cfg)
     prepare_runtime(cfg, 'none')
     runner = build_runner(cfg)
     runner.train()

@@ -33,9 +33,9 @@ from mmengine.config import DictAction
 
 import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
-from mmplugin_shufflemamba.utils import (STOP_ERRORS, ConfigError, build_runner, load_config,
-                                         log_kernels, prepare_runtime, shutdown_distributed,
-                                         stop_message)
+from mmplugin_shufflemamba.utils import (STOP_ERRORS, ConfigError, build_runner,
+                                         check_run_values, load_config, log_kernels,
+                                         prepare_runtime, shutdown_distributed, stop_message)
 from mmplugin_shufflemamba.utils.cli import existing_file, key_value
 
 
@@ -162,6 +162,7 @@ def test(args):
     # Nothing of the training: its data need not exist (mmseg 1.2.2's visualization
     # hook reads runner.iter, which would build the training loop and data loader).
     cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = cfg.param_scheduler = None
+    check_run_values(cfg)  # (of the test dataloader)
     if args.show_dir:
         show_predictions(cfg, args.show_dir)
     dump = output_metric(cfg, args.out) if args.out else None

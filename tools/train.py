@@ -37,7 +37,8 @@ import mmplugin_shufflemamba  # noqa: F401  (registers the backbones)
 from mmplugin_shufflemamba.engine.optimizers.amp_optim_wrapper import amp_optim_wrapper_cfg
 from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
 from mmplugin_shufflemamba.utils import (STOP_ERRORS, add_training_hooks, apply_resume,
-                                         build_runner, enable_auto_scale_lr, load_config,
+                                         build_runner, check_run_values,
+                                         enable_auto_scale_lr, load_config,
                                          log_kernels, prepare_runtime, resume_seed,
                                          shutdown_distributed, stop_message,
                                          warn_random_backbone)
@@ -102,6 +103,7 @@ def train(args) -> None:
                                                   cfg.get('default_scope'))
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
+    check_run_values(cfg)
     add_training_hooks(cfg, finite_check=not args.no_finite_check)
     apply_resume(cfg, args.resume)
     resume_seed(cfg)

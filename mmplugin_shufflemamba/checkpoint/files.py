@@ -14,6 +14,7 @@ import torch
 from mmengine import fileio
 from mmengine.logging import print_log
 
+from ..errors import ArgumentTypeError, ArgumentValueError
 from .safe_load import safe_torch_load
 
 
@@ -144,7 +145,7 @@ def _torch_file_kind(src) -> Tuple[bool, Optional[int]]:
         else:
             with open(src, 'rb') as f:
                 head = f.read(2)
-    except (OSError, zipfile.BadZipFile, RuntimeError):
+    except Exception:  # only a hint for the message: a file it cannot read gets none
         pass
     finally:
         if hasattr(src, 'seek'):
@@ -160,8 +161,8 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
         try:
             torch.device(map_location)
         except RuntimeError:
-            raise ValueError(f"map_location={map_location!r} is not a device (e.g. 'cpu', "
-                             "'cuda', 'cuda:0')") from None
+            raise ArgumentValueError(f"map_location={map_location!r} is not a device (e.g. "
+                                     "'cpu', 'cuda', 'cuda:0')") from None
     is_local = '://' not in filename
     if is_local and osp.isdir(filename):
         raise CheckpointError(f'{filename} is a directory, not a checkpoint file: give the '
@@ -217,7 +218,7 @@ def check_flag(name: str, value) -> bool:
     if value is None or isinstance(value, (bool, np.bool_)) or (
             isinstance(value, (int, np.integer)) and value in (0, 1)):
         return bool(value)
-    raise TypeError(f'{name} must be True or False, got {value!r}')
+    raise ArgumentTypeError(f'{name} must be True or False, got {value!r}')
 
 
 def _is_state_dict(obj) -> bool:
@@ -258,7 +259,7 @@ def select_state_dict(ckpt: object, use_ema: bool = False,
 
     def no_ema(why):
         return NoEMAWeightsError(f'use_ema=True but {filename} has no EMA weights ({why}); '
-                               'load the raw weights (use_ema=False, the default).')
+                                 'load the raw weights (use_ema=False, the default).')
 
     if _is_state_dict(ckpt):
         if use_ema:

@@ -280,9 +280,12 @@ class BackboneLayoutHook(Hook):
             sd = loaded['state_dict']  # with the modules' state versions, for loading
             sd._metadata = getattr(checkpoint['state_dict'], '_metadata', None)
             checkpoint['state_dict'] = sd
-        else:  # a bare state dict: replaced in place (its own _metadata stays)
+        else:  # a bare state dict: made the 'state_dict' entry, which MMEngine's loader
+            # and EMAHook read (EMAHook's after_load_checkpoint needs it)
+            sd = OrderedDict(loaded)
+            sd._metadata = getattr(checkpoint, '_metadata', None)
             checkpoint.clear()
-            checkpoint.update(loaded)
+            checkpoint['state_dict'] = sd
 
 
 class SkipMismatchedShapesHook(Hook):

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from ..errors import ArgumentValueError
 from ..models.layers import resize_pos_embed
 from .files import CheckpointError, is_mmengine_checkpoint, own_meta
 from .saved_config import saved_config_value
@@ -291,8 +292,8 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
         tuple: (converted state dict, summary dict).
     """
     if ckpt_format not in CHECKPOINT_FORMATS:
-        raise ValueError(f'ckpt_format must be one of {CHECKPOINT_FORMATS}, got '
-                         f'{ckpt_format!r}')
+        raise ArgumentValueError(f'ckpt_format must be one of {CHECKPOINT_FORMATS}, got '
+                                 f'{ckpt_format!r}')
     sd = strip_wrappers(dict(sd))
     if not any(k.startswith('layers.') for k in sd) and 'patch_embed.proj.weight' not in sd:
         nested = backbone_prefixes(sd)

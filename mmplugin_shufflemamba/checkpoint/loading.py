@@ -8,6 +8,7 @@ from typing import Dict, NamedTuple, Optional, Tuple, Union
 import torch
 from mmengine.logging import print_log
 
+from ..errors import ArgumentTypeError
 from .files import (CheckpointError, check_finite, check_flag,
                     non_tensor_values, nonfinite_tensors, own_meta, read_checkpoint,
                     refuse_nonfinite, select_state_dict)
@@ -48,12 +49,14 @@ def norm_of(model) -> str:
     return 'RMSNorm' if isinstance(model.layers[0].norm, torch.nn.RMSNorm) else 'LN'
 
 
-def norm_mismatch(model_norm: str, ckpt_norm: Optional[str]) -> Optional[Tuple[str, str]]:
+def norm_mismatch(model_norm, ckpt_norm: Optional[str]) -> Optional[Tuple[str, str]]:
     """``(report line, norm_cfg fix)`` when a checkpoint trained with ``ckpt_norm``
-    ('RMSNorm' / 'LN') does not fit a model whose norms are ``model_norm``
-    (:func:`norm_of`), else None: loaded anyway, RMSNorm weights would sit in LayerNorms
-    with their initial biases (REFERENCE: the official downstream code's silent
-    failure)."""
+    ('RMSNorm' / 'LN') does not fit a model whose norms are ``model_norm`` (its
+    :func:`norm_of`, or the model itself), else None: loaded anyway, RMSNorm weights
+    would sit in LayerNorms with their initial biases (REFERENCE: the official
+    downstream code's silent failure)."""
+    if not isinstance(model_norm, str):
+        model_norm = norm_of(model_norm)
     if ckpt_norm not in _NORMS or ckpt_norm == model_norm:
         return None
     fix = f"norm_cfg=dict(type='{ckpt_norm}', eps=1e-5)"
@@ -171,7 +174,8 @@ def read_backbone_weights(checkpoint: Union[str, dict], prefix: Optional[str] = 
     """
     allow_nonfinite = check_flag('allow_nonfinite', allow_nonfinite)
     if prefix is not None and not isinstance(prefix, str):
-        raise TypeError(f"prefix must be a key prefix such as 'backbone.', got {prefix!r}")
+        raise ArgumentTypeError(f"prefix must be a key prefix such as 'backbone.', got "
+                                f'{prefix!r}')
     ckpt = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(
         checkpoint, map_location)
     checkpoint = source or source_name(checkpoint)
@@ -271,7 +275,7 @@ def load_pretrained_backbone(model, checkpoint: Union[str, dict], prefix: Option
         dict: the conversion summary.
     """
     if kwargs:
-        raise TypeError(f'unsupported Pretrained init_cfg keys: {sorted(kwargs)}')
+        raise ArgumentTypeError(f'unsupported Pretrained init_cfg keys: {sorted(kwargs)}')
     w = read_weights(checkpoint, prefix, map_location, use_ema, ckpt_format, allow_nonfinite)
     return load_backbone_state(model, w.state_dict, w.entry, w.format, w.source,
                                allow_nonfinite, w.grid)

@@ -16,6 +16,8 @@ from mmcv.transforms import BaseTransform
 from mmengine.logging import print_log
 from mmengine.registry import TRANSFORMS
 
+from ..errors import ArgumentValueError
+
 
 class DataError(ValueError):
     """A data file is missing, unreadable or inconsistent; the message names it."""
@@ -103,7 +105,8 @@ class CheckSegLabels(BaseTransform):
     def __init__(self, num_classes: int, ignore_index: int = 255):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) \
                 or num_classes < 1:
-            raise ValueError(f'num_classes must be an integer >= 1, got {num_classes!r}')
+            raise ArgumentValueError(
+                f'num_classes must be an integer >= 1, got {num_classes!r}')
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self._wide_checked = set()  # label files _check_wide_label_file has read

@@ -323,4 +323,3 @@ def bimamba_inner_ref(mixer, hidden: torch.Tensor, kernel: str = 'auto') -> torc
             kernel=kernel))
     y = (ys[0] + ys[1]).to(hidden.dtype).transpose(1, 2)
     return mixer.out_proj(y).mul_(0.5)
-

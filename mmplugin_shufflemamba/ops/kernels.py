@@ -19,6 +19,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from ..errors import ArgumentValueError
+
 KERNEL_BACKENDS = ('auto', 'cuda', 'torch')
 
 # Environment switch: a fallback that costs speed is an error instead of a warning.
@@ -181,7 +183,7 @@ def set_cpu_path(name: str) -> str:
 def check_kernel_backend(kernel: str) -> str:
     """Validate a ``kernel`` argument and return it."""
     if kernel not in KERNEL_BACKENDS:
-        raise ValueError(f'kernel must be one of {KERNEL_BACKENDS}, got {kernel!r}.')
+        raise ArgumentValueError(f'kernel must be one of {KERNEL_BACKENDS}, got {kernel!r}.')
     return kernel
 
 

@@ -3,9 +3,9 @@ from ..checkpoint.files import CheckpointError
 from ..checkpoint.fit import CheckpointFitError
 from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
-from ..models.layers.arg_checks import ArgumentError
+from ..errors import ArgumentError
 from .config import (ConfigError, check_backbone_channels, check_config, check_label_classes,
-                     enable_auto_scale_lr, load_config, merge_cfg_options)
+                     check_run_values, enable_auto_scale_lr, load_config, merge_cfg_options)
 from .runtime import (add_training_hooks, apply_resume, build_runner, latest_checkpoint,
                       log_kernels, prepare_runtime, resume_seed, shutdown_distributed,
                       stop_message, warn_random_backbone)
@@ -18,7 +18,8 @@ STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, Conf
 
 __all__ = [
     'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume', 'build_runner',
-    'check_backbone_channels', 'check_config', 'check_label_classes', 'enable_auto_scale_lr',
+    'check_backbone_channels', 'check_config', 'check_label_classes', 'check_run_values',
+    'enable_auto_scale_lr',
     'latest_checkpoint', 'load_config', 'log_kernels', 'merge_cfg_options', 'prepare_runtime',
     'resume_seed',
     'shutdown_distributed', 'stop_message', 'warn_random_backbone'

@@ -39,7 +39,7 @@ def existing_file(what: str, allow_uri: bool = False, keep=()):
         if not osp.isfile(path):
             raise argparse.ArgumentTypeError(
                 f'{what} {text!r} ' + ('is a directory, not a file' if osp.isdir(path)
-                                        else 'does not exist'))
+                                       else 'does not exist'))
         return path
 
     return parse

@@ -1,7 +1,11 @@
 """Reading a config for the tools: ``--cfg-options`` checked and merged, the work dir,
 the checks of parts that must agree."""
+import inspect
+import numbers
 import os.path as osp
 from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
 
 
 def _typed_nodes(node: Any, types: Sequence[str], path: str = ''):
@@ -111,29 +115,48 @@ def _module_cfgs(model: dict, name: str) -> List[Tuple[str, dict]]:
     return [(f'model.{name}', value)] if isinstance(value, dict) else []
 
 
-#: the optimizer settings torch checks only when the runner builds the optimizer, after
-#: the model (its messages do not say where the value comes from): name -> lowest value
-_OPTIMIZER_VALUES = dict(lr=0., weight_decay=0., momentum=0., eps=0., alpha=0.)
+#: optimizer settings that are non-negative numbers where the optimizer's own default
+#: is a number (lr=None, Adafactor's eps pair and Adan's three betas are left alone)
+_NON_NEGATIVE = ('lr', 'weight_decay', 'momentum', 'dampening', 'eps', 'alpha')
+
+
+def _optimizer_defaults(cfg, optimizer: dict) -> dict:
+    """The keyword defaults of the optimizer class ``optimizer`` names, in the config's
+    scope; {} when it cannot be resolved (then nothing is checked)."""
+    from mmengine.registry import OPTIMIZERS, DefaultScope
+    kind = optimizer.get('type')
+    try:
+        if isinstance(kind, str):
+            with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+                kind = OPTIMIZERS.get(kind)
+        return {k: p.default for k, p in inspect.signature(kind).parameters.items()}
+    except Exception:  # an optimizer the registry does not know: the runner says so
+        return {}
 
 
 def check_run_values(cfg) -> None:
     """The values that only the optimizer and the dataloaders read, when the run starts
     (``--cfg-options optim_wrapper.optimizer.lr=abc``, ``train_dataloader.batch_size=0``):
-    an :class:`~..models.layers.arg_checks.ArgumentError` naming the config key, before
-    anything is built, rather than torch's message from deep inside the run."""
+    an :class:`~..models.layers.arg_checks.ArgumentError` naming the config key before
+    anything is built, rather than torch's message from deep inside the run. The tools
+    call it on the parts they run (``tools/test.py``: the test dataloader alone)."""
     from ..models.layers.arg_checks import ArgumentTypeError, check_int, check_real
     wrapper = cfg.get('optim_wrapper')
     optimizer = wrapper.get('optimizer') if isinstance(wrapper, dict) else None
     optimizer = optimizer if isinstance(optimizer, dict) else {}
-    for key, low in _OPTIMIZER_VALUES.items():
-        if key in optimizer:
-            check_real(f'optim_wrapper.optimizer.{key}', optimizer[key], low)
-    betas = optimizer.get('betas')
-    if betas is not None and (not isinstance(betas, (list, tuple)) or len(betas) != 2):
-        raise ArgumentTypeError('optim_wrapper.optimizer.betas must be a pair (beta1, '
-                                f'beta2), got {betas!r}')
-    for i, beta in enumerate(betas or ()):
-        check_real(f'optim_wrapper.optimizer.betas[{i}]', beta, 0., 1., high_open=True)
+    defaults = _optimizer_defaults(cfg, optimizer) if optimizer else {}
+    for key, value in optimizer.items():
+        default, where = defaults.get(key), f'optim_wrapper.optimizer.{key}'
+        if isinstance(value, torch.Tensor):  # torch takes tensor rates: its own check
+            continue
+        if key in _NON_NEGATIVE and _is_real(default):
+            check_real(where, value, 0.)
+        elif key == 'betas' and isinstance(default, tuple) and all(map(_is_real, default)):
+            if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                raise ArgumentTypeError(f'{where} must be {len(default)} numbers in [0, 1) '
+                                        f'(the default is {default}), got {value!r}')
+            for i, beta in enumerate(value):
+                check_real(f'{where}[{i}]', beta, 0., 1., high_open=True)
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(name)
         if not isinstance(loader, dict):
@@ -144,13 +167,15 @@ def check_run_values(cfg) -> None:
             check_int(f'{name}.num_workers', loader['num_workers'], 0)
 
 
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_config(cfg) -> None:
-    """The checks of parts that must agree and of the values the run reads only when it
-    starts: :func:`check_label_classes`, :func:`check_backbone_channels`,
-    :func:`check_run_values`."""
+    """The checks of parts that must agree: :func:`check_label_classes`,
+    :func:`check_backbone_channels`."""
     check_label_classes(cfg)
     check_backbone_channels(cfg)
-    check_run_values(cfg)
 
 
 #: the top-level keys MMEngine's runner, mmseg / mmdet / mmpretrain and these tools read

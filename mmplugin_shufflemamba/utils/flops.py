@@ -104,7 +104,7 @@ def bimamba_inner_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
     for d in range(2):
         conv_w, _, x_w, dt_w, _, A, _ = args[1 + 7 * d:8 + 7 * d]
         width, (rank_2n, _), (_, rank), d_state = (_shape(conv_w)[-1], _shape(x_w),
-                                                  _shape(dt_w), _shape(A)[1])
+                                                   _shape(dt_w), _shape(A)[1])
         counts['causal_conv1d'] += causal_conv1d_flops(batch, d_inner, seqlen, width)
         counts['selective_scan'] += selective_scan_flops(batch, d_inner, seqlen, d_state)
         counts['bimamba_proj'] += tokens * (d_inner * rank_2n + rank * d_inner)

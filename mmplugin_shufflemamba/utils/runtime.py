@@ -21,7 +21,7 @@ from mmengine.logging import print_log
 
 from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
-from ..models.layers.arg_checks import ArgumentError
+from ..errors import ArgumentError
 from .config import ConfigError, _typed_nodes
 
 # the threads a gloo process group runs (ProcessGroupGloo workers, TCP event loop)

@@ -12,4 +12,3 @@ def as_layout(t, layout):
     big = torch.zeros(t.shape[0], 2 * t.shape[2], 2 * t.shape[1], dtype=t.dtype)
     big[:, ::2, ::2] = t.transpose(1, 2)
     return big[:, ::2, ::2].transpose(1, 2)
-

@@ -7,8 +7,8 @@ import torch
 
 from mmplugin_shufflemamba import ShuffleMamba
 from mmplugin_shufflemamba.checkpoint import (CheckpointError, convert_to_backbone,
-                                                detect_format, load_pretrained_backbone,
-                                                select_state_dict)
+                                              detect_format, load_pretrained_backbone,
+                                              select_state_dict)
 
 from helpers.official_reference import make_official_state_dict, official_features
 

@@ -11,10 +11,10 @@ import mmpretrain.models  # noqa: F401  (registers ImageClassifier, LinearClsHea
 import mmplugin_shufflemamba  # noqa: F401  (registers ShuffleMamba, the timm models)
 from mmplugin_shufflemamba import ShuffleMamba
 from mmplugin_shufflemamba.checkpoint import (CheckpointError, convert_to_backbone,
-                                                is_mmpretrain_classifier,
-                                                load_pretrained_backbone,
-                                                mmpretrain_to_official,
-                                                official_to_mmpretrain)
+                                              is_mmpretrain_classifier,
+                                              load_pretrained_backbone,
+                                              mmpretrain_to_official,
+                                              official_to_mmpretrain)
 
 from helpers.official_reference import make_official_state_dict
 
@@ -100,7 +100,7 @@ def test_maps_are_inverse(fmt):
     mm = official_to_mmpretrain(official)
     assert is_mmpretrain_classifier(mm) and not is_mmpretrain_classifier(official)
     assert {k for k in mm if not k.startswith('backbone.')} == {'head.fc.weight',
-                                                               'head.fc.bias'}
+                                                                'head.fc.bias'}
     assert mm['backbone.cls_token'] is official['cls_token']
     assert_same_state_dict(mmpretrain_to_official(mm), official)
     clf = build_classifier(PLAIN if fmt == 'shufflemamba' else REG)

@@ -262,10 +262,11 @@ def test_a_published_file_of_the_other_norm_is_refused_even_non_strict(
     assert not result.unexpected_keys and 'layers.0.norm.weight' in result.missing_keys
 
 
-@pytest.mark.parametrize('has_ema', [False, True])
-def test_testing_a_file_without_ema_weights_does_not_claim_to_test_ema(has_ema):
+@pytest.mark.parametrize('kind', ['raw', 'ema', 'bare'])
+def test_testing_a_file_without_ema_weights_does_not_claim_to_test_ema(kind):
     """tools/test.py under a config with mmpretrain's EMAHook: a file without EMA weights
-    is evaluated as it is, and the hook does not log 'Start testing on EMA model'."""
+    (a training checkpoint without them, or a bare state dict) is evaluated as it is,
+    and the hook does not log 'Start testing on EMA model'."""
     from types import SimpleNamespace
 
     from mmpretrain.engine.hooks import EMAHook
@@ -273,13 +274,21 @@ def test_testing_a_file_without_ema_weights_does_not_claim_to_test_ema(has_ema):
     from mmplugin_shufflemamba.checkpoint.fit import BackboneLayoutHook
     model = target(img_size=64)
     ema = EMAHook(momentum=0.01)
-    runner = SimpleNamespace(model=model, hooks=[ema], _load_from='weights.pth')
-    checkpoint = dict(state_dict=dict(model.state_dict()))
-    if has_ema:
-        checkpoint['ema_state_dict'] = {'module.' + k: v for k, v in model.state_dict().items()}
+    runner = SimpleNamespace(model=model, hooks=[ema], _load_from='weights.pth',
+                             _resume=False)
+    ema.before_run(runner)
+    weights = {k: v + 1 for k, v in model.state_dict().items()}
+    checkpoint = dict(weights) if kind == 'bare' else dict(state_dict=dict(weights))
+    if kind == 'ema':
+        checkpoint['ema_state_dict'] = {'module.' + k: v for k, v in weights.items()}
     with captured_log() as lines:
         BackboneLayoutHook(test=True).after_load_checkpoint(runner, checkpoint)
         BackboneLayoutHook().after_load_checkpoint(runner, dict(checkpoint))  # training
-    assert ema.evaluate_on_ema is has_ema
+    assert ema.evaluate_on_ema is (kind == 'ema')
     noted = "weights.pth has no EMA weights (no 'ema_state_dict'): EMAHook does not swap"
-    assert sum(noted in line for line in lines) == (0 if has_ema else 1), lines
+    assert sum(noted in line for line in lines) == (0 if kind == 'ema' else 1), lines
+    # the hook reads the file's weights as MMEngine's loader will (a bare state dict as
+    # its 'state_dict' entry): its EMA copy starts from them
+    ema.after_load_checkpoint(runner, checkpoint)
+    for k, v in ema.ema_model.module.state_dict().items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=0, msg=k)

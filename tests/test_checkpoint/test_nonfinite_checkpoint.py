@@ -9,10 +9,10 @@ from mmengine.logging import MMLogger
 
 from mmplugin_shufflemamba import ShuffleMamba
 from mmplugin_shufflemamba.checkpoint import (CheckpointError, check_finite,
-                                           load_into_backbone,
-                                           load_pretrained_backbone,
-                                           nonfinite_tensors,
-                                           read_backbone_weights)
+                                              load_into_backbone,
+                                              load_pretrained_backbone,
+                                              nonfinite_tensors,
+                                              read_backbone_weights)
 
 from helpers.official_reference import make_official_state_dict
 

@@ -60,7 +60,7 @@ def runner(tmp_path, model, max_iters=6, clip=False, custom_hooks=None, epochs=N
     return Runner(
         model=model, work_dir=str(tmp_path),
         train_dataloader=dict(dataset=ToyData(), sampler=dict(type='DefaultSampler',
-                                                               shuffle=False),
+                                                              shuffle=False),
                               batch_size=2, num_workers=0),
         optim_wrapper=opt, train_cfg=train_cfg,
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1,

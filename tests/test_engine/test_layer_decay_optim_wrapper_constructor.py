@@ -95,7 +95,7 @@ def expected_no_decay(name):
     return (leaf == 'bias' or leaf in ('pos_embed', 'cls_token', 'pos_embed_cls', 'A_log',
                                        'A_b_log', 'D', 'D_b')
             or '.norm.' in name or 'norm_f' in name or name.startswith(('head.ln',
-                                                                          'head.bn')))
+                                                                        'head.bn')))
 
 
 @pytest.mark.parametrize('norm_type', ['LN', 'RMSNorm'])
@@ -498,7 +498,7 @@ def test_a_custom_key_option_nothing_reads_is_refused():
 def test_mmengine_constructor_refuses_what_it_would_ignore():
     from mmplugin_shufflemamba.engine import ShuffleMambaOptimWrapperConstructor as C
     optim = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=BASE_LR,
-                                                      weight_decay=WD))
+                                                     weight_decay=WD))
     for paramwise in (dict(layer_decay_rate=0.9), dict(num_layers=12, decay_rate=0.9)):
         with pytest.raises(ValueError, match="has no layer-wise lr decay: use constructor="
                            "'ShuffleMambaLayerDecayOptimWrapperConstructor'"):
@@ -524,7 +524,7 @@ def test_custom_key_options_of_an_optimizer_taking_kwargs_are_not_checked():
     assert OPTIMIZERS.get('ZeroRedundancyOptimizer') is not None
     ctor = ShuffleMambaLayerDecayOptimWrapperConstructor(
         dict(type='OptimWrapper', optimizer=dict(type='ZeroRedundancyOptimizer',
-                                                  optimizer_type='AdamW', lr=BASE_LR,
-                                                  weight_decay=WD)),
+                                                 optimizer_type='AdamW', lr=BASE_LR,
+                                                 weight_decay=WD)),
         dict(layer_decay_rate=RATE, custom_keys={'head': dict(betas=(0.9, 0.99))}))
     assert ctor.paramwise_cfg['custom_keys']['head']['betas'] == (0.9, 0.99)

@@ -46,7 +46,7 @@ def _expected(cfg, model, name, param):
         return lr, 0.0 if MARKED.search(name) else wd
     if cfg.model.type == 'ImageClassifier':  # the official (timm) rule
         no_decay = param.ndim <= 1 or name.split('.')[-1] in ('pos_embed', 'cls_token',
-                                                               'pos_embed_cls')
+                                                              'pos_embed_cls')
         return lr, 0.0 if no_decay else wd
     # Mask R-CNN: layer decay over the blocks; no decay on the 1-D parameters and the
     # biases only (the official detection constructor's rule: A_log, pos_embed and the
@@ -182,7 +182,7 @@ def test_default_constructor_reads_the_mark():
     # biases and the head's norm are not marked: MMEngine's options still apply to them
     model, groups = _build(dict(bias_decay_mult=0., norm_decay_mult=0.5,
                                 custom_keys={'backbone.layers': dict(lr_mult=0.1,
-                                                                      decay_mult=2.)}))
+                                                                     decay_mult=2.)}))
     assert groups['head.0.bias']['weight_decay'] == 0.0
     assert groups['head.1.weight']['weight_decay'] == pytest.approx(0.025)
     g = groups['backbone.layers.0.mixer.in_proj.weight']

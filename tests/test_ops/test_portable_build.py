@@ -172,7 +172,7 @@ def test_baseline_code_uses_no_avx_registers():
             current = m.group(1)
             continue
         if current and re.search(r'%[yz]mm', line) and not any(n in current
-                                                                 for n in isa_names):
+                                                               for n in isa_names):
             offenders.add(current)
     assert not offenders, sorted(offenders)[:10]
 

@@ -45,7 +45,7 @@ def test_matches_independent_naive_scan(fn):
 
 
 @pytest.mark.parametrize('with_z,with_d,softplus', [(True, True, True), (False, False, False),
-                                                     (True, False, True)])
+                                                    (True, False, True)])
 def test_torch_path_matches_reference_outputs_and_grads(with_z, with_d, softplus):
     inp = make_inputs(dtype=torch.float64, seqlen=23)
     if not with_z:

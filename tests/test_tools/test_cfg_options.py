@@ -7,6 +7,7 @@ import os.path as osp
 import sys
 
 import pytest
+import torch
 
 from helpers.tools import ROOT, load_tool
 
@@ -171,35 +172,98 @@ def test_an_adapter_setting_it_refuses_stops_the_tools_too(tmp_path):
         build_runner(cfg)
 
 
+QUICK_SEG = osp.join(ROOT, 'configs', 'quickstart',
+                     'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
+
+
 @pytest.mark.parametrize('key, value, words', [
     ('optim_wrapper.optimizer.lr', 'abc',
      "optim_wrapper.optimizer.lr must be a number, got 'abc' (str)"),
     ('optim_wrapper.optimizer.weight_decay', -0.1,
      'optim_wrapper.optimizer.weight_decay must be >= 0'),
-    ('optim_wrapper.optimizer.betas', 0.9, 'optim_wrapper.optimizer.betas must be a pair'),
+    ('optim_wrapper.optimizer.betas', 0.9, 'optim_wrapper.optimizer.betas must be 2 numbers '
+     'in [0, 1) (the default is (0.9, 0.999)), got 0.9'),
     ('optim_wrapper.optimizer.betas', [0.9, 1.5],
      'optim_wrapper.optimizer.betas[1] must be in [0, 1), got 1.5'),
     ('train_dataloader.batch_size', 0, 'train_dataloader.batch_size must be >= 1, got 0'),
     ('val_dataloader.num_workers', -1, 'val_dataloader.num_workers must be >= 0, got -1'),
 ])
-def test_values_only_the_run_reads_are_checked_with_the_config(tmp_path, key, value, words):
+def test_values_only_the_run_reads_are_checked_before_it_starts(tmp_path, key, value, words):
     """What torch checks only when the runner builds the optimizer or a dataloader is
-    refused when the config is read, naming the config key; the error is one the tools
-    stop with, without a traceback."""
-    from mmplugin_shufflemamba.utils import STOP_ERRORS, load_config
-    quick = osp.join(ROOT, 'configs', 'quickstart',
-                     'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
+    refused before anything is built, naming the config key; the error is one the
+    tools stop with, without a traceback."""
+    from mmplugin_shufflemamba.utils import STOP_ERRORS, check_run_values, load_config
+    cfg = load_config(QUICK_SEG, work_dir=str(tmp_path), cfg_options={key: value})
     with pytest.raises(STOP_ERRORS) as e:
-        load_config(quick, work_dir=str(tmp_path), cfg_options={key: value})
+        check_run_values(cfg)
     assert str(e.value).startswith(words), str(e.value)
 
 
+@pytest.mark.parametrize('optimizer', [
+    dict(type='AdamW', lr=1, betas=(0.9, 0.999), weight_decay=0),  # ints, a tuple
+    dict(type='AdamW', lr=1e-3, betas=[0., 0.5]),
+    dict(type='SGD', lr=0.01, momentum=0.9, nesterov=True),
+    dict(type='AdamW', lr=torch.tensor(1e-3)),  # torch takes a tensor rate
+    dict(type='Adan', lr=1e-3, betas=(0.98, 0.92, 0.99)),  # another optimizer's settings
+    dict(type='Adafactor', lr=None, eps=(None, 1e-3)),
+    dict(type='NotRegisteredHere', lr='left to the runner'),
+])
+def test_valid_optimizer_settings_pass(tmp_path, optimizer):
+    from mmplugin_shufflemamba.utils import check_run_values, load_config
+    cfg = load_config(QUICK_SEG, work_dir=str(tmp_path))
+    cfg.optim_wrapper.optimizer = optimizer
+    cfg.train_dataloader.batch_size = None  # (torch: no batching)
+    check_run_values(cfg)
+
+
 def test_train_stops_on_a_refused_optimizer_value_without_a_traceback(tmp_path, monkeypatch):
-    quick = osp.join(ROOT, 'configs', 'quickstart',
-                     'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
-    monkeypatch.setattr(sys, 'argv', ['train.py', quick, '--work-dir', str(tmp_path),
+    monkeypatch.setattr(sys, 'argv', ['train.py', QUICK_SEG, '--work-dir', str(tmp_path),
                                       '--cfg-options', 'optim_wrapper.optimizer.lr=abc'])
     with pytest.raises(SystemExit) as e:
         load_tool('train.py').main()
     assert str(e.value.code) == ("tools/train.py: optim_wrapper.optimizer.lr must be a "
                                  "number, got 'abc' (str)")
+
+
+def test_test_tool_checks_only_what_it_runs(tmp_path, monkeypatch):
+    """tools/test.py drops the training parts before the check (a bad training value is
+    not its concern); a bad test dataloader value stops it with the key named."""
+    ckpt = tmp_path / 'ckpt.pth'
+    ckpt.write_bytes(b'')
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', QUICK_SEG, str(ckpt), '--work-dir', str(tmp_path), '--cfg-options',
+        'optim_wrapper.optimizer.lr=abc', 'train_dataloader.batch_size=0',
+        'test_dataloader.batch_size=0'])
+    with pytest.raises(SystemExit) as e:
+        load_tool('test.py').main()
+    assert str(e.value.code) == 'tools/test.py: test_dataloader.batch_size must be >= 1, got 0'
+
+
+def test_refusals_of_the_loaders_ops_and_transforms_stop_the_tools_too(tmp_path):
+    """Settings read when the run starts (a Pretrained init_cfg's options, the kernel
+    choice, a pipeline's label check) are refused with the same error type as the
+    constructors' checks, which the tools stop on without a traceback."""
+    from mmplugin_shufflemamba import ShuffleMamba
+    from mmplugin_shufflemamba.checkpoint import load_pretrained_backbone
+    from mmplugin_shufflemamba.datasets.data_checks import CheckSegLabels
+    from mmplugin_shufflemamba.errors import ArgumentError
+    from mmplugin_shufflemamba.ops import check_kernel_backend
+    model = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32)
+    torch.save(model.state_dict(), tmp_path / 'w.pth')
+    path = str(tmp_path / 'w.pth')
+    for call, words in [
+            (lambda: load_pretrained_backbone(model, path, use_ema='no'),
+             "use_ema must be True or False, got 'no'"),
+            (lambda: load_pretrained_backbone(model, path, map_location='gpu0'),
+             "map_location='gpu0' is not a device"),
+            (lambda: load_pretrained_backbone(model, path, ckpt_format='x'),
+             'ckpt_format must be one of'),
+            (lambda: load_pretrained_backbone(model, path, prefix=3),
+             "prefix must be a key prefix such as 'backbone.', got 3"),
+            (lambda: load_pretrained_backbone(model, path, strict=True),
+             "unsupported Pretrained init_cfg keys: ['strict']"),
+            (lambda: check_kernel_backend('x'), "kernel must be one of"),
+            (lambda: CheckSegLabels(num_classes=0), 'num_classes must be an integer >= 1')]:
+        with pytest.raises(ArgumentError) as e:
+            call()
+        assert str(e.value).startswith(words), str(e.value)

@@ -26,7 +26,6 @@ from mmplugin_shufflemamba.utils.cli import (device as device_arg, existing_file
                                              int_at_least, key_value, output_file)
 
 
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', type=existing_file('config file'), help='config file')

@@ -549,7 +549,7 @@ def main():
     for k, v in t.items():
         results[f'scan_fwd_s[{k}]'] = v
     fast = 'compiled_cpu' if 'compiled_cpu' in t else ('mamba_ssm_cuda' if 'mamba_ssm_cuda'
-                                                        in t else 'torch')
+                                                       in t else 'torch')
     results['scan_speedup_vs_sequential_ref'] = t['sequential_ref'] / t[fast]
     results['scan_speedup_vs_torch_path'] = t['torch'] / t[fast]
     print('[scan] ' + ', '.join(f'{k} {v * 1e3:.1f}ms' for k, v in t.items()))

@@ -68,7 +68,6 @@ def time_path(ext, inp, conv_w, conv_b, reps):
     return res
 
 
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--dim', type=int_at_least(1), default=1536)

@@ -99,7 +99,6 @@ def clean_shutdowns(log: str) -> int:
     return log.count('process group destroyed, no communication thread left')
 
 
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('-n', '--runs', type=int_at_least(1), default=20,

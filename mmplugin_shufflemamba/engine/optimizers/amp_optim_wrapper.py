@@ -12,7 +12,7 @@ import torch.nn as nn
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
-from ...models.layers.arg_checks import ArgumentValueError
+from ...errors import ArgumentValueError
 
 
 @OPTIM_WRAPPERS.register_module()

@@ -16,7 +16,7 @@ from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm, _InstanceNorm
 from mmpretrain.engine.optimizers.layer_decay_optim_wrapper_constructor import \
     LearningRateDecayOptimWrapperConstructor
 
-from ...models.layers.arg_checks import ArgumentTypeError, ArgumentValueError
+from ...errors import ArgumentTypeError, ArgumentValueError
 
 try:  # mmcv's own SyncBN ('MMSyncBN') is no _BatchNorm
     from mmcv.ops import SyncBatchNorm as _MMCVSyncBN

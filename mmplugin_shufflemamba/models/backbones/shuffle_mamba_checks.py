@@ -117,7 +117,7 @@ def resolve_out_indices(out_indices, num_layers: int, allow_empty: bool = False
         raise ArgumentTypeError('out_indices must be an int or a non-empty sequence of '
                                 f'ints, got {out_indices!r}' +
                                 (' (an empty one only with out_cls=True)' if
-                         is_seq and not allow_empty else ''))
+                                 is_seq and not allow_empty else ''))
     result = []
     for idx in out_indices:
         if not is_int(idx):

@@ -11,29 +11,14 @@ import mmcv.cnn  # noqa: F401 (registers mmcv's norm layers)
 import torch.nn as nn
 from mmengine.registry import MODELS
 
+from ...errors import (ArgumentError, ArgumentKeyError, ArgumentTypeError,
+                       ArgumentValueError)
+
 __all__ = [
-    'ArgumentError', 'ArgumentValueError', 'ArgumentTypeError', 'ArgumentKeyError', 'check_int', 'check_real', 'check_rate', 'check_width_ratio', 'check_bool',
+    'ArgumentError', 'ArgumentValueError', 'ArgumentTypeError', 'ArgumentKeyError',
+    'check_int', 'check_real', 'check_rate', 'check_width_ratio', 'check_bool',
     'check_choice', 'check_pair', 'check_norm_cfg', 'check_map_norm_cfg'
 ]
-
-
-class ArgumentError(Exception):
-    """A setting (a constructor's argument, a config value) this package refuses; the
-    message names it, the value and the fix."""
-
-
-class ArgumentValueError(ArgumentError, ValueError):
-    """A value out of range, or settings that contradict each other."""
-
-
-class ArgumentTypeError(ArgumentError, TypeError):
-    """A value of the wrong kind, or an argument the class does not take."""
-
-
-class ArgumentKeyError(ArgumentError, KeyError):
-    """A name that is not among the known ones (an arch)."""
-
-    __str__ = Exception.__str__  # the message, not KeyError's repr of it
 
 
 def _hint(hint: str) -> str:
@@ -162,4 +147,3 @@ def check_map_norm_cfg(name: str, cfg: Any) -> None:
             'num_groups' not in cfg:
         raise ArgumentValueError(f"{name}: {kind!r} needs num_groups, e.g. dict(type='GN', "
                                  'num_groups=32)')
-

@@ -10,7 +10,6 @@ from typing import Optional, Tuple
 
 import torch
 
-from .arg_checks import ArgumentValueError
 from .pos_embed import register_layout
 
 TOKEN_KINDS = ('none', 'front', 'registers')
@@ -49,11 +48,10 @@ class TokenLayout:
 
     def __init__(self, kind: str = 'none', num_extra: int = 0):
         if kind not in TOKEN_KINDS:
-            raise ArgumentValueError(
-                f'token layout kind must be one of {TOKEN_KINDS}, got {kind!r}')
+            raise ValueError(f'token layout kind must be one of {TOKEN_KINDS}, got {kind!r}')
         if not {'none': num_extra == 0, 'front': num_extra == 1,
                 'registers': num_extra >= 1}[kind]:
-            raise ArgumentValueError(f"a '{kind}' token layout cannot hold {num_extra} tokens")
+            raise ValueError(f"a '{kind}' token layout cannot hold {num_extra} tokens")
         self.kind, self.num_extra = kind, int(num_extra)
 
     @classmethod

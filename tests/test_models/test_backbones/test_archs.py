@@ -30,7 +30,7 @@ def test_backbone_and_timm_names_read_the_registry():
 def test_overrides_and_errors():
     assert resolve_arch('b', num_layers=12) == dict(embed_dims=768, num_layers=12)
     assert resolve_arch(dict(embed_dims=8, num_layers=2)) == dict(embed_dims=8,
-                                                                   num_layers=2)
+                                                                  num_layers=2)
     with pytest.raises(KeyError, match="Unknown ShuffleMamba arch 'xl'"):
         resolve_arch('xl')
     with pytest.raises(ValueError, match=r"arch has unknown keys \['depth'\]"):
