@@ -22,7 +22,7 @@ import time
 import numpy as np
 from mmengine.config import DictAction
 
-from mmplugin_shufflemamba.utils.cli import existing_file, int_at_least, non_empty
+from mmplugin_shufflemamba.utils.cli import existing_file, int_at_least, key_value, non_empty
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
                       'quickstart')
@@ -68,7 +68,8 @@ def parse_args(argv=None):
                    help='--task pretrain: the segmentation data of the fine-tuning runs '
                    "(default: the segmentation quickstart's, "
                    f"{TASKS['segmentation']['data_root']})")
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+    p.add_argument('--cfg-options', nargs='+', type=key_value, action=DictAction,
+                   default=None, metavar='KEY=VALUE',
                    help='override config settings, e.g. optim_wrapper.optimizer.lr=1e-4')
     args = p.parse_args(argv)
     task = TASKS[args.task]

@@ -83,9 +83,13 @@ _PLACEHOLDER = re.compile(
     r'|^(none|null|todo|xxx|placeholder|changeme)$', re.IGNORECASE)
 
 
-def check_checkpoint_path(checkpoint) -> str:
-    """Refuse an empty or placeholder ``init_cfg.checkpoint`` with a message saying what
-    to set (before anything is read); return the path as a string."""
+def check_checkpoint_path(checkpoint, what: str = 'init_cfg.checkpoint') -> str:
+    """Refuse an empty or placeholder ``init_cfg.checkpoint`` (or the setting ``what``
+    names, e.g. 'load_from') with a message saying what to set (before anything is
+    read); return the path as a string."""
+    other = what != 'init_cfg.checkpoint'
+    if (checkpoint is None or not str(checkpoint).strip()) and other:
+        raise CheckpointError(f'{what} is empty: give the checkpoint file to load.')
     if checkpoint is None or not str(checkpoint).strip():
         raise CheckpointError(
             "init_cfg=dict(type='Pretrained') has no 'checkpoint': set "
@@ -97,6 +101,9 @@ def check_checkpoint_path(checkpoint) -> str:
         checkpoint = urllib.parse.unquote(url.path)
     if '://' not in checkpoint:
         checkpoint = osp.expanduser(checkpoint)
+    if _PLACEHOLDER.search(checkpoint) and not osp.exists(checkpoint) and other:
+        raise CheckpointError(f'{what}={checkpoint!r} is the documented placeholder, not a '
+                              'file: set it to your checkpoint.')
     if _PLACEHOLDER.search(checkpoint) and not osp.exists(checkpoint):
         raise CheckpointError(
             f'init_cfg.checkpoint={checkpoint!r} is the documented placeholder, not a '
@@ -153,10 +160,12 @@ def _torch_file_kind(src) -> Tuple[bool, Optional[int]]:
     return script, head[1] if len(head) == 2 and head[0] == 0x80 else None
 
 
-def read_checkpoint(filename: str, map_location: str = 'cpu') -> object:
+def read_checkpoint(filename: str, map_location: str = 'cpu',
+                    what: str = 'init_cfg.checkpoint') -> object:
     """Read a checkpoint file (local path or any MMEngine-supported URI) with
-    ``torch.load(weights_only=True)`` and the allow-list of :mod:`.safe_load`."""
-    filename = check_checkpoint_path(filename)
+    ``torch.load(weights_only=True)`` and the allow-list of :mod:`.safe_load`; ``what``
+    names the setting that gave it, for :func:`check_checkpoint_path`."""
+    filename = check_checkpoint_path(filename, what)
     if isinstance(map_location, str):
         try:
             torch.device(map_location)

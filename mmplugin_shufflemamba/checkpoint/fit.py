@@ -200,7 +200,8 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
             from mmengine.runner.checkpoint import _load_checkpoint
             checkpoint = _load_checkpoint(checkpoint, map_location='cpu')
         else:  # a missing, unreadable or unsafe file: a CheckpointError naming it
-            checkpoint = read_checkpoint(checkpoint)
+            checkpoint = read_checkpoint(checkpoint, what=dict(
+                load='load_from', resume='--resume / load_from').get(mode, 'the checkpoint'))
     model = unwrap_model(model)
     unread = None
     if mode != 'resume':  # what the backbones read of it (a resume keeps the layout)

@@ -98,6 +98,10 @@ def enable_auto_scale_lr(cfg) -> None:
     ``auto_scale_lr.base_batch_size``, the batch the config's rates are for. A
     :class:`ConfigError` where the config does not say that batch."""
     scale = cfg.get('auto_scale_lr')
+    if isinstance(scale, dict) and scale.get('base_batch_size') is not None:
+        from ..models.layers.arg_checks import check_int
+        check_int('auto_scale_lr.base_batch_size', scale['base_batch_size'], 1,
+                  hint='the total batch the learning rates are for')
     if not isinstance(scale, dict) or not scale.get('base_batch_size'):
         raise ConfigError(
             "--auto-scale-lr scales the learning rate by the run's total batch over "
@@ -135,13 +139,27 @@ def _optimizer_defaults(cfg, optimizer: dict) -> dict:
 
 
 def check_run_values(cfg) -> None:
-    """The values that only the optimizer and the dataloaders read, when the run starts
-    (``--cfg-options optim_wrapper.optimizer.lr=abc``, ``train_dataloader.batch_size=0``):
-    an :class:`~..models.layers.arg_checks.ArgumentError` naming the config key before
-    anything is built, rather than torch's message from deep inside the run. The tools
-    call it on the parts they run (``tools/test.py``: the test dataloader alone)."""
-    from ..models.layers.arg_checks import ArgumentTypeError, check_int, check_real
+    """The values that only the optimizer, the dataloaders and the loops read, when the
+    run starts (``--cfg-options optim_wrapper.optimizer.lr=abc``,
+    ``train_dataloader.batch_size=0``, ``train_cfg.max_iters=0``): an
+    :class:`~..errors.ArgumentError` naming the config key before anything is built,
+    rather than torch's message from deep inside the run (or a run that does nothing,
+    or gradient ascent from a negative ``clip_grad.max_norm``). The tools call it on the
+    parts they run (``tools/test.py``: the test dataloader alone)."""
+    from ..models.layers.arg_checks import (ArgumentTypeError, ArgumentValueError,
+                                            check_int, check_real)
+    train_cfg = cfg.get('train_cfg')
+    for key in ('max_iters', 'max_epochs', 'val_interval', 'val_begin'):
+        if isinstance(train_cfg, dict) and train_cfg.get(key) is not None:
+            check_int(f'train_cfg.{key}', train_cfg[key], 0 if key == 'val_begin' else 1)
+    seed = (cfg.get('randomness') or {}).get('seed')
+    if seed is not None:
+        check_int('randomness.seed', seed, 0, 2**32 - 1)
     wrapper = cfg.get('optim_wrapper')
+    clip = wrapper.get('clip_grad') if isinstance(wrapper, dict) else None
+    if isinstance(clip, dict) and 'max_norm' in clip:
+        check_real('optim_wrapper.clip_grad.max_norm', clip['max_norm'], 0., low_open=True,
+                   hint='a negative one would reverse the gradients')
     optimizer = wrapper.get('optimizer') if isinstance(wrapper, dict) else None
     optimizer = optimizer if isinstance(optimizer, dict) else {}
     defaults = _optimizer_defaults(cfg, optimizer) if optimizer else {}
@@ -165,6 +183,11 @@ def check_run_values(cfg) -> None:
             check_int(f'{name}.batch_size', loader['batch_size'], 1)
         if 'num_workers' in loader:
             check_int(f'{name}.num_workers', loader['num_workers'], 0)
+            if loader['num_workers'] == 0 and loader.get('persistent_workers'):
+                raise ArgumentValueError(
+                    f'{name}.num_workers=0 with {name}.persistent_workers=True, which '
+                    'keeps worker processes alive: torch needs workers for it. Also set '
+                    f'{name}.persistent_workers=False.')
 
 
 def _is_real(value: Any) -> bool:

@@ -292,3 +292,18 @@ def test_testing_a_file_without_ema_weights_does_not_claim_to_test_ema(kind):
     ema.after_load_checkpoint(runner, checkpoint)
     for k, v in ema.ema_model.module.state_dict().items():
         torch.testing.assert_close(v, weights[k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize('mode, what', [('load', 'load_from'), ('test', 'the checkpoint'),
+                                        ('resume', '--resume / load_from')])
+def test_an_empty_or_placeholder_load_from_is_named_as_such(mode, what):
+    """The fit check of the tools names the setting that gave the file, not init_cfg."""
+    from mmplugin_shufflemamba.checkpoint import check_checkpoint_fit
+    model = target(img_size=64)
+    with pytest.raises(CheckpointError) as e:
+        check_checkpoint_fit(model, '', mode=mode)
+    assert str(e.value) == f'{what} is empty: give the checkpoint file to load.'
+    with pytest.raises(CheckpointError) as e:
+        check_checkpoint_fit(model, 'path/to/iter_160000.pth', mode=mode)
+    assert str(e.value) == (f"{what}='path/to/iter_160000.pth' is the documented "
+                            'placeholder, not a file: set it to your checkpoint.')

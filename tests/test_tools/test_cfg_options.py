@@ -12,14 +12,15 @@ import torch
 from helpers.tools import ROOT, load_tool
 
 TOOLS = [('train.py', ), ('test.py', ), ('analysis', 'get_flops.py'),
-         ('analysis', 'benchmark.py')]
+         ('analysis', 'benchmark.py'), ('quickstart.py', )]
 
 
 def _argv(tool, tmp_path, options):
     config, ckpt = tmp_path / 'config.py', tmp_path / 'ckpt.pth'
     config.write_text('x = 1\n')
     ckpt.write_bytes(b'')
-    files = [str(config), str(ckpt)] if tool[-1] == 'test.py' else [str(config)]
+    files = {'test.py': [str(config), str(ckpt)], 'quickstart.py': []}
+    files = files.get(tool[-1], [str(config)])
     return [tool[-1]] + files + ['--cfg-options'] + options
 
 
@@ -128,7 +129,8 @@ def test_a_work_dir_that_is_a_file_is_refused(tmp_path):
 def test_auto_scale_lr_needs_the_configs_base_batch():
     """--auto-scale-lr turns on MMEngine's scaling where the config says the batch its
     rates are for (the zoo and pretraining configs), else names what to add."""
-    from mmplugin_shufflemamba.utils import ConfigError, enable_auto_scale_lr, load_config
+    from mmplugin_shufflemamba.utils import (STOP_ERRORS, ConfigError, enable_auto_scale_lr,
+                                             load_config)
     for name in ('upernet_shufflemamba_m.py', 'mask-rcnn_shufflemamba_adapter-m.py',
                  'pretrain/shufflemamba-b_8xb256-300e_in1k.py'):
         cfg = load_config(osp.join(ROOT, 'configs', name))
@@ -138,6 +140,9 @@ def test_auto_scale_lr_needs_the_configs_base_batch():
     cfg = load_config(osp.join(ROOT, 'configs', 'quickstart',
                                'shufflemamba-tiny_1xb32-400it_synthetic-in1k-64px.py'))
     with pytest.raises(ConfigError, match=r'add auto_scale_lr = dict\(base_batch_size=N\)'):
+        enable_auto_scale_lr(cfg)
+    cfg.auto_scale_lr = dict(base_batch_size=-8)  # would scale the rates by a negative
+    with pytest.raises(STOP_ERRORS, match='auto_scale_lr.base_batch_size must be >= 1'):
         enable_auto_scale_lr(cfg)
 
 
@@ -187,6 +192,15 @@ QUICK_SEG = osp.join(ROOT, 'configs', 'quickstart',
      'optim_wrapper.optimizer.betas[1] must be in [0, 1), got 1.5'),
     ('train_dataloader.batch_size', 0, 'train_dataloader.batch_size must be >= 1, got 0'),
     ('val_dataloader.num_workers', -1, 'val_dataloader.num_workers must be >= 0, got -1'),
+    ('train_dataloader.num_workers', 0, 'train_dataloader.num_workers=0 with '
+     'train_dataloader.persistent_workers=True, which keeps worker processes alive: torch '
+     'needs workers for it. Also set train_dataloader.persistent_workers=False.'),
+    ('train_cfg.max_iters', 0, 'train_cfg.max_iters must be >= 1, got 0'),
+    ('train_cfg.val_interval', 0, 'train_cfg.val_interval must be >= 1, got 0'),
+    ('randomness.seed', -1, 'randomness.seed must be in [0, 4294967295], got -1'),
+    ('optim_wrapper.clip_grad', dict(max_norm=-1.),
+     'optim_wrapper.clip_grad.max_norm must be > 0, got -1.0 (a negative one would '
+     'reverse the gradients)'),
 ])
 def test_values_only_the_run_reads_are_checked_before_it_starts(tmp_path, key, value, words):
     """What torch checks only when the runner builds the optimizer or a dataloader is

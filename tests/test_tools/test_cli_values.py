@@ -152,6 +152,18 @@ def test_get_flops_bad_shape(capsys, tmp_path):
         capsys, flops.parse_args, [str(cfg), '--shape', '0', '512'])
 
 
+def test_get_flops_stops_on_a_refused_setting():
+    """The model is built after the config is read: a setting its checks refuse stops
+    the tool with their message, as train.py and test.py do."""
+    config = osp.join(ROOT, 'configs', 'quickstart',
+                      'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
+    with pytest.raises(SystemExit) as e:
+        load_tool('analysis', 'get_flops.py').main(
+            [config, '--shape', '64', '--cfg-options', 'model.backbone.shuffle_rate=2'])
+    assert str(e.value.code).startswith(
+        'tools/analysis/get_flops.py: shuffle_rate must be in [0, 1], got 2'), e.value.code
+
+
 @pytest.mark.parametrize('tool, argv, words', [
     ('get_flops.py', ['nowhere.py'], "argument config: config file 'nowhere.py' does not "
      'exist'),

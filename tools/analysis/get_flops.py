@@ -47,11 +47,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    try:  # a config, checkpoint or argument check (the backbone's): its message
         cfg = load_config(args.config, cfg_options=args.cfg_options)
+        res = model_complexity(cfg, args.shape, args.device)
     except STOP_ERRORS as e:
         sys.exit(stop_message(e, 'tools/analysis/get_flops.py'))
-    res = model_complexity(cfg, args.shape, args.device)
     H, W = res['shape']
     line = '=' * 60
     print(line)
