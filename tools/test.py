@@ -27,6 +27,7 @@ inferred with the config's ``test_cfg`` (sliding window 512/341 for the zoo conf
 """
 import argparse
 import os
+import os.path as osp
 import sys
 
 from mmengine.config import DictAction
@@ -121,6 +122,10 @@ def output_metric(cfg, out: str):
     predictions to the pickle file ``out`` (added to the runner's test evaluator), as
     mmseg's, mmdet's and mmpretrain's own test tools do."""
     if cfg.get('default_scope') == 'mmseg':
+        if osp.isfile(out) or out.endswith(('.pkl', '.pickle')):
+            raise ConfigError(f'--out {out}: a segmentation config saves its predictions '
+                              'as label PNGs in a directory: give a directory (new or '
+                              'existing), not a file.')
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [
             cfg.test_evaluator]
         for evaluator in evaluators:
@@ -140,6 +145,9 @@ def show_predictions(cfg, show_dir: str) -> None:
     """``--show-dir``: the visualization hook paints every test image, as the
     frameworks' own test tools set it (mmdet's and mmpretrain's hooks name their files
     by image; mmseg's writes through the visualizer into ``show_dir``)."""
+    if osp.isfile(show_dir):
+        raise ConfigError(f'--show-dir {show_dir} is a file: give a directory (new or '
+                          'existing) for the painted predictions.')
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise ConfigError('--show-dir needs a visualization hook in default_hooks, as '

@@ -320,3 +320,28 @@ def test_quickstart_stops_on_a_data_check_without_a_traceback(monkeypatch):
     with pytest.raises(SystemExit) as e:
         qs.main([])
     assert str(e.value.code).startswith('tools/quickstart.py: data/x.png: empty file')
+
+
+@pytest.mark.parametrize('option, value, words', [
+    ('--out', 'preds.pkl', '--out preds.pkl: a segmentation config saves its predictions as '
+     'label PNGs in a directory: give a directory (new or existing), not a file.'),
+    ('--out', 'FILE', 'a segmentation config saves its predictions as label PNGs'),
+    ('--show-dir', 'FILE', 'is a file: give a directory (new or existing) for the painted '
+     'predictions.'),
+])
+def test_test_output_places_are_checked_before_the_run(tmp_path, monkeypatch, option, value,
+                                                       words):
+    """A segmentation --out is a directory of PNGs (a .pkl name would become one); a
+    --show-dir or --out that is an existing file is refused, not a traceback later."""
+    config = osp.join(ROOT, 'configs', 'quickstart',
+                      'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
+    ckpt, existing = tmp_path / 'ckpt.pth', tmp_path / 'file.txt'
+    ckpt.write_bytes(b'')
+    existing.write_text('x')
+    monkeypatch.chdir(tmp_path)
+    value = str(existing) if value == 'FILE' else value
+    with pytest.raises(SystemExit) as e:
+        load_tool('test.py').main([config, str(ckpt), '--work-dir', str(tmp_path / 'wd'),
+                                   option, value])
+    assert words in str(e.value.code), e.value.code
+    assert not osp.exists(tmp_path / 'preds.pkl')
