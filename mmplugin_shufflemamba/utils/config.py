@@ -1,7 +1,5 @@
 """Reading a config for the tools: ``--cfg-options`` checked and merged, the work dir,
-the checks of parts that must agree."""
-import inspect
-import numbers
+the checks of parts that must agree and of the values the run reads when it starts."""
 import os.path as osp
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -127,15 +125,15 @@ _NON_NEGATIVE = ('lr', 'weight_decay', 'momentum', 'dampening', 'eps', 'alpha')
 def _optimizer_defaults(cfg, optimizer: dict) -> dict:
     """The keyword defaults of the optimizer class ``optimizer`` names, in the config's
     scope; {} when it cannot be resolved (then nothing is checked)."""
-    from mmengine.registry import OPTIMIZERS, DefaultScope
-    kind = optimizer.get('type')
+    from mmengine.registry import DefaultScope
+
+    from ..engine.optimizers.layer_decay_optim_wrapper_constructor import optimizer_options
     try:
-        if isinstance(kind, str):
-            with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-                kind = OPTIMIZERS.get(kind)
-        return {k: p.default for k, p in inspect.signature(kind).parameters.items()}
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+            options = optimizer_options(optimizer)
     except Exception:  # an optimizer the registry does not know: the runner says so
         return {}
+    return {k: p.default for k, p in (options or {}).items()}
 
 
 def check_run_values(cfg) -> None:
@@ -146,6 +144,7 @@ def check_run_values(cfg) -> None:
     rather than torch's message from deep inside the run (or a run that does nothing,
     or gradient ascent from a negative ``clip_grad.max_norm``). The tools call it on the
     parts they run (``tools/test.py``: the test dataloader alone)."""
+    from ..engine.optimizers.layer_decay_optim_wrapper_constructor import is_number
     from ..models.layers.arg_checks import (ArgumentTypeError, ArgumentValueError,
                                             check_int, check_real)
     train_cfg = cfg.get('train_cfg')
@@ -167,9 +166,9 @@ def check_run_values(cfg) -> None:
         default, where = defaults.get(key), f'optim_wrapper.optimizer.{key}'
         if isinstance(value, torch.Tensor):  # torch takes tensor rates: its own check
             continue
-        if key in _NON_NEGATIVE and _is_real(default):
+        if key in _NON_NEGATIVE and is_number(default):
             check_real(where, value, 0.)
-        elif key == 'betas' and isinstance(default, tuple) and all(map(_is_real, default)):
+        elif key == 'betas' and isinstance(default, tuple) and all(map(is_number, default)):
             if not isinstance(value, (list, tuple)) or len(value) != len(default):
                 raise ArgumentTypeError(f'{where} must be {len(default)} numbers in [0, 1) '
                                         f'(the default is {default}), got {value!r}')
@@ -188,10 +187,6 @@ def check_run_values(cfg) -> None:
                     f'{name}.num_workers=0 with {name}.persistent_workers=True, which '
                     'keeps worker processes alive: torch needs workers for it. Also set '
                     f'{name}.persistent_workers=False.')
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_config(cfg) -> None:

@@ -31,11 +31,11 @@ def is_marked_no_decay(param: nn.Parameter) -> bool:
     return bool(getattr(param, '_no_weight_decay', False))
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def _optimizer_options(optimizer_cfg: dict) -> Optional[Dict[str, inspect.Parameter]]:
+def optimizer_options(optimizer_cfg: dict) -> Optional[Dict[str, inspect.Parameter]]:
     """The keyword arguments of the configured optimizer class (None when unknown)."""
     optimizer = optimizer_cfg.get('type')
     if isinstance(optimizer, str):
@@ -55,7 +55,7 @@ def _check_custom_key_options(name: str, custom_keys: dict, own: Sequence[str],
     """Refuse a custom_keys entry option that nothing reads (a typo such as lr_mul):
     neither one of ``own`` nor a param-group option of the optimizer (except the
     ``computed`` ones), unless the optimizer's options cannot be listed."""
-    known = _optimizer_options(optimizer_cfg)
+    known = optimizer_options(optimizer_cfg)
     if known is None:
         return
     options = sorted(o for o in known if o != 'params' and o not in computed)
@@ -148,8 +148,8 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
     def _validate_cfg(self) -> None:
         name, cfg = type(self).__name__, self.paramwise_cfg
         if self.base_wd is None:  # the optimizer's default, for decay_mult and the groups
-            wd = (_optimizer_options(self.optimizer_cfg) or {}).get('weight_decay')
-            if not wd or not _is_number(wd.default):
+            wd = (optimizer_options(self.optimizer_cfg) or {}).get('weight_decay')
+            if not wd or not is_number(wd.default):
                 raise ArgumentValueError(f'{name}: set optimizer.weight_decay (no numeric default '
                                          f'for {self.optimizer_cfg["type"]!r}).')
             self.base_wd = wd.default
@@ -167,7 +167,7 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
         if rate is None:
             raise ArgumentValueError(f'{name} needs paramwise_cfg=dict(layer_decay_rate=...), got '
                                      f'paramwise_cfg={cfg!r}.')
-        if not _is_number(rate):
+        if not is_number(rate):
             raise ArgumentTypeError(f'paramwise_cfg.layer_decay_rate must be a number in (0, 1], '
                                     f'got {rate!r}')
         if not 0 < rate <= 1:  # also nan
@@ -175,7 +175,7 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
                                      ': layer l gets base_lr * rate ** (num_layers - 1 - l).')
         for key, opts in cfg.get('custom_keys', {}).items():
             if not isinstance(opts, dict) or set(opts) & set(_GROUP_KEYS) or not all(
-                    _is_number(m) and m >= 0
+                    is_number(m) and m >= 0
                     for m in (opts.get('lr_mult', 1.), opts.get('decay_mult', 1.))):
                 raise ArgumentValueError(f'custom_keys[{key!r}] = {opts!r}: a dict with lr_mult / '
                                          'decay_mult >= 0 (not the lr or weight decay this '
