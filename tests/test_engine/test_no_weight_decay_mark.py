@@ -225,3 +225,23 @@ def test_timm_no_weight_decay_is_derived_from_the_mark():
             no_decay = p.ndim <= 1 or n in names
             assert wd[id(p)] == (0.0 if no_decay else 0.05), n
         assert wd[id(m.layers[0].mixer.A_log)] == 0.05
+
+
+@pytest.mark.parametrize('layer_decay', [False, True])
+def test_custom_keys_matching_no_parameter_are_named(layer_decay):
+    """MMEngine's constructors ignore a custom key that matches no parameter (a typo:
+    'hed' for 'head'); both of this package's say so."""
+    from helpers.logs import captured_log
+    model = _Model()
+    cfg = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+               constructor='ShuffleMambaOptimWrapperConstructor',
+               paramwise_cfg=dict(custom_keys={'hed': dict(lr_mult=10.),
+                                               'head': dict(lr_mult=2.)}))
+    if layer_decay:
+        cfg.update(constructor='ShuffleMambaLayerDecayOptimWrapperConstructor')
+        cfg['paramwise_cfg']['layer_decay_rate'] = 0.9
+    with captured_log() as lines:
+        build_optim_wrapper(model, cfg)
+    warned = [line for line in lines if 'match no parameter name' in line]
+    assert len(warned) == 1 and "custom_keys ['hed'] match no parameter name of the " \
+        'model and change nothing' in warned[0], lines

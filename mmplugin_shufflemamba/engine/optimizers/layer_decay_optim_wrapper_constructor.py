@@ -68,6 +68,17 @@ def _check_custom_key_options(name: str, custom_keys: dict, own: Sequence[str],
                                      f"{optimizer_cfg.get('type')!r} ({options}).")
 
 
+def warn_unmatched_custom_keys(owner: str, custom_keys: dict, module: nn.Module) -> None:
+    """Say which ``custom_keys`` match no parameter name of ``module`` (MMEngine's
+    constructors ignore them without a word: a misspelt key changes nothing)."""
+    names = [n for n, _ in module.named_parameters()]
+    unmatched = sorted(k for k in (custom_keys or {}) if not any(k in n for n in names))
+    if unmatched:
+        print_log(f'{owner}: paramwise_cfg.custom_keys {unmatched} match no parameter name '
+                  f'of the model and change nothing (names such as {names[:3]}).',
+                  logger='current', level=logging.WARNING)
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class ShuffleMambaOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """MMEngine's ``DefaultOptimWrapperConstructor`` (same ``paramwise_cfg``), with weight
@@ -100,6 +111,8 @@ class ShuffleMambaOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                    **kwargs) -> None:
         super().add_params(params, module, prefix, **kwargs)
         if prefix == '':  # the top call, after MMEngine's recursion over the children
+            warn_unmatched_custom_keys(type(self).__name__,
+                                       self.paramwise_cfg.get('custom_keys'), module)
             marked = [g for g in params if is_marked_no_decay(g['params'][0])]
             for group in marked:
                 group['weight_decay'] = 0.0
@@ -218,6 +231,7 @@ class ShuffleMambaLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrappe
         norms = {id(p) for m in module.modules() if isinstance(m, NORM_TYPES)
                  for p in m.parameters(recurse=False)}
         custom_keys = self.paramwise_cfg.get('custom_keys', {})
+        warn_unmatched_custom_keys(type(self).__name__, custom_keys, module)
         flat = self.paramwise_cfg.get('no_decay', 'marked') == 'flat'
         sorted_keys = sorted(sorted(custom_keys), key=len, reverse=True)
         groups: Dict[tuple, dict] = {}
