@@ -122,7 +122,7 @@ def output_metric(cfg, out: str):
     predictions to the pickle file ``out`` (added to the runner's test evaluator), as
     mmseg's, mmdet's and mmpretrain's own test tools do."""
     if cfg.get('default_scope') == 'mmseg':
-        if osp.isfile(out) or out.endswith(('.pkl', '.pickle')):
+        if osp.isfile(out) or (out.endswith(('.pkl', '.pickle')) and not osp.isdir(out)):
             raise ConfigError(f'--out {out}: a segmentation config saves its predictions '
                               'as label PNGs in a directory: give a directory (new or '
                               'existing), not a file.')
@@ -145,7 +145,8 @@ def show_predictions(cfg, show_dir: str) -> None:
     """``--show-dir``: the visualization hook paints every test image, as the
     frameworks' own test tools set it (mmdet's and mmpretrain's hooks name their files
     by image; mmseg's writes through the visualizer into ``show_dir``)."""
-    if osp.isfile(show_dir):
+    # (mmdet's hook writes a relative one under the work dir's run directory)
+    if osp.isfile(show_dir) and (osp.isabs(show_dir) or cfg.get('default_scope') != 'mmdet'):
         raise ConfigError(f'--show-dir {show_dir} is a file: give a directory (new or '
                           'existing) for the painted predictions.')
     hook = cfg.default_hooks.get('visualization')
@@ -170,7 +171,7 @@ def test(args):
     # Nothing of the training: its data need not exist (mmseg 1.2.2's visualization
     # hook reads runner.iter, which would build the training loop and data loader).
     cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = cfg.param_scheduler = None
-    check_run_values(cfg)  # (of the test dataloader)
+    check_run_values(cfg, loaders=('test_dataloader', ))
     if args.show_dir:
         show_predictions(cfg, args.show_dir)
     dump = output_metric(cfg, args.out) if args.out else None

@@ -97,9 +97,9 @@ def enable_auto_scale_lr(cfg) -> None:
     :class:`ConfigError` where the config does not say that batch."""
     scale = cfg.get('auto_scale_lr')
     if isinstance(scale, dict) and scale.get('base_batch_size') is not None:
-        from ..models.layers.arg_checks import check_int
-        check_int('auto_scale_lr.base_batch_size', scale['base_batch_size'], 1,
-                  hint='the total batch the learning rates are for')
+        from ..models.layers.arg_checks import check_real
+        check_real('auto_scale_lr.base_batch_size', scale['base_batch_size'], 0.,
+                   low_open=True, hint='the total batch the learning rates are for')
     if not isinstance(scale, dict) or not scale.get('base_batch_size'):
         raise ConfigError(
             "--auto-scale-lr scales the learning rate by the run's total batch over "
@@ -125,40 +125,45 @@ _NON_NEGATIVE = ('lr', 'weight_decay', 'momentum', 'dampening', 'eps', 'alpha')
 def _optimizer_defaults(cfg, optimizer: dict) -> dict:
     """The keyword defaults of the optimizer class ``optimizer`` names, in the config's
     scope; {} when it cannot be resolved (then nothing is checked)."""
-    from mmengine.registry import DefaultScope
-
     from ..engine.optimizers.layer_decay_optim_wrapper_constructor import optimizer_options
     try:
-        with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-            options = optimizer_options(optimizer)
+        options = optimizer_options(optimizer, cfg.get('default_scope'))
     except Exception:  # an optimizer the registry does not know: the runner says so
         return {}
     return {k: p.default for k, p in (options or {}).items()}
 
 
-def check_run_values(cfg) -> None:
+def check_run_values(cfg, loaders: Sequence[str] = ('train_dataloader', 'val_dataloader',
+                                                    'test_dataloader')) -> None:
     """The values that only the optimizer, the dataloaders and the loops read, when the
     run starts (``--cfg-options optim_wrapper.optimizer.lr=abc``,
     ``train_dataloader.batch_size=0``, ``train_cfg.max_iters=0``): an
     :class:`~..errors.ArgumentError` naming the config key before anything is built,
     rather than torch's message from deep inside the run (or a run that does nothing,
     or gradient ascent from a negative ``clip_grad.max_norm``). The tools call it on the
-    parts they run (``tools/test.py``: the test dataloader alone)."""
+    parts they run (``tools/test.py``: ``loaders=('test_dataloader', )``)."""
     from ..engine.optimizers.layer_decay_optim_wrapper_constructor import is_number
     from ..models.layers.arg_checks import (ArgumentTypeError, ArgumentValueError,
                                             check_int, check_real)
     train_cfg = cfg.get('train_cfg')
+    validates = cfg.get('val_cfg') is not None and cfg.get('val_dataloader') is not None
     for key in ('max_iters', 'max_epochs', 'val_interval', 'val_begin'):
-        if isinstance(train_cfg, dict) and train_cfg.get(key) is not None:
-            check_int(f'train_cfg.{key}', train_cfg[key], 0 if key == 'val_begin' else 1)
+        value = train_cfg.get(key) if isinstance(train_cfg, dict) else None
+        if value is None or (key == 'val_interval' and not validates):
+            continue
+        if is_number(value) and float(value).is_integer():  # MMEngine's loops take 1e3
+            value = int(value)
+        check_int(f'train_cfg.{key}', value, 0 if key == 'val_begin' else 1)
     seed = (cfg.get('randomness') or {}).get('seed')
     if seed is not None:
         check_int('randomness.seed', seed, 0, 2**32 - 1)
     wrapper = cfg.get('optim_wrapper')
     clip = wrapper.get('clip_grad') if isinstance(wrapper, dict) else None
-    if isinstance(clip, dict) and 'max_norm' in clip:
-        check_real('optim_wrapper.clip_grad.max_norm', clip['max_norm'], 0., low_open=True,
-                   hint='a negative one would reverse the gradients')
+    max_norm = clip.get('max_norm') if isinstance(clip, dict) else None
+    if max_norm is not None and max_norm != float('inf'):  # inf: the norm logged, no clip
+        check_real('optim_wrapper.clip_grad.max_norm', max_norm, 0., low_open=True,
+                   hint='a negative one would reverse the gradients'
+                   if is_number(max_norm) and max_norm < 0 else '')
     optimizer = wrapper.get('optimizer') if isinstance(wrapper, dict) else None
     optimizer = optimizer if isinstance(optimizer, dict) else {}
     defaults = _optimizer_defaults(cfg, optimizer) if optimizer else {}
@@ -174,7 +179,7 @@ def check_run_values(cfg) -> None:
                                         f'(the default is {default}), got {value!r}')
             for i, beta in enumerate(value):
                 check_real(f'{where}[{i}]', beta, 0., 1., high_open=True)
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+    for name in loaders:
         loader = cfg.get(name)
         if not isinstance(loader, dict):
             continue

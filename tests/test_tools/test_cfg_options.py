@@ -142,7 +142,7 @@ def test_auto_scale_lr_needs_the_configs_base_batch():
     with pytest.raises(ConfigError, match=r'add auto_scale_lr = dict\(base_batch_size=N\)'):
         enable_auto_scale_lr(cfg)
     cfg.auto_scale_lr = dict(base_batch_size=-8)  # would scale the rates by a negative
-    with pytest.raises(STOP_ERRORS, match='auto_scale_lr.base_batch_size must be >= 1'):
+    with pytest.raises(STOP_ERRORS, match='auto_scale_lr.base_batch_size must be > 0'):
         enable_auto_scale_lr(cfg)
 
 
@@ -227,6 +227,40 @@ def test_valid_optimizer_settings_pass(tmp_path, optimizer):
     cfg = load_config(QUICK_SEG, work_dir=str(tmp_path))
     cfg.optim_wrapper.optimizer = optimizer
     cfg.train_dataloader.batch_size = None  # (torch: no batching)
+    check_run_values(cfg)
+
+
+@pytest.mark.parametrize('key, value', [
+    ('train_cfg.max_iters', 1.6e5),  # DictAction reads 1.6e5 as a float: MMEngine takes it
+    ('optim_wrapper.clip_grad', dict(max_norm=float('inf'))),  # the norm logged, no clip
+    ('optim_wrapper.clip_grad', dict(type='value', clip_value=1.)),
+    ('auto_scale_lr.base_batch_size', 16.),
+    ('randomness.seed', None),
+])
+def test_valid_run_values_pass(tmp_path, key, value):
+    from mmplugin_shufflemamba.utils import check_run_values, load_config
+    cfg = load_config(QUICK_SEG, work_dir=str(tmp_path), cfg_options={key: value})
+    check_run_values(cfg)
+    cfg.val_cfg = cfg.val_dataloader = None  # no validation: its interval is not read
+    cfg.train_cfg.val_interval = 0
+    check_run_values(cfg)
+
+
+def test_another_scopes_optimizer_is_checked_in_its_registry(tmp_path):
+    """mmpretrain's Lamb / Adan are looked up in the config's scope: their settings are
+    checked against their own defaults (Adan's three betas)."""
+    from mmplugin_shufflemamba.utils import STOP_ERRORS, check_run_values, load_config
+    cfg = load_config(osp.join(ROOT, 'configs', 'quickstart',
+                               'shufflemamba-tiny_1xb32-400it_synthetic-in1k-64px.py'),
+                      work_dir=str(tmp_path))
+    for optimizer, words in [(dict(type='Lamb', lr=-1.), 'optim_wrapper.optimizer.lr must '
+                              'be >= 0'),
+                             (dict(type='Adan', lr=1e-3, betas=(0.9, 0.99)),
+                              'optim_wrapper.optimizer.betas must be 3 numbers')]:
+        cfg.optim_wrapper.optimizer = optimizer
+        with pytest.raises(STOP_ERRORS, match=words):
+            check_run_values(cfg)
+    cfg.optim_wrapper.optimizer = dict(type='Adan', lr=1e-3, betas=(0.98, 0.92, 0.99))
     check_run_values(cfg)
 
 

@@ -35,11 +35,13 @@ def is_number(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def optimizer_options(optimizer_cfg: dict) -> Optional[Dict[str, inspect.Parameter]]:
-    """The keyword arguments of the configured optimizer class (None when unknown)."""
+def optimizer_options(optimizer_cfg: dict, scope: Optional[str] = None
+                      ) -> Optional[Dict[str, inspect.Parameter]]:
+    """The keyword arguments of the configured optimizer class (None when unknown), the
+    type looked up in ``scope``'s registry (default: the current scope)."""
     optimizer = optimizer_cfg.get('type')
     if isinstance(optimizer, str):
-        with OPTIMIZERS.switch_scope_and_registry(None) as registry:
+        with OPTIMIZERS.switch_scope_and_registry(scope) as registry:
             optimizer = registry.get(optimizer)
     try:
         options = dict(inspect.signature(optimizer).parameters) if optimizer else None
