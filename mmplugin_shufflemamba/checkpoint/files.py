@@ -88,9 +88,10 @@ def check_checkpoint_path(checkpoint, what: str = 'init_cfg.checkpoint') -> str:
     names, e.g. 'load_from') with a message saying what to set (before anything is
     read); return the path as a string."""
     other = what != 'init_cfg.checkpoint'
-    if (checkpoint is None or not str(checkpoint).strip()) and other:
+    empty = checkpoint is None or not str(checkpoint).strip()
+    if empty and other:
         raise CheckpointError(f'{what} is empty: give the checkpoint file to load.')
-    if checkpoint is None or not str(checkpoint).strip():
+    if empty:
         raise CheckpointError(
             "init_cfg=dict(type='Pretrained') has no 'checkpoint': set "
             'model.backbone.init_cfg.checkpoint to an ImageNet ShuffleMamba checkpoint, '

@@ -118,7 +118,7 @@ def _module_cfgs(model: dict, name: str) -> List[Tuple[str, dict]]:
 
 
 #: optimizer settings that are non-negative numbers where the optimizer's own default
-#: is a number (lr=None, Adafactor's eps pair and Adan's three betas are left alone)
+#: is a number (lr=None and Adafactor's eps pair are left alone)
 _NON_NEGATIVE = ('lr', 'weight_decay', 'momentum', 'dampening', 'eps', 'alpha')
 
 
