@@ -2,8 +2,8 @@
 ImageNet checkpoints of the family (``PUBLISHED_WEIGHTS``)."""
 from typing import Dict, Optional, Union
 
-from .layers.arg_checks import (ArgumentKeyError, ArgumentTypeError, ArgumentValueError,
-                                check_int)
+from ..errors import ArgumentKeyError, ArgumentTypeError, ArgumentValueError
+from .layers.arg_checks import check_int
 
 #: name -> (embed_dims, num_layers, aliases)
 _SIZES = {

@@ -142,9 +142,8 @@ def check_run_values(cfg, loaders: Sequence[str] = ('train_dataloader', 'val_dat
     rather than torch's message from deep inside the run (or a run that does nothing,
     or gradient ascent from a negative ``clip_grad.max_norm``). The tools call it on the
     parts they run (``tools/test.py``: ``loaders=('test_dataloader', )``)."""
-    from ..engine.optimizers.layer_decay_optim_wrapper_constructor import is_number
-    from ..models.layers.arg_checks import (ArgumentTypeError, ArgumentValueError,
-                                            check_int, check_real)
+    from ..errors import ArgumentTypeError, ArgumentValueError
+    from ..models.layers.arg_checks import check_int, check_real, is_number
     train_cfg = cfg.get('train_cfg')
     validates = cfg.get('val_cfg') is not None and cfg.get('val_dataloader') is not None
     for key in ('max_iters', 'max_epochs', 'val_interval', 'val_begin'):

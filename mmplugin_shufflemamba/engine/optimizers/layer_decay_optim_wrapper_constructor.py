@@ -5,7 +5,6 @@ MMEngine nor timm reads; see docs/training_and_testing.md (layer-wise learning-r
 import inspect
 import logging
 from functools import partial
-from numbers import Real
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch.nn as nn
@@ -17,6 +16,7 @@ from mmpretrain.engine.optimizers.layer_decay_optim_wrapper_constructor import \
     LearningRateDecayOptimWrapperConstructor
 
 from ...errors import ArgumentTypeError, ArgumentValueError
+from ...models.layers.arg_checks import is_number
 
 try:  # mmcv's own SyncBN ('MMSyncBN') is no _BatchNorm
     from mmcv.ops import SyncBatchNorm as _MMCVSyncBN
@@ -29,10 +29,6 @@ NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm,
 def is_marked_no_decay(param: nn.Parameter) -> bool:
     """Whether the model marked ``param`` with ``_no_weight_decay = True``."""
     return bool(getattr(param, '_no_weight_decay', False))
-
-
-def is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def optimizer_options(optimizer_cfg: dict, scope: Optional[str] = None

@@ -15,8 +15,8 @@ from mmengine.model.weight_init import trunc_normal_
 from ..archs import ARCHS, resolve_arch
 from ..layers import (LayerShuffle, MambaBlock, PatchEmbed, build_token_norm,
                       resize_pos_embed, shuffled_call)
-from ..layers.arg_checks import (ArgumentTypeError, ArgumentValueError, check_bool,
-                                 check_choice, check_int, check_norm_cfg)
+from ...errors import ArgumentTypeError, ArgumentValueError
+from ..layers.arg_checks import check_bool, check_choice, check_int, check_norm_cfg
 from ..layers.bimamba import mark_no_weight_decay
 from ..layers.layer_shuffle import SHUFFLE_DRAWS
 from ..layers.pos_embed import INTERPOLATE_MODES

@@ -6,7 +6,8 @@ from mmengine.model.weight_init import BaseInit, trunc_normal_
 from mmengine.registry import WEIGHT_INITIALIZERS
 from timm.layers import lecun_normal_
 
-from ..layers.arg_checks import ArgumentTypeError, check_choice
+from ...errors import ArgumentTypeError
+from ..layers.arg_checks import check_choice
 from .encoder import reset_block_init
 
 #: The official model files whose initialisation each choice follows.

@@ -13,8 +13,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers.adapter_modules import InteractionBlock, SpatialPriorModule, TokenUpsample2x
 from ..layers.deform_attn import DeformInputs, MSDeformAttn
-from ..layers.arg_checks import (ArgumentTypeError, ArgumentValueError, check_bool,
-                                 check_int, check_real, check_width_ratio, is_int)
+from ...errors import ArgumentTypeError, ArgumentValueError
+from ..layers.arg_checks import (check_bool, check_int, check_real, check_width_ratio,
+                                 is_int)
 from ..layers.bimamba import mark_no_weight_decay
 from ..layers.token_layout import to_map
 from .encoder import ShuffleMambaEncoder

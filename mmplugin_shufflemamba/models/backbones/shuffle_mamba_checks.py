@@ -5,8 +5,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from ...ops.kernels import autocast_dtype
-from ..layers.arg_checks import (ArgumentTypeError, ArgumentValueError, check_bool,
-                                 check_int, check_pair, check_rate, check_real, is_int)
+from ...errors import ArgumentTypeError, ArgumentValueError
+from ..layers.arg_checks import (check_bool, check_int, check_pair, check_rate, check_real,
+                                 is_int)
 from ..layers.token_layout import TokenLayout
 
 

@@ -15,7 +15,8 @@ from timm.models import build_model_with_cfg, register_model
 from ..backbones.encoder import ShuffleMambaEncoder
 from ..backbones.official_init import official_init
 from ..backbones.shuffle_mamba_checks import reject_args, token_layout
-from ..layers.arg_checks import ArgumentValueError, check_choice, check_int
+from ...errors import ArgumentValueError
+from ..layers.arg_checks import check_choice, check_int
 
 #: Factory name -> ShuffleMamba arguments of the official ImageNet models
 #: (``models_shuffle.py`` / ``models_reg.py``).

@@ -11,13 +11,11 @@ import mmcv.cnn  # noqa: F401 (registers mmcv's norm layers)
 import torch.nn as nn
 from mmengine.registry import MODELS
 
-from ...errors import (ArgumentError, ArgumentKeyError, ArgumentTypeError,
-                       ArgumentValueError)
+from ...errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = [
-    'ArgumentError', 'ArgumentValueError', 'ArgumentTypeError', 'ArgumentKeyError',
-    'check_int', 'check_real', 'check_rate', 'check_width_ratio', 'check_bool',
-    'check_choice', 'check_pair', 'check_norm_cfg', 'check_map_norm_cfg'
+    'is_int', 'is_number', 'check_int', 'check_real', 'check_rate', 'check_width_ratio',
+    'check_bool', 'check_choice', 'check_pair', 'check_norm_cfg', 'check_map_norm_cfg'
 ]
 
 
@@ -28,6 +26,11 @@ def _hint(hint: str) -> str:
 def is_int(value: Any) -> bool:
     """An integer (numpy integers too), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real number (numpy ones too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_int(name: str, value: Any, min_value: Optional[int] = None,
@@ -50,7 +53,7 @@ def check_real(name: str, value: Any, low: Optional[float] = None,
                high_open: bool = False, hint: str = '') -> float:
     """``value`` as a finite float in the interval given by ``low`` / ``high``
     (closed ends unless ``low_open`` / ``high_open``; None: unbounded)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+    if not is_number(value):
         raise ArgumentTypeError(f'{name} must be a number, got {value!r} '
                                 f'({type(value).__name__}){_hint(hint)}')
     value = float(value)

@@ -8,7 +8,8 @@ from mmcv.cnn.bricks import DropPath
 
 from ...ops import check_kernel_backend
 from ...ops.bimamba_inner import bimamba_inner_fn
-from .arg_checks import ArgumentValueError, check_bool, check_int, check_rate, check_real
+from ...errors import ArgumentValueError
+from .arg_checks import check_bool, check_int, check_rate, check_real
 
 
 def mark_no_weight_decay(obj):

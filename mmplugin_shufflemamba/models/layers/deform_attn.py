@@ -12,7 +12,8 @@ from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 from ...ops.kernels import autocast_off, report_fallback
 from ...ops.ms_deform_attn import (has_ms_deform_attn_cpu, has_ms_deform_attn_mmcv_cuda,
                                    ms_deform_attn_cpu)
-from .arg_checks import ArgumentValueError, check_int, check_real
+from ...errors import ArgumentValueError
+from .arg_checks import check_int, check_real
 
 Shapes = Sequence[Tuple[int, int]]
 
