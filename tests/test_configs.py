@@ -228,6 +228,36 @@ def test_changed_class_count_must_reach_the_label_checks():
     assert 'tools/train.py: train_dataloader.dataset.pipeline' in run.stderr
 
 
+def test_a_detectors_heads_must_predict_the_classes_of_its_data():
+    """num_classes of the box / mask heads against each dataset's classes (metainfo, or
+    COCO's 80): refused before anything runs, naming both."""
+    from mmplugin_shufflemamba.utils import ConfigError, load_config
+    det = osp.join(ROOT, 'configs', 'mask-rcnn_shufflemamba_adapter-m.py')
+    with pytest.raises(ConfigError) as e:
+        load_config(det, cfg_options={'model.roi_head.bbox_head.num_classes': 3})
+    assert str(e.value).startswith(
+        'model.roi_head.bbox_head.num_classes=3 but train_dataloader.dataset has 80 classes'
+    ), str(e.value)
+    with pytest.raises(ConfigError, match=r'model\.roi_head\.mask_head\.num_classes=80 but '
+                       r'train_dataloader\.dataset has 2 classes'):
+        load_config(det, cfg_options={'model.roi_head.bbox_head.num_classes': 2,
+                                      'train_dataloader.dataset.metainfo':
+                                      dict(classes=('a', 'b'))})
+    quick = osp.join(ROOT, 'configs', 'quickstart',
+                     'mask-rcnn_shufflemamba-adapter-tiny_1xb8-400it_synthetic-coco-128x128.py')
+    cfg = load_config(quick)
+    n = len(cfg.train_dataloader.dataset.metainfo['classes'])
+    with pytest.raises(ConfigError, match=f'val_dataloader.dataset has {n + 1} classes'):
+        load_config(quick, cfg_options={'val_dataloader.dataset.metainfo.classes':
+                                        [f'c{i}' for i in range(n + 1)]})
+    # a wrapped dataset is read through its wrapper
+    wrapped = dict(type='RepeatDataset', times=2, dataset=dict(cfg.train_dataloader.dataset),
+                   _delete_=True)
+    with pytest.raises(ConfigError, match='train_dataloader.dataset has 80 classes'):
+        load_config(quick, cfg_options={'train_dataloader.dataset': dict(
+            wrapped, dataset=dict(wrapped['dataset'], metainfo=None))})
+
+
 def test_the_modules_after_the_backbone_must_take_its_width(tmp_path):
     """Another arch or embed_dims by --cfg-options, the neck or heads left at the old
     width: refused before anything is built, naming the setting and its value (the
@@ -284,6 +314,46 @@ def test_the_modules_after_the_backbone_must_take_its_width(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
     assert 'get_flops.py: model.neck.in_channels=' in run.stderr
+
+
+def test_the_heads_and_neck_must_take_as_many_maps_as_the_backbone_returns():
+    """Fewer out_indices by --cfg-options, the heads' in_index or the neck's in_channels
+    left for more maps: refused before anything is built, naming both (the first
+    forward would stop on an IndexError or an assertion inside mmseg / mmdet)."""
+    from mmplugin_shufflemamba.utils import ConfigError, load_config
+    seg = osp.join(ROOT, 'configs', 'upernet_shufflemamba_b.py')
+    det = osp.join(ROOT, 'configs', 'mask-rcnn_shufflemamba_adapter-m.py')
+    with pytest.raises(ConfigError) as e:
+        load_config(seg, cfg_options={'model.backbone.out_indices': [5, 11]})
+    assert str(e.value) == (
+        'model.decode_head.in_index=[0, 1, 2, 3] but the backbone returns 2 map(s) '
+        '(out_indices=[5, 11]): pick indices in 0..1.')
+    with pytest.raises(ConfigError, match=r'model\.auxiliary_head\.in_index=3 but the '
+                       r'backbone returns 3 map'):
+        load_config(seg, cfg_options={'model.backbone.out_indices': [5, 11, 23],
+                                      'model.decode_head.in_index': [0, 1, 2],
+                                      'model.decode_head.in_channels': [768] * 3})
+    load_config(seg, cfg_options={'model.backbone.out_indices': [5, 11, 23],
+                                  'model.decode_head.in_index': [0, 1, 2],
+                                  'model.decode_head.in_channels': [768] * 3,
+                                  'model.auxiliary_head.in_index': -1})
+    reg = osp.join(ROOT, 'configs', 'upernet_shufflemamba_reg-adapter-b.py')
+    with pytest.raises(ConfigError, match=r'model\.auxiliary_head\.in_index=4 but the '
+                       r'adapter returns 4 maps \(strides 4, 8, 16, 32\)'):
+        load_config(reg, cfg_options={'model.auxiliary_head.in_index': 4})
+    with pytest.raises(ConfigError) as e:
+        load_config(det, cfg_options={'model.neck.in_channels': [576] * 3})
+    assert str(e.value).startswith(
+        'model.neck.in_channels has 3 entries but the adapter returns 4 maps')
+    # a neck: the heads pick among its maps
+    neck = dict(type='MultiLevelNeck', in_channels=[768] * 4, out_channels=256,
+                scales=[1, 2])
+    heads = {'model.decode_head.in_channels': [256] * 4,
+             'model.auxiliary_head.in_channels': 256}
+    with pytest.raises(ConfigError, match=r'model\.decode_head\.in_index=\[0, 1, 2, 3\] but '
+                       r'model\.neck returns 2 map\(s\)'):
+        load_config(seg, cfg_options={'model.neck': neck, **heads})
+    load_config(seg, cfg_options={'model.neck': dict(neck, scales=[4, 2, 1, 0.5]), **heads})
 
 
 def test_a_dense_config_without_weights_warns_that_it_trains_from_random_weights():

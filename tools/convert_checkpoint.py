@@ -2,7 +2,7 @@
 to this project's ShuffleMamba layout and print what was found.
 
     python tools/convert_checkpoint.py SRC DST [--format auto|shufflemamba|vim|reg|...]
-        [--use-ema] [--num-registers R] [--img-size 224]
+        [--use-ema] [--num-registers R] [--img-size 224] [--prefix student.backbone.]
     python tools/convert_checkpoint.py SRC DST --to official
     python tools/convert_checkpoint.py SRC DST --to mmpretrain [--use-ema]
 
@@ -29,7 +29,9 @@ that loading SRC gives.
 import argparse
 import json
 import os.path as osp
+import re
 import sys
+from collections import Counter
 
 import torch
 
@@ -66,6 +68,9 @@ def parse_args(argv=None):
                    default=None,
                    help="with --img-size: the patch size that divides it into the new grid "
                    "(default: the checkpoint's)")
+    p.add_argument('--prefix', default=None,
+                   help="the key prefix of the backbone to convert in a file that holds "
+                   "more than one (e.g. 'student.backbone.')")
     p.add_argument('--allow-nonfinite', action='store_true',
                    help='convert weights holding NaN / inf (default: refuse them)')
     p.add_argument('--to', choices=['backbone', 'official', 'mmpretrain'], default='backbone',
@@ -163,8 +168,9 @@ def convert_classifier(args, w):
 
 def main(argv=None):
     args = parse_args(argv)
-    w = read_weights(args.src, use_ema=args.use_ema, ckpt_format=args.format,
-                     allow_nonfinite=args.allow_nonfinite, opt_out='--allow-nonfinite')
+    w = read_weights(args.src, prefix=args.prefix, use_ema=args.use_ema,
+                     ckpt_format=args.format, allow_nonfinite=args.allow_nonfinite,
+                     opt_out='--allow-nonfinite')
     sd, entry, fmt = w.state_dict, w.entry, w.format
     if args.to != 'backbone':
         return convert_classifier(args, w)
@@ -180,10 +186,12 @@ def main(argv=None):
     converted, summary = convert_to_backbone(sd, fmt, args.num_registers, grid,
                                              keep_neck=args.keep_neck,
                                              source_grid=w.grid)
+    outside = dict(Counter(k.split('.')[0] for k in summary['outside_backbone']))
     meta = dict(shufflemamba_format='mmplugin', weights=w.weights,
                 source=args.src, entry=entry, source_format=summary['format'],
-                **{k: v for k, v in summary.items() if k not in ('dropped', 'format')},
-                dropped=summary['dropped'])
+                **{k: v for k, v in summary.items()
+                   if k not in ('dropped', 'format', 'outside_backbone')},
+                dropped=summary['dropped'], outside_backbone=outside)
     torch.save(dict(state_dict=converted, meta=meta), args.dst)
     print(f'converted {args.src} -> {args.dst}')
     print(f"  weights entry: {entry} ({meta['weights']} weights)")
@@ -194,13 +202,33 @@ def main(argv=None):
           f"{summary['kept_tokens']} kept")
     print(f"  pos_embed grid: {summary['grid']} -> {summary['target_grid']}")
     print(f"  dropped: {summary['dropped']}")
+    if outside:  # a whole model's file: its backbone is converted, the rest left out
+        print(f"  left out (not the backbone): {len(summary['outside_backbone'])} keys, in "
+              + ', '.join(f'{k} ({n})' for k, n in outside.items()))
     print('  summary: ' + json.dumps({k: (list(v) if isinstance(v, tuple) else v)
                                       for k, v in meta.items()}))
     return summary
+
+
+#: the loader's words for its arguments, as this tool's options
+_OPTION_WORDS = ((re.compile(r"prefix= \(init_cfg\) to choose, e\.g\. prefix='([^']*)'"),
+                  r'--prefix to choose, e.g. --prefix \1'),
+                 (re.compile(r'prefix= \(init_cfg\)'), '--prefix'),
+                 (re.compile(r'use_ema=True but'), '--use-ema but'),
+                 (re.compile(r'use_ema=False, the default'), '--no-ema, the default'),
+                 (re.compile(r'Pass ckpt_format= one of'), 'Pass --format, one of'))
+
+
+def cli_message(error: BaseException) -> str:
+    """The loader's message with its argument names as this tool's options."""
+    text = str(error)
+    for pattern, words in _OPTION_WORDS:
+        text = pattern.sub(words, text)
+    return f'tools/convert_checkpoint.py: {text}'
 
 
 if __name__ == '__main__':
     try:
         main()
     except (CheckpointError, FileNotFoundError) as e:  # the message says why: no traceback
-        sys.exit(f'tools/convert_checkpoint.py: {e}')
+        sys.exit(cli_message(e))

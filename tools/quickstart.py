@@ -190,10 +190,6 @@ def train_and_test(args, generate):
 
     from mmplugin_shufflemamba.utils import (build_runner, check_config, check_run_values,
                                              merge_cfg_options, prepare_runtime)
-    try:
-        generate(args.data_root, args.num_train, args.num_val)
-    except FileExistsError as e:  # a --data-root with files the writer did not write
-        raise SystemExit(f'quickstart --data-root: {e}') from None
     cfg = getattr(args, 'cfg', None) or Config.fromfile(args.config)
     cfg.work_dir = args.work_dir
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -207,6 +203,10 @@ def train_and_test(args, generate):
     merge_cfg_options(cfg, args.cfg_options, osp.basename(args.config))
     check_config(cfg)
     check_run_values(cfg)
+    try:  # (the data once the settings are checked)
+        generate(args.data_root, args.num_train, args.num_val)
+    except FileExistsError as e:  # a --data-root with files the writer did not write
+        raise SystemExit(f'quickstart --data-root: {e}') from None
     prepare_runtime(cfg, 'none')
     runner = build_runner(cfg)
     runner.train()

@@ -4,7 +4,7 @@ layouts (:mod:`.layout`), loading into the backbones (:mod:`.loading`; through
 ``load_state_dict``, :mod:`.pre_hook`) and the tools'
 strict fit check of a runner checkpoint (:mod:`.fit`, :mod:`.saved_config`)."""
 from .fit import (CheckpointFitError, check_checkpoint_fit, check_runner_checkpoint,
-                  checkpoint_to_load)
+                  checkpoint_to_load, load_checked)
 from .loading import (load_backbone_state, load_into_backbone, load_pretrained_backbone,
                       read_backbone_weights, read_weights)
 from .pre_hook import published_layout_pre_hook
@@ -20,7 +20,7 @@ __all__ = [
     'NoEMAWeightsError', 'check_checkpoint_fit',
     'check_runner_checkpoint', 'checkpoint_to_load', 'check_checkpoint_path', 'check_finite',
     'convert_to_backbone', 'describe_state_dict', 'detect_format', 'format_hint',
-    'is_mmpretrain_classifier', 'load_backbone_state', 'load_into_backbone',
+    'is_mmpretrain_classifier', 'load_backbone_state', 'load_checked', 'load_into_backbone',
     'load_pretrained_backbone', 'mmpretrain_to_official', 'nonfinite_tensors',
     'official_to_mmpretrain', 'published_layout_pre_hook', 'read_backbone_weights',
     'read_checkpoint', 'read_weights', 'recorded_grid', 'select_state_dict']

@@ -196,12 +196,7 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
     """
     if isinstance(checkpoint, str):
         source = source if source != '<checkpoint>' else checkpoint
-        if '://' in checkpoint:  # MMEngine's schemes (open-mmlab://, http://, ...)
-            from mmengine.runner.checkpoint import _load_checkpoint
-            checkpoint = _load_checkpoint(checkpoint, map_location='cpu')
-        else:  # a missing, unreadable or unsafe file: a CheckpointError naming it
-            checkpoint = read_checkpoint(checkpoint, what=dict(
-                load='load_from', resume='--resume / load_from').get(mode, 'the checkpoint'))
+    checkpoint = _read(checkpoint, mode)
     model = unwrap_model(model)
     unread = None
     if mode != 'resume':  # what the backbones read of it (a resume keeps the layout)
@@ -247,6 +242,40 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
     return details
 
 
+def _read(checkpoint: Any, mode: str) -> Any:
+    """A path or URI read (on the CPU); anything else as it is."""
+    if not isinstance(checkpoint, str):
+        return checkpoint
+    if '://' in checkpoint:  # MMEngine's schemes (open-mmlab://, http://, ...)
+        from mmengine.runner.checkpoint import _load_checkpoint
+        return _load_checkpoint(checkpoint, map_location='cpu')
+    # a missing, unreadable or unsafe file: a CheckpointError naming it
+    return read_checkpoint(checkpoint, what=dict(
+        load='load_from', resume='--resume / load_from').get(mode, 'the checkpoint'))
+
+
+def load_checked(model: torch.nn.Module, checkpoint: Any, source: Optional[str] = None,
+                 allow_partial: bool = False, allow_nonfinite: bool = False,
+                 target: str = 'this config',
+                 model_cfg: Optional[dict] = None) -> Dict[str, Any]:
+    """Load a checkpoint into a whole model as ``tools/test.py`` evaluates one, without
+    a runner: :func:`check_checkpoint_fit` (``mode='test'``), then the weights as the
+    backbones read them (:func:`as_loaded`); with ``allow_partial`` what fits. The file
+    is read once. Returns the fit check's details."""
+    source = source or (checkpoint if isinstance(checkpoint, str) else '<checkpoint>')
+    checkpoint = _read(checkpoint, 'test')
+    details = check_checkpoint_fit(model, checkpoint, source, 'test', allow_partial,
+                                   allow_nonfinite, target, model_cfg)
+    model = unwrap_model(model)
+    sd, _ = checkpoint_weights(as_loaded(model, checkpoint, quiet=True))
+    skip = {k for k, _, _ in details['shapes']}  # (only with allow_partial)
+    # The fit check was the strict one: what it ignores (num_batches_tracked, the data
+    # preprocessor's) or allowed stays as initialised.
+    model.load_state_dict(OrderedDict((k, v) for k, v in sd.items() if k not in skip),
+                          strict=False)
+    return details
+
+
 def as_loaded(model: torch.nn.Module, ckpt: Any, quiet: bool = False) -> Any:
     """``ckpt`` with the state dict MMEngine's runner loads (:func:`checkpoint_weights`)
     as ``model``'s backbones read it: :func:`~.loading.read_model_layout`, resized from
@@ -264,18 +293,7 @@ class BackboneLayoutHook(Hook):
 
     priority = 'VERY_HIGH'  # before EMAHook takes its copy
 
-    def __init__(self, test: bool = False) -> None:
-        #: ``tools/test.py``: an EMA hook evaluates the file's EMA weights only if it has
-        self.test = test
-
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self.test and 'ema_state_dict' not in checkpoint:
-            for hook in runner.hooks:  # mmpretrain's EMAHook would say it tests EMA weights
-                if getattr(hook, 'evaluate_on_ema', False):
-                    hook.evaluate_on_ema = False
-                    print_log(f'{runner._load_from} has no EMA weights (no '
-                              f"'ema_state_dict'): {type(hook).__name__} does not swap, "
-                              "the test evaluates the file's weights.", logger='current')
         loaded = as_loaded(unwrap_model(runner.model), checkpoint)
         if isinstance(checkpoint.get('state_dict'), dict):
             sd = loaded['state_dict']  # with the modules' state versions, for loading
@@ -287,6 +305,24 @@ class BackboneLayoutHook(Hook):
             sd._metadata = getattr(checkpoint, '_metadata', None)
             checkpoint.clear()
             checkpoint['state_dict'] = sd
+
+
+class EvaluateFileWeightsHook(Hook):
+    """``tools/test.py``: an EMA hook (mmpretrain's ``evaluate_on_ema``) swaps in the
+    file's EMA weights only where the file has them; a file without them (no
+    ``ema_state_dict``) is evaluated as it is, and the log says so."""
+
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if 'ema_state_dict' in checkpoint:
+            return
+        for hook in runner.hooks:  # mmpretrain's EMAHook would say it tests EMA weights
+            if getattr(hook, 'evaluate_on_ema', False):
+                hook.evaluate_on_ema = False
+                print_log(f"{runner._load_from} has no EMA weights (no 'ema_state_dict'): "
+                          f'{type(hook).__name__} does not swap, the test evaluates the '
+                          "file's weights.", logger='current')
 
 
 class SkipMismatchedShapesHook(Hook):
@@ -348,7 +384,9 @@ def check_runner_checkpoint(runner, allow_partial: bool = False, allow_nonfinite
                                    allow_nonfinite=allow_nonfinite, target=target,
                                    model_cfg=model_cfg)
     if (mode or how) != 'resume':
-        runner.register_hook(BackboneLayoutHook(test=mode == 'test'))
+        runner.register_hook(BackboneLayoutHook())
+    if mode == 'test':
+        runner.register_hook(EvaluateFileWeightsHook())
     if details['shapes']:  # allowed partial load: MMEngine loads the rest
         runner.register_hook(SkipMismatchedShapesHook(k for k, _, _ in details['shapes']))
     return details

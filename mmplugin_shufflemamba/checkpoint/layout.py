@@ -111,9 +111,11 @@ def backbone_prefixes(sd: Dict[str, torch.Tensor]) -> List[str]:
         k.startswith(p + 'layers.') and '.mixer.' in k for k in sd))
 
 
-def strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def strip_wrappers(sd: Dict[str, torch.Tensor],
+                   left_out: Optional[List[str]] = None) -> Dict[str, torch.Tensor]:
     """Remove DDP/EMA/compile prefixes and keep only ``backbone.*`` of a whole model,
-    in any nesting (e.g. ``module.backbone.*`` beside ``module.decode_head.*``)."""
+    in any nesting (e.g. ``module.backbone.*`` beside ``module.decode_head.*``); the
+    keys of the rest of the model are appended to ``left_out`` (wrappers removed)."""
     while True:
         before = sd
         if any(k.startswith('backbone.') for k in sd) and \
@@ -125,6 +127,8 @@ def strip_wrappers(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
                 raise CheckpointError(
                     f"the state dict holds the backbone more than once: under 'backbone.' "
                     f'and under {copies}; give prefix= (init_cfg) to choose one')
+            if left_out is not None:
+                left_out += [k for k in sd if not k.startswith('backbone.')]
             sd = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
         for p in _WRAPPER_PREFIXES:
             if sd and all(k.startswith(p) for k in sd):
@@ -289,12 +293,14 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
             the file records it (:func:`recorded_grid`); None infers it from the count.
 
     Returns:
-        tuple: (converted state dict, summary dict).
+        tuple: (converted state dict, summary dict: ``dropped`` the classification
+        modules left out, ``outside_backbone`` the keys of a whole model's other modules).
     """
     if ckpt_format not in CHECKPOINT_FORMATS:
         raise ArgumentValueError(f'ckpt_format must be one of {CHECKPOINT_FORMATS}, got '
                                  f'{ckpt_format!r}')
-    sd = strip_wrappers(dict(sd))
+    outside: List[str] = []
+    sd = strip_wrappers(dict(sd), outside)
     if not any(k.startswith('layers.') for k in sd) and 'patch_embed.proj.weight' not in sd:
         nested = backbone_prefixes(sd)
         if nested:  # e.g. a distillation or semi-supervised model's teacher and student
@@ -383,5 +389,5 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
         **{k: v for k, v in describe_state_dict(sd).items()
            if k not in ('registers', 'pos_tokens')},
         checkpoint_tokens=ckpt_regs, kept_tokens=num_registers + int(with_cls_token),
-        grid=src_grid, target_grid=dst_grid, dropped=dropped)
+        grid=src_grid, target_grid=dst_grid, dropped=dropped, outside_backbone=outside)
     return out, summary

@@ -4,7 +4,8 @@ from ..checkpoint.fit import CheckpointFitError
 from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
 from ..errors import ArgumentError
-from .config import (ConfigError, check_backbone_channels, check_config, check_label_classes,
+from .config import (ConfigError, check_backbone_channels, check_backbone_outputs,
+                     check_config, check_detection_classes, check_label_classes,
                      check_run_values, enable_auto_scale_lr, load_config, merge_cfg_options)
 from .runtime import (add_training_hooks, apply_resume, build_runner, latest_checkpoint,
                       log_kernels, prepare_runtime, resume_seed, shutdown_distributed,
@@ -18,7 +19,8 @@ STOP_ERRORS = (CheckpointFitError, CheckpointError, NonFiniteTrainingError, Conf
 
 __all__ = [
     'ConfigError', 'STOP_ERRORS', 'add_training_hooks', 'apply_resume', 'build_runner',
-    'check_backbone_channels', 'check_config', 'check_label_classes', 'check_run_values',
+    'check_backbone_channels', 'check_backbone_outputs', 'check_config',
+    'check_detection_classes', 'check_label_classes', 'check_run_values',
     'enable_auto_scale_lr',
     'latest_checkpoint', 'load_config', 'log_kernels', 'merge_cfg_options', 'prepare_runtime',
     'resume_seed',

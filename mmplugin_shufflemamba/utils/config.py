@@ -1,5 +1,6 @@
 """Reading a config for the tools: ``--cfg-options`` checked and merged, the work dir,
 the checks of parts that must agree and of the values the run reads when it starts."""
+import os
 import os.path as osp
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -44,6 +45,48 @@ def check_label_classes(cfg) -> None:
                     'CheckSegLabels of the pipelines).')
 
 
+#: mmdet's COCO datasets without ``metainfo.classes``: the 80 COCO classes
+_COCO_TYPES = ('CocoDataset', 'CheckedCocoDataset')
+
+
+def _dataset_classes(dataset: Any) -> Optional[int]:
+    """How many classes a dataset config has: its ``metainfo.classes``, COCO's 80 for
+    mmdet's COCO datasets without them, through one ``dataset`` wrapper; None where the
+    config does not say."""
+    if isinstance(dataset, dict) and 'metainfo' not in dataset and \
+            isinstance(dataset.get('dataset'), dict):  # RepeatDataset, ClassBalanced...
+        dataset = dataset['dataset']
+    if not isinstance(dataset, dict):
+        return None
+    classes = (dataset.get('metainfo') or {}).get('classes') \
+        if isinstance(dataset.get('metainfo'), dict) else None
+    if isinstance(classes, (list, tuple)):
+        return len(classes)
+    return 80 if str(dataset.get('type', '')).split('.')[-1] in _COCO_TYPES and \
+        classes is None else None
+
+
+def check_detection_classes(cfg) -> None:
+    """A detector's heads predict as many classes as each dataset has: fewer and the loss
+    meets labels it has no output for, more and mmdet's ``CocoMetric`` meets labels
+    without a category. A :class:`ConfigError` naming both otherwise."""
+    model = cfg.get('model') or {}
+    roi = model.get('roi_head') if isinstance(model.get('roi_head'), dict) else {}
+    heads = [(f'model.roi_head.{where[len("model."):]}', head) for name in
+             ('bbox_head', 'mask_head') for where, head in _module_cfgs(roi, name)] + \
+        _module_cfgs(model, 'bbox_head')
+    heads = [(where, head) for where, head in heads if 'num_classes' in head]
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        count = _dataset_classes(loader.get('dataset')) if isinstance(loader, dict) else None
+        for where, head in heads:
+            if count is not None and head['num_classes'] != count:
+                raise ConfigError(
+                    f"{where}.num_classes={head['num_classes']} but {name}.dataset has "
+                    f'{count} classes (its metainfo.classes, COCO\'s 80 without them): set '
+                    "every head's num_classes to the number of classes of the data.")
+
+
 def check_backbone_channels(cfg) -> None:
     """The modules that take a ShuffleMamba backbone's output (the neck, else the decode
     and auxiliary heads; with ``out_cls``, a classifier's head) expect its width: a
@@ -53,9 +96,8 @@ def check_backbone_channels(cfg) -> None:
     from ..models.archs import resolve_arch
     from ..models.layers.token_layout import TokenLayout
     model = cfg.get('model') or {}
-    backbone = model.get('backbone')
-    if not isinstance(backbone, dict) or str(backbone.get('type', '')).split('.')[-1] not in \
-            ('ShuffleMamba', 'ShuffleMambaAdapter'):
+    backbone = _shufflemamba_backbone(model)
+    if backbone is None:
         return
     try:
         width = resolve_arch(backbone.get('arch', 'b'), backbone.get('embed_dims'),
@@ -88,6 +130,68 @@ def check_backbone_channels(cfg) -> None:
         raise ConfigError(
             f"{where}.in_channels={list(channels) if counts is channels else channels} "
             f'but {what}: set {where}.in_channels={want}.')
+
+
+def _shufflemamba_backbone(model: dict) -> Optional[dict]:
+    """``model.backbone`` when it is a ShuffleMamba or ShuffleMambaAdapter config."""
+    backbone = model.get('backbone')
+    if isinstance(backbone, dict) and str(backbone.get('type', '')).split('.')[-1] in \
+            ('ShuffleMamba', 'ShuffleMambaAdapter'):
+        return backbone
+    return None
+
+
+def _count(value, default: int) -> Optional[int]:
+    """How many items a setting lists (1 for a single one; ``None`` for a value that is
+    neither: the module names its own bad argument when it is built)."""
+    if value is None:
+        return default
+    if isinstance(value, (list, tuple)):
+        return len(value)
+    return 1 if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def check_backbone_outputs(cfg) -> None:
+    """The number of maps a ShuffleMamba backbone returns (one per ``out_indices``; four
+    levels from the adapter) is the number the neck takes (one ``in_channels`` entry
+    each), and the heads' ``in_index`` pick among the maps that reach them (the
+    backbone's, or those of mmseg's ``MultiLevelNeck`` / the ``FPN``): a mismatch would
+    stop at the first forward with an assertion or ``IndexError`` inside the framework.
+    A :class:`ConfigError` naming both otherwise."""
+    model = cfg.get('model') or {}
+    backbone = _shufflemamba_backbone(model)
+    if backbone is None:
+        return
+    if str(backbone['type']).split('.')[-1] == 'ShuffleMambaAdapter':
+        maps, what = 4, 'the adapter returns 4 maps (strides 4, 8, 16, 32)'
+    else:
+        maps = _count(backbone.get('out_indices', -1), 1)
+        if maps is None:
+            return
+        what = (f'the backbone returns {maps} map(s) (out_indices='
+                f"{backbone.get('out_indices', -1)!r})")
+    necks = _module_cfgs(model, 'neck')
+    if necks:  # (a list of necks is applied in turn: the first takes the maps)
+        where, neck = necks[0]
+        channels = neck.get('in_channels')
+        if isinstance(channels, (list, tuple)) and len(channels) != maps:
+            raise ConfigError(f'{where}.in_channels has {len(channels)} entries but {what}: '
+                              f'give one per map, or change the backbone\'s outputs.')
+        kind = str(neck.get('type', '')).split('.')[-1]
+        if len(necks) > 1 or kind not in ('MultiLevelNeck', 'FPN'):
+            return  # what other necks return is theirs to say
+        maps = _count(neck.get('scales'), 4) if kind == 'MultiLevelNeck' else \
+            neck.get('num_outs')
+        what = f'{where} returns {maps} map(s)'
+        if not isinstance(maps, int) or isinstance(maps, bool):
+            return
+    for where, head in _module_cfgs(model, 'decode_head') + \
+            _module_cfgs(model, 'auxiliary_head'):
+        index = head.get('in_index', -1)
+        for i in index if isinstance(index, (list, tuple)) else [index]:
+            if isinstance(i, int) and not -maps <= i < maps:
+                raise ConfigError(f'{where}.in_index={index!r} but {what}: pick indices in '
+                                  f'0..{maps - 1}.')
 
 
 def enable_auto_scale_lr(cfg) -> None:
@@ -191,13 +295,83 @@ def check_run_values(cfg, loaders: Sequence[str] = ('train_dataloader', 'val_dat
                     f'{name}.num_workers=0 with {name}.persistent_workers=True, which '
                     'keeps worker processes alive: torch needs workers for it. Also set '
                     f'{name}.persistent_workers=False.')
+    if 'train_dataloader' in loaders:
+        _check_single_image_batch_norm(cfg)
+        _check_schedulers(cfg.get('param_scheduler'))
+
+
+def _check_schedulers(schedulers) -> None:
+    """MMEngine's checks of each ``param_scheduler`` entry, which it runs only when
+    ``train()`` builds the schedulers (after the datasets): ``0 <= begin < end``, the
+    linear factors in [0, 1], the minima >= 0."""
+    from ..errors import ArgumentValueError
+    from ..models.layers.arg_checks import check_real
+    many = isinstance(schedulers, (list, tuple))
+    for i, sched in enumerate(schedulers if many else [schedulers]):
+        if not isinstance(sched, dict):
+            continue  # (none, or a scheduler object: MMEngine's to check)
+        where = f'param_scheduler[{i}]' if many else 'param_scheduler'
+        begin, end = sched.get('begin', 0), sched.get('end', float('inf'))
+        check_real(f'{where}.begin', begin, 0.)
+        if end != float('inf'):  # (MMEngine's default: to the end of training)
+            check_real(f'{where}.end', end, 0.)
+        if end <= begin:
+            raise ArgumentValueError(f'{where} runs from begin={begin} to end={end}: end must '
+                                     'be after begin (the steps it applies to are [begin, '
+                                     'end)).')
+        for key in ('start_factor', 'end_factor'):
+            if key in sched:
+                check_real(f'{where}.{key}', sched[key], 0., 1.)
+        for key in ('eta_min', 'eta_min_ratio'):
+            if sched.get(key) is not None:
+                check_real(f'{where}.{key}', sched[key], 0.)
+
+
+def _world_size(cfg) -> Optional[int]:
+    """The processes of the run: 1 without a launcher, else what the launcher's
+    environment says (``None`` where it does not say)."""
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none':
+        return 1
+    size = os.environ.get({'pytorch': 'WORLD_SIZE', 'slurm': 'SLURM_NTASKS',
+                           'mpi': 'OMPI_COMM_WORLD_SIZE'}.get(launcher, ''), '')
+    return int(size) if size.isdigit() else None
+
+
+def _check_single_image_batch_norm(cfg) -> None:
+    """mmseg's ``UPerHead`` / ``PSPHead`` pool each image to 1x1 at pool scale 1 and
+    normalise that with BatchNorm, which in training needs more than one value per
+    channel: one image per batch on one process would stop at the first iteration with
+    torch's 'Expected more than 1 value per channel'. An ``ArgumentValueError`` naming
+    ``train_dataloader.batch_size`` and the head."""
+    from ..errors import ArgumentValueError
+    loader = cfg.get('train_dataloader')
+    if not isinstance(loader, dict) or loader.get('batch_size') != 1 or _world_size(cfg) != 1:
+        return
+    model = cfg.get('model') or {}
+    for where, head in _module_cfgs(model, 'decode_head') + \
+            _module_cfgs(model, 'auxiliary_head'):
+        norm = head.get('norm_cfg') if isinstance(head.get('norm_cfg'), dict) else {}
+        scales = head.get('pool_scales', (1, 2, 3, 6))
+        if str(head.get('type', '')).split('.')[-1] in ('UPerHead', 'PSPHead') and \
+                isinstance(scales, (list, tuple)) and 1 in scales and \
+                norm.get('type') in ('BN', 'BN2d', 'SyncBN'):
+            raise ArgumentValueError(
+                f'train_dataloader.batch_size=1 on one process: {where} '
+                f"({head['type']}) pools each image to 1x1 at pool scale 1 and normalises "
+                f"that with {norm['type']}, which in training needs more than one value "
+                'per channel. Use batch_size >= 2, or several GPUs (SyncBN shares the '
+                'statistics).')
 
 
 def check_config(cfg) -> None:
     """The checks of parts that must agree: :func:`check_label_classes`,
-    :func:`check_backbone_channels`."""
+    :func:`check_detection_classes`, :func:`check_backbone_channels`,
+    :func:`check_backbone_outputs`."""
     check_label_classes(cfg)
+    check_detection_classes(cfg)
     check_backbone_channels(cfg)
+    check_backbone_outputs(cfg)
 
 
 #: the top-level keys MMEngine's runner, mmseg / mmdet / mmpretrain and these tools read

@@ -342,6 +342,33 @@ def test_convert_no_ema_and_grid(tmp_path, capsys):
     assert not (tmp_path / 'd.pth').exists()
 
 
+def test_converting_a_whole_models_file_says_what_it_left_out(tmp_path, capsys):
+    """A segmentor / detector file: its backbone is converted, and the summary (printed
+    and in the file's meta) names the rest of the model it left out, not 'dropped: []'
+    alone."""
+    from helpers.tools_convert import convert_main
+    m = backbone()
+    ours = {f'module.backbone.{k}': v for k, v in m.state_dict().items()}
+    heads = {'module.decode_head.conv_seg.weight': torch.zeros(3, 3),
+             'module.decode_head.conv_seg.bias': torch.zeros(3),
+             'module.auxiliary_head.conv_seg.weight': torch.zeros(3, 3)}
+    torch.save(dict(meta=dict(iter=4), state_dict=dict(ours, **heads)), tmp_path / 'seg.pth')
+    summary = convert_main([str(tmp_path / 'seg.pth'), str(tmp_path / 'bb.pth')])
+    printed = capsys.readouterr().out
+    assert 'left out (not the backbone): 3 keys, in decode_head (2), auxiliary_head (1)' \
+        in printed, printed
+    assert sorted(summary['outside_backbone']) == sorted(k[len('module.'):] for k in heads)
+    meta = torch.load(tmp_path / 'bb.pth', weights_only=True)['meta']
+    assert meta['outside_backbone'] == {'decode_head': 2, 'auxiliary_head': 1}
+    assert meta['dropped'] == []
+    saved = torch.load(tmp_path / 'bb.pth', weights_only=True)['state_dict']
+    assert set(saved) == set(m.state_dict())
+    # an ImageNet file: nothing outside the backbone
+    official_checkpoint(tmp_path / 'o.pth')
+    summary = convert_main([str(tmp_path / 'o.pth'), str(tmp_path / 'c.pth')])
+    assert summary['outside_backbone'] == [] and 'left out' not in capsys.readouterr().out
+
+
 # ------------------------------------------------------------ evidence of the format
 @pytest.mark.parametrize('name,fmt', [
     ('mambar_middle_patch16_224', 'shufflemamba'),
@@ -787,6 +814,36 @@ def test_backbones_nested_under_other_models_ask_for_a_prefix(tmp_path):
         load_tiny(path)
     assert torch.equal(load_tiny(path, prefix='student.backbone.').pos_embed,
                        a['pos_embed'] + 1)
+
+
+def test_the_converter_takes_a_prefix_and_names_its_own_options(tmp_path):
+    """tools/convert_checkpoint.py converts one of several backbones with --prefix, and
+    its messages name its options (--prefix, --use-ema, --format), not the loader's
+    argument names."""
+    import subprocess
+    import sys
+    from helpers.tools import ROOT
+    from helpers.tools_convert import convert_main
+    a = ShuffleMamba(arch=dict(embed_dims=32, num_layers=2), img_size=32).state_dict()
+    sd = dict({'teacher.backbone.' + k: v for k, v in a.items()},
+              **{'student.backbone.' + k: v + 1 for k, v in a.items()})
+    path, dst = tmp_path / 'ts.pth', tmp_path / 'student.pth'
+    torch.save({'state_dict': sd, 'meta': {}}, path)
+    convert_main([str(path), str(dst), '--prefix', 'student.backbone.'])
+    saved = torch.load(dst, weights_only=True)['state_dict']
+    assert torch.equal(saved['pos_embed'], a['pos_embed'] + 1)
+    tool = [sys.executable, osp.join(ROOT, 'tools', 'convert_checkpoint.py')]
+    run = subprocess.run(tool + [str(path), str(tmp_path / 'x.pth')], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr
+    assert "give --prefix to choose, e.g. --prefix student.backbone." in run.stderr
+    assert 'prefix=' not in run.stderr
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in a.items()}}, path)
+    run = subprocess.run(tool + [str(path), str(tmp_path / 'x.pth'), '--use-ema'],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and '--use-ema but' in run.stderr and \
+        '(--no-ema, the default)' in run.stderr, run.stderr
+    assert 'use_ema' not in run.stderr
 
 
 def test_a_model_reading_its_cls_feature_without_the_files_neck_is_refused(tmp_path):

@@ -271,7 +271,8 @@ def test_testing_a_file_without_ema_weights_does_not_claim_to_test_ema(kind):
 
     from mmpretrain.engine.hooks import EMAHook
 
-    from mmplugin_shufflemamba.checkpoint.fit import BackboneLayoutHook
+    from mmplugin_shufflemamba.checkpoint.fit import (BackboneLayoutHook,
+                                                      EvaluateFileWeightsHook)
     model = target(img_size=64)
     ema = EMAHook(momentum=0.01)
     runner = SimpleNamespace(model=model, hooks=[ema], _load_from='weights.pth',
@@ -282,8 +283,8 @@ def test_testing_a_file_without_ema_weights_does_not_claim_to_test_ema(kind):
     if kind == 'ema':
         checkpoint['ema_state_dict'] = {'module.' + k: v for k, v in weights.items()}
     with captured_log() as lines:
-        BackboneLayoutHook(test=True).after_load_checkpoint(runner, checkpoint)
-        BackboneLayoutHook().after_load_checkpoint(runner, dict(checkpoint))  # training
+        EvaluateFileWeightsHook().after_load_checkpoint(runner, checkpoint)
+        BackboneLayoutHook().after_load_checkpoint(runner, checkpoint)
     assert ema.evaluate_on_ema is (kind == 'ema')
     noted = "weights.pth has no EMA weights (no 'ema_state_dict'): EMAHook does not swap"
     assert sum(noted in line for line in lines) == (0 if kind == 'ema' else 1), lines

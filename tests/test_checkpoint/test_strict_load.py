@@ -157,6 +157,37 @@ def test_partial_load_when_allowed():
     assert len(details['shapes']) == 7 and not details['missing']
 
 
+def test_load_checked_loads_a_fitting_file_and_refuses_one_that_does_not(tmp_path):
+    """load_checked (the benchmark's load, without a runner): the fit check, then the
+    weights; with allow_partial the mis-shaped tensors keep their initialisation."""
+    from mmplugin_shufflemamba.checkpoint import load_checked
+    torch.manual_seed(0)
+    src, dst = Toy(), Toy()
+    path = tmp_path / 'toy.pth'
+    torch.save(ckpt_of(src), path)
+    details = load_checked(dst, str(path))
+    assert not details['missing'] and not details['shapes']
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(dst.state_dict()[k], v)
+    other = Toy(width=8)
+    torch.save(ckpt_of(other), path)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(CheckpointFitError, match='does not fit the model of bench.py'):
+        load_checked(dst, str(path), target='bench.py')
+    for k, v in before.items():  # nothing loaded
+        torch.testing.assert_close(dst.state_dict()[k], v)
+    sd = OrderedDict(src.state_dict())
+    sd['head.weight'] = torch.zeros(2, 5)  # one mis-shaped tensor
+    sd['head.bias'] = torch.full((2, ), 3.)
+    details = load_checked(dst, dict(state_dict=sd), allow_partial=True)
+    assert [k for k, _, _ in details['shapes']] == ['head.weight']
+    torch.testing.assert_close(dst.head.weight, before['head.weight'])
+    torch.testing.assert_close(dst.head.bias, torch.full((2, ), 3.))
+    sd['head.weight'] = torch.full((2, 4), float('nan'))
+    with pytest.raises(CheckpointFitError, match='NaN'):
+        load_checked(dst, dict(state_dict=sd))
+
+
 def test_nonfinite_weights_are_refused_also_in_ema():
     model = Toy()
     ckpt = ckpt_of(model)

@@ -90,6 +90,21 @@ def test_plot_logs_epoch_based_validation_at_the_epochs_last_iteration(tmp_path)
     assert [x for x, _ in series['loss']] == [float(i) for i in range(1, 9)]
 
 
+def test_benchmark_refuses_a_checkpoint_that_does_not_fit(tmp_path):
+    """As tools/test.py: a checkpoint of another model stops the benchmark with the fit
+    report (it would time a model with its initial weights otherwise)."""
+    import torch
+    bench = load_tool('analysis', 'benchmark.py')
+    ckpt = tmp_path / 'other.pth'
+    torch.save(dict(state_dict={'head.fc.weight': torch.zeros(2, 4)}), ckpt)
+    with pytest.raises(SystemExit) as e:
+        bench.main([CONFIG, str(ckpt), '--device', 'cpu', '--num-workers', '0'])
+    msg = str(e.value.code)
+    assert msg.startswith('tools/analysis/benchmark.py: ') and \
+        'does not fit the model of upernet_shufflemamba-tiny' in msg, msg
+    assert 'unexpected (not in the model): 1 tensors' in msg and '--allow-partial-load' in msg
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """The tiny UperNet trained for 2 iterations by tools/train.py."""

@@ -201,6 +201,13 @@ QUICK_SEG = osp.join(ROOT, 'configs', 'quickstart',
     ('optim_wrapper.clip_grad', dict(max_norm=-1.),
      'optim_wrapper.clip_grad.max_norm must be > 0, got -1.0 (a negative one would '
      'reverse the gradients)'),
+    # what MMEngine checks only when train() builds the schedulers, after the data
+    ('param_scheduler.1.begin', 400, 'param_scheduler[1] runs from begin=400 to end=300: '
+     'end must be after begin'),
+    ('param_scheduler.0.start_factor', 2., 'param_scheduler[0].start_factor must be in '
+     '[0, 1], got 2.0'),
+    ('param_scheduler.1.eta_min', -1e-4, 'param_scheduler[1].eta_min must be >= 0'),
+    ('param_scheduler.0.end', 'abc', "param_scheduler[0].end must be a number, got 'abc'"),
 ])
 def test_values_only_the_run_reads_are_checked_before_it_starts(tmp_path, key, value, words):
     """What torch checks only when the runner builds the optimizer or a dataloader is
@@ -211,6 +218,35 @@ def test_values_only_the_run_reads_are_checked_before_it_starts(tmp_path, key, v
     with pytest.raises(STOP_ERRORS) as e:
         check_run_values(cfg)
     assert str(e.value).startswith(words), str(e.value)
+
+
+def test_one_image_batches_on_one_process_are_refused_under_a_pooling_head(
+        tmp_path, monkeypatch):
+    """UPerHead's pool-scale-1 branch normalises a 1x1 map with BatchNorm, which needs
+    more than one value per channel in training: batch_size=1 on one process is refused
+    before the run (torch would stop at the first iteration); with several processes
+    SyncBN shares the statistics, and testing does not train."""
+    from mmplugin_shufflemamba.errors import ArgumentValueError
+    from mmplugin_shufflemamba.utils import check_run_values, load_config
+    cfg = load_config(QUICK_SEG, work_dir=str(tmp_path),
+                      cfg_options={'train_dataloader.batch_size': 1})
+    with pytest.raises(ArgumentValueError) as e:
+        check_run_values(cfg)
+    assert str(e.value).startswith(
+        'train_dataloader.batch_size=1 on one process: model.decode_head (UPerHead) pools '
+        'each image to 1x1 at pool scale 1'), str(e.value)
+    check_run_values(cfg, loaders=('test_dataloader', ))
+    cfg.launcher = 'pytorch'
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    with pytest.raises(ArgumentValueError):
+        check_run_values(cfg)
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    check_run_values(cfg)
+    cfg.launcher = 'none'
+    cfg.model.decode_head.pool_scales = (2, 3, 6)
+    check_run_values(cfg)
+    with pytest.raises(ValueError, match='Expected more than 1 value per channel'):
+        torch.nn.BatchNorm2d(4).train()(torch.randn(1, 4, 1, 1))  # what it stands for
 
 
 @pytest.mark.parametrize('optimizer', [
@@ -243,6 +279,18 @@ def test_valid_run_values_pass(tmp_path, key, value):
     check_run_values(cfg)
     cfg.val_cfg = cfg.val_dataloader = None  # no validation: its interval is not read
     cfg.train_cfg.val_interval = 0
+    check_run_values(cfg)
+
+
+@pytest.mark.parametrize('schedulers', [
+    dict(type='PolyLR', eta_min=0, power=1.0),  # one, to the end of training
+    [dict(type='CosineAnnealingLR', eta_min=None, eta_min_ratio=0.01, begin=0., end=1e3)],
+    [dict(type='LinearLR', start_factor=0., end_factor=1., begin=0, end=1)],
+])
+def test_valid_schedulers_pass(tmp_path, schedulers):
+    from mmplugin_shufflemamba.utils import check_run_values, load_config
+    cfg = load_config(QUICK_SEG, work_dir=str(tmp_path))
+    cfg.param_scheduler = schedulers
     check_run_values(cfg)
 
 

@@ -309,6 +309,17 @@ def test_train_resume_values_and_home_paths(monkeypatch, tmp_path):
     assert (args.config, args.checkpoint) == (str(config), str(ckpt))
 
 
+def test_quickstart_checks_the_settings_before_writing_data(tmp_path):
+    """A refused --cfg-options stops the quickstart before it writes its data."""
+    qs = load_tool('quickstart.py')
+    root = tmp_path / 'data'
+    with pytest.raises(SystemExit) as e:
+        qs.main(['--data-root', str(root), '--work-dir', str(tmp_path / 'work'),
+                 '--max-iters', '1', '--cfg-options', 'train_dataloader.batch_size=0'])
+    assert 'train_dataloader.batch_size must be >= 1, got 0' in str(e.value.code)
+    assert not root.exists()
+
+
 def test_quickstart_stops_on_a_data_check_without_a_traceback(monkeypatch):
     from mmplugin_shufflemamba.datasets import DataError
     qs = load_tool('quickstart.py')

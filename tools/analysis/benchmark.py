@@ -2,6 +2,7 @@
 
     python tools/analysis/benchmark.py CONFIG [CHECKPOINT] [--device cpu|cuda]
         [--num-iters 20] [--warmup 3] [--batch-size 1] [--cfg-options ...] [--json FILE]
+        [--allow-partial-load] [--allow-nonfinite-checkpoint]
 
 Runs ``model.test_step`` (data preprocessor, backbone, heads and post-processing: what
 ``tools/test.py`` runs per batch) on batches of the config's test data loader and reports
@@ -9,7 +10,8 @@ images per second (median over the timed iterations; data loading is not timed) 
 peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` (and reserved); on the CPU,
 the process's peak resident memory during the timed inference (the kernel's peak mark is
 reset first, on Linux) and its growth over the loaded model. Without a checkpoint the
-weights are the config's initialisation (same speed).
+weights are the config's initialisation (same speed); a checkpoint must fit the model as
+for ``tools/test.py`` (``--allow-partial-load``, ``--allow-nonfinite-checkpoint``).
 """
 import argparse
 import json
@@ -44,6 +46,12 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', type=key_value, action=DictAction,
                         metavar='KEY=VALUE',
                         help='override settings, e.g. test_dataloader.dataset.data_root=..')
+    parser.add_argument('--allow-partial-load', action='store_true',
+                        help='time a checkpoint that does not fit the model: what fits is '
+                        'loaded, the rest keeps its initialisation and is listed (default: '
+                        'stop with a report, as tools/test.py)')
+    parser.add_argument('--allow-nonfinite-checkpoint', action='store_true',
+                        help='load a checkpoint whose weights hold NaN / inf')
     parser.add_argument('--json', type=output_file, help='write the figures to this file')
     return parser.parse_args(argv)
 
@@ -80,17 +88,20 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == 'darwin' else peak * 1024
 
 
-def build(cfg, checkpoint, device):
+def build(cfg, args, device):
     from mmengine.model.utils import revert_sync_batchnorm
     from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import Runner, load_checkpoint
+    from mmengine.runner import Runner
 
+    from mmplugin_shufflemamba.checkpoint import load_checked
     from mmplugin_shufflemamba.utils import prepare_runtime
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     prepare_runtime(cfg, 'none')
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, map_location='cpu')
+    if args.checkpoint is not None:  # as tools/test.py: it must fit the model
+        load_checked(model, args.checkpoint, allow_partial=args.allow_partial_load,
+                     allow_nonfinite=args.allow_nonfinite_checkpoint,
+                     target=os.path.basename(args.config), model_cfg=cfg.model)
     model.to(device).eval()
     loader = Runner.build_dataloader(cfg.test_dataloader)
     return model, loader
@@ -106,7 +117,7 @@ def run(args) -> dict:
     cfg.test_dataloader.batch_size = args.batch_size
     cfg.test_dataloader.num_workers = args.num_workers
     cfg.test_dataloader.persistent_workers = args.num_workers > 0
-    model, loader = build(cfg, args.checkpoint, device)
+    model, loader = build(cfg, args, device)
     cuda = device.startswith('cuda')
 
     def sync():

@@ -49,7 +49,7 @@ class ShuffleMamba(ShuffleMambaEncoder):
                  num_registers: int = 0, with_cls_token: bool = False,
                  out_cls: bool = False, cls_reduce: int = 1, shuffle_cls: bool = True,
                  **kwargs):
-        reject_args('ShuffleMamba', kwargs,
+        reject_args(ShuffleMamba, kwargs,
                     {'tokens': 'pass with_cls_token or num_registers'})
         out_type = OutType(check_choice('out_type', out_type, [t.value for t in OutType]))
         tokens = token_layout(with_cls_token, num_registers)

@@ -80,7 +80,7 @@ class ShuffleMambaAdapter(ShuffleMambaEncoder):
                  use_extra_extractor: bool = True,
                  adapter_norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
                  **kwargs):
-        reject_args('ShuffleMambaAdapter', kwargs, self.DENSE_ONLY_ARGS)
+        reject_args(ShuffleMambaAdapter, kwargs, self.DENSE_ONLY_ARGS)
         super().__init__(final_norm=False, **kwargs)
         if self.patch_size != 16:
             raise ArgumentValueError(

@@ -1,5 +1,7 @@
 """Argument and input checks of the ShuffleMamba models (messages name the argument
 and what to change)."""
+import difflib
+import inspect
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -75,13 +77,29 @@ FRAMEWORK_ARGS = {
                   'model.pretrained=None in the config'}
 
 
-def reject_args(owner: str, kwargs: dict, reasons: Dict[str, str]) -> None:
+def reject_args(owner: type, kwargs: dict, reasons: Dict[str, str]) -> None:
     """Refuse the arguments of other ShuffleMamba models that mean nothing to
-    ``owner`` and :data:`FRAMEWORK_ARGS`, saying why (a ``TypeError`` naming the
-    argument)."""
-    for name, why in {**FRAMEWORK_ARGS, **reasons}.items():
-        if name in kwargs:
-            raise ArgumentTypeError(f'{owner} does not take {name!r}: {why}. Remove it.')
+    ``owner`` and :data:`FRAMEWORK_ARGS`, saying why, and the names that no
+    ``__init__`` of ``owner``'s classes takes, with the nearest ones (a ``TypeError``
+    naming the argument)."""
+    name = owner.__name__
+    for arg, why in {**FRAMEWORK_ARGS, **reasons}.items():
+        if arg in kwargs:
+            raise ArgumentTypeError(f'{name} does not take {arg!r}: {why}. Remove it.')
+    known = set()
+    for cls in owner.__mro__:
+        if cls.__module__.split('.')[0] == __name__.split('.')[0] and '__init__' in vars(cls):
+            known.update(p.name for p in inspect.signature(cls.__init__).parameters.values()
+                         if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    known -= {'self', *reasons}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        near = {arg: difflib.get_close_matches(arg, sorted(known), n=2) for arg in unknown}
+        hints = '; '.join(f'{arg!r} (did you mean {" or ".join(map(repr, near[arg]))}?)'
+                          if near[arg] else repr(arg) for arg in unknown)
+        listing = '' if all(near.values()) else f' It takes {", ".join(sorted(known))}.'
+        raise ArgumentTypeError(f'{name} got unknown argument{"s" * (len(unknown) > 1)}: '
+                                f'{hints}.{listing} See docs/backbone.md.')
 
 
 def check_frozen_stages(frozen_stages, num_layers: int) -> int:

@@ -78,7 +78,7 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
                  with_cls_token: bool = False, num_registers: int = 0, cls_reduce: int = 1,
                  shuffle_cls: bool = True, weight_init: str = 'official', **kwargs):
-        reject_args('ShuffleMambaClassifier', kwargs, self.DENSE_ONLY_ARGS)
+        reject_args(ShuffleMambaClassifier, kwargs, self.DENSE_ONLY_ARGS)
         check_int('num_classes', num_classes, 0, hint='0 gives no head (features only)')
         check_int('in_chans', in_chans, 1, hint='image channels, 3 for RGB')
         tokens = token_layout(with_cls_token, num_registers)

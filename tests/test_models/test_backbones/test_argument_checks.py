@@ -330,3 +330,34 @@ def test_stock_mmseg_config_pretrained_names_the_fix(tmp_path):
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64), mode='tensor')
     assert out.shape == (1, 150, 4, 4)  # the logits of the ADE20K classes, stride 16
+
+
+@pytest.mark.parametrize('build,kw,words', [
+    (tiny, dict(drop_path=0.2), ["ShuffleMamba got unknown argument: 'drop_path' (did you "
+                                 "mean 'drop_path_rate'"]),
+    (tiny, dict(drop_path=0.2, shufle_rate=0.5),
+     ["got unknown arguments: 'drop_path' (did you", "'shufle_rate' (did you mean "
+      "'shuffle_rate'"]),
+    (tiny, dict(out_indice=[1]), ["'out_indice' (did you mean 'out_indices'?)"]),
+    (tiny_adapter, dict(interaction_index=[[0, 3]]),
+     ["ShuffleMambaAdapter got unknown argument", "did you mean 'interaction_indexes'"]),
+    # no near name: the accepted ones are listed
+    (tiny, dict(zzz=1), ["'zzz'.", 'It takes ', 'drop_path_rate', 'shuffle_rate']),
+])
+def test_unknown_arguments_are_named_with_the_nearest(build, kw, words):
+    """A misspelt argument is an ArgumentTypeError naming it and the nearest accepted
+    names (not Python's bare 'unexpected keyword argument' from inside the encoder)."""
+    from mmplugin_shufflemamba.errors import ArgumentTypeError
+    with pytest.raises(ArgumentTypeError) as info:
+        build(**kw)
+    for word in words:
+        assert word in str(info.value)
+    # the names refused for a reason are not offered
+    assert 'tokens' not in str(info.value).replace('_tokens', '')
+
+
+def test_classifier_unknown_arguments_are_named():
+    from mmplugin_shufflemamba.errors import ArgumentTypeError
+    with pytest.raises(ArgumentTypeError, match="'shuffle_rat' \\(did you mean 'shuffle_rate'"):
+        ShuffleMambaClassifier(arch=dict(embed_dims=D, num_layers=2), with_cls_token=True,
+                               shuffle_rat=0.1)
