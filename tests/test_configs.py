@@ -354,6 +354,15 @@ def test_the_heads_and_neck_must_take_as_many_maps_as_the_backbone_returns():
                        r'model\.neck returns 2 map\(s\)'):
         load_config(seg, cfg_options={'model.neck': neck, **heads})
     load_config(seg, cfg_options={'model.neck': dict(neck, scales=[4, 2, 1, 0.5]), **heads})
+    # ViTDet's SimpleFPN takes the one last map; its in_channels are its own levels'
+    simple = dict(type='mmdet.SimpleFPN', backbone_channel=768, in_channels=[192, 384, 768, 768],
+                  out_channels=256, num_outs=5)
+    load_config(seg, cfg_options={'model.neck': simple, 'model.backbone.out_indices': -1,
+                                  **heads})
+    with pytest.raises(ConfigError, match=r"model\.neck\.backbone_channel=576 but the "
+                       r"backbone's maps have 768 channels"):
+        load_config(seg, cfg_options={'model.neck': dict(simple, backbone_channel=576),
+                                      'model.backbone.out_indices': -1, **heads})
 
 
 def test_a_dense_config_without_weights_warns_that_it_trains_from_random_weights():

@@ -87,6 +87,11 @@ def check_detection_classes(cfg) -> None:
                     "every head's num_classes to the number of classes of the data.")
 
 
+#: the necks that name the backbone's width otherwise than ``in_channels`` (ViTDet's
+#: ``SimpleFPN`` lists the widths of its own levels there)
+_WIDTH_KEYS = {'SimpleFPN': 'backbone_channel', 'Feature2Pyramid': 'embed_dim'}
+
+
 def check_backbone_channels(cfg) -> None:
     """The modules that take a ShuffleMamba backbone's output (the neck, else the decode
     and auxiliary heads; with ``out_cls``, a classifier's head) expect its width: a
@@ -122,14 +127,15 @@ def check_backbone_channels(cfg) -> None:
         takers = _module_cfgs(model, 'neck')[:1] if model.get('neck') else \
             _module_cfgs(model, 'decode_head') + _module_cfgs(model, 'auxiliary_head')
     for where, head in takers:
-        channels = head.get('in_channels')
+        key = _WIDTH_KEYS.get(str(head.get('type', '')).split('.')[-1], 'in_channels')
+        channels = head.get(key)
         counts = channels if isinstance(channels, (list, tuple)) else [channels]
         if channels is None or all(c == width for c in counts):
             continue
         want = f'[{width}] * {len(counts)}' if counts is channels else str(width)
         raise ConfigError(
-            f"{where}.in_channels={list(channels) if counts is channels else channels} "
-            f'but {what}: set {where}.in_channels={want}.')
+            f"{where}.{key}={list(channels) if counts is channels else channels} "
+            f'but {what}: set {where}.{key}={want}.')
 
 
 def _shufflemamba_backbone(model: dict) -> Optional[dict]:
@@ -149,6 +155,11 @@ def _count(value, default: int) -> Optional[int]:
     if isinstance(value, (list, tuple)):
         return len(value)
     return 1 if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+#: the necks that take one input map per ``in_channels`` entry (ViTDet's ``SimpleFPN``
+#: takes one map and lists the widths of its own levels)
+_ONE_MAP_PER_CHANNELS = ('MultiLevelNeck', 'FPN', 'PAFPN', 'ChannelMapper')
 
 
 def check_backbone_outputs(cfg) -> None:
@@ -174,10 +185,11 @@ def check_backbone_outputs(cfg) -> None:
     if necks:  # (a list of necks is applied in turn: the first takes the maps)
         where, neck = necks[0]
         channels = neck.get('in_channels')
-        if isinstance(channels, (list, tuple)) and len(channels) != maps:
+        kind = str(neck.get('type', '')).split('.')[-1]
+        if kind in _ONE_MAP_PER_CHANNELS and isinstance(channels, (list, tuple)) and \
+                len(channels) != maps:
             raise ConfigError(f'{where}.in_channels has {len(channels)} entries but {what}: '
                               f'give one per map, or change the backbone\'s outputs.')
-        kind = str(neck.get('type', '')).split('.')[-1]
         if len(necks) > 1 or kind not in ('MultiLevelNeck', 'FPN'):
             return  # what other necks return is theirs to say
         maps = _count(neck.get('scales'), 4) if kind == 'MultiLevelNeck' else \
