@@ -256,6 +256,16 @@ def test_a_detectors_heads_must_predict_the_classes_of_its_data():
     with pytest.raises(ConfigError, match='train_dataloader.dataset has 80 classes'):
         load_config(quick, cfg_options={'train_dataloader.dataset': dict(
             wrapped, dataset=dict(wrapped['dataset'], metainfo=None))})
+    # text-prompted detectors count tokens (mmdet's Grounding DINO: 256), and other
+    # backbones' detectors are the frameworks' own business
+    from mmplugin_shufflemamba.utils import check_detection_classes
+    cfg = load_config(det)
+    cfg.model.roi_head.bbox_head.num_classes = 256
+    cfg.model.language_model = dict(type='BertModel')
+    check_detection_classes(cfg)
+    cfg.model.pop('language_model')
+    cfg.model.backbone = dict(type='mmdet.ResNet', depth=50)
+    check_detection_classes(cfg)
 
 
 def test_the_modules_after_the_backbone_must_take_its_width(tmp_path):

@@ -49,14 +49,12 @@ def norm_of(model) -> str:
     return 'RMSNorm' if isinstance(model.layers[0].norm, torch.nn.RMSNorm) else 'LN'
 
 
-def norm_mismatch(model_norm, ckpt_norm: Optional[str]) -> Optional[Tuple[str, str]]:
+def norm_mismatch(model_norm: str, ckpt_norm: Optional[str]) -> Optional[Tuple[str, str]]:
     """``(report line, norm_cfg fix)`` when a checkpoint trained with ``ckpt_norm``
     ('RMSNorm' / 'LN') does not fit a model whose norms are ``model_norm`` (its
-    :func:`norm_of`, or the model itself), else None: loaded anyway, RMSNorm weights
-    would sit in LayerNorms with their initial biases (REFERENCE: the official
-    downstream code's silent failure)."""
-    if not isinstance(model_norm, str):
-        model_norm = norm_of(model_norm)
+    :func:`norm_of`), else None: loaded anyway, RMSNorm weights would sit in LayerNorms
+    with their initial biases (REFERENCE: the official downstream code's silent
+    failure)."""
     if ckpt_norm not in _NORMS or ckpt_norm == model_norm:
         return None
     fix = f"norm_cfg=dict(type='{ckpt_norm}', eps=1e-5)"

@@ -67,10 +67,13 @@ def _dataset_classes(dataset: Any) -> Optional[int]:
 
 
 def check_detection_classes(cfg) -> None:
-    """A detector's heads predict as many classes as each dataset has: fewer and the loss
-    meets labels it has no output for, more and mmdet's ``CocoMetric`` meets labels
-    without a category. A :class:`ConfigError` naming both otherwise."""
+    """A detector on a ShuffleMamba backbone predicts as many classes as each dataset
+    has: fewer and the loss meets labels it has no output for, more and mmdet's
+    ``CocoMetric`` meets labels without a category. A :class:`ConfigError` naming both
+    otherwise. (Text-prompted detectors, with a ``language_model``, count tokens.)"""
     model = cfg.get('model') or {}
+    if _shufflemamba_backbone(model) is None or model.get('language_model'):
+        return
     roi = model.get('roi_head') if isinstance(model.get('roi_head'), dict) else {}
     heads = [(f'model.roi_head.{where[len("model."):]}', head) for name in
              ('bbox_head', 'mask_head') for where, head in _module_cfgs(roi, name)] + \
