@@ -256,6 +256,9 @@ def test_a_detectors_heads_must_predict_the_classes_of_its_data():
     with pytest.raises(ConfigError, match='train_dataloader.dataset has 80 classes'):
         load_config(quick, cfg_options={'train_dataloader.dataset': dict(
             wrapped, dataset=dict(wrapped['dataset'], metainfo=None))})
+    # a class-agnostic mask head has one output whatever its num_classes
+    load_config(det, cfg_options={'model.roi_head.mask_head.class_agnostic': True,
+                                  'model.roi_head.mask_head.num_classes': 1})
     # text-prompted detectors count tokens (mmdet's Grounding DINO: 256), and other
     # backbones' detectors are the frameworks' own business
     from mmplugin_shufflemamba.utils import check_detection_classes
@@ -364,6 +367,15 @@ def test_the_heads_and_neck_must_take_as_many_maps_as_the_backbone_returns():
                        r'model\.neck returns 2 map\(s\)'):
         load_config(seg, cfg_options={'model.neck': neck, **heads})
     load_config(seg, cfg_options={'model.neck': dict(neck, scales=[4, 2, 1, 0.5]), **heads})
+    # MultiLevelNeck takes one map, or one per scale
+    with pytest.raises(ConfigError, match=r'model\.neck\.in_channels has 2 entries for 4 '
+                       r'scales: MultiLevelNeck takes one map, or one per scale'):
+        load_config(seg, cfg_options={'model.neck': dict(neck, in_channels=[768] * 2,
+                                                         scales=[4, 2, 1, 0.5]),
+                                      'model.backbone.out_indices': [5, 11], **heads})
+    load_config(seg, cfg_options={'model.neck': dict(neck, in_channels=[768],
+                                                     scales=[4, 2, 1, 0.5]),
+                                  'model.backbone.out_indices': [11], **heads})
     # ViTDet's SimpleFPN takes the one last map; its in_channels are its own levels'
     simple = dict(type='mmdet.SimpleFPN', backbone_channel=768, in_channels=[192, 384, 768, 768],
                   out_channels=256, num_outs=5)

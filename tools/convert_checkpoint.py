@@ -210,13 +210,18 @@ def main(argv=None):
     return summary
 
 
-#: the loader's words for its arguments, as this tool's options
+#: the loader's words for its arguments, as this tool's options (the ways to pass a
+#: format elsewhere, init_cfg and timm, are left out)
 _OPTION_WORDS = ((re.compile(r"prefix= \(init_cfg\) to choose, e\.g\. prefix='([^']*)'"),
                   r'--prefix to choose, e.g. --prefix \1'),
                  (re.compile(r'prefix= \(init_cfg\)'), '--prefix'),
                  (re.compile(r'use_ema=True but'), '--use-ema but'),
                  (re.compile(r'use_ema=False, the default'), '--no-ema, the default'),
-                 (re.compile(r'Pass ckpt_format= one of'), 'Pass --format, one of'))
+                 (re.compile(r'Pass ckpt_format= one of'), 'Pass --format, one of'),
+                 (re.compile(r', e\.g\. init_cfg=dict\(.*?--format shufflemamba\.', re.S),
+                  '.'),
+                 (re.compile(r"ckpt_format='(\w+)'"), r'--format \1'),
+                 (re.compile(r'num_registers=(\d+)'), r'--num-registers \1'))
 
 
 def cli_message(error: BaseException) -> str:

@@ -78,7 +78,8 @@ def check_detection_classes(cfg) -> None:
     heads = [(f'model.roi_head.{where[len("model."):]}', head) for name in
              ('bbox_head', 'mask_head') for where, head in _module_cfgs(roi, name)] + \
         _module_cfgs(model, 'bbox_head')
-    heads = [(where, head) for where, head in heads if 'num_classes' in head]
+    heads = [(where, head) for where, head in heads
+             if 'num_classes' in head and not head.get('class_agnostic')]
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(name)
         count = _dataset_classes(loader.get('dataset')) if isinstance(loader, dict) else None
@@ -197,6 +198,11 @@ def check_backbone_outputs(cfg) -> None:
             return  # what other necks return is theirs to say
         maps = _count(neck.get('scales'), 4) if kind == 'MultiLevelNeck' else \
             neck.get('num_outs')
+        if kind == 'MultiLevelNeck' and isinstance(channels, (list, tuple)) and \
+                isinstance(maps, int) and 1 < len(channels) < maps:
+            raise ConfigError(f'{where}.in_channels has {len(channels)} entries for {maps} '
+                              'scales: MultiLevelNeck takes one map, or one per scale '
+                              '(or more, the first ones used).')
         what = f'{where} returns {maps} map(s)'
         if not isinstance(maps, int) or isinstance(maps, bool):
             return
@@ -316,9 +322,10 @@ def check_run_values(cfg, loaders: Sequence[str] = ('train_dataloader', 'val_dat
 
 
 def _check_schedulers(schedulers) -> None:
-    """MMEngine's checks of each ``param_scheduler`` entry, which it runs only when
-    ``train()`` builds the schedulers (after the datasets): ``0 <= begin < end``, the
-    linear factors in [0, 1], the minima >= 0."""
+    """Each ``param_scheduler`` entry: ``begin < end`` and the linear factors in [0, 1],
+    which MMEngine checks only when ``train()`` builds the schedulers (after the
+    datasets), and ``begin`` and the minima >= 0, which it does not check (a negative
+    ``eta_min`` drives the rate below zero)."""
     from ..errors import ArgumentValueError
     from ..models.layers.arg_checks import check_real
     many = isinstance(schedulers, (list, tuple))
@@ -353,30 +360,43 @@ def _world_size(cfg) -> Optional[int]:
     return int(size) if size.isdigit() else None
 
 
+#: mmseg's heads that pool each image to 1x1 and normalise that: the key of their pool
+#: scales (default (1, 2, 3, 6)), or None where the image pool is always there
+_POOLING_HEADS = {'UPerHead': 'pool_scales', 'PSPHead': 'pool_scales', 'ASPPHead': None,
+                  'DepthwiseSeparableASPPHead': None}
+
+
 def _check_single_image_batch_norm(cfg) -> None:
-    """mmseg's ``UPerHead`` / ``PSPHead`` pool each image to 1x1 at pool scale 1 and
-    normalise that with BatchNorm, which in training needs more than one value per
-    channel: one image per batch on one process would stop at the first iteration with
-    torch's 'Expected more than 1 value per channel'. An ``ArgumentValueError`` naming
-    ``train_dataloader.batch_size`` and the head."""
+    """mmseg's pooling heads (:data:`_POOLING_HEADS`) normalise a 1x1 map of each image
+    with BatchNorm, which in training needs more than one value per channel: one image
+    per batch stops at the first iteration with torch's 'Expected more than 1 value per
+    channel', with BN on any number of processes, with SyncBN (or ``sync_bn``) on one.
+    An ``ArgumentValueError`` naming ``train_dataloader.batch_size`` and the head."""
     from ..errors import ArgumentValueError
     loader = cfg.get('train_dataloader')
-    if not isinstance(loader, dict) or loader.get('batch_size') != 1 or _world_size(cfg) != 1:
+    if not isinstance(loader, dict) or loader.get('batch_size') != 1:
         return
     model = cfg.get('model') or {}
     for where, head in _module_cfgs(model, 'decode_head') + \
             _module_cfgs(model, 'auxiliary_head'):
+        kind = str(head.get('type', '')).split('.')[-1]
         norm = head.get('norm_cfg') if isinstance(head.get('norm_cfg'), dict) else {}
-        scales = head.get('pool_scales', (1, 2, 3, 6))
-        if str(head.get('type', '')).split('.')[-1] in ('UPerHead', 'PSPHead') and \
-                isinstance(scales, (list, tuple)) and 1 in scales and \
-                norm.get('type') in ('BN', 'BN2d', 'SyncBN'):
-            raise ArgumentValueError(
-                f'train_dataloader.batch_size=1 on one process: {where} '
-                f"({head['type']}) pools each image to 1x1 at pool scale 1 and normalises "
-                f"that with {norm['type']}, which in training needs more than one value "
-                'per channel. Use batch_size >= 2, or several GPUs (SyncBN shares the '
-                'statistics).')
+        key = _POOLING_HEADS.get(kind, 'none')
+        scales = head.get(key, (1, 2, 3, 6)) if key else (1, )
+        if kind not in _POOLING_HEADS or not isinstance(scales, (list, tuple)) or \
+                1 not in scales or norm.get('type') not in ('BN', 'BN2d', 'SyncBN'):
+            continue
+        synced = norm['type'] == 'SyncBN' or bool(cfg.get('sync_bn'))
+        if synced and _world_size(cfg) != 1:  # the batch statistics are shared
+            continue
+        pool = 'at pool scale 1' if key else 'in its image pool'
+        raise ArgumentValueError(
+            f"train_dataloader.batch_size=1{' on one process' if synced else ''}: {where} "
+            f'({kind}) pools each image to 1x1 {pool} and normalises that with '
+            f"{norm['type']}, which in training needs more than one value per channel. "
+            'Use batch_size >= 2' + (', or several GPUs (SyncBN shares the statistics).'
+                                     if synced else ", or norm_cfg=dict(type='SyncBN') "
+                                     'on several GPUs.'))
 
 
 def check_config(cfg) -> None:
@@ -457,20 +477,11 @@ def merge_cfg_options(cfg, options: Optional[dict], config: str = 'the config') 
 
 
 def _did_you_mean(name: str, names) -> str:
-    close = [n for n in sorted(names) if _one_edit_apart(name, n)]
+    """A refusal's suggestion: only a name one edit away (a key further away may well be
+    a new setting, which MMEngine adds)."""
+    from ..models.layers.arg_checks import close_names
+    close = close_names(name, names, one_edit=True)
     return f"; did you mean '{close[0]}'?" if close else ''
-
-
-def _one_edit_apart(a: str, b: str) -> bool:
-    """One letter added, left out, replaced, or two neighbours swapped."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diff = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and
-                                  a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
-    short, long = sorted((a, b), key=len)
-    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
 
 
 def load_config(config: str,

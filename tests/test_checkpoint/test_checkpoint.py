@@ -844,6 +844,17 @@ def test_the_converter_takes_a_prefix_and_names_its_own_options(tmp_path):
     assert run.returncode == 1 and '--use-ema but' in run.stderr and \
         '(--no-ema, the default)' in run.stderr, run.stderr
     assert 'use_ema' not in run.stderr
+    torch.save(make_official_state_dict(seed=1), path)  # a bare official state dict
+    run = subprocess.run(tool + [str(path), str(tmp_path / 'x.pth')], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 1 and 'Pass --format shufflemamba (cls first), --format ' \
+        "videomamba (VideoMamba's image models" in run.stderr, run.stderr
+    assert 'ckpt_format' not in run.stderr and 'init_cfg' not in run.stderr
+    official_checkpoint(path)
+    run = subprocess.run(tool + [str(path), str(tmp_path / 'x.pth'), '--num-registers', '2'],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and 'asks for --num-registers 2. Use --num-registers 0 to ' \
+        'drop it' in run.stderr, run.stderr
 
 
 def test_a_model_reading_its_cls_feature_without_the_files_neck_is_refused(tmp_path):

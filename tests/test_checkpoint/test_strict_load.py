@@ -298,6 +298,27 @@ def test_checkpoint_to_load_mirrors_load_or_resume(tmp_path):
     assert checkpoint_to_load(_Runner(tmp_path, False, 'a.pth')) == ('a.pth', 'load')
 
 
+@pytest.mark.parametrize('mode, hooks', [
+    (None, ['BackboneLayoutHook']),  # load_from: training starts from the file
+    ('test', ['BackboneLayoutHook', 'EvaluateFileWeightsHook']),
+])
+def test_the_runner_check_registers_the_hooks_of_its_mode(tmp_path, mode, hooks):
+    """Only a test turns an EMA hook's swap off for a file without EMA weights: in
+    training, load_from must leave mmpretrain's EMAHook as configured."""
+    from types import SimpleNamespace
+
+    from mmplugin_shufflemamba.checkpoint import check_runner_checkpoint
+    model = Toy()
+    path = tmp_path / 'toy.pth'
+    torch.save(ckpt_of(model), path)
+    registered = []
+    runner = SimpleNamespace(model=model, _load_from=str(path), _resume=False,
+                             work_dir=str(tmp_path), cfg=None,
+                             register_hook=lambda hook: registered.append(hook))
+    check_runner_checkpoint(runner, mode=mode)
+    assert [type(h).__name__ for h in registered] == hooks
+
+
 # ------------------------------------------------------------------------- the tools
 def env():
     path = os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)

@@ -220,33 +220,51 @@ def test_values_only_the_run_reads_are_checked_before_it_starts(tmp_path, key, v
     assert str(e.value).startswith(words), str(e.value)
 
 
-def test_one_image_batches_on_one_process_are_refused_under_a_pooling_head(
-        tmp_path, monkeypatch):
-    """UPerHead's pool-scale-1 branch normalises a 1x1 map with BatchNorm, which needs
-    more than one value per channel in training: batch_size=1 on one process is refused
-    before the run (torch would stop at the first iteration); with several processes
-    SyncBN shares the statistics, and testing does not train."""
+def test_one_image_batches_are_refused_under_a_pooling_head(tmp_path, monkeypatch):
+    """A pooling head normalises each image's 1x1 map with BatchNorm, which needs more
+    than one value per channel in training: batch_size=1 is refused before the run
+    (torch would stop at the first iteration) with BN on any number of processes and
+    with SyncBN on one; several processes share SyncBN's statistics; testing does not
+    train."""
     from mmplugin_shufflemamba.errors import ArgumentValueError
     from mmplugin_shufflemamba.utils import check_run_values, load_config
     cfg = load_config(QUICK_SEG, work_dir=str(tmp_path),
                       cfg_options={'train_dataloader.batch_size': 1})
+    assert cfg.model.decode_head.norm_cfg.type == 'BN'
     with pytest.raises(ArgumentValueError) as e:
         check_run_values(cfg)
-    assert str(e.value).startswith(
-        'train_dataloader.batch_size=1 on one process: model.decode_head (UPerHead) pools '
-        'each image to 1x1 at pool scale 1'), str(e.value)
+    assert str(e.value) == (
+        'train_dataloader.batch_size=1: model.decode_head (UPerHead) pools each image to 1x1 '
+        'at pool scale 1 and normalises that with BN, which in training needs more than '
+        "one value per channel. Use batch_size >= 2, or norm_cfg=dict(type='SyncBN') on "
+        'several GPUs.')
     check_run_values(cfg, loaders=('test_dataloader', ))
     cfg.launcher = 'pytorch'
-    monkeypatch.setenv('WORLD_SIZE', '1')
-    with pytest.raises(ArgumentValueError):
-        check_run_values(cfg)
     monkeypatch.setenv('WORLD_SIZE', '2')
+    with pytest.raises(ArgumentValueError):  # BN: each process its own statistics
+        check_run_values(cfg)
+    cfg.model.decode_head.norm_cfg.type = 'SyncBN'
     check_run_values(cfg)
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    with pytest.raises(ArgumentValueError, match=r'batch_size=1 on one process: .* with '
+                       r'SyncBN, .* or several GPUs \(SyncBN shares the statistics\)'):
+        check_run_values(cfg)
     cfg.launcher = 'none'
     cfg.model.decode_head.pool_scales = (2, 3, 6)
     check_run_values(cfg)
+    cfg.model.decode_head = dict(type='ASPPHead', in_channels=32, channels=8,
+                                 dilations=(1, 6), num_classes=4,
+                                 norm_cfg=dict(type='BN', requires_grad=True))
+    with pytest.raises(ArgumentValueError, match=r'model\.decode_head \(ASPPHead\) pools '
+                       r'each image to 1x1 in its image pool'):
+        check_run_values(cfg)
+    # what it stands for
+    from mmseg.models.decode_heads import ASPPHead
+    head = ASPPHead(in_channels=8, channels=4, dilations=(1, 6), num_classes=2,
+                    norm_cfg=dict(type='BN')).train()
     with pytest.raises(ValueError, match='Expected more than 1 value per channel'):
-        torch.nn.BatchNorm2d(4).train()(torch.randn(1, 4, 1, 1))  # what it stands for
+        head([torch.randn(1, 8, 16, 16)])
+    head([torch.randn(2, 8, 16, 16)])
 
 
 @pytest.mark.parametrize('optimizer', [

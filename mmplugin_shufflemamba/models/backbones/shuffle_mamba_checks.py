@@ -1,6 +1,5 @@
 """Argument and input checks of the ShuffleMamba models (messages name the argument
 and what to change)."""
-import difflib
 import inspect
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -9,7 +8,7 @@ import torch
 from ...ops.kernels import autocast_dtype
 from ...errors import ArgumentTypeError, ArgumentValueError
 from ..layers.arg_checks import (check_bool, check_int, check_pair, check_rate, check_real,
-                                 is_int)
+                                 close_names, is_int)
 from ..layers.token_layout import TokenLayout
 
 
@@ -94,7 +93,7 @@ def reject_args(owner: type, kwargs: dict, reasons: Dict[str, str]) -> None:
     known -= {'self', *reasons}
     unknown = sorted(set(kwargs) - known)
     if unknown:
-        near = {arg: difflib.get_close_matches(arg, sorted(known), n=2) for arg in unknown}
+        near = {arg: close_names(arg, known) for arg in unknown}
         hints = '; '.join(f'{arg!r} (did you mean {" or ".join(map(repr, near[arg]))}?)'
                           if near[arg] else repr(arg) for arg in unknown)
         listing = '' if all(near.values()) else f' It takes {", ".join(sorted(known))}.'

@@ -3,9 +3,10 @@ constructors: messages name the argument, the value and what it accepts. What th
 refuse is an :class:`ArgumentError`: an :class:`ArgumentTypeError` (also a ``TypeError``)
 for a value of the wrong kind, an :class:`ArgumentValueError` (also a ``ValueError``)
 for one out of range; the tools stop with its message, without a traceback."""
+import difflib
 import math
 import numbers
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import mmcv.cnn  # noqa: F401 (registers mmcv's norm layers)
 import torch.nn as nn
@@ -14,13 +15,36 @@ from mmengine.registry import MODELS
 from ...errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = [
-    'is_int', 'is_number', 'check_int', 'check_real', 'check_rate', 'check_width_ratio',
+    'close_names', 'is_int', 'is_number', 'check_int', 'check_real', 'check_rate',
+    'check_width_ratio',
     'check_bool', 'check_choice', 'check_pair', 'check_norm_cfg', 'check_map_norm_cfg'
 ]
 
 
 def _hint(hint: str) -> str:
     return f' ({hint})' if hint else ''
+
+
+def close_names(name: str, names, one_edit: bool = False) -> List[str]:
+    """The string names of ``names`` near ``name``: with ``one_edit``, those one letter
+    added, left out, replaced or two neighbours swapped away (sorted), as a check that
+    refuses on a near name needs; else the two closest by difflib's ratio, for a
+    suggestion ('drop_path' -> 'drop_path_rate')."""
+    names = sorted(n for n in names if isinstance(n, str))
+    if not one_edit:
+        return difflib.get_close_matches(name, names, n=2)
+    return [n for n in names if _one_edit_apart(name, n)]
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and
+                                  a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
 
 
 def is_int(value: Any) -> bool:
