@@ -4,9 +4,10 @@ from ..checkpoint.fit import CheckpointFitError
 from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
 from ..errors import ArgumentError
-from .config import (ConfigError, check_backbone_channels, check_backbone_outputs,
-                     check_config, check_detection_classes, check_label_classes,
-                     check_run_values, enable_auto_scale_lr, load_config, merge_cfg_options)
+from .config import enable_auto_scale_lr, load_config, merge_cfg_options
+from .config_checks import (ConfigError, check_backbone_channels, check_backbone_outputs,
+                            check_config, check_detection_classes, check_label_classes)
+from .run_values import check_run_values
 from .runtime import (add_training_hooks, apply_resume, build_runner, latest_checkpoint,
                       log_kernels, prepare_runtime, resume_seed, shutdown_distributed,
                       stop_message, warn_random_backbone)

@@ -22,7 +22,7 @@ from mmengine.logging import print_log
 from ..datasets.data_checks import DataError
 from ..engine.hooks.finite_loss_hook import NonFiniteTrainingError
 from ..errors import ArgumentError
-from .config import ConfigError, _typed_nodes
+from .config_checks import ConfigError, _typed_nodes
 
 # the threads a gloo process group runs (ProcessGroupGloo workers, TCP event loop)
 _GLOO_THREADS = ('pt_gloo_runloop', 'gloo_tcp_loop')

@@ -62,7 +62,7 @@ def amp_optim_wrapper_cfg(optim_wrapper: dict, dtype: str, cuda: bool,
             'needs a GPU (its loss scaler is CUDA\'s). Use --amp-dtype bfloat16, or no '
             '--amp.')
     if scope == 'mmdet':
-        from ...utils.config import ConfigError
+        from ...utils.config_checks import ConfigError
         raise ConfigError(
             '--amp on a machine without CUDA: mmdet detectors cannot train under CPU '
             "bfloat16 autocast (mmcv's CPU nms in the RPN takes float32 only). Train "
