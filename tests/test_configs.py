@@ -271,6 +271,26 @@ def test_a_detectors_heads_must_predict_the_classes_of_its_data():
     check_detection_classes(cfg)
 
 
+def test_a_coco_metric_scores_against_the_file_its_dataset_reads():
+    """Another data_root for the dataset alone leaves CocoMetric at the config file's
+    annotation path: refused, naming both (it scored another file's annotations, or
+    stopped in pycocotools); a file beside the dataset's under its data_root passes (a
+    panoptic dataset's instance annotations)."""
+    from mmplugin_shufflemamba.utils import ConfigError, load_config
+    det = osp.join(ROOT, 'configs', 'mask-rcnn_shufflemamba_adapter-m.py')
+    with pytest.raises(ConfigError) as e:
+        load_config(det, cfg_options={'val_dataloader.dataset.data_root': 'elsewhere/'})
+    assert str(e.value).startswith(
+        "val_evaluator.ann_file='data/coco/annotations/instances_val2017.json' but "
+        "val_dataloader.dataset reads 'elsewhere/annotations/instances_val2017.json'"), \
+        str(e.value)
+    load_config(det, cfg_options={
+        'val_dataloader.dataset.data_root': 'elsewhere/',
+        'val_evaluator.ann_file': 'elsewhere/annotations/instances_val2017.json'})
+    load_config(det, cfg_options={
+        'val_evaluator.ann_file': 'data/coco/annotations/panoptic_val2017.json'})
+
+
 def test_the_modules_after_the_backbone_must_take_its_width(tmp_path):
     """Another arch or embed_dims by --cfg-options, the neck or heads left at the old
     width: refused before anything is built, naming the setting and its value (the

@@ -1,6 +1,7 @@
 """The checks of a config's parts that must agree (the heads' classes and the data's,
 the backbone's outputs and the modules that take them), before anything is built: a
 :class:`ConfigError` naming both parts and the fix."""
+import os.path as osp
 from typing import Any, List, Optional, Sequence, Tuple
 
 
@@ -221,11 +222,45 @@ def check_backbone_outputs(cfg) -> None:
                                   f'0..{maps - 1}.')
 
 
+def check_evaluator_files(cfg) -> None:
+    """mmdet's ``CocoMetric`` scores against the annotation file it names: the one its
+    dataloader's dataset reads, or another under the dataset's ``data_root`` (a
+    panoptic dataset's instance annotations). A ``--cfg-options`` change of the
+    dataset's ``data_root`` leaves the evaluator at the path the config file wrote (whose
+    metrics would be another file's, or a traceback from pycocotools). A
+    :class:`ConfigError` naming both otherwise."""
+    for name in ('val', 'test'):
+        loader = cfg.get(f'{name}_dataloader')
+        dataset = loader.get('dataset') if isinstance(loader, dict) else None
+        if isinstance(dataset, dict) and 'ann_file' not in dataset and \
+                isinstance(dataset.get('dataset'), dict):  # a wrapper
+            dataset = dataset['dataset']
+        if not isinstance(dataset, dict) or not isinstance(dataset.get('ann_file'), str):
+            continue
+        root = osp.normpath(dataset.get('data_root') or '.')
+        reads = osp.normpath(osp.join(root, dataset['ann_file']))
+        evaluators = cfg.get(f'{name}_evaluator')
+        many = isinstance(evaluators, (list, tuple))
+        for i, ev in enumerate(evaluators if many else [evaluators]):
+            if not isinstance(ev, dict) or not isinstance(ev.get('ann_file'), str) or \
+                    str(ev.get('type', '')).split('.')[-1] != 'CocoMetric':
+                continue
+            scored = osp.normpath(ev['ann_file'])
+            if scored != reads and not (root != '.' and scored.startswith(root + osp.sep)):
+                where = f'{name}_evaluator' + (f'[{i}]' if many else '')
+                raise ConfigError(
+                    f"{where}.ann_file={ev['ann_file']!r} but {name}_dataloader.dataset "
+                    f'reads {reads!r}: the metric would score the predictions against '
+                    f'another file. Set {where}.ann_file={reads!r} too (a changed '
+                    "data_root does not reach the evaluator's path).")
+
+
 def check_config(cfg) -> None:
     """The checks of parts that must agree: :func:`check_label_classes`,
     :func:`check_detection_classes`, :func:`check_backbone_channels`,
-    :func:`check_backbone_outputs`."""
+    :func:`check_backbone_outputs`, :func:`check_evaluator_files`."""
     check_label_classes(cfg)
     check_detection_classes(cfg)
     check_backbone_channels(cfg)
     check_backbone_outputs(cfg)
+    check_evaluator_files(cfg)

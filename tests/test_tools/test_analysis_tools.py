@@ -105,6 +105,21 @@ def test_benchmark_refuses_a_checkpoint_that_does_not_fit(tmp_path):
     assert 'unexpected (not in the model): 1 tensors' in msg and '--allow-partial-load' in msg
 
 
+def test_benchmark_refuses_a_batch_larger_than_the_test_set(tmp_path):
+    """Every batch would hold the whole set, and images/s would be computed for images
+    that were not there."""
+    bench = load_tool('analysis', 'benchmark.py')
+    data_root = str(tmp_path / 'data')
+    generate_synthetic_ade20k(data_root, num_train=2, num_val=2, size=(32, 32))
+    opts = [o for o in tiny_overrides(data_root, 2) if o.startswith('model.')]
+    with pytest.raises(SystemExit) as e:
+        bench.main([CONFIG, '--device', 'cpu', '--num-workers', '0', '--batch-size', '4',
+                    '--cfg-options', f'test_dataloader.dataset.data_root={data_root}'] + opts)
+    assert str(e.value.code) == (
+        'tools/analysis/benchmark.py: --batch-size 4 is larger than the test set (2 '
+        'images): give --batch-size 2 or less, or a larger test set.')
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """The tiny UperNet trained for 2 iterations by tools/train.py."""

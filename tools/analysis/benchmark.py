@@ -118,6 +118,11 @@ def run(args) -> dict:
     cfg.test_dataloader.num_workers = args.num_workers
     cfg.test_dataloader.persistent_workers = args.num_workers > 0
     model, loader = build(cfg, args, device)
+    if len(loader.dataset) < args.batch_size:  # every batch would be the whole set
+        from mmplugin_shufflemamba.utils import ConfigError
+        raise ConfigError(f'--batch-size {args.batch_size} is larger than the test set '
+                          f'({len(loader.dataset)} images): give --batch-size '
+                          f'{len(loader.dataset)} or less, or a larger test set.')
     cuda = device.startswith('cuda')
 
     def sync():
@@ -125,7 +130,7 @@ def run(args) -> dict:
             torch.cuda.synchronize()
 
     total = args.warmup + args.num_iters
-    times, images = [], 0
+    times, counts = [], []
     rss_model = _rss_bytes()
     peak_reset = _reset_peak_rss()
     if cuda:
@@ -144,12 +149,12 @@ def run(args) -> dict:
             sync()
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
-                images += len(batch['inputs'])
+                counts.append(len(batch['inputs']))  # (a short last batch counts less)
     per_batch = statistics.median(times)
     res = dict(config=os.path.basename(args.config), checkpoint=args.checkpoint,
                device=device, batch_size=args.batch_size, iters=len(times),
-               images_per_s=args.batch_size / per_batch,
-               mean_images_per_s=images / sum(times),
+               images_per_s=statistics.median(n / t for n, t in zip(counts, times)),
+               mean_images_per_s=sum(counts) / sum(times),
                median_batch_s=per_batch, threads=torch.get_num_threads())
     if cuda:
         res['peak_allocated_mib'] = torch.cuda.max_memory_allocated() / 2**20
