@@ -133,13 +133,19 @@ def apply_resume(cfg, resume: Optional[str]) -> None:
     (``resume``: None without the option, 'auto' without CKPT): CKPT resumes from that
     file; 'auto' (or ``resume = True`` in the config without ``load_from``) from
     :func:`latest_checkpoint` of the work dir, and without one the run starts afresh,
-    from the config's ``load_from`` if it has one (a resumable job's first start)."""
+    from the config's ``load_from`` if it has one (a resumable job's first start), which
+    the log says (a mistyped work dir would otherwise restart a run unnoticed)."""
     if resume not in (None, 'auto'):
         cfg.resume, cfg.load_from = True, resume
     elif resume == 'auto' or (cfg.get('resume') and cfg.get('load_from') is None):
         latest = latest_checkpoint(cfg.work_dir)
         cfg.resume = latest is not None
         cfg.load_from = latest if latest is not None else cfg.get('load_from')
+        if latest is None:
+            start = f" from load_from={cfg.load_from}" if cfg.load_from else ''
+            print_log(f'Nothing to resume in {cfg.work_dir} (no last_checkpoint, iter_*.pth '
+                      f'or epoch_*.pth): the run starts at iteration 0{start}.',
+                      logger='current', level=logging.WARNING)
 
 
 def resume_seed(cfg) -> Optional[int]:

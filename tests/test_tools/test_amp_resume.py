@@ -234,9 +234,16 @@ def test_resume_settings(tmp_path):
         return cfg.get('resume'), cfg.get('load_from')
 
     assert settings('x.pth', load_from='ft.pth') == (True, 'x.pth')
-    # No record yet: a fresh start, from the config's load_from (a resumable job's start).
-    assert settings('auto') == (False, None)
-    assert settings('auto', load_from='ft.pth') == (False, 'ft.pth')
+    # No record yet: a fresh start, from the config's load_from (a resumable job's start),
+    # which the log says
+    from helpers.logs import captured_log
+    with captured_log() as lines:
+        assert settings('auto') == (False, None)
+        assert settings('auto', load_from='ft.pth') == (False, 'ft.pth')
+    assert lines == [f'Nothing to resume in {tmp_path} (no last_checkpoint, iter_*.pth or '
+                     'epoch_*.pth): the run starts at iteration 0.',
+                     f'Nothing to resume in {tmp_path} (no last_checkpoint, iter_*.pth or '
+                     'epoch_*.pth): the run starts at iteration 0 from load_from=ft.pth.']
     assert settings(None, resume=True) == (False, None)
     assert settings(None, load_from='ft.pth') == (None, 'ft.pth')  # untouched
     (tmp_path / 'iter_8.pth').write_bytes(b'x')
