@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..errors import ArgumentValueError
+
 SCAN_OPS = ('prim::PythonOp._SelectiveScanCPU', 'prim::PythonOp._SelectiveScanTorch',
             'prim::PythonOp.SelectiveScanFn')
 CAUSAL_CONV_OPS = ('prim::PythonOp._CausalConv1dCPU', 'prim::PythonOp.CausalConv1dFn')
@@ -221,6 +223,12 @@ def model_complexity(cfg, shape: Sequence[int] = (512, 2048),
     """
     H, W = (int(shape[0]), int(shape[0])) if len(shape) == 1 else map(int, shape)
     model, scope = build_model_for_flops(cfg, device)
+    check = getattr(getattr(model, 'backbone', None), 'check_input', None)
+    if check is not None:  # its refusal, not a trace through the flop counter
+        try:
+            check(torch.empty(1, 3, H, W, device='meta'))
+        except ValueError as e:
+            raise ArgumentValueError(f'shape ({H}, {W}): {e}') from None
     x = torch.rand(1, 3, H, W, device=device)
     if scope == 'mmdet':
         from mmdet.structures import DetDataSample

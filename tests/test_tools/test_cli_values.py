@@ -164,6 +164,32 @@ def test_get_flops_stops_on_a_refused_setting():
         'tools/analysis/get_flops.py: shuffle_rate must be in [0, 1], got 2'), e.value.code
 
 
+def test_get_flops_shapes_the_model_refuses_or_memory_cannot_hold(capsys, monkeypatch):
+    """A shape below the backbone's patch stops with the backbone's message (not a trace
+    through the flop counter); one that does not fit in memory says so; a tiny model's
+    count is printed with significant digits, not as 0.0."""
+    config = osp.join(ROOT, 'configs', 'quickstart',
+                      'upernet_shufflemamba-tiny_1xb8-300it_synthetic-ade20k-128x128.py')
+    flops = load_tool('analysis', 'get_flops.py')
+    with pytest.raises(SystemExit) as e:
+        flops.main([config, '--shape', '4', '4'])
+    assert str(e.value.code).startswith('tools/analysis/get_flops.py: shape (4, 4): '
+                                        'ShuffleMamba got a 4x4 image, smaller than its '
+                                        'patch_size='), e.value.code
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 120000000000 bytes")
+    monkeypatch.setattr(flops, 'model_complexity', no_memory)
+    with pytest.raises(SystemExit) as e:
+        flops.main([config, '--shape', '100000', '100000'])
+    assert str(e.value.code).startswith(
+        'tools/analysis/get_flops.py: --shape 100000 100000 does not fit in memory'), \
+        e.value.code
+    assert flops.gflops(1.234e7) == '0.0123' and flops.gflops(2.04e11) == '204.0' and \
+        flops.gflops(0) == '0.0'
+
+
 @pytest.mark.parametrize('tool, argv, words', [
     ('get_flops.py', ['nowhere.py'], "argument config: config file 'nowhere.py' does not "
      'exist'),

@@ -45,6 +45,12 @@ def parse_args(argv=None):
     return args
 
 
+def gflops(flops: float) -> str:
+    """One decimal, as the paper; three significant digits below 1 GFLOP (tiny models)."""
+    g = flops / 1e9
+    return f'{g:.1f}' if g >= 1 or g == 0 else f'{g:.3g}'
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:  # a config, checkpoint or argument check (the backbone's): its message
@@ -52,19 +58,26 @@ def main(argv=None):
         res = model_complexity(cfg, args.shape, args.device)
     except STOP_ERRORS as e:
         sys.exit(stop_message(e, 'tools/analysis/get_flops.py'))
+    except (MemoryError, RuntimeError) as e:  # torch's allocators say so in RuntimeErrors
+        if not isinstance(e, MemoryError) and not any(
+                words in str(e) for words in ("can't allocate memory", 'out of memory')):
+            raise
+        sys.exit(f'tools/analysis/get_flops.py: --shape {" ".join(map(str, args.shape))} '
+                 f'does not fit in memory ({str(e).splitlines()[0][:120]}): give a '
+                 'smaller shape.')
     H, W = res['shape']
     line = '=' * 60
     print(line)
     print(f'config: {args.config}')
     print(f'input shape: (1, 3, {H}, {W})  [{res["framework"]}]')
     print(f'params: {res["params"] / 1e6:.2f} M (the whole model, every head included)')
-    print(f'GFLOPs (paper convention):            {res["paper"] / 1e9:.1f}')
-    print(f'GFLOPs (MMEngine, no extra handles):  {res["mmengine"] / 1e9:.1f}')
-    print(f'GFLOPs (with scan/conv/deform handles): {res["total"] / 1e9:.1f}')
+    print(f'GFLOPs (paper convention):            {gflops(res["paper"])}')
+    print(f'GFLOPs (MMEngine, no extra handles):  {gflops(res["mmengine"])}')
+    print(f'GFLOPs (with scan/conv/deform handles): {gflops(res["total"])}')
     ops = res['by_operator']
     print('by operator (GFLOPs): ' + ', '.join(
-        f'{k} {v / 1e9:.1f}' for k, v in sorted(ops.items(), key=lambda kv: -kv[1])))
-    print('handled here: ' + ', '.join(f'{k} {ops.get(k, 0) / 1e9:.1f}' for k in HANDLED))
+        f'{k} {gflops(v)}' for k, v in sorted(ops.items(), key=lambda kv: -kv[1])))
+    print('handled here: ' + ', '.join(f'{k} {gflops(ops.get(k, 0))}' for k in HANDLED))
     if res['unsupported']:
         print('not counted (elementwise or unknown): ' + ', '.join(
             f'{k} x{n}' for k, n in sorted(res['unsupported'].items())))
