@@ -233,6 +233,20 @@ def test_stress_dist_exit_bad_values(capsys, argv, words):
     assert words in _usage_error(capsys, stress.main, argv)
 
 
+def test_plot_logs_names_a_file_that_is_not_a_scalars_log(capsys, tmp_path):
+    """A json line that is not an object, or a binary file (a checkpoint given as a
+    run): a usage error naming the file and line, no traceback."""
+    plot = load_tool('analysis', 'plot_logs.py')
+    log = tmp_path / 'scalars.json'
+    log.write_text('{"loss": 1.0, "step": 1}\n[1, 2]\n')
+    assert f'argument runs: {log}:2: a json list, not an object of MMEngine\'s scalars ' \
+        'log ([1, 2])' in _usage_error(capsys, plot.main, [str(log)])
+    ckpt = tmp_path / 'iter_2.json'
+    ckpt.write_bytes(b'\x80\x02}q\x00(X\x05\x00\x00\x00')
+    assert f'argument runs: {ckpt}:1: not a json line' in _usage_error(
+        capsys, plot.main, [str(ckpt)])
+
+
 def test_plot_logs_empty_out_dir(capsys, tmp_path):
     plot = load_tool('analysis', 'plot_logs.py')
     assert 'argument --out-dir: must not be empty' in _usage_error(

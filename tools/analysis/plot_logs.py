@@ -72,7 +72,7 @@ def load_scalars(path: str) -> Dict[str, List[Tuple[float, float]]]:
     points go to the last logged iteration of that epoch."""
     series: Dict[str, Dict[float, float]] = {}
     epoch_ends: Dict[int, float] = {}  # epoch -> its last logged training iteration
-    with open(path, encoding='utf-8') as f:
+    with open(path, encoding='utf-8', errors='replace') as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -80,7 +80,11 @@ def load_scalars(path: str) -> Dict[str, List[Tuple[float, float]]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f'{path}:{n}: not a json line ({e})') from None
+                raise ValueError(f'{path}:{n}: not a json line ({e}); give a work dir or '
+                                 "MMEngine's vis_data/scalars.json") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f'{path}:{n}: a json {type(rec).__name__}, not an object '
+                                 f"of MMEngine's scalars log ({line[:60]})")
             step = rec.get('step', rec.get('iter'))
             if step is None:
                 continue
