@@ -22,7 +22,8 @@ import time
 import numpy as np
 from mmengine.config import DictAction
 
-from mmplugin_shufflemamba.utils.cli import existing_file, int_at_least, key_value, non_empty
+from mmplugin_shufflemamba.utils.cli import (existing_file, int_at_least, key_value,
+                                             output_dir)
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
                       'quickstart')
@@ -51,8 +52,8 @@ def parse_args(argv=None):
     p.add_argument('--task', choices=sorted(TASKS), default='segmentation')
     p.add_argument('--config', type=existing_file('config file'), default=None,
                    help='default: the task\'s quickstart config')
-    p.add_argument('--data-root', type=non_empty, default=None)
-    p.add_argument('--work-dir', type=non_empty, default=None)
+    p.add_argument('--data-root', type=output_dir, default=None)
+    p.add_argument('--work-dir', type=output_dir, default=None)
     p.add_argument('--max-iters', type=iters, default=None,
                    help="training iterations, >= 1 (default: the config's)")
     p.add_argument('--num-train', type=int_at_least(1, 'images of the training split'),
@@ -64,7 +65,7 @@ def parse_args(argv=None):
     p.add_argument('--finetune-iters', type=iters, default=150,
                    help='--task pretrain: segmentation iterations of each fine-tuning run '
                    '(from the pretrained checkpoint and from scratch), >= 1')
-    p.add_argument('--finetune-data-root', type=non_empty, default=None,
+    p.add_argument('--finetune-data-root', type=output_dir, default=None,
                    help='--task pretrain: the segmentation data of the fine-tuning runs '
                    "(default: the segmentation quickstart's, "
                    f"{TASKS['segmentation']['data_root']})")

@@ -63,6 +63,26 @@ def device(text: str) -> str:
     return text
 
 
+def file_in_the_way(path: str):
+    """The file at ``path`` or above it that would stop a directory being made there
+    (``None`` when there is none)."""
+    path = osp.abspath(osp.expanduser(path))
+    while not osp.exists(path) and osp.dirname(path) != path:
+        path = osp.dirname(path)
+    return None if osp.isdir(path) else path
+
+
+def output_dir(text: str) -> str:
+    """argparse ``type``: a directory to write into, new or existing (no file on its
+    path)."""
+    blocking = file_in_the_way(non_empty(text))
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: {blocking} is a file, so no directory can be made there; give a '
+            'directory (new or existing)')
+    return text
+
+
 def output_file(text: str) -> str:
     """argparse ``type``: a file to write, in a directory that exists."""
     path = osp.abspath(osp.expanduser(non_empty(text)))

@@ -3,6 +3,7 @@ the checks of parts that must agree (:mod:`.config_checks`)."""
 import os.path as osp
 from typing import Any, List, Optional
 
+from .cli import file_in_the_way
 from .config_checks import ConfigError, check_config
 
 __all__ = ['ConfigError', 'check_config', 'enable_auto_scale_lr', 'load_config',
@@ -120,7 +121,10 @@ def load_config(config: str,
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
-    if osp.exists(cfg.work_dir) and not osp.isdir(cfg.work_dir):
-        raise ConfigError(f'the work dir {cfg.work_dir} is a file: give a directory '
-                          '(new or existing) with --work-dir')
+    blocking = file_in_the_way(cfg.work_dir)
+    if blocking is not None:
+        raise ConfigError(f'the work dir {cfg.work_dir} is a file' + (
+            '' if blocking == osp.abspath(osp.expanduser(cfg.work_dir)) else
+            f' or under one ({blocking})') + ': give a directory (new or existing) with '
+            '--work-dir')
     return cfg

@@ -123,7 +123,26 @@ def test_a_work_dir_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r'the work dir .*log\.txt is a file: give a '
                        'directory'):
         load_config(CONFIG, work_dir=str(tmp_path / 'log.txt'))
+    with pytest.raises(ConfigError, match=r'the work dir .*log\.txt/sub/dir is a file or under '
+                       r'one \(.*log\.txt\): give a directory'):
+        load_config(CONFIG, work_dir=str(tmp_path / 'log.txt' / 'sub' / 'dir'))
     assert load_config(CONFIG, work_dir=str(tmp_path)).work_dir == str(tmp_path)
+    assert load_config(CONFIG, work_dir=str(tmp_path / 'new' / 'dir')).work_dir == \
+        str(tmp_path / 'new' / 'dir')
+
+
+def test_the_quickstart_refuses_directories_under_a_file(capsys, tmp_path):
+    """Its data and work dirs are checked before it writes anything (a file on the path
+    was a FileExistsError traceback after the data were written)."""
+    from helpers.tools import load_tool
+    (tmp_path / 'f').write_text('x')
+    quick = load_tool('quickstart.py')
+    for option in ('--work-dir', '--data-root'):
+        with pytest.raises(SystemExit) as e:
+            quick.parse_args([option, str(tmp_path / 'f' / 'sub')])
+        assert e.value.code == 2
+        assert f"argument {option}: '{tmp_path / 'f' / 'sub'}': {tmp_path / 'f'} is a file, " \
+            'so no directory can be made there' in capsys.readouterr().err
 
 
 def test_auto_scale_lr_needs_the_configs_base_batch():
