@@ -14,7 +14,7 @@ from mmengine.logging import print_log
 
 from .files import (CheckpointError, ema_hook_raw_weights, nonfinite_tensors, read_checkpoint,
                     refuse_nonfinite)
-from .layout import backbone_prefixes
+from .layout import backbone_prefixes, is_mmpretrain_classifier
 from .saved_config import checkpoint_origin, model_config_differences, saved_config_value
 
 #: the tools' switches that relax the check (named in the messages)
@@ -137,6 +137,11 @@ def fit_report(model_sd: Dict[str, Any], ckpt: Any, mode: str = 'load',
         lines.insert(0, "the file holds a backbone at its top level ('patch_embed.*' and "
                      "'layers.*', not under 'backbone.'), as an ImageNet classifier or a "
                      f'converted backbone file does: it loads through {init_cfg}')
+    elif lines and is_mmpretrain_classifier(sd) and not is_mmpretrain_classifier(model_sd) \
+            and 'backbone.' in backbone_prefixes(sd):
+        lines.insert(0, "the file is an mmpretrain ImageClassifier ('backbone.*' and "
+                     "'head.fc.*'), an ImageNet checkpoint: its backbone loads through "
+                     f'{init_cfg} (the classification head is left out)')
     details = dict(missing=missing, unexpected=unexpected, shapes=shapes,
                    nonfinite=nonfinite, notes=notes, origin=checkpoint_origin(ckpt),
                    entry=entry, total=sum(isinstance(v, torch.Tensor) for v in sd.values()))

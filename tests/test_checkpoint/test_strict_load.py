@@ -238,6 +238,14 @@ def test_a_backbone_file_as_load_from_says_where_it_belongs():
                            r'ImageNet classifier or a converted backbone file.*'
                            r'model\.backbone\.init_cfg=.*not load_from'):
             check_checkpoint_fit(Segmentor(), ckpt)
+    # an mmpretrain ImageClassifier's file (backbone.* with head.fc.*)
+    mmpretrain = dict({'backbone.' + k: v for k, v in backbone.state_dict().items()},
+                      **{'head.fc.weight': torch.zeros(5, 16), 'head.fc.bias': torch.zeros(5)})
+    with pytest.raises(CheckpointFitError,
+                       match=r"(?s)the file is an mmpretrain ImageClassifier \('backbone\.\*' "
+                       r"and 'head\.fc\.\*'\), an ImageNet checkpoint: its backbone loads "
+                       r'through model\.backbone\.init_cfg=.*head is left out'):
+        check_checkpoint_fit(Segmentor(), dict(state_dict=mmpretrain, meta=dict(iter=3)))
     # Control: another backbone's keys at the top get no such line.
     toy = Toy().state_dict()
     with pytest.raises(CheckpointFitError) as info:
