@@ -319,6 +319,14 @@ def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
     model that returns its registers' classification feature (``out_cls``) without the
     neck that reduces the file's is refused: its feature would not be the file's."""
     reduce = getattr(model, 'cls_reduce', 1)
+    if getattr(model, 'out_cls', False) and getattr(model, 'tokens', None) is not None and \
+            model.tokens.num_extra and not any(k.split('.')[-1] == 'cls_token' for k in sd):
+        raise CheckpointError(
+            f'the checkpoint has no cls / register tokens, and {type(model).__name__} reads '
+            'its classification feature from them: it holds a dense backbone (segmentation '
+            'and detection models drop the tokens, and so does tools/convert_checkpoint.py '
+            'without --num-registers). Load an ImageNet classifier checkpoint (an official '
+            'training file, or an mmpretrain / timm classifier\'s).')
     converted, summary = convert_to_backbone(
         sd, ckpt_format, model.num_registers, model.patch_resolution,
         model.interpolate_mode, with_cls_token=getattr(model, 'with_cls_token', False),

@@ -132,9 +132,11 @@ def test_another_kind_of_model_gets_the_whole_report():
     assert 'missing in the checkpoint' in msg and 'head.fc' in msg, msg
     assert 'unexpected (not in the model): 1 tensors, in decode_head' in msg, msg
     assert 'note: its backbone could not be read as this one' in msg
-    assert 'with_cls_token=True' in msg  # (the backbone's own reason, kept as a note)
+    # (the backbone's own reason, kept as a note: a dense file, no classification tokens)
+    assert 'the checkpoint has no cls / register tokens, and ShuffleMamba reads its ' \
+        'classification feature from them' in msg, msg
     # a partial load cannot get past it either: its reason, not a partial-load warning
-    with pytest.raises(CheckpointError, match='with_cls_token=True'):
+    with pytest.raises(CheckpointError, match='has no cls / register tokens'):
         check_checkpoint_fit(clf, dict(meta=dict(iter=2), state_dict=seg), mode='test',
                              allow_partial=True)
 

@@ -426,6 +426,24 @@ def test_pretrained_at_another_resolution(tmp_path):
         torch.testing.assert_close(m.eval()(x), src(x))
 
 
+@pytest.mark.parametrize('name', [PLAIN, REG])
+def test_a_dense_backbones_file_is_not_a_classifiers(tmp_path, name):
+    """A segmentor's / detector's file has no cls / register tokens: the message says so
+    and asks for an ImageNet classifier checkpoint (not 'build with_cls_token=False',
+    which a classifier cannot)."""
+    from mmplugin_shufflemamba import ShuffleMamba
+    from mmplugin_shufflemamba.checkpoint import CheckpointError
+    dense = ShuffleMamba(arch=dict(embed_dims=D, num_layers=3), img_size=32, kernel='torch')
+    path = tmp_path / 'seg.pth'
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in dense.state_dict().items()},
+                    meta=dict(iter=2)), path)
+    with pytest.raises(CheckpointError) as e:
+        tiny(name).load_pretrained(str(path))
+    assert 'the checkpoint has no cls / register tokens, and ShuffleMambaClassifier reads ' \
+        'its classification feature from them' in str(e.value), str(e.value)
+    assert 'with_cls_token=False' not in str(e.value)
+
+
 def test_pretrained_head_of_another_size_keeps_its_init(tmp_path):
     src = tiny(PLAIN, seed=1)
     path = official_checkpoint(tmp_path / 'checkpoint.pth', src)
