@@ -95,15 +95,19 @@ def prepare_runtime(cfg, launcher: str) -> None:
 
 
 def build_runner(cfg):
-    """MMEngine's ``Runner.from_cfg``. A setting that this package refuses
-    (``--cfg-options model.backbone.shuffle_rate=2``: an :class:`ArgumentError`) is a
-    :class:`ConfigError` with its message, for the tools to stop with, not a traceback;
-    other build errors keep theirs."""
+    """MMEngine's ``Runner.from_cfg``, with :class:`EvalImageSizeHook`. A setting that
+    this package refuses (``--cfg-options model.backbone.shuffle_rate=2``: an
+    :class:`ArgumentError`) is a :class:`ConfigError` with its message, for the tools to
+    stop with, not a traceback; other build errors keep theirs."""
     from mmengine.runner import Runner
+
+    from ..engine.hooks import EvalImageSizeHook
     try:
-        return Runner.from_cfg(cfg)
+        runner = Runner.from_cfg(cfg)
     except ArgumentError as e:
         raise ConfigError(f'the config does not build: {e}') from e
+    runner.register_hook(EvalImageSizeHook())  # (a segmentation test batch: one size)
+    return runner
 
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:

@@ -1,0 +1,57 @@
+"""Segmentation evaluation in batches of images of one size, checked before the run."""
+from collections import Counter
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+from ...datasets.data_checks import DataError
+
+
+@HOOKS.register_module()
+class EvalImageSizeHook(Hook):
+    """mmseg's data preprocessor stacks an evaluation batch's images, which must share
+    one size ('The image size in a batch should be the same' otherwise, at the first
+    validation: after the whole training). Before training (the validation set) and
+    before testing (the test set), a segmentation dataloader with ``batch_size > 1``
+    whose pipeline does not resize to one fixed size has the sizes of its images read
+    (file headers); images of more than one size are a :class:`DataError` naming the
+    setting and the fix. ``build_runner`` registers it."""
+
+    priority = 'VERY_LOW'
+
+    def before_train(self, runner) -> None:
+        if runner.val_loop is not None:  # (None: no validation in this run)
+            self._check(runner, 'val', runner.val_loop)
+
+    def before_test(self, runner) -> None:
+        self._check(runner, 'test', runner.test_loop)
+
+    def _check(self, runner, name: str, loop) -> None:
+        from mmseg.models import SegDataPreProcessor
+        from PIL import Image
+
+        from ...checkpoint.fit import unwrap_model
+        loader = getattr(loop, 'dataloader', None)
+        size = getattr(loader, 'batch_size', None) or 1
+        preprocessor = getattr(unwrap_model(runner.model), 'data_preprocessor', None)
+        if size <= 1 or not isinstance(preprocessor, SegDataPreProcessor):
+            return
+        dataset = loader.dataset
+        for t in getattr(getattr(dataset, 'pipeline', None), 'transforms', []):
+            if getattr(t, 'keep_ratio', True) is False and getattr(t, 'scale', None):
+                return  # every image resized to one size
+        sizes = Counter()
+        for i in range(len(dataset)):
+            path = dataset.get_data_info(i).get('img_path')
+            if path is None:
+                return
+            with Image.open(path) as img:  # (the header only)
+                sizes[img.size] += 1
+            if len(sizes) > 1:
+                (w0, h0), (w1, h1) = list(sizes)[:2]
+                raise DataError(
+                    f'{name}_dataloader.batch_size={size}, and mmseg tests a batch of images '
+                    f'of one size: the {name} set has images of {h0}x{w0} and {h1}x{w1} '
+                    f'(e.g. {path}). Set {name}_dataloader.batch_size=1, as mmseg\'s own '
+                    "configs, or resize every image to one size in its pipeline (Resize "
+                    'with keep_ratio=False).')

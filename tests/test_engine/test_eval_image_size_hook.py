@@ -1,0 +1,68 @@
+"""EvalImageSizeHook: a segmentation evaluation batch stacks its images, which must share
+one size; a set of several sizes with batch_size > 1 is refused before the run (mmseg's
+data preprocessor asserted it at the first validation, after the whole training)."""
+import glob
+import os.path as osp
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import DefaultSampler, pseudo_collate
+from PIL import Image
+
+from mmplugin_shufflemamba.datasets import DataError, generate_synthetic_ade20k
+from mmplugin_shufflemamba.engine.hooks import EvalImageSizeHook
+
+
+def loop_of(root, batch_size, resize=None):
+    from mmseg.datasets import ADE20KDataset
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    pipeline = [dict(type='LoadImageFromFile')] + ([resize] if resize else []) + \
+        [dict(type='LoadAnnotations', reduce_zero_label=True), dict(type='PackSegInputs')]
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dataset = ADE20KDataset(data_root=root, pipeline=pipeline,
+                                data_prefix=dict(img_path='images/validation',
+                                                 seg_map_path='annotations/validation'))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                         sampler=DefaultSampler(dataset, shuffle=False),
+                                         collate_fn=pseudo_collate)
+    return SimpleNamespace(dataloader=loader)
+
+
+def runner_of(loop):
+    from mmseg.models import SegDataPreProcessor
+    model = torch.nn.Module()
+    model.data_preprocessor = SegDataPreProcessor()
+    return SimpleNamespace(model=model, val_loop=loop, test_loop=loop)
+
+
+def test_a_set_of_several_sizes_in_batches_is_refused_before_the_run(tmp_path):
+    root = str(tmp_path / 'ade')
+    generate_synthetic_ade20k(root, num_train=1, num_val=3, size=(32, 32))
+    hook = EvalImageSizeHook()
+    hook.before_train(runner_of(loop_of(root, 2)))  # one size: nothing to say
+    image = sorted(glob.glob(osp.join(root, 'images', 'validation', '*.jpg')))[1]
+    label = osp.join(root, 'annotations', 'validation',
+                     osp.basename(image).replace('.jpg', '.png'))
+    Image.fromarray(np.zeros((48, 32, 3), np.uint8)).save(image)
+    Image.fromarray(np.ones((48, 32), np.uint8)).save(label)
+    with pytest.raises(DataError) as e:
+        hook.before_test(runner_of(loop_of(root, 2)))
+    assert str(e.value).startswith(
+        'test_dataloader.batch_size=2, and mmseg tests a batch of images of one size: the '
+        'test set has images of 32x32 and 48x32'), str(e.value)
+    assert 'Set test_dataloader.batch_size=1' in str(e.value)
+    with pytest.raises(DataError, match='val_dataloader.batch_size=2'):
+        hook.before_train(runner_of(loop_of(root, 2)))
+    # what it stands for: mmseg's preprocessor on such a batch
+    loader = loop_of(root, 3).dataloader
+    with pytest.raises(AssertionError, match='The image size in a batch should be the same'):
+        runner_of(None).model.data_preprocessor(next(iter(loader)), training=False)
+    # one image per batch, or every image resized to one size: fine
+    hook.before_test(runner_of(loop_of(root, 1)))
+    resize = dict(type='Resize', scale=(32, 32), keep_ratio=False)
+    hook.before_test(runner_of(loop_of(root, 2, resize)))
+    hook.before_train(runner_of(None))  # no validation
