@@ -17,6 +17,12 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/pythonpath.sh"
+# "CONFIG 8 CKPT": the GPU count and the checkpoint swapped.
+if is_count "$CHECKPOINT" && [ ! -e "$CHECKPOINT" ] && [ -f "$GPUS" ]; then
+  echo "$(basename "$0"): the checkpoint comes before the GPU count ('$CHECKPOINT' is the" \
+       "GPU count, '$GPUS' the checkpoint): $0 $CONFIG $GPUS $CHECKPOINT ..." >&2
+  exit 2
+fi
 # "CONFIG 8 [--tta]": the checkpoint was left out and the GPU count took its place.
 if is_count "$CHECKPOINT" && [ ! -e "$CHECKPOINT" ] && ! is_count "$GPUS"; then
   echo "$(basename "$0"): CHECKPOINT is missing ('$CHECKPOINT' is the GPU count);" \

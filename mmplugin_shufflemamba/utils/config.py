@@ -63,7 +63,9 @@ def merge_cfg_options(cfg, options: Optional[dict], config: str = 'the config') 
     put where the file uses it when the file was read; the message names those places),
     a top-level name nothing reads, and a key one letter away from the config's own
     (``model.backbone.shufle_rate``). A key new to the config is added, as MMEngine
-    adds it."""
+    adds it; keys below a setting that is None (``model.backbone.init_cfg.type`` where
+    the config says ``init_cfg=None``) fill a new dict there (MMEngine refuses to merge
+    into None)."""
     for key in options or {}:
         parts = key.split('.')
         where = f'--cfg-options {key}'
@@ -91,6 +93,17 @@ def merge_cfg_options(cfg, options: Optional[dict], config: str = 'the config') 
                 raise ConfigError(
                     f"{where}: {'.'.join(parts[:depth])} has no '{part}'{close}")
             break
+    for key in options or {}:
+        node = cfg.get(key.split('.')[0])
+        for part in key.split('.')[1:-1]:
+            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                if part in node and node[part] is None:
+                    node[part] = {}
+                node = node.get(part)
+            else:
+                break
     if options:
         cfg.merge_from_dict(options)
 

@@ -108,6 +108,18 @@ def test_cfg_options_that_set_or_add_settings_apply():
     assert cfg.model.decode_head.ignore_index == 255
 
 
+def test_cfg_options_below_a_setting_that_is_none_fill_a_dict():
+    """The documented 'model.backbone.init_cfg.type=Pretrained' on a config whose
+    backbone says init_cfg=None (MMEngine refused to merge a dict into None)."""
+    from mmplugin_shufflemamba.utils import load_config
+    pretrain = osp.join(ROOT, 'configs', 'quickstart',
+                        'shufflemamba-tiny_1xb32-400it_synthetic-in1k-64px.py')
+    cfg = load_config(pretrain, cfg_options={
+        'model.backbone.init_cfg.type': 'Pretrained',
+        'model.backbone.init_cfg.checkpoint': 'in1k.pth'})
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='in1k.pth')
+
+
 @pytest.mark.parametrize('tool', [('analysis', 'get_flops.py'), ('analysis', 'benchmark.py')],
                          ids=lambda t: t[-1])
 def test_analysis_tools_stop_on_a_refused_item_without_a_traceback(capsys, tool):

@@ -140,6 +140,13 @@ def test_dist_test_names_a_forgotten_checkpoint(launch, args):
     assert 'CONFIG CHECKPOINT GPUS' in err
 
 
+def test_dist_test_names_a_swapped_gpu_count_and_checkpoint(launch):
+    rc, _, err, argv = launch('dist_test.sh', 'my config.py', '2', 'my ckpt.pth')
+    assert (rc, argv) == (2, None)
+    assert err.startswith("dist_test.sh: the checkpoint comes before the GPU count ('2' is "
+                          "the GPU count, 'my ckpt.pth' the checkpoint)"), err
+
+
 def test_dist_usage(launch):
     for script in ('dist_train.sh', 'dist_test.sh'):
         rc, out, _, argv = launch(script, '--help')
