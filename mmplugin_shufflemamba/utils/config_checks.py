@@ -56,13 +56,20 @@ def check_label_classes(cfg) -> None:
 _COCO_TYPES = ('CocoDataset', 'CheckedCocoDataset')
 
 
+def _unwrapped(dataset: Any, key: str) -> Any:
+    """The dataset config inside one wrapper (``RepeatDataset``,
+    ``ClassBalancedDataset``: ``dataset=dict(...)``) where the outer one has no ``key``."""
+    if isinstance(dataset, dict) and key not in dataset and \
+            isinstance(dataset.get('dataset'), dict):
+        return dataset['dataset']
+    return dataset
+
+
 def _dataset_classes(dataset: Any) -> Optional[int]:
     """How many classes a dataset config has: its ``metainfo.classes``, COCO's 80 for
-    mmdet's COCO datasets without them, through one ``dataset`` wrapper; None where the
-    config does not say."""
-    if isinstance(dataset, dict) and 'metainfo' not in dataset and \
-            isinstance(dataset.get('dataset'), dict):  # RepeatDataset, ClassBalanced...
-        dataset = dataset['dataset']
+    mmdet's COCO datasets without them, through one wrapper; None where the config does
+    not say."""
+    dataset = _unwrapped(dataset, 'metainfo')
     if not isinstance(dataset, dict):
         return None
     classes = (dataset.get('metainfo') or {}).get('classes') \
@@ -200,7 +207,7 @@ def check_backbone_outputs(cfg) -> None:
         if kind in _ONE_MAP_PER_CHANNELS and isinstance(channels, (list, tuple)) and \
                 len(channels) != maps:
             raise ConfigError(f'{where}.in_channels has {len(channels)} entries but {what}: '
-                              f'give one per map, or change the backbone\'s outputs.')
+                              "give one per map, or change the backbone's outputs.")
         if len(necks) > 1 or kind not in ('MultiLevelNeck', 'FPN'):
             return  # what other necks return is theirs to say
         maps = _count(neck.get('scales'), 4) if kind == 'MultiLevelNeck' else \
@@ -231,10 +238,8 @@ def check_evaluator_files(cfg) -> None:
     :class:`ConfigError` naming both otherwise."""
     for name in ('val', 'test'):
         loader = cfg.get(f'{name}_dataloader')
-        dataset = loader.get('dataset') if isinstance(loader, dict) else None
-        if isinstance(dataset, dict) and 'ann_file' not in dataset and \
-                isinstance(dataset.get('dataset'), dict):  # a wrapper
-            dataset = dataset['dataset']
+        dataset = _unwrapped(loader.get('dataset') if isinstance(loader, dict) else None,
+                             'ann_file')
         if not isinstance(dataset, dict) or not isinstance(dataset.get('ann_file'), str):
             continue
         root = osp.normpath(dataset.get('data_root') or '.')

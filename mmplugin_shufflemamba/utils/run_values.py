@@ -146,11 +146,13 @@ def _check_single_image_batch_norm(cfg) -> None:
     for where, head in _module_cfgs(model, 'decode_head') + \
             _module_cfgs(model, 'auxiliary_head'):
         kind = str(head.get('type', '')).split('.')[-1]
+        if kind not in _POOLING_HEADS:
+            continue
         norm = head.get('norm_cfg') if isinstance(head.get('norm_cfg'), dict) else {}
-        key = _POOLING_HEADS.get(kind, 'none')
+        key = _POOLING_HEADS[kind]
         scales = head.get(key, (1, 2, 3, 6)) if key else (1, )
-        if kind not in _POOLING_HEADS or not isinstance(scales, (list, tuple)) or \
-                1 not in scales or norm.get('type') not in ('BN', 'BN2d', 'SyncBN'):
+        if not isinstance(scales, (list, tuple)) or 1 not in scales or \
+                norm.get('type') not in ('BN', 'BN2d', 'SyncBN'):
             continue
         synced = norm['type'] == 'SyncBN' or bool(cfg.get('sync_bn'))
         if synced and _world_size(cfg) != 1:  # the batch statistics are shared
