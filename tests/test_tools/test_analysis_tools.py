@@ -120,6 +120,27 @@ def test_benchmark_refuses_a_batch_larger_than_the_test_set(tmp_path):
         'images): give --batch-size 2 or less, or a larger test set.')
 
 
+def test_benchmark_refuses_segmentation_batches_of_several_sizes(tmp_path):
+    """As the tools (EvalImageSizeHook): mmseg stacks a test batch's images."""
+    import numpy as np
+    from PIL import Image
+    bench = load_tool('analysis', 'benchmark.py')
+    data_root = tmp_path / 'data'
+    generate_synthetic_ade20k(str(data_root), num_train=2, num_val=2, size=(32, 32))
+    image = sorted((data_root / 'images' / 'validation').glob('*.jpg'))[0]
+    Image.fromarray(np.zeros((48, 32, 3), np.uint8)).save(image)
+    Image.fromarray(np.ones((48, 32), np.uint8)).save(
+        data_root / 'annotations' / 'validation' / image.name.replace('.jpg', '.png'))
+    opts = [o for o in tiny_overrides(str(data_root), 2) if o.startswith('model.')]
+    with pytest.raises(SystemExit) as e:
+        bench.main([CONFIG, '--device', 'cpu', '--num-workers', '0', '--batch-size', '2',
+                    '--cfg-options', f'test_dataloader.dataset.data_root={data_root}'] + opts)
+    assert str(e.value.code).startswith(
+        'tools/analysis/benchmark.py: --batch-size 2, and mmseg tests a batch of images of '
+        'one size'), e.value.code
+    assert 'Set --batch-size 1' in str(e.value.code)
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """The tiny UperNet trained for 2 iterations by tools/train.py."""

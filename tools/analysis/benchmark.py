@@ -123,6 +123,8 @@ def run(args) -> dict:
         raise ConfigError(f'--batch-size {args.batch_size} is larger than the test set '
                           f'({len(loader.dataset)} images): give --batch-size '
                           f'{len(loader.dataset)} or less, or a larger test set.')
+    from mmplugin_shufflemamba.engine.hooks import check_eval_image_sizes
+    check_eval_image_sizes(model, loader, 'test', '--batch-size')  # (as the tools)
     cuda = device.startswith('cuda')
 
     def sync():

@@ -1,5 +1,6 @@
-from .eval_image_size_hook import EvalImageSizeHook
+from .eval_image_size_hook import EvalImageSizeHook, check_eval_image_sizes
 from .finite_loss_hook import FiniteLossHook, NonFiniteTrainingError
 from .rng_state_hook import RNGStateHook
 
-__all__ = ['EvalImageSizeHook', 'FiniteLossHook', 'NonFiniteTrainingError', 'RNGStateHook']
+__all__ = ['EvalImageSizeHook', 'check_eval_image_sizes', 'FiniteLossHook',
+           'NonFiniteTrainingError', 'RNGStateHook']

@@ -1,5 +1,6 @@
 """Segmentation evaluation in batches of images of one size, checked before the run."""
 from collections import Counter
+from typing import Optional
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
@@ -21,37 +22,41 @@ class EvalImageSizeHook(Hook):
 
     def before_train(self, runner) -> None:
         if runner.val_loop is not None:  # (None: no validation in this run)
-            self._check(runner, 'val', runner.val_loop)
+            check_eval_image_sizes(runner.model, runner.val_loop.dataloader, 'val')
 
     def before_test(self, runner) -> None:
-        self._check(runner, 'test', runner.test_loop)
+        check_eval_image_sizes(runner.model, runner.test_loop.dataloader, 'test')
 
-    def _check(self, runner, name: str, loop) -> None:
-        from mmseg.models import SegDataPreProcessor
-        from PIL import Image
 
-        from ...checkpoint.fit import unwrap_model
-        loader = getattr(loop, 'dataloader', None)
-        size = getattr(loader, 'batch_size', None) or 1
-        preprocessor = getattr(unwrap_model(runner.model), 'data_preprocessor', None)
-        if size <= 1 or not isinstance(preprocessor, SegDataPreProcessor):
+def check_eval_image_sizes(model, loader, name: str, option: Optional[str] = None) -> None:
+    """The check of :class:`EvalImageSizeHook` on one dataloader of ``model`` (``name``:
+    'val' or 'test'; ``option``: the tool's option that set its batch size, as
+    ``tools/analysis/benchmark.py`` runs it on its own loader)."""
+    from mmseg.models import SegDataPreProcessor
+    from PIL import Image
+
+    from ...checkpoint.fit import unwrap_model
+    size = getattr(loader, 'batch_size', None) or 1
+    preprocessor = getattr(unwrap_model(model), 'data_preprocessor', None)
+    if size <= 1 or not isinstance(preprocessor, SegDataPreProcessor):
+        return
+    dataset = loader.dataset
+    for t in getattr(getattr(dataset, 'pipeline', None), 'transforms', []):
+        if getattr(t, 'keep_ratio', True) is False and getattr(t, 'scale', None):
+            return  # every image resized to one size
+    sizes = Counter()
+    for i in range(len(dataset)):
+        path = dataset.get_data_info(i).get('img_path')
+        if path is None:
             return
-        dataset = loader.dataset
-        for t in getattr(getattr(dataset, 'pipeline', None), 'transforms', []):
-            if getattr(t, 'keep_ratio', True) is False and getattr(t, 'scale', None):
-                return  # every image resized to one size
-        sizes = Counter()
-        for i in range(len(dataset)):
-            path = dataset.get_data_info(i).get('img_path')
-            if path is None:
-                return
-            with Image.open(path) as img:  # (the header only)
-                sizes[img.size] += 1
-            if len(sizes) > 1:
-                (w0, h0), (w1, h1) = list(sizes)[:2]
-                raise DataError(
-                    f'{name}_dataloader.batch_size={size}, and mmseg tests a batch of images '
-                    f'of one size: the {name} set has images of {h0}x{w0} and {h1}x{w1} '
-                    f'(e.g. {path}). Set {name}_dataloader.batch_size=1, as mmseg\'s own '
-                    "configs, or resize every image to one size in its pipeline (Resize "
-                    'with keep_ratio=False).')
+        with Image.open(path) as img:  # (the header only)
+            sizes[img.size] += 1
+        if len(sizes) > 1:
+            (w0, h0), (w1, h1) = list(sizes)[:2]
+            setting = option or f'{name}_dataloader.batch_size'
+            sep = ' ' if option else '='
+            raise DataError(
+                f'{setting}{sep}{size}, and mmseg tests a batch of images of one size: the '
+                f'{name} set has images of {h0}x{w0} and {h1}x{w1} (e.g. {path}). Set '
+                f"{setting}{sep}1, as mmseg's own configs, or resize every image to one "
+                'size in its pipeline (Resize with keep_ratio=False).')
