@@ -86,6 +86,8 @@ def merge_cfg_options(cfg, options: Optional[dict], config: str = 'the config') 
                 node = node[int(part)]
                 continue
             if not isinstance(node, dict) or part in node:
+                if isinstance(node, dict) and node[part] is None and depth < len(parts) - 1:
+                    node[part] = {}  # keys below a None setting: a dict to merge into
                 node = node.get(part) if isinstance(node, dict) else None
                 continue
             close = _did_you_mean(part, [k for k in node if isinstance(k, str)])
@@ -93,17 +95,6 @@ def merge_cfg_options(cfg, options: Optional[dict], config: str = 'the config') 
                 raise ConfigError(
                     f"{where}: {'.'.join(parts[:depth])} has no '{part}'{close}")
             break
-    for key in options or {}:
-        node = cfg.get(key.split('.')[0])
-        for part in key.split('.')[1:-1]:
-            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            elif isinstance(node, dict):
-                if part in node and node[part] is None:
-                    node[part] = {}
-                node = node.get(part)
-            else:
-                break
     if options:
         cfg.merge_from_dict(options)
 
