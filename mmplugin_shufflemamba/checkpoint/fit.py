@@ -199,6 +199,14 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
     Returns:
         dict: the details of :func:`fit_report` (empty lists when it fits).
     """
+    return _checked_fit(model, checkpoint, source, mode, allow_partial, allow_nonfinite,
+                        target, model_cfg, logger)[0]
+
+
+def _checked_fit(model, checkpoint, source, mode, allow_partial, allow_nonfinite, target,
+                 model_cfg, logger='current') -> Tuple[Dict[str, Any], Any]:
+    """:func:`check_checkpoint_fit`, which also returns the checkpoint it checked: read,
+    and (but for a resume) as the backbones read it (:func:`as_loaded`)."""
     if isinstance(checkpoint, str):
         source = source if source != '<checkpoint>' else checkpoint
     checkpoint = _read(checkpoint, mode)
@@ -244,7 +252,7 @@ def check_checkpoint_fit(model: torch.nn.Module, checkpoint: Any, source: str = 
                 "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...).")
     refuse_nonfinite(details['nonfinite'], details['total'], source, allow_nonfinite,
                      NONFINITE_FLAG, CheckpointFitError, details.get('origin'), logger)
-    return details
+    return details, checkpoint
 
 
 def _read(checkpoint: Any, mode: str) -> Any:
@@ -266,13 +274,12 @@ def load_checked(model: torch.nn.Module, checkpoint: Any, source: Optional[str] 
     """Load a checkpoint into a whole model as ``tools/test.py`` evaluates one, without
     a runner: :func:`check_checkpoint_fit` (``mode='test'``), then the weights as the
     backbones read them (:func:`as_loaded`); with ``allow_partial`` what fits. The file
-    is read once. Returns the fit check's details."""
+    is read and converted once. Returns the fit check's details."""
     source = source or (checkpoint if isinstance(checkpoint, str) else '<checkpoint>')
-    checkpoint = _read(checkpoint, 'test')
-    details = check_checkpoint_fit(model, checkpoint, source, 'test', allow_partial,
+    details, loaded = _checked_fit(model, checkpoint, source, 'test', allow_partial,
                                    allow_nonfinite, target, model_cfg)
     model = unwrap_model(model)
-    sd, _ = checkpoint_weights(as_loaded(model, checkpoint, quiet=True))
+    sd, _ = checkpoint_weights(loaded)
     skip = {k for k, _, _ in details['shapes']}  # (only with allow_partial)
     # The fit check was the strict one: what it ignores (num_batches_tracked, the data
     # preprocessor's) or allowed stays as initialised.

@@ -66,3 +66,42 @@ def test_a_set_of_several_sizes_in_batches_is_refused_before_the_run(tmp_path):
     resize = dict(type='Resize', scale=(32, 32), keep_ratio=False)
     hook.before_test(runner_of(loop_of(root, 2, resize)))
     hook.before_train(runner_of(None))  # no validation
+
+
+def _two_ranks(rank, port, root, out):
+    import torch.distributed as torch_dist
+    import PIL.Image
+    torch_dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                                  rank=rank, world_size=2)
+    try:
+        if rank == 1:  # only rank 0 reads the headers
+            def refuse(*args, **kwargs):
+                raise AssertionError('rank 1 opened an image')
+            PIL.Image.open = refuse
+        try:
+            EvalImageSizeHook().before_test(runner_of(loop_of(root, 2)))
+            result = 'passed'
+        except DataError as e:
+            result = str(e)
+        with open(f'{out}.{rank}', 'w') as f:
+            f.write(result)
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_two_ranks_read_the_headers_once_and_stop_together(tmp_path):
+    import torch.multiprocessing as mp
+
+    from helpers.dist import free_port
+    root = str(tmp_path / 'ade')
+    generate_synthetic_ade20k(root, num_train=1, num_val=3, size=(32, 32))
+    image = sorted(glob.glob(osp.join(root, 'images', 'validation', '*.jpg')))[2]
+    Image.fromarray(np.zeros((40, 32, 3), np.uint8)).save(image)
+    out = str(tmp_path / 'verdict')
+    mp.start_processes(_two_ranks, args=(free_port(), root, out), nprocs=2,
+                       start_method='fork')
+    verdicts = [open(f'{out}.{rank}').read() for rank in range(2)]
+    assert verdicts[0] == verdicts[1], verdicts
+    assert verdicts[0].startswith('test_dataloader.batch_size=2, and mmseg tests a batch of '
+                                  'images of one size: the test set has images of 32x32 '
+                                  'and 40x32'), verdicts[0]

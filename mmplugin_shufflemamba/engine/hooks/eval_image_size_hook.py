@@ -1,5 +1,4 @@
 """Segmentation evaluation in batches of images of one size, checked before the run."""
-from collections import Counter
 from typing import Optional
 
 from mmengine.hooks import Hook
@@ -31,9 +30,10 @@ class EvalImageSizeHook(Hook):
 def check_eval_image_sizes(model, loader, name: str, option: Optional[str] = None) -> None:
     """The check of :class:`EvalImageSizeHook` on one dataloader of ``model`` (``name``:
     'val' or 'test'; ``option``: the tool's option that set its batch size, as
-    ``tools/analysis/benchmark.py`` runs it on its own loader)."""
+    ``tools/analysis/benchmark.py`` runs it on its own loader). In a distributed run
+    rank 0 reads the headers and every rank stops with its verdict."""
+    from mmengine.dist import broadcast_object_list, get_rank
     from mmseg.models import SegDataPreProcessor
-    from PIL import Image
 
     from ...checkpoint.fit import unwrap_model
     size = getattr(loader, 'batch_size', None) or 1
@@ -44,19 +44,39 @@ def check_eval_image_sizes(model, loader, name: str, option: Optional[str] = Non
     for t in getattr(getattr(dataset, 'pipeline', None), 'transforms', []):
         if getattr(t, 'keep_ratio', True) is False and getattr(t, 'scale', None):
             return  # every image resized to one size
-    sizes = Counter()
+    verdict = [None]  # (the same on every rank: a rank that raised alone would hang)
+    if get_rank() == 0:
+        try:
+            verdict[0] = _two_sizes(dataset)
+        except Exception as e:  # e.g. an unreadable image: every rank stops with it
+            verdict[0] = e
+    broadcast_object_list(verdict)  # (nothing to do on one process)
+    if isinstance(verdict[0], Exception):
+        raise verdict[0]
+    if verdict[0] is not None:
+        (w0, h0), (w1, h1), path = verdict[0]
+        setting = option or f'{name}_dataloader.batch_size'
+        sep = ' ' if option else '='
+        raise DataError(
+            f'{setting}{sep}{size}, and mmseg tests a batch of images of one size: the '
+            f'{name} set has images of {h0}x{w0} and {h1}x{w1} (e.g. {path}). Set '
+            f"{setting}{sep}1, as mmseg's own configs, or resize every image to one "
+            'size in its pipeline (Resize with keep_ratio=False).')
+
+
+def _two_sizes(dataset):
+    """The first two image sizes (width, height) of ``dataset`` and the path of the first
+    image of the second, read from the file headers; None for a set of one size (or
+    without image paths)."""
+    from PIL import Image
+    first = None
     for i in range(len(dataset)):
         path = dataset.get_data_info(i).get('img_path')
         if path is None:
-            return
+            return None
         with Image.open(path) as img:  # (the header only)
-            sizes[img.size] += 1
-        if len(sizes) > 1:
-            (w0, h0), (w1, h1) = list(sizes)[:2]
-            setting = option or f'{name}_dataloader.batch_size'
-            sep = ' ' if option else '='
-            raise DataError(
-                f'{setting}{sep}{size}, and mmseg tests a batch of images of one size: the '
-                f'{name} set has images of {h0}x{w0} and {h1}x{w1} (e.g. {path}). Set '
-                f"{setting}{sep}1, as mmseg's own configs, or resize every image to one "
-                'size in its pipeline (Resize with keep_ratio=False).')
+            if first is None:
+                first = img.size
+            elif img.size != first:
+                return first, img.size, path
+    return None
