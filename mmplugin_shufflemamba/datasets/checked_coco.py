@@ -23,7 +23,8 @@ if CocoDataset is not None:
         :class:`DataCheckMixin`, ONE warning line per dataset counts the annotations,
         instances and images mmdet sets aside silently, and loading stops with
         :class:`DataError` when masks are loaded and an annotation has no segmentation
-        (mmdet: ``KeyError: 'mask'``), and when no image is left.
+        (mmdet: ``KeyError: 'mask'``), and when no image is left. A test set without
+        annotations (a test-dev file, scored -1 by ``CocoMetric``) is warned about.
         """
 
         def load_data_list(self) -> List[dict]:
@@ -42,6 +43,12 @@ if CocoDataset is not None:
                     raise
                 raise DataError(f'{self.ann_file}: not a valid json file ({e})') from None
             self._num_images = len(data_list)
+            if self.test_mode and data_list and not self._num_anns:
+                _warn(f'{type(self).__name__} {self.ann_file} (test): the file has no '
+                      f'annotations (an image-info / test-dev file), so CocoMetric scores '
+                      f'its {len(data_list)} images -1. To evaluate, give the file with '
+                      "the annotations; to write results for an evaluation server, set the "
+                      "evaluator's format_only=True and outfile_prefix.")
             if self._no_segmentation:
                 raise DataError(
                     f'{self.ann_file}: {len(self._no_segmentation)} annotations have no '

@@ -380,6 +380,20 @@ def test_coco_annotations_of_unknown_images_are_counted(coco, warnings_logged):
     assert f"of {len(content['annotations'])} annotations" in line
 
 
+def test_coco_test_set_without_annotations_is_warned_about(coco, warnings_logged):
+    """CocoMetric scores a file without annotations (test-dev) -1 for every metric."""
+    _coco_ds(coco, split='val')
+    assert not [m for m in warnings_logged if 'CheckedCocoDataset' in m]
+    content = _edit_json(coco, lambda c: c.pop('annotations'), split='val')
+    _coco_ds(coco, split='val')
+    (line, ) = [m for m in warnings_logged if 'CheckedCocoDataset' in m]
+    assert line == (
+        f"CheckedCocoDataset {_coco_json(coco, 'val')} (test): the file has no annotations "
+        f"(an image-info / test-dev file), so CocoMetric scores its {len(content['images'])} "
+        'images -1. To evaluate, give the file with the annotations; to write results for '
+        "an evaluation server, set the evaluator's format_only=True and outfile_prefix.")
+
+
 @pytest.mark.parametrize('edit,words', [
     (lambda c: c['annotations'][0].update(bbox=[1, 2, 3]),
      r'annotation id {ann}: bbox \[1, 2, 3\] is not \[x, y, w, h\] \(4 numbers\)'),
