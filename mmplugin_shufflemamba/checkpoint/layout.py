@@ -22,11 +22,14 @@ CLASSIFIER_PREFIXES = ('head.', 'neck.', 'norm_neck.', 'head_dist.', 'fc_norm.',
 _WRAPPER_PREFIXES = ('module.', 'backbone.', 'model.', '_orig_mod.')
 _CFG_SHUFFLEMAMBA = re.compile(r"type\s*=\s*['\"]ShuffleMamba['\"]")
 _CFG_CLS_FIRST = re.compile(r'with_cls_token\s*=\s*True')
+_OVERLAPPING = re.compile(r'patch(\d+)_stride(\d+)')  # (a factory name's patch / stride)
 
 
 def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
     """What a checkpoint object says about its own layout (see :func:`format_hint`):
-    ``(format or None, the evidence in words)``."""
+    ``(format or None, the evidence in words)``. A model it names with overlapping
+    patches (Vim's stride-8 "+" models) is a :class:`CheckpointError`: this backbone's
+    patches do not overlap, so its weights would compute something else."""
     own = own_meta(ckpt)
     if own.get('shufflemamba_format') in CHECKPOINT_FORMATS[1:]:
         return own['shufflemamba_format'], "meta['shufflemamba_format']"
@@ -37,6 +40,14 @@ def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
         name, where = ckpt['arch'], 'arch'  # timm's train.py names the model there too
     name = str(name or '')
     low = name.lower()
+    overlap = _OVERLAPPING.search(low)
+    if overlap and overlap.group(1) != overlap.group(2):
+        raise CheckpointError(
+            f'{where}={name!r} has overlapping patches (patch {overlap.group(1)}, stride '
+            f'{overlap.group(2)}: Vim\'s "+" models), and this backbone embeds '
+            'non-overlapping patches (stride = patch size): its weights would compute '
+            'something else here. Use a checkpoint of a model whose stride is its patch '
+            'size (docs/model_zoo.md#weights).')
     if 'midclstok' in low or 'middle_cls' in low:
         return 'vim', f'{where}={name!r} (Vim, middle cls token)'
     if low.startswith('videomamba'):

@@ -90,6 +90,33 @@ def test_vim_detected_from_training_args(tmp_path):
     assert_features(m, sd, 'vim')
 
 
+def test_overlapping_patch_models_are_refused(tmp_path):
+    """Vim's stride-8 "+" models embed overlapping patches: their file names the model,
+    and the weights (a 27 x 27 grid at 224 px) would be squeezed onto this backbone's
+    non-overlapping patches, so every way in refuses them."""
+    from mmengine.runner.checkpoint import load_checkpoint
+
+    from helpers.tools_convert import convert_main
+    from mmplugin_shufflemamba.checkpoint.safe_load import enable_mmengine_checkpoints
+    enable_mmengine_checkpoints()  # Namespace args: the tools and configs opt in
+    sd = make_official_state_dict(fmt='vim', seed=3)
+    name = ('vim_small_patch16_stride8_224_bimambav2_final_pool_mean_abs_pos_embed_'
+            'with_midclstok_div2')
+    path = tmp_path / 'vim_plus.pth'
+    torch.save(dict(model=sd, model_ema=None, args=argparse.Namespace(model=name)), path)
+    words = (r"args\.model='vim_small_patch16_stride8_.*' has overlapping patches \(patch 16, "
+             r'stride 8: Vim\'s "\+" models\), and this backbone embeds non-overlapping')
+    with pytest.raises(CheckpointError, match=words):
+        backbone(path)
+    with pytest.raises(CheckpointError, match=words):
+        load_checkpoint(backbone(), str(path))  # MMEngine's loader, through the pre-hook
+    with pytest.raises(CheckpointError, match=words):
+        convert_main([str(path), str(tmp_path / 'out.pth')])
+    ok = name.replace('_stride8', '')  # stride = patch size: the backbone's own
+    torch.save(dict(model=sd, model_ema=None, args=argparse.Namespace(model=ok)), path)
+    assert load_pretrained_backbone(backbone(), str(path))['format'] == 'vim'
+
+
 def test_vim_keeps_middle_cls_as_register(tmp_path):
     src = tmp_path / 'vim.pth'
     raw, _ = official_checkpoint(src, 'vim')
