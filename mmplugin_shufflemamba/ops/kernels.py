@@ -1,11 +1,12 @@
 """Guarded access to the optional kernels: the fused CUDA kernels (mamba-ssm's
 ``selective_scan_cuda``, causal-conv1d) and this package's compiled CPU extension.
 
-Every op takes ``kernel``: ``'auto'`` (the fused CUDA kernels for CUDA tensors when they
-import, the compiled CPU kernels for CPU tensors when built, else the pure-PyTorch path;
-a fallback that costs speed is one :class:`KernelFallbackWarning` per process, an error
-with ``SHUFFLEMAMBA_STRICT_KERNELS=1``), ``'cuda'`` (the fused kernels, or an error
-saying why not) or ``'torch'`` (the pure-PyTorch path, silently). See
+The scan and the conv take ``kernel``: ``'auto'`` (the fused CUDA kernels for CUDA
+tensors when they import, the compiled CPU kernels for CPU tensors when built, else the
+pure-PyTorch path; a fallback that costs speed is one :class:`KernelFallbackWarning` per
+process, an error with ``SHUFFLEMAMBA_STRICT_KERNELS=1``), ``'cuda'`` (the fused kernels,
+or an error saying why not) or ``'torch'`` (the pure-PyTorch path, silently). Deformable
+attention takes 'auto' and 'torch' (on CUDA the adapter's module runs mmcv's kernel). See
 docs/kernels_and_performance.md#kernels (why ``selective_scan_cuda`` is imported
 directly rather than ``mamba_ssm.ops``).
 """
@@ -73,8 +74,9 @@ _COST = {
                             'on an H200)'),
     'causal_conv1d': ('the depthwise causal conv runs as several PyTorch ops per block '
                       '(a few percent of a training step)'),
-    'cpu_extension': ('the PyTorch scan loops over time steps: several times slower than '
-                      'the compiled CPU kernels'),
+    'cpu_extension': ('the PyTorch scan loops over time steps, and deformable attention '
+                      'samples each level with grid_sample: several times slower than the '
+                      'compiled CPU kernels'),
     'ms_deform_attn_cuda': ("the adapter's deformable attention samples with grid_sample "
                             'per level (slower, and more memory in training)'),
 }

@@ -17,10 +17,11 @@ itself). See docs/kernels_and_performance.md#deformable-attention-on-the-cpu.
 """
 import torch
 
-from .kernels import (_INSTALL, ShapeError, cpu_extension, kernel_dtype,
-                      require_cpu_extension)
+from ..errors import ArgumentValueError
+from .kernels import (_INSTALL, ShapeError, cpu_extension, kernel_dtype, report_fallback,
+                      require_cpu_extension, use_cpu_extension)
 
-__all__ = ['ms_deform_attn', 'ms_deform_attn_cpu', 'ms_deform_attn_ref',
+__all__ = ['ms_deform_attn', 'ms_deform_attn_cpu', 'ms_deform_attn_ref', 'cpu_sampling',
            'has_ms_deform_attn_cpu', 'has_ms_deform_attn_mmcv_cuda',
            'ms_deform_attn_backend']
 
@@ -177,14 +178,36 @@ def ms_deform_attn_cpu(value: torch.Tensor, spatial_shapes: torch.Tensor,
                                       attention_weights)
 
 
+def _checked(kernel: str) -> str:
+    if kernel not in ('auto', 'torch'):
+        raise ArgumentValueError(
+            f"kernel must be 'auto' or 'torch', got {kernel!r} (CUDA tensors sample with "
+            "mmcv's CUDA kernel inside the adapter's MSDeformAttn; this dispatch is for "
+            "the compiled CPU kernel and mmcv's PyTorch path)")
+    return kernel
+
+
+def cpu_sampling(kernel: str = 'auto'):
+    """The sampling function for CPU tensors: :func:`ms_deform_attn_cpu` under 'auto'
+    when it is built, else None (mmcv's PyTorch path). Under 'auto' a missing kernel is
+    the once-only fallback report of :mod:`.kernels` (an error with
+    ``SHUFFLEMAMBA_STRICT_KERNELS=1``); 'torch' chooses the PyTorch path silently."""
+    if not use_cpu_extension(_checked(kernel), is_cuda=False):  # (reports a missing extension)
+        return None
+    if not has_ms_deform_attn_cpu():
+        report_fallback('cpu_extension', 'it was built without the deformable attention '
+                        'kernel (an older build)')
+        return None
+    return ms_deform_attn_cpu
+
+
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor,
                    sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
                    kernel: str = 'auto') -> torch.Tensor:
-    """Dispatch: the compiled CPU kernel for CPU tensors when it is built
-    (``kernel='auto'``), else mmcv's PyTorch path (always with ``kernel='torch'``)."""
-    if kernel not in ('auto', 'torch'):
-        raise ValueError(f"kernel must be 'auto' or 'torch', got {kernel!r}")
-    if kernel == 'auto' and value.device.type == 'cpu' and has_ms_deform_attn_cpu():
-        return ms_deform_attn_cpu(value, spatial_shapes, sampling_locations,
-                                  attention_weights)
-    return ms_deform_attn_ref(value, spatial_shapes, sampling_locations, attention_weights)
+    """Dispatch: CPU tensors to :func:`cpu_sampling` (the compiled kernel under
+    ``kernel='auto'``, reported when it is missing), everything else to mmcv's PyTorch
+    path (:func:`ms_deform_attn_ref`)."""
+    sample = cpu_sampling(kernel) if _checked(kernel) and value.device.type == 'cpu' \
+        else None
+    return (sample or ms_deform_attn_ref)(value, spatial_shapes, sampling_locations,
+                                          attention_weights)

@@ -451,3 +451,38 @@ def test_block_arguments_are_checked(kw, exc, words):
     from mmplugin_shufflemamba.models.layers import MambaBlock
     with pytest.raises(exc, match=words):
         MambaBlock(16, **kw)
+
+
+@pytest.mark.parametrize('missing', ['extension', 'kernel'])
+def test_msda_on_cpu_without_its_compiled_kernel_warns_once(monkeypatch, missing):
+    """The compiled CPU extension missing (or an older build without the deformable
+    attention kernel): one KernelFallbackWarning, mmcv's PyTorch sampling, an error
+    under SHUFFLEMAMBA_STRICT_KERNELS=1, nothing with kernel='torch'."""
+    import importlib
+    from types import SimpleNamespace
+    msda = importlib.import_module('mmplugin_shufflemamba.ops.ms_deform_attn')
+    ext = None if missing == 'extension' else SimpleNamespace()  # no ms_deform_attn_fwd
+    monkeypatch.setattr(kernels, 'cpu_extension', lambda: ext)
+    monkeypatch.setattr(msda, 'cpu_extension', lambda: ext)
+    monkeypatch.setattr(kernels, '_warned', set())
+    monkeypatch.delenv(kernels.STRICT_ENV, raising=False)
+    torch.manual_seed(0)
+    shapes = torch.tensor([[4, 4], [2, 2]])
+    args = (torch.randn(2, 20, 4, 8), shapes, torch.rand(2, 6, 4, 2, 3, 2),
+            torch.rand(2, 6, 4, 2, 3))
+    why = 'compiled CPU kernels' if missing == 'extension' else 'an older build'
+    with pytest.warns(kernels.KernelFallbackWarning, match=why) as rec:
+        out = msda.ms_deform_attn(*args)
+    assert len(rec) == 1 and 'deformable attention' in str(rec[0].message)
+    torch.testing.assert_close(out, msda.ms_deform_attn_ref(*args))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert _msda_module()._own_sampling(args[0]) is None  # (said once per process)
+        msda.ms_deform_attn(*args, kernel='torch')
+    monkeypatch.setenv(kernels.STRICT_ENV, '1')
+    with pytest.raises(RuntimeError, match=f'{kernels.STRICT_ENV}=1: .*{why}'):
+        msda.ms_deform_attn(*args)
+    msda.ms_deform_attn(*args, kernel='torch')  # chosen explicitly: no error
+    with pytest.raises(ValueError, match="kernel must be 'auto' or 'torch', got 'cuda' "
+                       r"\(CUDA tensors sample with mmcv's CUDA kernel"):
+        msda.ms_deform_attn(*args, kernel='cuda')

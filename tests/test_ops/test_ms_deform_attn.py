@@ -273,7 +273,8 @@ def test_adapter_attention_uses_the_kernel_and_matches_mmcv(monkeypatch, identit
     attn, inputs, query, value = _adapter_attn(0)
     ident = torch.randn_like(query) if identity else None
     calls = []
-    import mmplugin_shufflemamba.models.layers.deform_attn as am
+    import importlib
+    am = importlib.import_module('mmplugin_shufflemamba.ops.ms_deform_attn')
     monkeypatch.setattr(am, 'ms_deform_attn_cpu',
                         lambda *a: (calls.append('cpu'), ms_deform_attn_cpu(*a))[1])
     fused = _module_run(attn, inputs, query, value, ident)

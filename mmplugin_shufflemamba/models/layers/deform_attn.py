@@ -10,8 +10,7 @@ from mmcv.ops import MultiScaleDeformableAttention
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
 from ...ops.kernels import autocast_off, report_fallback
-from ...ops.ms_deform_attn import (has_ms_deform_attn_cpu, has_ms_deform_attn_mmcv_cuda,
-                                   ms_deform_attn_cpu)
+from ...ops.ms_deform_attn import cpu_sampling, has_ms_deform_attn_mmcv_cuda
 from ...errors import ArgumentValueError
 from .arg_checks import check_int, check_real
 
@@ -58,7 +57,8 @@ class MSDeformAttn(MultiScaleDeformableAttention):
     ``output_proj(sample(value_proj(value)))`` (``value_proj`` to ``embed_dims * ratio``
     channels) in the weights' dtype (float32 also under autocast), no dropout,
     ``identity`` added only when given. CPU sampling uses the compiled kernel
-    (:func:`~mmplugin_shufflemamba.ops.ms_deform_attn_cpu`) when built, unless
+    (:func:`~mmplugin_shufflemamba.ops.ms_deform_attn_cpu`) when built (a missing one is
+    reported once, :func:`~mmplugin_shufflemamba.ops.ms_deform_attn.cpu_sampling`), unless
     :attr:`cpu_kernel` or ``SHUFFLEMAMBA_MSDA_CPU`` (read at every call) is 'torch'
     (mmcv's ``multi_scale_deformable_attn_pytorch``).
 
@@ -115,9 +115,9 @@ class MSDeformAttn(MultiScaleDeformableAttention):
 
     def _own_sampling(self, value: torch.Tensor) -> Optional[Callable]:
         """The sampling function this module runs itself, or None for mmcv's forward:
-        the compiled CPU kernel (when built and chosen); on CUDA without mmcv's CUDA
-        ops, mmcv's PyTorch sampling, reported once (an error under
-        ``SHUFFLEMAMBA_STRICT_KERNELS=1``)."""
+        on the CPU :func:`cpu_sampling` of the chosen kernel; on CUDA without mmcv's
+        CUDA ops, mmcv's PyTorch sampling. A missing kernel is reported once (an error
+        under ``SHUFFLEMAMBA_STRICT_KERNELS=1``)."""
         if value.device.type == 'cuda':
             ok, err = has_ms_deform_attn_mmcv_cuda(value.device)
             if ok:
@@ -130,7 +130,7 @@ class MSDeformAttn(MultiScaleDeformableAttention):
         if choice not in ('auto', 'torch'):
             raise ArgumentValueError("MSDeformAttn.cpu_kernel / SHUFFLEMAMBA_MSDA_CPU must be "
                                      f"'auto' or 'torch', got {choice!r}")
-        return ms_deform_attn_cpu if choice == 'auto' and has_ms_deform_attn_cpu() else None
+        return cpu_sampling(choice)
 
     def _forward_sampled(self, query: torch.Tensor, value: torch.Tensor,
                          reference_points: torch.Tensor, spatial_shapes: torch.Tensor,
