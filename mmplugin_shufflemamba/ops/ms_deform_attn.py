@@ -207,7 +207,8 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor,
     """Dispatch: CPU tensors to :func:`cpu_sampling` (the compiled kernel under
     ``kernel='auto'``, reported when it is missing), everything else to mmcv's PyTorch
     path (:func:`ms_deform_attn_ref`)."""
-    sample = cpu_sampling(kernel) if _checked(kernel) and value.device.type == 'cpu' \
-        else None
-    return (sample or ms_deform_attn_ref)(value, spatial_shapes, sampling_locations,
-                                          attention_weights)
+    if value.device.type == 'cpu':
+        sample = cpu_sampling(kernel) or ms_deform_attn_ref
+    else:
+        sample = _checked(kernel) and ms_deform_attn_ref
+    return sample(value, spatial_shapes, sampling_locations, attention_weights)
