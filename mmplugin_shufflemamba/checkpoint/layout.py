@@ -3,7 +3,6 @@
 mmpretrain's classifier) to this backbone's keys, resizing the position embedding and
 keeping or dropping the tokens (docs/loading.md, "Checkpoint formats")."""
 import math
-import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
@@ -11,8 +10,7 @@ import torch
 
 from ..errors import ArgumentValueError
 from ..models.layers import resize_pos_embed
-from .files import CheckpointError, is_mmengine_checkpoint, own_meta
-from .saved_config import saved_config_value
+from .files import CheckpointError
 
 CHECKPOINT_FORMATS = ('auto', 'shufflemamba', 'videomamba', 'vim', 'reg', 'mmplugin')
 #: Classification-only modules of the published checkpoints, dropped for the backbone
@@ -20,96 +18,6 @@ CHECKPOINT_FORMATS = ('auto', 'shufflemamba', 'videomamba', 'vim', 'reg', 'mmplu
 CLASSIFIER_PREFIXES = ('head.', 'neck.', 'norm_neck.', 'head_dist.', 'fc_norm.',
                        'distill_head.')
 _WRAPPER_PREFIXES = ('module.', 'backbone.', 'model.', '_orig_mod.')
-_CFG_SHUFFLEMAMBA = re.compile(r"type\s*=\s*['\"]ShuffleMamba['\"]")
-_CFG_CLS_FIRST = re.compile(r'with_cls_token\s*=\s*True')
-_OVERLAPPING = re.compile(r'patch(\d+)_stride(\d+)')  # (a factory name's patch / stride)
-
-
-def format_evidence(ckpt: object) -> Tuple[Optional[str], str]:
-    """What a checkpoint object says about its own layout (see :func:`format_hint`):
-    ``(format or None, the evidence in words)``. A model it names with overlapping
-    patches (Vim's stride-8 "+" models) is a :class:`CheckpointError`: this backbone's
-    patches do not overlap, so its weights would compute something else."""
-    own = own_meta(ckpt)
-    if own.get('shufflemamba_format') in CHECKPOINT_FORMATS[1:]:
-        return own['shufflemamba_format'], "meta['shufflemamba_format']"
-    args = ckpt.get('args') if isinstance(ckpt, dict) else None
-    name = args.get('model') if isinstance(args, dict) else getattr(args, 'model', None)
-    where = 'args.model'
-    if not name and isinstance(ckpt, dict) and isinstance(ckpt.get('arch'), str):
-        name, where = ckpt['arch'], 'arch'  # timm's train.py names the model there too
-    name = str(name or '')
-    low = name.lower()
-    overlap = _OVERLAPPING.search(low)
-    if overlap and overlap.group(1) != overlap.group(2):
-        raise CheckpointError(
-            f'{where}={name!r} has overlapping patches (patch {overlap.group(1)}, stride '
-            f'{overlap.group(2)}: Vim\'s "+" models), and this backbone embeds '
-            'non-overlapping patches (stride = patch size): its weights would compute '
-            'something else here. Use a checkpoint of a model whose stride is its patch '
-            'size (docs/model_zoo.md#weights).')
-    if 'midclstok' in low or 'middle_cls' in low:
-        return 'vim', f'{where}={name!r} (Vim, middle cls token)'
-    if low.startswith('videomamba'):
-        return 'videomamba', (f'{where}={name!r} (VideoMamba: cls first, the two '
-                              'directions summed, not averaged)')
-    if low.startswith(('mambar', 'shufflemamba', 'shuffle_mamba')):
-        return 'shufflemamba', f'{where}={name!r} (cls token first)'
-    if is_mmengine_checkpoint(ckpt):
-        cfg_text = ckpt['meta'].get('cfg') if isinstance(ckpt.get('meta'), dict) else None
-        if isinstance(cfg_text, str) and _CFG_CLS_FIRST.search(cfg_text) and \
-                _CFG_SHUFFLEMAMBA.search(cfg_text):  # a classifier trained here
-            return 'shufflemamba', ("MMEngine meta: the config's ShuffleMamba backbone "
-                                    'has with_cls_token=True (cls first)')
-        return 'mmplugin', "MMEngine 'meta' (a model trained in this framework)"
-    return None, (f'{where}={name!r} is not a known factory name' if name
-                  else 'no args.model, no MMEngine meta, no shufflemamba_format marker')
-
-
-def _pair(value) -> Optional[Tuple[int, int]]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return tuple(value)
-    return None
-
-
-#: The backbones whose saved config gives their position grid (img_size / patch_size,
-#: defaults 224 / 16).
-_GRID_BACKBONES = ('ShuffleMamba', 'ShuffleMambaAdapter')
-
-
-def recorded_grid(ckpt: object, prefix: Optional[str] = None) -> Optional[Tuple[int, int]]:
-    """The (H, W) grid of the position embedding a file in this project's layout was
-    saved with, where the file says: the conversion marker's ``target_grid``
-    (tools/convert_checkpoint.py), else the ``img_size`` / ``patch_size`` of the backbone
-    at ``prefix`` (default ``'backbone.'``: ``model.backbone``; ``'student.backbone.'``:
-    ``model.student.backbone``) in an MMEngine checkpoint's saved config; None
-    otherwise."""
-    own = own_meta(ckpt)
-    if own:
-        return _pair(own.get('target_grid'))
-    if not is_mmengine_checkpoint(ckpt) or not isinstance(ckpt['meta'].get('cfg'), str):
-        return None
-    path = (prefix or 'backbone.').strip('.').split('.')
-    node = saved_config_value(ckpt['meta']['cfg'], 'model')
-    for part in path[1:] if path[0] == 'module' else path:  # (a DDP-saved key)
-        node = node.get(part) if isinstance(node, dict) else None
-    if not isinstance(node, dict) or \
-            str(node.get('type', '')).split('.')[-1] not in _GRID_BACKBONES:
-        return None
-    img, patch = _pair(node.get('img_size', 224)), _pair(node.get('patch_size', 16))
-    if img is None or patch is None or not all(patch):
-        return None
-    return img[0] // patch[0], img[1] // patch[1]
-
-
-def format_hint(ckpt: object) -> Optional[str]:
-    """The format a checkpoint object's own contents establish, or None: the
-    ``meta['shufflemamba_format']`` marker, else the model name in ``args``, else
-    MMEngine's ``meta`` (see docs/loading.md, "What loads, and how")."""
-    return format_evidence(ckpt)[0]
 
 
 def backbone_prefixes(sd: Dict[str, torch.Tensor]) -> List[str]:

@@ -13,9 +13,9 @@ from .files import (CheckpointError, check_finite, check_flag,
                     non_tensor_values, nonfinite_tensors, own_meta, read_checkpoint,
                     refuse_nonfinite, select_state_dict)
 from .fit import compare_state_dicts
-from .layout import (backbone_prefixes, convert_to_backbone,
-                     detect_format, format_evidence, is_mmpretrain_classifier,
-                     mmpretrain_to_official, recorded_grid, strip_wrappers)
+from .layout import (backbone_prefixes, convert_to_backbone, detect_format,
+                     is_mmpretrain_classifier, mmpretrain_to_official, strip_wrappers)
+from .saved_config import format_evidence, recorded_grid
 
 
 #: What each entry of a checkpoint holds, for the log line.

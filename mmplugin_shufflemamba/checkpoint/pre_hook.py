@@ -10,9 +10,9 @@ import torch
 from mmengine.logging import print_log
 
 from .files import CHECKPOINT_ENTRIES, CheckpointError, select_state_dict
-from .layout import (CLASSIFIER_PREFIXES, detect_format, format_evidence, norm_type,
-                     recorded_grid)
+from .layout import CLASSIFIER_PREFIXES, detect_format, norm_type
 from .loading import convert_for, norm_mismatch, norm_of, without_final_norm
+from .saved_config import format_evidence, recorded_grid
 
 _PUBLISHED_ONLY = ('cls_token', 'pos_embed_cls', 'norm_f.') + CLASSIFIER_PREFIXES
 
@@ -53,7 +53,7 @@ def read_layout(module, state_dict, prefix: str, grid: Optional[Tuple[int, int]]
                 quiet: bool = False, hint: Optional[str] = None) -> None:
     """:func:`published_layout_pre_hook`, in place on ``state_dict``'s keys under
     ``prefix``, whose position embedding the file records on ``grid`` and whose format
-    the file says is ``hint`` (:func:`~.layout.format_hint`; a whole checkpoint says
+    the file says is ``hint`` (:func:`~.saved_config.format_hint`; a whole checkpoint says
     both itself)."""
     keys = [k for k in state_dict if k.startswith(prefix)]
     sub = {k[len(prefix):]: state_dict[k] for k in keys}

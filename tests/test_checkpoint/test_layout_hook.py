@@ -271,8 +271,8 @@ def test_testing_a_file_without_ema_weights_does_not_claim_to_test_ema(kind):
 
     from mmpretrain.engine.hooks import EMAHook
 
-    from mmplugin_shufflemamba.checkpoint.fit import (BackboneLayoutHook,
-                                                      EvaluateFileWeightsHook)
+    from mmplugin_shufflemamba.checkpoint.runner import (BackboneLayoutHook,
+                                                         EvaluateFileWeightsHook)
     model = target(img_size=64)
     ema = EMAHook(momentum=0.01)
     runner = SimpleNamespace(model=model, hooks=[ema], _load_from='weights.pth',

@@ -136,7 +136,7 @@ def test_the_runner_loads_a_whole_checkpoint_from_its_recorded_grid(tmp_path, to
     from mmengine.runner.checkpoint import load_state_dict
 
     from mmplugin_shufflemamba.checkpoint import check_checkpoint_fit
-    from mmplugin_shufflemamba.checkpoint.fit import BackboneLayoutHook
+    from mmplugin_shufflemamba.checkpoint.runner import BackboneLayoutHook
 
     rect = Segmentor((128, 512), **tokens)
     with torch.no_grad():

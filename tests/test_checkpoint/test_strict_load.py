@@ -18,9 +18,9 @@ from mmplugin_shufflemamba.compat import safe_torch_load
 from mmplugin_shufflemamba.datasets import generate_synthetic_ade20k
 from mmplugin_shufflemamba.checkpoint import (CheckpointError, CheckpointFitError,
                                               check_checkpoint_fit)
-from mmplugin_shufflemamba.checkpoint.fit import (checkpoint_to_load,
-                                                  model_config_differences,
-                                                  saved_config_value)
+from mmplugin_shufflemamba.checkpoint.runner import checkpoint_to_load
+from mmplugin_shufflemamba.checkpoint.saved_config import (model_config_differences,
+                                                           saved_config_value)
 
 from helpers.dist import free_port, tiny_overrides
 
