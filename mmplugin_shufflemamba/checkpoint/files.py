@@ -3,6 +3,7 @@ choosing their raw or EMA weights; refusals of placeholder paths and non-finite 
 Nothing here knows the model's layout (see :mod:`.layout`)."""
 import io
 import logging
+import os
 import os.path as osp
 import re
 import urllib.parse
@@ -178,7 +179,9 @@ def read_checkpoint(filename: str, map_location: str = 'cpu',
         raise CheckpointError(f'{filename} is a directory, not a checkpoint file: give the '
                               'file in it (e.g. a work dir\'s iter_*.pth or epoch_*.pth)')
     if is_local and not osp.isfile(filename):
-        raise CheckpointNotFoundError(f'checkpoint file not found: {filename}')
+        raise CheckpointNotFoundError(f'checkpoint file not found: {filename}' + (
+            '' if osp.isabs(filename) else f' (a relative path: looked for in the current '
+            f"directory, {os.getcwd()}, not in a config's folder)"))
     if not is_local:
         try:
             data = io.BytesIO(fileio.get(filename))

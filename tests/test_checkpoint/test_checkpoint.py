@@ -961,3 +961,17 @@ def test_files_that_are_not_checkpoints_say_so(tmp_path):
     with pytest.raises(CheckpointError, match=r'scripted\.pt is a TorchScript archive '
                        r'\(torch\.jit\.save\).*torch\.save\(model\.state_dict\(\), path\)'):
         backbone(tmp_path / 'scripted.pt')
+
+
+def test_a_missing_relative_path_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """A relative init_cfg.checkpoint is read from the current directory, not from the
+    config's folder (as _base_ paths are): the message says which directory."""
+    from mmplugin_shufflemamba.checkpoint import CheckpointNotFoundError, read_checkpoint
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointNotFoundError) as e:
+        read_checkpoint('weights/b.pth')
+    assert str(e.value) == (f'checkpoint file not found: weights/b.pth (a relative path: '
+                            f"looked for in the current directory, {tmp_path}, not in a "
+                            "config's folder)")
+    with pytest.raises(CheckpointNotFoundError, match=r'^checkpoint file not found: /\S+$'):
+        read_checkpoint(str(tmp_path / 'b.pth'))
