@@ -3,7 +3,7 @@
 convert them (:mod:`.layout`) and load them strictly. The formats, how a file's format is
 read and what is refused: docs/loading.md."""
 import logging
-from typing import Dict, NamedTuple, Optional, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -348,11 +348,13 @@ def convert_for(model, sd: Dict[str, torch.Tensor], ckpt_format: str = 'auto',
 
 def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_format: str,
                         source: str = '<checkpoint>', allow_nonfinite: bool = False,
-                        source_grid: Optional[Tuple[int, int]] = None
+                        source_grid: Optional[Tuple[int, int]] = None, log: bool = True
                         ) -> Dict[str, object]:
     """Convert a state dict of :func:`read_backbone_weights` (:func:`convert_for`; the
     grid the file records, :func:`recorded_grid`, as ``source_grid``), load it
-    (:func:`load_into_backbone`) and log what was used."""
+    (:func:`load_into_backbone`) and log what was used (:func:`loaded_message`; a caller
+    that loads more of the file, e.g. a classifier's head, passes ``log=False`` and
+    logs the message with what it loaded)."""
     odd = non_tensor_values(sd)
     if odd:
         raise CheckpointError(f'{source}: values that are not tensors: {", ".join(odd[:4])}; '
@@ -361,20 +363,28 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
         converted, summary = convert_for(model, sd, ckpt_format, source_grid)
     except CheckpointError as e:
         raise CheckpointError(f'{source}: {e}') from None
-    summary = load_into_backbone(model, converted, summary, source, allow_nonfinite, sd)
-    own = len(model.state_dict()) - summary['loaded']
-    note = _ENTRY_NOTES.get(entry)
-    print_log(
-        f"Loaded {source} (entry '{entry}'" + (f' = {note}' if note else '') +
-        f", format '{summary['format']}', depth "
-        f"{summary['depth']}, width {summary['embed_dims']}): all {summary['loaded']} "
-        f"backbone tensors; pos_embed {summary['grid']} -> {summary['target_grid']}; "
-        f"cls/register tokens {summary['checkpoint_tokens']} -> "
-        f"{summary['kept_tokens']}; dropped keys: {summary['dropped']}" +
-        (f'; {own} tensors of {type(model).__name__} keep their initialisation'
-         if own else ''),
-        logger='current')
-    return dict(summary, entry=entry)
+    summary = dict(load_into_backbone(model, converted, summary, source, allow_nonfinite,
+                                      sd), entry=entry)
+    if log:
+        print_log(loaded_message(model, summary, source), logger='current')
+    return summary
+
+
+def loaded_message(model, summary: Dict[str, object], source: str,
+                   also_loaded: Sequence[str] = ()) -> str:
+    """The log line of :func:`load_backbone_state`'s ``summary``; ``also_loaded``: the
+    keys of the file the caller loaded besides (not dropped, no longer initialised)."""
+    own = len(model.state_dict()) - summary['loaded'] - len(also_loaded)
+    note = _ENTRY_NOTES.get(summary['entry'])
+    dropped = [k for k in summary['dropped'] if k not in also_loaded]
+    return (f"Loaded {source} (entry '{summary['entry']}'" + (f' = {note}' if note else '')
+            + f", format '{summary['format']}', depth {summary['depth']}, width "
+            f"{summary['embed_dims']}): all {summary['loaded']} backbone tensors"
+            + (f" and {', '.join(also_loaded)}" if also_loaded else '') +
+            f"; pos_embed {summary['grid']} -> {summary['target_grid']}; cls/register "
+            f"tokens {summary['checkpoint_tokens']} -> {summary['kept_tokens']}; dropped "
+            f'keys: {dropped}' + (f'; {own} tensors of {type(model).__name__} keep their '
+                                  'initialisation' if own else ''))
 
 
 def without_final_norm(converted, target):
@@ -387,4 +397,4 @@ def without_final_norm(converted, target):
 
 __all__ = ['BackboneWeights', 'norm_mismatch', 'norm_of', 'read_backbone_weights',
            'read_weights', 'load_into_backbone', 'load_pretrained_backbone',
-           'load_backbone_state', 'convert_for']
+           'load_backbone_state', 'loaded_message', 'convert_for']

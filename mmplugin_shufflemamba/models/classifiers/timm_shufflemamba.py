@@ -164,22 +164,25 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         from mmengine.logging import print_log
 
         from ...checkpoint import load_backbone_state, read_weights
+        from ...checkpoint.loading import loaded_message
         w = read_weights(checkpoint, use_ema=use_ema, ckpt_format=ckpt_format,
                          allow_nonfinite=allow_nonfinite)
         sd, checkpoint = w.state_dict, w.source
         summary = load_backbone_state(self, sd, w.entry, w.format, checkpoint,
-                                      allow_nonfinite, w.grid)
+                                      allow_nonfinite, w.grid, log=False)
         head = {k[len('head.'):]: v for k, v in sd.items() if k.startswith('head.')}
         own = self.head.state_dict()
-        if head and own and all(k in head and head[k].shape == v.shape
-                                for k, v in own.items()):
+        fits = bool(head and own) and all(k in head and head[k].shape == v.shape
+                                          for k, v in own.items())
+        if fits:
             self.head.load_state_dict({k: head[k] for k in own})
-            print_log(f'Loaded the classifier head of {checkpoint}', logger='current')
-        else:
-            print_log(f'{checkpoint}: head not loaded (checkpoint head '
-                      f'{ {k: tuple(v.shape) for k, v in head.items()} }, model head '
-                      f'{ {k: tuple(v.shape) for k, v in own.items()} }); it keeps its '
-                      'initialisation', logger='current')
+        message = loaded_message(self, summary, checkpoint,
+                                 ['head.' + k for k in own] if fits else ())
+        if not fits:
+            message += (f'; the head is not loaded (checkpoint head '
+                        f'{ {k: tuple(v.shape) for k, v in head.items()} }, model head '
+                        f'{ {k: tuple(v.shape) for k, v in own.items()} })')
+        print_log(message, logger='current')
         return summary
 
 

@@ -352,6 +352,27 @@ def test_pretrained_from_official_checkpoint(tmp_path, name):
         assert torch.equal(m.eval()(x), src(x))
 
 
+def test_pretrained_load_is_one_log_line_that_counts_the_head(tmp_path):
+    """The backbone and the head in one line: the head is loaded, not dropped, and no
+    tensor keeps its initialisation; a head of another size is said not to load."""
+    from helpers.logs import captured_log
+    src = tiny(seed=1)
+    path = official_checkpoint(tmp_path / 'checkpoint.pth', src, PLAIN)
+    with captured_log() as lines:
+        timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=dict(file=path),
+                          **TINY[PLAIN])
+    (line, ) = [m for m in lines if path in m]
+    assert 'backbone tensors and head.weight, head.bias;' in line, line
+    assert 'dropped keys: []' in line and 'initialisation' not in line, line
+    with captured_log() as lines:
+        timm.create_model(PLAIN, pretrained=True, pretrained_cfg_overlay=dict(file=path),
+                          **dict(TINY[PLAIN], num_classes=3))
+    (line, ) = [m for m in lines if path in m]
+    assert "dropped keys: ['head.weight', 'head.bias']; 2 tensors of ShuffleMambaClassifier " \
+        "keep their initialisation; the head is not loaded (checkpoint head {'weight': (5, " \
+        f"{D}), 'bias': (5,)}}, model head {{'weight': (3, {D}), 'bias': (3,)}})" in line, line
+
+
 def asks_which_then_loads(src, overlay, words):
     """A bare state dict with one cls token is refused as ambiguous, then loads exactly
     with ckpt_format."""
