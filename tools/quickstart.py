@@ -52,14 +52,22 @@ def parse_args(argv=None):
     p.add_argument('--task', choices=sorted(TASKS), default='segmentation')
     p.add_argument('--config', type=existing_file('config file'), default=None,
                    help='default: the task\'s quickstart config')
-    p.add_argument('--data-root', type=output_dir, default=None)
-    p.add_argument('--work-dir', type=output_dir, default=None)
+    p.add_argument('--data-root', type=output_dir, default=None,
+                   help="where the task's data is generated (default: "
+                   + ', '.join(f"{t}: {c['data_root']}" for t, c in TASKS.items()) + ')')
+    p.add_argument('--work-dir', type=output_dir, default=None,
+                   help='default: ' + ', '.join(f"{t}: {c['work_dir']}"
+                                                for t, c in TASKS.items()))
     p.add_argument('--max-iters', type=iters, default=None,
                    help="training iterations, >= 1 (default: the config's)")
     p.add_argument('--num-train', type=int_at_least(1, 'images of the training split'),
-                   default=None)
+                   default=None, help="images of the task's generated training split "
+                   '(default: ' + ', '.join(f"{t}: {c['num_train']}" for t, c in TASKS.items())
+                   + "; --task pretrain: the ImageNet-layout set, the fine-tuning runs keep "
+                   "the segmentation quickstart's)")
     p.add_argument('--num-val', type=int_at_least(1, 'images of the validation split'),
-                   default=None)
+                   default=None, help='images of the validation split (default: '
+                   + ', '.join(f"{t}: {c['num_val']}" for t, c in TASKS.items()) + ')')
     p.add_argument('--num-overlays', type=int_at_least(0), default=4,
                    help='prediction pictures to draw, >= 0 (0: none)')
     p.add_argument('--finetune-iters', type=iters, default=150,
