@@ -47,7 +47,7 @@ def test_plot_logs_from_a_json_log(tmp_path):
                         str(out)])
 
 
-def test_plot_logs_joins_a_resumed_work_dirs_runs(tmp_path):
+def test_plot_logs_joins_a_resumed_work_dirs_runs(tmp_path, monkeypatch):
     """A run stopped after iteration 6 (validated at 5) and resumed from iteration 4's
     checkpoint: the work dir's curve is the first run up to 4 and the resumed run from
     5 on; a test run written into the same work dir adds nothing."""
@@ -66,6 +66,12 @@ def test_plot_logs_joins_a_resumed_work_dirs_runs(tmp_path):
     assert series['loss'] == [(float(i), 10.0 + i) for i in range(1, 5)] + [
         (float(i), 20.0 + i) for i in range(5, 11)]
     assert series['mIoU'] == [(10.0, 2.0)]
+    labels = []
+    with monkeypatch.context() as m:  # without --legend, the runs as given (not the
+        # timestamp dir of a run)
+        m.setattr(plot_logs, 'plot', lambda runs, names, *a, **k: labels.append(names) or [1])
+        assert plot_logs.main([str(tmp_path / 'work') + '/', '--out-dir', str(tmp_path / 'p')])
+    assert labels == [[str(tmp_path / 'work')]]
     assert plot_logs.main([str(tmp_path / 'work'), '--out-dir', str(tmp_path / 'p')])
     empty = tmp_path / 'empty' / '20260101_000000' / 'vis_data'
     empty.mkdir(parents=True)

@@ -146,7 +146,8 @@ def main(argv=None) -> List[str]:
     parser.add_argument('--keys', nargs='+', help='keys to plot (default: the usual ones '
                         'that are present)')
     parser.add_argument('--out-dir', default='plots', help='where the PNG files go')
-    parser.add_argument('--legend', nargs='+', help='a name per run')
+    parser.add_argument('--legend', nargs='+', help='a name per run (default: the runs as '
+                        'given, e.g. the work dirs)')
     parser.add_argument('--title', default='', help='prefix of the figure titles')
     args = parser.parse_args(argv)
     if not args.out_dir.strip():
@@ -162,8 +163,7 @@ def main(argv=None) -> List[str]:
         runs = [join_runs([load_scalars(f) for f in fs]) for fs in files]
     except (FileNotFoundError, ValueError) as e:
         parser.error(f'argument runs: {e}')
-    names = args.legend or [osp.basename(osp.dirname(osp.dirname(fs[-1]))) or fs[-1]
-                            for fs in files]
+    names = args.legend or [osp.normpath(r) for r in args.runs]  # (as given: work dirs)
     if len(names) != len(runs):
         parser.error(f'--legend needs {len(runs)} names')
     present = set().union(*[set(r) for r in runs])
