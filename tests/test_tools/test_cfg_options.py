@@ -56,10 +56,10 @@ CONFIG = osp.join(ROOT, 'configs', 'upernet_shufflemamba_b.py')
 
 @pytest.mark.parametrize('key, value, words', [
     ('data_root', 'elsewhere', "--cfg-options data_root: 'data_root' is a variable of "
-     'upernet_shufflemamba_b.py, already put where the file uses it when the file was '
-     'read, so this would change nothing. Set the settings that use it instead (its value '
-     'is at train_dataloader.dataset.data_root, val_dataloader.dataset.data_root, '
-     'test_dataloader.dataset.data_root).'),
+     'upernet_shufflemamba_b.py or of a config it inherits, already put where the files use '
+     'it when they were read, so this would change nothing. Set the settings that use it '
+     'instead (its value is at train_dataloader.dataset.data_root, '
+     'val_dataloader.dataset.data_root, test_dataloader.dataset.data_root).'),
     ('train_pipeline', [], 'is at train_dataloader.dataset.pipeline)'),
     ('norm_cfg.type', 'BN', "'norm_cfg' is a variable of upernet_shufflemamba_b.py"),
     ('fp16', dict(loss_scale=512.), "--cfg-options fp16: upernet_shufflemamba_b.py has no "
@@ -73,9 +73,10 @@ CONFIG = osp.join(ROOT, 'configs', 'upernet_shufflemamba_b.py')
     ('model.backbone.shufle_rate', 0.2, "did you mean 'shuffle_rate'?"),
     ('model.backbone.shuffel_rate', 0.2, "did you mean 'shuffle_rate'?"),  # swapped
     ('model.backbone.shuffle_ratf', 0.2, "did you mean 'shuffle_rate'?"),
-    ('num_classes', 10, "'num_classes' is a variable of upernet_shufflemamba_b.py, already put "
-     'where the file uses it when the file was read, so this would change nothing. Set '
-     'the settings that use it instead.'),  # (a number: its copies may be other settings)
+    ('num_classes', 10, "'num_classes' is a variable of upernet_shufflemamba_b.py or of a "
+     'config it inherits, already put where the files use it when they were read, so this '
+     'would change nothing. Set the settings that use it instead.'),  # (a number: its
+    # copies may be other settings)
     ('default_hooks.checkpoint.intervl', 10, "did you mean 'interval'?"),
 ])
 def test_cfg_options_that_would_change_nothing_are_refused(key, value, words):
@@ -83,6 +84,20 @@ def test_cfg_options_that_would_change_nothing_are_refused(key, value, words):
     with pytest.raises(ConfigError) as e:
         load_config(CONFIG, cfg_options={key: value})
     assert words in str(e.value)
+
+
+def test_a_variable_whose_settings_the_config_overrode_says_so(tmp_path):
+    """A child config that sets every data_root itself: the base's variable holds
+    nothing any more, and the refusal says so rather than listing no place."""
+    from mmplugin_shufflemamba.utils import ConfigError, load_config
+    child = tmp_path / 'child.py'
+    child.write_text(f'_base_ = [{CONFIG!r}]\n' + ''.join(
+        f"{k} = dict(dataset=dict(data_root='/data/ade'))\n"
+        for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')))
+    with pytest.raises(ConfigError, match=r"'data_root' is a variable of child\.py or of a "
+                       r'config it inherits, .* instead \(none holds its value now: the '
+                       r'config sets them otherwise\)\.$'):
+        load_config(str(child), cfg_options={'data_root': '/elsewhere'})
 
 
 def test_cfg_options_that_set_or_add_settings_apply():
