@@ -1,11 +1,12 @@
 """The values that only the optimizer, the dataloaders, the schedulers and the loops read
 when the run starts, checked before anything is built (:func:`check_run_values`)."""
 import os
+import re
 from typing import Optional, Sequence
 
 import torch
 
-from .config_checks import _module_cfgs
+from .config_checks import _module_cfgs, _typed_nodes
 
 
 #: optimizer settings that are non-negative numbers where the optimizer's own default
@@ -82,9 +83,26 @@ def check_run_values(cfg, loaders: Sequence[str] = ('train_dataloader', 'val_dat
                     f'{name}.num_workers=0 with {name}.persistent_workers=True, which '
                     'keeps worker processes alive: torch needs workers for it. Also set '
                     f'{name}.persistent_workers=False.')
+        if cfg.get('default_scope') == 'mmseg':
+            _check_crop_sizes(name, loader)
     if 'train_dataloader' in loaders:
         _check_single_image_batch_norm(cfg)
         _check_schedulers(cfg.get('param_scheduler'))
+
+
+def _check_crop_sizes(name: str, loader: dict) -> None:
+    """mmseg's ``RandomCrop`` takes an int or a tuple: a list (``--cfg-options`` reads
+    ``[64,64]`` as one) stops at its assertion, in a traceback."""
+    from ..errors import ArgumentTypeError
+    for path, crop in _typed_nodes(loader.get('dataset'), ('RandomCrop', ),
+                                   f'{name}.dataset'):
+        size = crop.get('crop_size')
+        if isinstance(size, list):
+            key = re.sub(r'\[(\d+)\]', r'.\1', path)  # (as --cfg-options names it)
+            raise ArgumentTypeError(
+                f"{key}.crop_size={size!r}: mmseg's RandomCrop takes an int or a tuple "
+                f'(h, w), not a list: --cfg-options {key}.crop_size="(' +
+                ','.join(map(str, size)) + ')" (parentheses make a tuple).')
 
 
 def _check_schedulers(schedulers) -> None:

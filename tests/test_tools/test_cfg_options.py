@@ -254,6 +254,11 @@ QUICK_SEG = osp.join(ROOT, 'configs', 'quickstart',
      '[0, 1], got 2.0'),
     ('param_scheduler.1.eta_min', -1e-4, 'param_scheduler[1].eta_min must be >= 0'),
     ('param_scheduler.0.end', 'abc', "param_scheduler[0].end must be a number, got 'abc'"),
+    # --cfg-options reads [64,64] as a list, which mmseg's RandomCrop asserts against
+    ('train_dataloader.dataset.pipeline.4.crop_size', [64, 64],
+     "train_dataloader.dataset.pipeline.4.crop_size=[64, 64]: mmseg's RandomCrop takes an "
+     'int or a tuple (h, w), not a list: --cfg-options '
+     'train_dataloader.dataset.pipeline.4.crop_size="(64,64)" (parentheses make a tuple).'),
 ])
 def test_values_only_the_run_reads_are_checked_before_it_starts(tmp_path, key, value, words):
     """What torch checks only when the runner builds the optimizer or a dataloader is
