@@ -197,5 +197,6 @@ def recorded_grid(ckpt: object, prefix: Optional[str] = None) -> Optional[Tuple[
 def format_hint(ckpt: object) -> Optional[str]:
     """The format a checkpoint object's own contents establish, or None: the
     ``meta['shufflemamba_format']`` marker, else the model name in ``args``, else
-    MMEngine's ``meta`` (see docs/loading.md, "What loads, and how")."""
+    MMEngine's ``meta`` (see docs/loading.md, "What loads, and how"). A model it names
+    with overlapping patches is a :class:`CheckpointError` (:func:`format_evidence`)."""
     return format_evidence(ckpt)[0]

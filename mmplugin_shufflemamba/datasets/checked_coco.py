@@ -45,10 +45,10 @@ if CocoDataset is not None:
             self._num_images = len(data_list)
             if self.test_mode and data_list and not self._num_anns:
                 _warn(f'{type(self).__name__} {self.ann_file} (test): the file has no '
-                      f'annotations (an image-info / test-dev file), so CocoMetric scores '
-                      f'its {len(data_list)} images -1. To evaluate, give the file with '
-                      "the annotations; to write results for an evaluation server, set the "
-                      "evaluator's format_only=True and outfile_prefix.")
+                      f'annotations (an image-info / test-dev file): CocoMetric can only '
+                      'write results for an evaluation server from it (format_only=True, '
+                      f'outfile_prefix); scored, its {len(data_list)} images give -1 for '
+                      'every metric. To evaluate, give the file with the annotations.')
             if self._no_segmentation:
                 raise DataError(
                     f'{self.ann_file}: {len(self._no_segmentation)} annotations have no '

@@ -42,8 +42,10 @@ def require_path(path, what: str, data_root, check: str = 'data_prefix') -> None
     """:class:`DataError` when a local ``path`` (a ``what``: 'directory', 'file') does not
     exist, naming the settings to check."""
     if path and _is_local(path) and not osp.exists(path):
-        raise DataError(f'{path}: no such {what}; check data_root ({data_root!r}) and '
-                        f'{check}')
+        where = '' if osp.isabs(path) else (
+            f' (a relative path: looked for in the current directory, {os.getcwd()})')
+        raise DataError(f'{path}: no such {what}{where}; check data_root ({data_root!r}) '
+                        f'and {check}')
 
 
 def probe_image_file(path: str) -> Optional[str]:

@@ -68,15 +68,17 @@ _INSTALL = {
     'ms_deform_attn_cuda': ('bash tools/setup_env.sh on the GPU node (builds mmcv with '
                             'its CUDA ops, FORCE_CUDA=1)'),
 }
+_INSTALL['ms_deform_attn_cpu'] = _INSTALL['cpu_extension']
 _COST = {
     'selective_scan_cuda': ('the PyTorch scan loops over time steps: a ShuffleMamba-B '
                             'training step at 512x512 took 27x longer (2.98 s vs 0.111 s '
                             'on an H200)'),
     'causal_conv1d': ('the depthwise causal conv runs as several PyTorch ops per block '
                       '(a few percent of a training step)'),
-    'cpu_extension': ('the PyTorch scan loops over time steps, and deformable attention '
-                      'samples each level with grid_sample: several times slower than the '
-                      'compiled CPU kernels'),
+    'cpu_extension': ('the PyTorch scan loops over time steps: several times slower than '
+                      'the compiled CPU kernels'),
+    'ms_deform_attn_cpu': ('deformable attention samples each level with grid_sample: '
+                           "about 6x slower forward + backward at the adapter's shape"),
     'ms_deform_attn_cuda': ("the adapter's deformable attention samples with grid_sample "
                             'per level (slower, and more memory in training)'),
 }
@@ -85,6 +87,15 @@ _NAMES = {
     'causal_conv1d': "causal-conv1d's fused kernel",
     'cpu_extension': 'the extension of compiled CPU kernels (mmplugin_shufflemamba._ext)',
     'ms_deform_attn_cuda': "mmcv's CUDA deformable attention (mmcv built with CUDA ops)",
+    'ms_deform_attn_cpu': 'the compiled CPU deformable attention kernel (in '
+                          'mmplugin_shufflemamba._ext)',
+}
+#: how to choose the PyTorch path explicitly, where it is not ``kernel='torch'``
+_CHOOSE_TORCH = {
+    'ms_deform_attn_cpu': (", or set SHUFFLEMAMBA_MSDA_CPU=torch (MSDeformAttn.cpu_kernel="
+                           "'torch'; kernel='torch' for ops.ms_deform_attn) to choose the "
+                           'PyTorch path explicitly'),
+    'ms_deform_attn_cuda': '',  # (mmcv's module has no other CUDA path to choose)
 }
 
 _cache: Dict[str, Tuple[Optional[object], Optional[str]]] = {}
@@ -127,7 +138,8 @@ def report_fallback(name: str, err: Optional[str]) -> None:
     under ``SHUFFLEMAMBA_STRICT_KERNELS=1``."""
     msg = (f'{_NAMES[name]} is not available ({err}); falling back to the PyTorch path: '
            f'{_COST[name]}. Install it with `{_INSTALL[name]}`. Set {STRICT_ENV}=1 to make '
-           "this an error, or pass kernel='torch' to choose the PyTorch path explicitly.")
+           'this an error' + _CHOOSE_TORCH.get(name, ", or pass kernel='torch' to choose "
+                                               'the PyTorch path explicitly') + '.')
     if os.environ.get(STRICT_ENV, '0').strip().lower() not in ('', '0', 'false', 'no'):
         raise RuntimeError(f'{STRICT_ENV}=1: {msg}')
     if name not in _warned:

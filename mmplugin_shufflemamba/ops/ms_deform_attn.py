@@ -18,8 +18,8 @@ itself). See docs/kernels_and_performance.md#deformable-attention-on-the-cpu.
 import torch
 
 from ..errors import ArgumentValueError
-from .kernels import (_INSTALL, ShapeError, cpu_extension, kernel_dtype, report_fallback,
-                      require_cpu_extension, use_cpu_extension)
+from .kernels import (_INSTALL, ShapeError, _cpu_extension_error, cpu_extension,
+                      kernel_dtype, report_fallback, require_cpu_extension)
 
 __all__ = ['ms_deform_attn', 'ms_deform_attn_cpu', 'ms_deform_attn_ref', 'cpu_sampling',
            'has_ms_deform_attn_cpu', 'has_ms_deform_attn_mmcv_cuda',
@@ -192,13 +192,13 @@ def cpu_sampling(kernel: str = 'auto'):
     when it is built, else None (mmcv's PyTorch path). Under 'auto' a missing kernel is
     the once-only fallback report of :mod:`.kernels` (an error with
     ``SHUFFLEMAMBA_STRICT_KERNELS=1``); 'torch' chooses the PyTorch path silently."""
-    if not use_cpu_extension(_checked(kernel), is_cuda=False):  # (reports a missing extension)
+    if _checked(kernel) == 'torch':
         return None
-    if not has_ms_deform_attn_cpu():
-        report_fallback('cpu_extension', 'it was built without the deformable attention '
-                        'kernel (an older build)')
-        return None
-    return ms_deform_attn_cpu
+    if has_ms_deform_attn_cpu():
+        return ms_deform_attn_cpu
+    report_fallback('ms_deform_attn_cpu', _cpu_extension_error() if cpu_extension() is None
+                    else 'the compiled extension was built without it: an older build')
+    return None
 
 
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor,

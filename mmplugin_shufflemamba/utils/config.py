@@ -73,13 +73,15 @@ def merge_cfg_options(cfg, options: Optional[dict], config: str = 'the config') 
             if parts[0] in cfg:
                 places = _paths_of({k: v for k, v in cfg.items() if k in _RUNTIME_KEYS},
                                    cfg[parts[0]])
-                found = isinstance(cfg[parts[0]], (str, dict, list, tuple))
+                value = cfg[parts[0]]
+                found = bool(value) and isinstance(value, (str, dict, list, tuple))
                 raise ConfigError(
                     f"{where}: '{parts[0]}' is a variable of {config} or of a config it "
                     'inherits, already put where the files use it when they were read, '
                     'so this would change nothing. Set the settings that use it instead' + (
                         f" (its value is at {', '.join(places)})" if places else
-                        ' (none holds its value now: the config sets them otherwise)'
+                        ' (none holds it as a whole now: the config sets them otherwise, '
+                        'or uses it inside another value)'
                         if found else '') + '.')
             raise ConfigError(f"{where}: {config} has no '{parts[0]}' and nothing reads it" +
                               _did_you_mean(parts[0], set(cfg) | _RUNTIME_KEYS) + '.')

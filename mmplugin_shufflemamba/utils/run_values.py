@@ -94,7 +94,7 @@ def _check_crop_sizes(name: str, loader: dict) -> None:
     """mmseg's ``RandomCrop`` takes an int or a tuple: a list (``--cfg-options`` reads
     ``[64,64]`` as one) stops at its assertion, in a traceback."""
     from ..errors import ArgumentTypeError
-    for path, crop in _typed_nodes(loader.get('dataset'), ('RandomCrop', ),
+    for path, crop in _typed_nodes(loader.get('dataset'), ('RandomCrop', 'mmseg.RandomCrop'),
                                    f'{name}.dataset'):
         size = crop.get('crop_size')
         if isinstance(size, list):

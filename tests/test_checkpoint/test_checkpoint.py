@@ -112,6 +112,11 @@ def test_overlapping_patch_models_are_refused(tmp_path):
         load_checkpoint(backbone(), str(path))  # MMEngine's loader, through the pre-hook
     with pytest.raises(CheckpointError, match=words):
         convert_main([str(path), str(tmp_path / 'out.pth')])
+    import timm
+    classifier = timm.create_model('shufflemamba_m_patch16_224', embed_dims=32, num_layers=3,
+                                   img_size=64, num_classes=0, kernel='torch')
+    with pytest.raises(CheckpointError, match=words):  # the timm classifiers' loader
+        classifier.load_pretrained(str(path))
     ok = name.replace('_stride8', '')  # stride = patch size: the backbone's own
     torch.save(dict(model=sd, model_ema=None, args=argparse.Namespace(model=ok)), path)
     assert load_pretrained_backbone(backbone(), str(path))['format'] == 'vim'

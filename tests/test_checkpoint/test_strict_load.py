@@ -159,15 +159,23 @@ def test_partial_load_when_allowed():
     assert len(details['shapes']) == 7 and not details['missing']
 
 
-def test_load_checked_loads_a_fitting_file_and_refuses_one_that_does_not(tmp_path):
+def test_load_checked_loads_a_fitting_file_and_refuses_one_that_does_not(
+        tmp_path, monkeypatch):
     """load_checked (the benchmark's load, without a runner): the fit check, then the
-    weights; with allow_partial the mis-shaped tensors keep their initialisation."""
+    weights, converted once; with allow_partial the mis-shaped tensors keep their
+    initialisation."""
+    import importlib
     from mmplugin_shufflemamba.checkpoint import load_checked
+    fit = importlib.import_module('mmplugin_shufflemamba.checkpoint.fit')
+    conversions, as_loaded = [], fit.as_loaded
+    monkeypatch.setattr(fit, 'as_loaded',
+                        lambda *a, **k: conversions.append(1) or as_loaded(*a, **k))
     torch.manual_seed(0)
     src, dst = Toy(), Toy()
     path = tmp_path / 'toy.pth'
     torch.save(ckpt_of(src), path)
     details = load_checked(dst, str(path))
+    assert len(conversions) == 1
     assert not details['missing'] and not details['shapes']
     for k, v in src.state_dict().items():
         torch.testing.assert_close(dst.state_dict()[k], v)

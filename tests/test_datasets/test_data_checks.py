@@ -389,9 +389,10 @@ def test_coco_test_set_without_annotations_is_warned_about(coco, warnings_logged
     (line, ) = [m for m in warnings_logged if 'CheckedCocoDataset' in m]
     assert line == (
         f"CheckedCocoDataset {_coco_json(coco, 'val')} (test): the file has no annotations "
-        f"(an image-info / test-dev file), so CocoMetric scores its {len(content['images'])} "
-        'images -1. To evaluate, give the file with the annotations; to write results for '
-        "an evaluation server, set the evaluator's format_only=True and outfile_prefix.")
+        '(an image-info / test-dev file): CocoMetric can only write results for an '
+        'evaluation server from it (format_only=True, outfile_prefix); scored, its '
+        f"{len(content['images'])} images give -1 for every metric. To evaluate, give the "
+        'file with the annotations.')
 
 
 @pytest.mark.parametrize('edit,words', [
@@ -539,6 +540,17 @@ def test_missing_coco_and_imagenet_files_are_named(tmp_path):
                        f"\\({root!r}\\) and data_prefix"):
         _build('mmpretrain', dict(type='CheckedImageNet', data_root=root, data_prefix='val',
                                   pipeline=[]))
+
+
+def test_a_missing_relative_data_root_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """Data paths are read from the current directory (not a config's folder)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as e:
+        _coco_ds('data/coco')
+    assert str(e.value) == (
+        'data/coco/annotations/instances_train2017.json: no such file (a relative path: '
+        f"looked for in the current directory, {tmp_path}); check data_root ('data/coco') "
+        'and ann_file')
 
 
 def test_cls_bad_line(in1k):

@@ -81,27 +81,39 @@ def _two_ranks(rank, port, root, out):
         try:
             EvalImageSizeHook().before_test(runner_of(loop_of(root, 2)))
             result = 'passed'
-        except DataError as e:
-            result = str(e)
+        except Exception as e:
+            result = f'{type(e).__name__}: {e}'
         with open(f'{out}.{rank}', 'w') as f:
             f.write(result)
     finally:
         torch_dist.destroy_process_group()
 
 
-def test_two_ranks_read_the_headers_once_and_stop_together(tmp_path):
+@pytest.mark.parametrize('case', ['sizes', 'unreadable'])
+def test_two_ranks_read_the_headers_once_and_stop_together(tmp_path, case):
+    """Rank 0 reads; every rank stops with its verdict, an unreadable image included
+    (rank 0 with the error itself, the others with its text)."""
     import torch.multiprocessing as mp
 
     from helpers.dist import free_port
     root = str(tmp_path / 'ade')
     generate_synthetic_ade20k(root, num_train=1, num_val=3, size=(32, 32))
     image = sorted(glob.glob(osp.join(root, 'images', 'validation', '*.jpg')))[2]
-    Image.fromarray(np.zeros((40, 32, 3), np.uint8)).save(image)
+    if case == 'sizes':
+        Image.fromarray(np.zeros((40, 32, 3), np.uint8)).save(image)
+    else:
+        with open(image, 'wb') as f:
+            f.write(b'not an image')
     out = str(tmp_path / 'verdict')
     mp.start_processes(_two_ranks, args=(free_port(), root, out), nprocs=2,
                        start_method='fork')
     verdicts = [open(f'{out}.{rank}').read() for rank in range(2)]
-    assert verdicts[0] == verdicts[1], verdicts
-    assert verdicts[0].startswith('test_dataloader.batch_size=2, and mmseg tests a batch of '
-                                  'images of one size: the test set has images of 32x32 '
-                                  'and 40x32'), verdicts[0]
+    if case == 'sizes':
+        assert verdicts[0] == verdicts[1], verdicts
+        assert verdicts[0].startswith(
+            'DataError: test_dataloader.batch_size=2, and mmseg tests a batch of images of '
+            'one size: the test set has images of 32x32 and 40x32'), verdicts[0]
+    else:
+        assert verdicts[0].startswith('UnidentifiedImageError: cannot identify image file')
+        assert verdicts[1] == ("DataError: reading the test images' sizes on rank 0: "
+                               + verdicts[0]), verdicts

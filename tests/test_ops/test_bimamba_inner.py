@@ -470,10 +470,14 @@ def test_msda_on_cpu_without_its_compiled_kernel_warns_once(monkeypatch, missing
     shapes = torch.tensor([[4, 4], [2, 2]])
     args = (torch.randn(2, 20, 4, 8), shapes, torch.rand(2, 6, 4, 2, 3, 2),
             torch.rand(2, 6, 4, 2, 3))
-    why = 'compiled CPU kernels' if missing == 'extension' else 'an older build'
+    why = r'\(not built\)' if missing == 'extension' else 'built without it: an older build'
     with pytest.warns(kernels.KernelFallbackWarning, match=why) as rec:
         out = msda.ms_deform_attn(*args)
-    assert len(rec) == 1 and 'deformable attention' in str(rec[0].message)
+    assert len(rec) == 1, [str(r.message) for r in rec]
+    assert str(rec[0].message).startswith(
+        'the compiled CPU deformable attention kernel (in mmplugin_shufflemamba._ext) is not '
+        'available'), str(rec[0].message)
+    assert 'or set SHUFFLEMAMBA_MSDA_CPU=torch' in str(rec[0].message)
     torch.testing.assert_close(out, msda.ms_deform_attn_ref(*args))
     with warnings.catch_warnings():
         warnings.simplefilter('error')
@@ -482,6 +486,8 @@ def test_msda_on_cpu_without_its_compiled_kernel_warns_once(monkeypatch, missing
     monkeypatch.setenv(kernels.STRICT_ENV, '1')
     with pytest.raises(RuntimeError, match=f'{kernels.STRICT_ENV}=1: .*{why}'):
         msda.ms_deform_attn(*args)
+    with pytest.raises(RuntimeError, match=f'{kernels.STRICT_ENV}=1: .*{why}'):
+        _msda_module()._own_sampling(args[0])  # the adapter's module: the same choice
     msda.ms_deform_attn(*args, kernel='torch')  # chosen explicitly: no error
     with pytest.raises(ValueError, match="kernel must be 'auto' or 'torch', got 'cuda' "
                        r"\(CUDA tensors sample with mmcv's CUDA kernel"):

@@ -95,8 +95,9 @@ def test_a_variable_whose_settings_the_config_overrode_says_so(tmp_path):
         f"{k} = dict(dataset=dict(data_root='/data/ade'))\n"
         for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')))
     with pytest.raises(ConfigError, match=r"'data_root' is a variable of child\.py or of a "
-                       r'config it inherits, .* instead \(none holds its value now: the '
-                       r'config sets them otherwise\)\.$'):
+                       r'config it inherits, .* instead \(none holds it as a whole now: '
+                       r'the config sets them otherwise, or uses it inside another '
+                       r'value\)\.$'):
         load_config(str(child), cfg_options={'data_root': '/elsewhere'})
 
 

@@ -44,15 +44,17 @@ def check_eval_image_sizes(model, loader, name: str, option: Optional[str] = Non
     for t in getattr(getattr(dataset, 'pipeline', None), 'transforms', []):
         if getattr(t, 'keep_ratio', True) is False and getattr(t, 'scale', None):
             return  # every image resized to one size
-    verdict = [None]  # (the same on every rank: a rank that raised alone would hang)
+    verdict, error = [None], None  # (the same on every rank: one raising alone would hang)
     if get_rank() == 0:
         try:
             verdict[0] = _two_sizes(dataset)
         except Exception as e:  # e.g. an unreadable image: every rank stops with it
-            verdict[0] = e
+            error, verdict[0] = e, f'{type(e).__name__}: {e}'  # (text: always picklable)
     broadcast_object_list(verdict)  # (nothing to do on one process)
-    if isinstance(verdict[0], Exception):
-        raise verdict[0]
+    if error is not None:
+        raise error
+    if isinstance(verdict[0], str):
+        raise DataError(f'reading the {name} images\' sizes on rank 0: {verdict[0]}')
     if verdict[0] is not None:
         (w0, h0), (w1, h1), path = verdict[0]
         setting = option or f'{name}_dataloader.batch_size'

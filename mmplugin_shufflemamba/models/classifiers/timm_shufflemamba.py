@@ -176,8 +176,9 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
                                           for k, v in own.items())
         if fits:
             self.head.load_state_dict({k: head[k] for k in own})
-        message = loaded_message(self, summary, checkpoint,
-                                 ['head.' + k for k in own] if fits else ())
+        loaded_head = ['head.' + k for k in own] if fits else []
+        message = loaded_message(self, summary, checkpoint, loaded_head)
+        summary = dict(summary, dropped=[k for k in summary['dropped'] if k not in loaded_head])
         if not fits:
             message += (f'; the head is not loaded (checkpoint head '
                         f'{ {k: tuple(v.shape) for k, v in head.items()} }, model head '
