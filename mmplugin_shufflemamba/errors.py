@@ -21,3 +21,13 @@ class ArgumentKeyError(ArgumentError, KeyError):
     """A name that is not among the known ones (an arch)."""
 
     __str__ = Exception.__str__  # the message, not KeyError's repr of it
+
+
+def relative_path_note(path: str, unlike_base: bool = True) -> str:
+    """For a refusal of a path that does not exist: where a relative one was looked for,
+    the current directory (with ``unlike_base``: and not a config's folder, as
+    ``_base_`` would be); '' for an absolute path."""
+    import os
+    return '' if os.path.isabs(path) else (
+        f' (a relative path: looked for in the current directory, {os.getcwd()}'
+        + (", not in a config's folder)" if unlike_base else ')'))

@@ -3,7 +3,6 @@ choosing their raw or EMA weights; refusals of placeholder paths and non-finite 
 Nothing here knows the model's layout (see :mod:`.layout`)."""
 import io
 import logging
-import os
 import os.path as osp
 import re
 import urllib.parse
@@ -15,7 +14,7 @@ import torch
 from mmengine import fileio
 from mmengine.logging import print_log
 
-from ..errors import ArgumentTypeError, ArgumentValueError
+from ..errors import ArgumentTypeError, ArgumentValueError, relative_path_note
 from .safe_load import safe_torch_load
 
 
@@ -179,9 +178,8 @@ def read_checkpoint(filename: str, map_location: str = 'cpu',
         raise CheckpointError(f'{filename} is a directory, not a checkpoint file: give the '
                               'file in it (e.g. a work dir\'s iter_*.pth or epoch_*.pth)')
     if is_local and not osp.isfile(filename):
-        raise CheckpointNotFoundError(f'checkpoint file not found: {filename}' + (
-            '' if osp.isabs(filename) else f' (a relative path: looked for in the current '
-            f"directory, {os.getcwd()}, not in a config's folder)"))
+        raise CheckpointNotFoundError(f'checkpoint file not found: {filename}'
+                                      + relative_path_note(filename))
     if not is_local:
         try:
             data = io.BytesIO(fileio.get(filename))

@@ -373,18 +373,19 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
 def loaded_message(model, summary: Dict[str, object], source: str,
                    also_loaded: Sequence[str] = ()) -> str:
     """The log line of :func:`load_backbone_state`'s ``summary``; ``also_loaded``: the
-    keys of the file the caller loaded besides (not dropped, no longer initialised)."""
+    keys of the file the caller loaded besides (no longer initialised; the caller takes
+    them out of ``summary['dropped']``)."""
     own = len(model.state_dict()) - summary['loaded'] - len(also_loaded)
     note = _ENTRY_NOTES.get(summary['entry'])
-    dropped = [k for k in summary['dropped'] if k not in also_loaded]
     return (f"Loaded {source} (entry '{summary['entry']}'" + (f' = {note}' if note else '')
             + f", format '{summary['format']}', depth {summary['depth']}, width "
             f"{summary['embed_dims']}): all {summary['loaded']} backbone tensors"
             + (f" and {', '.join(also_loaded)}" if also_loaded else '') +
             f"; pos_embed {summary['grid']} -> {summary['target_grid']}; cls/register "
             f"tokens {summary['checkpoint_tokens']} -> {summary['kept_tokens']}; dropped "
-            f'keys: {dropped}' + (f'; {own} tensors of {type(model).__name__} keep their '
-                                  'initialisation' if own else ''))
+            f"keys: {summary['dropped']}" + (
+                f'; {own} tensors of {type(model).__name__} keep their initialisation'
+                if own else ''))
 
 
 def without_final_norm(converted, target):

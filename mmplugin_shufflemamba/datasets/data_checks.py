@@ -16,7 +16,7 @@ from mmcv.transforms import BaseTransform
 from mmengine.logging import print_log
 from mmengine.registry import TRANSFORMS
 
-from ..errors import ArgumentValueError
+from ..errors import ArgumentValueError, relative_path_note
 
 
 class DataError(ValueError):
@@ -42,10 +42,8 @@ def require_path(path, what: str, data_root, check: str = 'data_prefix') -> None
     """:class:`DataError` when a local ``path`` (a ``what``: 'directory', 'file') does not
     exist, naming the settings to check."""
     if path and _is_local(path) and not osp.exists(path):
-        where = '' if osp.isabs(path) else (
-            f' (a relative path: looked for in the current directory, {os.getcwd()})')
-        raise DataError(f'{path}: no such {what}{where}; check data_root ({data_root!r}) '
-                        f'and {check}')
+        raise DataError(f'{path}: no such {what}{relative_path_note(path, False)}; '
+                        f'check data_root ({data_root!r}) and {check}')
 
 
 def probe_image_file(path: str) -> Optional[str]:

@@ -178,21 +178,22 @@ def ms_deform_attn_cpu(value: torch.Tensor, spatial_shapes: torch.Tensor,
                                       attention_weights)
 
 
-def _checked(kernel: str) -> str:
+def _checked(kernel: str, setting: str = 'kernel') -> str:
     if kernel not in ('auto', 'torch'):
         raise ArgumentValueError(
-            f"kernel must be 'auto' or 'torch', got {kernel!r} (CUDA tensors sample with "
-            "mmcv's CUDA kernel inside the adapter's MSDeformAttn; this dispatch is for "
-            "the compiled CPU kernel and mmcv's PyTorch path)")
+            f"{setting} must be 'auto' or 'torch', got {kernel!r} (CUDA tensors sample "
+            "with mmcv's CUDA kernel inside the adapter's MSDeformAttn; this choice is "
+            "between the compiled CPU kernel and mmcv's PyTorch path)")
     return kernel
 
 
-def cpu_sampling(kernel: str = 'auto'):
+def cpu_sampling(kernel: str = 'auto', setting: str = 'kernel'):
     """The sampling function for CPU tensors: :func:`ms_deform_attn_cpu` under 'auto'
     when it is built, else None (mmcv's PyTorch path). Under 'auto' a missing kernel is
     the once-only fallback report of :mod:`.kernels` (an error with
-    ``SHUFFLEMAMBA_STRICT_KERNELS=1``); 'torch' chooses the PyTorch path silently."""
-    if _checked(kernel) == 'torch':
+    ``SHUFFLEMAMBA_STRICT_KERNELS=1``); 'torch' chooses the PyTorch path silently.
+    Another choice is refused, naming ``setting`` (where the caller read it)."""
+    if _checked(kernel, setting) == 'torch':
         return None
     if has_ms_deform_attn_cpu():
         return ms_deform_attn_cpu

@@ -177,8 +177,8 @@ class ShuffleMambaClassifier(ShuffleMambaEncoder):
         if fits:
             self.head.load_state_dict({k: head[k] for k in own})
         loaded_head = ['head.' + k for k in own] if fits else []
-        message = loaded_message(self, summary, checkpoint, loaded_head)
         summary = dict(summary, dropped=[k for k in summary['dropped'] if k not in loaded_head])
+        message = loaded_message(self, summary, checkpoint, loaded_head)
         if not fits:
             message += (f'; the head is not loaded (checkpoint head '
                         f'{ {k: tuple(v.shape) for k, v in head.items()} }, model head '

@@ -127,10 +127,7 @@ class MSDeformAttn(MultiScaleDeformableAttention):
         if value.device.type != 'cpu':
             return None
         choice = self.cpu_kernel or os.environ.get('SHUFFLEMAMBA_MSDA_CPU') or 'auto'
-        if choice not in ('auto', 'torch'):
-            raise ArgumentValueError("MSDeformAttn.cpu_kernel / SHUFFLEMAMBA_MSDA_CPU must be "
-                                     f"'auto' or 'torch', got {choice!r}")
-        return cpu_sampling(choice)
+        return cpu_sampling(choice, 'MSDeformAttn.cpu_kernel / SHUFFLEMAMBA_MSDA_CPU')
 
     def _forward_sampled(self, query: torch.Tensor, value: torch.Tensor,
                          reference_points: torch.Tensor, spatial_shapes: torch.Tensor,
