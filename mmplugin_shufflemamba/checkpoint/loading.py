@@ -372,9 +372,8 @@ def load_backbone_state(model, sd: Dict[str, torch.Tensor], entry: str, ckpt_for
 
 def loaded_message(model, summary: Dict[str, object], source: str,
                    also_loaded: Sequence[str] = ()) -> str:
-    """The log line of :func:`load_backbone_state`'s ``summary``; ``also_loaded``: the
-    keys of the file the caller loaded besides (no longer initialised; the caller takes
-    them out of ``summary['dropped']``)."""
+    """The log line of :func:`load_backbone_state`'s ``summary``; ``also_loaded``: keys
+    the caller loaded besides (and took out of ``summary['dropped']``)."""
     own = len(model.state_dict()) - summary['loaded'] - len(also_loaded)
     note = _ENTRY_NOTES.get(summary['entry'])
     return (f"Loaded {source} (entry '{summary['entry']}'" + (f' = {note}' if note else '')
